@@ -1,0 +1,1 @@
+"""badge-bridge: access control bridge daemon."""

@@ -1,0 +1,287 @@
+"""The site file: one TOML document describing the installation, loaded into a typed, validated config.
+
+Errors name the field path (``doors[2].area_in``) and what was expected, because the person reading
+them is a facilities engineer with the file open, not a Python developer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+KEY = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DATABASE_URL_ENV = "BADGE_BRIDGE_DATABASE_URL"
+
+
+class ConfigError(Exception):
+    """A site file that cannot be used; the message is meant for the operator as-is."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as 'Europe/Berlin')") from None
+    return value
+
+
+class SiteSection(_Model):
+    name: str
+    timezone: str = "UTC"
+    instance: KEY = "bridge-1"
+    """Names this bridge's audit chain: one chain per bridge instance, so writers never contend."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
+class DatabaseSection(_Model):
+    url: str = "sqlite:///var/badge-bridge.db"
+
+
+class KeysSection(_Model):
+    dir: str = "var/keys"
+    """Holds the audit signing key and the PIN pepper; keep it off the database's disks and backups."""
+
+
+class AuditSection(_Model):
+    batch_max: int = Field(1000, ge=1, le=100_000)
+    queue_max: int = Field(100_000, ge=100)
+    checkpoint_every: int = Field(1000, ge=1)
+    checkpoint_seconds: float = Field(60.0, gt=0)
+
+
+class MqttSection(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    topic_prefix: str = "badge-bridge/v1"
+
+
+class AreaConfig(_Model):
+    key: KEY
+    name: str = ""
+    anti_passback: Literal["none", "soft", "hard"] = "none"
+
+
+class Interval(_Model):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+
+    @model_validator(mode="after")
+    def _order(self) -> Interval:
+        if not (self.start_minute() < self.end_minute() <= 1440):
+            raise ValueError(f"start {self.start} must be before end {self.end} (end at most 24:00)")
+        return self
+
+    def start_minute(self) -> int:
+        return _minutes(self.start)
+
+    def end_minute(self) -> int:
+        return _minutes(self.end)
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = (int(p) for p in hhmm.split(":"))
+    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
+        raise ValueError(f"{hhmm!r} is not a time of day (expected HH:MM, 00:00 to 24:00)")
+    return hours * 60 + minutes
+
+
+class ScheduleConfig(_Model):
+    key: KEY
+    name: str = ""
+    timezone: str | None = None
+    """Defaults to the site's time zone."""
+    intervals: list[Interval] = Field(min_length=1)
+    holidays: list[date] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return value if value is None else _check_timezone(value)
+
+
+class DoorConfig(_Model):
+    key: KEY
+    name: str = ""
+    area_in: KEY | None = None
+    area_out: KEY | None = None
+    open_time_s: float = Field(5.0, gt=0, le=60)
+    held_open_limit_s: float = Field(30.0, gt=0, le=3600)
+    two_person: bool = False
+    two_person_window_s: float = Field(30.0, gt=0, le=600)
+    factors: list[Literal["card", "pin", "biometric"]] = ["card"]
+
+    @field_validator("factors")
+    @classmethod
+    def _card_first(cls, value: list[str]) -> list[str]:
+        if "card" not in value:
+            raise ValueError("must include 'card': every request starts from a credential identifier")
+        return value
+
+
+class ControllerConfig(_Model):
+    key: KEY
+    name: str = ""
+    kind: Literal["mqtt", "esp-rfid", "osdp"]
+    port: str | None = None
+    """Serial port of an OSDP bus."""
+    baud: int = 115200
+
+
+class ReaderConfig(_Model):
+    key: KEY
+    controller: KEY
+    door: KEY
+    direction: Literal["in", "out"] = "in"
+    kind: Literal["card", "keypad", "biometric"] = "card"
+    osdp_address: int | None = Field(None, ge=0, le=126)
+
+
+class CameraConfig(_Model):
+    key: KEY
+    name: str = ""
+    url: str
+    doors: list[KEY] = []
+
+
+class LevelDoor(_Model):
+    door: KEY
+    schedule: KEY
+
+
+class AccessLevelConfig(_Model):
+    key: KEY
+    name: str = ""
+    doors: list[LevelDoor] = Field(min_length=1)
+
+
+class SiteConfig(_Model):
+    """The whole site file. ``base_dir`` is where relative paths in it are resolved from."""
+
+    site: SiteSection
+    database: DatabaseSection = DatabaseSection()
+    keys: KeysSection = KeysSection()
+    audit: AuditSection = AuditSection()
+    mqtt: MqttSection = MqttSection()
+    areas: list[AreaConfig] = []
+    schedules: list[ScheduleConfig] = []
+    doors: list[DoorConfig] = []
+    controllers: list[ControllerConfig] = []
+    readers: list[ReaderConfig] = []
+    cameras: list[CameraConfig] = []
+    access_levels: list[AccessLevelConfig] = []
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteConfig:
+        errors: list[str] = []
+        for section in ("areas", "schedules", "doors", "controllers", "readers", "cameras", "access_levels"):
+            seen: set[str] = set()
+            for i, item in enumerate(getattr(self, section)):
+                if item.key in seen:
+                    errors.append(f"{section}[{i}].key: duplicate key {item.key!r}")
+                seen.add(item.key)
+        areas = {a.key for a in self.areas}
+        doors = {d.key for d in self.doors}
+        controllers = {c.key for c in self.controllers}
+        schedules = {s.key for s in self.schedules}
+
+        def ref(path: str, value: str | None, known: set[str], what: str) -> None:
+            if value is not None and value not in known:
+                choices = ", ".join(sorted(known)) or "none defined"
+                errors.append(f"{path}: unknown {what} {value!r} (expected one of: {choices})")
+
+        for i, d in enumerate(self.doors):
+            ref(f"doors[{i}].area_in", d.area_in, areas, "area")
+            ref(f"doors[{i}].area_out", d.area_out, areas, "area")
+        for i, r in enumerate(self.readers):
+            ref(f"readers[{i}].controller", r.controller, controllers, "controller")
+            ref(f"readers[{i}].door", r.door, doors, "door")
+        for i, c in enumerate(self.cameras):
+            for j, door in enumerate(c.doors):
+                ref(f"cameras[{i}].doors[{j}]", door, doors, "door")
+        for i, lvl in enumerate(self.access_levels):
+            for j, ld in enumerate(lvl.doors):
+                ref(f"access_levels[{i}].doors[{j}].door", ld.door, doors, "door")
+                ref(f"access_levels[{i}].doors[{j}].schedule", ld.schedule, schedules, "schedule")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the file relative to the file's own folder."""
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def database_url(self) -> str:
+        """The environment wins over the file, so production secrets stay out of the site file."""
+        url = os.environ.get(DATABASE_URL_ENV) or self.database.url
+        match = re.match(r"^sqlite:///(?!/)(.+)$", url)
+        if match and match.group(1) != ":memory:":
+            return f"sqlite:///{self.path(match.group(1))}"
+        return url
+
+    def keys_dir(self) -> Path:
+        return self.path(self.keys.dir)
+
+    def site_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.site.timezone)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Load and validate a site file, or raise ConfigError naming the file, field path and expectation."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such site file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the site file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the site file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw["base_dir"] = path.resolve().parent
+    try:
+        return SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {_format_loc(err['loc'])}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def weekday_number(day: str) -> int:
+    """Monday-based weekday number of a day name from the site file."""
+    return DAYS.index(day)

@@ -1,0 +1,146 @@
+"""Key material kept in files outside the database: the audit signing keys and the PIN pepper.
+
+Layout of the keys folder::
+
+    signing/<key_id>.key   Ed25519 private key (PEM, mode 0600); may be removed once rotated out
+    signing/<key_id>.pub   raw public key, hex; keep every one, old checkpoints are signed with them
+    signing/current        the key_id that signs new checkpoints
+    pin-pepper             32 random bytes; PIN hashes are HMAC-SHA256 under it
+
+The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
+band), never the database: whoever can edit the database could add a key of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+class KeyMaterialError(Exception):
+    """Key material missing or unusable; says which file and what to do."""
+
+
+def key_id_of(public: Ed25519PublicKey) -> str:
+    """A short stable name for a public key: the first 16 bytes of SHA-256 of its raw bytes, hex."""
+    return hashlib.sha256(public_hex(public).encode()).hexdigest()[:32]
+
+
+def public_hex(public: Ed25519PublicKey) -> str:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def public_from_hex(value: str) -> Ed25519PublicKey:
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(value.strip()))
+    except ValueError as exc:
+        raise KeyMaterialError(f"not an Ed25519 public key in hex: {exc}") from None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs checkpoints with the current key."""
+
+    key_id: str
+    private: Ed25519PrivateKey
+
+    def sign(self, message: bytes) -> str:
+        return self.private.sign(message).hex()
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+
+def verify_signature(public: Ed25519PublicKey, signature_hex: str, message: bytes) -> bool:
+    try:
+        public.verify(bytes.fromhex(signature_hex), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+class KeyStore:
+    """The keys folder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.signing_dir = directory / "signing"
+
+    def ensure(self) -> list[str]:
+        """Create whatever key material is missing; returns what was created, for the operator."""
+        created = []
+        self.signing_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        if not (self.signing_dir / "current").exists():
+            created.append(f"audit signing key {self.rotate_signing_key()}")
+        pepper = self.dir / "pin-pepper"
+        if not pepper.exists():
+            _write_private(pepper, secrets.token_bytes(32))
+            created.append("PIN pepper")
+        return created
+
+    def rotate_signing_key(self) -> str:
+        """Generate a new signing key and make it current; the old public key stays trusted."""
+        private = Ed25519PrivateKey.generate()
+        kid = key_id_of(private.public_key())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_private(self.signing_dir / f"{kid}.key", pem)
+        (self.signing_dir / f"{kid}.pub").write_text(public_hex(private.public_key()) + "\n")
+        tmp = self.signing_dir / "current.tmp"
+        tmp.write_text(kid + "\n")
+        os.replace(tmp, self.signing_dir / "current")
+        return kid
+
+    def signer(self) -> Signer:
+        current = self.signing_dir / "current"
+        try:
+            kid = current.read_text().strip()
+            pem = (self.signing_dir / f"{kid}.key").read_bytes()
+        except FileNotFoundError as exc:
+            raise KeyMaterialError(f"audit signing key missing ({exc.filename}); run `badge-bridge init`") from None
+        private = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(private, Ed25519PrivateKey):
+            raise KeyMaterialError(f"{self.signing_dir / kid}.key is not an Ed25519 key")
+        return Signer(kid, private)
+
+    def trusted_public_keys(self) -> dict[str, Ed25519PublicKey]:
+        keys = {}
+        for pub in sorted(self.signing_dir.glob("*.pub")):
+            key = public_from_hex(pub.read_text())
+            keys[key_id_of(key)] = key
+        return keys
+
+    def pin_pepper(self) -> bytes:
+        try:
+            return (self.dir / "pin-pepper").read_bytes()
+        except FileNotFoundError:
+            raise KeyMaterialError(f"PIN pepper missing in {self.dir}; run `badge-bridge init`") from None
+
+
+def hash_pin(pepper: bytes, pin: str) -> str:
+    """PINs are short, so a slow hash would not save them from brute force; a secret pepper does, and HMAC
+    is fast enough to check at the door in microseconds."""
+    return hmac.new(pepper, pin.encode(), hashlib.sha256).hexdigest()
+
+
+def check_pin(pepper: bytes, pin: str, pin_hash: str | None) -> bool:
+    return pin_hash is not None and hmac.compare_digest(hash_pin(pepper, pin), pin_hash)

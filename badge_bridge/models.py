@@ -1,0 +1,324 @@
+"""SQLAlchemy 2 typed models: the installation, the people and their credentials, and the audit log.
+
+The installation tables (site .. access levels) mirror the site file and are synced from it by key; people,
+credentials and console users are managed through the CLI and the console. Times are timezone-aware UTC.
+The audit tables store times as integer microseconds since the epoch: exact, portable between SQLite and
+PostgreSQL, and cheap to hash.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite would otherwise hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# --- installation (synced from the site file) -----------------------------------------------------
+
+
+class Site(Base):
+    __tablename__ = "site"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+
+
+class Area(Base):
+    __tablename__ = "area"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    anti_passback: Mapped[str] = mapped_column(String(8), default="none")
+
+
+class Door(Base):
+    __tablename__ = "door"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    area_in_id: Mapped[int | None] = mapped_column(ForeignKey("area.id"))
+    area_out_id: Mapped[int | None] = mapped_column(ForeignKey("area.id"))
+    open_time_s: Mapped[float] = mapped_column(Float, default=5.0)
+    held_open_limit_s: Mapped[float] = mapped_column(Float, default=30.0)
+    two_person: Mapped[bool] = mapped_column(Boolean, default=False)
+    two_person_window_s: Mapped[float] = mapped_column(Float, default=30.0)
+    factors: Mapped[str] = mapped_column(String(64), default="card")
+    """Comma-separated required factors: card, pin, biometric."""
+
+    area_in: Mapped[Area | None] = relationship(foreign_keys=[area_in_id])
+    area_out: Mapped[Area | None] = relationship(foreign_keys=[area_out_id])
+
+
+class Controller(Base):
+    __tablename__ = "controller"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Reader(Base):
+    __tablename__ = "reader"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    controller_id: Mapped[int] = mapped_column(ForeignKey("controller.id"))
+    door_id: Mapped[int] = mapped_column(ForeignKey("door.id"))
+    direction: Mapped[str] = mapped_column(String(3), default="in")
+    kind: Mapped[str] = mapped_column(String(16), default="card")
+    osdp_address: Mapped[int | None] = mapped_column(Integer)
+
+
+class CameraDoor(Base):
+    __tablename__ = "camera_door"
+    camera_id: Mapped[int] = mapped_column(ForeignKey("camera.id", ondelete="CASCADE"), primary_key=True)
+    door_id: Mapped[int] = mapped_column(ForeignKey("door.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Camera(Base):
+    __tablename__ = "camera"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(String(500))
+    doors: Mapped[list[Door]] = relationship(secondary="camera_door")
+
+
+class Schedule(Base):
+    __tablename__ = "schedule"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64))
+    intervals: Mapped[list[ScheduleInterval]] = relationship(cascade="all, delete-orphan")
+    holidays: Mapped[list[Holiday]] = relationship(cascade="all, delete-orphan")
+
+
+class ScheduleInterval(Base):
+    __tablename__ = "schedule_interval"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id", ondelete="CASCADE"))
+    weekday: Mapped[int] = mapped_column(Integer)
+    """0 = Monday."""
+    start_minute: Mapped[int] = mapped_column(Integer)
+    end_minute: Mapped[int] = mapped_column(Integer)
+
+
+class Holiday(Base):
+    __tablename__ = "holiday"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+
+
+class AccessLevel(Base):
+    __tablename__ = "access_level"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    doors: Mapped[list[AccessLevelDoor]] = relationship(cascade="all, delete-orphan")
+
+
+class AccessLevelDoor(Base):
+    __tablename__ = "access_level_door"
+    level_id: Mapped[int] = mapped_column(ForeignKey("access_level.id", ondelete="CASCADE"), primary_key=True)
+    door_id: Mapped[int] = mapped_column(ForeignKey("door.id", ondelete="CASCADE"), primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id"), primary_key=True)
+    door: Mapped[Door] = relationship()
+    schedule: Mapped[Schedule] = relationship()
+
+
+# --- people and credentials -----------------------------------------------------------------------
+
+
+class PersonLevel(Base):
+    __tablename__ = "person_level"
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), primary_key=True)
+    level_id: Mapped[int] = mapped_column(ForeignKey("access_level.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Person(Base):
+    __tablename__ = "person"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    employee_no: Mapped[str | None] = mapped_column(String(64), unique=True)
+    company: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    """active, or left: a person who left keeps their history but may not hold working credentials."""
+    lockdown_exempt: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    levels: Mapped[list[AccessLevel]] = relationship(secondary="person_level")
+    credentials: Mapped[list[Credential]] = relationship(back_populates="person")
+
+
+class Credential(Base):
+    __tablename__ = "credential"
+    __table_args__ = (UniqueConstraint("format", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    format: Mapped[str] = mapped_column(String(16))
+    """wiegand26, wiegand34, wiegand37 or ascii."""
+    number: Mapped[str] = mapped_column(String(64))
+    """Canonical card number: 'FC:CARD' for Wiegand formats with a facility code, the text for ascii."""
+    pin_hash: Mapped[str | None] = mapped_column(String(128))
+    """HMAC-SHA256 of the PIN under the site's PIN pepper; never the PIN itself."""
+    biometric_ref: Mapped[str | None] = mapped_column(String(128))
+    """Reference to an enrolled template (device identity or face enrollment id), never the template."""
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    person: Mapped[Person] = relationship(back_populates="credentials")
+
+
+class ConsoleUser(Base):
+    __tablename__ = "console_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    """argon2id."""
+    role: Mapped[str] = mapped_column(String(16))
+    """guard, supervisor, admin or auditor."""
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+
+class Alarm(Base):
+    __tablename__ = "alarm"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    """The alarm.raised event that opened it."""
+    kind: Mapped[str] = mapped_column(String(64))
+    door: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    """open, acknowledged or resolved."""
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    assigned_to: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeadLetter(Base):
+    """Input that was refused, kept with the reason so an operator can act on it and nothing is lost."""
+
+    __tablename__ = "dead_letter"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- the audit log --------------------------------------------------------------------------------
+
+
+class AuditEntry(Base):
+    """One immutable event in a writer's hash chain. UPDATE and DELETE are refused by triggers."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        UniqueConstraint("chain_id", "seq"),
+        Index("ix_audit_entry_ts", "ts_us"),
+        Index("ix_audit_entry_door_ts", "door", "ts_us"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    chain_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    ts_us: Mapped[int] = mapped_column(BigInteger)
+    received_us: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(128))
+    door: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    """Canonical JSON: person and credential references, never a PIN or template."""
+    detail: Mapped[str] = mapped_column(Text)
+    """Canonical JSON."""
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Checkpoint(Base):
+    """A signed statement 'chain C had head H at seq N at time T' (Ed25519)."""
+
+    __tablename__ = "checkpoint"
+    __table_args__ = (UniqueConstraint("chain_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chain_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_us: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class SigningKey(Base):
+    """Public halves of every signing key ever used, so old checkpoints still verify after rotation."""
+
+    __tablename__ = "signing_key"
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    """Raw Ed25519 public key, hex."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Camera workers: capture, motion detection per door zone, evidence, face verification."""

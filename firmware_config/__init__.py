@@ -1,0 +1,1 @@
+"""Declarative door-controller configuration: profiles, validation, diff and push."""

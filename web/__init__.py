@@ -1,0 +1,1 @@
+"""Security desk console: a Flask app factory with blueprints."""
