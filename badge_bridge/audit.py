@@ -133,6 +133,7 @@ class AuditWriter:
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._seq, self._head = 0, GENESIS
+        self._stale_head = False
         self._checkpointed_seq = 0
         self._checkpointed_at = time.monotonic()
 
@@ -165,6 +166,12 @@ class AuditWriter:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the writer thread. It reads the chain head itself, so a database that is away or locked at
+        start-up delays the first commit instead of failing the bridge."""
+        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{self.chain_id}", daemon=True)
+        self._thread.start()
+
+    def _load_head(self) -> None:
         with self.engine.begin() as conn:
             self._seq, self._head = chain_head(conn, self.chain_id)
             last_cp = conn.execute(
@@ -173,8 +180,6 @@ class AuditWriter:
             self._checkpointed_seq = last_cp or 0
             if self.signer is not None:
                 register_key(conn, self.signer)
-        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{self.chain_id}", daemon=True)
-        self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Flush, sign a final checkpoint, and stop. Returns False if events were left uncommitted."""
@@ -207,6 +212,7 @@ class AuditWriter:
         return batch
 
     def _run(self) -> None:
+        self._retrying(self._load_head, "reading the chain head")
         while not self._stop.is_set():
             batch = self._take_batch()
             if batch:
@@ -214,30 +220,34 @@ class AuditWriter:
             self._checkpoint_if_due()
 
     def _write_until_done(self, batch: list[tuple[Event, Ack | None]]) -> None:
-        """Retry with backoff until the batch is committed: an accepted event is never dropped."""
+        """Retry until the batch is committed: an accepted event is never dropped."""
+        self._retrying(lambda: self._write(batch), f"writing {len(batch)} events")
+
+    def _retrying(self, step: Callable[[], None], what: str) -> None:
         delay = 0.05
         while True:
             try:
-                self._write(batch)
+                step()
                 self.stats.healthy, self.stats.last_error = True, None
                 return
             except IntegrityError as exc:
                 # Another writer on our chain id, or a duplicate racing in: re-read the head and retry.
                 self.stats.retries += 1
                 self.stats.last_error = describe(exc)
-                log.warning("audit write conflict, re-reading chain head: %s", self.stats.last_error)
-                with self.engine.connect() as conn:
-                    self._seq, self._head = chain_head(conn, self.chain_id)
-            except Exception as exc:  # database away, or a bug: hold the batch, never drop it
+                log.warning("audit conflict while %s, re-reading chain head: %s", what, self.stats.last_error)
+                self._stale_head = True
+            except Exception as exc:  # database away, or a bug: hold the events, never drop them
                 self.stats.retries += 1
                 self.stats.healthy = False
                 self.stats.last_error = describe(exc, self.engine.url.render_as_string(hide_password=True))
-                log.error("audit write failed, %d events held, retrying in %.2fs: %s",
-                          len(batch), delay, self.stats.last_error)
+                log.error("audit log unavailable while %s, retrying in %.2fs: %s", what, delay, self.stats.last_error)
                 time.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
 
     def _write(self, batch: list[tuple[Event, Ack | None]]) -> None:
+        if self._stale_head:
+            self._load_head()
+            self._stale_head = False
         started = time.perf_counter()
         seq, head = self._seq, self._head
         rows: list[dict[str, object]] = []

@@ -1,0 +1,299 @@
+"""The `badge-bridge` command. A user mistake is one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from badge_bridge import db, people
+from badge_bridge.audit import AuditWriter
+from badge_bridge.config import ConfigError, SiteConfig, load_config
+from badge_bridge.events import Event, InvalidEvent
+from badge_bridge.keys import KeyMaterialError, KeyStore, public_from_hex, key_id_of
+from badge_bridge.models import Person
+from badge_bridge.site_sync import sync_site
+
+USER_ERRORS = (ConfigError, db.DatabaseError, KeyMaterialError, people.AdminError, InvalidEvent)
+
+
+class App:
+    """What every command needs, built on first use so `--help` works without a site file."""
+
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+
+    @functools.cached_property
+    def config(self) -> SiteConfig:
+        return load_config(self.config_path)
+
+    @functools.cached_property
+    def url(self) -> str:
+        return self.config.database_url()
+
+    def engine(self, must_exist: bool = True):  # noqa: ANN201 - sqlalchemy Engine
+        engine = db.make_engine(self.url, must_exist=must_exist)
+        if must_exist and not db.schema_is_current(engine):
+            raise db.DatabaseError("the database schema is not current; run `badge-bridge init` to migrate it")
+        return engine
+
+    @functools.cached_property
+    def keys(self) -> KeyStore:
+        return KeyStore(self.config.keys_dir())
+
+    @property
+    def actor(self) -> str:
+        return f"cli:{getpass.getuser()}"
+
+    @contextmanager
+    def change(self) -> Iterator[tuple[Session, list[Event]]]:
+        """A transaction for an administrative change; the events it collects are audited after commit."""
+        engine = self.engine()
+        audited: list[Event] = []
+        with Session(engine) as session, session.begin():
+            yield session, audited
+        writer = AuditWriter(engine, f"{self.config.site.instance}.cli", self.keys.signer())
+        writer.start()
+        for event in audited:
+            writer.submit(event)
+        if not writer.stop(timeout=30):
+            raise db.DatabaseError(f"the change was made but its audit event could not be written: {writer.stats.last_error}")
+
+
+def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise click.ClickException(db.describe(exc)) from None
+
+    return wrapper
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", envvar="BADGE_BRIDGE_CONFIG", default="site.toml", show_default=True,
+              help="Site file (TOML). Also BADGE_BRIDGE_CONFIG.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug lines.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
+    """badge-bridge: access control for a data center."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    ctx.obj = App(config_path)
+
+
+@main.command()
+@pass_app
+@fail_cleanly
+def init(app: App) -> None:
+    """Create or migrate the database, create missing keys, and load the site file into it."""
+    engine = app.engine(must_exist=False)
+    db.migrate(engine)
+    for created in app.keys.ensure():
+        click.echo(f"created {created} in {app.keys.dir}")
+    with Session(engine) as session, session.begin():
+        sync_site(session, app.config)
+    click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command("check-config")
+@pass_app
+@fail_cleanly
+def check_config(app: App) -> None:
+    """Validate the site file and say what it describes."""
+    c = app.config
+    click.echo(f"{app.config_path}: site {c.site.name!r}: {len(c.doors)} doors, {len(c.readers)} readers, "
+               f"{len(c.controllers)} controllers, {len(c.cameras)} cameras, {len(c.access_levels)} access levels")
+
+
+# --- console users ---------------------------------------------------------------------------------
+
+
+@main.group()
+def user() -> None:
+    """Console users."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(people.ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_app
+@fail_cleanly
+def user_add(app: App, username: str, role: str, password_stdin: bool) -> None:
+    """Add a console user. Without --password-stdin a strong password is generated and printed once."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(15)
+    with app.change() as (session, audited):
+        _, event = people.add_user(session, app.actor, username, role, password)
+        audited.append(event)
+    click.echo(f"console user {username} ({role}) added")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+
+
+# --- people ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def person() -> None:
+    """People who may hold credentials."""
+
+
+@person.command("add")
+@click.argument("name")
+@click.option("--employee-no")
+@click.option("--company", default="")
+@click.option("--level", "levels", multiple=True, help="Access level key (repeatable).")
+@click.option("--lockdown-exempt", is_flag=True, help="Responder who may pass during a lockdown.")
+@pass_app
+@fail_cleanly
+def person_add(app: App, name: str, employee_no: str | None, company: str, levels: tuple[str, ...],
+               lockdown_exempt: bool) -> None:
+    """Add a person."""
+    with app.change() as (session, audited):
+        p, event = people.add_person(session, app.actor, name, employee_no=employee_no, company=company,
+                                     levels=list(levels), lockdown_exempt=lockdown_exempt)
+        audited.append(event)
+        pid = p.id
+    click.echo(f"person {pid} added: {name}")
+
+
+@person.command("list")
+@pass_app
+@fail_cleanly
+def person_list(app: App) -> None:
+    """List people with their levels and credentials."""
+    with Session(app.engine()) as session:
+        for p in session.scalars(select(Person).order_by(Person.id)):
+            levels = ",".join(lvl.key for lvl in p.levels) or "-"
+            creds = ", ".join(f"{c.id}:{c.format}:{c.number}[{c.status}]" for c in p.credentials) or "-"
+            click.echo(f"{p.id:>5}  {p.name:<30} {p.status:<7} levels={levels}  credentials={creds}")
+
+
+# --- credentials -----------------------------------------------------------------------------------
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected an ISO date or date-time, e.g. 2026-12-31T18:00") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@main.group()
+def credential() -> None:
+    """Cards, PINs and biometric references."""
+
+
+@credential.command("add")
+@click.argument("person_id", type=int)
+@click.option("--card", "number", required=True, help="FACILITY:CARD for Wiegand formats, the text for ascii.")
+@click.option("--format", "fmt", default="wiegand26", show_default=True,
+              type=click.Choice(["wiegand26", "wiegand34", "wiegand37", "ascii"]))
+@click.option("--pin", is_flag=True, help="Prompt for a PIN (stored only as a keyed hash).")
+@click.option("--biometric-ref", help="Identity enrolled on a biometric reader.")
+@click.option("--valid-from")
+@click.option("--valid-until")
+@pass_app
+@fail_cleanly
+def credential_add(app: App, person_id: int, number: str, fmt: str, pin: bool, biometric_ref: str | None,
+                   valid_from: str | None, valid_until: str | None) -> None:
+    """Issue a credential to a person."""
+    pin_value = click.prompt("PIN", hide_input=True, confirmation_prompt=True) if pin else None
+    with app.change() as (session, audited):
+        cred, event = people.add_credential(
+            session, app.actor, person_id, fmt, number, pepper=app.keys.pin_pepper(), pin=pin_value,
+            biometric_ref=biometric_ref, valid_from=_when(valid_from), valid_until=_when(valid_until),
+        )
+        audited.append(event)
+        cid = cred.id
+    click.echo(f"credential {cid} issued to person {person_id}: {fmt} {number}")
+
+
+@credential.command("revoke")
+@click.argument("credential_id", type=int)
+@click.option("--reason", required=True)
+@pass_app
+@fail_cleanly
+def credential_revoke(app: App, credential_id: int, reason: str) -> None:
+    """Revoke a credential (final: issue a new one to restore access)."""
+    with app.change() as (session, audited):
+        _, event = people.set_credential_status(session, app.actor, credential_id, "revoked", reason)
+        audited.append(event)
+    click.echo(f"credential {credential_id} revoked")
+
+
+# --- audit -----------------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option("--public-key", "public_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Trusted public key file (hex); repeatable. Default: the .pub files in the keys folder.")
+@click.option("--chain", help="Verify one chain only.")
+@click.option("--jobs", type=int, default=0, help="Worker processes for long chains (0: one per core).")
+@pass_app
+@fail_cleanly
+def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs: int) -> None:
+    """Recompute every hash chain and check the signed checkpoints. Exit 1 if anything was tampered with."""
+    from badge_bridge.verify import verify
+
+    trusted = {}
+    for path in public_keys:
+        key = public_from_hex(Path(path).read_text())
+        trusted[key_id_of(key)] = key
+    report = verify(app.engine(), app.url, trusted or app.keys.trusted_public_keys(), chain=chain, jobs=jobs)
+    for status in report.chains.values():
+        click.echo(f"chain {status.chain_id}: {status.entries} entries, head {status.head_seq} "
+                   f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})")
+    if report.ok:
+        click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid")
+        return
+    first = report.first
+    click.echo(f"TAMPERED: first problem at {first}", err=True)
+    for finding in report.findings:
+        click.echo(f"  {finding}", err=True)
+    sys.exit(1)
+
+
+# --- the daemon ------------------------------------------------------------------------------------
+
+
+@main.command()
+@pass_app
+@fail_cleanly
+def run(app: App) -> None:
+    """Run the bridge until SIGTERM or Ctrl-C."""
+    from badge_bridge.bridge import Bridge
+
+    Bridge(app.config, app.engine(), app.keys.signer()).run_forever()
+
+
+if __name__ == "__main__":
+    main()

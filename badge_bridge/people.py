@@ -1,0 +1,122 @@
+"""People, credentials and console users: the changes an administrator makes, each returning the audit
+event that records it (the caller submits it to its audit writer once the change is committed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from badge_bridge import cards
+from badge_bridge.events import Event
+from badge_bridge.keys import hash_pin
+from badge_bridge.models import AccessLevel, ConsoleUser, Credential, Person
+
+ROLES = ("guard", "supervisor", "admin", "auditor")
+CREDENTIAL_STATUSES = ("active", "suspended", "lost", "revoked")
+PASSWORD_MIN = 12
+PIN_LENGTHS = range(4, 9)
+hasher = PasswordHasher()
+
+
+class AdminError(ValueError):
+    """A change that cannot be made as asked; the message says why."""
+
+
+def _event(kind: str, actor: str, subject: dict[str, object], detail: dict[str, object]) -> Event:
+    now = datetime.now(UTC)
+    return Event(id=Event.new_id(kind), kind=kind, source=actor, ts=now, subject=subject, detail=detail, received_ts=now)
+
+
+def _levels(session: Session, keys: list[str]) -> list[AccessLevel]:
+    found = {lvl.key: lvl for lvl in session.scalars(select(AccessLevel).where(AccessLevel.key.in_(keys)))}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        known = ", ".join(session.scalars(select(AccessLevel.key).order_by(AccessLevel.key))) or "none"
+        raise AdminError(f"unknown access level {', '.join(missing)} (known: {known})")
+    return [found[k] for k in keys]
+
+
+def add_person(
+    session: Session, actor: str, name: str, *, employee_no: str | None = None, company: str = "",
+    levels: list[str] = (), lockdown_exempt: bool = False,
+) -> tuple[Person, Event]:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise AdminError("a person needs a name of 1 to 200 characters")
+    person = Person(name=name, employee_no=employee_no, company=company, levels=_levels(session, list(levels)),
+                    lockdown_exempt=lockdown_exempt)
+    session.add(person)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise AdminError(f"employee number {employee_no!r} is already used by another person") from None
+    return person, _event("admin.person_added", actor, {"person": person.id},
+                          {"levels": list(levels), "lockdown_exempt": lockdown_exempt})
+
+
+def add_credential(
+    session: Session, actor: str, person_id: int, fmt: str, number: str, *, pepper: bytes, pin: str | None = None,
+    biometric_ref: str | None = None, valid_from: datetime | None = None, valid_until: datetime | None = None,
+) -> tuple[Credential, Event]:
+    person = session.get(Person, person_id)
+    if person is None:
+        raise AdminError(f"no person with id {person_id}")
+    if person.status != "active":
+        raise AdminError(f"person {person_id} has left; a credential cannot be issued to them")
+    try:
+        number = cards.canonical(fmt, number)
+    except cards.CardFormatError as exc:
+        raise AdminError(str(exc)) from None
+    if pin is not None and (not pin.isdigit() or len(pin) not in PIN_LENGTHS):
+        raise AdminError("a PIN is 4 to 8 digits")
+    if valid_from and valid_until and valid_until <= valid_from:
+        raise AdminError("valid-until must be after valid-from")
+    if session.scalar(select(Credential.id).where(Credential.format == fmt, Credential.number == number)):
+        raise AdminError(f"card {fmt} {number} is already issued; revoke it first")
+    cred = Credential(
+        person_id=person_id, format=fmt, number=number, pin_hash=hash_pin(pepper, pin) if pin else None,
+        biometric_ref=biometric_ref, valid_from=valid_from, valid_until=valid_until,
+    )
+    session.add(cred)
+    session.flush()
+    return cred, _event("admin.credential_added", actor, {"person": person_id, "credential": cred.id},
+                        {"format": fmt, "has_pin": pin is not None, "biometric": biometric_ref is not None,
+                         "valid_until": valid_until.isoformat() if valid_until else None})
+
+
+def set_credential_status(
+    session: Session, actor: str, credential_id: int, status: str, reason: str
+) -> tuple[Credential, Event]:
+    if status not in CREDENTIAL_STATUSES:
+        raise AdminError(f"status {status!r}: expected one of {', '.join(CREDENTIAL_STATUSES)}")
+    if not reason.strip():
+        raise AdminError("a reason is required")
+    cred = session.get(Credential, credential_id)
+    if cred is None:
+        raise AdminError(f"no credential with id {credential_id}")
+    if cred.status == "revoked":
+        raise AdminError(f"credential {credential_id} is revoked; issue a new one instead")
+    cred.status = status
+    if status == "revoked":
+        cred.revoked_at = datetime.now(UTC)
+    session.flush()
+    return cred, _event(f"admin.credential_{status}", actor, {"person": cred.person_id, "credential": cred.id},
+                        {"reason": reason.strip()})
+
+
+def add_user(session: Session, actor: str, username: str, role: str, password: str) -> tuple[ConsoleUser, Event]:
+    if role not in ROLES:
+        raise AdminError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    if len(password) < PASSWORD_MIN:
+        raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
+    if session.scalar(select(ConsoleUser.id).where(ConsoleUser.username == username)):
+        raise AdminError(f"console user {username!r} already exists")
+    user = ConsoleUser(username=username, role=role, password_hash=hasher.hash(password))
+    session.add(user)
+    session.flush()
+    return user, _event("admin.user_added", actor, {"user": username}, {"role": role})

@@ -1,0 +1,85 @@
+"""Make the installation tables match the site file, by key.
+
+The site file is the source of truth for areas, schedules, doors, controllers, readers, cameras and access
+levels; people and credentials live only in the database. Rows whose key left the file are removed (their
+history stays in the audit log, which names doors by key).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from badge_bridge import models as m
+from badge_bridge.config import SiteConfig, weekday_number
+
+T = TypeVar("T", bound=m.Base)
+
+
+def _upsert(session: Session, model: type[T], wanted: dict[str, dict[str, Any]]) -> dict[str, T]:
+    """Create, update or delete rows of ``model`` so that exactly the wanted keys exist with these values."""
+    rows = {row.key: row for row in session.scalars(select(model))}  # type: ignore[attr-defined]
+    for key, row in rows.items():
+        if key not in wanted:
+            session.delete(row)
+    result = {}
+    for key, values in wanted.items():
+        row = rows.get(key) or model(key=key)
+        for name, value in values.items():
+            setattr(row, name, value)
+        session.add(row)
+        result[key] = row
+    session.flush()
+    return result
+
+
+def sync_site(session: Session, config: SiteConfig) -> None:
+    site = session.scalars(select(m.Site)).first() or m.Site()
+    site.name, site.timezone = config.site.name, config.site.timezone
+    session.add(site)
+
+    areas = _upsert(session, m.Area, {a.key: dict(name=a.name, anti_passback=a.anti_passback) for a in config.areas})
+    schedules = _upsert(session, m.Schedule, {
+        s.key: dict(
+            name=s.name,
+            timezone=s.timezone or config.site.timezone,
+            intervals=[
+                m.ScheduleInterval(weekday=weekday_number(day), start_minute=i.start_minute(), end_minute=i.end_minute())
+                for i in s.intervals for day in i.days
+            ],
+            holidays=[m.Holiday(day=d) for d in s.holidays],
+        )
+        for s in config.schedules
+    })
+    doors = _upsert(session, m.Door, {
+        d.key: dict(
+            name=d.name,
+            area_in_id=areas[d.area_in].id if d.area_in else None,
+            area_out_id=areas[d.area_out].id if d.area_out else None,
+            open_time_s=d.open_time_s, held_open_limit_s=d.held_open_limit_s,
+            two_person=d.two_person, two_person_window_s=d.two_person_window_s,
+            factors=",".join(d.factors),
+        )
+        for d in config.doors
+    })
+    controllers = _upsert(session, m.Controller, {c.key: dict(name=c.name, kind=c.kind) for c in config.controllers})
+    _upsert(session, m.Reader, {
+        r.key: dict(
+            controller_id=controllers[r.controller].id, door_id=doors[r.door].id,
+            direction=r.direction, kind=r.kind, osdp_address=r.osdp_address,
+        )
+        for r in config.readers
+    })
+    _upsert(session, m.Camera, {
+        c.key: dict(name=c.name, url=c.url, doors=[doors[d] for d in c.doors]) for c in config.cameras
+    })
+    levels = _upsert(session, m.AccessLevel, {lvl.key: dict(name=lvl.name) for lvl in config.access_levels})
+    session.execute(delete(m.AccessLevelDoor))
+    for lvl in config.access_levels:
+        for ld in lvl.doors:
+            session.add(m.AccessLevelDoor(
+                level_id=levels[lvl.key].id, door_id=doors[ld.door].id, schedule_id=schedules[ld.schedule].id
+            ))
+    session.flush()
