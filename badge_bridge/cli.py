@@ -282,6 +282,24 @@ def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs
     sys.exit(1)
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """Key material in the keys folder."""
+
+
+@keys_group.command("rotate")
+@pass_app
+@fail_cleanly
+def keys_rotate(app: App) -> None:
+    """Make a new checkpoint signing key current; old public keys stay trusted. Restart the bridge after."""
+    kid = app.keys.rotate_signing_key()
+    now = datetime.now(UTC)
+    with app.change() as (_session, audited):
+        audited.append(Event(id=Event.new_id("admin.key_rotated"), kind="admin.key_rotated", source=app.actor,
+                             ts=now, received_ts=now, detail={"key_id": kid}))
+    click.echo(f"new signing key {kid}; give {app.keys.signing_dir / (kid + '.pub')} to the auditors")
+
+
 # --- the daemon ------------------------------------------------------------------------------------
 
 
