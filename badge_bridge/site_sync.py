@@ -18,12 +18,13 @@ from badge_bridge.config import SiteConfig, weekday_number
 T = TypeVar("T", bound=m.Base)
 
 
+def _remove_stale(session: Session, model: type[m.Base], keys: set[str]) -> None:
+    session.execute(delete(model).where(model.key.not_in(keys)))  # type: ignore[attr-defined]
+
+
 def _upsert(session: Session, model: type[T], wanted: dict[str, dict[str, Any]]) -> dict[str, T]:
-    """Create, update or delete rows of ``model`` so that exactly the wanted keys exist with these values."""
+    """Create or update rows of ``model`` so that the wanted keys exist with these values."""
     rows = {row.key: row for row in session.scalars(select(model))}  # type: ignore[attr-defined]
-    for key, row in rows.items():
-        if key not in wanted:
-            session.delete(row)
     result = {}
     for key, values in wanted.items():
         row = rows.get(key) or model(key=key)
@@ -36,6 +37,13 @@ def _upsert(session: Session, model: type[T], wanted: dict[str, dict[str, Any]])
 
 
 def sync_site(session: Session, config: SiteConfig) -> None:
+    # Remove what left the file first, dependents before what they reference.
+    session.execute(delete(m.AccessLevelDoor))
+    for model, items in ((m.AccessLevel, config.access_levels), (m.Camera, config.cameras),
+                         (m.Reader, config.readers), (m.Controller, config.controllers), (m.Door, config.doors),
+                         (m.Schedule, config.schedules), (m.Area, config.areas)):
+        _remove_stale(session, model, {item.key for item in items})
+    session.expire_all()
     site = session.scalars(select(m.Site)).first() or m.Site()
     site.name, site.timezone = config.site.name, config.site.timezone
     session.add(site)
@@ -76,7 +84,6 @@ def sync_site(session: Session, config: SiteConfig) -> None:
         c.key: dict(name=c.name, url=c.url, doors=[doors[d] for d in c.doors]) for c in config.cameras
     })
     levels = _upsert(session, m.AccessLevel, {lvl.key: dict(name=lvl.name) for lvl in config.access_levels})
-    session.execute(delete(m.AccessLevelDoor))
     for lvl in config.access_levels:
         for ld in lvl.doors:
             session.add(m.AccessLevelDoor(
