@@ -1,0 +1,221 @@
+"""The access decision: a pure function of a credential, a door, the time and the site's state.
+
+``decide()`` does no I/O and reads no clock: the caller passes the time, the verified factors and the state
+(who is in which area, who is waiting at a two-person door, which doors are locked down), so every outcome
+can be tested exhaustively and a decision takes microseconds. ``AccessState.record()`` applies a decision
+to the state afterwards; the two are separate so that a decision can be computed, audited and only then
+acted on.
+
+Checks run in a fixed order and the first failing one names the reason: a desk operator reading
+"outside_schedule" must be able to trust that the card itself was valid.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+
+class Factor(enum.StrEnum):
+    CARD = "card"
+    PIN = "pin"
+    BIOMETRIC = "biometric"
+
+
+class AntiPassback(enum.StrEnum):
+    NONE = "none"
+    SOFT = "soft"
+    """Violations are granted but flagged, for the desk to follow up."""
+    HARD = "hard"
+    """Violations are denied."""
+
+
+class Reason(enum.StrEnum):
+    GRANTED = "granted"
+    GRANTED_PASSBACK_VIOLATION = "granted_passback_violation"
+    GRANTED_TWO_PERSON = "granted_two_person"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    CREDENTIAL_SUSPENDED = "credential_suspended"
+    CREDENTIAL_LOST = "credential_lost"
+    CREDENTIAL_REVOKED = "credential_revoked"
+    PERSON_INACTIVE = "person_inactive"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    LOCKDOWN = "lockdown"
+    NO_ACCESS_LEVEL = "no_access_level"
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    HOLIDAY = "holiday"
+    PIN_REQUIRED = "pin_required"
+    PIN_WRONG = "pin_wrong"
+    BIOMETRIC_REQUIRED = "biometric_required"
+    BIOMETRIC_MISMATCH = "biometric_mismatch"
+    ANTI_PASSBACK = "anti_passback"
+    TWO_PERSON_WAITING = "two_person_waiting"
+    TWO_PERSON_SAME_PERSON = "two_person_same_person"
+
+
+_STATUS_REASON = {
+    "suspended": Reason.CREDENTIAL_SUSPENDED,
+    "lost": Reason.CREDENTIAL_LOST,
+    "revoked": Reason.CREDENTIAL_REVOKED,
+}
+_MISSING = {Factor.PIN: Reason.PIN_REQUIRED, Factor.BIOMETRIC: Reason.BIOMETRIC_REQUIRED}
+_FAILED = {Factor.PIN: Reason.PIN_WRONG, Factor.BIOMETRIC: Reason.BIOMETRIC_MISMATCH}
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    key: str
+    tz: ZoneInfo
+    intervals: tuple[tuple[int, int, int], ...]
+    """(weekday 0=Monday, start minute, end minute), end exclusive, in the schedule's own time zone."""
+    holidays: frozenset[date] = frozenset()
+
+    def is_holiday(self, now: datetime) -> bool:
+        return now.astimezone(self.tz).date() in self.holidays
+
+    def is_open(self, now: datetime) -> bool:
+        local = now.astimezone(self.tz)
+        if local.date() in self.holidays:
+            return False
+        weekday, minute = local.weekday(), local.hour * 60 + local.minute
+        return any(d == weekday and start <= minute < end for d, start, end in self.intervals)
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    key: str
+    area_in: str | None = None
+    area_out: str | None = None
+    factors: frozenset[Factor] = frozenset({Factor.CARD})
+    anti_passback: AntiPassback = AntiPassback.NONE
+    """The mode of the area an "in" read leads into (``area_in``)."""
+    two_person: bool = False
+    two_person_window_s: float = 30.0
+    anti_passback_out: AntiPassback = AntiPassback.NONE
+    """The mode of the area an "out" read leads into (``area_out``)."""
+
+    def destination(self, direction: str) -> str | None:
+        return self.area_out if direction == "out" else self.area_in
+
+    def passback_mode(self, direction: str) -> AntiPassback:
+        return self.anti_passback_out if direction == "out" else self.anti_passback
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What the policy needs to know of a credential and its holder."""
+
+    id: int
+    person_id: int
+    status: str = "active"
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    person_active: bool = True
+    lockdown_exempt: bool = False
+    doors: dict[str, tuple[Schedule, ...]] = field(default_factory=dict)
+    """Door key -> the schedules under which the holder's access levels open it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One presentation at a reader. ``factors`` are those the caller verified (a PIN that matched its hash,
+    a biometric match for this credential); ``failed`` are those presented that did not verify."""
+
+    door: Door
+    now: datetime
+    direction: str = "in"
+    factors: frozenset[Factor] = frozenset({Factor.CARD})
+    failed: frozenset[Factor] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    granted: bool
+    reason: Reason
+    companion: int | None = None
+    """For a two-person grant: the person who presented first and waited."""
+
+    @property
+    def flagged(self) -> bool:
+        """A grant the desk should look at."""
+        return self.reason is Reason.GRANTED_PASSBACK_VIOLATION
+
+
+@dataclass
+class AccessState:
+    """The mutable facts decisions depend on. Owned by one thread (the bridge's decision loop)."""
+
+    location: dict[int, str] = field(default_factory=dict)
+    """Person -> the area they last entered."""
+    waiting: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    """Two-person door -> (first person, when they presented)."""
+    lockdown_all: bool = False
+    lockdown_doors: set[str] = field(default_factory=set)
+
+    def locked_down(self, door: str) -> bool:
+        return self.lockdown_all or door in self.lockdown_doors
+
+    def record(self, credential: Credential | None, request: Request, decision: Decision) -> None:
+        """Apply a decision: a grant moves the person into the destination area; a two-person first
+        presentation starts the wait; a two-person grant ends it."""
+        door = request.door.key
+        if credential is None:
+            return
+        if decision.reason is Reason.TWO_PERSON_WAITING:
+            self.waiting[door] = (credential.person_id, request.now)
+        elif decision.granted:
+            self.waiting.pop(door, None)
+            destination = request.door.destination(request.direction)
+            if destination is not None:
+                self.location[credential.person_id] = destination
+                if decision.companion is not None:
+                    self.location[decision.companion] = destination
+
+
+def _deny(reason: Reason) -> Decision:
+    return Decision(False, reason)
+
+
+def decide(credential: Credential | None, request: Request, state: AccessState) -> Decision:
+    """Grant or deny, with the reason. Pure: reads ``state``, never changes it."""
+    if credential is None:
+        return _deny(Reason.UNKNOWN_CREDENTIAL)
+    if credential.status != "active":
+        return _deny(_STATUS_REASON.get(credential.status, Reason.CREDENTIAL_REVOKED))
+    if not credential.person_active:
+        return _deny(Reason.PERSON_INACTIVE)
+    now, door = request.now, request.door
+    if credential.valid_from is not None and now < credential.valid_from:
+        return _deny(Reason.NOT_YET_VALID)
+    if credential.valid_until is not None and now >= credential.valid_until:
+        return _deny(Reason.EXPIRED)
+    if state.locked_down(door.key) and not credential.lockdown_exempt:
+        return _deny(Reason.LOCKDOWN)
+    schedules = credential.doors.get(door.key)
+    if not schedules:
+        return _deny(Reason.NO_ACCESS_LEVEL)
+    if not any(s.is_open(now) for s in schedules):
+        holiday = any(s.is_holiday(now) for s in schedules)
+        return _deny(Reason.HOLIDAY if holiday else Reason.OUTSIDE_SCHEDULE)
+    for factor in (Factor.PIN, Factor.BIOMETRIC):
+        if factor in door.factors and factor not in request.factors:
+            return _deny(_FAILED[factor] if factor in request.failed else _MISSING[factor])
+    granted = Reason.GRANTED
+    destination = door.destination(request.direction)
+    if destination is not None and state.location.get(credential.person_id) == destination:
+        mode = door.passback_mode(request.direction)
+        if mode is AntiPassback.HARD:
+            return _deny(Reason.ANTI_PASSBACK)
+        if mode is AntiPassback.SOFT:
+            granted = Reason.GRANTED_PASSBACK_VIOLATION
+    if door.two_person:
+        first = state.waiting.get(door.key)
+        if first is None or (now - first[1]).total_seconds() > door.two_person_window_s:
+            return _deny(Reason.TWO_PERSON_WAITING)
+        if first[0] == credential.person_id:
+            return _deny(Reason.TWO_PERSON_SAME_PERSON)
+        return Decision(True, Reason.GRANTED_TWO_PERSON, companion=first[0])
+    return Decision(True, granted)
