@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 Ack = Callable[[Event, bool], None]
 """Called after commit with (event, duplicate)."""
+Effect = Callable[[Connection], None]
+"""A change to operational tables (an alarm row, a dead letter, a controller's state) made in the same
+transaction as its event, so the two are committed together or not at all; skipped for a duplicate."""
+Item = tuple[Event, Ack | None, Effect | None]
 
 
 def entry_body(
@@ -127,7 +131,7 @@ class AuditWriter:
         self.checkpoint_seconds = checkpoint_seconds
         self.retry_max_s = retry_max_s
         self.stats = WriterStats()
-        self._queue: queue.Queue[tuple[Event, Ack | None]] = queue.Queue(maxsize=queue_max)
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._pending = 0
@@ -139,12 +143,12 @@ class AuditWriter:
 
     # --- producer side -------------------------------------------------------------------------
 
-    def submit(self, event: Event, ack: Ack | None = None, timeout: float | None = 5.0) -> None:
+    def submit(self, event: Event, ack: Ack | None = None, timeout: float | None = 5.0, effect: Effect | None = None) -> None:
         """Queue an event; ``ack`` runs on the writer thread after commit. Raises QueueFull when full."""
         with self._idle:
             self._pending += 1
         try:
-            self._queue.put((event, ack), timeout=timeout)
+            self._queue.put((event, ack, effect), timeout=timeout)
         except queue.Full:
             self._done(1)
             raise QueueFull(f"audit queue full ({self._queue.maxsize} events waiting): {self.stats.last_error}") from None
@@ -199,7 +203,7 @@ class AuditWriter:
             if self._pending <= 0:
                 self._idle.notify_all()
 
-    def _take_batch(self) -> list[tuple[Event, Ack | None]]:
+    def _take_batch(self) -> list[Item]:
         try:
             batch = [self._queue.get(timeout=0.1)]
         except queue.Empty:
@@ -219,7 +223,7 @@ class AuditWriter:
                 self._write_until_done(batch)
             self._checkpoint_if_due()
 
-    def _write_until_done(self, batch: list[tuple[Event, Ack | None]]) -> None:
+    def _write_until_done(self, batch: list[Item]) -> None:
         """Retry until the batch is committed: an accepted event is never dropped."""
         self._retrying(lambda: self._write(batch), f"writing {len(batch)} events")
 
@@ -244,7 +248,7 @@ class AuditWriter:
                 time.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
 
-    def _write(self, batch: list[tuple[Event, Ack | None]]) -> None:
+    def _write(self, batch: list[Item]) -> None:
         if self._stale_head:
             self._load_head()
             self._stale_head = False
@@ -252,14 +256,17 @@ class AuditWriter:
         seq, head = self._seq, self._head
         rows: list[dict[str, object]] = []
         duplicate: list[bool] = []
+        effects: list[Effect] = []
         with self.engine.begin() as conn:
-            known = self._known_ids(conn, (e.id for e, _ in batch))
-            for event, _ in batch:
+            known = self._known_ids(conn, (e.id for e, _, _ in batch))
+            for event, _, effect in batch:
                 if event.id in known:
                     duplicate.append(True)
                     continue
                 known.add(event.id)
                 duplicate.append(False)
+                if effect is not None:
+                    effects.append(effect)
                 record = event.record(self.chain_id)
                 seq += 1
                 prev, head = head, entry_hash(head, entry_body(*record))
@@ -271,6 +278,8 @@ class AuditWriter:
             checkpoint = bool(rows) and self.signer is not None and seq - self._checkpointed_seq >= self.checkpoint_every
             if rows:
                 conn.execute(insert(AuditEntry), rows)
+            for effect in effects:
+                effect(conn)
             if checkpoint:
                 write_checkpoint(conn, self.signer, self.chain_id, seq, head)
         self._seq, self._head = seq, head
@@ -282,7 +291,7 @@ class AuditWriter:
         self.stats.batches += 1
         self.stats.last_commit_s = elapsed
         self.stats.commit_seconds = (self.stats.commit_seconds + [elapsed])[-1000:]
-        for (event, ack), dup in zip(batch, duplicate):
+        for (event, ack, _), dup in zip(batch, duplicate):
             if ack is not None:
                 try:
                     ack(event, dup)

@@ -6,6 +6,7 @@ Layout of the keys folder::
     signing/<key_id>.pub   raw public key, hex; keep every one, old checkpoints are signed with them
     signing/current        the key_id that signs new checkpoints
     pin-pepper             32 random bytes; PIN hashes are HMAC-SHA256 under it
+    sync-master            32 random bytes; each controller's sync key is HMAC-SHA256(master, controller key)
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -90,10 +91,10 @@ class KeyStore:
         os.chmod(self.dir, 0o700)
         if not (self.signing_dir / "current").exists():
             created.append(f"audit signing key {self.rotate_signing_key()}")
-        pepper = self.dir / "pin-pepper"
-        if not pepper.exists():
-            _write_private(pepper, secrets.token_bytes(32))
-            created.append("PIN pepper")
+        for name, what in (("pin-pepper", "PIN pepper"), ("sync-master", "controller sync master key")):
+            if not (self.dir / name).exists():
+                _write_private(self.dir / name, secrets.token_bytes(32))
+                created.append(what)
         return created
 
     def rotate_signing_key(self) -> str:
@@ -129,11 +130,20 @@ class KeyStore:
             keys[key_id_of(key)] = key
         return keys
 
-    def pin_pepper(self) -> bytes:
+    def _secret(self, name: str, what: str) -> bytes:
         try:
-            return (self.dir / "pin-pepper").read_bytes()
+            return (self.dir / name).read_bytes()
         except FileNotFoundError:
-            raise KeyMaterialError(f"PIN pepper missing in {self.dir}; run `badge-bridge init`") from None
+            raise KeyMaterialError(f"{what} missing in {self.dir}; run `badge-bridge init`") from None
+
+    def pin_pepper(self) -> bytes:
+        return self._secret("pin-pepper", "PIN pepper")
+
+    def sync_key(self, controller: str) -> bytes:
+        """The key a controller's offline credential list is hashed under; provisioned on that controller
+        only, so one stolen controller reveals nothing about the others or the PINs."""
+        return hmac.new(self._secret("sync-master", "controller sync master key"), controller.encode(),
+                        hashlib.sha256).digest()
 
 
 def hash_pin(pepper: bytes, pin: str) -> str:
@@ -144,3 +154,8 @@ def hash_pin(pepper: bytes, pin: str) -> str:
 
 def check_pin(pepper: bytes, pin: str, pin_hash: str | None) -> bool:
     return pin_hash is not None and hmac.compare_digest(hash_pin(pepper, pin), pin_hash)
+
+
+def card_digest(sync_key: bytes, fmt: str, number: str) -> str:
+    """How a card appears in a controller's offline list: HMAC-SHA256 of ``format:number``."""
+    return hmac.new(sync_key, f"{fmt}:{number}".encode(), hashlib.sha256).hexdigest()

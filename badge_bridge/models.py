@@ -249,7 +249,10 @@ class Alarm(Base):
     event_id: Mapped[str] = mapped_column(String(128), unique=True)
     """The alarm.raised event that opened it."""
     kind: Mapped[str] = mapped_column(String(64))
+    """door.forced, door.held_open, reader.tamper, controller.offline, ..."""
     door: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(128), default="")
+    """The controller, reader or camera that raised it."""
     state: Mapped[str] = mapped_column(String(16), default="open")
     """open, acknowledged or resolved."""
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -257,6 +260,8 @@ class Alarm(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the condition ended (the door closed, the controller came back); the desk still acknowledges."""
     comment: Mapped[str] = mapped_column(Text, default="")
 
 

@@ -1,0 +1,285 @@
+"""The versioned MQTT contract between the bridge, IP door controllers and consoles (docs/mqtt.md).
+
+Every message is JSON with ``v`` (contract version), ``id`` (unique per sender; a redelivery repeats it) and
+``ts`` (sender's time, ISO 8601 with a zone). The pydantic models here are the contract: the JSON Schemas in
+docs/schemas/ are generated from them (``badge-bridge mqtt schemas``), and a test keeps the two equal.
+
+Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
+
+    controllers/<controller>/events     controller -> bridge, QoS 1   ControllerEvent
+    controllers/<controller>/status     controller -> all, retained    ControllerStatus (also the last will)
+    controllers/<controller>/commands   bridge -> controller, QoS 1    Command
+    controllers/<controller>/sync       bridge -> controller, retained CredentialSync
+    bridge/status                       bridge -> all, retained        BridgeStatus (also the last will)
+    bridge/events                       bridge -> consoles, QoS 1      PublishedEvent
+    bridge/doors/<door>                 bridge -> consoles, retained   DoorState
+    console/commands                    console -> bridge, QoS 1       ConsoleCommand
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+VERSION = 1
+MAX_PAYLOAD = 16 * 1024
+"""Inbound messages larger than this are refused before parsing."""
+
+Key = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$")]
+CardFormat = Literal["wiegand26", "wiegand34", "wiegand37", "ascii"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+    id: MessageId
+    ts: AwareDatetime
+
+
+# --- controller -> bridge ----------------------------------------------------------------------------
+
+
+class Card(BaseModel):
+    """A card read, either decoded by the controller or as the raw Wiegand bits (the bridge decodes them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: CardFormat | None = None
+    number: str | None = Field(None, max_length=64)
+    raw_hex: str | None = Field(None, pattern=r"^[0-9a-fA-F]{2,16}$")
+    bits: int | None = Field(None, ge=26, le=64)
+
+
+class Biometric(BaseModel):
+    """The reader's own match result; the template never leaves the reader."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    match: bool
+    ref: str | None = Field(None, max_length=128)
+    """The enrolled identity the reader matched, compared with the credential's biometric reference."""
+    score: float | None = Field(None, ge=0, le=1)
+
+
+class OfflineDecision(BaseModel):
+    """A decision the controller made alone while the bridge was unreachable, reported afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    granted: bool
+    reason: str = Field(max_length=64)
+    sync_version: str | None = Field(None, max_length=64)
+
+
+class CredentialPresented(Message):
+    type: Literal["credential"]
+    reader: Key
+    card: Card
+    pin: str | None = Field(None, pattern=r"^\d{4,8}$")
+    """Checked against its keyed hash and dropped: never logged, never stored."""
+    biometric: Biometric | None = None
+    offline: OfflineDecision | None = None
+
+
+class DoorContact(Message):
+    type: Literal["door"]
+    door: Key
+    state: Literal["opened", "closed"]
+
+
+class RequestToExit(Message):
+    type: Literal["rex"]
+    door: Key
+
+
+class Tamper(Message):
+    type: Literal["tamper"]
+    state: Literal["active", "cleared"]
+    reader: Key | None = None
+
+
+class Heartbeat(Message):
+    type: Literal["heartbeat"]
+    uptime_s: float = Field(ge=0)
+    sync_version: str | None = Field(None, max_length=64)
+
+
+ControllerEvent = Annotated[
+    CredentialPresented | DoorContact | RequestToExit | Tamper | Heartbeat, Field(discriminator="type")
+]
+controller_event = TypeAdapter(ControllerEvent)
+
+
+class ControllerStatus(BaseModel):
+    """Retained. The controller's last will publishes ``{"v":1,"online":false}``, so ``ts`` is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+    online: bool
+    ts: AwareDatetime | None = None
+    firmware: str | None = Field(None, max_length=64)
+
+
+# --- bridge -> controller ----------------------------------------------------------------------------
+
+
+class Grant(Message):
+    type: Literal["grant"] = "grant"
+    door: Key
+    reader: Key | None = None
+    request: str
+    """The id of the credential event this answers."""
+    open_time_s: float = Field(gt=0, le=60)
+
+
+class Deny(Message):
+    type: Literal["deny"] = "deny"
+    door: Key
+    reader: Key | None = None
+    request: str
+    reason: str
+    feedback: Literal["red", "beep", "none"] = "red"
+
+
+class Unlock(Message):
+    """Hold the door unlocked (``duration_s`` None: until a lock command) or release it for a moment."""
+
+    type: Literal["unlock"] = "unlock"
+    door: Key
+    duration_s: float | None = Field(None, gt=0, le=86_400)
+    by: str | None = None
+    reason: str | None = None
+
+
+class Lock(Message):
+    type: Literal["lock"] = "lock"
+    door: Key
+
+
+class Lockdown(Message):
+    """Lock every listed door and refuse everyone but exempt responders until lifted."""
+
+    type: Literal["lockdown"] = "lockdown"
+    active: bool
+    doors: list[Key]
+
+
+Command = Annotated[Grant | Deny | Unlock | Lock | Lockdown, Field(discriminator="type")]
+command = TypeAdapter(Command)
+
+
+class SyncSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tz: str
+    intervals: list[tuple[int, int, int]]
+    """(weekday 0=Monday, start minute, end minute), end exclusive."""
+    holidays: list[date] = []
+
+
+class SyncDoor(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    factors: list[Literal["card", "pin", "biometric"]]
+    two_person: bool = False
+    two_person_window_s: float = 30.0
+    open_time_s: float = 5.0
+
+
+class SyncEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    card: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """HMAC-SHA256, under the controller's sync key, of ``format:number`` (the card itself is not sent)."""
+    doors: dict[str, list[str]]
+    """Door key -> schedule keys under which this credential opens it."""
+    biometric_ref: str | None = None
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    lockdown_exempt: bool = False
+
+
+class CredentialSync(Message):
+    """Retained: what a controller needs to decide alone for its own doors while the bridge is away.
+
+    Offline a controller enforces status (only active credentials are listed), validity, schedules,
+    biometric match and the two-person rule; it cannot check a PIN (only the bridge holds the PIN key), so
+    a door that requires a PIN stays shut offline, and it cannot enforce anti-passback (no site-wide view).
+    """
+
+    type: Literal["sync"] = "sync"
+    version: str
+    """Digest of the content: a controller reports it in heartbeats and offline decisions."""
+    key_id: str
+    """Which sync key the card hashes are under (the key is provisioned on the controller)."""
+    doors: dict[str, SyncDoor]
+    schedules: dict[str, SyncSchedule]
+    entries: list[SyncEntry]
+
+
+# --- bridge -> consoles ------------------------------------------------------------------------------
+
+
+class BridgeStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+    online: bool
+    instance: str
+    ts: AwareDatetime | None = None
+
+
+class PublishedEvent(Message):
+    """An audited event as consoles see it (the audit log's own fields)."""
+
+    kind: str
+    source: str
+    door: str | None = None
+    subject: dict[str, Any] = {}
+    detail: dict[str, Any] = {}
+
+
+class DoorState(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+    door: Key
+    ts: AwareDatetime
+    contact: Literal["open", "closed", "unknown"]
+    lock: Literal["locked", "unlocked", "lockdown"]
+    alarms: list[str]
+    """Active door alarms: door.forced, door.held_open."""
+    online: bool
+
+
+# --- console -> bridge -------------------------------------------------------------------------------
+
+
+class ConsoleCommand(Message):
+    """An operator's action, carried to the bridge and audited there with the user who asked."""
+
+    type: Literal["unlock", "lock", "lockdown", "lift_lockdown"]
+    user: str = Field(max_length=64)
+    reason: str = Field(min_length=1, max_length=500)
+    door: Key | None = None
+    """For unlock and lock; for lockdown, None means the whole site."""
+    area: Key | None = None
+    """For lockdown of one area's doors."""
+    duration_s: float | None = Field(None, gt=0, le=86_400)
+
+
+SCHEMAS: dict[str, Any] = {
+    "controller-event": controller_event,
+    "controller-status": ControllerStatus,
+    "command": command,
+    "credential-sync": CredentialSync,
+    "bridge-status": BridgeStatus,
+    "published-event": PublishedEvent,
+    "door-state": DoorState,
+    "console-command": ConsoleCommand,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each message, by file stem."""
+    out = {}
+    for name, model in SCHEMAS.items():
+        schema = model.json_schema() if isinstance(model, TypeAdapter) else model.model_json_schema()
+        out[name] = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                     "$id": f"badge-bridge/v{VERSION}/{name}.schema.json", **schema}
+    return out
