@@ -5,7 +5,18 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= site.example.toml
 
-.PHONY: demo test bench clean
+DEBIAN_PACKAGES := mosquitto
+
+.PHONY: demo test bench clean system-packages
+
+## Debian packages the demo and the tests run for real (a broker); installed only where missing.
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,15 +25,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make demo: build the demo site database from site.example.toml and run the bridge on it.
-demo: $(STAMP)
+demo: system-packages $(STAMP)
 	$(PY) -m badge_bridge.demo --config $(CONFIG)
 
 ## make test: the whole suite, on SQLite and on a throw-away PostgreSQL database.
-test: $(STAMP)
+test: system-packages $(STAMP)
 	$(PY) -m pytest
 
 ## make bench: every benchmark under bench/, each printing one JSON object.
-bench: $(STAMP)
+bench: system-packages $(STAMP)
 	@for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:

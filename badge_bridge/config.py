@@ -73,6 +73,20 @@ class MqttSection(_Model):
     tls: bool = False
     ca_file: str | None = None
     topic_prefix: str = "badge-bridge/v1"
+    client_id: str | None = None
+    """Default: badge-bridge-<instance>. The broker keeps the persistent session under this id."""
+    session_expiry_s: int = Field(7 * 86_400, ge=60)
+    """How long the broker queues events for a bridge that is down."""
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_max_s: int = Field(10, ge=1, le=300)
+    shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Several bridges share the controllers' events through an MQTT 5 shared subscription of this group."""
+
+
+class MetricsSection(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+    """Prometheus metrics at /metrics and a health check at /health; 0 picks a free port."""
 
 
 class AreaConfig(_Model):
@@ -146,6 +160,10 @@ class ControllerConfig(_Model):
     port: str | None = None
     """Serial port of an OSDP bus."""
     baud: int = 115200
+    topic: str | None = Field(None, pattern=r"^[^#+\s]{1,128}$")
+    """esp-rfid: the device's MQTT base topic (default: the controller key)."""
+    device: str | None = Field(None, max_length=64)
+    """esp-rfid: the device's hostname, which its commands must name (default: the controller key)."""
 
 
 class ReaderConfig(_Model):
@@ -183,6 +201,7 @@ class SiteConfig(_Model):
     keys: KeysSection = KeysSection()
     audit: AuditSection = AuditSection()
     mqtt: MqttSection = MqttSection()
+    metrics: MetricsSection = MetricsSection()
     areas: list[AreaConfig] = []
     schedules: list[ScheduleConfig] = []
     doors: list[DoorConfig] = []
@@ -225,7 +244,7 @@ class SiteConfig(_Model):
                 ref(f"access_levels[{i}].doors[{j}].door", ld.door, doors, "door")
                 ref(f"access_levels[{i}].doors[{j}].schedule", ld.schedule, schedules, "schedule")
         if errors:
-            raise ValueError("; ".join(errors))
+            raise ValueError("\n".join(errors))
         return self
 
     def path(self, value: str) -> Path:
@@ -278,7 +297,9 @@ def load_config(path: str | Path) -> SiteConfig:
         lines = []
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{path}: {_format_loc(err['loc'])}: {msg}")
+            # The whole-file reference check names its own field paths, one error per line.
+            where = f"{_format_loc(err['loc'])}: " if err["loc"] else ""
+            lines.extend(f"{path}: {where}{part}" for part in msg.split("\n"))
         raise ConfigError("\n".join(lines)) from None
 
 

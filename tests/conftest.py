@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.keys import KeyStore
+from tests.broker import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"
@@ -116,3 +117,20 @@ def site_file(tmp_path: Path, db_url: str) -> Path:
     path = tmp_path / "site.toml"
     path.write_text(text)
     return path
+
+
+# --- a real Mosquitto on a free port ----------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto of the test's own, with persistence, so it can be restarted mid-test. A missing
+    mosquitto binary skips (fails under CI=true)."""
+    if shutil.which("mosquitto") is None:
+        if IN_CI:
+            pytest.fail("mosquitto is not installed (CI=true: a missing service is a failure)")
+        pytest.skip("mosquitto is not installed")
+    b = Broker(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()

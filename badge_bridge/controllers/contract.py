@@ -108,6 +108,8 @@ ControllerEvent = Annotated[
     CredentialPresented | DoorContact | RequestToExit | Tamper | Heartbeat, Field(discriminator="type")
 ]
 controller_event = TypeAdapter(ControllerEvent)
+EVENT_TYPES = frozenset({"credential", "door", "rex", "tamper", "heartbeat"})
+"""The discriminator values, which pydantic puts in front of a field path in its errors."""
 
 
 class ControllerStatus(BaseModel):
@@ -228,6 +230,7 @@ class BridgeStatus(BaseModel):
 class PublishedEvent(Message):
     """An audited event as consoles see it (the audit log's own fields)."""
 
+    id: str = Field(max_length=128)
     kind: str
     source: str
     door: str | None = None

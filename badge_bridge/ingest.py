@@ -1,0 +1,387 @@
+"""What the bridge does with each message from a device or a console, whatever protocol carried it.
+
+Drivers hand in contract messages (``controllers.contract``) with an ``ack`` to call once everything the
+message caused is committed to the audit log; they hand refused input to ``reject``. Here a credential
+becomes a decision and a command, a door contact becomes door state and alarms, and every one of those
+becomes an audited event. The source is acknowledged with the last event it caused: the writer commits in
+order, so when that one is committed all are.
+
+Credential requests are answered at once (the command leaves before the commit; a door cannot wait for a
+disk), but a request older than ``REQUEST_MAX_AGE`` (a redelivery after an outage) is logged and never
+actuated: the person has long gone, and a replay must not open a door.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+from sqlalchemy import update
+
+from badge_bridge import cards
+from badge_bridge.audit import AuditWriter, Effect
+from badge_bridge.config import SiteConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.doors import FORCED, DoorMonitor
+from badge_bridge.events import Event
+from badge_bridge.keys import check_pin
+from badge_bridge.models import Controller
+from badge_bridge.policy import AccessState, Factor, Reason, Request, decide
+from badge_bridge.records import alarm_cleared, alarm_raised, dead_letter
+from badge_bridge.snapshot import CredentialRecord, Snapshot
+
+log = logging.getLogger(__name__)
+
+REQUEST_MAX_AGE = timedelta(seconds=10)
+MAX_FUTURE = timedelta(minutes=5)
+RECENT_IDS = 200_000
+Ack = Callable[[], None]
+SendCommand = Callable[[str, c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown], None]
+
+
+class Rejected(Exception):
+    """Input that cannot be processed: ``code`` for metrics, the message for the operator."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """'reader: String should match pattern ...; card.bits: ...' rather than pydantic's multi-line text."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in c.EVENT_TYPES)) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass
+class Counters:
+    """What the metrics endpoint reports; plain integers, updated under the processor's lock."""
+
+    events_in: dict[str, int] = field(default_factory=dict)
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def bump(table: dict, key: object) -> None:  # type: ignore[type-arg]
+        table[key] = table.get(key, 0) + 1
+
+
+class Processor:
+    def __init__(self, config: SiteConfig, writer: AuditWriter, snapshot: Snapshot, pepper: bytes,
+                 send: SendCommand, on_committed: Callable[[Event], None] = lambda e: None,
+                 on_door: Callable[[str], None] = lambda d: None) -> None:
+        self.config = config
+        self.writer = writer
+        self.snapshot = snapshot
+        self.pepper = pepper
+        self.send = send
+        self.on_committed = on_committed
+        self.on_door = on_door
+        self.lock = threading.RLock()
+        self.state = AccessState()
+        self.doors = DoorMonitor({d.key: (d.open_time_s, d.held_open_limit_s) for d in config.doors})
+        self.readers = {r.key: r for r in config.readers}
+        self.controllers = {ctl.key: ctl for ctl in config.controllers}
+        self.door_controllers: dict[str, set[str]] = {}
+        for r in config.readers:
+            self.door_controllers.setdefault(r.door, set()).add(r.controller)
+        self.area_doors: dict[str, set[str]] = {}
+        for d in config.doors:
+            for area in (d.area_in, d.area_out):
+                if area:
+                    self.area_doors.setdefault(area, set()).add(d.key)
+        self.online: dict[str, bool] = {}
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.counters = Counters()
+
+    # --- plumbing ------------------------------------------------------------------------------------
+
+    def remember(self, event_ids: list[str]) -> None:
+        """Ids already in the log (loaded at start), so a replay after a restart is recognised."""
+        for eid in event_ids:
+            self._seen(eid)
+
+    def _seen(self, event_id: str) -> bool:
+        if event_id in self.recent:
+            return True
+        self.recent[event_id] = None
+        if len(self.recent) > RECENT_IDS:
+            self.recent.popitem(last=False)
+        return False
+
+    def _emit(self, events: list[tuple[Event, Effect | None]], ack: Ack | None) -> None:
+        """Submit in order; the source is acknowledged with the last one."""
+        for i, (event, effect) in enumerate(events):
+            last = i == len(events) - 1
+
+            def committed(e: Event, duplicate: bool, _ack: Ack | None = ack if last else None) -> None:
+                if not duplicate:
+                    self.on_committed(e)
+                if _ack is not None:
+                    _ack()
+
+            self.writer.submit(event, committed, timeout=None, effect=effect)
+        if not events and ack is not None:
+            ack()
+
+    def reject(self, source: str, code: str, reason: str, payload: bytes, *, where: str, ack: Ack | None) -> None:
+        with self.lock:
+            Counters.bump(self.counters.dead_letters, code)
+            log.warning("rejected input from %s (%s): %s", where, code, reason)
+            self._emit([dead_letter(source, code, reason, payload, where=where, now=datetime.now(UTC))], ack)
+
+    # --- controller messages -------------------------------------------------------------------------
+
+    def controller_event(self, controller: str, msg: c.CredentialPresented | c.DoorContact | c.RequestToExit |
+                         c.Tamper | c.Heartbeat, payload: bytes, where: str, ack: Ack | None) -> None:
+        with self.lock:
+            try:
+                self._check(controller, msg)
+                Counters.bump(self.counters.events_in, msg.type)
+                events = self._dispatch(controller, msg)
+            except Rejected as exc:
+                Counters.bump(self.counters.dead_letters, exc.code)
+                log.warning("rejected %s from %s (%s): %s", msg.type, controller, exc.code, exc)
+                events = [dead_letter(controller, exc.code, str(exc), payload, where=where, now=datetime.now(UTC))]
+            self._emit(events, ack)
+
+    def _check(self, controller: str, msg: c.Message) -> None:
+        if controller not in self.controllers:
+            raise Rejected("unknown_controller", f"controller {controller!r} is not in the site file")
+        self._fresh(controller, msg)
+
+    def _fresh(self, sender: str, msg: c.Message) -> None:
+        """Not from the future, not seen before."""
+        now = datetime.now(UTC)
+        if msg.ts > now + MAX_FUTURE:
+            raise Rejected("future_time", f"time {msg.ts.isoformat()} is more than {MAX_FUTURE} ahead of the "
+                                          f"bridge's clock ({now.isoformat()}): check the sender's clock")
+        if self._seen(f"{sender}:{msg.id}"):
+            raise Rejected("replayed_id", f"message id {msg.id!r} was already received from {sender}")
+
+    def _door_of(self, controller: str, door: str) -> str:
+        if door not in self.doors.doors:
+            raise Rejected("unknown_door", f"door {door!r} is not in the site file")
+        if controller not in self.door_controllers.get(door, set()):
+            raise Rejected("unknown_door", f"door {door!r} is not wired to controller {controller!r}")
+        return door
+
+    def _dispatch(self, controller: str, msg: c.Message) -> list[tuple[Event, Effect | None]]:
+        eid = f"{controller}:{msg.id}"
+        if isinstance(msg, c.CredentialPresented):
+            return self._credential(controller, eid, msg)
+        if isinstance(msg, c.DoorContact):
+            return self._contact(controller, eid, msg)
+        if isinstance(msg, c.RequestToExit):
+            door = self._door_of(controller, msg.door)
+            self.doors.authorize(door, msg.ts)
+            return [(Event(id=eid, kind="door.exit_request", source=controller, ts=msg.ts, door=door), None)]
+        if isinstance(msg, c.Tamper):
+            return self._tamper(controller, eid, msg)
+        assert isinstance(msg, c.Heartbeat)
+        return self._status(controller, True, msg.ts, eid)
+
+    def _credential(self, controller: str, eid: str, msg: c.CredentialPresented) -> list[tuple[Event, Effect | None]]:
+        reader = self.readers.get(msg.reader)
+        if reader is None or reader.controller != controller:
+            raise Rejected("unknown_reader", f"reader {msg.reader!r} is not wired to controller {controller!r}")
+        fmt, number = self._card(msg.card)
+        record = self.snapshot.credential(fmt, number)
+        door = self.snapshot.doors[reader.door]
+        factors, failed = {Factor.CARD}, set()
+        if msg.pin is not None:
+            (factors if record and check_pin(self.pepper, msg.pin, record.pin_hash) else failed).add(Factor.PIN)
+        if msg.biometric is not None:
+            ok = msg.biometric.match and record is not None and (
+                record.biometric_ref is None or msg.biometric.ref == record.biometric_ref)
+            (factors if ok else failed).add(Factor.BIOMETRIC)
+        request = Request(door=door, now=msg.ts, direction=reader.direction, factors=frozenset(factors),
+                          failed=frozenset(failed))
+        view = record.view if record else None
+        decision = decide(view, request, self.state)
+        subject = _subject(record, fmt, number)
+        detail: dict[str, object] = {"reader": reader.key, "direction": reader.direction,
+                                     "factors": sorted(f.value for f in factors)}
+        if failed:
+            detail["failed"] = sorted(f.value for f in failed)
+        if msg.offline is not None:
+            # The controller decided alone; record its decision, and what the bridge would have said.
+            granted, reason = msg.offline.granted, msg.offline.reason
+            detail.update(offline=True, bridge_reason=decision.reason.value, sync_version=msg.offline.sync_version)
+            actuate = False
+        else:
+            granted, reason = decision.granted, decision.reason.value
+            actuate = datetime.now(UTC) - msg.ts <= REQUEST_MAX_AGE
+            detail["actuated"] = actuate
+            if decision.flagged:
+                detail["flagged"] = True
+            if decision.companion is not None:
+                detail["companion"] = decision.companion
+            self.state.record(view, request, decision)
+        detail["reason"] = reason
+        Counters.bump(self.counters.decisions, ("granted" if granted else "denied", reason))
+        if granted:
+            self.doors.authorize(door.key, msg.ts)
+            if msg.offline is not None and view is not None:
+                self.state.location[view.person_id] = door.destination(reader.direction) or ""
+        if actuate:
+            command: c.Grant | c.Deny
+            if granted:
+                command = c.Grant(id=f"grant-{eid}"[:64], ts=datetime.now(UTC), door=door.key, reader=reader.key,
+                                  request=msg.id, open_time_s=self.doors.doors[door.key].open_time_s)
+            else:
+                command = c.Deny(id=f"deny-{eid}"[:64], ts=datetime.now(UTC), door=door.key, reader=reader.key,
+                                 request=msg.id, reason=reason,
+                                 feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
+            self.send(controller, command)
+        kind = "access.granted" if granted else "access.denied"
+        return [(Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door.key, subject=subject,
+                       detail=detail), None)]
+
+    @staticmethod
+    def _card(card: c.Card) -> tuple[str, str]:
+        try:
+            if card.raw_hex is not None and card.bits is not None:
+                return cards.decode_wiegand(bytes.fromhex(card.raw_hex), card.bits)
+            if card.format is not None and card.number is not None:
+                return card.format, cards.canonical(card.format, card.number)
+        except cards.CardFormatError as exc:
+            raise Rejected("bad_card", str(exc)) from None
+        raise Rejected("bad_card", "card: give format and number, or raw_hex and bits")
+
+    def _contact(self, controller: str, eid: str, msg: c.DoorContact) -> list[tuple[Event, Effect | None]]:
+        door = self._door_of(controller, msg.door)
+        if msg.state == "opened":
+            raised = self.doors.opened(door, msg.ts)
+            kind = FORCED if FORCED in raised else "door.opened"
+            events: list[tuple[Event, Effect | None]] = [
+                (Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door), None)]
+            events += [alarm_raised(a, door=door, source=controller, cause=eid, ts=msg.ts) for a in raised]
+        else:
+            cleared = self.doors.closed(door, msg.ts)
+            events = [(Event(id=eid, kind="door.closed", source=controller, ts=msg.ts, door=door), None)]
+            events += [alarm_cleared(a, door=door, source=controller, cause=eid, ts=msg.ts) for a in cleared]
+        self.on_door(door)
+        return events
+
+    def _tamper(self, controller: str, eid: str, msg: c.Tamper) -> list[tuple[Event, Effect | None]]:
+        source = msg.reader or controller
+        detail = {"reader": msg.reader} if msg.reader else {}
+        if msg.state == "active":
+            return [(Event(id=eid, kind="reader.tamper", source=controller, ts=msg.ts, detail=detail), None),
+                    alarm_raised("reader.tamper", door=None, source=source, cause=eid, ts=msg.ts)]
+        return [(Event(id=eid, kind="reader.tamper_cleared", source=controller, ts=msg.ts, detail=detail), None),
+                alarm_cleared("reader.tamper", door=None, source=source, cause=eid, ts=msg.ts)]
+
+    def controller_status(self, controller: str, status: c.ControllerStatus, payload: bytes, where: str,
+                          ack: Ack | None) -> None:
+        """Retained status and last will. Only changes are audited: a heartbeat or a repeated status is not."""
+        with self.lock:
+            if controller not in self.controllers:
+                self.reject(controller, "unknown_controller", f"controller {controller!r} is not in the site file",
+                            payload, where=where, ack=ack)
+                return
+            now = datetime.now(UTC)
+            ts = min(status.ts or now, now)
+            self._emit(self._status(controller, status.online, ts, f"{controller}:status:{ts.isoformat()}"), ack)
+
+    def _status(self, controller: str, online: bool, ts: datetime, cause: str) -> list[tuple[Event, Effect | None]]:
+        def effect(conn: object) -> None:
+            conn.execute(update(Controller).where(Controller.key == controller)  # type: ignore[attr-defined]
+                         .values(online=online, last_seen=datetime.now(UTC)))
+
+        if self.online.get(controller) == online:
+            return []
+        self.online[controller] = online
+        for door, ctls in self.door_controllers.items():
+            if controller in ctls:
+                self.doors.doors[door].online = online
+                self.on_door(door)
+        kind = "controller.online" if online else "controller.offline"
+        events: list[tuple[Event, Effect | None]] = [
+            (Event(id=f"{cause}:{kind}"[:128], kind=kind, source=controller, ts=ts), effect)]
+        builder = alarm_cleared if online else alarm_raised
+        events.append(builder("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+        return events
+
+    # --- time and operators --------------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> None:
+        """Raise held-open alarms; called a few times a second by the bridge."""
+        with self.lock:
+            for door, kind in self.doors.tick(now):
+                event = Event(id=f"{kind}:{door}:{now.isoformat()}", kind=kind, source=self.config.site.instance,
+                              ts=now, door=door, detail={"limit_s": self.doors.doors[door].held_open_limit_s})
+                self._emit([(event, None), alarm_raised(kind, door=door, source=self.config.site.instance,
+                                                        cause=event.id, ts=now)], None)
+                self.on_door(door)
+
+    def console_command(self, cmd: c.ConsoleCommand, payload: bytes, where: str, ack: Ack | None) -> None:
+        """An operator's unlock, lock or lockdown: audited with the user, then sent to the controllers."""
+        with self.lock:
+            try:
+                self._fresh("console", cmd)
+                doors = self._command_doors(cmd)
+            except Rejected as exc:
+                self.reject(f"console:{cmd.user}", exc.code, str(exc), payload, where=where, ack=ack)
+                return
+            now = datetime.now(UTC)
+            for door in doors:
+                lock = {"unlock": "unlocked", "lock": "locked", "lockdown": "lockdown", "lift_lockdown": "locked"}
+                self.doors.set_lock(door, lock[cmd.type])
+                if cmd.type == "unlock" and cmd.duration_s is not None:
+                    self.doors.doors[door].lock = "locked"
+                    self.doors.authorize(door, now, cmd.duration_s)
+                self.on_door(door)
+            if cmd.type == "lockdown":
+                if cmd.door is None and cmd.area is None:
+                    self.state.lockdown_all = True
+                self.state.lockdown_doors |= doors
+            elif cmd.type == "lift_lockdown":
+                self.state.lockdown_all = False
+                self.state.lockdown_doors -= doors
+            self._send_console(cmd, doors, now)
+            event = Event(id=f"console:{cmd.id}", kind=f"console.{cmd.type}", source=f"console:{cmd.user}"[:100],
+                          ts=cmd.ts, door=cmd.door, subject={"user": cmd.user},
+                          detail={"reason": cmd.reason, "doors": sorted(doors), "area": cmd.area,
+                                  "duration_s": cmd.duration_s})
+            self._emit([(event, None)], ack)
+
+    def _command_doors(self, cmd: c.ConsoleCommand) -> set[str]:
+        if cmd.door is not None:
+            if cmd.door not in self.doors.doors:
+                raise Rejected("unknown_door", f"door {cmd.door!r} is not in the site file")
+            return {cmd.door}
+        if cmd.area is not None:
+            if cmd.area not in self.area_doors:
+                raise Rejected("unknown_area", f"area {cmd.area!r} has no doors in the site file")
+            return set(self.area_doors[cmd.area])
+        if cmd.type in ("unlock", "lock"):
+            raise Rejected("invalid_message", f"{cmd.type} needs a door")
+        return set(self.doors.doors)
+
+    def _send_console(self, cmd: c.ConsoleCommand, doors: set[str], now: datetime) -> None:
+        for controller in sorted({ctl for d in doors for ctl in self.door_controllers.get(d, ())}):
+            mine = sorted(d for d in doors if controller in self.door_controllers[d])
+            base = f"{cmd.id}-{controller}"[:64]
+            if cmd.type in ("lockdown", "lift_lockdown"):
+                self.send(controller, c.Lockdown(id=base, ts=now, active=cmd.type == "lockdown", doors=mine))
+                continue
+            for door in mine:
+                command = (c.Unlock(id=base, ts=now, door=door, duration_s=cmd.duration_s, by=cmd.user,
+                                    reason=cmd.reason) if cmd.type == "unlock" else c.Lock(id=base, ts=now, door=door))
+                self.send(controller, command)
+
+
+def _subject(record: CredentialRecord | None, fmt: str, number: str) -> dict[str, object]:
+    if record is None:
+        return {"card": f"{fmt}:{number}"}
+    return {"person": record.view.person_id, "credential": record.view.id}

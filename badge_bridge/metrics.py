@@ -1,0 +1,104 @@
+"""Prometheus metrics at /metrics and a health check at /health, on a small HTTP server of the bridge's own.
+
+The figures are read at scrape time from the processor's counters and the audit writer's statistics, so
+the hot path only increments integers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+from badge_bridge.audit import AuditWriter
+from badge_bridge.ingest import Processor
+
+log = logging.getLogger(__name__)
+
+
+class BridgeCollector:
+    def __init__(self, processor: Processor, writer: AuditWriter, mqtt_connected: Callable[[], bool]) -> None:
+        self.processor = processor
+        self.writer = writer
+        self.mqtt_connected = mqtt_connected
+
+    def collect(self) -> Iterator[Any]:
+        counters = self.processor.counters
+        with self.processor.lock:
+            events = dict(counters.events_in)
+            decisions = dict(counters.decisions)
+            dead = dict(counters.dead_letters)
+            online = dict(self.processor.online)
+        family = CounterMetricFamily("badge_bridge_events_in", "Device messages accepted", labels=["type"])
+        for kind, n in sorted(events.items()):
+            family.add_metric([kind], n)
+        yield family
+        family = CounterMetricFamily("badge_bridge_decisions", "Access decisions", labels=["result", "reason"])
+        for (result, reason), n in sorted(decisions.items()):
+            family.add_metric([result, reason], n)
+        yield family
+        family = CounterMetricFamily("badge_bridge_dead_letters", "Input refused into the dead letters",
+                                     labels=["code"])
+        for code, n in sorted(dead.items()):
+            family.add_metric([code], n)
+        yield family
+        stats = self.writer.stats
+        yield CounterMetricFamily("badge_bridge_audit_committed", "Audit entries committed", value=stats.committed)
+        yield CounterMetricFamily("badge_bridge_audit_duplicates", "Replayed events refused by id",
+                                  value=stats.duplicates)
+        yield GaugeMetricFamily("badge_bridge_audit_queue_depth", "Events waiting for the database",
+                                value=self.writer.depth())
+        yield GaugeMetricFamily("badge_bridge_audit_healthy", "1 while the database accepts writes",
+                                value=int(stats.healthy))
+        latencies = list(stats.commit_seconds)
+        yield SummaryMetricFamily("badge_bridge_audit_commit_seconds", "Commit latency of the last 1000 batches",
+                                  count_value=len(latencies), sum_value=sum(latencies))
+        yield GaugeMetricFamily("badge_bridge_controllers_online", "Controllers reporting online",
+                                value=sum(online.values()))
+        yield GaugeMetricFamily("badge_bridge_mqtt_connected", "1 while connected to the broker",
+                                value=int(self.mqtt_connected()))
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        stats = self.writer.stats
+        body = {"database": "ok" if stats.healthy else f"failing: {stats.last_error}",
+                "mqtt": "connected" if self.mqtt_connected() else "disconnected",
+                "queue_depth": self.writer.depth(), "committed": stats.committed}
+        return stats.healthy and self.mqtt_connected(), body
+
+
+def serve(collector: BridgeCollector, host: str, port: int) -> ThreadingHTTPServer:
+    """Start the HTTP server on a daemon thread; returns it (``server_address`` has the bound port)."""
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/metrics":
+                self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
+            elif self.path == "/health":
+                ok, body = collector.health()
+                self._send(200 if ok else 503, json.dumps({"status": "ok" if ok else "degraded", **body}).encode(),
+                           "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on http://%s:%s/metrics, health on /health", *server.server_address[:2])
+    return server

@@ -1,0 +1,64 @@
+"""Events that carry a row of their own: alarms raised and cleared, and input refused into the dead letters.
+
+Each returns the audited event and the effect that writes its operational row in the same transaction
+(see ``AuditWriter.submit``), so an alarm or a dead letter exists exactly when its audit entry does. Ids
+are derived from the cause, so a redelivered cause never raises a second alarm or a second dead letter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Connection
+
+from badge_bridge.audit import Effect
+from badge_bridge.events import Event
+from badge_bridge.models import Alarm, DeadLetter
+
+PAYLOAD_KEEP = 1024 * 1024
+"""A dead letter keeps the payload whole up to this size (the broker's own packet limit)."""
+
+
+def alarm_raised(kind: str, *, door: str | None, source: str, cause: str, ts: datetime,
+                 detail: dict[str, object] | None = None) -> tuple[Event, Effect]:
+    event = Event(id=f"alarm:{kind}:{cause}"[:128], kind="alarm.raised", source=source, ts=ts, door=door,
+                  detail={"alarm": kind, "cause": cause, **(detail or {})})
+
+    def effect(conn: Connection) -> None:
+        conn.execute(insert(Alarm).values(event_id=event.id, kind=kind, door=door, source=source, raised_at=ts))
+
+    return event, effect
+
+
+def alarm_cleared(kind: str, *, door: str | None, source: str, cause: str, ts: datetime) -> tuple[Event, Effect]:
+    """The condition ended. The alarm stays on the desk's queue until acknowledged."""
+    event = Event(id=f"alarm-cleared:{kind}:{cause}"[:128], kind="alarm.cleared", source=source, ts=ts, door=door,
+                  detail={"alarm": kind, "cause": cause})
+
+    def effect(conn: Connection) -> None:
+        match = (Alarm.kind == kind) & (Alarm.cleared_at.is_(None))
+        match &= (Alarm.door == door) if door is not None else (Alarm.source == source)
+        conn.execute(update(Alarm).where(match).values(cleared_at=ts))
+
+    return event, effect
+
+
+def dead_letter(source: str, code: str, reason: str, payload: bytes, *, where: str, now: datetime) -> tuple[Event, Effect]:
+    """Refused input: audited (so the log shows it arrived) and kept whole for the operator."""
+    digest = hashlib.sha256(where.encode() + b"\0" + payload).hexdigest()[:40]
+    event = Event(id=f"dead:{digest}", kind="input.rejected", source=_source_name(source), ts=now,
+                  detail={"code": code, "reason": reason[:500], "where": where[:200], "size": len(payload)})
+
+    def effect(conn: Connection) -> None:
+        conn.execute(insert(DeadLetter).values(received_at=now, source=f"{where}"[:200], reason=f"{code}: {reason}",
+                                               payload=payload[:PAYLOAD_KEEP]))
+
+    return event, effect
+
+
+def _source_name(source: str) -> str:
+    """A source id the Event accepts, whatever a hostile sender put in a topic."""
+    clean = "".join(ch if ch.isalnum() or ch in "_.:@-" else "_" for ch in source)[:100]
+    return clean if clean and clean[0].isalnum() else f"x{clean}"[:100]

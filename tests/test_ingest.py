@@ -1,0 +1,197 @@
+"""The processor on a real database: decisions and commands, door alarms, offline decisions, refusals.
+
+The driver boundary (``send``) is a list here; tests/test_mqtt_bridge.py runs the same paths over a real
+broker with a simulated controller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from badge_bridge import people
+from badge_bridge.audit import AuditWriter
+from badge_bridge.config import SiteConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.ingest import Processor
+from badge_bridge.keys import KeyStore
+from badge_bridge.models import Alarm, AuditEntry, DeadLetter
+from badge_bridge.site_sync import sync_site
+from badge_bridge.snapshot import load_snapshot
+
+
+class Rig:
+    def __init__(self, engine: Engine, site: SiteConfig, keys: KeyStore) -> None:
+        pepper = keys.pin_pepper()
+        with Session(engine) as session, session.begin():
+            sync_site(session, site)
+            for name, levels, card, pin in [("Ada", ["staff", "hall-a-engineers"], "12:1001", "4711"),
+                                            ("Grace", ["staff", "hall-a-engineers"], "12:1002", None),
+                                            ("Alan", ["staff"], "12:1003", None)]:
+                person, _ = people.add_person(session, "test", name, levels=levels)
+                people.add_credential(session, "test", person.id, "wiegand26", card, pepper=pepper, pin=pin,
+                                      biometric_ref=f"bio-{name.lower()}")
+            snapshot = load_snapshot(session)
+        self.engine = engine
+        self.writer = AuditWriter(engine, "bridge-1", keys.signer())
+        self.writer.start()
+        self.sent: list[tuple[str, object]] = []
+        self.acks: list[str] = []
+        self.p = Processor(site, self.writer, snapshot, pepper, send=lambda ctl, cmd: self.sent.append((ctl, cmd)))
+        self.n = 0
+
+    def msg(self, type_: str, ts: datetime | None = None, **fields: object) -> object:
+        self.n += 1
+        return c.controller_event.validate_python(
+            {"v": 1, "id": f"m{self.n}", "ts": (ts or datetime.now(UTC)).isoformat(), "type": type_, **fields})
+
+    def feed(self, controller: str, message: object) -> None:
+        mid = getattr(message, "id", "?")
+        self.p.controller_event(controller, message, b"{}", f"controllers/{controller}/events",  # type: ignore[arg-type]
+                                lambda: self.acks.append(mid))
+
+    def card(self, number: str, reader: str = "main-in", ctl: str = "ctl-lobby", **kw: object) -> object:
+        message = self.msg("credential", reader=reader, card={"format": "wiegand26", "number": number}, **kw)
+        self.feed(ctl, message)
+        return message
+
+    def entries(self) -> list[AuditEntry]:
+        assert self.writer.flush()
+        with Session(self.engine) as session:
+            return list(session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.entries()]
+
+    def alarms(self) -> list[Alarm]:
+        assert self.writer.flush()
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Alarm).order_by(Alarm.id)))
+
+
+@pytest.fixture
+def rig(engine: Engine, site: SiteConfig, keys: KeyStore) -> Iterator[Rig]:
+    r = Rig(engine, site, keys)
+    yield r
+    r.writer.stop()
+
+
+def test_grant_and_deny_send_commands_and_are_audited(rig: Rig) -> None:
+    rig.card("12:1001")
+    rig.card("12:9999")
+    (ctl1, grant), (ctl2, deny) = rig.sent
+    assert ctl1 == ctl2 == "ctl-lobby"
+    assert isinstance(grant, c.Grant) and grant.door == "main-entrance" and grant.open_time_s == 5
+    assert isinstance(deny, c.Deny) and deny.reason == "unknown_credential"
+    granted, denied = rig.entries()
+    assert (granted.kind, denied.kind) == ("access.granted", "access.denied")
+    assert json.loads(granted.subject) == {"person": 1, "credential": 1}
+    assert json.loads(denied.subject) == {"card": "wiegand26:12:9999"}
+    assert json.loads(granted.detail)["actuated"] is True
+    assert rig.acks == ["m1", "m2"]
+
+
+def test_pin_door_checks_the_pin_and_never_logs_it(rig: Rig) -> None:
+    rig.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")
+    rig.card("12:1001", reader="hall-a-out", ctl="ctl-hall-a", pin="0000")
+    rig.card("12:1001", reader="hall-a-out", ctl="ctl-hall-a")
+    reasons = [getattr(cmd, "reason", "granted") for _, cmd in rig.sent]
+    assert reasons == ["granted", "pin_wrong", "pin_required"]
+    stored = " ".join(e.subject + e.detail for e in rig.entries())
+    assert "4711" not in stored and "0000" not in stored
+
+
+def test_forced_and_held_open_raise_alarms_that_clear_on_close(rig: Rig) -> None:
+    t0 = datetime.now(UTC)
+    rig.feed("ctl-lobby", rig.msg("door", ts=t0, door="main-entrance", state="opened"))
+    rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=3), door="main-entrance", state="closed"))
+    rig.card("12:1001", ts=t0 + timedelta(seconds=10))  # a grant: the next opening is authorized
+    rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=12), door="main-entrance", state="opened"))
+    rig.p.tick(t0 + timedelta(seconds=20))  # within the 30 s limit
+    rig.p.tick(t0 + timedelta(seconds=43))  # 31 s open: held open
+    rig.p.tick(t0 + timedelta(seconds=50))  # raised once only
+    rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=55), door="main-entrance", state="closed"))
+    rig.feed("ctl-lobby", rig.msg("rex", ts=t0 + timedelta(seconds=60), door="main-entrance"))
+    rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=61), door="main-entrance", state="opened"))
+    assert rig.kinds() == ["door.forced", "alarm.raised", "door.closed", "alarm.cleared", "access.granted",
+                           "door.opened", "door.held_open", "alarm.raised", "door.closed", "alarm.cleared",
+                           "door.exit_request", "door.opened"]
+    forced, held = rig.alarms()
+    assert (forced.kind, forced.door, forced.state) == ("door.forced", "main-entrance", "open")
+    assert forced.cleared_at is not None and held.kind == "door.held_open" and held.cleared_at is not None
+
+
+def test_offline_decisions_keep_their_time_and_are_marked(rig: Rig) -> None:
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    rig.card("12:1003", ts=yesterday, offline={"granted": True, "reason": "granted", "sync_version": "abc"})
+    rig.card("12:1002", ts=yesterday, reader="hall-a-in", ctl="ctl-hall-a",
+             offline={"granted": False, "reason": "pin_unverifiable_offline"})
+    assert rig.sent == []  # nothing is actuated for a decision already taken
+    first, second = rig.entries()
+    assert first.ts_us == int(yesterday.timestamp() * 1_000_000)
+    assert json.loads(first.detail) == {"reader": "main-in", "direction": "in", "factors": ["card"], "offline": True,
+                                        "bridge_reason": "granted", "sync_version": "abc", "reason": "granted"}
+    assert second.kind == "access.denied" and json.loads(second.detail)["bridge_reason"] == "pin_required"
+
+
+def test_stale_request_is_decided_and_logged_but_never_opens_the_door(rig: Rig) -> None:
+    rig.card("12:1001", ts=datetime.now(UTC) - timedelta(minutes=3))
+    assert rig.sent == []
+    (entry,) = rig.entries()
+    assert entry.kind == "access.granted" and json.loads(entry.detail)["actuated"] is False
+
+
+@pytest.mark.parametrize("controller, fields, code", [
+    ("ctl-nowhere", dict(reader="main-in"), "unknown_controller"),
+    ("ctl-lobby", dict(reader="hall-a-in"), "unknown_reader"),  # a reader of another controller
+    ("ctl-lobby", dict(reader="main-in", card={"format": "wiegand26", "number": "300:1"}), "bad_card"),
+    ("ctl-lobby", dict(reader="main-in", card={"raw_hex": "ffffffff", "bits": 26}), "bad_card"),
+    ("ctl-lobby", dict(reader="main-in", ts=datetime.now(UTC) + timedelta(hours=1)), "future_time"),
+])
+def test_bad_input_is_dead_lettered_with_its_reason(rig: Rig, controller: str, fields: dict[str, object],
+                                                    code: str) -> None:
+    base: dict[str, object] = dict(reader="main-in", card={"format": "wiegand26", "number": "12:1001"})
+    base.update(fields)
+    rig.feed(controller, rig.msg("credential", **base))
+    rig.card("12:1001")  # and the bridge keeps serving
+    (rejected, granted) = rig.entries()
+    assert rejected.kind == "input.rejected" and json.loads(rejected.detail)["code"] == code
+    assert granted.kind == "access.granted"
+    with Session(rig.engine) as session:
+        (letter,) = session.scalars(select(DeadLetter))
+    assert letter.reason.startswith(code) and rig.p.counters.dead_letters == {code: 1}
+    assert rig.acks == ["m1", "m2"]  # the refused message is released too: it is kept, not retried
+
+
+def test_replayed_id_is_refused_and_never_actuates(rig: Rig) -> None:
+    message = rig.card("12:1001")
+    rig.feed("ctl-lobby", message)
+    assert len(rig.sent) == 1
+    assert rig.kinds() == ["access.granted", "input.rejected"]
+
+
+def test_console_unlock_and_lockdown(rig: Rig) -> None:
+    def console(type_: str, **kw: object) -> None:
+        rig.n += 1
+        cmd = c.ConsoleCommand(id=f"k{rig.n}", ts=datetime.now(UTC), type=type_, user="sam", reason="drill", **kw)
+        rig.p.console_command(cmd, b"{}", "console/commands", None)  # type: ignore[arg-type]
+
+    console("unlock", door="noc", duration_s=10)
+    console("lockdown", area="hall-a")
+    rig.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")
+    console("lift_lockdown", area="hall-a")
+    rig.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")
+    console("unlock", door="no-such-door")
+    commands = [(ctl, type(cmd).__name__, getattr(cmd, "reason", None)) for ctl, cmd in rig.sent]
+    assert commands == [("esp-noc", "Unlock", "drill"), ("ctl-hall-a", "Lockdown", None),
+                        ("ctl-hall-a", "Deny", "lockdown"), ("ctl-hall-a", "Lockdown", None),
+                        ("ctl-hall-a", "Grant", None)]
+    kinds = rig.kinds()
+    assert kinds == ["console.unlock", "console.lockdown", "access.denied", "console.lift_lockdown",
+                     "access.granted", "input.rejected"]
+    assert json.loads(rig.entries()[0].subject) == {"user": "sam"}
