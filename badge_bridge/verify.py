@@ -103,12 +103,14 @@ def _verify_range(url: str, chain: str, lo: int, hi: int) -> tuple[int, list[Fin
 
 def _scan(conn: Connection, chain: str, lo: int, hi: int) -> tuple[int, list[Finding]]:
     findings: list[Finding] = []
-    if lo == 1:
-        last = GENESIS
-    else:
-        last = _one(conn, "SELECT hash FROM audit_entry WHERE chain_id=:c AND seq<:s ORDER BY seq DESC LIMIT 1",
-                    c=chain, s=lo) or GENESIS
-    expected, count = lo, 0
+    last, expected, count = GENESIS, lo, 0
+    if lo > 1:
+        # Continue from the entry before this range, so entries missing at the end of the previous range
+        # are reported here as deleted, just as one scan of the whole chain would report them.
+        before = conn.execute(text("SELECT seq, hash FROM audit_entry WHERE chain_id=:c AND seq<:s "
+                                   "ORDER BY seq DESC LIMIT 1"), dict(c=chain, s=lo)).first()
+        if before is not None:
+            last, expected = before[1], before[0] + 1
     rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(_ROWS, dict(chain=chain, lo=lo, hi=hi))
     for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored in rows:
         count += 1
@@ -152,9 +154,12 @@ def _check_checkpoints(conn: Connection, status: ChainStatus, trusted: Mapping[s
             findings.append(Finding(chain, seq, "checkpoint", f"signed by key {key_id}, which is not a trusted key"))
         elif not verify_signature(key, signature, checkpoint_message(chain, seq, head, signed_us)):
             findings.append(Finding(chain, seq, "checkpoint", "signature does not verify: the checkpoint was altered"))
+        elif entry is None and seq > status.head_seq:
+            end = status.head_seq
+            findings.append(Finding(chain, end + 1, "deleted", f"entries {end + 1}..{seq} are missing: a signed "
+                                    f"checkpoint vouches for entry {seq} but the log ends at {end}"))
         elif entry is None:
-            findings.append(Finding(chain, seq, "deleted",
-                                    f"a signed checkpoint vouches for entry {seq} but the log ends at {status.head_seq}"))
+            findings.append(Finding(chain, seq, "deleted", f"a signed checkpoint vouches for entry {seq}, which is missing"))
         elif entry != head:
             findings.append(Finding(chain, seq, "checkpoint",
                                     "the log up to here differs from what was signed: entries were rewritten"))
