@@ -1,43 +1,97 @@
-"""The bridge daemon: owns the audit writer and, as they land, the device drivers and the decision loop."""
+"""The bridge daemon: wires the audit writer, the decision processor, the drivers, metrics and timers.
+
+Start-up order matters: the writer first (it waits out a database that is away), then the snapshot and
+the ids already in the log (so a replay after a restart is recognised), then the drivers. Stop is the
+reverse, and the writer flushes last, so nothing a driver accepted is left uncommitted.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from badge_bridge.audit import AuditWriter
 from badge_bridge.config import SiteConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.controllers import esp_rfid
+from badge_bridge.controllers.mqtt import MqttDriver
+from badge_bridge.db import describe
 from badge_bridge.events import Event
-from badge_bridge.keys import Signer
+from badge_bridge.ingest import RECENT_IDS, Processor
+from badge_bridge.keys import KeyStore
+from badge_bridge.metrics import BridgeCollector, serve
+from badge_bridge.models import Alarm, AuditEntry
+from badge_bridge.snapshot import Snapshot, load_snapshot
+from badge_bridge.sync import build_sync, esp_users, sync_key_id
 
 log = logging.getLogger(__name__)
 
+TICK_S = 0.25
+RELOAD_S = 2.0
+
 
 class Bridge:
-    def __init__(self, config: SiteConfig, engine: Engine, signer: Signer) -> None:
+    def __init__(self, config: SiteConfig, engine: Engine, keys: KeyStore) -> None:
         self.config = config
+        self.engine = engine
+        self.keys = keys
         self.writer = AuditWriter(
-            engine, config.site.instance, signer,
+            engine, config.site.instance, keys.signer(),
             batch_max=config.audit.batch_max, queue_max=config.audit.queue_max,
             checkpoint_every=config.audit.checkpoint_every, checkpoint_seconds=config.audit.checkpoint_seconds,
         )
         self.stopping = threading.Event()
+        self.processor: Processor | None = None
+        self.mqtt: MqttDriver | None = None
+        self.metrics_server = None
+        self._admin_mark: int | None = None
+        self._synced: dict[str, str] = {}
+        self._ticker: threading.Thread | None = None
 
     def _lifecycle(self, kind: str) -> Event:
         now = datetime.now(UTC)
         return Event(id=Event.new_id(kind), kind=kind, source=self.config.site.instance, ts=now, received_ts=now,
                      detail={"site": self.config.site.name})
 
+    # --- start and stop ------------------------------------------------------------------------------
+
     def start(self) -> None:
         self.writer.start()
         self.writer.submit(self._lifecycle("bridge.started"))
+        snapshot, recent, alarms = self._retry_until_stopped(self._load)
+        processor = self.processor = Processor(self.config, self.writer, snapshot, self.keys.pin_pepper(),
+                                               send=self._send, on_committed=self._committed, on_door=self._door)
+        processor.remember(recent)
+        for door, kind in alarms:
+            if door in processor.doors.doors:
+                processor.doors.doors[door].alarms.add(kind)
+                processor.doors.doors[door].contact = "open"
+        self.mqtt = MqttDriver(self.config, processor)
+        self.mqtt.start()
+        collector = BridgeCollector(processor, self.writer, self.mqtt.connected.is_set)
+        self.metrics_server = serve(collector, self.config.metrics.host, self.config.metrics.port)
+        self._ticker = threading.Thread(target=self._tick_forever, name="ticker", daemon=True)
+        self._ticker.start()
+        self.mqtt.connected.wait(5)
+        self._publish_syncs()
+        for door in processor.doors.doors:
+            self._door(door)
         log.info("bridge %s started for site %r", self.config.site.instance, self.config.site.name)
 
     def stop(self) -> None:
+        self.stopping.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         self.writer.submit(self._lifecycle("bridge.stopped"))
         if not self.writer.stop(timeout=30):
             log.error("stopped with events not yet committed: %s", self.writer.stats.last_error)
@@ -51,3 +105,101 @@ class Bridge:
             self.stopping.wait()
         finally:
             self.stop()
+
+    def _retry_until_stopped(self, step):  # noqa: ANN001, ANN202 - any loader
+        delay = 0.2
+        while True:
+            try:
+                return step()
+            except Exception as exc:  # the database is away: wait for it, the desk needs the bridge
+                if self.stopping.is_set():
+                    raise
+                log.error("cannot load the site from the database, retrying in %.1fs: %s", delay, describe(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    def _load(self) -> tuple[Snapshot, list[str], list[tuple[str, str]]]:
+        with Session(self.engine) as session:
+            snapshot = load_snapshot(session)
+            recent = list(session.scalars(select(AuditEntry.event_id).where(AuditEntry.chain_id == self.config.site.instance)
+                                          .order_by(AuditEntry.seq.desc()).limit(RECENT_IDS)))
+            alarms = [(a.door, a.kind) for a in session.scalars(
+                select(Alarm).where(Alarm.cleared_at.is_(None), Alarm.door.is_not(None)))]
+            self._admin_mark = self._admin_fingerprint(session)
+        recent.reverse()
+        return snapshot, recent, alarms  # type: ignore[return-value]
+
+    @staticmethod
+    def _admin_fingerprint(session: Session) -> int:
+        """Changes to people and credentials are audited as admin.* events: the newest one's id changes."""
+        return session.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.kind.like("admin.%"))) or 0
+
+    # --- timers --------------------------------------------------------------------------------------
+
+    def _tick_forever(self) -> None:
+        last_reload = time.monotonic()
+        while not self.stopping.wait(TICK_S):
+            assert self.processor is not None
+            try:
+                self.processor.tick(datetime.now(UTC))
+                if time.monotonic() - last_reload >= RELOAD_S:
+                    last_reload = time.monotonic()
+                    self._reload_if_changed()
+            except Exception:
+                log.exception("timer step failed; continuing")
+
+    def _reload_if_changed(self) -> None:
+        with Session(self.engine) as session:
+            mark = self._admin_fingerprint(session)
+            if mark == self._admin_mark:
+                return
+            snapshot = load_snapshot(session)
+        assert self.processor is not None
+        with self.processor.lock:
+            self.processor.snapshot = snapshot
+        self._admin_mark = mark
+        log.info("people or credentials changed: decisions and controller lists updated")
+        self._publish_syncs()
+
+    # --- outbound ------------------------------------------------------------------------------------
+
+    def _send(self, controller: str, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
+        assert self.mqtt is not None
+        self.mqtt.send(controller, command)
+
+    def _committed(self, event: Event) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish_event(event)
+
+    def _door(self, door: str) -> None:
+        if self.mqtt is None or self.processor is None:
+            return
+        status = self.processor.doors.doors[door]
+        state = c.DoorState(door=door, ts=datetime.now(UTC), contact=status.contact, lock=status.lock,  # type: ignore[arg-type]
+                            alarms=sorted(status.alarms), online=status.online)
+        self.mqtt.publish_retained(f"bridge/doors/{door}", state.model_dump_json())
+
+    def _publish_syncs(self) -> None:
+        """Each controller's offline list, when it changed (retained, so a controller that reconnects has it)."""
+        assert self.mqtt is not None and self.processor is not None
+        for ctl in self.config.controllers:
+            if ctl.kind == "mqtt":
+                key = self.keys.sync_key(ctl.key)
+                sync = build_sync(self.config, self.processor.snapshot, ctl.key, key, sync_key_id(key))
+                if self._synced.get(ctl.key) != sync.version:
+                    self.mqtt.publish_retained(f"controllers/{ctl.key}/sync", sync.model_dump_json())
+                    self._synced[ctl.key] = sync.version
+            elif ctl.kind == "esp-rfid":
+                self._sync_esp(ctl.key)
+
+    def _sync_esp(self, controller: str) -> None:
+        assert self.mqtt is not None and self.processor is not None
+        ctl = next(x for x in self.config.controllers if x.key == controller)
+        users = esp_users(self.config, self.processor.snapshot, controller)
+        version = esp_rfid.users_version(users)
+        if self._synced.get(controller) == version:
+            return
+        topic = esp_rfid.topics(ctl.topic or ctl.key).commands
+        for payload in esp_rfid.sync_payloads(users, device=ctl.device or ""):
+            self.mqtt.publish_raw(topic, payload)
+        self._synced[controller] = version

@@ -304,13 +304,54 @@ def keys_rotate(app: App) -> None:
 
 
 @main.command()
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True,
+              help="Structured JSON lines, or plain text for a terminal.")
 @pass_app
 @fail_cleanly
-def run(app: App) -> None:
+def run(app: App, log_format: str) -> None:
     """Run the bridge until SIGTERM or Ctrl-C."""
+    from badge_bridge import logs
     from badge_bridge.bridge import Bridge
 
-    Bridge(app.config, app.engine(), app.keys.signer()).run_forever()
+    logs.setup(log_format, logging.getLogger().level)
+    Bridge(app.config, app.engine(), app.keys).run_forever()
+
+
+# --- controllers and the MQTT contract -------------------------------------------------------------
+
+
+@main.group()
+def controller() -> None:
+    """Door controllers."""
+
+
+@controller.command("sync-key")
+@click.argument("key")
+@pass_app
+@fail_cleanly
+def controller_sync_key(app: App, key: str) -> None:
+    """Print the key to provision on controller KEY for its offline credential list (keep it secret)."""
+    from badge_bridge.sync import sync_key_id
+
+    if key not in {ctl.key for ctl in app.config.controllers}:
+        raise ConfigError(f"controller {key!r} is not in {app.config_path}")
+    secret = app.keys.sync_key(key)
+    click.echo(f"{secret.hex()}  (key id {sync_key_id(secret)})")
+
+
+@main.group()
+def mqtt() -> None:
+    """The MQTT contract."""
+
+
+@mqtt.command("schemas")
+@click.option("--out", type=click.Path(file_okay=False), default="docs/schemas", show_default=True)
+def mqtt_schemas(out: str) -> None:
+    """Write the JSON Schema of every contract message (docs/mqtt.md explains them)."""
+    from badge_bridge.controllers.schemas import write_schemas
+
+    for path in write_schemas(Path(out)):
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ them is a facilities engineer with the file open, not a Python developer.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -163,7 +164,17 @@ class ControllerConfig(_Model):
     topic: str | None = Field(None, pattern=r"^[^#+\s]{1,128}$")
     """esp-rfid: the device's MQTT base topic (default: the controller key)."""
     device: str | None = Field(None, max_length=64)
-    """esp-rfid: the device's hostname, which its commands must name (default: the controller key)."""
+    """esp-rfid: the device's fixed IPv4 address, which its firmware requires in every command (doorip)."""
+
+    @model_validator(mode="after")
+    def _esp_needs_address(self) -> ControllerConfig:
+        if self.kind == "esp-rfid":
+            try:
+                ipaddress.IPv4Address(self.device or "")
+            except ValueError:
+                raise ValueError(f"device {self.device!r}: an esp-rfid controller needs its fixed IPv4 address "
+                                 "(the firmware obeys only commands naming it)") from None
+        return self
 
 
 class ReaderConfig(_Model):

@@ -91,7 +91,7 @@ def main(config_path: str) -> None:
     for name, levels, card, pin in DEMO_PEOPLE:
         click.echo(f"  {name:<18} card {card}  PIN {pin or '-':<5} levels {', '.join(levels)}")
     click.echo("running the bridge; Ctrl-C to stop\n")
-    Bridge(config, engine, keys.signer()).run_forever()
+    Bridge(config, engine, keys).run_forever()
 
 
 if __name__ == "__main__":

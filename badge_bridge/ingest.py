@@ -13,6 +13,7 @@ actuated: the person has long gone, and a replay must not open a door.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -200,8 +201,9 @@ class Processor:
         if msg.pin is not None:
             (factors if record and check_pin(self.pepper, msg.pin, record.pin_hash) else failed).add(Factor.PIN)
         if msg.biometric is not None:
-            ok = msg.biometric.match and record is not None and (
-                record.biometric_ref is None or msg.biometric.ref == record.biometric_ref)
+            # The reader must have matched the very identity enrolled for this credential.
+            ok = (msg.biometric.match and record is not None and record.biometric_ref is not None
+                  and msg.biometric.ref == record.biometric_ref)
             (factors if ok else failed).add(Factor.BIOMETRIC)
         request = Request(door=door, now=msg.ts, direction=reader.direction, factors=frozenset(factors),
                           failed=frozenset(failed))
@@ -235,10 +237,10 @@ class Processor:
         if actuate:
             command: c.Grant | c.Deny
             if granted:
-                command = c.Grant(id=f"grant-{eid}"[:64], ts=datetime.now(UTC), door=door.key, reader=reader.key,
+                command = c.Grant(type="grant", id=_command_id("grant", eid), ts=datetime.now(UTC), door=door.key, reader=reader.key,
                                   request=msg.id, open_time_s=self.doors.doors[door.key].open_time_s)
             else:
-                command = c.Deny(id=f"deny-{eid}"[:64], ts=datetime.now(UTC), door=door.key, reader=reader.key,
+                command = c.Deny(type="deny", id=_command_id("deny", eid), ts=datetime.now(UTC), door=door.key, reader=reader.key,
                                  request=msg.id, reason=reason,
                                  feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
             self.send(controller, command)
@@ -298,7 +300,8 @@ class Processor:
             conn.execute(update(Controller).where(Controller.key == controller)  # type: ignore[attr-defined]
                          .values(online=online, last_seen=datetime.now(UTC)))
 
-        if self.online.get(controller) == online:
+        previous = self.online.get(controller)
+        if previous == online:
             return []
         self.online[controller] = online
         for door, ctls in self.door_controllers.items():
@@ -308,8 +311,10 @@ class Processor:
         kind = "controller.online" if online else "controller.offline"
         events: list[tuple[Event, Effect | None]] = [
             (Event(id=f"{cause}:{kind}"[:128], kind=kind, source=controller, ts=ts), effect)]
-        builder = alarm_cleared if online else alarm_raised
-        events.append(builder("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+        if not online:
+            events.append(alarm_raised("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+        elif previous is False:
+            events.append(alarm_cleared("controller.offline", door=None, source=controller, cause=cause, ts=ts))
         return events
 
     # --- time and operators --------------------------------------------------------------------------
@@ -371,14 +376,19 @@ class Processor:
     def _send_console(self, cmd: c.ConsoleCommand, doors: set[str], now: datetime) -> None:
         for controller in sorted({ctl for d in doors for ctl in self.door_controllers.get(d, ())}):
             mine = sorted(d for d in doors if controller in self.door_controllers[d])
-            base = f"{cmd.id}-{controller}"[:64]
+            base = _command_id(cmd.id, controller)
             if cmd.type in ("lockdown", "lift_lockdown"):
-                self.send(controller, c.Lockdown(id=base, ts=now, active=cmd.type == "lockdown", doors=mine))
+                self.send(controller, c.Lockdown(type="lockdown", id=base, ts=now, active=cmd.type == "lockdown", doors=mine))
                 continue
             for door in mine:
-                command = (c.Unlock(id=base, ts=now, door=door, duration_s=cmd.duration_s, by=cmd.user,
-                                    reason=cmd.reason) if cmd.type == "unlock" else c.Lock(id=base, ts=now, door=door))
+                command = (c.Unlock(type="unlock", id=base, ts=now, door=door, duration_s=cmd.duration_s, by=cmd.user,
+                                    reason=cmd.reason) if cmd.type == "unlock" else c.Lock(type="lock", id=base, ts=now, door=door))
                 self.send(controller, command)
+
+
+def _command_id(kind: str, cause: str) -> str:
+    """A command's id, derived from what caused it (so a retry repeats it) and short enough for the contract."""
+    return f"{kind[:20]}-{hashlib.sha256(cause.encode()).hexdigest()[:32]}"
 
 
 def _subject(record: CredentialRecord | None, fmt: str, number: str) -> dict[str, object]:

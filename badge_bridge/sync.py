@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers.contract import CredentialSync, SyncDoor, SyncEntry, SyncSchedule
+from badge_bridge.controllers.esp_rfid import EspUser
 from badge_bridge.keys import card_digest
 from badge_bridge.snapshot import Snapshot
 
@@ -51,10 +52,25 @@ def build_sync(config: SiteConfig, snapshot: Snapshot, controller: str, sync_key
                           {k: v.model_dump(mode="json") for k, v in sorted(schedules.items())},
                           [e.model_dump(mode="json") for e in entries]], sort_keys=True)
     version = hashlib.sha256(content.encode()).hexdigest()[:16]
-    return CredentialSync(id=f"sync-{version}", ts=datetime.now(UTC), version=version, key_id=key_id,
+    return CredentialSync(type="sync", id=f"sync-{version}", ts=datetime.now(UTC), version=version, key_id=key_id,
                           doors=sync_doors, schedules=dict(sorted(schedules.items())), entries=entries)
 
 
 def sync_key_id(sync_key: bytes) -> str:
     """Names the key without revealing it, so an installer can check a controller has the right one."""
     return hashlib.sha256(b"badge-bridge-sync-key-id\0" + sync_key).hexdigest()[:16]
+
+
+def esp_users(config: SiteConfig, snapshot: Snapshot, controller: str) -> list[EspUser]:
+    """An esp-rfid device's user list: its own firmware decides, from plain card uids and validity only (no
+    schedules, no PINs), so only ``ascii`` credentials with a level for its door are listed; the bridge
+    re-checks every decision it reports (see ingest)."""
+    doors = controller_doors(config, controller)
+    users = []
+    for (fmt, number), record in sorted(snapshot.credentials.items()):
+        view = record.view
+        if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.doors.keys():
+            continue
+        users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,
+                             valid_until=view.valid_until))
+    return users

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 CONFIG = """\
+user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
@@ -37,7 +39,9 @@ class Broker:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(CONFIG.format(port=self.port, dir=self.dir))
+        # Started as root, Mosquitto drops to the 'mosquitto' user, which cannot write its persistence into a
+        # test's private folder: run it as whoever runs the tests.
+        self.conf.write_text(CONFIG.format(port=self.port, dir=self.dir, user=getpass.getuser()))
 
     def start(self) -> None:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,

@@ -108,15 +108,26 @@ def site() -> SiteConfig:
     return load_config(EXAMPLE_SITE)
 
 
-@pytest.fixture
-def site_file(tmp_path: Path, db_url: str) -> Path:
-    """The example site rewritten to use this test's database and keys folder."""
+def write_site(tmp_path: Path, db_url: str, *replacements: tuple[str, str], broker_port: int | None = None) -> Path:
+    """The example site with this test's database and keys folder (and broker), and any text replaced."""
     text = EXAMPLE_SITE.read_text()
     text = text.replace('url = "sqlite:///var/badge-bridge.db"', f'url = "{db_url}"')
     text = text.replace('dir = "var/keys"', f'dir = "{tmp_path / "keys"}"')
+    if broker_port is not None:
+        text = text.replace("port = 1883", f"port = {broker_port}\nkeepalive_s = 5\nreconnect_max_s = 1")
+        text += "\n[metrics]\nport = 0\n"
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
     path = tmp_path / "site.toml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def site_file(tmp_path: Path, db_url: str) -> Path:
+    """The example site rewritten to use this test's database and keys folder."""
+    return write_site(tmp_path, db_url)
 
 
 # --- a real Mosquitto on a free port ----------------------------------------------------------------

@@ -47,8 +47,8 @@ class Rig:
 
     def msg(self, type_: str, ts: datetime | None = None, **fields: object) -> object:
         self.n += 1
-        return c.controller_event.validate_python(
-            {"v": 1, "id": f"m{self.n}", "ts": (ts or datetime.now(UTC)).isoformat(), "type": type_, **fields})
+        return c.controller_event.validate_json(json.dumps(
+            {"v": 1, "id": f"m{self.n}", "ts": (ts or datetime.now(UTC)).isoformat(), "type": type_, **fields}))
 
     def feed(self, controller: str, message: object) -> None:
         mid = getattr(message, "id", "?")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 VERSION = 1
 MAX_PAYLOAD = 16 * 1024
@@ -33,7 +33,9 @@ CardFormat = Literal["wiegand26", "wiegand34", "wiegand37", "ascii"]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: a number where the schema says string (or a string for a number) is refused, not coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     v: Literal[1] = 1
     id: MessageId
     ts: AwareDatetime
@@ -45,17 +47,25 @@ class Message(BaseModel):
 class Card(BaseModel):
     """A card read, either decoded by the controller or as the raw Wiegand bits (the bridge decodes them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     format: CardFormat | None = None
     number: str | None = Field(None, max_length=64)
     raw_hex: str | None = Field(None, pattern=r"^[0-9a-fA-F]{2,16}$")
     bits: int | None = Field(None, ge=26, le=64)
 
+    @model_validator(mode="after")
+    def _one_form(self) -> Card:
+        decoded = self.format is not None and self.number is not None
+        raw = self.raw_hex is not None and self.bits is not None
+        if decoded == raw:
+            raise ValueError("give either format and number, or raw_hex and bits")
+        return self
+
 
 class Biometric(BaseModel):
     """The reader's own match result; the template never leaves the reader."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     match: bool
     ref: str | None = Field(None, max_length=128)
     """The enrolled identity the reader matched, compared with the credential's biometric reference."""
@@ -65,7 +75,7 @@ class Biometric(BaseModel):
 class OfflineDecision(BaseModel):
     """A decision the controller made alone while the bridge was unreachable, reported afterwards."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     granted: bool
     reason: str = Field(max_length=64)
     sync_version: str | None = Field(None, max_length=64)
@@ -115,7 +125,7 @@ EVENT_TYPES = frozenset({"credential", "door", "rex", "tamper", "heartbeat"})
 class ControllerStatus(BaseModel):
     """Retained. The controller's last will publishes ``{"v":1,"online":false}``, so ``ts`` is optional."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     v: Literal[1] = 1
     online: bool
     ts: AwareDatetime | None = None
@@ -126,7 +136,7 @@ class ControllerStatus(BaseModel):
 
 
 class Grant(Message):
-    type: Literal["grant"] = "grant"
+    type: Literal["grant"]
     door: Key
     reader: Key | None = None
     request: str
@@ -135,7 +145,7 @@ class Grant(Message):
 
 
 class Deny(Message):
-    type: Literal["deny"] = "deny"
+    type: Literal["deny"]
     door: Key
     reader: Key | None = None
     request: str
@@ -146,7 +156,7 @@ class Deny(Message):
 class Unlock(Message):
     """Hold the door unlocked (``duration_s`` None: until a lock command) or release it for a moment."""
 
-    type: Literal["unlock"] = "unlock"
+    type: Literal["unlock"]
     door: Key
     duration_s: float | None = Field(None, gt=0, le=86_400)
     by: str | None = None
@@ -154,14 +164,14 @@ class Unlock(Message):
 
 
 class Lock(Message):
-    type: Literal["lock"] = "lock"
+    type: Literal["lock"]
     door: Key
 
 
 class Lockdown(Message):
     """Lock every listed door and refuse everyone but exempt responders until lifted."""
 
-    type: Literal["lockdown"] = "lockdown"
+    type: Literal["lockdown"]
     active: bool
     doors: list[Key]
 
@@ -171,7 +181,7 @@ command = TypeAdapter(Command)
 
 
 class SyncSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     tz: str
     intervals: list[tuple[int, int, int]]
     """(weekday 0=Monday, start minute, end minute), end exclusive."""
@@ -179,7 +189,7 @@ class SyncSchedule(BaseModel):
 
 
 class SyncDoor(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     factors: list[Literal["card", "pin", "biometric"]]
     two_person: bool = False
     two_person_window_s: float = 30.0
@@ -187,7 +197,7 @@ class SyncDoor(BaseModel):
 
 
 class SyncEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     card: str = Field(pattern=r"^[0-9a-f]{64}$")
     """HMAC-SHA256, under the controller's sync key, of ``format:number`` (the card itself is not sent)."""
     doors: dict[str, list[str]]
@@ -206,7 +216,7 @@ class CredentialSync(Message):
     a door that requires a PIN stays shut offline, and it cannot enforce anti-passback (no site-wide view).
     """
 
-    type: Literal["sync"] = "sync"
+    type: Literal["sync"]
     version: str
     """Digest of the content: a controller reports it in heartbeats and offline decisions."""
     key_id: str
@@ -220,7 +230,7 @@ class CredentialSync(Message):
 
 
 class BridgeStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     v: Literal[1] = 1
     online: bool
     instance: str
@@ -239,7 +249,7 @@ class PublishedEvent(Message):
 
 
 class DoorState(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     v: Literal[1] = 1
     door: Key
     ts: AwareDatetime

@@ -1,0 +1,184 @@
+"""The MQTT driver: paho-mqtt 2 on MQTT 5, the contract's topics in and out (see docs/mqtt.md).
+
+Delivery: a persistent session (clean start off, a session expiry) so messages published while the bridge
+was down are queued by the broker and arrive when it returns; manual acknowledgement, sent only once the
+message's events are committed to the audit log, so a crash before commit means a redelivery, never a
+loss; paho reconnects with backoff and the subscriptions are renewed on every connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+from badge_bridge.config import SiteConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.controllers import esp_rfid
+from badge_bridge.events import Event
+from badge_bridge.ingest import Processor, describe_validation
+
+log = logging.getLogger(__name__)
+
+RECEIVE_MAXIMUM = 1000
+"""How many unacknowledged messages the broker may have in flight to us: acks wait for a commit, so a
+window of one would cap ingest at one message per commit."""
+
+
+class MqttDriver:
+    def __init__(self, config: SiteConfig, processor: Processor) -> None:
+        self.config = config
+        self.processor = processor
+        self.prefix = config.mqtt.topic_prefix.rstrip("/")
+        cfg = config.mqtt
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or
+                                  f"badge-bridge-{config.site.instance}", protocol=mqtt.MQTTv5, manual_ack=True)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            self.client.tls_set(ca_certs=str(config.path(cfg.ca_file)) if cfg.ca_file else None,
+                                cert_reqs=ssl.CERT_REQUIRED)
+        self.client.will_set(f"{self.prefix}/bridge/status", self._status(False), qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+        self.client.max_inflight_messages_set(RECEIVE_MAXIMUM)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self.esp = {ctl.key: ctl for ctl in config.controllers if ctl.kind == "esp-rfid"}
+        self.esp_by_topic = {esp_rfid.topics(ctl.topic or ctl.key).events: ctl for ctl in self.esp.values()}
+        self.reader_of = {r.controller: r for r in config.readers}
+
+    def _status(self, online: bool) -> str:
+        return c.BridgeStatus(online=online, instance=self.config.site.instance,
+                              ts=datetime.now(UTC)).model_dump_json(exclude_none=True)
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.mqtt.session_expiry_s
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, keepalive=self.config.mqtt.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        if self.connected.is_set():
+            self.client.publish(f"{self.prefix}/bridge/status", self._status(False), qos=1, retain=True).wait_for_publish(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, reason: mqtt.ReasonCode,
+                    _props: object) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker %s:%s refused the connection: %s", self.config.mqtt.host, self.config.mqtt.port, reason)
+            return
+        group = self.config.mqtt.shared_group
+        shared = f"$share/{group}/" if group else ""
+        topics = [(f"{shared}{self.prefix}/controllers/+/events", 1), (f"{self.prefix}/controllers/+/status", 1),
+                  (f"{shared}{self.prefix}/console/commands", 1)]
+        topics += [(f"{shared}{t}", 1) for t in self.esp_by_topic]
+        client.subscribe(topics)
+        client.publish(f"{self.prefix}/bridge/status", self._status(True), qos=1, retain=True)
+        self.connected.set()
+        log.info("MQTT connected to %s:%s (session %s)", self.config.mqtt.host, self.config.mqtt.port,
+                 "resumed" if getattr(_flags, "session_present", False) else "new")
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object, reason: mqtt.ReasonCode,
+                       _props: object) -> None:
+        self.connected.clear()
+        log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    # --- inbound -------------------------------------------------------------------------------------
+
+    def _on_message(self, client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
+        ack: Callable[[], None] | None = None
+        if msg.qos > 0:
+            mid, qos = msg.mid, msg.qos
+            ack = lambda: client.ack(mid, qos)  # noqa: E731 - the driver's one acknowledgement
+        try:
+            self._route(msg.topic, msg.payload, ack)
+        except Exception:  # a bug must not kill the network thread; the message stays unacked and comes back
+            log.exception("processing a message on %s failed", msg.topic)
+
+    def _route(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
+        p = self.processor
+        rest = topic.removeprefix(f"{self.prefix}/")
+        parts = rest.split("/")
+        source = parts[1] if len(parts) == 3 and parts[0] == "controllers" else "console"
+        if len(payload) > c.MAX_PAYLOAD:
+            p.reject(source, "oversized", f"{len(payload)} bytes, the limit is {c.MAX_PAYLOAD}", payload,
+                     where=topic, ack=ack)
+            return
+        if topic in self.esp_by_topic:
+            self._esp(self.esp_by_topic[topic], topic, payload, ack)
+            return
+        try:
+            if len(parts) == 3 and parts[0] == "controllers" and parts[2] == "events":
+                p.controller_event(source, c.controller_event.validate_json(payload), payload, topic, ack)
+            elif len(parts) == 3 and parts[0] == "controllers" and parts[2] == "status":
+                if payload:  # an empty retained message is a deletion
+                    p.controller_status(source, c.ControllerStatus.model_validate_json(payload), payload, topic, ack)
+                elif ack:
+                    ack()
+            elif rest == "console/commands":
+                p.console_command(c.ConsoleCommand.model_validate_json(payload), payload, topic, ack)
+            else:
+                p.reject(source, "unknown_topic", f"nothing is expected on {topic}", payload, where=topic, ack=ack)
+        except ValidationError as exc:
+            code = "malformed_json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid_message"
+            p.reject(source, code, describe_validation(exc), payload, where=topic, ack=ack)
+
+    def _esp(self, ctl: object, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
+        key = ctl.key  # type: ignore[attr-defined]
+        reader = self.reader_of.get(key)
+        if reader is None:
+            self.processor.reject(key, "unknown_reader", f"esp-rfid controller {key!r} has no reader in the site file",
+                                  payload, where=topic, ack=ack)
+            return
+        try:
+            messages = esp_rfid.parse(payload, controller=key, door=reader.door, reader=reader.key,
+                                      received=datetime.now(UTC))
+        except esp_rfid.EspRfidError as exc:
+            self.processor.reject(key, "invalid_message", str(exc), payload, where=topic, ack=ack)
+            return
+        if not messages and ack:
+            ack()
+        for i, message in enumerate(messages):
+            last_ack = ack if i == len(messages) - 1 else None
+            if isinstance(message, c.ControllerStatus):
+                self.processor.controller_status(key, message, payload, topic, last_ack)
+            else:
+                self.processor.controller_event(key, message, payload, topic, last_ack)
+
+    # --- outbound ------------------------------------------------------------------------------------
+
+    def send(self, controller: str, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
+        esp = self.esp.get(controller)
+        if esp is None:
+            self.client.publish(f"{self.prefix}/controllers/{controller}/commands", command.model_dump_json(), qos=1)
+            return
+        payload = esp_rfid.encode(command, device=esp.device or "")
+        if payload is not None:
+            self.client.publish(esp_rfid.topics(esp.topic or esp.key).commands, payload, qos=1)
+
+    def publish_event(self, event: Event) -> None:
+        published = c.PublishedEvent(id=event.id, ts=event.ts,
+                                     kind=event.kind, source=event.source, door=event.door,
+                                     subject=dict(event.subject), detail=dict(event.detail))
+        self.client.publish(f"{self.prefix}/bridge/events", published.model_dump_json(), qos=1)
+
+    def publish_retained(self, subtopic: str, payload: str) -> None:
+        self.client.publish(f"{self.prefix}/{subtopic}", payload, qos=1, retain=True)
+
+    def publish_raw(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)

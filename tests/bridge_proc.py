@@ -1,0 +1,53 @@
+"""The bridge as a real process: logs to a file (a pipe nobody drains would stall it), started, killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "badge_bridge.cli"]
+
+
+def cli_env(site_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BADGE_BRIDGE_DATABASE_URL"}
+    env["BADGE_BRIDGE_CONFIG"] = str(site_file)
+    return env
+
+
+class BridgeProcess:
+    def __init__(self, site_file: Path, log: Path) -> None:
+        self.site_file = site_file
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0
+
+    def start(self, ready: str = "started for site", timeout: float = 60) -> None:
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([*CLI, "run"], env=cli_env(self.site_file), stdout=out, stderr=out)
+        self.wait_for(ready, timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[self._offset:]
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bridge exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bridge did not log {text!r} in {timeout}s:\n{self.output()[-3000:]}")
+            time.sleep(0.05)
+
+    def signal(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL, timeout=10)

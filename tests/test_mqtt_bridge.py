@@ -1,0 +1,344 @@
+"""The bridge against a real Mosquitto with simulated controllers: round trips, alarms, offline operation,
+credential sync, bad input, metrics, and losing nothing through a SIGKILL or a broker restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from badge_bridge import people
+from badge_bridge.audit import AuditWriter
+from badge_bridge.bridge import Bridge
+from badge_bridge.config import load_config
+from badge_bridge.controllers import contract as c
+from badge_bridge.db import make_engine
+from badge_bridge.keys import KeyStore, card_digest
+from badge_bridge.models import Alarm, AuditEntry, DeadLetter
+from badge_bridge.sim.controller import SimController
+from badge_bridge.site_sync import sync_site
+from badge_bridge.verify import verify
+from tests.bridge_proc import BridgeProcess
+from tests.broker import Broker
+from tests.conftest import write_site
+
+PEOPLE = [("Ada", ["staff", "hall-a-engineers"], "12:1001", "4711"),
+          ("Grace", ["staff", "hall-a-engineers"], "12:1002", None),
+          ("Alan", ["staff"], "12:1003", None)]
+QUICK_DOORS = ('held_open_limit_s = 30', 'held_open_limit_s = 1')
+
+
+def seed(engine: Engine, site_file: Path, keys: KeyStore) -> None:
+    with Session(engine) as session, session.begin():
+        sync_site(session, load_config(site_file))
+        for name, levels, card, pin in PEOPLE:
+            person, _ = people.add_person(session, "test", name, levels=levels)
+            people.add_credential(session, "test", person.id, "wiegand26", card, pepper=keys.pin_pepper(), pin=pin)
+
+
+def wait_until(condition, timeout: float = 20, what: str = "condition") -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def entries(engine: Engine, chain: str = "bridge-1") -> list[AuditEntry]:
+    with Session(engine) as session:
+        return list(session.scalars(select(AuditEntry).where(AuditEntry.chain_id == chain).order_by(AuditEntry.seq)))
+
+
+def kinds(engine: Engine, *exclude: str) -> list[str]:
+    return [e.kind for e in entries(engine) if e.kind not in ("bridge.started", "bridge.stopped",
+                                                                "controller.online", "alarm.cleared", *exclude)]
+
+
+class Site:
+    """A seeded site with an in-process bridge and simulated controllers on the test's own broker."""
+
+    def __init__(self, tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore, *replacements: tuple[str, str]):
+        self.site_file = write_site(tmp_path, db_url, QUICK_DOORS, *replacements, broker_port=broker.port)
+        self.config = load_config(self.site_file)
+        self.engine = make_engine(db_url)
+        self.keys = keys
+        self.broker = broker
+        seed(self.engine, self.site_file, keys)
+        self.bridge: Bridge | None = None
+        self.sims: list[SimController] = []
+
+    def start_bridge(self) -> Bridge:
+        self.bridge = Bridge(self.config, self.engine, self.keys)
+        self.bridge.start()
+        return self.bridge
+
+    def stop_bridge(self) -> None:
+        assert self.bridge is not None
+        self.bridge.stop()
+        self.bridge = None
+
+    def sim(self, key: str, **kw: object) -> SimController:
+        readers = {r.key: r.door for r in self.config.readers if r.controller == key}
+        sim = SimController(key, "127.0.0.1", self.broker.port, sync_key=self.keys.sync_key(key), readers=readers,
+                            walk_delay_s=0.05, walk_fraction=0.05, **kw)  # type: ignore[arg-type]
+        sim.wait_connected()
+        self.sims.append(sim)
+        return sim
+
+    def close(self) -> None:
+        for sim in self.sims:
+            sim.close()
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def site(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> Iterator[Site]:
+    s = Site(tmp_path, db_url, broker, keys)
+    yield s
+    s.close()
+
+
+def test_round_trip_grant_deny_and_walk_through(site: Site) -> None:
+    site.start_bridge()
+    lobby = site.sim("ctl-lobby")
+    lobby.present("main-in", None, "wiegand26", "12:1001")
+    grant = lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Grant))
+    assert grant.door == "main-entrance" and grant.open_time_s == 5
+    lobby.present("main-in", None, "wiegand26", "12:4242")
+    deny = lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Deny))
+    assert deny.reason == "unknown_credential"
+    wait_until(lambda: kinds(site.engine).count("door.closed") == 1, what="walk-through")
+    logged = kinds(site.engine)
+    assert sorted(logged) == ["access.denied", "access.granted", "door.closed", "door.opened"]
+    assert logged.index("access.granted") < logged.index("door.opened") < logged.index("door.closed")
+    with Session(site.engine) as session:
+        assert session.scalar(select(func.count()).select_from(Alarm)) == 0
+
+
+def test_forced_and_held_open_alarms_and_retained_door_state(site: Site) -> None:
+    site.start_bridge()
+    lobby = site.sim("ctl-lobby")
+    states: list[dict[str, object]] = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda _c, _u, m: states.append(json.loads(m.payload))
+    watcher.connect("127.0.0.1", site.broker.port)
+    watcher.subscribe("badge-bridge/v1/bridge/doors/main-entrance", qos=1)
+    watcher.loop_start()
+    lobby.open_door("main-entrance")  # nobody presented anything: forced
+    wait_until(lambda: any(s["alarms"] == ["door.forced", "door.held_open"] for s in states), what="held open")
+    lobby.close_door("main-entrance")
+    wait_until(lambda: states[-1]["contact"] == "closed" and states[-1]["alarms"] == [], what="cleared")
+    watcher.loop_stop()
+    assert kinds(site.engine) == ["door.forced", "alarm.raised", "door.held_open", "alarm.raised", "door.closed"]
+    with Session(site.engine) as session:
+        alarms = session.scalars(select(Alarm).order_by(Alarm.id)).all()
+    assert [(a.kind, a.state, a.cleared_at is not None) for a in alarms] == [
+        ("door.forced", "open", True), ("door.held_open", "open", True)]
+
+
+def test_controller_decides_offline_and_the_bridge_ingests_it_later(site: Site) -> None:
+    site.start_bridge()
+    lobby = site.sim("ctl-lobby")
+    sync = lobby.wait_for_sync()
+    assert card_digest(site.keys.sync_key("ctl-lobby"), "wiegand26", "12:1003") in {e.card for e in sync.entries}
+    site.stop_bridge()  # publishes bridge/status offline: the controller decides alone
+    wait_until(lambda: lobby.offline, what="controller to notice the bridge is away")
+    presented_at = datetime.now(UTC)
+    lobby.present("main-in", None, "wiegand26", "12:1003")
+    lobby.present("main-in", None, "wiegand26", "12:4242")
+    lobby.wait_published()
+    time.sleep(1.0)
+    site.start_bridge()
+    wait_until(lambda: kinds(site.engine).count("access.denied") == 1, what="offline events")
+    access = [e for e in entries(site.engine) if e.kind.startswith("access.")]
+    assert [e.kind for e in access] == ["access.granted", "access.denied"]
+    for entry in access:
+        detail = json.loads(entry.detail)
+        assert detail["offline"] is True and detail["sync_version"] == sync.version
+        assert abs(entry.ts_us / 1e6 - presented_at.timestamp()) < 2  # the controller's time, not the ingest time
+        assert entry.received_us - entry.ts_us > 500_000
+
+
+def test_revoking_a_card_resyncs_the_controllers(site: Site) -> None:
+    site.start_bridge()
+    lobby = site.sim("ctl-lobby")
+    first = lobby.wait_for_sync()
+    digest = card_digest(site.keys.sync_key("ctl-lobby"), "wiegand26", "12:1003")
+    assert digest in {e.card for e in first.entries}
+    with Session(site.engine) as session, session.begin():
+        _, event = people.set_credential_status(session, "test", 3, "revoked", "left the company")
+    writer = AuditWriter(site.engine, "bridge-1.cli", site.keys.signer())
+    writer.start()
+    writer.submit(event)
+    writer.stop()
+    second = lobby.wait_for_sync(lambda s: s.version != first.version)
+    assert digest not in {e.card for e in second.entries} and len(second.entries) == len(first.entries) - 1
+    lobby.present("main-in", None, "wiegand26", "12:1003")
+    assert lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Deny)).reason == "credential_revoked"
+
+
+@pytest.mark.parametrize("payload, code, topic", [
+    (b"{not json", "malformed_json", None),
+    (b'{"v":1,"id":"x1","ts":"2026-01-01T00:00:00Z","type":"door","door":"main-entrance","state":7}',
+     "invalid_message", None),
+    (b'{"v":1,"id":"x2","ts":"2026-01-01T00:00:00","type":"rex","door":"main-entrance"}', "invalid_message", None),
+    (b'{"v":1,"id":"x3","ts":"2026-01-01T00:00:00Z","type":"rex","door":"main-entrance","extra":1}',
+     "invalid_message", None),
+    (b"[" * 20_000, "oversized", None),
+    (b'{"v":1,"id":"x4","ts":"2026-01-01T00:00:00Z","type":"rex","door":"vault"}', "unknown_door", None),
+    (b'{"v":1,"id":"x5","ts":"2026-01-01T00:00:00Z","type":"rex","door":"main-entrance"}', "unknown_controller",
+     "badge-bridge/v1/controllers/ctl-ghost/events"),
+    (b'{"v":1,"id":"x6","ts":"2099-01-01T00:00:00Z","type":"rex","door":"main-entrance"}', "future_time", None),
+])
+def test_bad_input_is_dead_lettered_counted_and_the_bridge_keeps_serving(
+    site: Site, payload: bytes, code: str, topic: str | None
+) -> None:
+    bridge = site.start_bridge()
+    lobby = site.sim("ctl-lobby")
+    lobby.publish_raw(payload, topic=topic)
+    wait_until(lambda: kinds(site.engine) == ["input.rejected"], what="dead letter")
+    with Session(site.engine) as session:
+        (letter,) = session.scalars(select(DeadLetter))
+    assert letter.reason.startswith(code) and letter.payload == payload
+    lobby.present("main-in", None, "wiegand26", "12:1001")
+    lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Grant))
+    port = bridge.metrics_server.server_address[1]  # type: ignore[union-attr]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert f'badge_bridge_dead_letters_total{{code="{code}"}} 1.0' in metrics
+    assert 'badge_bridge_decisions_total{reason="granted",result="granted"} 1.0' in metrics
+
+
+def test_replayed_message_id_is_dead_lettered_and_opens_nothing(site: Site) -> None:
+    site.start_bridge()
+    lobby = site.sim("ctl-lobby", walk_through=False)
+    lobby.present("main-in", None, "wiegand26", "12:1001")
+    lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Grant))
+    replay = lobby.sent[-1].model_dump_json()
+    lobby.publish_raw(replay)
+    wait_until(lambda: "input.rejected" in kinds(site.engine), what="replay refused")
+    time.sleep(0.3)
+    assert sum(isinstance(cmd, c.Grant) for cmd in lobby.commands) == 1
+
+
+def test_health_and_metrics_endpoints(site: Site) -> None:
+    bridge = site.start_bridge()
+    port = bridge.metrics_server.server_address[1]  # type: ignore[union-attr]
+    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+    assert health["status"] == "ok" and health["mqtt"] == "connected" and health["database"] == "ok"
+    site.sim("ctl-lobby")
+    site.sim("ctl-hall-a")
+    wait_until(lambda: b"badge_bridge_controllers_online 2.0" in urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/metrics", timeout=5).read(), what="controllers online")
+    site.broker.stop()
+    wait_until(lambda: not bridge.mqtt.connected.is_set(), what="disconnect")  # type: ignore[union-attr]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    assert err.value.code == 503 and json.loads(err.value.read())["mqtt"] == "disconnected"
+    site.broker.start()
+
+
+# --- nothing lost, nothing doubled --------------------------------------------------------------------
+
+STREAM = 5_000
+READERS = {"ctl-lobby": ["main-in", "main-out"], "ctl-hall-a": ["hall-a-out", "cage-7-in"]}
+
+
+def publish_stream(sims: list[SimController], n: int, rate_per_s: float) -> list[str]:
+    """``n`` card presentations spread over the controllers, paced; returns their event ids."""
+    ids = []
+    started = time.monotonic()
+    for i in range(n):
+        sim = sims[i % len(sims)]
+        reader = READERS[sim.key][i // len(sims) % len(READERS[sim.key])]
+        card = PEOPLE[i % len(PEOPLE)][2] if i % 4 else f"77:{i % 60000}"
+        ids.append(f"{sim.key}:{sim.present(reader, None, 'wiegand26', card)}")
+        delay = started + (i + 1) / rate_per_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    for sim in sims:
+        sim.wait_published(timeout=120)
+    return ids
+
+
+def stream_ids_in_log(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.scalars(select(AuditEntry.event_id).where(AuditEntry.kind.like("access.%"))))
+
+
+def assert_exactly_once(engine: Engine, db_url: str, keys: KeyStore, ids: list[str]) -> None:
+    wait_until(lambda: len(stream_ids_in_log(engine)) >= len(ids), timeout=120, what="every event in the log")
+    logged = stream_ids_in_log(engine)
+    assert sorted(logged) == sorted(ids)  # every one, once
+    report = verify(engine, db_url, keys.trusted_public_keys())
+    assert report.ok, report.findings[:5]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore
+) -> None:
+    site_file = write_site(tmp_path, db_url, broker_port=broker.port)
+    engine = make_engine(db_url)
+    seed(engine, site_file, keys)
+    bridge = BridgeProcess(site_file, tmp_path / "bridge.log")
+    bridge.start()
+    config = load_config(site_file)
+    sims = [SimController(k, "127.0.0.1", broker.port, readers={r.key: r.door for r in config.readers
+                                                                  if r.controller == k}, walk_through=False)
+            for k in READERS]
+    for sim in sims:
+        sim.wait_connected()
+    result: list[str] = []
+    publisher = threading.Thread(target=lambda: result.extend(publish_stream(sims, STREAM, 1000)))
+    publisher.start()
+    wait_until(lambda: len(stream_ids_in_log(engine)) >= 1000, timeout=60, what="a first part of the stream")
+    bridge.kill()
+    killed_at = len(stream_ids_in_log(engine))
+    time.sleep(1.0)
+    bridge.start()
+    publisher.join()
+    assert killed_at < STREAM, "the kill came too late to test anything"
+    assert_exactly_once(engine, db_url, keys, result)
+    assert bridge.signal() == 0
+    for sim in sims:
+        sim.close()
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_broker_restart_mid_stream_loses_nothing(site: Site, db_url: str) -> None:
+    site.start_bridge()
+    sims = [site.sim(k, walk_through=False) for k in READERS]
+    result: list[str] = []
+    publisher = threading.Thread(target=lambda: result.extend(publish_stream(sims, 2_000, 500)))
+    publisher.start()
+    wait_until(lambda: len(stream_ids_in_log(site.engine)) >= 300, timeout=60, what="a first part of the stream")
+    site.broker.restart(down_s=1.0)
+    publisher.join()
+    assert_exactly_once(site.engine, db_url, site.keys, result)
+
+
+def test_run_logs_json_lines(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> None:
+    site_file = write_site(tmp_path, db_url, broker_port=broker.port)
+    engine = make_engine(db_url)
+    seed(engine, site_file, keys)
+    engine.dispose()
+    bridge = BridgeProcess(site_file, tmp_path / "bridge.log")
+    bridge.start()
+    assert bridge.signal() == 0
+    lines = [json.loads(line) for line in bridge.output().splitlines() if line.startswith("{")]
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    assert any("started for site" in line["msg"] for line in lines)
+    assert any(line["msg"].startswith("MQTT connected") for line in lines)
+

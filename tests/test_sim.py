@@ -1,0 +1,504 @@
+"""The simulated controller against a real Mosquitto, with a plain paho client standing in for the bridge."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from badge_bridge.controllers import contract
+from badge_bridge.keys import card_digest
+from badge_bridge.sim.controller import (
+    PIN_UNVERIFIABLE_OFFLINE,
+    DemoPerson,
+    Reader,
+    SimController,
+    controllers_from_site,
+    run_demo_traffic,
+)
+from tests.broker import Broker
+
+PREFIX = "test/v1"
+SYNC_KEY = b"k" * 32
+
+
+class FakeBridge:
+    """Subscribes like the bridge does (persistent session, QoS 1) and records everything it receives."""
+
+    def __init__(self, broker: Broker, client_id: str = "fake-bridge") -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.cond = threading.Condition()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        # clean_start False from the first connect: Mosquitto 2.0 restores a session after a restart only
+        # if it was created that way (one made with clean start and an expiry survives reconnects only).
+        self.client.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert self.subscribed.wait(10)
+
+    def _on_connect(self, client: mqtt.Client, *args: object) -> None:
+        client.subscribe([(f"{PREFIX}/controllers/+/events", 1), (f"{PREFIX}/controllers/+/status", 1)])
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append(msg)
+            self.cond.notify_all()
+
+    def payloads(self, topic_end: str = "/events") -> list[bytes]:
+        with self.cond:
+            return [m.payload for m in self.messages if m.topic.endswith(topic_end)]
+
+    def events(self) -> list[contract.ControllerEvent]:
+        return [contract.controller_event.validate_json(p) for p in self.payloads()]
+
+    def wait(self, condition: Callable[[FakeBridge], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not condition(self):
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out; received: {[m.payload for m in self.messages]}"
+                self.cond.wait(left)
+
+    def wait_event(self, predicate: Callable[[contract.ControllerEvent], bool], timeout: float = 10.0
+                   ) -> contract.ControllerEvent:
+        found: list[contract.ControllerEvent] = []
+
+        def ok(b: FakeBridge) -> bool:
+            found[:] = [e for e in b.events() if predicate(e)]
+            return bool(found)
+
+        self.wait(ok, timeout)
+        return found[0]
+
+    def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        self.client.publish(f"{PREFIX}/{topic}", payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def command(self, controller: str, cmd: contract.Message) -> None:
+        self.publish(f"controllers/{controller}/commands", cmd.model_dump_json(exclude_none=True))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def bridge(broker: Broker) -> Iterator[FakeBridge]:
+    b = FakeBridge(broker)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def sim(broker: Broker) -> Iterator[SimController]:
+    s = SimController("ctl-1", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, walk_fraction=0.2,
+                      walk_delay_s=0.05)
+    s.wait_connected()
+    yield s
+    if not s._closed:
+        s.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _id(prefix: str = "b") -> str:
+    return f"{prefix}{time.monotonic_ns()}"
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+def test_events_arrive_valid_per_contract(bridge: FakeBridge, sim: SimController) -> None:
+    before = _now()
+    ids = [
+        sim.present("main-in", "main-entrance", "wiegand26", "12:1001"),
+        sim.present("hall-a-in", "hall-a", "wiegand26", "12:1002", pin="4711"),
+        sim.present("cage-7-in", "cage-7", "wiegand26", "12:1002", biometric={"match": True, "ref": "grace"}),
+        sim.open_door("main-entrance"),
+        sim.close_door("main-entrance"),
+        sim.rex("noc"),
+        sim.tamper(True, reader="main-in"),
+        sim.tamper(False),
+        sim.heartbeat(),
+    ]
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith(f"{sim.nonce}.") for i in ids)
+    bridge.wait(lambda b: len(b.payloads()) == len(ids))
+    events = bridge.events()  # validate_json raises on anything off-contract
+    assert [e.id for e in events] == ids
+    assert [e.type for e in events] == ["credential"] * 3 + ["door", "door", "rex", "tamper", "tamper",
+                                                             "heartbeat"]
+    for e in events:
+        assert e.ts.utcoffset() == timedelta(0)
+        assert before - timedelta(seconds=1) <= e.ts <= _now()
+    first = events[0]
+    assert isinstance(first, contract.CredentialPresented)
+    assert first.card == contract.Card(format="wiegand26", number="12:1001")
+    assert first.offline is None  # online: the bridge decides
+    assert events[1].pin == "4711"  # type: ignore[union-attr]
+    assert events[2].biometric == contract.Biometric(match=True, ref="grace")  # type: ignore[union-attr]
+    # Wire form: no nulls, times in UTC ISO 8601.
+    raw = json.loads(bridge.payloads()[7])
+    assert raw == {"v": 1, "id": ids[7], "ts": raw["ts"], "type": "tamper", "state": "cleared"}
+    assert raw["ts"].endswith("Z")
+
+
+def test_publish_raw_sends_anything(bridge: FakeBridge, sim: SimController) -> None:
+    sim.publish_raw(b"{not json")
+    bridge.wait(lambda b: b.payloads() == [b"{not json"])
+
+
+def test_ids_differ_between_runs(broker: Broker) -> None:
+    a = SimController("ctl-x", "127.0.0.1", broker.port, PREFIX)
+    b = SimController("ctl-y", "127.0.0.1", broker.port, PREFIX)
+    try:
+        assert a.next_id() != b.next_id()
+        assert a.nonce != b.nonce
+    finally:
+        a.close()
+        b.close()
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def test_grant_walks_through(bridge: FakeBridge, sim: SimController) -> None:
+    request = sim.present("main-in", "main-entrance", "wiegand26", "12:1001")
+    grant = contract.Grant(type="grant", id=_id(), ts=_now(), door="main-entrance", reader="main-in", request=request,
+                           open_time_s=1.0)
+    bridge.command("ctl-1", grant)
+    assert sim.wait_for_command(lambda c: c.type == "grant") == grant
+    opened = bridge.wait_event(lambda e: e.type == "door" and e.state == "opened")  # type: ignore[union-attr]
+    closed = bridge.wait_event(lambda e: e.type == "door" and e.state == "closed")  # type: ignore[union-attr]
+    assert opened.door == closed.door == "main-entrance"  # type: ignore[union-attr]
+    assert timedelta(0) < closed.ts - opened.ts < timedelta(seconds=1.0)  # inside the open time
+    assert sim.contact["main-entrance"] == "closed"
+
+    # A redelivered command (same id) is not acted on twice.
+    bridge.command("ctl-1", grant)
+    bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="main-entrance"))
+    sim.wait_for_command(lambda c: c.type == "lock")
+    time.sleep(0.6)
+    assert [c.type for c in sim.commands] == ["grant", "lock"]
+    assert [e.type for e in bridge.events()].count("door") == 2
+
+
+def test_stale_grant_is_ignored(bridge: FakeBridge, sim: SimController) -> None:
+    old = contract.Grant(type="grant", id=_id(), ts=_now() - timedelta(minutes=5), door="main-entrance", request="x.1",
+                         open_time_s=1.0)
+    bridge.command("ctl-1", old)
+    sim.wait_for_command(lambda c: c.id == old.id)
+    time.sleep(0.5)
+    assert bridge.payloads() == []
+
+
+def test_no_walk_through_when_disabled(bridge: FakeBridge, broker: Broker) -> None:
+    sim = SimController("ctl-2", "127.0.0.1", broker.port, PREFIX, walk_through=False, walk_delay_s=0.01)
+    sim.wait_connected()
+    try:
+        bridge.command("ctl-2", contract.Grant(type="grant", id=_id(), ts=_now(), door="d", request="x.1", open_time_s=1))
+        sim.wait_for_command()
+        time.sleep(0.5)
+        assert bridge.payloads() == []
+    finally:
+        sim.close()
+
+
+def test_unlock_lock_lockdown_update_lock_state(bridge: FakeBridge, sim: SimController) -> None:
+    bridge.command("ctl-1", contract.Unlock(type="unlock", id=_id(), ts=_now(), door="a", by="guard", reason="delivery"))
+    bridge.command("ctl-1", contract.Unlock(type="unlock", id=_id(), ts=_now(), door="b", duration_s=0.3))
+    sim.wait_for(lambda: len(sim.commands) == 2)
+    assert sim.lock_state == {"a": "unlocked", "b": "unlocked"}
+    sim.wait_for(lambda: sim.lock_state["b"] == "locked", timeout=5)  # a timed release locks again
+    bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="a"))
+    sim.wait_for(lambda: sim.lock_state["a"] == "locked")
+    bridge.command("ctl-1", contract.Lockdown(type="lockdown", id=_id(), ts=_now(), active=True, doors=["a", "b"]))
+    sim.wait_for(lambda: sim.lock_state == {"a": "lockdown", "b": "lockdown"})
+    bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="a"))  # does not lift a lockdown
+    bridge.command("ctl-1", contract.Lockdown(type="lockdown", id=_id(), ts=_now(), active=False, doors=["a", "b"]))
+    sim.wait_for(lambda: sim.lock_state == {"a": "locked", "b": "locked"})
+
+
+def test_bad_commands_are_rejected_not_fatal(bridge: FakeBridge, sim: SimController) -> None:
+    bridge.publish("controllers/ctl-1/commands", b"{nope")
+    bridge.publish("controllers/ctl-1/commands", json.dumps({"v": 1, "id": "z1", "ts": "2026-01-01T00:00:00",
+                                                             "type": "lock", "door": "a"}))  # naive time
+    sim.wait_for(lambda: len(sim.rejected) == 2)
+    assert sim.commands == []
+    bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="a"))
+    sim.wait_for_command()
+
+
+# --- status and last will -------------------------------------------------------------------------
+
+
+def _status(broker: Broker, key: str) -> Callable[[], list[tuple[dict, bool]]]:
+    """A late subscriber to a controller's status: the retained message it gets, and what follows."""
+    got: list[tuple[dict, bool]] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: got.append((json.loads(m.payload), m.retain))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(f"{PREFIX}/controllers/{key}/status", 1)
+    client.loop_start()
+    return lambda: list(got)
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_retained_status_and_last_will(broker: Broker, sim: SimController) -> None:
+    sim.wait_published()
+    seen = _status(broker, "ctl-1")
+    _until(lambda: len(seen()) == 1)
+    status, retained = seen()[0]
+    assert retained
+    assert contract.ControllerStatus.model_validate_json(json.dumps(status)).online is True
+    assert status["ts"]
+
+    sim.crash()  # the socket drops without DISCONNECT: the broker publishes the will
+    _until(lambda: len(seen()) == 2)
+    assert seen()[1] == ({"v": 1, "online": False}, False)
+    later = _status(broker, "ctl-1")
+    _until(lambda: len(later()) == 1)
+    assert later()[0] == ({"v": 1, "online": False}, True)
+
+
+def test_orderly_close_publishes_offline(broker: Broker, sim: SimController) -> None:
+    sim.close()
+    seen = _status(broker, "ctl-1")
+    _until(lambda: len(seen()) == 1)
+    status, retained = seen()[0]
+    assert retained and status["online"] is False and status["ts"]
+
+
+# --- offline decisions ----------------------------------------------------------------------------
+
+
+def _sync() -> contract.CredentialSync:
+    now = _now()
+    always = ["always"]
+
+    def entry(number: str, **kw: object) -> contract.SyncEntry:
+        return contract.SyncEntry(card=card_digest(SYNC_KEY, "wiegand26", number), **kw)  # type: ignore[arg-type]
+
+    return contract.CredentialSync(type="sync", 
+        id="s1", ts=now, version="v-abc", key_id="sync-1",
+        doors={
+            "main-entrance": contract.SyncDoor(factors=["card"], open_time_s=1.0),
+            "hall-a": contract.SyncDoor(factors=["card", "pin"]),
+            "cage-7": contract.SyncDoor(factors=["card", "biometric"]),
+            "vault": contract.SyncDoor(factors=["card"], two_person=True, two_person_window_s=30),
+            "office": contract.SyncDoor(factors=["card"]),
+        },
+        schedules={
+            "always": contract.SyncSchedule(tz="UTC", intervals=[(d, 0, 1440) for d in range(7)]),
+            "never": contract.SyncSchedule(tz="Europe/Berlin", intervals=[]),
+            "today": contract.SyncSchedule(tz="UTC", intervals=[(d, 0, 1440) for d in range(7)],
+                                           holidays=[now.date()]),
+        },
+        entries=[
+            entry("12:1001", doors={"main-entrance": always, "hall-a": always, "cage-7": always,
+                                    "vault": always, "office": ["never"]}, biometric_ref="ada"),
+            entry("12:1002", doors={"vault": always, "main-entrance": ["today"]}),
+            entry("12:1003", doors={"main-entrance": always}, valid_until=now - timedelta(days=1)),
+            entry("12:1004", doors={"main-entrance": always}, valid_from=now + timedelta(days=1)),
+        ],
+    )
+
+
+def test_offline_decisions_from_sync(bridge: FakeBridge, sim: SimController) -> None:
+    sync = _sync()
+    assert sim.present("main-in", "main-entrance", "wiegand26", "12:1001")  # online first
+    bridge.publish("controllers/ctl-1/sync", sync.model_dump_json(), retain=True)
+    assert sim.wait_for_sync() == sync
+    assert not sim.offline
+    # The bridge's retained status says it is gone (its last will): the controller decides alone.
+    bridge.publish("bridge/status", contract.BridgeStatus(online=False, instance="bridge-1").model_dump_json(
+        exclude_none=True), retain=True)
+    sim.wait_for(lambda: sim.offline)
+
+    def present(door: str, number: str, **kw: object) -> contract.OfflineDecision:
+        eid = sim.present(f"{door}-in", door, "wiegand26", number, **kw)  # type: ignore[arg-type]
+        event = bridge.wait_event(lambda e: e.id == eid)
+        assert isinstance(event, contract.CredentialPresented) and event.offline is not None
+        assert event.offline.sync_version == "v-abc"
+        return event.offline
+
+    granted = present("main-entrance", "12:1001")
+    assert (granted.granted, granted.reason) == (True, "granted")
+    # A local grant lets the person walk through.
+    bridge.wait_event(lambda e: e.type == "door" and e.state == "closed")  # type: ignore[union-attr]
+    assert [e.type for e in bridge.events()][-3:] == ["credential", "door", "door"]
+
+    cases = [
+        (("main-entrance", "99:9999"), {}, "unknown_credential"),
+        (("main-entrance", "12:1003"), {}, "expired"),
+        (("main-entrance", "12:1004"), {}, "not_yet_valid"),
+        (("main-entrance", "12:1002"), {}, "holiday"),
+        (("office", "12:1001"), {}, "outside_schedule"),
+        (("hall-a", "12:1002"), {}, "no_access_level"),
+        (("hall-a", "12:1001"), {"pin": "4711"}, PIN_UNVERIFIABLE_OFFLINE),
+        (("cage-7", "12:1001"), {}, "biometric_required"),
+        (("cage-7", "12:1001"), {"biometric": {"match": True, "ref": "bob"}}, "biometric_mismatch"),
+        (("cage-7", "12:1001"), {"biometric": {"match": False, "ref": "ada"}}, "biometric_mismatch"),
+        (("nowhere", "12:1001"), {}, "unknown_door"),
+        (("vault", "12:1001"), {}, "two_person_waiting"),
+        (("vault", "12:1001"), {}, "two_person_same_person"),
+    ]
+    for (door, number), kw, reason in cases:
+        decision = present(door, number, **kw)
+        assert (decision.granted, decision.reason) == (False, reason), (door, number, kw)
+    assert present("vault", "12:1002").reason == "granted_two_person"
+    ok = present("cage-7", "12:1001", biometric={"match": True, "ref": "ada", "score": 0.9})
+    assert (ok.granted, ok.reason) == (True, "granted")
+
+    # A lockdown received earlier holds offline too.
+    bridge.command("ctl-1", contract.Lockdown(type="lockdown", id=_id(), ts=_now(), active=True, doors=["main-entrance"]))
+    sim.wait_for_command(lambda c: c.type == "lockdown")
+    assert present("main-entrance", "12:1001").reason == "lockdown"
+
+    # The bridge is back: decisions are its own again.
+    bridge.publish("bridge/status", contract.BridgeStatus(online=True, instance="bridge-1").model_dump_json(
+        exclude_none=True), retain=True)
+    sim.wait_for(lambda: not sim.offline)
+    eid = sim.present("main-in", "main-entrance", "wiegand26", "12:1001")
+    assert bridge.wait_event(lambda e: e.id == eid).offline is None  # type: ignore[union-attr]
+
+
+def test_offline_keeps_device_time_and_schedule(broker: Broker, bridge: FakeBridge) -> None:
+    # Saturday 2026-03-07 10:00 UTC: "business" hours are Monday to Friday.
+    saturday = datetime(2026, 3, 7, 10, 0, tzinfo=UTC)
+    sim = SimController("ctl-3", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, clock=lambda: saturday)
+    sim.wait_connected()
+    try:
+        sync = contract.CredentialSync(type="sync", 
+            id="s2", ts=_now(), version="v2", key_id="k", doors={"d": contract.SyncDoor(factors=["card"])},
+            schedules={"business": contract.SyncSchedule(tz="Europe/Berlin",
+                                                         intervals=[(d, 420, 1140) for d in range(5)])},
+            entries=[contract.SyncEntry(card=card_digest(SYNC_KEY, "wiegand34", "77"), doors={"d": ["business"]})])
+        bridge.publish("controllers/ctl-3/sync", sync.model_dump_json(), retain=True)
+        sim.wait_for_sync()
+        sim.go_offline()
+        eid = sim.present("r", "d", "wiegand34", "77")
+        event = bridge.wait_event(lambda e: e.id == eid)
+        assert event.ts == saturday
+        assert event.offline == contract.OfflineDecision(  # type: ignore[union-attr]
+            granted=False, reason="outside_schedule", sync_version="v2")
+        sim.go_online()
+        eid = sim.present("r", "d", "wiegand34", "77")
+        assert bridge.wait_event(lambda e: e.id == eid).offline is None  # type: ignore[union-attr]
+    finally:
+        sim.close()
+
+
+def test_offline_without_sync_denies(bridge: FakeBridge, sim: SimController) -> None:
+    sim.go_offline()
+    eid = sim.present("main-in", "main-entrance", "wiegand26", "12:1001")
+    event = bridge.wait_event(lambda e: e.id == eid)
+    assert event.offline == contract.OfflineDecision(granted=False, reason="no_sync")  # type: ignore[union-attr]
+
+
+# --- delivery across a broker restart ---------------------------------------------------------------
+
+
+def _restarts_persistently(broker: Broker) -> None:
+    broker.stop()
+    assert (broker.dir / "mosquitto.db").exists(), "Mosquitto wrote no persistence file"
+    broker.start()
+
+
+def test_events_survive_broker_restart(broker: Broker, bridge: FakeBridge, sim: SimController
+                                       ) -> None:
+    ids = [sim.heartbeat() for _ in range(20)]
+    broker.stop()  # some of these may be in flight, unacknowledged
+    assert (broker.dir / "mosquitto.db").exists(), "Mosquitto wrote no persistence file"
+    sim.wait_for(lambda: not sim.connected)
+    ids += [sim.open_door(f"d{i}") for i in range(20)]  # published while the broker is down
+    broker.start()
+    sim.wait_connected(timeout=15)
+    ids += [sim.close_door(f"d{i}") for i in range(20)]
+    sim.wait_published(timeout=15)
+    bridge.wait(lambda b: {e.id for e in b.events()} >= set(ids), timeout=20)
+    assert {e.id for e in bridge.events()} == set(ids)
+
+
+def test_events_survive_restart_mid_stream(broker: Broker, bridge: FakeBridge, sim: SimController
+                                           ) -> None:
+    stop = threading.Event()
+    ids: list[str] = []
+
+    def publish() -> None:
+        while not stop.is_set():
+            ids.append(sim.heartbeat())
+            time.sleep(0.01)
+
+    t = threading.Thread(target=publish)
+    t.start()
+    time.sleep(0.3)
+    _restarts_persistently(broker)
+    sim.wait_connected(timeout=15)
+    time.sleep(0.3)
+    stop.set()
+    t.join()
+    sim.wait_published(timeout=15)
+    bridge.wait(lambda b: {e.id for e in b.events()} >= set(ids), timeout=20)
+
+
+# --- the demo ----------------------------------------------------------------------------------------
+
+
+def test_demo_traffic(broker: Broker, bridge: FakeBridge) -> None:
+    sim = SimController("ctl-demo", "127.0.0.1", broker.port, PREFIX, readers=[
+        Reader("main-in", "main-entrance"), Reader("hall-a-in", "hall-a", "keypad"),
+        Reader("cage-7-in", "cage-7", "biometric")])
+    sim.wait_connected()
+    stop = threading.Event()
+    people = [("Ada", ["staff"], "12:1001", "4711"), ("Alan", ["staff"], "12:1003", None),  # demo.DEMO_PEOPLE rows
+              DemoPerson("Eve", "4242", fmt="wiegand34", biometric_ref="eve")]
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(
+        run_demo_traffic([sim], people, stop, interval=(0.005, 0.01))))
+    t.start()
+    try:
+        bridge.wait(lambda b: len(b.payloads()) >= 30)
+    finally:
+        stop.set()
+        t.join()
+        sim.close()
+    events = bridge.events()
+    assert result[0] >= 30
+    assert {e.type for e in events} <= {"credential", "rex"}
+    assert any(getattr(e, "pin", None) for e in events)
+    assert any(getattr(e, "biometric", None) for e in events)
+
+
+def test_controllers_from_site(broker: Broker, site, keys) -> None:  # type: ignore[no-untyped-def]
+    sims = controllers_from_site(site, keys, host="127.0.0.1", port=broker.port)
+    try:
+        assert set(sims) == {"ctl-lobby", "ctl-hall-a"}  # the esp-rfid one speaks its own protocol
+        assert sims["ctl-hall-a"].readers["hall-a-in"] == Reader("hall-a-in", "hall-a", "keypad")
+        assert sims["ctl-lobby"].sync_key == keys.sync_key("ctl-lobby")
+        for s in sims.values():
+            s.wait_connected()
+    finally:
+        for s in sims.values():
+            s.close()
