@@ -1,4 +1,5 @@
-"""`make demo`: build the demo site's database from the example site file and run the bridge on it.
+"""`make demo`: the whole thing on embedded defaults: the demo site's database from the example site file,
+a Mosquitto of its own on a free port, the bridge, and simulated controllers with people walking through.
 
 Idempotent: a second run keeps the people and credentials it made the first time, and gives the console
 admin a fresh password (only a hash is stored, so the old one cannot be printed again).
@@ -8,19 +9,23 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
+import threading
 from datetime import UTC, datetime, timedelta
 
 import click
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from badge_bridge import db, people
+from badge_bridge import db, logs, people
 from badge_bridge.audit import AuditWriter
 from badge_bridge.bridge import Bridge
-from badge_bridge.config import load_config
+from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
+from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.site_sync import sync_site
 
 ACTOR = "demo"
@@ -44,7 +49,7 @@ def seed(session: Session, pepper: bytes) -> list[Event]:
         audited.append(event)
         until = datetime.now(UTC) - timedelta(days=1) if name == "Contractor Bob" else None
         _, event = people.add_credential(session, ACTOR, person.id, "wiegand26", card, pepper=pepper, pin=pin,
-                                         valid_until=until)
+                                         biometric_ref=name, valid_until=until)
         audited.append(event)
     return audited
 
@@ -61,12 +66,8 @@ def reset_admin(session: Session) -> tuple[str, list[Event]]:
                             ts=now, received_ts=now, subject={"user": "admin"}, detail={"by": "make demo"})]
 
 
-@click.command()
-@click.option("-c", "--config", "config_path", default="site.example.toml", show_default=True)
-def main(config_path: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    config = load_config(config_path)
+def build(config: SiteConfig) -> tuple[Engine, KeyStore, str]:
+    """The demo database, keys and people; returns the console admin's fresh password."""
     keys = KeyStore(config.keys_dir())
     keys.ensure()
     db_path = db.sqlite_path(config.database_url())
@@ -84,14 +85,58 @@ def main(config_path: str) -> None:
     for event in audited:
         writer.submit(event)
     writer.stop()
+    return engine, keys, password
 
-    click.echo(f"\nbadge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}")
-    click.echo(f"console admin: admin / {password}")
-    click.echo("demo people (wiegand26 cards):")
+
+@click.command()
+@click.option("-c", "--config", "config_path", default="site.example.toml", show_default=True)
+@click.option("--seconds", type=float, default=None, help="Stop by itself after this long (default: Ctrl-C).")
+def main(config_path: str, seconds: float | None) -> None:
+    """Build the demo site, start a broker of its own, the bridge, and simulated controllers with people
+    walking through the doors."""
+    logs.setup("text", logging.INFO)
+    config = load_config(config_path)
+    engine, keys, password = build(config)
+    broker = Broker(config.path("var/demo-mosquitto"))
+    broker.start()
+    config = config.model_copy(update={
+        "mqtt": config.mqtt.model_copy(update={"host": "127.0.0.1", "port": broker.port}),
+        "metrics": config.metrics.model_copy(update={"port": 0}),
+    })
+    bridge = Bridge(config, engine, keys)
+    sims: dict[str, SimController] = {}
+    stop = threading.Event()
+    try:
+        bridge.start()
+        sims = controllers_from_site(config, keys)
+        traffic = threading.Thread(target=run_demo_traffic, args=(sims, DEMO_PEOPLE, stop), daemon=True)
+        traffic.start()
+        _banner(config, engine, password, broker.port, bridge)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait(seconds)
+        stop.set()
+    finally:
+        for sim in sims.values():
+            sim.close()
+        bridge.stop()
+        broker.stop()
+        click.echo("demo stopped; `badge-bridge -c site.example.toml audit verify` checks what it logged")
+
+
+def _banner(config: SiteConfig, engine: Engine, password: str, port: int, bridge: Bridge) -> None:
+    metrics = bridge.metrics_server.server_address[1] if bridge.metrics_server else "?"
+    prefix = config.mqtt.topic_prefix
+    click.echo(f"""
+badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}
+  console admin:   admin / {password}
+  MQTT broker:     127.0.0.1:{port}   watch: mosquitto_sub -p {port} -t '{prefix}/bridge/#' -v
+  metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
+  simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")}
+demo people (wiegand26 cards):""")
     for name, levels, card, pin in DEMO_PEOPLE:
         click.echo(f"  {name:<18} card {card}  PIN {pin or '-':<5} levels {', '.join(levels)}")
-    click.echo("running the bridge; Ctrl-C to stop\n")
-    Bridge(config, engine, keys).run_forever()
+    click.echo("people are walking through the doors; Ctrl-C to stop\n")
 
 
 if __name__ == "__main__":

@@ -245,6 +245,7 @@ class Processor:
                                  feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
             self.send(controller, command)
         kind = "access.granted" if granted else "access.denied"
+        log.info("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
         return [(Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door.key, subject=subject,
                        detail=detail), None)]
 
@@ -389,6 +390,10 @@ class Processor:
 def _command_id(kind: str, cause: str) -> str:
     """A command's id, derived from what caused it (so a retry repeats it) and short enough for the contract."""
     return f"{kind[:20]}-{hashlib.sha256(cause.encode()).hexdigest()[:32]}"
+
+
+def _who(subject: dict[str, object]) -> str:
+    return f"person {subject['person']}" if "person" in subject else f"unknown card {subject.get('card')}"
 
 
 def _subject(record: CredentialRecord | None, fmt: str, number: str) -> dict[str, object]:

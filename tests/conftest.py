@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.keys import KeyStore
-from tests.broker import Broker
+from badge_bridge.sim.broker import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,23 +12,11 @@ from sqlalchemy import select
 
 from badge_bridge.db import make_engine
 from badge_bridge.models import AuditEntry, Person
+from tests.bridge_proc import BridgeProcess, cli_env
+from badge_bridge.sim.broker import Broker
+from tests.conftest import write_site
 
 CLI = [sys.executable, "-m", "badge_bridge.cli"]
-
-
-def _env(site_file: Path) -> dict[str, str]:
-    return {**os.environ, "BADGE_BRIDGE_CONFIG": str(site_file)}
-
-
-def _start(site_file: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([*CLI, "run"], env=_env(site_file), stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stderr:
-        if "started for site" in line:
-            return proc
-        assert time.monotonic() < deadline, "bridge did not start"
-    raise AssertionError(f"bridge exited with {proc.wait()} before starting")
 
 
 def _kinds(db_url: str) -> list[str]:
@@ -41,45 +28,47 @@ def _kinds(db_url: str) -> list[str]:
     return kinds
 
 
-def test_run_stops_cleanly_and_survives_sigkill(site_file: Path, db_url: str) -> None:
-    subprocess.run([*CLI, "init"], env=_env(site_file), check=True, capture_output=True)
-    proc = _start(site_file)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+def test_run_stops_cleanly_and_survives_sigkill(tmp_path: Path, db_url: str, broker: Broker) -> None:
+    site_file = write_site(tmp_path, db_url, broker_port=broker.port)
+    subprocess.run([*CLI, "init"], env=cli_env(site_file), check=True, capture_output=True)
+    bridge = BridgeProcess(site_file, tmp_path / "bridge.log")
+    bridge.start()
+    assert bridge.signal(signal.SIGTERM) == 0
     assert _kinds(db_url) == ["bridge.started", "bridge.stopped"]
 
-    proc = _start(site_file)
+    bridge.start()
     time.sleep(0.5)  # let the start event commit
-    proc.kill()
-    proc.wait(timeout=10)
-    proc = _start(site_file)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
+    bridge.kill()
+    bridge.start()
+    assert bridge.signal(signal.SIGINT) == 0
     assert _kinds(db_url) == ["bridge.started", "bridge.stopped", "bridge.started", "bridge.started", "bridge.stopped"]
-    verify = subprocess.run([*CLI, "audit", "verify"], env=_env(site_file), capture_output=True, text=True)
+    verify = subprocess.run([*CLI, "audit", "verify"], env=cli_env(site_file), capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
     assert "audit log verified" in verify.stdout
 
 
-def test_demo_builds_the_site_and_prints_the_admin_login(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_site_and_prints_the_admin_login(tmp_path: Path) -> None:
+    """`make demo`: its own broker, the bridge, simulated controllers and people walking through."""
     root = Path(__file__).resolve().parents[1]
     site = tmp_path / "site.toml"
     site.write_text((root / "site.example.toml").read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "badge_bridge.demo", "--config", str(site)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    out = []
-    for line in proc.stdout:
-        out.append(line)
-        if "started for site" in line:
-            break
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "badge_bridge.demo", "--config", str(site)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while "access.granted" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
-    text = "".join(out)
-    assert "console admin: admin / " in text
-    password = text.split("console admin: admin / ")[1].split()[0]
+    text = log.read_text()
+    assert "access.granted" in text, text[-3000:]
+    password = text.split("console admin:   admin / ")[1].split()[0]
     assert len(password) >= 12
     engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'badge-bridge.db'}")
     with engine.connect() as conn:
         assert len(conn.scalars(select(Person.name)).all()) == 5
+        assert "access.granted" in conn.scalars(select(AuditEntry.kind).where(AuditEntry.chain_id == "bridge-1")).all()
     engine.dispose()
+    verify = subprocess.run([*CLI, "-c", str(site), "audit", "verify"], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr

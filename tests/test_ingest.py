@@ -195,3 +195,17 @@ def test_console_unlock_and_lockdown(rig: Rig) -> None:
     assert kinds == ["console.unlock", "console.lockdown", "access.denied", "console.lift_lockdown",
                      "access.granted", "input.rejected"]
     assert json.loads(rig.entries()[0].subject) == {"user": "sam"}
+
+
+def test_a_refused_message_keeps_no_pin(rig: Rig) -> None:
+    """A credential with a PIN at the wrong reader is dead-lettered with the PIN masked, nothing else lost."""
+    payload = json.dumps({"v": 1, "id": "p1", "ts": datetime.now(UTC).isoformat(), "type": "credential",
+                          "reader": "hall-a-in", "pin": "4711", "card": {"format": "wiegand26", "number": "12:1001"}})
+    rig.p.controller_event("ctl-lobby", c.controller_event.validate_json(payload), payload.encode(),
+                           "controllers/ctl-lobby/events", None)
+    assert rig.writer.flush()
+    with Session(rig.engine) as session:
+        (letter,) = session.scalars(select(DeadLetter))
+    kept = json.loads(letter.payload)
+    assert kept["pin"] == "<redacted>" and kept["reader"] == "hall-a-in" and kept["card"]["number"] == "12:1001"
+    assert b"4711" not in letter.payload

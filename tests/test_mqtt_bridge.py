@@ -29,7 +29,7 @@ from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
 from badge_bridge.verify import verify
 from tests.bridge_proc import BridgeProcess
-from tests.broker import Broker
+from badge_bridge.sim.broker import Broker
 from tests.conftest import write_site
 
 PEOPLE = [("Ada", ["staff", "hall-a-engineers"], "12:1001", "4711"),
@@ -342,3 +342,37 @@ def test_run_logs_json_lines(tmp_path: Path, db_url: str, broker: Broker, keys: 
     assert any("started for site" in line["msg"] for line in lines)
     assert any(line["msg"].startswith("MQTT connected") for line in lines)
 
+
+
+def test_stock_esp_rfid_device_is_understood_synced_and_driven(site: Site) -> None:
+    """esp-noc speaks esp-rfid's own JSON on its own topics (see badge_bridge/controllers/esp_rfid.py)."""
+    with Session(site.engine) as session, session.begin():
+        people.add_credential(session, "test", 1, "ascii", "04A1B2C3", pepper=site.keys.pin_pepper())
+    device: list[dict[str, object]] = []
+    esp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    esp.on_message = lambda _c, _u, m: device.append(json.loads(m.payload))
+    esp.connect("127.0.0.1", site.broker.port)
+    esp.subscribe("esp-noc/cmd", qos=1)
+    esp.loop_start()
+    time.sleep(0.3)
+    site.start_bridge()
+    wait_until(lambda: any(m.get("cmd") == "adduser" for m in device), what="user sync")
+    assert device[0] == {"cmd": "deletusers", "doorip": "10.20.0.31"}
+    assert [m["uid"] for m in device if m.get("cmd") == "adduser"] == ["04a1b2c3"]
+    now = int(time.time())
+    for message in ({"uid": "04a1b2c3", "pincode": "", "username": "credential 4", "access": "Always", "time": now,
+                     "doorName": "noc", "type": "access", "isKnown": "true", "hostname": "esp-noc"},
+                    {"type": "INFO", "src": "door", "desc": "Door Open", "data": "", "time": now + 1,
+                     "cmd": "event", "hostname": "esp-noc"}):
+        esp.publish("esp-noc/send", json.dumps(message), qos=1).wait_for_publish(5)
+    wait_until(lambda: "door.opened" in kinds(site.engine), what="esp-rfid events")
+    access = next(e for e in entries(site.engine) if e.kind == "access.granted")
+    assert access.door == "noc" and json.loads(access.detail)["reason"] == "esp-rfid:Always"
+    assert json.loads(access.detail)["offline"] is True
+    assert "door.forced" not in kinds(site.engine)  # the device's own grant authorized the opening
+    assert site.bridge is not None and site.bridge.processor is not None
+    unlock = c.ConsoleCommand(id="u1", ts=datetime.now(UTC), type="unlock", user="sam", reason="fibre delivery",
+                              door="noc", duration_s=5)
+    site.bridge.processor.console_command(unlock, b"{}", "console/commands", None)
+    wait_until(lambda: {"cmd": "opendoor", "doorip": "10.20.0.31"} in device, what="opendoor")
+    esp.loop_stop()

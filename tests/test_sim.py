@@ -24,7 +24,7 @@ from badge_bridge.sim.controller import (
     controllers_from_site,
     run_demo_traffic,
 )
-from tests.broker import Broker
+from badge_bridge.sim.broker import Broker
 
 PREFIX = "test/v1"
 SYNC_KEY = b"k" * 32

@@ -1,4 +1,4 @@
-"""A Mosquitto broker run by the tests: free port, own persistence folder, restartable."""
+"""A Mosquitto of our own, for the tests and `make demo`: free port, own persistence folder, restartable."""
 
 from __future__ import annotations
 
