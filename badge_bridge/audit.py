@@ -122,7 +122,9 @@ class AuditWriter:
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 60.0,
         retry_max_s: float = 5.0,
+        on_commit: Callable[[list[Event]], None] | None = None,
     ) -> None:
+        """``on_commit`` gets the new (not duplicate) events of each committed batch, in log order."""
         self.engine = engine
         self.chain_id = chain_id
         self.signer = signer
@@ -130,6 +132,7 @@ class AuditWriter:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.retry_max_s = retry_max_s
+        self.on_commit = on_commit
         self.stats = WriterStats()
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
         self._stop = threading.Event()
@@ -291,6 +294,11 @@ class AuditWriter:
         self.stats.batches += 1
         self.stats.last_commit_s = elapsed
         self.stats.commit_seconds = (self.stats.commit_seconds + [elapsed])[-1000:]
+        if self.on_commit is not None and rows:
+            try:
+                self.on_commit([event for (event, _, _), dup in zip(batch, duplicate) if not dup])
+            except Exception:  # a listener failing must not stop the log
+                log.exception("commit listener failed")
         for (event, ack, _), dup in zip(batch, duplicate):
             if ack is not None:
                 try:

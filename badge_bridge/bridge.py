@@ -66,13 +66,14 @@ class Bridge:
         self.writer.submit(self._lifecycle("bridge.started"))
         snapshot, recent, alarms = self._retry_until_stopped(self._load)
         processor = self.processor = Processor(self.config, self.writer, snapshot, self.keys.pin_pepper(),
-                                               send=self._send, on_committed=self._committed, on_door=self._door)
+                                               send=self._send, on_door=self._door)
         processor.remember(recent)
         for door, kind in alarms:
             if door in processor.doors.doors:
                 processor.doors.doors[door].alarms.add(kind)
                 processor.doors.doors[door].contact = "open"
         self.mqtt = MqttDriver(self.config, processor)
+        self.writer.on_commit = self.mqtt.publish_events
         self.mqtt.start()
         collector = BridgeCollector(processor, self.writer, self.mqtt.connected.is_set)
         self.metrics_server = serve(collector, self.config.metrics.host, self.config.metrics.port)
@@ -166,10 +167,6 @@ class Bridge:
     def _send(self, controller: str, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
         assert self.mqtt is not None
         self.mqtt.send(controller, command)
-
-    def _committed(self, event: Event) -> None:
-        if self.mqtt is not None:
-            self.mqtt.publish_event(event)
 
     def _door(self, door: str) -> None:
         if self.mqtt is None or self.processor is None:

@@ -95,6 +95,7 @@ def main(config_path: str, seconds: float | None) -> None:
     """Build the demo site, start a broker of its own, the bridge, and simulated controllers with people
     walking through the doors."""
     logs.setup("text", logging.INFO)
+    logging.getLogger("badge_bridge.ingest").setLevel(logging.DEBUG)  # show every decision
     config = load_config(config_path)
     engine, keys, password = build(config)
     broker = Broker(config.path("var/demo-mosquitto"))

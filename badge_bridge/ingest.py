@@ -77,14 +77,12 @@ class Counters:
 
 class Processor:
     def __init__(self, config: SiteConfig, writer: AuditWriter, snapshot: Snapshot, pepper: bytes,
-                 send: SendCommand, on_committed: Callable[[Event], None] = lambda e: None,
-                 on_door: Callable[[str], None] = lambda d: None) -> None:
+                 send: SendCommand, on_door: Callable[[str], None] = lambda d: None) -> None:
         self.config = config
         self.writer = writer
         self.snapshot = snapshot
         self.pepper = pepper
         self.send = send
-        self.on_committed = on_committed
         self.on_door = on_door
         self.lock = threading.RLock()
         self.state = AccessState()
@@ -123,13 +121,8 @@ class Processor:
         for i, (event, effect) in enumerate(events):
             last = i == len(events) - 1
 
-            def committed(e: Event, duplicate: bool, _ack: Ack | None = ack if last else None) -> None:
-                if not duplicate:
-                    self.on_committed(e)
-                if _ack is not None:
-                    _ack()
-
-            self.writer.submit(event, committed, timeout=None, effect=effect)
+            release = (lambda _e, _dup, _ack=ack: _ack()) if last and ack is not None else None
+            self.writer.submit(event, release, timeout=None, effect=effect)
         if not events and ack is not None:
             ack()
 
@@ -245,7 +238,7 @@ class Processor:
                                  feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
             self.send(controller, command)
         kind = "access.granted" if granted else "access.denied"
-        log.info("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
+        log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
         return [(Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door.key, subject=subject,
                        detail=detail), None)]
 

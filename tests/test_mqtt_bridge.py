@@ -110,6 +110,12 @@ def site(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> Iterato
 
 
 def test_round_trip_grant_deny_and_walk_through(site: Site) -> None:
+    feed: list[c.PublishedEvents] = []
+    console = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    console.on_message = lambda _c, _u, m: feed.append(c.PublishedEvents.model_validate_json(m.payload))
+    console.connect("127.0.0.1", site.broker.port)
+    console.subscribe("badge-bridge/v1/bridge/events")
+    console.loop_start()
     site.start_bridge()
     lobby = site.sim("ctl-lobby")
     lobby.present("main-in", None, "wiegand26", "12:1001")
@@ -124,6 +130,14 @@ def test_round_trip_grant_deny_and_walk_through(site: Site) -> None:
     assert logged.index("access.granted") < logged.index("door.opened") < logged.index("door.closed")
     with Session(site.engine) as session:
         assert session.scalar(select(func.count()).select_from(Alarm)) == 0
+    # consoles saw every committed event live, in log order, as the log has it
+    logged_ids = [e.event_id for e in entries(site.engine) if e.kind != "bridge.started"]  # before MQTT is up
+    wait_until(lambda: sum(len(b.events) for b in feed) == len(logged_ids), what="live feed")
+    console.loop_stop()
+    live = [e for batch in feed for e in batch.events]
+    assert [e.id for e in live] == logged_ids
+    granted = next(e for e in live if e.kind == "access.granted")
+    assert granted.subject == {"person": 1, "credential": 1} and granted.detail["reader"] == "main-in"
 
 
 def test_forced_and_held_open_alarms_and_retained_door_state(site: Site) -> None:

@@ -11,7 +11,7 @@ Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
     controllers/<controller>/commands   bridge -> controller, QoS 1    Command
     controllers/<controller>/sync       bridge -> controller, retained CredentialSync
     bridge/status                       bridge -> all, retained        BridgeStatus (also the last will)
-    bridge/events                       bridge -> consoles, QoS 1      PublishedEvent
+    bridge/events                       bridge -> consoles, QoS 0      PublishedEvents (one per commit)
     bridge/doors/<door>                 bridge -> consoles, retained   DoorState
     console/commands                    console -> bridge, QoS 1       ConsoleCommand
 """
@@ -248,6 +248,16 @@ class PublishedEvent(Message):
     detail: dict[str, Any] = {}
 
 
+class PublishedEvents(BaseModel):
+    """The events of one audit commit, in log order: one message per commit, not per event, because the
+    bridge's network thread is what limits its ingest rate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    v: Literal[1] = 1
+    chain: str
+    events: list[PublishedEvent]
+
+
 class DoorState(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     v: Literal[1] = 1
@@ -282,7 +292,7 @@ SCHEMAS: dict[str, Any] = {
     "command": command,
     "credential-sync": CredentialSync,
     "bridge-status": BridgeStatus,
-    "published-event": PublishedEvent,
+    "published-events": PublishedEvents,
     "door-state": DoorState,
     "console-command": ConsoleCommand,
 }

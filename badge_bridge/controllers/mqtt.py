@@ -8,7 +8,9 @@ loss; paho reconnects with backoff and the subscriptions are renewed on every co
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -47,7 +49,6 @@ class MqttDriver:
                                 cert_reqs=ssl.CERT_REQUIRED)
         self.client.will_set(f"{self.prefix}/bridge/status", self._status(False), qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
-        self.client.max_inflight_messages_set(RECEIVE_MAXIMUM)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -82,6 +83,7 @@ class MqttDriver:
         if reason.is_failure:
             log.error("MQTT broker %s:%s refused the connection: %s", self.config.mqtt.host, self.config.mqtt.port, reason)
             return
+        no_delay(client)
         group = self.config.mqtt.shared_group
         shared = f"$share/{group}/" if group else ""
         topics = [(f"{shared}{self.prefix}/controllers/+/events", 1), (f"{self.prefix}/controllers/+/status", 1),
@@ -171,14 +173,27 @@ class MqttDriver:
         if payload is not None:
             self.client.publish(esp_rfid.topics(esp.topic or esp.key).commands, payload, qos=1)
 
-    def publish_event(self, event: Event) -> None:
-        published = c.PublishedEvent(id=event.id, ts=event.ts,
-                                     kind=event.kind, source=event.source, door=event.door,
-                                     subject=dict(event.subject), detail=dict(event.detail))
-        self.client.publish(f"{self.prefix}/bridge/events", published.model_dump_json(), qos=1)
+    def publish_events(self, events: list[Event]) -> None:
+        """One committed batch as ``PublishedEvents``, built from each event's canonical JSON as it stands
+        (running it through the model again would double the cost of every event). QoS 0: the live feed is
+        a convenience for consoles, which read history from the database."""
+        items = ",".join(
+            f'{{"v":1,"id":{json.dumps(e.id)},"ts":"{e.ts.isoformat()}","kind":"{e.kind}",'
+            f'"source":{json.dumps(e.source)},"door":{json.dumps(e.door)},"subject":{e.subject_json},'
+            f'"detail":{e.detail_json}}}' for e in events)
+        payload = f'{{"v":1,"chain":{json.dumps(self.config.site.instance)},"events":[{items}]}}'
+        self.client.publish(f"{self.prefix}/bridge/events", payload, qos=0)
 
     def publish_retained(self, subtopic: str, payload: str) -> None:
         self.client.publish(f"{self.prefix}/{subtopic}", payload, qos=1, retain=True)
 
     def publish_raw(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
+
+
+def no_delay(client: mqtt.Client) -> None:
+    """Turn Nagle's algorithm off on the client's socket: paho leaves it on, and a small command waiting for
+    the previous packet's acknowledgement costs tens of milliseconds at the door."""
+    sock = client.socket()
+    if sock is not None and hasattr(sock, "setsockopt"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -19,6 +19,7 @@ autosave_interval 1
 max_queued_messages 0
 max_inflight_messages 0
 max_packet_size 1048576
+set_tcp_nodelay true
 log_dest file {dir}/mosquitto.log
 log_type error
 log_type warning
