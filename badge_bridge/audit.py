@@ -61,6 +61,17 @@ def checkpoint_message(chain_id: str, seq: int, head: str, signed_us: int) -> by
     return f"badge-bridge-checkpoint/1\n{chain_id}\n{seq}\n{head}\n{signed_us}".encode()
 
 
+ENTRY_COLUMNS = ("chain_id", "seq", "event_id", "ts_us", "received_us", "source", "door", "kind", "subject",
+                 "detail", "prev_hash", "hash")
+
+
+def _insert_sql(conn: Connection) -> str:
+    """A plain driver-level INSERT: the ORM's per-row parameter handling costs as much as the hashing, and
+    the writer is on the bridge's critical path."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return f"INSERT INTO audit_entry ({', '.join(ENTRY_COLUMNS)}) VALUES ({', '.join([mark] * len(ENTRY_COLUMNS))})"
+
+
 def chain_head(conn: Connection, chain_id: str) -> tuple[int, str]:
     row = conn.execute(
         select(AuditEntry.seq, AuditEntry.hash)
@@ -257,7 +268,7 @@ class AuditWriter:
             self._stale_head = False
         started = time.perf_counter()
         seq, head = self._seq, self._head
-        rows: list[dict[str, object]] = []
+        rows: list[tuple[object, ...]] = []
         duplicate: list[bool] = []
         effects: list[Effect] = []
         with self.engine.begin() as conn:
@@ -273,14 +284,10 @@ class AuditWriter:
                 record = event.record(self.chain_id)
                 seq += 1
                 prev, head = head, entry_hash(head, entry_body(*record))
-                rows.append(dict(
-                    chain_id=record[0], seq=seq, event_id=record[1], ts_us=record[2], received_us=record[3],
-                    source=record[4], door=record[5], kind=record[6], subject=record[7], detail=record[8],
-                    prev_hash=prev, hash=head,
-                ))
+                rows.append((record[0], seq, *record[1:], prev, head))
             checkpoint = bool(rows) and self.signer is not None and seq - self._checkpointed_seq >= self.checkpoint_every
             if rows:
-                conn.execute(insert(AuditEntry), rows)
+                conn.exec_driver_sql(_insert_sql(conn), rows)
             for effect in effects:
                 effect(conn)
             if checkpoint:

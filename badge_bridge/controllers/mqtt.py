@@ -29,9 +29,10 @@ from badge_bridge.ingest import Processor, describe_validation
 
 log = logging.getLogger(__name__)
 
-RECEIVE_MAXIMUM = 1000
-"""How many unacknowledged messages the broker may have in flight to us: acks wait for a commit, so a
-window of one would cap ingest at one message per commit."""
+RECEIVE_MAXIMUM = 20_000
+"""How many unacknowledged messages the broker may have in flight to us. Acks wait for a commit, so the
+window must be well above the writer's batch size: with a window of one batch, reading stops while that
+batch commits, and reading and committing take turns instead of overlapping."""
 
 
 class MqttDriver:
