@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from badge_bridge.db import describe
-from badge_bridge.events import Event, to_us
+from badge_bridge.events import Event
 from badge_bridge.keys import Signer, public_hex
 from badge_bridge.models import AuditEntry, Checkpoint, SigningKey
 

@@ -53,6 +53,17 @@ def wait_until(condition, timeout: float = 20, what: str = "condition") -> None:
         time.sleep(0.05)
 
 
+def listen(port: int, topic: str, parse=json.loads) -> tuple[mqtt.Client, list]:  # noqa: ANN001
+    """A plain MQTT client collecting what arrives on ``topic``, parsed."""
+    received: list = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda _c, _u, m: received.append(parse(m.payload))
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    return client, received
+
+
 def entries(engine: Engine, chain: str = "bridge-1") -> list[AuditEntry]:
     with Session(engine) as session:
         return list(session.scalars(select(AuditEntry).where(AuditEntry.chain_id == chain).order_by(AuditEntry.seq)))
@@ -110,12 +121,7 @@ def site(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> Iterato
 
 
 def test_round_trip_grant_deny_and_walk_through(site: Site) -> None:
-    feed: list[c.PublishedEvents] = []
-    console = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    console.on_message = lambda _c, _u, m: feed.append(c.PublishedEvents.model_validate_json(m.payload))
-    console.connect("127.0.0.1", site.broker.port)
-    console.subscribe("badge-bridge/v1/bridge/events")
-    console.loop_start()
+    console, feed = listen(site.broker.port, "badge-bridge/v1/bridge/events", c.PublishedEvents.model_validate_json)
     site.start_bridge()
     lobby = site.sim("ctl-lobby")
     lobby.present("main-in", None, "wiegand26", "12:1001")
@@ -143,12 +149,7 @@ def test_round_trip_grant_deny_and_walk_through(site: Site) -> None:
 def test_forced_and_held_open_alarms_and_retained_door_state(site: Site) -> None:
     site.start_bridge()
     lobby = site.sim("ctl-lobby")
-    states: list[dict[str, object]] = []
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    watcher.on_message = lambda _c, _u, m: states.append(json.loads(m.payload))
-    watcher.connect("127.0.0.1", site.broker.port)
-    watcher.subscribe("badge-bridge/v1/bridge/doors/main-entrance", qos=1)
-    watcher.loop_start()
+    watcher, states = listen(site.broker.port, "badge-bridge/v1/bridge/doors/main-entrance")
     lobby.open_door("main-entrance")  # nobody presented anything: forced
     wait_until(lambda: any(s["alarms"] == ["door.forced", "door.held_open"] for s in states), what="held open")
     lobby.close_door("main-entrance")
@@ -362,12 +363,7 @@ def test_stock_esp_rfid_device_is_understood_synced_and_driven(site: Site) -> No
     """esp-noc speaks esp-rfid's own JSON on its own topics (see badge_bridge/controllers/esp_rfid.py)."""
     with Session(site.engine) as session, session.begin():
         people.add_credential(session, "test", 1, "ascii", "04A1B2C3", pepper=site.keys.pin_pepper())
-    device: list[dict[str, object]] = []
-    esp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    esp.on_message = lambda _c, _u, m: device.append(json.loads(m.payload))
-    esp.connect("127.0.0.1", site.broker.port)
-    esp.subscribe("esp-noc/cmd", qos=1)
-    esp.loop_start()
+    esp, device = listen(site.broker.port, "esp-noc/cmd")
     time.sleep(0.3)
     site.start_bridge()
     wait_until(lambda: any(m.get("cmd") == "adduser" for m in device), what="user sync")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -29,6 +30,8 @@ from badge_bridge.ingest import Processor, describe_validation
 
 log = logging.getLogger(__name__)
 
+PASSWORD_ENV = "BADGE_BRIDGE_MQTT_PASSWORD"
+"""Overrides ``mqtt.password``, so the secret can stay out of the site file."""
 RECEIVE_MAXIMUM = 20_000
 """How many unacknowledged messages the broker may have in flight to us. Acks wait for a commit, so the
 window must be well above the writer's batch size: with a window of one batch, reading stops while that
@@ -44,7 +47,7 @@ class MqttDriver:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or
                                   f"badge-bridge-{config.site.instance}", protocol=mqtt.MQTTv5, manual_ack=True)
         if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password)
+            self.client.username_pw_set(cfg.username, os.environ.get(PASSWORD_ENV) or cfg.password)
         if cfg.tls:
             self.client.tls_set(ca_certs=str(config.path(cfg.ca_file)) if cfg.ca_file else None,
                                 cert_reqs=ssl.CERT_REQUIRED)
