@@ -62,7 +62,7 @@ def checkpoint_message(chain_id: str, seq: int, head: str, signed_us: int) -> by
 
 
 ENTRY_COLUMNS = ("chain_id", "seq", "event_id", "ts_us", "received_us", "source", "door", "kind", "subject",
-                 "detail", "prev_hash", "hash")
+                 "detail", "prev_hash", "hash", "person_id")
 
 
 def _insert_sql(conn: Connection) -> str:
@@ -284,7 +284,8 @@ class AuditWriter:
                 record = event.record(self.chain_id)
                 seq += 1
                 prev, head = head, entry_hash(head, entry_body(*record))
-                rows.append((record[0], seq, *record[1:], prev, head))
+                person = event.subject.get("person")
+                rows.append((record[0], seq, *record[1:], prev, head, person if type(person) is int else None))
             checkpoint = bool(rows) and self.signer is not None and seq - self._checkpointed_seq >= self.checkpoint_every
             if rows:
                 conn.exec_driver_sql(_insert_sql(conn), rows)

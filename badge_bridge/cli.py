@@ -317,6 +317,21 @@ def run(app: App, log_format: str) -> None:
     Bridge(app.config, app.engine(), app.keys).run_forever()
 
 
+@main.command()
+@click.option("--port", type=int, help="Override console.port from the site file.")
+@pass_app
+@fail_cleanly
+def console(app: App, port: int | None) -> None:
+    """Serve the security-desk console (gunicorn; HTTPS when console.tls_cert and tls_key are set)."""
+    from web import create_app
+    from web.serve import ConsoleServer
+
+    config = app.config
+    if port is not None:
+        config = config.model_copy(update={"console": config.console.model_copy(update={"port": port})})
+    ConsoleServer(create_app(config, app.engine(), app.keys), config).run()
+
+
 # --- controllers and the MQTT contract -------------------------------------------------------------
 
 

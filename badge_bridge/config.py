@@ -90,6 +90,20 @@ class MetricsSection(_Model):
     """Prometheus metrics at /metrics and a health check at /health; 0 picks a free port."""
 
 
+class ConsoleSection(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    tls_cert: str | None = None
+    """PEM certificate (chain) and key: with both, the console speaks HTTPS only."""
+    tls_key: str | None = None
+    session_minutes: int = Field(15, ge=1, le=720)
+    """Idle time after which an operator must log in again."""
+    secure_cookies: bool | None = None
+    """Send cookies only over HTTPS. Default: on when TLS is configured."""
+    workers_threads: int = Field(64, ge=4, le=1024)
+    """Threads serving requests; every open live feed holds one."""
+
+
 class AreaConfig(_Model):
     key: KEY
     name: str = ""
@@ -213,6 +227,7 @@ class SiteConfig(_Model):
     audit: AuditSection = AuditSection()
     mqtt: MqttSection = MqttSection()
     metrics: MetricsSection = MetricsSection()
+    console: ConsoleSection = ConsoleSection()
     areas: list[AreaConfig] = []
     schedules: list[ScheduleConfig] = []
     doors: list[DoorConfig] = []

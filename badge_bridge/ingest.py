@@ -330,7 +330,7 @@ class Processor:
                 self._fresh("console", cmd)
                 doors = self._command_doors(cmd)
             except Rejected as exc:
-                self.reject(f"console:{cmd.user}", exc.code, str(exc), payload, where=where, ack=ack)
+                self.reject("console", exc.code, str(exc), payload, where=where, ack=ack)
                 return
             now = datetime.now(UTC)
             for door in doors:
@@ -348,7 +348,7 @@ class Processor:
                 self.state.lockdown_all = False
                 self.state.lockdown_doors -= doors
             self._send_console(cmd, doors, now)
-            event = Event(id=f"console:{cmd.id}", kind=f"console.{cmd.type}", source=f"console:{cmd.user}"[:100],
+            event = Event(id=f"console:{cmd.id}", kind=f"console.{cmd.type}", source="console",
                           ts=cmd.ts, door=cmd.door, subject={"user": cmd.user},
                           detail={"reason": cmd.reason, "doors": sorted(doors), "area": cmd.area,
                                   "duration_s": cmd.duration_s})

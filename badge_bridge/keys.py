@@ -7,6 +7,7 @@ Layout of the keys folder::
     signing/current        the key_id that signs new checkpoints
     pin-pepper             32 random bytes; PIN hashes are HMAC-SHA256 under it
     sync-master            32 random bytes; each controller's sync key is HMAC-SHA256(master, controller key)
+    console-secret         32 random bytes; signs the console's session cookies
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -91,7 +92,8 @@ class KeyStore:
         os.chmod(self.dir, 0o700)
         if not (self.signing_dir / "current").exists():
             created.append(f"audit signing key {self.rotate_signing_key()}")
-        for name, what in (("pin-pepper", "PIN pepper"), ("sync-master", "controller sync master key")):
+        for name, what in (("pin-pepper", "PIN pepper"), ("sync-master", "controller sync master key"),
+                           ("console-secret", "console session key")):
             if not (self.dir / name).exists():
                 _write_private(self.dir / name, secrets.token_bytes(32))
                 created.append(what)
@@ -138,6 +140,10 @@ class KeyStore:
 
     def pin_pepper(self) -> bytes:
         return self._secret("pin-pepper", "PIN pepper")
+
+    def console_secret(self) -> bytes:
+        """Signs the console's session cookies; rotating it logs everybody out."""
+        return self._secret("console-secret", "console session key")
 
     def sync_key(self, controller: str) -> bytes:
         """The key a controller's offline credential list is hashed under; provisioned on that controller

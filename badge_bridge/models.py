@@ -287,6 +287,9 @@ class AuditEntry(Base):
         UniqueConstraint("chain_id", "seq"),
         Index("ix_audit_entry_ts", "ts_us"),
         Index("ix_audit_entry_door_ts", "door", "ts_us"),
+        Index("ix_audit_entry_person_ts", "person_id", "ts_us"),
+        Index("ix_audit_entry_kind_ts", "kind", "ts_us"),
+        Index("ix_audit_entry_ts_id", "ts_us", "id"),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     chain_id: Mapped[str] = mapped_column(String(64))
@@ -303,6 +306,8 @@ class AuditEntry(Base):
     """Canonical JSON."""
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    person_id: Mapped[int | None] = mapped_column(Integer)
+    """The subject's person, for searching; not hashed (the subject is), and checked against it by verify."""
 
 
 class Checkpoint(Base):

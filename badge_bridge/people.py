@@ -3,6 +3,7 @@ event that records it (the caller submits it to its audit writer once the change
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
@@ -19,6 +20,7 @@ ROLES = ("guard", "supervisor", "admin", "auditor")
 CREDENTIAL_STATUSES = ("active", "suspended", "lost", "revoked")
 PASSWORD_MIN = 12
 PIN_LENGTHS = range(4, 9)
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 hasher = PasswordHasher()
 
 
@@ -110,6 +112,9 @@ def set_credential_status(
 
 
 def add_user(session: Session, actor: str, username: str, role: str, password: str) -> tuple[ConsoleUser, Event]:
+    if not USERNAME_RE.match(username):
+        raise AdminError(f"user name {username!r}: expected 2-64 lowercase letters, digits or _.- (starting "
+                         "with a letter or digit)")
     if role not in ROLES:
         raise AdminError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     if len(password) < PASSWORD_MIN:
@@ -120,3 +125,75 @@ def add_user(session: Session, actor: str, username: str, role: str, password: s
     session.add(user)
     session.flush()
     return user, _event("admin.user_added", actor, {"user": username}, {"role": role})
+
+
+def update_person(session: Session, actor: str, person_id: int, *, name: str, company: str, levels: list[str],
+                  lockdown_exempt: bool) -> tuple[Person, Event]:
+    person = _person(session, person_id)
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise AdminError("a person needs a name of 1 to 200 characters")
+    before = sorted(lvl.key for lvl in person.levels)
+    person.name, person.company, person.lockdown_exempt = name, company.strip()[:200], lockdown_exempt
+    person.levels = _levels(session, levels)
+    session.flush()
+    return person, _event("admin.person_changed", actor, {"person": person.id},
+                          {"levels": sorted(levels), "levels_before": before, "lockdown_exempt": lockdown_exempt})
+
+
+def person_left(session: Session, actor: str, person_id: int, reason: str) -> tuple[Person, Event]:
+    """The person left: every credential they hold is revoked with them, their history stays."""
+    if not reason.strip():
+        raise AdminError("a reason is required")
+    person = _person(session, person_id)
+    now = datetime.now(UTC)
+    person.status, person.left_at = "left", now
+    revoked = []
+    for cred in person.credentials:
+        if cred.status != "revoked":
+            cred.status, cred.revoked_at = "revoked", now
+            revoked.append(cred.id)
+    session.flush()
+    return person, _event("admin.person_left", actor, {"person": person.id},
+                          {"reason": reason.strip(), "credentials_revoked": revoked})
+
+
+def set_credential_validity(session: Session, actor: str, credential_id: int, valid_from: datetime | None,
+                            valid_until: datetime | None) -> tuple[Credential, Event]:
+    cred = session.get(Credential, credential_id)
+    if cred is None:
+        raise AdminError(f"no credential with id {credential_id}")
+    if valid_from and valid_until and valid_until <= valid_from:
+        raise AdminError("valid-until must be after valid-from")
+    cred.valid_from, cred.valid_until = valid_from, valid_until
+    session.flush()
+    return cred, _event("admin.credential_validity", actor, {"person": cred.person_id, "credential": cred.id},
+                        {"valid_from": valid_from.isoformat() if valid_from else None,
+                         "valid_until": valid_until.isoformat() if valid_until else None})
+
+
+def set_user_active(session: Session, actor: str, user_id: int, active: bool) -> tuple[ConsoleUser, Event]:
+    user = session.get(ConsoleUser, user_id)
+    if user is None:
+        raise AdminError(f"no console user with id {user_id}")
+    user.active = active
+    session.flush()
+    return user, _event("admin.user_enabled" if active else "admin.user_disabled", actor, {"user": user.username}, {})
+
+
+def reset_password(session: Session, actor: str, user_id: int, password: str) -> tuple[ConsoleUser, Event]:
+    user = session.get(ConsoleUser, user_id)
+    if user is None:
+        raise AdminError(f"no console user with id {user_id}")
+    if len(password) < PASSWORD_MIN:
+        raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
+    user.password_hash = hasher.hash(password)
+    session.flush()
+    return user, _event("admin.password_reset", actor, {"user": user.username}, {})
+
+
+def _person(session: Session, person_id: int) -> Person:
+    person = session.get(Person, person_id)
+    if person is None:
+        raise AdminError(f"no person with id {person_id}")
+    return person

@@ -64,7 +64,7 @@ class Report:
 
 
 _ROWS = text(
-    "SELECT seq, event_id, ts_us, received_us, source, door, kind, subject, detail, hash FROM audit_entry "
+    "SELECT seq, event_id, ts_us, received_us, source, door, kind, subject, detail, hash, person_id FROM audit_entry "
     "WHERE chain_id = :chain AND seq BETWEEN :lo AND :hi ORDER BY seq, id"
 )
 
@@ -112,9 +112,12 @@ def _scan(conn: Connection, chain: str, lo: int, hi: int) -> tuple[int, list[Fin
         if before is not None:
             last, expected = before[1], before[0] + 1
     rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(_ROWS, dict(chain=chain, lo=lo, hi=hi))
-    for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored in rows:
+    for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored, person in rows:
         count += 1
         body = entry_body(chain, event_id, ts_us, received_us, source, door, kind, subject, detail)
+        if person is not None and f'"person":{person},' not in subject and f'"person":{person}}}' not in subject:
+            findings.append(Finding(chain, seq, "modified",
+                                    f"event {event_id}: its person index ({person}) does not match its subject"))
         if seq == expected and entry_hash(last, body) == stored:
             last, expected = stored, seq + 1
             continue

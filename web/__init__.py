@@ -1,1 +1,103 @@
-"""Security desk console: a Flask app factory with blueprints."""
+"""Security desk console: a Flask app factory with blueprints (see docs/console.md).
+
+    auth      login, logout, roles, the login rate limit
+    live      the live feed page and its server-sent events
+    alarms    the alarm queue: acknowledge, assign, resolve
+    doors     the doors board, remote unlock, lockdown
+    people    people, credentials, access levels
+    events    the event log: search, detail
+    auditing  chain status, checkpoints, verification
+    users     console users (admin)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import Engine, func, select
+
+from badge_bridge.config import SiteConfig
+from badge_bridge.events import from_us
+from badge_bridge.models import Alarm
+from badge_bridge.keys import KeyStore
+from web.services import Services
+
+csrf = CSRFProtect()
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+
+
+def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link: bool = True,
+               overrides: dict[str, Any] | None = None) -> Flask:
+    """``mqtt_link`` False: no broker connection (route tests); the live pages then stay empty."""
+    from web import alarms, auditing, auth, doors, events, live, people, users
+
+    app = Flask(__name__)
+    console = config.console
+    secure = console.secure_cookies if console.secure_cookies is not None else bool(console.tls_cert)
+    app.config.update(
+        SECRET_KEY=keys.console_secret(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_NAME="bb_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=console.session_minutes),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        REMEMBER_COOKIE_DURATION=timedelta(seconds=0),
+        WTF_CSRF_TIME_LIMIT=None,  # the session's own lifetime bounds the token
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+    )
+    app.config.update(overrides or {})
+    app.extensions["badge_bridge"] = Services(config, engine, keys, mqtt_link=mqtt_link)
+    csrf.init_app(app)
+    auth.init_app(app)
+    app.jinja_env.globals["from_us"] = from_us
+
+    @app.context_processor
+    def alarm_count() -> dict[str, object]:
+        from flask_login import current_user
+
+        if not (current_user.is_authenticated and current_user.can("guard")):
+            return {"open_alarm_count": 0}
+        with services(app).session() as s:
+            return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
+    for module in (auth, live, alarms, doors, people, events, auditing, users):
+        app.register_blueprint(module.bp)
+
+    @app.after_request
+    def security_headers(response):  # type: ignore[no-untyped-def]
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if secure:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        if response.mimetype == "text/html":
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(error: CSRFError):  # type: ignore[no-untyped-def]
+        return render_template("error.html", title="Form refused",
+                               message=f"{error.description} Reload the page and try again."), 400
+
+    @app.errorhandler(403)
+    def forbidden(_error: Exception):  # type: ignore[no-untyped-def]
+        return render_template("error.html", title="Not allowed",
+                               message="Your role does not allow this page or action."), 403
+
+    @app.errorhandler(404)
+    def not_found(_error: Exception):  # type: ignore[no-untyped-def]
+        return render_template("error.html", title="Not found", message="There is nothing here."), 404
+
+    return app
+
+
+def services(app: Flask | None = None) -> Services:
+    from flask import current_app
+
+    return (app or current_app).extensions["badge_bridge"]

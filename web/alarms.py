@@ -1,0 +1,107 @@
+"""The alarm queue: open alarms first, newest first. A guard acknowledges with a comment; a supervisor
+assigns and resolves. Each step is an audited event whose effect updates the alarm row in the same
+transaction, so the queue and the log never disagree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import case, select, update
+from sqlalchemy.engine import Connection
+from wtforms import SelectField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from badge_bridge.models import Alarm, ConsoleUser
+from web import services
+from web.auth import role_required
+from web.changes import form_errors, read
+
+bp = Blueprint("alarms", __name__, url_prefix="/alarms")
+STATES = ("open", "acknowledged", "resolved")
+
+
+class CommentForm(FlaskForm):
+    comment = TextAreaField("Comment", validators=[DataRequired(message="Say what you saw or did."),
+                                                   Length(max=2000)])
+
+
+class AssignForm(FlaskForm):
+    user = SelectField("Assign to", validators=[DataRequired()])
+
+
+@bp.route("")
+@role_required("guard")
+def queue() -> Any:
+    order = case({"open": 0, "acknowledged": 1}, value=Alarm.state, else_=2)
+    alarms = read(lambda s: list(s.scalars(select(Alarm).order_by(order, Alarm.id.desc()).limit(300))))
+    assign = AssignForm()
+    assign.user.choices = _assignees()
+    return render_template("alarms.html", alarms=alarms, comment=CommentForm(), assign=assign)
+
+
+def _assignees() -> list[tuple[str, str]]:
+    users = read(lambda s: list(s.scalars(select(ConsoleUser.username).where(
+        ConsoleUser.active, ConsoleUser.role.in_(("guard", "supervisor", "admin"))).order_by(ConsoleUser.username))))
+    return [(u, u) for u in users]
+
+
+def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[str, object],
+          detail: dict[str, object]) -> None:
+    alarm = read(lambda s: s.get(Alarm, alarm_id))
+    if alarm is None:
+        abort(404)
+    if alarm.state not in allowed_from:
+        flash(f"Alarm {alarm_id} is {alarm.state}: nothing to {kind.split('_')[-1]}.", "error")
+        return
+
+    def effect(conn: Connection) -> None:
+        conn.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed_from)).values(**values))
+
+    services().audit.record(f"alarm.{kind}", current_user.username, door=alarm.door,
+                            subject={"alarm": alarm.event_id}, detail={"alarm_kind": alarm.kind, **detail},
+                            effect=effect)
+    flash(f"Alarm {alarm_id} {kind.replace('_', ' ')}.", "info")
+
+
+@bp.route("/<int:alarm_id>/acknowledge", methods=["POST"])
+@role_required("guard")
+def acknowledge(alarm_id: int) -> Any:
+    form = CommentForm()
+    if form.validate_on_submit():
+        now = datetime.now(UTC)
+        _step(alarm_id, "acknowledged", ("open",),
+              {"state": "acknowledged", "acknowledged_by": current_user.username, "acknowledged_at": now,
+               "comment": form.comment.data}, {"comment": form.comment.data})
+    else:
+        form_errors(form)
+    return redirect(url_for("alarms.queue"))
+
+
+@bp.route("/<int:alarm_id>/assign", methods=["POST"])
+@role_required("supervisor")
+def assign(alarm_id: int) -> Any:
+    form = AssignForm()
+    form.user.choices = _assignees()
+    if form.validate_on_submit():
+        _step(alarm_id, "assigned", ("open", "acknowledged"), {"assigned_to": form.user.data},
+              {"assigned_to": form.user.data})
+    else:
+        flash("Choose someone on duty to assign the alarm to.", "error")
+    return redirect(url_for("alarms.queue"))
+
+
+@bp.route("/<int:alarm_id>/resolve", methods=["POST"])
+@role_required("supervisor")
+def resolve(alarm_id: int) -> Any:
+    form = CommentForm()
+    if form.validate_on_submit():
+        _step(alarm_id, "resolved", ("acknowledged",),
+              {"state": "resolved", "resolved_at": datetime.now(UTC), "comment": form.comment.data},
+              {"comment": form.comment.data})
+    else:
+        form_errors(form)
+    return redirect(url_for("alarms.queue"))

@@ -1,0 +1,133 @@
+"""The doors board (live from the bridge's retained door states) and the operator's door commands.
+
+Unlock, lock and lockdown go to the bridge as ``ConsoleCommand`` messages; the bridge audits them with the
+user and the reason and drives the controllers. A reason is always required.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from pydantic import ValidationError
+from sqlalchemy import select
+from wtforms import IntegerField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from badge_bridge.controllers.contract import ConsoleCommand
+from badge_bridge.models import Controller
+from web import services
+from web.auth import role_required
+from web.changes import form_errors, read
+
+bp = Blueprint("doors", __name__, url_prefix="/doors")
+
+
+class UnlockForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(message="A remote unlock needs a reason."),
+                                               Length(min=3, max=500)])
+    duration_s = IntegerField("Seconds (empty: until locked)", validators=[Optional(), NumberRange(1, 86_400)])
+
+
+class ReasonForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(message="Give a reason."), Length(min=3, max=500)])
+
+
+class LockdownForm(ReasonForm):
+    scope = SelectField("Scope")
+
+
+@bp.route("")
+@role_required("guard")
+def board() -> Any:
+    svc = services()
+    states = {key: json.loads(raw) for key, raw in list(svc.hub.doors.items())}
+    online: dict[str, bool] = read(lambda s: {k: v for k, v in s.execute(select(Controller.key, Controller.online))})
+    door_controllers: dict[str, list[str]] = {}
+    for r in svc.config.readers:
+        door_controllers.setdefault(r.door, []).append(r.controller)
+    offline_doors = {door for door, ctls in door_controllers.items()
+                     if (door in states and not states[door]["online"]) or any(not online.get(c) for c in ctls)}
+    lockdown = LockdownForm()
+    lockdown.scope.choices = _scopes()
+    return render_template("doors.html", doors=svc.config.doors, states=states, controllers=svc.config.controllers,
+                           online=online, door_controllers=door_controllers, offline_doors=offline_doors, unlock=UnlockForm(), lock=ReasonForm(), lockdown=lockdown,
+                           connected=svc.link is not None and svc.link.connected.is_set())
+
+
+def _scopes() -> list[tuple[str, str]]:
+    return [("site", "the whole site")] + [(f"area:{a.key}", f"area {a.name or a.key}") for a in services().config.areas]
+
+
+def _send(type_: str, reason: str, **fields: Any) -> bool:
+    svc = services()
+    if svc.link is None:
+        flash("This console has no connection to the bridge.", "error")
+        return False
+    try:
+        cmd = ConsoleCommand(id=f"c-{uuid.uuid4().hex[:20]}", ts=datetime.now(UTC), type=type_,
+                             user=current_user.username, reason=reason, **fields)
+        svc.link.command(cmd)
+    except (ValidationError, ConnectionError) as exc:
+        flash(f"Not sent: {exc}", "error")
+        return False
+    return True
+
+
+def _door(key: str) -> str:
+    if key not in {d.key for d in services().config.doors}:
+        abort(404)
+    return key
+
+
+@bp.route("/<key>/unlock", methods=["POST"])
+@role_required("supervisor")
+def unlock(key: str) -> Any:
+    form = UnlockForm()
+    if not form.validate_on_submit():
+        form_errors(form)
+    elif _send("unlock", form.reason.data, door=_door(key), duration_s=form.duration_s.data):
+        how = f"for {form.duration_s.data} s" if form.duration_s.data else "until locked"
+        flash(f"Unlock of {key} {how} sent to the bridge.", "info")
+    return redirect(url_for("doors.board"))
+
+
+@bp.route("/<key>/lock", methods=["POST"])
+@role_required("supervisor")
+def lock(key: str) -> Any:
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        form_errors(form)
+    elif _send("lock", form.reason.data, door=_door(key)):
+        flash(f"Lock of {key} sent to the bridge.", "info")
+    return redirect(url_for("doors.board"))
+
+
+@bp.route("/lockdown", methods=["POST"])
+@role_required("supervisor")
+def lockdown() -> Any:
+    return _lockdown("lockdown")
+
+
+@bp.route("/lockdown/lift", methods=["POST"])
+@role_required("supervisor")
+def lift() -> Any:
+    return _lockdown("lift_lockdown")
+
+
+def _lockdown(type_: str) -> Any:
+    form = LockdownForm()
+    form.scope.choices = _scopes()
+    if not form.validate_on_submit():
+        form_errors(form)
+    else:
+        area = form.scope.data.removeprefix("area:") if form.scope.data.startswith("area:") else None
+        if _send(type_, form.reason.data, area=area):
+            what = "Lockdown" if type_ == "lockdown" else "Lifting the lockdown"
+            flash(f"{what} of {'area ' + area if area else 'the whole site'} sent to the bridge.", "info")
+    return redirect(url_for("doors.board"))

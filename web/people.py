@@ -1,0 +1,175 @@
+"""People and their credentials. Guards look people up; admins add, edit, revoke and set expiry. Every
+change goes through badge_bridge.people (the same rules as the CLI) and is audited with the user."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from sqlalchemy import or_, select
+from sqlalchemy.orm import selectinload
+from wtforms import BooleanField, DateTimeLocalField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+from badge_bridge import people as admin
+from badge_bridge.cards import FORMATS
+from badge_bridge.models import AccessLevel, Credential, Person
+from web import services
+from web.auth import role_required
+from web.changes import admin_change, form_errors, read
+
+bp = Blueprint("people", __name__, url_prefix="/people")
+
+
+class PersonForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    company = StringField("Company", validators=[Optional(), Length(max=200)])
+    employee_no = StringField("Employee no.", validators=[Optional(), Length(max=64)])
+    levels = SelectMultipleField("Access levels")
+    lockdown_exempt = BooleanField("Responder: may pass during a lockdown")
+
+
+class CredentialForm(FlaskForm):
+    fmt = SelectField("Format", choices=[(f, f) for f in FORMATS])
+    number = StringField("Card", validators=[DataRequired(), Length(max=64)])
+    pin = PasswordField("PIN (4-8 digits, optional)",
+                        validators=[Optional(), Regexp(r"^\d{4,8}$", message="A PIN is 4 to 8 digits.")])
+    biometric_ref = StringField("Biometric reference", validators=[Optional(), Length(max=128)])
+    valid_until = DateTimeLocalField("Valid until (UTC)", validators=[Optional()])
+
+
+class ValidityForm(FlaskForm):
+    valid_from = DateTimeLocalField("Valid from (UTC)", validators=[Optional()])
+    valid_until = DateTimeLocalField("Valid until (UTC)", validators=[Optional()])
+
+
+class ReasonForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(message="Give a reason."), Length(min=3, max=500)])
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _level_choices() -> list[tuple[str, str]]:
+    return read(lambda s: [(lvl.key, lvl.name or lvl.key) for lvl in s.scalars(select(AccessLevel).order_by(AccessLevel.key))])
+
+
+@bp.route("")
+@role_required("guard")
+def index() -> Any:
+    q = request.args.get("q", "").strip()[:100]
+
+    def query(s: Any) -> list[Person]:
+        stmt = select(Person).options(selectinload(Person.credentials), selectinload(Person.levels)).order_by(Person.name)
+        if q:
+            like = f"%{q}%"
+            stmt = stmt.where(or_(Person.name.ilike(like), Person.company.ilike(like), Person.employee_no.ilike(like),
+                                  Person.id.in_(select(Credential.person_id).where(Credential.number.ilike(like)))))
+        return list(s.scalars(stmt.limit(500)))
+
+    form = PersonForm()
+    form.levels.choices = _level_choices()
+    return render_template("people.html", people=read(query), q=q, form=form)
+
+
+@bp.route("", methods=["POST"])
+@role_required("admin")
+def add() -> Any:
+    form = PersonForm()
+    form.levels.choices = _level_choices()
+    if form.validate_on_submit():
+        person = admin_change(admin.add_person, form.name.data, employee_no=form.employee_no.data or None,
+                              company=form.company.data or "", levels=form.levels.data,
+                              lockdown_exempt=form.lockdown_exempt.data, done=f"{form.name.data} added.")
+        if person is not None:
+            return redirect(url_for("people.detail", person_id=person.id))
+    else:
+        form_errors(form)
+    return redirect(url_for("people.index"))
+
+
+@bp.route("/<int:person_id>")
+@role_required("guard")
+def detail(person_id: int) -> Any:
+    person = read(lambda s: s.scalars(select(Person).where(Person.id == person_id).options(
+        selectinload(Person.credentials), selectinload(Person.levels))).first())
+    if person is None:
+        abort(404)
+    form = PersonForm(obj=person)
+    form.levels.choices = _level_choices()
+    form.levels.data = [lvl.key for lvl in person.levels]
+    return render_template("person.html", person=person, form=form, credential=CredentialForm(),
+                           validity=ValidityForm(), reason=ReasonForm())
+
+
+@bp.route("/<int:person_id>", methods=["POST"])
+@role_required("admin")
+def edit(person_id: int) -> Any:
+    form = PersonForm()
+    form.levels.choices = _level_choices()
+    if form.validate_on_submit():
+        admin_change(admin.update_person, person_id, name=form.name.data, company=form.company.data or "",
+                     levels=form.levels.data, lockdown_exempt=form.lockdown_exempt.data, done="Saved.")
+    else:
+        form_errors(form)
+    return redirect(url_for("people.detail", person_id=person_id))
+
+
+@bp.route("/<int:person_id>/left", methods=["POST"])
+@role_required("admin")
+def left(person_id: int) -> Any:
+    form = ReasonForm()
+    if form.validate_on_submit():
+        admin_change(admin.person_left, person_id, form.reason.data,
+                     done="Marked as left; every credential they held is revoked.")
+    else:
+        form_errors(form)
+    return redirect(url_for("people.detail", person_id=person_id))
+
+
+@bp.route("/<int:person_id>/credentials", methods=["POST"])
+@role_required("admin")
+def add_credential(person_id: int) -> Any:
+    form = CredentialForm()
+    if form.validate_on_submit():
+        admin_change(admin.add_credential, person_id, form.fmt.data, form.number.data,
+                     pepper=services().keys.pin_pepper(), pin=form.pin.data or None,
+                     biometric_ref=form.biometric_ref.data or None, valid_until=_utc(form.valid_until.data),
+                     done=f"Credential {form.fmt.data} {form.number.data} issued.")
+    else:
+        form_errors(form)
+    return redirect(url_for("people.detail", person_id=person_id))
+
+
+@bp.route("/credentials/<int:credential_id>/revoke", methods=["POST"])
+@role_required("admin")
+def revoke(credential_id: int) -> Any:
+    form = ReasonForm()
+    cred = read(lambda s: s.get(Credential, credential_id))
+    if cred is None:
+        abort(404)
+    if form.validate_on_submit():
+        admin_change(admin.set_credential_status, credential_id, "revoked", form.reason.data,
+                     done=f"Credential {credential_id} revoked.")
+    else:
+        form_errors(form)
+    return redirect(url_for("people.detail", person_id=cred.person_id))
+
+
+@bp.route("/credentials/<int:credential_id>/validity", methods=["POST"])
+@role_required("admin")
+def validity(credential_id: int) -> Any:
+    form = ValidityForm()
+    cred = read(lambda s: s.get(Credential, credential_id))
+    if cred is None:
+        abort(404)
+    if form.validate_on_submit():
+        admin_change(admin.set_credential_validity, credential_id, _utc(form.valid_from.data),
+                     _utc(form.valid_until.data), done=f"Validity of credential {credential_id} saved.")
+    else:
+        form_errors(form)
+    return redirect(url_for("people.detail", person_id=cred.person_id))
+

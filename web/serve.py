@@ -1,0 +1,39 @@
+"""Serving the console in production: gunicorn with threaded workers (every open live feed holds a thread),
+HTTPS when the site file names a certificate and key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from badge_bridge.config import SiteConfig
+
+
+class ConsoleServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, app: Flask, config: SiteConfig) -> None:
+        self.app = app
+        self.site = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        console = self.site.console
+        options: dict[str, Any] = {
+            "bind": f"{console.host}:{console.port}",
+            "workers": 1,  # one process: the live hub and the console's audit chain live in it
+            "worker_class": "gthread",
+            "threads": console.workers_threads,
+            "timeout": 0,  # live feeds are long requests by design
+            "graceful_timeout": 10,
+            "accesslog": "-",
+            "forwarded_allow_ips": "127.0.0.1",
+        }
+        if console.tls_cert and console.tls_key:
+            options["certfile"] = str(self.site.path(console.tls_cert))
+            options["keyfile"] = str(self.site.path(console.tls_key))
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.app

@@ -1,0 +1,192 @@
+"""What the console's views share: the database, the console's own audit chain, and its link to the bridge.
+
+The console never drives a door itself: unlock, lock and lockdown travel to the bridge as
+``ConsoleCommand`` messages over MQTT, and the bridge audits them with the user. Changes the console makes
+in the database (alarms, people, credentials, users) are audited on the console's own chain
+``<instance>.console``, committed before the page answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from badge_bridge.audit import AuditWriter, Effect
+from badge_bridge.config import SiteConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.controllers.mqtt import PASSWORD_ENV, no_delay
+from badge_bridge.events import Event
+from badge_bridge.keys import KeyStore
+
+log = logging.getLogger(__name__)
+
+CLIENT_QUEUE = 1000
+"""Messages a slow live-feed client may fall behind before it is told to reload."""
+
+
+class AuditFailed(Exception):
+    """The console's audit event could not be committed; the action must be reported as failed."""
+
+
+class ConsoleAudit:
+    """The console's audit chain: every action is an event carrying the user, committed before the
+    page says it is done."""
+
+    def __init__(self, engine: Engine, config: SiteConfig, keys: KeyStore) -> None:
+        self.writer = AuditWriter(engine, f"{config.site.instance}.console", keys.signer(),
+                                  checkpoint_every=config.audit.checkpoint_every,
+                                  checkpoint_seconds=config.audit.checkpoint_seconds)
+        self.writer.start()
+
+    def record(self, kind: str, user: str, *, door: str | None = None, subject: dict[str, object] | None = None,
+               detail: dict[str, object] | None = None, effect: Effect | None = None) -> Event:
+        """Audit an action by ``user`` (for a failed login, whatever name was typed: it goes in the subject,
+        never in the source)."""
+        now = datetime.now(UTC)
+        event = Event(id=Event.new_id(kind), kind=kind, source="console", ts=now, received_ts=now,
+                      door=door, subject={"user": user, **(subject or {})}, detail=detail or {})
+        return self.commit(event, effect)
+
+    def commit(self, event: Event, effect: Effect | None = None) -> Event:
+        done = threading.Event()
+        self.writer.submit(event, lambda _e, _d: done.set(), effect=effect)
+        if not done.wait(10):
+            raise AuditFailed(f"the audit log did not accept the action in time: {self.writer.stats.last_error}")
+        return event
+
+    def stop(self) -> None:
+        self.writer.stop()
+
+
+class LiveHub:
+    """Fans the bridge's live messages out to every connected browser (one bounded queue each)."""
+
+    def __init__(self) -> None:
+        self._clients: set[queue.Queue[tuple[str, str]]] = set()
+        self._lock = threading.Lock()
+        self.doors: dict[str, str] = {}
+        """Door key -> the latest retained DoorState JSON, for pages that render the board."""
+
+    @contextmanager
+    def subscribe(self) -> Iterator[queue.Queue[tuple[str, str]]]:
+        q: queue.Queue[tuple[str, str]] = queue.Queue(CLIENT_QUEUE)
+        with self._lock:
+            self._clients.add(q)
+        try:
+            yield q
+        finally:
+            with self._lock:
+                self._clients.discard(q)
+
+    def publish(self, kind: str, data: str) -> None:
+        with self._lock:
+            clients = list(self._clients)
+        for q in clients:
+            try:
+                q.put_nowait((kind, data))
+            except queue.Full:  # a stalled browser: tell it to reload rather than grow without bound
+                with self._lock:
+                    self._clients.discard(q)
+
+    @property
+    def client_count(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+
+class BridgeLink:
+    """The console's MQTT client: the bridge's events and door states in, operators' commands out."""
+
+    def __init__(self, config: SiteConfig, hub: LiveHub) -> None:
+        self.config = config
+        self.hub = hub
+        self.prefix = config.mqtt.topic_prefix.rstrip("/")
+        cfg = config.mqtt
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"badge-bridge-console-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, os.environ.get(PASSWORD_ENV) or cfg.password)
+        if cfg.tls:
+            self.client.tls_set(ca_certs=str(config.path(cfg.ca_file)) if cfg.ca_file else None)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self.client.on_disconnect = lambda *_: self.connected.clear()
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, keepalive=self.config.mqtt.keepalive_s,
+                                  properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+        if reason.is_failure:
+            log.error("console: MQTT broker refused the connection: %s", reason)
+            return
+        no_delay(client)
+        client.subscribe([(f"{self.prefix}/bridge/events", 0), (f"{self.prefix}/bridge/doors/+", 1),
+                          (f"{self.prefix}/bridge/status", 1)])
+        self.connected.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if msg.topic.endswith("/bridge/events"):
+                self.hub.publish("events", c.PublishedEvents.model_validate_json(msg.payload).model_dump_json())
+            elif "/bridge/doors/" in msg.topic:
+                state = c.DoorState.model_validate_json(msg.payload)
+                self.hub.doors[state.door] = state.model_dump_json()
+                self.hub.publish("door", self.hub.doors[state.door])
+            elif msg.topic.endswith("/bridge/status"):
+                self.hub.publish("bridge", c.BridgeStatus.model_validate_json(msg.payload).model_dump_json())
+        except ValidationError as exc:
+            log.warning("console: ignored an off-contract message on %s: %s", msg.topic, exc.errors()[:1])
+
+    def command(self, cmd: c.ConsoleCommand) -> None:
+        """Send an operator's command to the bridge; raises when the broker is unreachable."""
+        if not self.connected.is_set():
+            raise ConnectionError("the console is not connected to the broker; the command was not sent")
+        info = self.client.publish(f"{self.prefix}/console/commands", cmd.model_dump_json(), qos=1)
+        info.wait_for_publish(5)
+        if not info.is_published():
+            raise ConnectionError("the broker did not acknowledge the command in time")
+
+
+class Services:
+    """Built once per app by the factory and kept in ``app.extensions["badge_bridge"]``."""
+
+    def __init__(self, config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link: bool = True) -> None:
+        self.config = config
+        self.engine = engine
+        self.keys = keys
+        self.audit = ConsoleAudit(engine, config, keys)
+        self.hub = LiveHub()
+        self.link = BridgeLink(config, self.hub) if mqtt_link else None
+        if self.link is not None:
+            self.link.start()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        self.audit.stop()

@@ -1,0 +1,72 @@
+"""Console users (admins only): add with a generated password shown once, disable, reset a password."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import SelectField, StringField
+from wtforms.validators import DataRequired, Length
+
+from badge_bridge import people as admin
+from badge_bridge.models import ConsoleUser
+from web.auth import role_required
+from web.changes import admin_change, form_errors, read
+
+bp = Blueprint("users", __name__, url_prefix="/users")
+
+
+class UserForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(min=2, max=64)])
+    role = SelectField("Role", choices=[(r, r) for r in admin.ROLES])
+
+
+class ActionForm(FlaskForm):
+    pass
+
+
+@bp.route("")
+@role_required("admin")
+def index() -> Any:
+    users = read(lambda s: list(s.scalars(select(ConsoleUser).order_by(ConsoleUser.username))))
+    return render_template("users.html", users=users, form=UserForm(), action=ActionForm())
+
+
+@bp.route("", methods=["POST"])
+@role_required("admin")
+def add() -> Any:
+    form = UserForm()
+    if form.validate_on_submit():
+        password = secrets.token_urlsafe(15)
+        if admin_change(admin.add_user, form.username.data, form.role.data, password,
+                        done=f"User {form.username.data} added.") is not None:
+            flash(f"Password for {form.username.data}, shown once: {password}", "secret")
+    else:
+        form_errors(form)
+    return redirect(url_for("users.index"))
+
+
+@bp.route("/<int:user_id>/<any(enable, disable):action>", methods=["POST"])
+@role_required("admin")
+def toggle(user_id: int, action: str) -> Any:
+    if ActionForm().validate_on_submit():
+        if action == "disable" and str(user_id) == current_user.id:
+            flash("You cannot disable yourself.", "error")
+        else:
+            admin_change(admin.set_user_active, user_id, action == "enable", done=f"User {action}d.")
+    return redirect(url_for("users.index"))
+
+
+@bp.route("/<int:user_id>/password", methods=["POST"])
+@role_required("admin")
+def reset(user_id: int) -> Any:
+    if ActionForm().validate_on_submit():
+        password = secrets.token_urlsafe(15)
+        user = admin_change(admin.reset_password, user_id, password, done="Password reset.")
+        if user is not None:
+            flash(f"New password for {user.username}, shown once: {password}", "secret")
+    return redirect(url_for("users.index"))
