@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 KEY = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DATABASE_URL_ENV = "BADGE_BRIDGE_DATABASE_URL"
+MQTT_HOST_ENV, MQTT_PORT_ENV = "BADGE_BRIDGE_MQTT_HOST", "BADGE_BRIDGE_MQTT_PORT"
+"""Override the broker of the site file (a standby broker, the demo's own)."""
 
 
 class ConfigError(Exception):
@@ -317,6 +319,11 @@ def load_config(path: str | Path) -> SiteConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     raw["base_dir"] = path.resolve().parent
+    mqtt = raw.setdefault("mqtt", {}) if isinstance(raw.get("mqtt", {}), dict) else {}
+    if os.environ.get(MQTT_HOST_ENV):
+        mqtt["host"] = os.environ[MQTT_HOST_ENV]
+    if os.environ.get(MQTT_PORT_ENV, "").isdigit():
+        mqtt["port"] = int(os.environ[MQTT_PORT_ENV])
     try:
         return SiteConfig.model_validate(raw)
     except ValidationError as exc:

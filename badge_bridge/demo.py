@@ -8,8 +8,11 @@ admin a fresh password (only a hash is stored, so the old one cannot be printed 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +23,7 @@ from sqlalchemy.orm import Session
 from badge_bridge import db, logs, people
 from badge_bridge.audit import AuditWriter
 from badge_bridge.bridge import Bridge
-from badge_bridge.config import SiteConfig, load_config
+from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
@@ -54,20 +57,26 @@ def seed(session: Session, pepper: bytes) -> list[Event]:
     return audited
 
 
-def reset_admin(session: Session) -> tuple[str, list[Event]]:
-    password = secrets.token_urlsafe(12)
-    user = session.scalar(select(ConsoleUser).where(ConsoleUser.username == "admin"))
-    if user is None:
-        _, event = people.add_user(session, ACTOR, "admin", "admin", password)
-        return password, [event]
-    user.password_hash = people.hasher.hash(password)
-    now = datetime.now(UTC)
-    return password, [Event(id=Event.new_id("admin.password_reset"), kind="admin.password_reset", source=ACTOR,
-                            ts=now, received_ts=now, subject={"user": "admin"}, detail={"by": "make demo"})]
+DEMO_USERS = ("admin", "supervisor", "guard", "auditor")
+"""One console login per role, named after it."""
 
 
-def build(config: SiteConfig) -> tuple[Engine, KeyStore, str]:
-    """The demo database, keys and people; returns the console admin's fresh password."""
+def reset_logins(session: Session) -> tuple[dict[str, str], list[Event]]:
+    """Fresh passwords for the demo's console users (only hashes are stored, so old ones cannot be shown)."""
+    passwords, audited = {}, []
+    for role in DEMO_USERS:
+        password = passwords[role] = secrets.token_urlsafe(12)
+        user = session.scalar(select(ConsoleUser).where(ConsoleUser.username == role))
+        if user is None:
+            _, event = people.add_user(session, ACTOR, role, role, password)
+        else:
+            _, event = people.reset_password(session, ACTOR, user.id, password)
+        audited.append(event)
+    return passwords, audited
+
+
+def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
+    """The demo database, keys and people; returns the console logins' fresh passwords."""
     keys = KeyStore(config.keys_dir())
     keys.ensure()
     db_path = db.sqlite_path(config.database_url())
@@ -78,14 +87,14 @@ def build(config: SiteConfig) -> tuple[Engine, KeyStore, str]:
     with Session(engine) as session, session.begin():
         sync_site(session, config)
         audited = seed(session, keys.pin_pepper())
-        password, more = reset_admin(session)
+        passwords, more = reset_logins(session)
         audited += more
     writer = AuditWriter(engine, f"{config.site.instance}.demo", keys.signer())
     writer.start()
     for event in audited:
         writer.submit(event)
     writer.stop()
-    return engine, keys, password
+    return engine, keys, passwords
 
 
 @click.command()
@@ -97,7 +106,7 @@ def main(config_path: str, seconds: float | None) -> None:
     logs.setup("text", logging.INFO)
     logging.getLogger("badge_bridge.ingest").setLevel(logging.DEBUG)  # show every decision
     config = load_config(config_path)
-    engine, keys, password = build(config)
+    engine, keys, passwords = build(config)
     broker = Broker(config.path("var/demo-mosquitto"))
     broker.start()
     config = config.model_copy(update={
@@ -106,18 +115,23 @@ def main(config_path: str, seconds: float | None) -> None:
     })
     bridge = Bridge(config, engine, keys)
     sims: dict[str, SimController] = {}
+    console: subprocess.Popen[bytes] | None = None
     stop = threading.Event()
     try:
         bridge.start()
         sims = controllers_from_site(config, keys)
         traffic = threading.Thread(target=run_demo_traffic, args=(sims, DEMO_PEOPLE, stop), daemon=True)
         traffic.start()
-        _banner(config, engine, password, broker.port, bridge)
+        console = _start_console(config_path, broker.port)
+        _banner(config, engine, passwords, broker.port, bridge)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait(seconds)
         stop.set()
     finally:
+        if console is not None:
+            console.terminate()
+            console.wait(15)
         for sim in sims.values():
             sim.close()
         bridge.stop()
@@ -125,12 +139,20 @@ def main(config_path: str, seconds: float | None) -> None:
         click.echo("demo stopped; `badge-bridge -c site.example.toml audit verify` checks what it logged")
 
 
-def _banner(config: SiteConfig, engine: Engine, password: str, port: int, bridge: Bridge) -> None:
+def _start_console(config_path: str, broker_port: int) -> subprocess.Popen[bytes]:
+    """The console as its own process (gunicorn), on the demo's broker."""
+    env = {**os.environ, MQTT_PORT_ENV: str(broker_port)}
+    return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, "console"], env=env)
+
+
+def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port: int, bridge: Bridge) -> None:
     metrics = bridge.metrics_server.server_address[1] if bridge.metrics_server else "?"
     prefix = config.mqtt.topic_prefix
+    logins = "\n".join(f"    {role:<11} {role} / {password}" for role, password in passwords.items())
     click.echo(f"""
 badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}
-  console admin:   admin / {password}
+  console:         http://{config.console.host}:{config.console.port}/   logins (user / password):
+{logins}
   MQTT broker:     127.0.0.1:{port}   watch: mosquitto_sub -p {port} -t '{prefix}/bridge/#' -v
   metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
   simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")}
