@@ -329,7 +329,9 @@ def console(app: App, port: int | None) -> None:
     config = app.config
     if port is not None:
         config = config.model_copy(update={"console": config.console.model_copy(update={"port": port})})
-    ConsoleServer(create_app(config, app.engine(), app.keys), config).run()
+    engine = app.engine()  # checked here, so a bad database is one clear line, not a crashing worker
+    engine.dispose()
+    ConsoleServer(lambda: create_app(config, app.engine(), app.keys), config).run()
 
 
 # --- controllers and the MQTT contract -------------------------------------------------------------

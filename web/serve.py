@@ -3,6 +3,7 @@ HTTPS when the site file names a certificate and key."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -12,8 +13,11 @@ from badge_bridge.config import SiteConfig
 
 
 class ConsoleServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Flask, config: SiteConfig) -> None:
-        self.app = app
+    """``factory`` builds the app inside the worker: the app's threads (MQTT link, audit writer) would not
+    survive gunicorn's fork if the app were built in the master."""
+
+    def __init__(self, factory: Callable[[], Flask], config: SiteConfig) -> None:
+        self.factory = factory
         self.site = config
         super().__init__()
 
@@ -36,4 +40,4 @@ class ConsoleServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return self.app
+        return self.factory()

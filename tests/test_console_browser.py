@@ -1,0 +1,241 @@
+"""The console end to end in a real headless Chromium: a seeded SQLite site, the bridge in process, a
+simulated lobby controller on the test's own Mosquitto, and the console served over real HTTP.
+
+A supervisor logs in, watches a grant arrive in the live feed without a reload, sees the alarm banner when
+the door is forced, acknowledges the alarm and unlocks the main entrance from the doors board; a guard
+watching the board sees the lock change live and has no unlock buttons. Full-page screenshots of each step
+go to ``test-artifacts/console/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from badge_bridge import people
+from badge_bridge.bridge import Bridge
+from badge_bridge.config import SiteConfig, load_config
+from badge_bridge.controllers import contract as c
+from badge_bridge.db import make_engine
+from badge_bridge.keys import KeyStore
+from badge_bridge.models import Alarm
+from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.controller import SimController
+from badge_bridge.site_sync import sync_site
+from tests.conftest import IN_CI, ROOT, write_site
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "test-artifacts" / "console"
+VIEWPORT = {"width": 1440, "height": 900}
+PASSWORD = "correct horse battery staple"
+TIMEOUT_MS = 15_000
+
+
+def _require_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is not installed (CI=true: a missing browser is a failure)")
+        pytest.skip(f"{CHROMIUM} is not installed (make test installs the Debian package chromium)")
+
+
+@dataclass
+class Console:
+    url: str
+    config: SiteConfig
+    engine: Engine
+    lobby: SimController
+
+
+@pytest.fixture
+def console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore) -> Iterator[Console]:
+    """Seeded site, running bridge, the lobby controller and the console on a free port."""
+    _require_chromium()
+    from web import create_app
+    from web.auth import limiter
+
+    config = load_config(write_site(tmp_path, sqlite_url, broker_port=broker.port))
+    engine = make_engine(sqlite_url)
+    with Session(engine) as session, session.begin():
+        sync_site(session, config)
+        ada, _ = people.add_person(session, "test", "Ada", levels=["staff"])
+        people.add_credential(session, "test", ada.id, "wiegand26", "12:1001", pepper=keys.pin_pepper())
+        people.add_user(session, "test", "sam", "supervisor", PASSWORD)
+        people.add_user(session, "test", "gus", "guard", PASSWORD)
+
+    bridge = Bridge(config, engine, keys)
+    bridge.start()
+    readers = {r.key: r.door for r in config.readers if r.controller == "ctl-lobby"}
+    lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"),
+                          readers=readers, walk_delay_s=0.05, walk_fraction=0.05)
+    app = server = thread = None
+    try:
+        lobby.wait_connected()
+        lobby.wait_for(lambda: lobby.bridge_online is True)
+        app = create_app(config, engine, keys, mqtt_link=True)
+        svc = app.extensions["badge_bridge"]
+        assert svc.link.connected.wait(10), "the console did not connect to the test broker"
+        limiter.reset()  # the login limit is per address and process-wide: other tests' logins must not count
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name="console-http", daemon=True)
+        thread.start()
+        yield Console(f"http://127.0.0.1:{server.server_port}", config, engine, lobby)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if app is not None:
+            app.extensions["badge_bridge"].stop()
+        lobby.close()
+        bridge.stop()
+        engine.dispose()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shots() -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
+    return SHOTS
+
+
+class Watched:
+    """A page whose script errors and console errors (a CSP refusal shows up there) fail the test."""
+
+    def __init__(self, browser, base: str) -> None:  # noqa: ANN001
+        self.context = browser.new_context(viewport=VIEWPORT, base_url=base)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(f"script error: {exc}"))
+        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
+
+    def login(self, username: str, shot: Path | None = None) -> None:
+        page = self.page
+        page.goto("/login")
+        if shot is not None:
+            page.screenshot(path=str(shot), full_page=True, animations="disabled")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button:has-text('Log in')")
+        page.wait_for_url("**/")
+        page.wait_for_selector("#live-state:has-text('live')")
+
+    def shot(self, path: Path) -> None:
+        self.page.screenshot(path=str(path), full_page=True, animations="disabled")
+
+    def mark(self) -> None:
+        """Tag the loaded document: ``still_same_document`` is False after any reload or navigation."""
+        self.page.evaluate("window.__notReloaded = true")
+
+    def still_same_document(self) -> bool:
+        return bool(self.page.evaluate("window.__notReloaded === true"))
+
+
+def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path) -> None:  # noqa: ANN001
+    sup = Watched(browser, console.url)
+    sup.login("sam", shot=shots / "01-login.png")
+    page = sup.page
+    assert page.inner_text("header .who span") == "sam · supervisor"
+    assert page.inner_text("#alarm-count") == "0"
+    sup.mark()
+
+    # a card at the main entrance: the grant and the walk-through arrive in the feed, no reload
+    console.lobby.present("main-in", None, "wiegand26", "12:1001")
+    grant = console.lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Grant))
+    assert grant.door == "main-entrance"
+    page.wait_for_selector("#feed tbody tr.new[data-kind='access.granted'][data-door='main-entrance']")
+    page.wait_for_selector("#feed tbody tr.new[data-kind='door.closed'][data-door='main-entrance']")
+    granted = page.locator("#feed tbody tr[data-kind='access.granted']").first
+    assert '"person":1' in granted.inner_text().replace(" ", "")
+    assert sup.still_same_document()
+    assert page.is_hidden("#alarm-banner")
+    sup.shot(shots / "02-live-feed.png")
+
+    # the door opens with no grant: forced, the red banner, the count goes up, the title says so
+    console.lobby.open_door("main-entrance")
+    banner = page.wait_for_selector("#alarm-banner:not([hidden])")
+    assert "door.forced at main-entrance" in banner.inner_text()
+    page.wait_for_selector("#alarm-count.hot:has-text('1')")
+    page.wait_for_selector("#feed tbody tr.alarm[data-kind='alarm.raised']")
+    assert page.title().startswith("(1) ALARM")
+    assert sup.still_same_document()
+    sup.shot(shots / "03-alarm-banner.png")
+    console.lobby.close_door("main-entrance")
+    page.wait_for_selector("#feed tbody tr.new[data-kind='door.closed'] >> nth=0")
+
+    # the alarm queue: acknowledge with a comment
+    with Session(console.engine) as session:
+        alarm = session.scalars(select(Alarm)).one()
+    assert (alarm.kind, alarm.state, alarm.door) == ("door.forced", "open", "main-entrance")
+    page.click("nav a[href='/alarms']")
+    row = f"#alarm-{alarm.id}"
+    page.wait_for_selector(f"{row} .pill.open")
+    comment = "Checked on camera: courier pushed the door, escorted out"
+    page.fill(f"{row} form[action$='/acknowledge'] [name=comment]", comment)
+    page.click(f"{row} form[action$='/acknowledge'] button")
+    page.wait_for_selector(f"{row} .pill.acknowledged")
+    assert comment in page.inner_text(row)
+    assert "sam" in page.inner_text(row)
+    assert page.inner_text("#alarm-count") == "0"
+    assert page.is_visible(f"{row} form[action$='/resolve']")  # a supervisor may resolve it next
+    with Session(console.engine) as session:
+        acked = session.get(Alarm, alarm.id)
+        assert acked is not None
+        assert (acked.state, acked.acknowledged_by, acked.comment) == ("acknowledged", "sam", comment)
+        assert acked.acknowledged_at is not None
+    sup.shot(shots / "04-alarms-queue.png")
+
+    # a guard has the doors board open: it sees no unlock, and it will see the unlock live
+    guard = Watched(browser, console.url)
+    guard.login("gus")
+    assert guard.page.inner_text("header .who span") == "gus · guard"
+    guard.page.click("nav a[href='/doors']")
+    guard.page.wait_for_selector("#door-main-entrance .door-lock:has-text('locked')")
+    assert guard.page.locator("form[action$='/unlock']").count() == 0
+    assert guard.page.locator("button", has_text="Unlock").count() == 0
+    assert guard.page.locator("button", has_text="Lock down").count() == 0
+    guard.page.wait_for_selector("#live-state:has-text('live')", state="attached")
+    guard.mark()
+
+    # the supervisor unlocks the main entrance with a reason
+    page.click("nav a[href='/doors']")
+    door = "#door-main-entrance"
+    page.wait_for_selector(f"{door} .door-lock:has-text('locked')")
+    page.fill(f"{door} form[action$='/unlock'] [name=reason]", "Delivery of rack, dock closed")
+    page.click(f"{door} form[action$='/unlock'] button")
+    unlock = console.lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Unlock))
+    assert (unlock.door, unlock.by, unlock.reason, unlock.duration_s) == (
+        "main-entrance", "sam", "Delivery of rack, dock closed", None)
+    page.wait_for_selector(".flash.info:has-text('Unlock of main-entrance until locked sent')")
+    page.wait_for_selector(f"{door} .door-lock:text-is('unlocked')")
+    sup.shot(shots / "05-doors-board.png")
+    guard.page.wait_for_selector(f"{door} .door-lock:text-is('unlocked')")
+    assert guard.still_same_document()
+    guard.shot(shots / "06-doors-board-guard.png")
+
+    assert sup.errors == [] and guard.errors == []
+    for name in ("01-login", "02-live-feed", "03-alarm-banner", "04-alarms-queue", "05-doors-board",
+                 "06-doors-board-guard"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000, name
