@@ -26,6 +26,7 @@ class DoorStatus:
     lock: str = "locked"
     """locked, unlocked (held unlocked by an operator) or lockdown."""
     authorized_until: datetime | None = None
+    unlocked_until: datetime | None = None
     opened_at: datetime | None = None
     alarms: set[str] = field(default_factory=set)
     online: bool = True
@@ -45,8 +46,17 @@ class DoorMonitor:
         if status.authorized_until is None or until > status.authorized_until:
             status.authorized_until = until
 
-    def set_lock(self, door: str, lock: str) -> None:
-        self.doors[door].lock = lock
+    def set_lock(self, door: str, lock: str, until: datetime | None = None) -> None:
+        """``until``: a timed unlock, which ``relock`` ends."""
+        status = self.doors[door]
+        status.lock, status.unlocked_until = lock, until if lock == "unlocked" else None
+
+    def relock(self, now: datetime) -> list[str]:
+        """Doors whose timed unlock has just ended."""
+        ended = [s.key for s in self.doors.values() if s.unlocked_until is not None and now >= s.unlocked_until]
+        for key in ended:
+            self.set_lock(key, "locked")
+        return ended
 
     def opened(self, door: str, at: datetime) -> list[str]:
         status = self.doors[door]

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 REQUEST_MAX_AGE = timedelta(seconds=10)
 MAX_FUTURE = timedelta(minutes=5)
 RECENT_IDS = 200_000
+SILENT_START = timedelta(seconds=30)
+"""A controller that has said nothing this long after the bridge started is reported offline."""
 Ack = Callable[[], None]
 SendCommand = Callable[[str, c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown], None]
 
@@ -98,6 +100,7 @@ class Processor:
                 if area:
                     self.area_doors.setdefault(area, set()).add(d.key)
         self.online: dict[str, bool] = {}
+        self.started = datetime.now(UTC)
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.counters = Counters()
 
@@ -314,8 +317,16 @@ class Processor:
     # --- time and operators --------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> None:
-        """Raise held-open alarms; called a few times a second by the bridge."""
+        """Raise held-open alarms, end timed unlocks, and mark controllers that never reported as offline;
+        called a few times a second by the bridge."""
         with self.lock:
+            for door in self.doors.relock(now):
+                self.on_door(door)
+            if now - self.started > SILENT_START:
+                for controller in self.controllers:
+                    if controller not in self.online:
+                        cause = f"{controller}:silent-since-start:{self.started.isoformat()}"
+                        self._emit(self._status(controller, False, now, cause), None)
             for door, kind in self.doors.tick(now):
                 event = Event(id=f"{kind}:{door}:{now.isoformat()}", kind=kind, source=self.config.site.instance,
                               ts=now, door=door, detail={"limit_s": self.doors.doors[door].held_open_limit_s})
@@ -333,12 +344,10 @@ class Processor:
                 self.reject("console", exc.code, str(exc), payload, where=where, ack=ack)
                 return
             now = datetime.now(UTC)
+            lock = {"unlock": "unlocked", "lock": "locked", "lockdown": "lockdown", "lift_lockdown": "locked"}[cmd.type]
+            until = now + timedelta(seconds=cmd.duration_s) if cmd.type == "unlock" and cmd.duration_s else None
             for door in doors:
-                lock = {"unlock": "unlocked", "lock": "locked", "lockdown": "lockdown", "lift_lockdown": "locked"}
-                self.doors.set_lock(door, lock[cmd.type])
-                if cmd.type == "unlock" and cmd.duration_s is not None:
-                    self.doors.doors[door].lock = "locked"
-                    self.doors.authorize(door, now, cmd.duration_s)
+                self.doors.set_lock(door, lock, until)
                 self.on_door(door)
             if cmd.type == "lockdown":
                 if cmd.door is None and cmd.area is None:
