@@ -133,7 +133,9 @@ class Bridge:
     @staticmethod
     def _admin_fingerprint(session: Session) -> int:
         """Changes to people and credentials are audited as admin.* events: the newest one's id changes."""
-        return session.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.kind.like("admin.%"))) or 0
+        # A range rather than LIKE 'admin.%', so the kind index serves it: this runs every two seconds.
+        return session.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.kind >= "admin.",
+                                                                     AuditEntry.kind < "admin/")) or 0
 
     # --- timers --------------------------------------------------------------------------------------
 

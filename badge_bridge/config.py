@@ -105,6 +105,12 @@ class ConsoleSection(_Model):
     workers_threads: int = Field(64, ge=4, le=1024)
     """Threads serving requests; every open live feed holds one."""
 
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> ConsoleSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both for HTTPS, or neither")
+        return self
+
 
 class AreaConfig(_Model):
     key: KEY

@@ -11,7 +11,6 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import case, select, update
-from sqlalchemy.engine import Connection
 from wtforms import SelectField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
@@ -51,19 +50,21 @@ def _assignees() -> list[tuple[str, str]]:
 
 def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[str, object],
           detail: dict[str, object]) -> None:
+    """Move the alarm on only if it is still in an allowed state (two operators may click at once: one
+    wins, the other is told), then audit the step."""
     alarm = read(lambda s: s.get(Alarm, alarm_id))
     if alarm is None:
         abort(404)
-    if alarm.state not in allowed_from:
-        flash(f"Alarm {alarm_id} is {alarm.state}: nothing to {kind.split('_')[-1]}.", "error")
+    with services().session() as session, session.begin():
+        moved = session.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed_from))
+                                .values(**values)).rowcount
+    if not moved:
+        current = read(lambda s: s.get(Alarm, alarm_id))
+        flash(f"Alarm {alarm_id} is {current.state if current else 'gone'}: it cannot be {kind.replace('_', ' ')}.",
+              "error")
         return
-
-    def effect(conn: Connection) -> None:
-        conn.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed_from)).values(**values))
-
     services().audit.record(f"alarm.{kind}", current_user.username, door=alarm.door,
-                            subject={"alarm": alarm.event_id}, detail={"alarm_kind": alarm.kind, **detail},
-                            effect=effect)
+                            subject={"alarm": alarm.event_id}, detail={"alarm_kind": alarm.kind, **detail})
     flash(f"Alarm {alarm_id} {kind.replace('_', ' ')}.", "info")
 
 

@@ -120,7 +120,7 @@ def login() -> Any:
             session.permanent = True
             login_user(user)
             svc.audit.record("console.login", user.username, detail={"address": request.remote_addr})
-            return redirect(_safe_next() or url_for("live.feed" if user.role != "auditor" else "events.search"))
+            return redirect(_safe_next() or url_for("live.feed" if user.role != "auditor" else "events.index"))
         svc.audit.record("console.login_failed", name[:64] if name.isprintable() else "?",
                          detail={"address": request.remote_addr})
         flash("Wrong user name or password.", "error")
@@ -135,8 +135,11 @@ def _check(stored: str, password: str) -> bool:
 
 
 def _safe_next() -> str | None:
+    """A path on this site, or None: a browser reads ``//host`` and ``/\\host`` as another host, and a control
+    character such as a tab is dropped on the way (``/<tab>/host`` leaves as ``//host``)."""
     target = request.args.get("next", "")
-    return target if target.startswith("/") and not target.startswith("//") else None
+    local = target.startswith("/") and not target.startswith("//") and "\\" not in target and target.isprintable()
+    return target if local else None
 
 
 class LogoutForm(FlaskForm):

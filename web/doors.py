@@ -49,10 +49,12 @@ def board() -> Any:
     states = {key: json.loads(raw) for key, raw in list(svc.hub.doors.items())}
     online: dict[str, bool] = read(lambda s: {k: v for k, v in s.execute(select(Controller.key, Controller.online))})
     door_controllers: dict[str, list[str]] = {}
-    for r in svc.config.readers:
-        door_controllers.setdefault(r.door, []).append(r.controller)
+    for r in svc.config.readers:  # a door's readers often share a controller: list it once
+        if r.controller not in door_controllers.setdefault(r.door, []):
+            door_controllers[r.door].append(r.controller)
+    # the bridge's door state decides, as it does when the page updates live; without one, the database
     offline_doors = {door for door, ctls in door_controllers.items()
-                     if (door in states and not states[door]["online"]) or any(not online.get(c) for c in ctls)}
+                     if (not states[door]["online"] if door in states else any(not online.get(c) for c in ctls))}
     lockdown = LockdownForm()
     lockdown.scope.choices = _scopes()
     return render_template("doors.html", doors=svc.config.doors, states=states, controllers=svc.config.controllers,

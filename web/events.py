@@ -1,17 +1,20 @@
 """The event log: search by door, area, kind, person and time, newest first, a page at a time.
 
 Pages are keyset-paginated on (device time, id), so the thousandth page costs what the first does; every
-filter has an index behind it (docs/console.md).
+filter has an index behind it (docs/console.md). A kind prefix (``access.``) is searched as the exact kinds
+in the log that start with it, one index range each: a ``LIKE`` has no index that keeps time order, so a
+rare or absent prefix used to scan the whole log (a third of a second at a million entries).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, false, select, text, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from badge_bridge.events import from_us, to_us
@@ -32,34 +35,60 @@ def _when(value: str) -> int | None:
         return None
 
 
-def search_query(args: dict[str, str], areas: dict[str, list[str]]) -> Select[tuple[AuditEntry]]:
-    """The filtered, ordered query for ``args`` (door, area, kind, person, since, until, before)."""
-    stmt = select(AuditEntry)
+def search_query(args: dict[str, str], areas: dict[str, list[str]],
+                 kinds: Iterable[str] | None = None) -> Select[tuple[AuditEntry]]:
+    """The filtered, ordered query for ``args`` (door, area, kind, person, since, until, before).
+
+    ``kinds``: the distinct kinds in the log (``log_kinds``); with them a kind prefix becomes those exact
+    kinds, each read newest first through the (kind, time) index. Without them, a ``LIKE``."""
+    where: list[Any] = []
     if args.get("door"):
-        stmt = stmt.where(AuditEntry.door == args["door"])
+        where.append(AuditEntry.door == args["door"])
     elif args.get("area") in areas:
-        stmt = stmt.where(AuditEntry.door.in_(areas[args["area"]]))
-    kind = args.get("kind", "")
-    if kind.endswith("."):
-        stmt = stmt.where(AuditEntry.kind.startswith(kind, autoescape=True))
-    elif kind:
-        stmt = stmt.where(AuditEntry.kind == kind)
+        where.append(AuditEntry.door.in_(areas[args["area"]]))
     if args.get("person", "").isdigit():
-        stmt = stmt.where(AuditEntry.person_id == int(args["person"]))
+        where.append(AuditEntry.person_id == int(args["person"]))
     since, until = _when(args.get("since", "")), _when(args.get("until", ""))
     if since is not None:
-        stmt = stmt.where(AuditEntry.ts_us >= since)
+        where.append(AuditEntry.ts_us >= since)
     if until is not None:
-        stmt = stmt.where(AuditEntry.ts_us < until)
+        where.append(AuditEntry.ts_us < until)
     before = args.get("before", "")
     if before.count(":") == 1 and before.replace(":", "").isdigit():
         ts, eid = (int(p) for p in before.split(":"))
-        stmt = stmt.where(tuple_(AuditEntry.ts_us, AuditEntry.id) < tuple_(ts, eid))
-    return stmt.order_by(AuditEntry.ts_us.desc(), AuditEntry.id.desc()).limit(PAGE + 1)
+        where.append(tuple_(AuditEntry.ts_us, AuditEntry.id) < tuple_(ts, eid))
+    kind = args.get("kind", "")
+    if kind.endswith(".") and kinds is not None:
+        exact = sorted(k for k in kinds if k.startswith(kind))
+        if not exact:
+            where.append(false())
+        elif len(exact) == 1:
+            where.append(AuditEntry.kind == exact[0])
+        else:  # the newest PAGE + 1 ids of each kind, then the newest of those
+            each = (select(AuditEntry.id).where(*where, AuditEntry.kind == k)
+                    .order_by(AuditEntry.ts_us.desc(), AuditEntry.id.desc()).limit(PAGE + 1).subquery() for k in exact)
+            where = [AuditEntry.id.in_(union_all(*(select(q.c.id) for q in each)))]
+    elif kind.endswith("."):
+        where.append(AuditEntry.kind.startswith(kind, autoescape=True))
+    elif kind:
+        where.append(AuditEntry.kind == kind)
+    return select(AuditEntry).where(*where).order_by(AuditEntry.ts_us.desc(), AuditEntry.id.desc()).limit(PAGE + 1)
+
+
+LOG_KINDS = text(
+    "WITH RECURSIVE k(kind) AS (SELECT MIN(kind) FROM audit_entry UNION ALL "
+    "SELECT (SELECT MIN(kind) FROM audit_entry WHERE kind > k.kind) FROM k WHERE k.kind IS NOT NULL) "
+    "SELECT kind FROM k WHERE kind IS NOT NULL")
+"""The distinct kinds, one index seek each (a loose index scan): a few dozen seeks, not a million rows."""
+
+
+def log_kinds(session: Session) -> list[str]:
+    return list(session.scalars(LOG_KINDS))
 
 
 def search(session: Session, args: dict[str, str], areas: dict[str, list[str]]) -> tuple[list[AuditEntry], str | None]:
-    rows = list(session.scalars(search_query(args, areas)))
+    kinds = log_kinds(session) if args.get("kind", "").endswith(".") else None
+    rows = list(session.scalars(search_query(args, areas, kinds)))
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     return rows, (f"{rows[-1].ts_us}:{rows[-1].id}" if more else None)

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask_login import current_user
 from sqlalchemy import select
 
 from badge_bridge.config import SiteConfig
-from badge_bridge.models import Alarm, AuditEntry
+from badge_bridge.models import Alarm, AuditEntry, ConsoleUser
 from web import services
 from web.auth import role_required
 from web.changes import read
@@ -42,7 +43,13 @@ def feed() -> Any:
 @role_required("guard")
 def stream() -> Response:
     """Server-sent events: ``events`` (a committed batch), ``door`` (a door's state), ``bridge`` (status)."""
-    hub = services().hub
+    svc = services()
+    hub, user_id = svc.hub, int(current_user.id)
+
+    def still_allowed() -> bool:
+        """A user disabled while watching loses the feed at the next heartbeat."""
+        with svc.session() as s:
+            return bool(s.scalar(select(ConsoleUser.active).where(ConsoleUser.id == user_id)))
 
     def generate() -> Iterator[str]:
         with hub.subscribe() as q:
@@ -53,6 +60,8 @@ def stream() -> Response:
                 try:
                     kind, data = q.get(timeout=HEARTBEAT_S)
                 except queue.Empty:
+                    if not still_allowed():
+                        return
                     yield ": heartbeat\n\n"
                     continue
                 yield f"event: {kind}\ndata: {data}\n\n"

@@ -73,7 +73,9 @@
     pill.textContent = label;
     pill.className = "pill " + (!s.online ? "offline" : s.alarms.length ? "alarm" : s.contact);
     tr.querySelector(".door-contact").textContent = s.contact;
-    tr.querySelector(".door-lock").textContent = s.lock;
+    const lock = tr.querySelector(".door-lock");
+    lock.textContent = s.lock;
+    lock.className = "door-lock lock-" + s.lock;
     tr.querySelector(".door-alarms").textContent = s.alarms.join(", ");
   }
 
