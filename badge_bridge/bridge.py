@@ -21,6 +21,7 @@ from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers import esp_rfid
 from badge_bridge.controllers.mqtt import MqttDriver
+from badge_bridge.controllers.osdp import OsdpBus
 from badge_bridge.db import describe
 from badge_bridge.events import Event
 from badge_bridge.ingest import RECENT_IDS, Processor
@@ -53,6 +54,7 @@ class Bridge:
         self._admin_mark: int | None = None
         self._synced: dict[str, str] = {}
         self._ticker: threading.Thread | None = None
+        self.buses: dict[str, OsdpBus] = {}
 
     def _lifecycle(self, kind: str) -> Event:
         now = datetime.now(UTC)
@@ -75,6 +77,10 @@ class Bridge:
         self.mqtt = MqttDriver(self.config, processor)
         self.writer.on_commit = self.mqtt.publish_events
         self.mqtt.start()
+        self.buses = {ctl.key: OsdpBus(self.config, ctl, processor, self.keys)
+                      for ctl in self.config.controllers if ctl.kind == "osdp"}
+        for bus in self.buses.values():
+            bus.start()
         collector = BridgeCollector(processor, self.writer, self.mqtt.connected.is_set)
         self.metrics_server = serve(collector, self.config.metrics.host, self.config.metrics.port)
         self._ticker = threading.Thread(target=self._tick_forever, name="ticker", daemon=True)
@@ -89,6 +95,8 @@ class Bridge:
         self.stopping.set()
         if self._ticker is not None:
             self._ticker.join(5)
+        for bus in self.buses.values():
+            bus.stop()
         if self.mqtt is not None:
             self.mqtt.stop()
         if self.metrics_server is not None:
@@ -167,8 +175,11 @@ class Bridge:
     # --- outbound ------------------------------------------------------------------------------------
 
     def _send(self, controller: str, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
-        assert self.mqtt is not None
-        self.mqtt.send(controller, command)
+        if controller in self.buses:
+            self.buses[controller].send(command)
+        else:
+            assert self.mqtt is not None
+            self.mqtt.send(controller, command)
 
     def _door(self, door: str) -> None:
         if self.mqtt is None or self.processor is None:

@@ -182,7 +182,10 @@ class ControllerConfig(_Model):
     kind: Literal["mqtt", "esp-rfid", "osdp"]
     port: str | None = None
     """Serial port of an OSDP bus."""
-    baud: int = 115200
+    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 115200
+    require_secure: bool = True
+    """OSDP: refuse to talk to a reader without secure channel (libosdp's EnforceSecure). Turning it off
+    is for a bench, never a building."""
     topic: str | None = Field(None, pattern=r"^[^#+\s]{1,128}$")
     """esp-rfid: the device's MQTT base topic (default: the controller key)."""
     device: str | None = Field(None, max_length=64)
@@ -206,6 +209,14 @@ class ReaderConfig(_Model):
     direction: Literal["in", "out"] = "in"
     kind: Literal["card", "keypad", "biometric"] = "card"
     osdp_address: int | None = Field(None, ge=0, le=126)
+    output: int = Field(0, ge=0, le=255)
+    """OSDP: the reader's output that drives the door strike."""
+    contact_input: int | None = Field(0, ge=0, le=255)
+    """OSDP: the reader's input wired to the door contact (1 = open); None if not wired."""
+    rex_input: int | None = Field(1, ge=0, le=255)
+    """OSDP: the reader's input wired to the request-to-exit button; None if not wired."""
+    install_mode: bool = False
+    """OSDP: let a new reader take its secure-channel key over the default key, once. Turn off afterwards."""
 
 
 class CameraConfig(_Model):
@@ -267,9 +278,21 @@ class SiteConfig(_Model):
         for i, d in enumerate(self.doors):
             ref(f"doors[{i}].area_in", d.area_in, areas, "area")
             ref(f"doors[{i}].area_out", d.area_out, areas, "area")
+        kinds = {c.key: c.kind for c in self.controllers}
+        addresses: set[tuple[str, int]] = set()
         for i, r in enumerate(self.readers):
             ref(f"readers[{i}].controller", r.controller, controllers, "controller")
             ref(f"readers[{i}].door", r.door, doors, "door")
+            if kinds.get(r.controller) == "osdp":
+                if r.osdp_address is None:
+                    errors.append(f"readers[{i}].osdp_address: a reader on an OSDP bus needs its address (0-126)")
+                elif (r.controller, r.osdp_address) in addresses:
+                    errors.append(f"readers[{i}].osdp_address: address {r.osdp_address} is used twice on bus "
+                                  f"{r.controller!r}")
+                addresses.add((r.controller, r.osdp_address or 0))
+        for i, ctl in enumerate(self.controllers):
+            if ctl.kind == "osdp" and not ctl.port:
+                errors.append(f"controllers[{i}].port: an OSDP bus needs its serial port, e.g. /dev/ttyUSB0")
         for i, c in enumerate(self.cameras):
             for j, door in enumerate(c.doors):
                 ref(f"cameras[{i}].doors[{j}]", door, doors, "door")

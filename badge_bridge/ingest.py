@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 REQUEST_MAX_AGE = timedelta(seconds=10)
 MAX_FUTURE = timedelta(minutes=5)
 RECENT_IDS = 200_000
+READER_KINDS = {"offline": ("reader.offline", "reader.online"),
+                "secure_channel_failed": ("reader.secure_channel_failed", "reader.secure_channel_ok")}
 SILENT_START = timedelta(seconds=30)
 """A controller that has said nothing this long after the bridge started is reported offline."""
 Ack = Callable[[], None]
@@ -100,6 +102,8 @@ class Processor:
                 if area:
                     self.area_doors.setdefault(area, set()).add(d.key)
         self.online: dict[str, bool] = {}
+        self.conditions: dict[tuple[str, str], bool] = {}
+        """(reader, condition) -> active, for bus readers."""
         self.started = datetime.now(UTC)
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.counters = Counters()
@@ -313,6 +317,34 @@ class Processor:
         elif previous is False:
             events.append(alarm_cleared("controller.offline", door=None, source=controller, cause=cause, ts=ts))
         return events
+
+    def reader_condition(self, controller: str, reader: str, condition: str, active: bool,
+                         detail: dict[str, object] | None = None) -> None:
+        """A bus reader's own trouble (OSDP): ``offline`` or ``secure_channel_failed``. Changes only: the
+        first report of a healthy reader is recorded as such, a trouble raises an alarm, its end clears it."""
+        with self.lock:
+            previous = self.conditions.get((reader, condition))
+            if previous == active or (previous is None and not active and condition != "offline"):
+                self.conditions[(reader, condition)] = active
+                return
+            self.conditions[(reader, condition)] = active
+            now = datetime.now(UTC)
+            door = self.readers[reader].door
+            if condition == "offline":
+                self.doors.doors[door].online = not active
+                self.on_door(door)
+            kind = READER_KINDS[condition][0 if active else 1]
+            cause = f"{reader}:{condition}:{now.isoformat()}"
+            events: list[tuple[Event, Effect | None]] = [
+                (Event(id=cause, kind=kind, source=controller, ts=now, door=door,
+                       detail={"reader": reader, **(detail or {})}), None)]
+            if active:
+                events.append(alarm_raised(f"reader.{condition}", door=door, source=reader, cause=cause, ts=now,
+                                           detail=detail))
+            elif previous:
+                events.append(alarm_cleared(f"reader.{condition}", door=door, source=reader, cause=cause, ts=now,
+                                            by_source=True))
+            self._emit(events, None)
 
     # --- time and operators --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ Layout of the keys folder::
     pin-pepper             32 random bytes; PIN hashes are HMAC-SHA256 under it
     sync-master            32 random bytes; each controller's sync key is HMAC-SHA256(master, controller key)
     console-secret         32 random bytes; signs the console's session cookies
+    osdp/<reader>.scbk     each OSDP reader's secure-channel base key, hex (made by `badge-bridge osdp keygen`)
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -140,6 +141,32 @@ class KeyStore:
 
     def pin_pepper(self) -> bytes:
         return self._secret("pin-pepper", "PIN pepper")
+
+    def osdp_key(self, reader: str) -> bytes | None:
+        """The reader's OSDP secure-channel base key (SCBK), or None if it has none yet."""
+        try:
+            key = bytes.fromhex((self.dir / "osdp" / f"{reader}.scbk").read_text().strip())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            raise KeyMaterialError(f"{self.dir / 'osdp' / reader}.scbk is not a hex key") from None
+        if len(key) != 16:
+            raise KeyMaterialError(f"{self.dir / 'osdp' / reader}.scbk must hold 16 bytes, not {len(key)}")
+        return key
+
+    def new_osdp_key(self, reader: str, *, replace: bool) -> bytes:
+        """A fresh SCBK from the OS's CSPRNG. Replacing a reader's key is an operator's decision (the CLI
+        audits it): the reader must be re-keyed at the same time, or it goes offline."""
+        path = self.dir / "osdp" / f"{reader}.scbk"
+        if path.exists() and not replace:
+            raise KeyMaterialError(f"reader {reader} already has a key; pass --replace to re-key it")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        key = secrets.token_bytes(16)
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        _write_private(tmp, key.hex().encode() + b"\n")
+        os.replace(tmp, path)
+        return key
 
     def console_secret(self) -> bytes:
         """Signs the console's session cookies; rotating it logs everybody out."""

@@ -37,14 +37,16 @@ def alarm_raised(kind: str, *, door: str | None, source: str, cause: str, ts: da
     return event, effect
 
 
-def alarm_cleared(kind: str, *, door: str | None, source: str, cause: str, ts: datetime) -> tuple[Event, Effect]:
-    """The condition ended. The alarm stays on the desk's queue until acknowledged."""
+def alarm_cleared(kind: str, *, door: str | None, source: str, cause: str, ts: datetime,
+                  by_source: bool = False) -> tuple[Event, Effect]:
+    """The condition ended. The alarm stays on the desk's queue until acknowledged. A door's alarms are
+    matched by door (whoever raised them); ``by_source`` matches one device's own alarms."""
     event = Event(id=f"alarm-cleared:{kind}:{cause}"[:128], kind="alarm.cleared", source=source, ts=ts, door=door,
                   detail={"alarm": kind, "cause": cause})
 
     def effect(conn: Connection) -> None:
         match = (Alarm.kind == kind) & (Alarm.cleared_at.is_(None))
-        match &= (Alarm.door == door) if door is not None else (Alarm.source == source)
+        match &= (Alarm.door == door) if door is not None and not by_source else (Alarm.source == source)
         conn.execute(update(Alarm).where(match).values(cleared_at=ts))
 
     return event, effect
