@@ -357,6 +357,34 @@ def controller_sync_key(app: App, key: str) -> None:
 
 
 @main.group()
+def osdp() -> None:
+    """OSDP readers on RS-485 buses."""
+
+
+@osdp.command("keygen")
+@click.argument("reader")
+@click.option("--replace", is_flag=True, help="Re-key a reader that already has a key (it must be re-keyed too).")
+@pass_app
+@fail_cleanly
+def osdp_keygen(app: App, reader: str, replace: bool) -> None:
+    """Make READER's secure-channel key (16 bytes from the OS's CSPRNG), audited. Load it into the reader,
+    or set `install_mode = true` for the reader once and let the bridge hand it over."""
+    import hashlib
+
+    known = {r.key for r in app.config.readers if r.osdp_address is not None}
+    if reader not in known:
+        raise ConfigError(f"reader {reader!r} is not an OSDP reader in {app.config_path} (known: {', '.join(sorted(known)) or 'none'})")
+    key = app.keys.new_osdp_key(reader, replace=replace)
+    key_id = hashlib.sha256(key).hexdigest()[:16]
+    now = datetime.now(UTC)
+    with app.change() as (_session, audited):
+        audited.append(Event(id=Event.new_id("admin.osdp_key_set"), kind="admin.osdp_key_set", source=app.actor,
+                             ts=now, received_ts=now, subject={"reader": reader},
+                             detail={"key_id": key_id, "replaced": replace}))
+    click.echo(f"reader {reader}: new secure-channel key {key.hex()} (key id {key_id}); restart the bridge")
+
+
+@main.group()
 def mqtt() -> None:
     """The MQTT contract."""
 
