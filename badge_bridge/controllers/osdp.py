@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 PIN_WAIT_S = 10.0
 """How long a card at a keypad or biometric reader waits for its PIN or finger."""
-RETRY_S = 5.0
-"""How soon a reader that dropped off is asked again."""
+RETRY_S = 1.0
+"""How soon a reader that dropped off is asked again (libosdp itself drops a reader on one bad frame)."""
 BIO_PREFIX = "bio:"
 """libosdp 3.2 has no BIOREAD/BIOMATCH: a biometric reader reports the identity it matched as an ASCII
 read "bio:<identity>" (docs/osdp.md)."""
@@ -135,9 +135,9 @@ class ReaderState:
     inputs: bytes = b""
     tamper: bool = False
     pending: Pending | None = None
+    online: bool = False
     offline_since: float | None = None
-    sc_failed: bool = False
-    events: int = 0
+    handshake_failures: int = 0
 
 
 @dataclass
@@ -254,37 +254,36 @@ class OsdpBus:
     def _notification(self, state: ReaderState, event: dict[str, object]) -> None:
         reader = state.config.key
         if event.get("type") == EventNotification.PeripheralDeviceStatus:
-            online = event.get("arg0") == 1
-            state.offline_since = None if online else time.monotonic()
-            self.processor.reader_condition(self.controller.key, reader, "offline", not online)
-            if online and state.sc_failed is False:
-                self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", False)
+            state.online = event.get("arg0") == 1
+            state.offline_since = None if state.online else time.monotonic()
+            if state.online:
+                state.handshake_failures = 0
+            self.processor.reader_condition(self.controller.key, reader, "offline", not state.online)
         elif event.get("type") == EventNotification.SecureChannelStatus:
             active, default_key = event.get("arg0") == 1, event.get("arg1") == 1
             if active and default_key and not state.config.install_mode:
-                state.sc_failed = True
                 self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", True,
                                                 {"why": "the reader is on the default key (SCBK-D)"})
             elif active:
-                state.sc_failed = False
                 self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", False)
-            elif self.controller.require_secure and state.offline_since is None:
-                state.sc_failed = True
-                self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", True,
-                                                {"why": "secure channel refused: wrong key, or no key on the reader"})
+            elif not state.online:
+                # A handshake that failed before the reader came online: once may be line noise, twice in a
+                # row is a wrong key (or none). A session lost while online is the offline alarm's business.
+                state.handshake_failures += 1
+                if state.handshake_failures >= 2:
+                    self.processor.reader_condition(
+                        self.controller.key, reader, "secure_channel_failed", True,
+                        {"why": "secure channel refused twice: wrong key, or no key on the reader"})
 
     def _card(self, state: ReaderState, event: dict[str, object]) -> None:
         data, bits = bytes(event.get("data", b"")), int(event.get("length", 0))  # type: ignore[call-overload]
         now = datetime.now(UTC)
         try:
-            if event.get("format") == CardFormat.ASCII:
-                text = data.decode("ascii", "replace")
-                if text.startswith(BIO_PREFIX) and state.config.kind == "biometric":
-                    self._biometric(state, text.removeprefix(BIO_PREFIX), now)
-                    return
-                card = c.Card(format="ascii", number=text)
-            else:
-                card = c.Card(raw_hex=data.hex(), bits=bits)
+            text = _text(event.get("format"), data, bits)
+            if text is not None and text.startswith(BIO_PREFIX) and state.config.kind == "biometric":
+                self._biometric(state, text.removeprefix(BIO_PREFIX), now)
+                return
+            card = c.Card(format="ascii", number=text) if text is not None else c.Card(raw_hex=data.hex(), bits=bits)
         except ValueError as exc:
             self.processor.reject(self.controller.key, "bad_card", f"reader {state.config.key}: {exc}",
                                   repr(event).encode(), where=f"osdp:{self.controller.key}:{state.config.key}",
@@ -418,6 +417,19 @@ class OsdpBus:
             time.sleep(0.02)
         self.cp.enable_pd(address)
         self.stats.recoveries += 1
+
+
+def _text(fmt: object, data: bytes, bits: int) -> str | None:
+    """The text of an ASCII read, or None for Wiegand bits. libosdp 3.2 drops reads in OSDP's (deprecated)
+    ASCII format, so readers send text as "unspecified" raw data: whole bytes of printable ASCII are text,
+    anything else is a bit string for the Wiegand decoder."""
+    if fmt == CardFormat.Wiegand or bits != len(data) * 8 or not data:
+        return None
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() and " " not in text else None
 
 
 def _bit(report: bytes, index: int) -> bool:

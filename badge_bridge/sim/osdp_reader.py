@@ -1,0 +1,555 @@
+"""Simulated OSDP readers on a simulated RS-485 bus, for tests and demos of the OSDP control-panel driver.
+
+The readers are real libosdp peripheral devices (``osdp.PeripheralDevice``) speaking OSDP with secure
+channel over ptys; the control panel opens ``PtyBus.cp_path`` with pyserial exactly as it would open
+``/dev/ttyUSB0``, so the driver under test runs unchanged.
+
+Conventions this simulator uses (the control-panel driver must read them the same way):
+
+- **Keypad**: ``keypad("1234")`` sends one KeyPress event whose data is the digits as ASCII followed by the
+  OSDP "#" (enter) code ``0x0D``. Per the OSDP spec a keypad sends ``'*'`` as ``0x7F`` and ``'#'`` as
+  ``0x0D``; those two characters in the argument are translated, and a trailing ``'#'`` in the argument
+  is the terminator (no second one is added).
+- **ASCII cards**: libosdp 3.2.9's PD silently drops ``CardFormat.ASCII`` reads (osdp_FMT is deprecated in
+  OSDP 2.2.2; it logs "OSDP_CARD_FMT_ASCII is deprecated. Ignoring"), so an ASCII card is sent as a raw read
+  of format ``CardFormat.Unspecified`` (0): ``data`` is the text's bytes, ``length`` is in bits
+  (``8 * len(data)``). Wiegand reads are ``CardFormat.Wiegand`` (1); the format tells the two apart.
+- **Biometrics**: libosdp 3.2.9 has no BIOREAD/BIOMATCH (the Python binding rejects both), so a
+  ``kind="biometric"`` reader reports the identity it matched as an ASCII card read (above) of
+  ``"bio:" + identity``: ``biometric("ada")`` -> CardRead format Unspecified, length 56, data ``b"bio:ada"``.
+  Only biometric readers advertise ``Capability.Biometrics``.
+- **Sizes**: card and keypad data are at most 64 bytes (``MAX_DATA``). libosdp's PD accepts longer keypad
+  data but the control panel cannot decode the reply and drops the reader for 300 s, so the sim refuses.
+- **Inputs** (Status event, type Input, one byte per input, ``1`` = active): input 0 is the door contact
+  (1 = open), input 1 is the request-to-exit button (1 = pressed); the rest stay 0.
+- **Local status** (Status event, type Local): ``[tamper, power]``, 1 = tamper / power failure.
+- **Outputs**: output 0 is the door strike relay, output 1 an auxiliary relay.
+
+libosdp gotchas handled here: Channel methods never raise (an exception wedges the refresh thread); the
+command handler always returns ``(0, None)`` (a NAK makes the control panel drop the reader for 300 s); and
+nothing that calls ``submit_event`` runs inside the command handler (it holds the lock ``submit_event`` needs).
+
+Not handled, because libosdp 3.2.9's PD cannot: a status *query* for inputs or outputs (``Command.Status``
+type Input / Output, i.e. osdp_ISTAT / osdp_OSTAT) is answered with a NAK whatever the handler returns, and
+the control panel then drops the reader for 300 s; a Local query (osdp_LSTAT) is answered ``[0, 0]``. A
+control panel should rely on the unsolicited Status events these readers send on every change.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import random
+import select
+import threading
+import tty
+from collections.abc import Callable
+from typing import Any, Literal
+
+from osdp import (
+    Capability,
+    CardFormat,
+    Channel,
+    Command,
+    Event,
+    LibFlag,
+    LogLevel,
+    PDCapabilities,
+    PdId,
+    PDInfo,
+    PeripheralDevice,
+    StatusReportType,
+)
+
+from badge_bridge.cards import encode_wiegand
+
+DOOR_CONTACT = 0
+"""Input number of the door contact (1 = open)."""
+REX = 1
+"""Input number of the request-to-exit button (1 = pressed)."""
+STRIKE = 0
+"""Output number of the door strike relay."""
+BIO_PREFIX = "bio:"
+"""A biometric match is reported as an ASCII card read of this prefix + the identity."""
+KEYPAD_CODES = {"*": 0x7F, "#": 0x0D}
+"""OSDP keypad codes for the two non-digit keys; ``#`` (0x0D) ends an entry."""
+N_RELAYS = 2
+MAX_DATA = 64
+"""Most bytes of card or keypad data one event can carry (libosdp 3.2.9)."""
+
+
+class PtyBus:
+    """An RS-485 multi-drop bus: one control panel and N readers sharing a half-duplex line.
+
+    Each endpoint is a pty pair. A relay thread reads the pty masters and copies what the control panel
+    (endpoint 0) sends to every reader (endpoints 1..n) and what any reader sends to the control panel,
+    as the shared wire would. Readers do not hear each other, which a real bus would allow but OSDP never
+    relies on.
+
+    ``noise`` is the probability, per forwarded chunk, of flipping one random bit (``corrupted`` counts
+    them) and, independently, of putting 1-8 random bytes on the line before the chunk (``garbage``
+    counts those bursts): the CRC, retries and resynchronisation of a real line. Note that libosdp 3.2.9's
+    control panel drops a reader for 300 s after a single reply with a bad CRC, so on a noisy bus the driver
+    has to reconnect it (``disable_pd`` + ``enable_pd``). ``cut(i)`` / ``restore(i)`` pull and replug reader
+    i's cable.
+
+    The bus keeps every pty slave open for its whole life, so an endpoint being closed and reopened (a
+    control panel restarting, a reader power-cycled) never makes the masters report a hang-up.
+    """
+
+    def __init__(self, n_readers: int, noise: float = 0.0, seed: int | None = None) -> None:
+        if n_readers < 1:
+            raise ValueError("a bus needs at least one reader endpoint")
+        self.noise = noise
+        self.corrupted = 0
+        self.garbage = 0
+        self._rng = random.Random(seed)
+        self._masters: list[int] = []
+        self._slaves: list[int] = []
+        for _ in range(n_readers + 1):
+            master, slave = pty.openpty()
+            tty.setraw(master)
+            tty.setraw(slave)
+            # A full pty (nobody reading that end) must drop bytes, not stall the whole bus.
+            os.set_blocking(master, False)
+            self._masters.append(master)
+            self._slaves.append(slave)
+        self._cut: set[int] = set()
+        self._claimed: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="osdp-ptybus", daemon=True)
+        self._thread.start()
+
+    @property
+    def n_readers(self) -> int:
+        return len(self._masters) - 1
+
+    @property
+    def cp_path(self) -> str:
+        """The serial device the control panel opens (a pty slave)."""
+        return os.ttyname(self._slaves[0])
+
+    def reader_fd(self, i: int) -> int:
+        """An fd for reader endpoint i (1..n), for an fd-based libosdp Channel. Owned by the bus: don't close it."""
+        self._check_reader(i)
+        return self._slaves[i]
+
+    def reader_path(self, i: int) -> str:
+        """The serial device of reader endpoint i (1..n), for a reader in another process."""
+        self._check_reader(i)
+        return os.ttyname(self._slaves[i])
+
+    def claim(self, i: int | None = None) -> int:
+        """Reserve reader endpoint i, or the lowest free one, for a SimReader; returns its number."""
+        with self._lock:
+            free = [n for n in range(1, len(self._masters)) if n not in self._claimed]
+            if i is None:
+                if not free:
+                    raise ValueError(f"all {self.n_readers} reader endpoints are in use")
+                i = free[0]
+            self._check_reader(i)
+            self._claimed.add(i)
+            return i
+
+    def cut(self, i: int) -> None:
+        """Pull reader i's cable: from now on nothing it sends or should receive gets through."""
+        self._check_reader(i)
+        with self._lock:
+            self._cut.add(i)
+
+    def restore(self, i: int) -> None:
+        """Plug reader i's cable back in."""
+        self._check_reader(i)
+        with self._lock:
+            self._cut.discard(i)
+
+    def close(self) -> None:
+        """Stop the relay and close every pty. Stop the readers and the control panel first."""
+        if self._closed:
+            return
+        self._closed = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(2)
+        for fd in (*self._masters, *self._slaves, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> PtyBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_reader(self, i: int) -> None:
+        if not 1 <= i < len(self._masters):
+            raise ValueError(f"reader endpoint {i}: this bus has endpoints 1..{self.n_readers}")
+
+    def _run(self) -> None:
+        cp = self._masters[0]
+        while not self._closed:
+            try:
+                ready, _, _ = select.select([*self._masters, self._wake_r], [], [], 0.5)
+            except (OSError, ValueError):
+                return  # closed underneath us
+            for fd in ready:
+                if fd == self._wake_r:
+                    return
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue
+                with self._lock:
+                    cut = set(self._cut)
+                if fd == cp:
+                    for i, dst in enumerate(self._masters[1:], start=1):
+                        if i not in cut:
+                            self._send(dst, data)
+                elif self._masters.index(fd) not in cut:
+                    self._send(cp, data)
+
+    def _send(self, fd: int, data: bytes) -> None:
+        if self.noise and self._rng.random() < self.noise:
+            self.garbage += 1
+            self._write(fd, self._rng.randbytes(self._rng.randint(1, 8)))
+        if self.noise and self._rng.random() < self.noise:
+            self.corrupted += 1
+            buf = bytearray(data)
+            buf[self._rng.randrange(len(buf))] ^= 1 << self._rng.randrange(8)
+            data = bytes(buf)
+        self._write(fd, data)
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass  # that end's buffer is full (nobody listening): the bytes are lost, as on a wire
+
+
+class _FdChannel(Channel):
+    """libosdp Channel over a raw tty fd, non-blocking. Never raises: libosdp cannot handle exceptions here."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def read(self, max_bytes: int) -> bytes:
+        try:
+            return os.read(self.fd, max_bytes)
+        except OSError:
+            return b""
+
+    def write(self, buf: bytes) -> int:
+        try:
+            return os.write(self.fd, buf)
+        except OSError:
+            return -1
+
+    def flush(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except OSError:
+            pass
+
+
+class _DaemonPD(PeripheralDevice):
+    """PeripheralDevice whose refresh thread is a daemon, so a test that dies early cannot hang the interpreter.
+
+    Same loop as ``PeripheralDevice.start`` (libosdp 3.2.9), which creates a non-daemon thread.
+    """
+
+    def start(self) -> None:
+        self.event = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(
+            name=f"osdp-pd-{self.address}", target=self.refresh, args=(self.event, self.lock, self.ctx), daemon=True
+        )
+        self.thread.start()
+
+
+ReaderKind = Literal["card", "keypad", "biometric"]
+
+
+class SimReader:
+    """An OSDP reader and the door it is wired to: a card/keypad/biometric head, a strike relay, a door contact
+    and a request-to-exit button, with a person who walks through when the strike is released.
+
+    ``bus_or_fd`` is a PtyBus (the reader takes ``endpoint``, or the next free one), a reader fd or a serial
+    device path. ``scbk=None`` with ``install_mode=True`` is a factory-fresh reader that accepts a key from
+    the control panel (KEYSET); the key it receives is kept in ``self.scbk`` and survives ``restart()``.
+    """
+
+    def __init__(
+        self,
+        address: int,
+        bus_or_fd: PtyBus | int | str,
+        scbk: bytes | None,
+        *,
+        kind: ReaderKind = "card",
+        install_mode: bool = False,
+        enforce_secure: bool = True,
+        inputs: int = 4,
+        walk_through: bool = True,
+        endpoint: int | None = None,
+    ) -> None:
+        if kind not in ("card", "keypad", "biometric"):
+            raise ValueError(f"reader kind {kind!r}: expected card, keypad or biometric")
+        if inputs < 2:
+            raise ValueError("a reader needs at least 2 inputs (door contact, request-to-exit)")
+        self.address = address
+        self.scbk = scbk
+        self.kind = kind
+        self.install_mode = install_mode
+        self.enforce_secure = enforce_secure
+        self.walk_through = walk_through
+        self.endpoint: int | None = None
+        self._owned_fd = False
+        if isinstance(bus_or_fd, PtyBus):
+            self.endpoint = bus_or_fd.claim(endpoint)
+            self._fd = bus_or_fd.reader_fd(self.endpoint)
+        elif isinstance(bus_or_fd, str):
+            self._fd = os.open(bus_or_fd, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            tty.setraw(self._fd)
+            self._owned_fd = True
+        else:
+            self._fd = bus_or_fd
+
+        self.commands: list[dict[str, Any]] = []
+        """Every command the control panel sent, in order, as libosdp's dicts."""
+        self.relay = [False] * N_RELAYS
+        """Current state of each output (True = energised)."""
+        self.led: dict[str, Any] | None = None
+        """The last LED command."""
+        self.buzzer: dict[str, Any] | None = None
+        """The last buzzer command."""
+        self.inputs = [0] * inputs
+        """Input levels as last reported: see DOOR_CONTACT, REX."""
+        self.tamper_active = False
+        self._cond = threading.Condition()
+        self._permanent = [False] * N_RELAYS
+        self._relay_timers: list[threading.Timer | None] = [None] * N_RELAYS
+        self._walk_timers: list[threading.Timer] = []
+        self._pd: _DaemonPD | None = None
+        self._start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def online(self) -> bool:
+        return self._pd is not None and bool(self._pd.is_online())
+
+    @property
+    def sc_active(self) -> bool:
+        return self._pd is not None and bool(self._pd.is_sc_active())
+
+    def stop(self) -> None:
+        """Power the reader off (idempotent). Closes the fd only if the reader opened it from a path."""
+        self._teardown()
+        if self._owned_fd:
+            self._owned_fd = False
+            os.close(self._fd)
+
+    def restart(self) -> None:
+        """Power-cycle the reader: outputs drop, the session is lost, a fresh libosdp PD starts on the same line."""
+        self._teardown()
+        self._start()
+
+    def _start(self) -> None:
+        channel = _FdChannel(self._fd)
+        channel.flush()  # bytes that arrived while powered off are gone
+        flags = []
+        if self.enforce_secure:
+            flags.append(LibFlag.EnforceSecure)
+        if self.install_mode:
+            flags.append(LibFlag.InstallMode)
+        ident = PdId(version=1, model=1, vendor_code=0x0B0B1E, serial_number=0x5100 + self.address, firmware_version=1)
+        info = PDInfo(self.address, channel, scbk=self.scbk, flags=flags, id=ident)
+        # NB: constructing a PeripheralDevice sets libosdp's process-wide log level.
+        self._pd = _DaemonPD(info, self._capabilities(), log_level=LogLevel.Warning, command_handler=self._on_command)
+        self._pd.start()
+
+    def _teardown(self) -> None:
+        with self._cond:
+            timers = [t for t in (*self._relay_timers, *self._walk_timers) if t is not None]
+            self._relay_timers = [None] * N_RELAYS
+            self._walk_timers = []
+            self.relay = [False] * N_RELAYS
+            self._permanent = [False] * N_RELAYS
+        for timer in timers:
+            timer.cancel()
+        pd, self._pd = self._pd, None
+        if pd is not None:
+            pd.teardown()
+
+    def _capabilities(self) -> PDCapabilities:
+        caps = [
+            (Capability.OutputControl, 1, N_RELAYS),
+            (Capability.ContactStatusMonitoring, 1, len(self.inputs)),
+            (Capability.LEDControl, 1, 1),
+            (Capability.AudibleControl, 1, 1),
+            (Capability.Readers, 1, 1),
+        ]
+        if self.kind == "biometric":
+            caps.append((Capability.Biometrics, 1, 1))
+        return PDCapabilities(caps)
+
+    # ------------------------------------------------------------------ what a person does at the door
+
+    def present_card(self, fmt: str, number: str) -> bool:
+        """Present a card: ``fmt`` is wiegand26/34/37 with number ``"FC:CARD"``, or ``"ascii"`` with the text."""
+        if fmt == "ascii":
+            data = number.encode("ascii")
+            return self._card_read(CardFormat.Unspecified, data, 8 * len(data))
+        data, bits = encode_wiegand(fmt, number)
+        return self.present_raw(data, bits)
+
+    def present_raw(self, data: bytes, bits: int) -> bool:
+        """Send raw Wiegand bits (MSB first, left-aligned in ``data``): for reads with bad parity or odd lengths."""
+        return self._card_read(CardFormat.Wiegand, data, bits)
+
+    def _card_read(self, fmt: int, data: bytes, bits: int) -> bool:
+        if len(data) > MAX_DATA:
+            raise ValueError(f"card data of {len(data)} bytes: OSDP events carry at most {MAX_DATA}")
+        return self._submit(
+            {"event": Event.CardRead, "reader_no": 0, "format": fmt, "direction": 0, "length": bits, "data": data}
+        )
+
+    def keypad(self, digits: str) -> bool:
+        """Type ``digits`` and press '#': ASCII digits, '*' as 0x7F, '#' as 0x0D (see the module docstring)."""
+        if not digits.endswith("#"):
+            digits += "#"
+        data = bytes(KEYPAD_CODES.get(ch, ord(ch)) for ch in digits)
+        if len(data) > MAX_DATA:
+            raise ValueError(f"{len(data)} key presses: OSDP events carry at most {MAX_DATA}")
+        return self._submit({"event": Event.KeyPress, "reader_no": 0, "data": data})
+
+    def biometric(self, identity: str) -> bool:
+        """A finger/face matched ``identity``: sent as the ASCII card read ``"bio:" + identity`` (see module doc)."""
+        if self.kind != "biometric":
+            raise ValueError(f"reader {self.address} is a {self.kind} reader, not biometric")
+        return self.present_card("ascii", BIO_PREFIX + identity)
+
+    def open_door(self) -> bool:
+        return self._set_input(DOOR_CONTACT, 1)
+
+    def close_door(self) -> bool:
+        return self._set_input(DOOR_CONTACT, 0)
+
+    def rex(self) -> bool:
+        """Press and release the request-to-exit button (two input reports)."""
+        pressed = self._set_input(REX, 1)
+        released = self._set_input(REX, 0)
+        return pressed and released
+
+    def tamper(self, active: bool) -> bool:
+        """Open (True) or close the reader housing: a Local status report ``[tamper, power]``."""
+        self.tamper_active = active
+        return self._submit(
+            {"event": Event.Status, "type": StatusReportType.Local, "report": bytes([int(active), 0])}
+        )
+
+    def _set_input(self, number: int, level: int) -> bool:
+        with self._cond:
+            self.inputs[number] = level
+            report = bytes(self.inputs)
+        return self._submit({"event": Event.Status, "type": StatusReportType.Input, "report": report})
+
+    def _submit(self, event: dict[str, Any]) -> bool:
+        """Queue an event for the control panel's next poll; False if libosdp refused it (queue full)."""
+        pd = self._pd
+        if pd is None:
+            raise RuntimeError(f"reader {self.address} is stopped")
+        return bool(pd.submit_event(event))
+
+    # ------------------------------------------------------------------ commands from the control panel
+
+    def wait_for_command(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0, since: int = 0
+    ) -> dict[str, Any] | None:
+        """The first recorded command (from index ``since``) matching ``predicate``, waiting up to ``timeout`` s."""
+        def match() -> dict[str, Any] | None:
+            return next((c for c in self.commands[since:] if predicate(c)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: match() is not None, timeout)
+            return match()
+
+    def _on_command(self, cmd: dict[str, Any]) -> tuple[int, None]:
+        """libosdp command handler (runs in the PD refresh thread with its lock held). Always ACKs."""
+        try:
+            pd = self._pd
+            if pd is not None:  # the wrapper also queues every command for get_command(); we don't use it
+                while not pd.command_queue.empty():
+                    pd.command_queue.get_nowait()
+            with self._cond:
+                self.commands.append(cmd)
+                kind = cmd.get("command")
+                if kind == Command.Output:
+                    self._output(cmd["output_no"], cmd["control_code"], cmd.get("timer_count", 0))
+                elif kind == Command.LED:
+                    self.led = cmd
+                elif kind == Command.Buzzer:
+                    self.buzzer = cmd
+                elif kind == Command.Keyset:
+                    # Provisioned: a real reader stores the key and leaves install mode.
+                    self.scbk = cmd["data"]
+                    self.install_mode = False
+                self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - an exception here would NAK, and a NAK drops the reader for 300 s
+            pass
+        return 0, None
+
+    def _output(self, no: int, code: int, timer_count: int) -> None:
+        """OSDP output control codes: 1/2 permanent off/on (cancel a timed state), 3/4 permanent off/on after any
+        timed state ends, 5/6 temporary on/off for timer_count x 100 ms then back to the permanent state."""
+        if not 0 <= no < N_RELAYS:
+            return
+        if code in (1, 2, 3, 4):
+            self._permanent[no] = code in (2, 4)
+            if code in (1, 2) or self._relay_timers[no] is None:
+                self._cancel_relay_timer(no)
+                self.relay[no] = self._permanent[no]
+        elif code in (5, 6):
+            self._cancel_relay_timer(no)
+            self.relay[no] = code == 5
+            seconds = timer_count / 10
+            if timer_count:
+                timer = threading.Timer(seconds, self._relay_timeout, args=(no,))
+                timer.daemon = True
+                self._relay_timers[no] = timer
+                timer.start()
+            if code == 5 and no == STRIKE and self.walk_through and timer_count:
+                self._walk(seconds)
+
+    def _cancel_relay_timer(self, no: int) -> None:
+        timer, self._relay_timers[no] = self._relay_timers[no], None
+        if timer is not None:
+            timer.cancel()
+
+    def _relay_timeout(self, no: int) -> None:
+        with self._cond:
+            self._relay_timers[no] = None
+            self.relay[no] = self._permanent[no]
+            self._cond.notify_all()
+
+    def _walk(self, seconds: float) -> None:
+        """A person pushes the door open a quarter into the unlock time and it closes again by three quarters."""
+        self._walk_timers = [t for t in self._walk_timers if t.is_alive()]
+        for delay, action in ((seconds * 0.25, self.open_door), (seconds * 0.75, self.close_door)):
+            timer = threading.Timer(delay, self._quietly, args=(action,))
+            timer.daemon = True
+            self._walk_timers.append(timer)
+            timer.start()
+
+    @staticmethod
+    def _quietly(action: Callable[[], bool]) -> None:
+        try:
+            action()
+        except Exception:  # noqa: BLE001 - the reader was stopped or restarted meanwhile
+            pass
