@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -63,8 +64,9 @@ def test_demo_runs_the_whole_site_and_prints_the_admin_login(tmp_path: Path) -> 
     assert proc.wait(timeout=30) == 0
     text = log.read_text()
     assert "access.granted" in text, text[-3000:]
-    password = text.split("console admin:   admin / ")[1].split()[0]
-    assert len(password) >= 12
+    logins = dict(re.findall(r"^\s+(admin|supervisor|guard|auditor)\s+\1 / (\S+)$", text, re.M))
+    assert sorted(logins) == ["admin", "auditor", "guard", "supervisor"] and all(len(p) >= 12 for p in logins.values())
+    assert "Listening at: http://127.0.0.1:8080" in text  # the console was served
     engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'badge-bridge.db'}")
     with engine.connect() as conn:
         assert len(conn.scalars(select(Person.name)).all()) == 5
