@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
+from badge_bridge.sim.osdp_reader import PtyBus, SimReader
 from badge_bridge.site_sync import sync_site
 
 ACTOR = "demo"
@@ -52,7 +54,7 @@ def seed(session: Session, pepper: bytes) -> list[Event]:
         audited.append(event)
         until = datetime.now(UTC) - timedelta(days=1) if name == "Contractor Bob" else None
         _, event = people.add_credential(session, ACTOR, person.id, "wiegand26", card, pepper=pepper, pin=pin,
-                                         biometric_ref=name, valid_until=until)
+                                         biometric_ref=name.split()[0].lower(), valid_until=until)
         audited.append(event)
     return audited
 
@@ -109,10 +111,14 @@ def main(config_path: str, seconds: float | None) -> None:
     engine, keys, passwords = build(config)
     broker = Broker(config.path("var/demo-mosquitto"))
     broker.start()
+    bus = PtyBus(len(OSDP_READERS))
     config = config.model_copy(update={
         "mqtt": config.mqtt.model_copy(update={"host": "127.0.0.1", "port": broker.port}),
         "metrics": config.metrics.model_copy(update={"port": 0}),
     })
+    config = on_osdp_bus(config, bus.cp_path)
+    readers = [SimReader(address, bus, keys.osdp_key(key) or keys.new_osdp_key(key, replace=False), kind=kind)
+               for key, (address, kind) in OSDP_READERS.items()]
     bridge = Bridge(config, engine, keys)
     sims: dict[str, SimController] = {}
     console: subprocess.Popen[bytes] | None = None
@@ -120,8 +126,8 @@ def main(config_path: str, seconds: float | None) -> None:
     try:
         bridge.start()
         sims = controllers_from_site(config, keys)
-        traffic = threading.Thread(target=run_demo_traffic, args=(sims, DEMO_PEOPLE, stop), daemon=True)
-        traffic.start()
+        for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_osdp_traffic, (readers, stop))):
+            threading.Thread(target=target, args=args, daemon=True).start()
         console = _start_console(config_path, broker.port)
         _banner(config, engine, passwords, broker.port, bridge)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -135,8 +141,39 @@ def main(config_path: str, seconds: float | None) -> None:
         for sim in sims.values():
             sim.close()
         bridge.stop()
+        for reader in readers:
+            reader.stop()
+        bus.close()
         broker.stop()
         click.echo("demo stopped; `badge-bridge -c site.example.toml audit verify` checks what it logged")
+
+
+OSDP_READERS = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
+"""In the demo, hall A's controller is an OSDP bus of simulated readers (libosdp PDs on a pty bus)."""
+
+
+def on_osdp_bus(config: SiteConfig, port: str) -> SiteConfig:
+    """The site with ctl-hall-a turned into an RS-485 OSDP bus on ``port``."""
+    controllers = [ctl.model_copy(update={"kind": "osdp", "port": port}) if ctl.key == "ctl-hall-a" else ctl
+                   for ctl in config.controllers]
+    readers = [r.model_copy(update={"osdp_address": OSDP_READERS[r.key][0], "kind": OSDP_READERS[r.key][1]})
+               if r.key in OSDP_READERS else r for r in config.readers]
+    return config.model_copy(update={"controllers": controllers, "readers": readers})
+
+
+def _osdp_traffic(readers: list[SimReader], stop: threading.Event) -> None:
+    """Hall A engineers at the OSDP readers: card and PIN at the hall, card and finger at the cage."""
+    rng = random.Random()
+    staff = [(card, pin, name.split()[0].lower()) for name, levels, card, pin in DEMO_PEOPLE
+             if "hall-a-engineers" in levels]
+    while not stop.wait(rng.uniform(3, 8)):
+        reader = rng.choice(readers)
+        card, pin, finger = rng.choice(staff)
+        reader.present_card("wiegand26", card)
+        if reader.kind == "keypad":
+            reader.keypad(pin or "0000")
+        elif reader.kind == "biometric":
+            reader.biometric(finger)
 
 
 def _start_console(config_path: str, broker_port: int) -> subprocess.Popen[bytes]:
@@ -155,7 +192,8 @@ badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_str
 {logins}
   MQTT broker:     127.0.0.1:{port}   watch: mosquitto_sub -p {port} -t '{prefix}/bridge/#' -v
   metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
-  simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")}
+  simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")} (MQTT);
+                   OSDP bus {", ".join(c.key for c in config.controllers if c.kind == "osdp")}: readers {", ".join(OSDP_READERS)}
 demo people (wiegand26 cards):""")
     for name, levels, card, pin in DEMO_PEOPLE:
         click.echo(f"  {name:<18} card {card}  PIN {pin or '-':<5} levels {', '.join(levels)}")
