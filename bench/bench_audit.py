@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from badge_bridge.db import make_engine, migrate  # noqa: E402
 from badge_bridge.events import Event  # noqa: E402
 from badge_bridge.keys import KeyStore  # noqa: E402
 from badge_bridge.verify import verify  # noqa: E402
+from throwaway import NoPostgres, postgres_database  # noqa: E402
 
-PG_ADMIN = os.environ.get("BADGE_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 APPEND_N = 100_000
 SINGLE_N = 2_000
 VERIFY_N = int(os.environ.get("BENCH_VERIFY_N", "1000000"))
@@ -110,21 +109,12 @@ def main() -> None:
 
 
 def postgres(keys: KeyStore) -> dict[str, object]:
-    import psycopg
-
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        return {"skipped": f"PostgreSQL not reachable: {str(exc).strip().splitlines()[0]}"}
-    name = f"bb_bench_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-        migrate(make_engine(url))
-        return measure(url, keys)
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+        with postgres_database() as url:
+            migrate(make_engine(url))
+            return measure(url, keys)
+    except NoPostgres as exc:
+        return {"skipped": str(exc)}
 
 
 if __name__ == "__main__":

@@ -54,9 +54,9 @@ from badge_bridge import people  # noqa: E402
 from badge_bridge.config import SiteConfig, load_config  # noqa: E402
 from badge_bridge.db import make_engine, migrate  # noqa: E402
 from badge_bridge.keys import KeyStore  # noqa: E402
+from throwaway import NoPostgres, postgres_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN = os.environ.get("BADGE_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PREFIX = "badge-bridge/v1"
 PASSWORD = "bench-console-password"
 
@@ -613,20 +613,11 @@ def live_bench(tmp: Path) -> dict[str, Any]:
 
 
 def postgres(tmp: Path, keys: KeyStore) -> dict[str, Any]:
-    import psycopg
-
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        return {"skipped": f"PostgreSQL not reachable: {str(exc).strip().splitlines()[0]}"}
-    name = f"bb_bench_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-        return search_bench(url, tmp, keys, "postgresql")
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+        with postgres_database() as url:
+            return search_bench(url, tmp, keys, "postgresql")
+    except NoPostgres as exc:
+        return {"skipped": str(exc)}
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ in the database (alarms, people, credentials, users) are audited on the console'
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import uuid
@@ -27,7 +26,7 @@ from sqlalchemy.orm import Session
 from badge_bridge.audit import AuditWriter, Effect
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.mqtt import PASSWORD_ENV, no_delay
+from badge_bridge.controllers.mqtt import make_client, no_delay
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 
@@ -114,14 +113,7 @@ class BridgeLink:
         self.config = config
         self.hub = hub
         self.prefix = config.mqtt.topic_prefix.rstrip("/")
-        cfg = config.mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"badge-bridge-console-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, os.environ.get(PASSWORD_ENV) or cfg.password)
-        if cfg.tls:
-            self.client.tls_set(ca_certs=str(config.path(cfg.ca_file)) if cfg.ca_file else None)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+        self.client = make_client(config, f"badge-bridge-console-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()

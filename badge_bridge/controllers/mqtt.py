@@ -38,21 +38,27 @@ window must be well above the writer's batch size: with a window of one batch, r
 batch commits, and reading and committing take turns instead of overlapping."""
 
 
+def make_client(config: SiteConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """A paho MQTT 5 client with the site's credentials, TLS and reconnect backoff (bridge and console)."""
+    cfg = config.mqtt
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                         manual_ack=manual_ack)
+    if cfg.username:
+        client.username_pw_set(cfg.username, os.environ.get(PASSWORD_ENV) or cfg.password)
+    if cfg.tls:
+        client.tls_set(ca_certs=str(config.path(cfg.ca_file)) if cfg.ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+    return client
+
+
 class MqttDriver:
     def __init__(self, config: SiteConfig, processor: Processor) -> None:
         self.config = config
         self.processor = processor
         self.prefix = config.mqtt.topic_prefix.rstrip("/")
-        cfg = config.mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or
-                                  f"badge-bridge-{config.site.instance}", protocol=mqtt.MQTTv5, manual_ack=True)
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, os.environ.get(PASSWORD_ENV) or cfg.password)
-        if cfg.tls:
-            self.client.tls_set(ca_certs=str(config.path(cfg.ca_file)) if cfg.ca_file else None,
-                                cert_reqs=ssl.CERT_REQUIRED)
+        self.client = make_client(config, config.mqtt.client_id or f"badge-bridge-{config.site.instance}",
+                                  manual_ack=True)
         self.client.will_set(f"{self.prefix}/bridge/status", self._status(False), qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
