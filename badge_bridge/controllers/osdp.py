@@ -49,6 +49,14 @@ PIN_WAIT_S = 10.0
 """How long a card at a keypad or biometric reader waits for its PIN or finger."""
 RETRY_S = 1.0
 """How soon a reader that dropped off is asked again (libosdp itself drops a reader on one bad frame)."""
+HANDSHAKE_TURNS, HANDSHAKE_FRAME_BYTES, CP_REFRESH_S = 6, 80, 0.02
+"""A reconnection is a few exchanges (ID, CAP, CHLNG, SCRYPT, ...) of up to ~40-byte frames each way, and
+libosdp's control panel (refreshed every 20 ms) serves the readers of a bus in turn: on a slow bus with many
+readers it takes seconds, and asking again before it is done aborts it, so the retry waits at least that long
+(``OsdpBus.retry_s``)."""
+RESTARTING = "bridge.restarting"
+"""Marker the watchdog queues before its own disable of a reader: the dispatcher takes the next secure-channel
+ended notification of that reader for the disable's doing, not for a refused handshake."""
 BIO_PREFIX = "bio:"
 """libosdp 3.2 has no BIOREAD/BIOMATCH: a biometric reader reports the identity it matched as an ASCII
 read "bio:<identity>" (docs/osdp.md)."""
@@ -138,6 +146,7 @@ class ReaderState:
     online: bool = False
     offline_since: float | None = None
     handshake_failures: int = 0
+    restarting: bool = False
 
 
 @dataclass
@@ -171,6 +180,9 @@ class OsdpBus:
                           state.config.key, state.config.key)
             infos.append(PDInfo(address, self.channel, scbk=scbk, name=state.config.key, flags=flags))
         self.order = [info.address for info in infos]
+        self.retry_s = max(RETRY_S, HANDSHAKE_TURNS * len(infos) * (CP_REFRESH_S + HANDSHAKE_FRAME_BYTES * 10
+                                                                   / controller.baud))
+        """How long a reader that dropped off is left to reconnect before it is asked again (see RETRY_S)."""
         self.cp = ControlPanel(infos, log_level=LogLevel.Warning, event_handler=self._on_event)
         self.inbox: queue.Queue[tuple[int, dict[str, object]] | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[int, dict[str, object]]] = queue.Queue()
@@ -241,6 +253,9 @@ class OsdpBus:
     def _handle(self, address: int, event: dict[str, object]) -> None:
         state = self.readers[address]
         kind = event.get("event")
+        if kind == RESTARTING:
+            state.restarting = True
+            return
         self.stats.events += 1
         if kind == Event.Notification:
             self._notification(state, event)
@@ -257,7 +272,7 @@ class OsdpBus:
             state.online = event.get("arg0") == 1
             state.offline_since = None if state.online else time.monotonic()
             if state.online:
-                state.handshake_failures = 0
+                state.handshake_failures, state.restarting = 0, False
             self.processor.reader_condition(self.controller.key, reader, "offline", not state.online)
         elif event.get("type") == EventNotification.SecureChannelStatus:
             active, default_key = event.get("arg0") == 1, event.get("arg1") == 1
@@ -266,6 +281,8 @@ class OsdpBus:
                                                 {"why": "the reader is on the default key (SCBK-D)"})
             elif active:
                 self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", False)
+            elif state.restarting:
+                state.restarting = False  # the watchdog's own disable ended it: no failure
             elif not state.online:
                 # A handshake that failed before the reader came online: once may be line noise, twice in a
                 # row is a wrong key (or none). A session lost while online is the offline alarm's business.
@@ -400,17 +417,19 @@ class OsdpBus:
             if self.channel.open():
                 self.stats.reopened += 1
                 log.warning("OSDP bus %s: port %s is back", self.controller.key, self.controller.port)
-                for address in self.readers:
+                for address, state in self.readers.items():
+                    state.offline_since = time.monotonic()  # the next try a whole retry_s after this one
                     self._restart(address)
             return
         now = time.monotonic()
         for address, state in self.readers.items():
-            if state.offline_since is not None and now - state.offline_since >= RETRY_S:
+            if state.offline_since is not None and now - state.offline_since >= self.retry_s:
                 state.offline_since = now
                 self._restart(address)
 
     def _restart(self, address: int) -> None:
         """Ask libosdp to try the reader again now rather than after its own five-minute back-off."""
+        self.inbox.put((address, {"event": RESTARTING}))  # before anything the disable makes libosdp notify
         self.cp.disable_pd(address)
         deadline = time.monotonic() + 2
         while self.cp.is_pd_enabled(address) and time.monotonic() < deadline:

@@ -41,7 +41,10 @@ import os
 import pty
 import random
 import select
+import shutil
+import tempfile
 import threading
+import time
 import tty
 from collections.abc import Callable
 from typing import Any, Literal
@@ -76,6 +79,10 @@ KEYPAD_CODES = {"*": 0x7F, "#": 0x0D}
 N_RELAYS = 2
 MAX_DATA = 64
 """Most bytes of card or keypad data one event can carry (libosdp 3.2.9)."""
+SOM = b"\x53"
+"""OSDP start-of-message byte: every frame begins with it."""
+MARK = b"\xff"
+"""The mark byte libosdp's control panel sends before each frame's SOM."""
 
 
 class PtyBus:
@@ -86,41 +93,81 @@ class PtyBus:
     as the shared wire would. Readers do not hear each other, which a real bus would allow but OSDP never
     relies on.
 
+    ``baud`` emulates the wire's speed: every forwarded chunk takes 10 bits per byte (start, 8 data, stop)
+    at that rate before it is delivered, and the line carries one transmission at a time (half duplex:
+    a chunk waits until the previous one, in either direction, is off the line). ``None`` (the default)
+    delivers at once.
+
     ``noise`` is the probability, per forwarded chunk, of flipping one random bit (``corrupted`` counts
     them) and, independently, of putting 1-8 random bytes on the line before the chunk (``garbage``
     counts those bursts): the CRC, retries and resynchronisation of a real line. Note that libosdp 3.2.9's
     control panel drops a reader for 300 s after a single reply with a bad CRC, so on a noisy bus the driver
-    has to reconnect it (``disable_pd`` + ``enable_pd``). ``cut(i)`` / ``restore(i)`` pull and replug reader
-    i's cable.
+    has to reconnect it (``disable_pd`` + ``enable_pd``). ``junk`` is garbage only: the probability, per
+    frame (a chunk that starts with the OSDP start-of-message byte 0x53, after any 0xFF marks), of 1-8
+    random bytes on the line just before it, every frame itself arriving intact (also counted in
+    ``garbage``). ``cut(i)`` / ``restore(i)`` pull and replug reader i's cable.
 
-    The bus keeps every pty slave open for its whole life, so an endpoint being closed and reopened (a
-    control panel restarting, a reader power-cycled) never makes the masters report a hang-up.
+    The control panel should open ``cp_link``, a symlink that always points at the current control-panel
+    pty: ``unplug()`` makes the control panel's USB-RS485 adapter vanish (its pty master is closed, so the
+    open port fails with EIO, and the symlink is removed so reopening fails), ``replug()`` brings a fresh
+    one back behind the same link. Readers keep their endpoints throughout.
+
+    ``tap``, if set, is called on the relay thread with ``(source endpoint, bytes, time.monotonic())`` for
+    every chunk as it is delivered (before noise is added): for measuring frames on the wire.
+
+    The bus keeps every pty slave open for its whole life (the control panel's until ``unplug()``), so an
+    endpoint being closed and reopened (a control panel restarting, a reader power-cycled) never makes the
+    masters report a hang-up.
     """
 
-    def __init__(self, n_readers: int, noise: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        n_readers: int,
+        noise: float = 0.0,
+        seed: int | None = None,
+        *,
+        baud: int | None = None,
+        junk: float = 0.0,
+    ) -> None:
         if n_readers < 1:
             raise ValueError("a bus needs at least one reader endpoint")
+        if baud is not None and baud <= 0:
+            raise ValueError(f"baud {baud}: expected a positive rate or None")
         self.noise = noise
+        self.junk = junk
+        self.baud = baud
         self.corrupted = 0
         self.garbage = 0
+        self.tap: Callable[[int, bytes, float], None] | None = None
         self._rng = random.Random(seed)
-        self._masters: list[int] = []
-        self._slaves: list[int] = []
+        self._masters: list[int | None] = []
+        self._slaves: list[int | None] = []
         for _ in range(n_readers + 1):
-            master, slave = pty.openpty()
-            tty.setraw(master)
-            tty.setraw(slave)
-            # A full pty (nobody reading that end) must drop bytes, not stall the whole bus.
-            os.set_blocking(master, False)
+            master, slave = self._openpty()
             self._masters.append(master)
             self._slaves.append(slave)
         self._cut: set[int] = set()
         self._claimed: set[int] = set()
         self._lock = threading.Lock()
+        self._ops: list[tuple[Callable[[], None], threading.Event]] = []
+        self._line_free = 0.0
+        self._dir = tempfile.mkdtemp(prefix="ptybus-")
+        self.cp_link = os.path.join(self._dir, "cp")
+        """The path the control panel should open: a symlink to the current control-panel pty (see unplug)."""
+        self._point_link()
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="osdp-ptybus", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _openpty() -> tuple[int, int]:
+        master, slave = pty.openpty()
+        tty.setraw(master)
+        tty.setraw(slave)
+        # A full pty (nobody reading that end) must drop bytes, not stall the whole bus.
+        os.set_blocking(master, False)
+        return master, slave
 
     @property
     def n_readers(self) -> int:
@@ -128,18 +175,27 @@ class PtyBus:
 
     @property
     def cp_path(self) -> str:
-        """The serial device the control panel opens (a pty slave)."""
-        return os.ttyname(self._slaves[0])
+        """The serial device the control panel's pty currently is (prefer ``cp_link``, which survives replug)."""
+        slave = self._slaves[0]
+        if slave is None:
+            raise RuntimeError("the control panel's adapter is unplugged")
+        return os.ttyname(slave)
+
+    @property
+    def plugged(self) -> bool:
+        """False between ``unplug()`` and ``replug()``."""
+        return self._masters[0] is not None
 
     def reader_fd(self, i: int) -> int:
         """An fd for reader endpoint i (1..n), for an fd-based libosdp Channel. Owned by the bus: don't close it."""
         self._check_reader(i)
-        return self._slaves[i]
+        fd = self._slaves[i]
+        assert fd is not None
+        return fd
 
     def reader_path(self, i: int) -> str:
         """The serial device of reader endpoint i (1..n), for a reader in another process."""
-        self._check_reader(i)
-        return os.ttyname(self._slaves[i])
+        return os.ttyname(self.reader_fd(i))
 
     def claim(self, i: int | None = None) -> int:
         """Reserve reader endpoint i, or the lowest free one, for a SimReader; returns its number."""
@@ -165,6 +221,17 @@ class PtyBus:
         with self._lock:
             self._cut.discard(i)
 
+    def unplug(self) -> None:
+        """The control panel's USB-RS485 adapter vanishes: ``cp_link`` is removed and the control panel's pty
+        master closed, so the port the control panel has open fails (EIO) and cannot be reopened until
+        ``replug()``. What readers send meanwhile is lost. Idempotent."""
+        self._on_relay(self._unplug)
+
+    def replug(self) -> None:
+        """The adapter is back: a fresh pty for the control panel behind ``cp_link``; the relay resumes.
+        Idempotent (a no-op while plugged)."""
+        self._on_relay(self._replug)
+
     def close(self) -> None:
         """Stop the relay and close every pty. Stop the readers and the control panel first."""
         if self._closed:
@@ -173,10 +240,13 @@ class PtyBus:
         os.write(self._wake_w, b"x")
         self._thread.join(2)
         for fd in (*self._masters, *self._slaves, self._wake_r, self._wake_w):
+            if fd is None:
+                continue
             try:
                 os.close(fd)
             except OSError:
                 pass
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> PtyBus:
         return self
@@ -188,39 +258,138 @@ class PtyBus:
         if not 1 <= i < len(self._masters):
             raise ValueError(f"reader endpoint {i}: this bus has endpoints 1..{self.n_readers}")
 
-    def _run(self) -> None:
-        cp = self._masters[0]
-        while not self._closed:
+    # ------------------------------------------------------------------ the control panel's adapter
+
+    def _on_relay(self, op: Callable[[], None], timeout: float = 5.0) -> None:
+        """Run ``op`` on the relay thread between two selects: fds are only ever closed and opened there, so
+        the relay never reads an fd number that was closed (and maybe reused by someone else) under it."""
+        if self._closed:
+            raise RuntimeError("the bus is closed")
+        done = threading.Event()
+        with self._lock:
+            self._ops.append((op, done))
+        os.write(self._wake_w, b"o")
+        if not done.wait(timeout):
+            raise RuntimeError("the bus relay did not answer")
+
+    def _point_link(self) -> None:
+        tmp = self.cp_link + ".new"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(self.cp_path, tmp)
+        os.replace(tmp, self.cp_link)
+
+    def _unplug(self) -> None:
+        if self._masters[0] is None:
+            return
+        try:
+            os.unlink(self.cp_link)
+        except FileNotFoundError:
+            pass
+        master, slave = self._masters[0], self._slaves[0]
+        self._masters[0] = self._slaves[0] = None
+        for fd in (master, slave):
             try:
-                ready, _, _ = select.select([*self._masters, self._wake_r], [], [], 0.5)
+                os.close(fd)  # type: ignore[arg-type]
+            except OSError:
+                pass
+
+    def _replug(self) -> None:
+        if self._masters[0] is not None:
+            return
+        self._masters[0], self._slaves[0] = self._openpty()
+        self._point_link()
+
+    def _run_ops(self) -> None:
+        with self._lock:
+            ops, self._ops = self._ops, []
+        for op, done in ops:
+            try:
+                op()
+            finally:
+                done.set()
+
+    # ------------------------------------------------------------------ the relay
+
+    def _run(self) -> None:
+        try:
+            self._relay()
+        finally:
+            self._run_ops()  # nobody waits on an op forever
+
+    def _relay(self) -> None:
+        while not self._closed:
+            masters = list(self._masters)
+            try:
+                ready, _, _ = select.select([*(m for m in masters if m is not None), self._wake_r], [], [], 0.5)
             except (OSError, ValueError):
                 return  # closed underneath us
-            for fd in ready:
-                if fd == self._wake_r:
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
                     return
+                if self._closed:
+                    return
+                self._run_ops()
+                continue  # the fds may have changed: select again
+            for fd in ready:
                 try:
                     data = os.read(fd, 4096)
                 except OSError:
                     continue
+                if not data:
+                    continue
                 with self._lock:
                     cut = set(self._cut)
-                if fd == cp:
-                    for i, dst in enumerate(self._masters[1:], start=1):
-                        if i not in cut:
-                            self._send(dst, data)
-                elif self._masters.index(fd) not in cut:
-                    self._send(cp, data)
+                src = masters.index(fd)
+                if src == 0:
+                    dests = [dst for i, dst in enumerate(masters[1:], start=1) if i not in cut]
+                elif src not in cut:
+                    dests = [masters[0]]
+                else:
+                    continue
+                self._forward(src, data, [d for d in dests if d is not None])
 
-    def _send(self, fd: int, data: bytes) -> None:
+    def _forward(self, src: int, data: bytes, dests: list[int]) -> None:
+        writes = [(fd, *self._noisy(data)) for fd in dests]
+        if self.baud:
+            # One talker at a time: the chunk goes on the line once the line is free and takes
+            # 10 bits per byte (the longest garbage burst any receiver hears counts too).
+            longest = max((len(g) for _, g, _ in writes), default=0) + len(data)
+            now = time.monotonic()
+            end = max(now, self._line_free) + longest * 10 / self.baud
+            self._line_free = end
+            if end > now:
+                time.sleep(end - now)
+        for fd, garbage, payload in writes:
+            if garbage:
+                self._write(fd, garbage)
+            self._write(fd, payload)
+        tap = self.tap
+        if tap is not None:
+            try:
+                tap(src, data, time.monotonic())
+            except Exception:  # noqa: BLE001 - a measuring hook must not stop the bus
+                pass
+
+    def _noisy(self, data: bytes) -> tuple[bytes, bytes]:
+        """(garbage to put on the line first, the chunk as this receiver hears it)."""
+        garbage = b""
         if self.noise and self._rng.random() < self.noise:
             self.garbage += 1
-            self._write(fd, self._rng.randbytes(self._rng.randint(1, 8)))
+            garbage = self._rng.randbytes(self._rng.randint(1, 8))
         if self.noise and self._rng.random() < self.noise:
             self.corrupted += 1
             buf = bytearray(data)
             buf[self._rng.randrange(len(buf))] ^= 1 << self._rng.randrange(8)
             data = bytes(buf)
-        self._write(fd, data)
+        if self.junk and data.lstrip(MARK)[:1] == SOM and self._rng.random() < self.junk:
+            self.garbage += 1
+            garbage += self._rng.randbytes(self._rng.randint(1, 8))
+        return garbage, data
 
     @staticmethod
     def _write(fd: int, data: bytes) -> None:
@@ -261,16 +430,26 @@ class _FdChannel(Channel):
 class _DaemonPD(PeripheralDevice):
     """PeripheralDevice whose refresh thread is a daemon, so a test that dies early cannot hang the interpreter.
 
-    Same loop as ``PeripheralDevice.start`` (libosdp 3.2.9), which creates a non-daemon thread.
+    Same loop as ``PeripheralDevice.start`` (libosdp 3.2.9), which creates a non-daemon thread, except that
+    the pause between refreshes is ``refresh_s`` (libosdp's is 20 ms).
     """
+
+    refresh_s = 0.020
 
     def start(self) -> None:
         self.event = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(
-            name=f"osdp-pd-{self.address}", target=self.refresh, args=(self.event, self.lock, self.ctx), daemon=True
+            name=f"osdp-pd-{self.address}", target=self._refresh_forever, args=(self.event, self.lock, self.ctx),
+            daemon=True,
         )
         self.thread.start()
+
+    def _refresh_forever(self, event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            time.sleep(self.refresh_s)
 
 
 ReaderKind = Literal["card", "keypad", "biometric"]
@@ -283,6 +462,8 @@ class SimReader:
     ``bus_or_fd`` is a PtyBus (the reader takes ``endpoint``, or the next free one), a reader fd or a serial
     device path. ``scbk=None`` with ``install_mode=True`` is a factory-fresh reader that accepts a key from
     the control panel (KEYSET); the key it receives is kept in ``self.scbk`` and survives ``restart()``.
+    ``refresh_s`` is the pause of the reader's libosdp loop, so how long it takes to answer a poll and to act
+    on a command: libosdp's own 20 ms by default; a real reader answers within a few ms.
     """
 
     def __init__(
@@ -297,6 +478,7 @@ class SimReader:
         inputs: int = 4,
         walk_through: bool = True,
         endpoint: int | None = None,
+        refresh_s: float = 0.020,
     ) -> None:
         if kind not in ("card", "keypad", "biometric"):
             raise ValueError(f"reader kind {kind!r}: expected card, keypad or biometric")
@@ -308,6 +490,7 @@ class SimReader:
         self.install_mode = install_mode
         self.enforce_secure = enforce_secure
         self.walk_through = walk_through
+        self.refresh_s = refresh_s
         self.endpoint: int | None = None
         self._owned_fd = False
         if isinstance(bus_or_fd, PtyBus):
@@ -372,6 +555,7 @@ class SimReader:
         info = PDInfo(self.address, channel, scbk=self.scbk, flags=flags, id=ident)
         # NB: constructing a PeripheralDevice sets libosdp's process-wide log level.
         self._pd = _DaemonPD(info, self._capabilities(), log_level=LogLevel.Warning, command_handler=self._on_command)
+        self._pd.refresh_s = self.refresh_s
         self._pd.start()
 
     def _teardown(self) -> None:
