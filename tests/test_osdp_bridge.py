@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge import people
 from badge_bridge.bridge import Bridge
-from badge_bridge.config import load_config
+from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.db import make_engine
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry
@@ -46,19 +46,21 @@ def wait_until(condition, timeout: float = 20, what: str = "condition") -> None:
 class Rig:
     def __init__(self, tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore, noise: float = 0.0) -> None:
         self.bus = PtyBus(len(READERS) + 1, noise=noise, seed=7)
-        self.config = load_config(osdp_site(tmp_path, db_url, broker, self.bus.cp_path))
-        self.engine = make_engine(db_url)
-        self.keys = keys
+        self.start(load_config(osdp_site(tmp_path, db_url, broker, self.bus.cp_path)), db_url, keys, READERS)
+        wait_until(lambda: all(s.sc_active for s in self.sims.values()), what="secure channel with every reader")
+
+    def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]]) -> None:
+        """Seed Ada (card, PIN, biometric reference), give every reader a key and a simulated PD, start the bridge."""
+        self.config, self.engine, self.keys = config, make_engine(db_url), keys
         with Session(self.engine) as session, session.begin():
             sync_site(session, self.config)
             ada, _ = people.add_person(session, "test", "Ada", levels=["staff", "hall-a-engineers"])
             people.add_credential(session, "test", ada.id, "wiegand26", "12:1001", pepper=keys.pin_pepper(),
                                   pin="4711", biometric_ref="ada")
         self.sims = {key: SimReader(address, self.bus, keys.new_osdp_key(key, replace=True), kind=kind)
-                     for key, (address, kind) in READERS.items()}
+                     for key, (address, kind) in readers.items()}
         self.bridge = Bridge(self.config, self.engine, keys)
         self.bridge.start()
-        wait_until(lambda: all(s.sc_active for s in self.sims.values()), what="secure channel with every reader")
 
     def entries(self, *kinds: str) -> list[AuditEntry]:
         assert self.bridge.writer.flush()

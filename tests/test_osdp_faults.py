@@ -11,18 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
-from badge_bridge import people
-from badge_bridge.bridge import Bridge
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract
-from badge_bridge.db import make_engine
 from badge_bridge.keys import KeyStore
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
-from badge_bridge.sim.osdp_reader import PtyBus, SimReader
-from badge_bridge.site_sync import sync_site
+from badge_bridge.sim.osdp_reader import PtyBus
 from tests.test_osdp_bridge import READERS, Rig, osdp_site, strike, wait_until
 
 
@@ -47,19 +42,9 @@ class FaultRig(Rig):
                  baud: int | None = None, extra: int = 0) -> None:
         readers = {**READERS, **{f"bus-{a}": (a, "card") for a in range(len(READERS) + 1, len(READERS) + 1 + extra)}}
         self.bus = PtyBus(len(readers), junk=junk, seed=11, baud=baud)
-        self.config = load_config(fault_site(tmp_path, db_url, broker, self.bus.cp_link, baud or 115200,
-                                             {k: a for k, (a, _kind) in readers.items() if k not in READERS}))
-        self.engine = make_engine(db_url)
-        self.keys = keys
-        with Session(self.engine) as session, session.begin():
-            sync_site(session, self.config)
-            ada, _ = people.add_person(session, "test", "Ada", levels=["staff", "hall-a-engineers"])
-            people.add_credential(session, "test", ada.id, "wiegand26", "12:1001", pepper=keys.pin_pepper(),
-                                  pin="4711", biometric_ref="ada")
-        self.sims = {key: SimReader(address, self.bus, keys.new_osdp_key(key, replace=True), kind=kind)
-                     for key, (address, kind) in readers.items()}
-        self.bridge = Bridge(self.config, self.engine, keys)
-        self.bridge.start()
+        self.start(load_config(fault_site(tmp_path, db_url, broker, self.bus.cp_link, baud or 115200,
+                                          {k: a for k, (a, _kind) in readers.items() if k not in READERS})),
+                   db_url, keys, readers)
         self.lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"),
                                    readers={"main-in": "main-entrance", "main-out": "main-entrance"},
                                    walk_delay_s=0.05, walk_fraction=0.05)
