@@ -33,7 +33,9 @@ from badge_bridge.sync import build_sync, esp_users, sync_key_id
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.25
+TICK_S = 0.1
+"""Timers: held-open doors, timed relocks, and the correlator's windows (passage to alarm is measured in
+hundreds of milliseconds)."""
 RELOAD_S = 2.0
 
 
@@ -68,7 +70,7 @@ class Bridge:
         self.writer.submit(self._lifecycle("bridge.started"))
         snapshot, recent, alarms = self._retry_until_stopped(self._load)
         processor = self.processor = Processor(self.config, self.writer, snapshot, self.keys.pin_pepper(),
-                                               send=self._send, on_door=self._door)
+                                               send=self._send, on_door=self._door, send_camera=self._request)
         processor.remember(recent)
         for door, kind in alarms:
             if door in processor.doors.doors:
@@ -180,6 +182,10 @@ class Bridge:
         else:
             assert self.mqtt is not None
             self.mqtt.send(controller, command)
+
+    def _request(self, camera: str, request: c.EvidenceRequest) -> None:
+        if self.mqtt is not None:
+            self.mqtt.request_evidence(camera, request)
 
     def _door(self, door: str) -> None:
         if self.mqtt is None or self.processor is None:

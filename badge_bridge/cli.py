@@ -334,6 +334,28 @@ def console(app: App, port: int | None) -> None:
     ConsoleServer(lambda: create_app(config, app.engine(), app.keys), config).run()
 
 
+@main.command()
+@click.option("--camera", "cameras", multiple=True, help="Run only this camera (repeatable). Default: all.")
+@pass_app
+@fail_cleanly
+def cameras(app: App, cameras: tuple[str, ...]) -> None:
+    """Run the camera workers, one process per camera, until SIGTERM or Ctrl-C."""
+    import signal
+
+    from badge_bridge import logs
+    from camera.supervisor import Supervisor
+
+    logs.setup("json", logging.getLogger().level)
+    app.keys.evidence_key()  # a missing key is one clear line here, not a crash loop in every worker
+    try:
+        supervisor = Supervisor(app.config, Path(app.config_path), list(cameras) or None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: supervisor.stopping.set())
+    supervisor.run()
+
+
 # --- controllers and the MQTT contract -------------------------------------------------------------
 
 

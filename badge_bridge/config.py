@@ -157,6 +157,23 @@ class ScheduleConfig(_Model):
         return value if value is None else _check_timezone(value)
 
 
+class Correlation(_Model):
+    """How door events and camera motion at a door are joined (docs/cameras.md), in seconds."""
+
+    grant_window_s: float = Field(8.0, gt=0, le=120)
+    approach_s: float = Field(1.0, ge=0, le=60)
+    passage_s: float = Field(4.0, gt=0, le=120)
+    skew_s: float = Field(0.3, ge=0, le=30)
+    settle_s: float = Field(0.2, ge=0, le=10)
+
+
+class EvidenceSection(_Model):
+    dir: str = "var/evidence"
+    """Encrypted snapshots and clips, named by the SHA-256 of their content."""
+    before_s: float = Field(3.0, ge=0, le=60)
+    after_s: float = Field(3.0, ge=0, le=60)
+
+
 class DoorConfig(_Model):
     key: KEY
     name: str = ""
@@ -167,6 +184,7 @@ class DoorConfig(_Model):
     two_person: bool = False
     two_person_window_s: float = Field(30.0, gt=0, le=600)
     factors: list[Literal["card", "pin", "biometric"]] = ["card"]
+    correlation: Correlation = Correlation()
 
     @field_validator("factors")
     @classmethod
@@ -219,11 +237,35 @@ class ReaderConfig(_Model):
     """OSDP: let a new reader take its secure-channel key over the default key, once. Turn off afterwards."""
 
 
+Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+"""(x, y) as fractions of the frame's width and height, so a zone survives a change of resolution."""
+
+
+class CameraZone(_Model):
+    door: KEY
+    polygon: list[Point] = Field(min_length=3)
+    """The door's approach as the camera sees it."""
+
+
 class CameraConfig(_Model):
     key: KEY
     name: str = ""
     url: str
+    """``file:path`` (relative to the site file), ``rtsp://``, ``http://`` (MJPEG), or ``device:0``."""
     doors: list[KEY] = []
+    zones: list[CameraZone] = []
+    """One polygon per door this camera watches; a door listed in ``doors`` without a zone gets the whole
+    frame."""
+    masks: list[list[Point]] = []
+    """Polygons where motion never counts: clocks, screens, blinking lights, trees."""
+    loop: bool = False
+    """Play a file source again from the start when it ends (the demo's cameras)."""
+    max_fps: float = Field(15.0, gt=0, le=60)
+    """Frames analysed per second; a faster stream is thinned to this."""
+    buffer_s: float = Field(12.0, ge=2, le=120)
+    """Seconds of frames the worker keeps in memory for snapshots and clips."""
+    min_area: float | None = Field(None, gt=0, lt=1)
+    """Smallest moving blob that counts, as a fraction of the frame (default: the detector's)."""
 
 
 class LevelDoor(_Model):
@@ -247,6 +289,7 @@ class SiteConfig(_Model):
     mqtt: MqttSection = MqttSection()
     metrics: MetricsSection = MetricsSection()
     console: ConsoleSection = ConsoleSection()
+    evidence: EvidenceSection = EvidenceSection()
     areas: list[AreaConfig] = []
     schedules: list[ScheduleConfig] = []
     doors: list[DoorConfig] = []
@@ -296,6 +339,10 @@ class SiteConfig(_Model):
         for i, c in enumerate(self.cameras):
             for j, door in enumerate(c.doors):
                 ref(f"cameras[{i}].doors[{j}]", door, doors, "door")
+            for j, zone in enumerate(c.zones):
+                if zone.door not in c.doors:
+                    errors.append(f"cameras[{i}].zones[{j}].door: {zone.door!r} is not in this camera's doors "
+                                  f"({', '.join(c.doors) or 'none'})")
         for i, lvl in enumerate(self.access_levels):
             for j, ld in enumerate(lvl.doors):
                 ref(f"access_levels[{i}].doors[{j}].door", ld.door, doors, "door")

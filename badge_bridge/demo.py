@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 from sqlalchemy import Engine, select
@@ -25,6 +26,8 @@ from badge_bridge import db, logs, people
 from badge_bridge.audit import AuditWriter
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
+from badge_bridge.controllers import contract as c
+from badge_bridge.controllers.mqtt import make_client
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
@@ -32,6 +35,7 @@ from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
 from badge_bridge.site_sync import sync_site
+from camera.supervisor import Supervisor
 
 ACTOR = "demo"
 DEMO_PEOPLE = [
@@ -122,12 +126,15 @@ def main(config_path: str, seconds: float | None) -> None:
     bridge = Bridge(config, engine, keys)
     sims: dict[str, SimController] = {}
     console: subprocess.Popen[bytes] | None = None
+    supervisor: Supervisor | None = None
     stop = threading.Event()
     try:
         bridge.start()
         sims = controllers_from_site(config, keys)
         for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_osdp_traffic, (readers, stop))):
             threading.Thread(target=target, args=args, daemon=True).start()
+        supervisor = _start_cameras(config, config_path, broker.port)
+        threading.Thread(target=_badge_when_seen, args=(config, sims, stop), daemon=True).start()
         console = _start_console(config_path, broker.port)
         _banner(config, engine, passwords, broker.port, bridge)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,6 +145,8 @@ def main(config_path: str, seconds: float | None) -> None:
         if console is not None:
             console.terminate()
             console.wait(15)
+        if supervisor is not None:
+            supervisor.stopping.set()
         for sim in sims.values():
             sim.close()
         bridge.stop()
@@ -174,6 +183,39 @@ def _osdp_traffic(readers: list[SimReader], stop: threading.Event) -> None:
             reader.keypad(pin or "0000")
         elif reader.kind == "biometric":
             reader.biometric(finger)
+
+
+def _start_cameras(config: SiteConfig, config_path: str, broker_port: int) -> Supervisor:
+    """The site's cameras (the test videos, looped), one worker process each, on the demo's broker."""
+    os.environ[MQTT_PORT_ENV] = str(broker_port)  # the workers load the site file themselves
+    supervisor = Supervisor(config, Path(config_path))
+    threading.Thread(target=supervisor.run, name="cameras", daemon=True).start()
+    return supervisor
+
+
+def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: threading.Event) -> None:
+    """Most people the lobby camera sees badge in at once; the rest walk in unbadged and raise the
+    unauthorized-entry alarm, which is what the desk is there for."""
+    rng = random.Random()
+    client = make_client(config, f"demo-lobby-{secrets.token_hex(4)}")
+    lobby = sims.get("ctl-lobby")
+    if lobby is None:
+        return
+
+    def on_message(_c: object, _u: object, msg: object) -> None:
+        events = c.PublishedEvents.model_validate_json(msg.payload).events  # type: ignore[attr-defined]
+        for event in events:
+            if event.kind == "motion.start" and event.door == "main-entrance" and rng.random() < 0.75:
+                person = rng.choice(DEMO_PEOPLE[:4])
+                lobby.present("main-in", "main-entrance", "wiegand26", person[2])
+
+    client.on_message = on_message
+    client.on_connect = lambda cl, *_: cl.subscribe(f"{config.mqtt.topic_prefix}/bridge/events")
+    client.connect(config.mqtt.host, config.mqtt.port)
+    client.loop_start()
+    stop.wait()
+    client.loop_stop()
+    client.disconnect()
 
 
 def _start_console(config_path: str, broker_port: int) -> subprocess.Popen[bytes]:

@@ -26,6 +26,7 @@ from sqlalchemy import update
 
 from badge_bridge import cards
 from badge_bridge.audit import AuditWriter, Effect
+from badge_bridge.cameras import CameraDesk, CameraRejected, SendRequest
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import FORCED, DoorMonitor
@@ -81,7 +82,8 @@ class Counters:
 
 class Processor:
     def __init__(self, config: SiteConfig, writer: AuditWriter, snapshot: Snapshot, pepper: bytes,
-                 send: SendCommand, on_door: Callable[[str], None] = lambda d: None) -> None:
+                 send: SendCommand, on_door: Callable[[str], None] = lambda d: None,
+                 send_camera: SendRequest = lambda camera, request: None) -> None:
         self.config = config
         self.writer = writer
         self.snapshot = snapshot
@@ -105,6 +107,7 @@ class Processor:
         self.conditions: dict[tuple[str, str], bool] = {}
         """(reader, condition) -> active, for bus readers."""
         self.started = datetime.now(UTC)
+        self.cameras = CameraDesk(config, send_camera, self.started)
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.counters = Counters()
 
@@ -127,6 +130,7 @@ class Processor:
         """Submit in order; the source is acknowledged with the last one."""
         for i, (event, effect) in enumerate(events):
             last = i == len(events) - 1
+            self.cameras.observe(event)
 
             release = (lambda _e, _dup, _ack=ack: _ack()) if last and ack is not None else None
             self.writer.submit(event, release, timeout=None, effect=effect)
@@ -346,6 +350,34 @@ class Processor:
                                             by_source=True))
             self._emit(events, None)
 
+    # --- cameras -------------------------------------------------------------------------------------
+
+    def camera_event(self, camera: str, msg: c.Motion | c.EvidenceSaved, payload: bytes, where: str,
+                     ack: Ack | None) -> None:
+        with self.lock:
+            try:
+                self._fresh(camera, msg)
+                Counters.bump(self.counters.events_in, msg.type)
+                if isinstance(msg, c.Motion):
+                    events = self.cameras.motion(camera, msg)
+                    events += self.cameras.tick(datetime.now(UTC))  # decide now what this motion settles
+                else:
+                    events = self.cameras.evidence_saved(camera, msg)
+            except (Rejected, CameraRejected) as exc:
+                Counters.bump(self.counters.dead_letters, exc.code)
+                log.warning("rejected %s from camera %s (%s): %s", msg.type, camera, exc.code, exc)
+                events = [dead_letter(camera, exc.code, str(exc), payload, where=where, now=datetime.now(UTC))]
+            self._emit(events, ack)
+
+    def camera_status(self, camera: str, status: c.CameraStatus, payload: bytes, where: str, ack: Ack | None) -> None:
+        with self.lock:
+            try:
+                events = self.cameras.status(camera, status, datetime.now(UTC))
+            except CameraRejected as exc:
+                Counters.bump(self.counters.dead_letters, exc.code)
+                events = [dead_letter(camera, exc.code, str(exc), payload, where=where, now=datetime.now(UTC))]
+            self._emit(events, ack)
+
     # --- time and operators --------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> None:
@@ -359,6 +391,7 @@ class Processor:
                     if controller not in self.online:
                         cause = f"{controller}:silent-since-start:{self.started.isoformat()}"
                         self._emit(self._status(controller, False, now, cause), None)
+            self._emit(self.cameras.tick(now), None)
             for door, kind in self.doors.tick(now):
                 event = Event(id=f"{kind}:{door}:{now.isoformat()}", kind=kind, source=self.config.site.instance,
                               ts=now, door=door, detail={"limit_s": self.doors.doors[door].held_open_limit_s})

@@ -8,6 +8,7 @@ Layout of the keys folder::
     pin-pepper             32 random bytes; PIN hashes are HMAC-SHA256 under it
     sync-master            32 random bytes; each controller's sync key is HMAC-SHA256(master, controller key)
     console-secret         32 random bytes; signs the console's session cookies
+    evidence-key           32 random bytes; AES-256-GCM key of camera snapshots, clips and face data
     osdp/<reader>.scbk     each OSDP reader's secure-channel base key, hex (made by `badge-bridge osdp keygen`)
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
@@ -94,7 +95,8 @@ class KeyStore:
         if not (self.signing_dir / "current").exists():
             created.append(f"audit signing key {self.rotate_signing_key()}")
         for name, what in (("pin-pepper", "PIN pepper"), ("sync-master", "controller sync master key"),
-                           ("console-secret", "console session key")):
+                           ("console-secret", "console session key"),
+                           ("evidence-key", "evidence encryption key")):
             if not (self.dir / name).exists():
                 _write_private(self.dir / name, secrets.token_bytes(32))
                 created.append(what)
@@ -171,6 +173,11 @@ class KeyStore:
     def console_secret(self) -> bytes:
         """Signs the console's session cookies; rotating it logs everybody out."""
         return self._secret("console-secret", "console session key")
+
+    def evidence_key(self) -> bytes:
+        """Encrypts camera evidence and biometric data at rest; losing it makes them unreadable, so it is
+        backed up with the signing keys, never beside the evidence."""
+        return self._secret("evidence-key", "evidence encryption key")
 
     def sync_key(self, controller: str) -> bytes:
         """The key a controller's offline credential list is hashed under; provisioned on that controller

@@ -104,8 +104,10 @@ def keys(tmp_path: Path) -> KeyStore:
 
 
 @pytest.fixture
-def site() -> SiteConfig:
-    return load_config(EXAMPLE_SITE)
+def site(tmp_path: Path) -> SiteConfig:
+    """The example site, with camera evidence kept in this test's own folder."""
+    config = load_config(EXAMPLE_SITE)
+    return config.model_copy(update={"evidence": config.evidence.model_copy(update={"dir": str(tmp_path / "evidence")})})
 
 
 def write_site(tmp_path: Path, db_url: str, *replacements: tuple[str, str], broker_port: int | None = None) -> Path:
@@ -113,6 +115,7 @@ def write_site(tmp_path: Path, db_url: str, *replacements: tuple[str, str], brok
     text = EXAMPLE_SITE.read_text()
     text = text.replace('url = "sqlite:///var/badge-bridge.db"', f'url = "{db_url}"')
     text = text.replace('dir = "var/keys"', f'dir = "{tmp_path / "keys"}"')
+    text = text.replace('url = "file:tests/data/', f'url = "file:{ROOT / "tests" / "data"}/')
     if broker_port is not None:
         text = text.replace("port = 1883", f"port = {broker_port}\nkeepalive_s = 5\nreconnect_max_s = 1")
         text += "\n[metrics]\nport = 0\n"

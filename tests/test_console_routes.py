@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from argon2 import PasswordHasher
@@ -41,12 +43,15 @@ from badge_bridge.models import Alarm, AuditEntry, ConsoleUser, Credential, Pers
 from badge_bridge.sim.broker import Broker
 from badge_bridge.site_sync import sync_site
 from badge_bridge.verify import verify
+from camera.evidence import EvidenceStore
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
 from web import create_app, services
 
 CONSOLE_CHAIN = "bridge-1.console"
 ROLES = ("guard", "supervisor", "admin", "auditor")
+JPEG = bytes(cv2.imencode(".jpg", np.full((48, 64, 3), (40, 90, 160), np.uint8))[1])
+"""A camera snapshot (a small blue picture)."""
 PASSWORDS = {role: f"{role}-password-1" for role in ROLES}
 """One console user per role, named after it."""
 PIN = "73829164"
@@ -67,11 +72,13 @@ class Seed:
     acked_alarm: int
     event: int
     """An audit entry on the bridge's chain."""
+    evidence: str
+    """The SHA-256 of a snapshot in the evidence store, saved for the open alarm."""
 
-    def ids(self) -> dict[str, int]:
+    def ids(self) -> dict[str, int | str]:
         """The names route paths are formatted with."""
         return {"person": self.person, "credential": self.credential, "open_alarm": self.open_alarm,
-                "acked_alarm": self.acked_alarm, "event": self.event,
+                "acked_alarm": self.acked_alarm, "event": self.event, "evidence": self.evidence,
                 **{f"{role}_user": uid for role, uid in self.users.items()}}
 
 
@@ -98,14 +105,20 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         s.flush()
         ids = {"users": {role: user.id for role, (user, _) in users.items()}, "person": ada.id,
                "credential": card.id, "open_alarm": forced.id, "acked_alarm": held.id}
+        forced_event = forced.event_id
+    snapshot = EvidenceStore(config.path(config.evidence.dir), keys.evidence_key()).put(JPEG, "image/jpeg")
+    saved = Event(id=f"evidence:cam-lobby:{forced_event}", kind="evidence.saved", source="cam-lobby", ts=now,
+                  detail={"event": forced_event, "items": [
+                      {"kind": "snapshot", "sha256": snapshot, "media_type": "image/jpeg", "bytes": len(JPEG),
+                       "frames": 1, "start": now.isoformat(), "end": now.isoformat()}]})
     writer = AuditWriter(engine, config.site.instance, keys.signer())
     writer.start()
-    for event in [e for _, e in users.values()] + [ada_added, card_added, grace_added, grace_card, alan_added]:
+    for event in [e for _, e in users.values()] + [ada_added, card_added, grace_added, grace_card, alan_added, saved]:
         writer.submit(event)
     assert writer.stop()
     with Session(engine) as s:
         first = s.scalar(select(func.min(AuditEntry.id)).where(AuditEntry.chain_id == config.site.instance))
-    return Seed(**ids, event=first)
+    return Seed(**ids, event=first, evidence=snapshot)
 
 
 @pytest.fixture(autouse=True)
@@ -344,6 +357,7 @@ ROUTES = [
           {"valid_until": "2030-01-01T00:00"}, "/people/{person}", "Validity of credential {credential} saved."),
     Route("events.index", "GET", "/events", READERS),
     Route("events.detail", "GET", "/events/{event}", READERS),
+    Route("evidence.fetch", "GET", "/evidence/{evidence}", READERS),
     Route("auditing.status", "GET", "/audit", AUDITORS),
     Route("auditing.run_verify", "POST", "/audit/verify", AUDITORS),  # shows the report itself
     Route("users.index", "GET", "/users", ADMIN),
@@ -843,3 +857,36 @@ def test_audit_verify_shows_tampering(client_as: Callable[[str], FlaskClient], e
     report = post(auditor, "/audit/verify").get_data(as_text=True)
     assert "TAMPERED" in report and "Verified" not in report
     assert f"chain {CONSOLE_CHAIN} entry 1: modified" in html.unescape(report)
+
+
+# --- camera evidence ---------------------------------------------------------------------------------
+
+
+def test_evidence_is_shown_decrypted_and_every_viewing_audited(client_as: Callable[[str], FlaskClient], seed: Seed,
+                                                                engine: Engine, site: SiteConfig, keys: KeyStore) -> None:
+    guard = client_as("guard")
+    with Session(engine) as s:
+        saved = s.scalar(select(AuditEntry.id).where(AuditEntry.kind == "evidence.saved"))
+    page = get(guard, f"/events/{saved}")
+    assert page.status_code == 200
+    assert f'src="/evidence/{seed.evidence}"' in page.get_data(as_text=True)
+    picture = get(guard, f"/evidence/{seed.evidence}")
+    assert picture.status_code == 200 and picture.mimetype == "image/jpeg" and picture.data == JPEG
+    with Session(engine) as s:
+        viewed = s.scalars(select(AuditEntry).where(AuditEntry.kind == "console.evidence_viewed")).all()
+    assert [json.loads(v.detail)["sha256"] for v in viewed] == [seed.evidence]
+    assert json.loads(viewed[0].subject)["user"] == "guard"
+    assert get(guard, "/evidence/" + "0" * 64).status_code == 404
+    assert get(guard, "/evidence/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_tampered_evidence_is_refused_with_the_reason(client_as: Callable[[str], FlaskClient], seed: Seed,
+                                                      site: SiteConfig) -> None:
+    files = list(site.path(site.evidence.dir).rglob(f"{seed.evidence}*"))
+    assert len(files) == 1
+    data = bytearray(files[0].read_bytes())
+    data[-5] ^= 0x01
+    files[0].write_bytes(bytes(data))
+    response = get(client_as("auditor"), f"/evidence/{seed.evidence}")
+    assert response.status_code == 422
+    assert "integrity" in response.get_data(as_text=True)

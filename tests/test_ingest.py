@@ -231,4 +231,6 @@ def test_a_controller_that_never_reports_is_marked_offline(rig: Rig) -> None:
     rig.p.tick(rig.p.started + timedelta(seconds=32))
     offline = [e for e in rig.entries() if e.kind == "controller.offline"]
     assert sorted(e.source for e in offline) == ["ctl-hall-a", "esp-noc"]  # once each; ctl-lobby reported
-    assert sorted(a.source for a in rig.alarms()) == ["ctl-hall-a", "esp-noc"]
+    assert sorted(a.source for a in rig.alarms() if a.kind == "controller.offline") == ["ctl-hall-a", "esp-noc"]
+    # cameras too: a silent camera breaks the surveillance promise
+    assert sorted(a.source for a in rig.alarms() if a.kind == "camera.offline") == ["cam-lobby", "cam-outside"]

@@ -35,7 +35,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link: bool = True,
                overrides: dict[str, Any] | None = None) -> Flask:
     """``mqtt_link`` False: no broker connection (route tests); the live pages then stay empty."""
-    from web import alarms, auditing, auth, doors, events, live, people, users
+    from web import alarms, auditing, auth, doors, events, evidence, live, people, users
 
     app = Flask(__name__)
     console = config.console
@@ -66,7 +66,7 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
             return {"open_alarm_count": 0}
         with services(app).session() as s:
             return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
-    for module in (auth, live, alarms, doors, people, events, auditing, users):
+    for module in (auth, live, alarms, doors, people, events, evidence, auditing, users):
         app.register_blueprint(module.bp)
 
     @app.after_request

@@ -22,6 +22,7 @@ from badge_bridge.models import AuditEntry
 from web import services
 from web.auth import any_role
 from web.changes import read
+from web.evidence import evidence_for
 from web.live import areas_of
 
 bp = Blueprint("events", __name__, url_prefix="/events")
@@ -108,8 +109,12 @@ def index() -> Any:
 @bp.route("/<int:entry_id>")
 @any_role("guard", "auditor")
 def detail(entry_id: int) -> Any:
-    entry = read(lambda s: s.get(AuditEntry, entry_id))
+    def load(s: Session) -> tuple[AuditEntry | None, list[dict[str, Any]]]:
+        entry = s.get(AuditEntry, entry_id)
+        return entry, evidence_for(s, entry) if entry is not None else []
+
+    entry, evidence = read(load)
     if entry is None:
         abort(404)
     return render_template("event.html", e=entry, subject=json.loads(entry.subject), detail=json.loads(entry.detail),
-                           from_us=from_us)
+                           from_us=from_us, evidence=evidence)

@@ -14,6 +14,9 @@ Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
     bridge/events                       bridge -> consoles, QoS 0      PublishedEvents (one per commit)
     bridge/doors/<door>                 bridge -> consoles, retained   DoorState
     console/commands                    console -> bridge, QoS 1       ConsoleCommand
+    cameras/<camera>/events             camera -> bridge, QoS 1        CameraEvent (motion, evidence saved)
+    cameras/<camera>/status             camera -> all, retained        CameraStatus (also the last will)
+    cameras/<camera>/requests           bridge -> camera, QoS 1        EvidenceRequest
 """
 
 from __future__ import annotations
@@ -286,6 +289,83 @@ class ConsoleCommand(Message):
     duration_s: float | None = Field(None, gt=0, le=86_400)
 
 
+# --- cameras (docs/cameras.md) -----------------------------------------------------------------------
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Box = tuple[Annotated[int, Field(ge=0, le=16384)], Annotated[int, Field(ge=0, le=16384)],
+            Annotated[int, Field(ge=0, le=16384)], Annotated[int, Field(ge=0, le=16384)]]
+
+
+class Motion(Message):
+    """Motion in one door zone of a camera. ``ts`` is when the change happened on the camera's clock: the
+    first moving frame for ``start``, the last for ``end``; ``update`` says more objects are in the zone."""
+
+    type: Literal["motion"]
+    zone: Key
+    """The door the zone watches."""
+    state: Literal["start", "update", "end"]
+    started: AwareDatetime
+    """The episode's first moving frame: start, update and end of one episode share it."""
+    boxes: list[Box] = Field(default=[], max_length=64)
+    """x, y, width, height in pixels of the camera's frame."""
+    area: float = Field(ge=0, le=1)
+    """Fraction of the zone in motion (for end: the episode's peak)."""
+    objects: int = Field(ge=0, le=1000)
+    peak_objects: int = Field(ge=0, le=1000)
+
+
+class EvidenceItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    kind: Literal["snapshot", "clip"]
+    sha256: Sha256
+    """Of the plain content; the file is stored encrypted under this name in the evidence store."""
+    media_type: Literal["image/jpeg", "video/x-msvideo"]
+    bytes: int = Field(ge=1)
+    frames: int = Field(ge=1)
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class EvidenceSaved(Message):
+    """The answer to an EvidenceRequest: what was stored, or why nothing could be."""
+
+    type: Literal["evidence"]
+    event: str = Field(max_length=128)
+    items: list[EvidenceItem] = Field(default=[], max_length=4)
+    error: str | None = Field(None, max_length=500)
+
+
+CameraEvent = Annotated[Motion | EvidenceSaved, Field(discriminator="type")]
+camera_event = TypeAdapter(CameraEvent)
+
+
+class CameraStatus(BaseModel):
+    """Retained. The worker's last will publishes ``{"v":1,"online":false}``, so the rest is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    v: Literal[1] = 1
+    online: bool
+    ts: AwareDatetime | None = None
+    state: Literal["connecting", "online", "reconnecting", "error", "ended", "stopped"] | None = None
+    reason: str = Field("", max_length=500)
+    fps: float | None = Field(None, ge=0, le=1000)
+    width: int | None = Field(None, ge=1, le=16384)
+    height: int | None = Field(None, ge=1, le=16384)
+
+
+class EvidenceRequest(Message):
+    """Save what the camera saw around ``at``: a snapshot, and a clip when ``clip`` is set (alarms)."""
+
+    type: Literal["evidence_request"]
+    event: str = Field(max_length=128)
+    """The audited event the evidence belongs to."""
+    door: Key
+    at: AwareDatetime
+    before_s: float = Field(ge=0, le=60)
+    after_s: float = Field(ge=0, le=60)
+    clip: bool = False
+
+
 SCHEMAS: dict[str, Any] = {
     "controller-event": controller_event,
     "controller-status": ControllerStatus,
@@ -295,6 +375,9 @@ SCHEMAS: dict[str, Any] = {
     "published-events": PublishedEvents,
     "door-state": DoorState,
     "console-command": ConsoleCommand,
+    "camera-event": camera_event,
+    "camera-status": CameraStatus,
+    "evidence-request": EvidenceRequest,
 }
 
 

@@ -97,7 +97,8 @@ class MqttDriver:
         group = self.config.mqtt.shared_group
         shared = f"$share/{group}/" if group else ""
         topics = [(f"{shared}{self.prefix}/controllers/+/events", 1), (f"{self.prefix}/controllers/+/status", 1),
-                  (f"{shared}{self.prefix}/console/commands", 1)]
+                  (f"{shared}{self.prefix}/console/commands", 1), (f"{shared}{self.prefix}/cameras/+/events", 1),
+                  (f"{self.prefix}/cameras/+/status", 1)]
         topics += [(f"{shared}{t}", 1) for t in self.esp_by_topic]
         client.subscribe(topics)
         client.publish(f"{self.prefix}/bridge/status", self._status(True), qos=1, retain=True)
@@ -126,7 +127,7 @@ class MqttDriver:
         p = self.processor
         rest = topic.removeprefix(f"{self.prefix}/")
         parts = rest.split("/")
-        source = parts[1] if len(parts) == 3 and parts[0] == "controllers" else "console"
+        source = parts[1] if len(parts) == 3 and parts[0] in ("controllers", "cameras") else "console"
         if len(payload) > c.MAX_PAYLOAD:
             p.reject(source, "oversized", f"{len(payload)} bytes, the limit is {c.MAX_PAYLOAD}", payload,
                      where=topic, ack=ack)
@@ -140,6 +141,13 @@ class MqttDriver:
             elif len(parts) == 3 and parts[0] == "controllers" and parts[2] == "status":
                 if payload:  # an empty retained message is a deletion
                     p.controller_status(source, c.ControllerStatus.model_validate_json(payload), payload, topic, ack)
+                elif ack:
+                    ack()
+            elif len(parts) == 3 and parts[0] == "cameras" and parts[2] == "events":
+                p.camera_event(source, c.camera_event.validate_json(payload), payload, topic, ack)
+            elif len(parts) == 3 and parts[0] == "cameras" and parts[2] == "status":
+                if payload:
+                    p.camera_status(source, c.CameraStatus.model_validate_json(payload), payload, topic, ack)
                 elif ack:
                     ack()
             elif rest == "console/commands":
@@ -182,6 +190,9 @@ class MqttDriver:
         payload = esp_rfid.encode(command, device=esp.device or "")
         if payload is not None:
             self.client.publish(esp_rfid.topics(esp.topic or esp.key).commands, payload, qos=1)
+
+    def request_evidence(self, camera: str, request: c.EvidenceRequest) -> None:
+        self.client.publish(f"{self.prefix}/cameras/{camera}/requests", request.model_dump_json(), qos=1)
 
     def publish_events(self, events: list[Event]) -> None:
         """One committed batch as ``PublishedEvents``, built from each event's canonical JSON as it stands

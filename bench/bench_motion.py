@@ -1,0 +1,112 @@
+"""Motion detector cost per core and its agreement with the door-entries clip's still stretches.
+
+Prints one JSON object. For each test video at native size, and for 1280x720 and 1920x1080 upscales of the
+door clip (door cameras are often HD): decode fps (decode only, timed apart), detector fps on one core
+(`process()` only, on pre-decoded frames, cv2.setNumThreads(1)), frames and resolution. On the door clip
+also: frames flagged in the still stretches, and person-present frames missed. The budget is 15 fps for
+each of 8 cameras on 2 cores, i.e. 60 detector fps per core on top of decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from camera.motion import MotionDetector, MotionSettings  # noqa: E402
+
+VIDEO = ROOT / "tests" / "data" / "video"
+STILL = ((31, 60), (113, 179), (206, 227), (307, 363), (382, 430), (454, 502))
+WARM_UP = 30
+GOAL_FPS_PER_CORE = 15 * 8 / 2
+
+
+def decode(path: Path) -> tuple[list[np.ndarray], float, float]:
+    """Frames, the clip's fps and decode-only frames per second."""
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames, started = [], time.perf_counter()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    decode_fps = len(frames) / (time.perf_counter() - started)
+    cap.release()
+    return frames, fps, decode_fps
+
+
+def upscale(path: Path, size: tuple[int, int], out: Path) -> Path:
+    """The clip resized to `size` and re-encoded (MPEG-4 Part 2, like the source), so HD decode is timed too."""
+    frames, fps, _ = decode(path)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    for frame in frames:
+        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR))
+    writer.release()
+    return out
+
+
+def detect(frames: list[np.ndarray], fps: float) -> tuple[list[bool], float]:
+    """Per frame whether the whole-frame zone is in motion, and process() calls per second."""
+    h, w = frames[0].shape[:2]
+    det = MotionDetector(w, h, fps)
+    active, spent = [], 0.0
+    for i, frame in enumerate(frames):
+        started = time.perf_counter()
+        det.process(frame, i / fps)
+        spent += time.perf_counter() - started
+        active.append(det.active()["frame"])
+    return active, len(frames) / spent
+
+
+def agreement(active: list[bool], fps: float) -> dict[str, object]:
+    """Still-stretch frames flagged (all, and past the end_after_s margin at each stretch start) and
+    person-present frames (outside still stretches and warm-up) missed."""
+    still = {i for a, b in STILL for i in range(a, b + 1)}
+    margin = round(MotionSettings().end_after_s * fps) + 1
+    flagged = [i for i in sorted(still) if i >= WARM_UP and active[i]]
+    past_margin = [i for a, b in STILL for i in range(max(a + margin, WARM_UP), b + 1) if active[i]]
+    present = [i for i in range(WARM_UP, len(active)) if i not in still]
+    missed = sum(not active[i] for i in present)
+    return {"still_frames": len([i for i in still if i >= WARM_UP]), "still_flagged": len(flagged),
+            "still_flagged_past_end_margin": len(past_margin), "still_flagged_frames": flagged,
+            "person_present_frames": len(present), "person_present_missed": missed,
+            "person_present_missed_share": round(missed / len(present), 3)}
+
+
+def main() -> None:
+    cv2.setNumThreads(1)
+    door = VIDEO / "door-entries-part1.mp4"
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = [door, VIDEO / "vtest.avi"] + [upscale(door, (w, h), Path(tmp) / f"door-{h}p.mp4")
+                                               for w, h in ((1280, 720), (1920, 1080))]
+        for path in clips:
+            frames, fps, decode_fps = decode(path)
+            active, detect_fps = detect(frames, fps)
+            h, w = frames[0].shape[:2]
+            row: dict[str, object] = {
+                "video": path.name if path.parent == VIDEO else f"{door.name} upscaled, re-encoded mp4v",
+                "resolution": f"{w}x{h}", "frames": len(frames), "fps": fps, "decode_fps": round(decode_fps, 1),
+                "detector_fps_per_core": round(detect_fps, 1), "detector_ms_per_frame": round(1000 / detect_fps, 2),
+                "motion_share": round(sum(active[WARM_UP:]) / len(active[WARM_UP:]), 3),
+            }
+            if path.name.startswith("door"):
+                row.update(agreement(active, fps))
+            results.append(row)
+    slowest = min(float(r["detector_fps_per_core"]) for r in results)  # type: ignore[arg-type]
+    print(json.dumps({"bench": "motion", "threads": 1, "settings": asdict(MotionSettings()), "videos": results,
+                      "goal_detector_fps_per_core": GOAL_FPS_PER_CORE, "meets_goal": slowest >= GOAL_FPS_PER_CORE}))
+
+
+if __name__ == "__main__":
+    main()

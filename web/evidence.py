@@ -1,0 +1,73 @@
+"""Camera evidence: the snapshots and clips saved around door events and alarms, decrypted for the desk.
+
+Evidence is content-addressed (the audit entry names the SHA-256) and encrypted at rest; the store checks
+both the encryption tag and the hash on every read, so what the console shows is what was recorded.
+Every viewing is audited with the user: pictures of people are personal data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import Blueprint, Response, abort, render_template
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from badge_bridge.models import AuditEntry
+from camera.evidence import EvidenceError, EvidenceStore
+from web import services
+from web.auth import any_role
+
+bp = Blueprint("evidence", __name__, url_prefix="/evidence")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+EVIDENCE_KINDS = ("evidence.saved", "evidence.failed")
+LOOK_BEFORE_US, LOOK_AFTER_US = 60_000_000, 600_000_000
+"""Evidence is recorded after its event (the clip waits for the seconds after it), on the camera's clock."""
+
+
+def store() -> EvidenceStore:
+    svc = services()
+    return EvidenceStore(svc.config.path(svc.config.evidence.dir), svc.keys.evidence_key())
+
+
+def evidence_for(session: Session, entry: AuditEntry) -> list[dict[str, Any]]:
+    """The evidence answers recorded for one event: ``[{camera, items, error}]``."""
+    if entry.kind in EVIDENCE_KINDS:
+        rows = [entry]
+    else:
+        rows = [r for r in session.scalars(
+            select(AuditEntry).where(AuditEntry.kind.in_(EVIDENCE_KINDS),
+                                     AuditEntry.ts_us.between(entry.ts_us - LOOK_BEFORE_US, entry.ts_us + LOOK_AFTER_US))
+            .order_by(AuditEntry.ts_us, AuditEntry.id))
+            if json.loads(r.detail).get("event") == entry.event_id]
+    out = []
+    for r in rows:
+        detail = json.loads(r.detail)
+        out.append({"camera": r.source, "items": detail.get("items", []), "error": detail.get("error")})
+    return out
+
+
+@bp.route("/<sha256>")
+@any_role("guard", "auditor")
+def fetch(sha256: str) -> Any:
+    if not SHA256.match(sha256):
+        abort(404)
+    evidence = store()
+    if not evidence.exists(sha256):
+        abort(404)
+    try:
+        data, media_type = evidence.get(sha256)
+    except EvidenceError as exc:
+        services().audit.record("console.evidence_unreadable", current_user.username,
+                                detail={"sha256": sha256, "reason": str(exc)[:300]})
+        return render_template("error.html", title="Evidence refused",
+                               message=f"This evidence failed its integrity check and is not shown: {exc}"), 422
+    services().audit.record("console.evidence_viewed", current_user.username, detail={"sha256": sha256})
+    response = Response(data, mimetype=media_type)
+    if media_type != "image/jpeg":
+        response.headers["Content-Disposition"] = f'attachment; filename="evidence-{sha256[:16]}.avi"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
