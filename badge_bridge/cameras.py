@@ -31,6 +31,9 @@ CLIP_KINDS = frozenset({"alarm.raised"})
 """Events worth a clip as well: the desk wants to see what happened, not only a frame of it."""
 WHOLE_FRAME = "frame"
 """The zone a camera with no door reports its motion in."""
+IN_VIEW = {"door.unauthorized_entry": timedelta(seconds=1), "door.tailgating": timedelta(seconds=0.5)}
+"""These findings are dated by the first moving frame, when a person is barely in the picture: their
+snapshot is taken this much later, when they are."""
 SILENT_START = timedelta(seconds=30)
 """A camera that has not reported this long after the bridge started is reported offline."""
 
@@ -150,7 +153,7 @@ class CameraDesk:
         now = datetime.now(UTC)
         for camera in self.door_cameras[event.door]:
             request = c.EvidenceRequest(id=Event.new_id("ev")[:64].replace(":", "-"), ts=now, type="evidence_request",
-                                        event=event.id, door=event.door, at=event.ts,
+                                        event=event.id, door=event.door, at=event.ts + IN_VIEW.get(event.kind, timedelta()),
                                         before_s=self.evidence.before_s, after_s=self.evidence.after_s, clip=clip)
             self.send_request(camera, request)
 

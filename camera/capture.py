@@ -288,6 +288,7 @@ class Capture:
         self._loop = loop
         self._pace = pace
         self._read_timeout_s = read_timeout_s
+        self._open_timeout_s = open_timeout_s
         self._params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             max(1, round(open_timeout_s * 1000)),
@@ -355,6 +356,10 @@ class Capture:
         finally:
             if reader is not None:
                 reader.quit.set()
+                # Let it release the capture: a process that exits while OpenCV still reads on another
+                # thread dies in std::terminate instead of exiting cleanly.
+                if reader.is_alive():
+                    reader.join(self._read_timeout_s + self._open_timeout_s)
 
     def _drain(self, reader: _Reader) -> Generator[tuple[np.ndarray, float], None, str | None]:
         """Yield the reader's frames; return why they stopped, or None when stop was set."""

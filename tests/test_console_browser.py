@@ -10,6 +10,7 @@ go to ``test-artifacts/console/`` for a person to look at.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers import contract as c
 from badge_bridge.db import make_engine
 from badge_bridge.keys import KeyStore
-from badge_bridge.models import Alarm
+from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
@@ -53,16 +54,31 @@ class Console:
     config: SiteConfig
     engine: Engine
     lobby: SimController
+    site_file: Path
 
 
 @pytest.fixture
 def console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore) -> Iterator[Console]:
-    """Seeded site, running bridge, the lobby controller and the console on a free port."""
+    """Seeded site, running bridge, the lobby controller and the console on a free port; no cameras (their
+    silence would raise alarms mid-scenario)."""
+    yield from _console(tmp_path, sqlite_url, broker, keys, cameras=False)
+
+
+@pytest.fixture
+def camera_console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore) -> Iterator[Console]:
+    """The same with the site's cameras: the lobby camera plays the real indoor footage."""
+    yield from _console(tmp_path, sqlite_url, broker, keys, cameras=True)
+
+
+def _console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore, *, cameras: bool) -> Iterator[Console]:
     _require_chromium()
     from web import create_app
     from web.auth import limiter
 
-    config = load_config(write_site(tmp_path, sqlite_url, broker_port=broker.port))
+    site_file = write_site(tmp_path, sqlite_url, broker_port=broker.port)
+    config = load_config(site_file)
+    if not cameras:
+        config = config.model_copy(update={"cameras": []})
     engine = make_engine(sqlite_url)
     with Session(engine) as session, session.begin():
         sync_site(session, config)
@@ -87,7 +103,7 @@ def console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore) -> 
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name="console-http", daemon=True)
         thread.start()
-        yield Console(f"http://127.0.0.1:{server.server_port}", config, engine, lobby)
+        yield Console(f"http://127.0.0.1:{server.server_port}", config, engine, lobby, site_file)
     finally:
         if server is not None:
             server.shutdown()
@@ -112,7 +128,7 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def shots() -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
@@ -258,3 +274,41 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
     assert sup.errors == [] and guard.errors == [] and auditor.errors == []
     with Session(console.engine) as session:
         assert session.scalars(select(Alarm)).one().state == "acknowledged"  # nothing else raised an alarm
+
+
+def test_unauthorized_entry_shows_the_camera_snapshot(camera_console: Console, browser, shots: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real camera worker plays the indoor footage; the first person walks in without badging: the alarm
+    reaches the banner, and the event's page shows what the camera saw, decrypted."""
+    from camera.supervisor import Supervisor
+
+    monkeypatch.delenv("BADGE_BRIDGE_MQTT_PORT", raising=False)
+    supervisor = Supervisor(camera_console.config, camera_console.site_file, ["cam-lobby"])
+    runner = threading.Thread(target=supervisor.run, daemon=True)
+    runner.start()
+    try:
+        guard = Watched(browser, camera_console.url)
+        with Session(camera_console.engine) as session, session.begin():
+            people.add_user(session, "test", "gil", "guard", PASSWORD)
+        guard.login("gil")
+        guard.page.wait_for_selector("#alarm-banner:visible", timeout=60_000)
+
+        def snapshot_of_entry() -> int | None:
+            with Session(camera_console.engine) as session:
+                entry = session.scalar(select(AuditEntry).where(AuditEntry.kind == "door.unauthorized_entry"))
+                saved = session.scalars(select(AuditEntry.detail).where(AuditEntry.kind == "evidence.saved")).all()
+            return entry.id if entry is not None and any(entry.event_id in d for d in saved) else None
+
+        deadline = time.monotonic() + 60
+        while (entry_id := snapshot_of_entry()) is None:
+            assert time.monotonic() < deadline, "no snapshot saved for the unauthorized entry"
+            time.sleep(0.2)
+        guard.page.goto(f"/events/{entry_id}")
+        image = guard.page.wait_for_selector(".evidence img")
+        guard.page.wait_for_function("document.querySelector('.evidence img').complete")
+        assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [768, 432]
+        guard.shot(shots / "08-unauthorized-entry-evidence.png")
+        assert guard.errors == []
+    finally:
+        supervisor.stopping.set()
+        runner.join(20)
