@@ -167,6 +167,15 @@ class Correlation(_Model):
     settle_s: float = Field(0.2, ge=0, le=10)
 
 
+class FacesSection(_Model):
+    tolerance: float = Field(0.6, gt=0, lt=1.5)
+    """Largest face distance that counts as the same person: face_recognition's default."""
+    strict_tolerance: float = Field(0.5, gt=0, lt=1.5)
+    """For doors with ``face_strict``: fewer impostors pass, more genuine people are asked to retry."""
+    keep_photos: bool = False
+    """Keep enrollment photos (encrypted in the evidence store); off: only the encodings are kept."""
+
+
 class EvidenceSection(_Model):
     dir: str = "var/evidence"
     """Encrypted snapshots and clips, named by the SHA-256 of their content."""
@@ -185,6 +194,13 @@ class DoorConfig(_Model):
     two_person_window_s: float = Field(30.0, gt=0, le=600)
     factors: list[Literal["card", "pin", "biometric"]] = ["card"]
     correlation: Correlation = Correlation()
+    face: Literal["off", "check", "required"] = "off"
+    """At a door with a camera: ``check`` compares the face of whoever badged with the badge holder's after
+    the grant (alarm on a mismatch); ``required`` makes the match a factor of the grant itself."""
+    face_strict: bool = False
+    """Use faces.strict_tolerance here (critical rooms)."""
+    face_timeout_s: float = Field(4.0, gt=0, le=30)
+    """``required``: deny when no verdict has come in this long after the badge."""
 
     @field_validator("factors")
     @classmethod
@@ -290,6 +306,7 @@ class SiteConfig(_Model):
     metrics: MetricsSection = MetricsSection()
     console: ConsoleSection = ConsoleSection()
     evidence: EvidenceSection = EvidenceSection()
+    faces: FacesSection = FacesSection()
     areas: list[AreaConfig] = []
     schedules: list[ScheduleConfig] = []
     doors: list[DoorConfig] = []
@@ -343,6 +360,11 @@ class SiteConfig(_Model):
                 if zone.door not in c.doors:
                     errors.append(f"cameras[{i}].zones[{j}].door: {zone.door!r} is not in this camera's doors "
                                   f"({', '.join(c.doors) or 'none'})")
+        watched = {door for cam in self.cameras for door in cam.doors}
+        for i, d in enumerate(self.doors):
+            if d.face != "off" and d.key not in watched:
+                errors.append(f"doors[{i}].face: {d.face!r} needs a camera watching door {d.key!r} "
+                              "(list it in a camera's doors)")
         for i, lvl in enumerate(self.access_levels):
             for j, ld in enumerate(lvl.doors):
                 ref(f"access_levels[{i}].doors[{j}].door", ld.door, doors, "door")

@@ -205,6 +205,19 @@ class Person(Base):
     credentials: Mapped[list[Credential]] = relationship(back_populates="person")
 
 
+class FaceTemplate(Base):
+    """One enrolled face: the 128-number encoding, sealed (AES-256-GCM under the evidence key, bound to the
+    person); the photo only if the site keeps photos, and then encrypted in the evidence store."""
+
+    __tablename__ = "face_template"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    photo_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
 class Credential(Base):
     __tablename__ = "credential"
     __table_args__ = (UniqueConstraint("format", "number"),)
