@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# face-recognition requires `dlib` (a long source build); dlib-bin, installed above, provides the same module.
+	$(PY) -m pip install -q --no-deps face-recognition==1.3.0
 	touch $(STAMP)
 
 ## make demo: build the demo site database from site.example.toml and run the bridge on it.

@@ -72,6 +72,7 @@ class Bridge:
         processor = self.processor = Processor(self.config, self.writer, snapshot, self.keys.pin_pepper(),
                                                send=self._send, on_door=self._door, send_camera=self._request)
         processor.remember(recent)
+        self._load_faces()
         for door, kind in alarms:
             if door in processor.doors.doors:
                 processor.doors.doors[door].alarms.add(kind)
@@ -170,9 +171,24 @@ class Bridge:
         assert self.processor is not None
         with self.processor.lock:
             self.processor.snapshot = snapshot
+        self._load_faces()
         self._admin_mark = mark
         log.info("people or credentials changed: decisions and controller lists updated")
         self._publish_syncs()
+
+    def _load_faces(self) -> None:
+        """The enrolled faces, decrypted into memory, where a door checks faces (enrollments are admin.*
+        changes, so they reload with people and credentials)."""
+        assert self.processor is not None
+        if not self.processor.cameras.face_doors:
+            return
+        from badge_bridge.biometrics import load_gallery  # dlib loads only at sites that check faces
+
+        with Session(self.engine) as session:
+            gallery = load_gallery(session, self.keys.evidence_key())
+        with self.processor.lock:
+            self.processor.cameras.gallery = gallery
+        log.info("face gallery: %d encodings enrolled", len(gallery))
 
     # --- outbound ------------------------------------------------------------------------------------
 

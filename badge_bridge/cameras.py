@@ -13,19 +13,28 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from badge_bridge.audit import Effect
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.correlate import ALARMS, Correlator, DoorWindows, Finding
+from badge_bridge.correlate import ALARMS, TAILGATING, Correlator, DoorWindows, Finding
 from badge_bridge.events import Event
 from badge_bridge.records import alarm_cleared, alarm_raised
 
+if TYPE_CHECKING:
+    from camera.faces import Gallery
+
 log = logging.getLogger(__name__)
+_PROBE = np.zeros(128)
+"""Any encoding: asking the gallery for a distance tells whether the person is enrolled at all."""
 
 SNAPSHOT_KINDS = frozenset({"access.granted", "access.denied", "door.forced", "door.held_open",
-                            "door.unauthorized_entry", "door.tailgating", "door.forced_confirmed"})
+                            "door.unauthorized_entry", "door.tailgating", "door.forced_confirmed", "face.absent"})
 """Door events whose moment is worth a still picture."""
 CLIP_KINDS = frozenset({"alarm.raised"})
 """Events worth a clip as well: the desk wants to see what happened, not only a frame of it."""
@@ -37,6 +46,12 @@ snapshot is taken this much later, when they are."""
 SILENT_START = timedelta(seconds=30)
 """A camera that has not reported this long after the bridge started is reported offline."""
 
+FACE_WINDOWS = {"check": (1.0, 2.0), "required": (1.5, 0.5)}
+"""Seconds of frames before and after the badge searched for the holder's face: a check can wait for the
+person to step through; a required match holds the door, so it looks mostly at who stood at the reader."""
+CHECK_ANSWER_S = 15.0
+"""A face check with no answer by then is recorded as unverified (the camera is away or overloaded)."""
+
 Emitted = list[tuple[Event, Effect | None]]
 SendRequest = Callable[[str, c.EvidenceRequest], None]
 
@@ -45,6 +60,15 @@ class CameraRejected(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+
+
+@dataclass
+class FaceCheck:
+    door: str
+    person: int
+    subject: dict[str, object]
+    mode: str
+    deadline: datetime
 
 
 class CameraDesk:
@@ -64,6 +88,11 @@ class CameraDesk:
             # Until a camera reports, nobody knows it sees anything: nothing is concluded from its silence.
             self.correlator.camera_status(camera, False, started)
         self.online: dict[str, bool] = {}
+        self.face_doors = {d.key: d for d in config.doors if d.face != "off"}
+        self.faces = config.faces
+        self.gallery: Gallery | None = None
+        """Enrolled faces, decrypted (set by the bridge when it loads the site, if any door checks faces)."""
+        self.face_checks: dict[str, FaceCheck] = {}
 
     # --- camera workers ------------------------------------------------------------------------------
 
@@ -139,11 +168,15 @@ class CameraDesk:
     # --- door events and time ------------------------------------------------------------------------
 
     def observe(self, event: Event) -> None:
-        """Every event the bridge records: door events feed the correlator, and events at a watched door
-        ask its cameras for evidence."""
+        """Every event the bridge records: door events feed the correlator, events at a watched door ask its
+        cameras for evidence, and a grant at a door that checks faces asks for the holder's face."""
         if event.door is None or event.door not in self.door_cameras:
             return
         self.correlator.door_event(event.door, event.kind, event.ts, event.id)
+        door = self.face_doors.get(event.door)
+        person = event.subject.get("person")
+        if event.kind == "access.granted" and door is not None and door.face == "check" and isinstance(person, int):
+            self.request_faces(event.id, event.door, person, dict(event.subject), event.ts, mode="check")
         clip = event.kind in CLIP_KINDS
         if clip or event.kind in SNAPSHOT_KINDS:
             self._request(event, clip)
@@ -156,6 +189,77 @@ class CameraDesk:
                                         event=event.id, door=event.door, at=event.ts + IN_VIEW.get(event.kind, timedelta()),
                                         before_s=self.evidence.before_s, after_s=self.evidence.after_s, clip=clip)
             self.send_request(camera, request)
+
+    # --- faces --------------------------------------------------------------------------------------
+
+    def enrolled(self, person: int) -> bool:
+        return self.gallery is not None and self.gallery.distance_to(person, _PROBE) is not None
+
+    def request_faces(self, event_id: str, door: str, person: int, subject: dict[str, object], at: datetime,
+                      *, mode: str) -> None:
+        before, after = FACE_WINDOWS[mode]
+        limit = self.face_doors[door].face_timeout_s if mode == "required" else CHECK_ANSWER_S
+        self.face_checks[event_id] = FaceCheck(door, person, subject, mode, datetime.now(UTC) + timedelta(seconds=limit))
+        for camera in self.door_cameras[door]:
+            self.send_request(camera, c.FaceRequest(id=Event.new_id("fr")[:64].replace(":", "-"), ts=datetime.now(UTC),
+                                                    type="face_request", event=event_id, door=door, at=at,
+                                                    before_s=before, after_s=after))
+
+    def faces_seen(self, camera: str, msg: c.FacesSeen) -> tuple[Emitted, tuple[str, str] | None]:
+        """The first answer for a badge decides (a door's other cameras answer too: later ones are ignored).
+        Returns the events and, for the policy, (event id, outcome): ``verified`` when the holder's face was
+        seen (among others, for ``several``), else the verdict's outcome."""
+        self._camera(camera)
+        check = self.face_checks.pop(msg.event, None)
+        if check is None:
+            return [], None
+        from camera.faces import SeenFace, verify  # dlib loads only where faces are checked
+
+        per_frame: list[list[SeenFace]] = [[] for _ in range(msg.frames)]
+        for face in msg.faces:
+            if face.frame < msg.frames:
+                per_frame[face.frame].append(SeenFace(face.t.timestamp(), face.box, np.array(face.encoding)))
+        door = self.face_doors[check.door]
+        tolerance = self.faces.strict_tolerance if door.face_strict else self.faces.tolerance
+        assert self.gallery is not None
+        verdict = verify(per_frame, self.gallery, check.person, tolerance)
+        detail: dict[str, object] = {"event": msg.event, "mode": check.mode, "frames": msg.frames,
+                                     "faces": verdict.faces, "tolerance": tolerance}
+        if verdict.distance is not None:
+            detail["distance"] = round(verdict.distance, 4)
+        if verdict.outcome == "mismatch":
+            detail["seen"] = ("unknown" if verdict.nearest is None
+                              else {"person": verdict.nearest, "distance": round(verdict.nearest_distance or 0, 4)})
+        if msg.error:
+            detail["error"] = msg.error
+        eid = f"face:{msg.event}"[:128]
+        events: Emitted = [(Event(id=eid, kind=f"face.{verdict.outcome}", source=camera, ts=msg.ts, door=check.door,
+                                  subject=check.subject, detail=detail), None)]
+        if verdict.outcome == "mismatch":
+            events.append(alarm_raised("face.mismatch", door=check.door, source=camera, cause=eid, ts=msg.ts))
+        elif verdict.outcome == "several":
+            # More faces than badges: evidence of tailgating, alarmed like the correlator's own finding.
+            events.append(alarm_raised(TAILGATING, door=check.door, source=camera, cause=eid, ts=msg.ts,
+                                       detail={"evidence": "faces", "faces": verdict.faces}))
+        holder_seen = verdict.distance is not None and verdict.distance <= tolerance
+        return events, (msg.event, "verified" if holder_seen else verdict.outcome)
+
+    def faces_expired(self, now: datetime) -> tuple[Emitted, list[str]]:
+        """Face checks past their time limit, recorded as ``face.unverified``; returns those events and the
+        ids of the required ones, which the caller denies."""
+        events: Emitted = []
+        required = []
+        for eid, check in list(self.face_checks.items()):
+            if check.deadline > now:
+                continue
+            del self.face_checks[eid]
+            events.append((Event(id=f"face:{eid}"[:128], kind="face.unverified", source=self.instance, ts=now,
+                                 door=check.door, subject=check.subject,
+                                 detail={"event": eid, "mode": check.mode,
+                                         "reason": "no answer from the door's cameras in time"}), None))
+            if check.mode == "required":
+                required.append(eid)
+        return events, required
 
     def tick(self, now: datetime) -> Emitted:
         events: Emitted = []

@@ -27,13 +27,13 @@ from sqlalchemy import update
 from badge_bridge import cards
 from badge_bridge.audit import AuditWriter, Effect
 from badge_bridge.cameras import CameraDesk, CameraRejected, SendRequest
-from badge_bridge.config import SiteConfig
+from badge_bridge.config import ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import FORCED, DoorMonitor
 from badge_bridge.events import Event
 from badge_bridge.keys import check_pin
 from badge_bridge.models import Controller
-from badge_bridge.policy import AccessState, Factor, Reason, Request, decide
+from badge_bridge.policy import AccessState, Decision, Door, Factor, Reason, Request, decide
 from badge_bridge.records import alarm_cleared, alarm_raised, dead_letter
 from badge_bridge.snapshot import CredentialRecord, Snapshot
 
@@ -80,6 +80,26 @@ class Counters:
         table[key] = table.get(key, 0) + 1
 
 
+@dataclass
+class _Attempt:
+    """A credential presented at a reader, kept while its face is being checked."""
+
+    controller: str
+    eid: str
+    msg: c.CredentialPresented
+    reader: ReaderConfig
+    door: Door
+    record: CredentialRecord | None
+    fmt: str
+    number: str
+    factors: set[Factor]
+    failed: set[Factor]
+
+    def request(self) -> Request:
+        return Request(door=self.door, now=self.msg.ts, direction=self.reader.direction,
+                       factors=frozenset(self.factors), failed=frozenset(self.failed))
+
+
 class Processor:
     def __init__(self, config: SiteConfig, writer: AuditWriter, snapshot: Snapshot, pepper: bytes,
                  send: SendCommand, on_door: Callable[[str], None] = lambda d: None,
@@ -108,6 +128,8 @@ class Processor:
         """(reader, condition) -> active, for bus readers."""
         self.started = datetime.now(UTC)
         self.cameras = CameraDesk(config, send_camera, self.started)
+        self.face_waiting: dict[str, _Attempt] = {}
+        """Credential events waiting for the door camera's verdict on the holder's face."""
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.counters = Counters()
 
@@ -209,15 +231,23 @@ class Processor:
             ok = (msg.biometric.match and record is not None and record.biometric_ref is not None
                   and msg.biometric.ref == record.biometric_ref)
             (factors if ok else failed).add(Factor.BIOMETRIC)
-        request = Request(door=door, now=msg.ts, direction=reader.direction, factors=frozenset(factors),
-                          failed=frozenset(failed))
+        attempt = _Attempt(controller, eid, msg, reader, door, record, fmt, number, factors, failed)
+        decision = decide(record.view if record else None, attempt.request(), self.state)
+        if (decision.reason is Reason.FACE_REQUIRED and msg.offline is None and record is not None
+                and datetime.now(UTC) - msg.ts <= REQUEST_MAX_AGE):
+            return self._await_face(attempt)
+        return self._conclude(attempt, decision, eid)
+
+    def _conclude(self, a: _Attempt, decision: Decision, eid: str) -> list[tuple[Event, Effect | None]]:
+        """Record the decision, answer the controller, and audit it as ``eid``."""
+        msg, reader, door, record = a.msg, a.reader, a.door, a.record
+        request = a.request()
         view = record.view if record else None
-        decision = decide(view, request, self.state)
-        subject = _subject(record, fmt, number)
+        subject = _subject(record, a.fmt, a.number)
         detail: dict[str, object] = {"reader": reader.key, "direction": reader.direction,
-                                     "factors": sorted(f.value for f in factors)}
-        if failed:
-            detail["failed"] = sorted(f.value for f in failed)
+                                     "factors": sorted(f.value for f in a.factors)}
+        if a.failed:
+            detail["failed"] = sorted(f.value for f in a.failed)
         if msg.offline is not None:
             # The controller decided alone; record its decision, and what the bridge would have said.
             granted, reason = msg.offline.granted, msg.offline.reason
@@ -247,11 +277,40 @@ class Processor:
                 command = c.Deny(type="deny", id=_command_id("deny", eid), ts=datetime.now(UTC), door=door.key, reader=reader.key,
                                  request=msg.id, reason=reason,
                                  feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
-            self.send(controller, command)
+            self.send(a.controller, command)
         kind = "access.granted" if granted else "access.denied"
         log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
-        return [(Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door.key, subject=subject,
+        return [(Event(id=eid, kind=kind, source=a.controller, ts=msg.ts, door=door.key, subject=subject,
                        detail=detail), None)]
+
+    # --- the face as a factor --------------------------------------------------------------------------
+
+    def _await_face(self, a: _Attempt) -> list[tuple[Event, Effect | None]]:
+        """Everything else allows the request; the door's camera must now see the holder's face. The
+        controller gets its answer when the verdict arrives, or a deny at the door's time limit."""
+        assert a.record is not None
+        person = a.record.view.person_id
+        subject = _subject(a.record, a.fmt, a.number)
+        if not self.cameras.enrolled(person):
+            return self._conclude(a, Decision(False, Reason.FACE_REQUIRED), a.eid)
+        self.face_waiting[a.eid] = a
+        self.cameras.request_faces(a.eid, a.door.key, person, subject, a.msg.ts, mode="required")
+        return [(Event(id=f"{a.eid}:face-check", kind="access.face_check", source=a.controller, ts=a.msg.ts,
+                       door=a.door.key, subject=subject, detail={"reader": a.reader.key}), None)]
+
+    def _face_verdict(self, eid: str, outcome: str) -> list[tuple[Event, Effect | None]]:
+        """Decide again with the face factor's result (or deny on timeout)."""
+        a = self.face_waiting.pop(eid, None)
+        if a is None:
+            return []
+        if outcome == "verified":
+            a.factors.add(Factor.FACE)
+        elif outcome in ("mismatch", "several"):
+            a.failed.add(Factor.FACE)
+        # absent: nobody faced the camera, the factor is missing (face_required), not failed
+        decision = (Decision(False, Reason.FACE_TIMEOUT) if outcome == "timeout"
+                    else decide(a.record.view if a.record else None, a.request(), self.state))
+        return self._conclude(a, decision, f"{eid}:face")
 
     @staticmethod
     def _card(card: c.Card) -> tuple[str, str]:
@@ -352,7 +411,7 @@ class Processor:
 
     # --- cameras -------------------------------------------------------------------------------------
 
-    def camera_event(self, camera: str, msg: c.Motion | c.EvidenceSaved, payload: bytes, where: str,
+    def camera_event(self, camera: str, msg: c.Motion | c.EvidenceSaved | c.FacesSeen, payload: bytes, where: str,
                      ack: Ack | None) -> None:
         with self.lock:
             try:
@@ -361,6 +420,10 @@ class Processor:
                 if isinstance(msg, c.Motion):
                     events = self.cameras.motion(camera, msg)
                     events += self.cameras.tick(datetime.now(UTC))  # decide now what this motion settles
+                elif isinstance(msg, c.FacesSeen):
+                    events, verdict = self.cameras.faces_seen(camera, msg)
+                    if verdict is not None and verdict[0] in self.face_waiting:
+                        events += self._face_verdict(*verdict)
                 else:
                     events = self.cameras.evidence_saved(camera, msg)
             except (Rejected, CameraRejected) as exc:
@@ -392,6 +455,10 @@ class Processor:
                         cause = f"{controller}:silent-since-start:{self.started.isoformat()}"
                         self._emit(self._status(controller, False, now, cause), None)
             self._emit(self.cameras.tick(now), None)
+            unverified, required = self.cameras.faces_expired(now)
+            self._emit(unverified, None)
+            for eid in required:
+                self._emit(self._face_verdict(eid, "timeout"), None)
             for door, kind in self.doors.tick(now):
                 event = Event(id=f"{kind}:{door}:{now.isoformat()}", kind=kind, source=self.config.site.instance,
                               ts=now, door=door, detail={"limit_s": self.doors.doors[door].held_open_limit_s})

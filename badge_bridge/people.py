@@ -28,7 +28,8 @@ class AdminError(ValueError):
     """A change that cannot be made as asked; the message says why."""
 
 
-def _event(kind: str, actor: str, subject: dict[str, object], detail: dict[str, object]) -> Event:
+def admin_event(kind: str, actor: str, subject: dict[str, object], detail: dict[str, object]) -> Event:
+    """An administrative change (people, credentials, faces, users), audited with who made it as the source."""
     now = datetime.now(UTC)
     return Event(id=Event.new_id(kind), kind=kind, source=actor, ts=now, subject=subject, detail=detail, received_ts=now)
 
@@ -57,7 +58,7 @@ def add_person(
     except IntegrityError:
         session.rollback()
         raise AdminError(f"employee number {employee_no!r} is already used by another person") from None
-    return person, _event("admin.person_added", actor, {"person": person.id},
+    return person, admin_event("admin.person_added", actor, {"person": person.id},
                           {"levels": list(levels), "lockdown_exempt": lockdown_exempt})
 
 
@@ -86,7 +87,7 @@ def add_credential(
     )
     session.add(cred)
     session.flush()
-    return cred, _event("admin.credential_added", actor, {"person": person_id, "credential": cred.id},
+    return cred, admin_event("admin.credential_added", actor, {"person": person_id, "credential": cred.id},
                         {"format": fmt, "has_pin": pin is not None, "biometric": biometric_ref is not None,
                          "valid_until": valid_until.isoformat() if valid_until else None})
 
@@ -107,7 +108,7 @@ def set_credential_status(
     if status == "revoked":
         cred.revoked_at = datetime.now(UTC)
     session.flush()
-    return cred, _event(f"admin.credential_{status}", actor, {"person": cred.person_id, "credential": cred.id},
+    return cred, admin_event(f"admin.credential_{status}", actor, {"person": cred.person_id, "credential": cred.id},
                         {"reason": reason.strip()})
 
 
@@ -124,7 +125,7 @@ def add_user(session: Session, actor: str, username: str, role: str, password: s
     user = ConsoleUser(username=username, role=role, password_hash=hasher.hash(password))
     session.add(user)
     session.flush()
-    return user, _event("admin.user_added", actor, {"user": username}, {"role": role})
+    return user, admin_event("admin.user_added", actor, {"user": username}, {"role": role})
 
 
 def update_person(session: Session, actor: str, person_id: int, *, name: str, company: str, levels: list[str],
@@ -137,7 +138,7 @@ def update_person(session: Session, actor: str, person_id: int, *, name: str, co
     person.name, person.company, person.lockdown_exempt = name, company.strip()[:200], lockdown_exempt
     person.levels = _levels(session, levels)
     session.flush()
-    return person, _event("admin.person_changed", actor, {"person": person.id},
+    return person, admin_event("admin.person_changed", actor, {"person": person.id},
                           {"levels": sorted(levels), "levels_before": before, "lockdown_exempt": lockdown_exempt})
 
 
@@ -154,7 +155,7 @@ def person_left(session: Session, actor: str, person_id: int, reason: str) -> tu
             cred.status, cred.revoked_at = "revoked", now
             revoked.append(cred.id)
     session.flush()
-    return person, _event("admin.person_left", actor, {"person": person.id},
+    return person, admin_event("admin.person_left", actor, {"person": person.id},
                           {"reason": reason.strip(), "credentials_revoked": revoked})
 
 
@@ -167,7 +168,7 @@ def set_credential_validity(session: Session, actor: str, credential_id: int, va
         raise AdminError("valid-until must be after valid-from")
     cred.valid_from, cred.valid_until = valid_from, valid_until
     session.flush()
-    return cred, _event("admin.credential_validity", actor, {"person": cred.person_id, "credential": cred.id},
+    return cred, admin_event("admin.credential_validity", actor, {"person": cred.person_id, "credential": cred.id},
                         {"valid_from": valid_from.isoformat() if valid_from else None,
                          "valid_until": valid_until.isoformat() if valid_until else None})
 
@@ -178,7 +179,7 @@ def set_user_active(session: Session, actor: str, user_id: int, active: bool) ->
         raise AdminError(f"no console user with id {user_id}")
     user.active = active
     session.flush()
-    return user, _event("admin.user_enabled" if active else "admin.user_disabled", actor, {"user": user.username}, {})
+    return user, admin_event("admin.user_enabled" if active else "admin.user_disabled", actor, {"user": user.username}, {})
 
 
 def reset_password(session: Session, actor: str, user_id: int, password: str) -> tuple[ConsoleUser, Event]:
@@ -189,7 +190,7 @@ def reset_password(session: Session, actor: str, user_id: int, password: str) ->
         raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
     user.password_hash = hasher.hash(password)
     session.flush()
-    return user, _event("admin.password_reset", actor, {"user": user.username}, {})
+    return user, admin_event("admin.password_reset", actor, {"user": user.username}, {})
 
 
 def _person(session: Session, person_id: int) -> Person:

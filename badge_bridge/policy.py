@@ -22,6 +22,8 @@ class Factor(enum.StrEnum):
     CARD = "card"
     PIN = "pin"
     BIOMETRIC = "biometric"
+    FACE = "face"
+    """The camera at the door saw the badge holder's face (camera/faces.py), checked by the bridge."""
 
 
 class AntiPassback(enum.StrEnum):
@@ -51,6 +53,10 @@ class Reason(enum.StrEnum):
     PIN_WRONG = "pin_wrong"
     BIOMETRIC_REQUIRED = "biometric_required"
     BIOMETRIC_MISMATCH = "biometric_mismatch"
+    FACE_REQUIRED = "face_required"
+    FACE_MISMATCH = "face_mismatch"
+    FACE_TIMEOUT = "face_timeout"
+    """No verdict from the door's camera in time (set by the bridge, which waits for it; never by decide)."""
     ANTI_PASSBACK = "anti_passback"
     TWO_PERSON_WAITING = "two_person_waiting"
     TWO_PERSON_SAME_PERSON = "two_person_same_person"
@@ -61,8 +67,10 @@ _STATUS_REASON = {
     "lost": Reason.CREDENTIAL_LOST,
     "revoked": Reason.CREDENTIAL_REVOKED,
 }
-_MISSING = {Factor.PIN: Reason.PIN_REQUIRED, Factor.BIOMETRIC: Reason.BIOMETRIC_REQUIRED}
-_FAILED = {Factor.PIN: Reason.PIN_WRONG, Factor.BIOMETRIC: Reason.BIOMETRIC_MISMATCH}
+_MISSING = {Factor.PIN: Reason.PIN_REQUIRED, Factor.BIOMETRIC: Reason.BIOMETRIC_REQUIRED,
+            Factor.FACE: Reason.FACE_REQUIRED}
+_FAILED = {Factor.PIN: Reason.PIN_WRONG, Factor.BIOMETRIC: Reason.BIOMETRIC_MISMATCH,
+           Factor.FACE: Reason.FACE_MISMATCH}
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +208,7 @@ def decide(credential: Credential | None, request: Request, state: AccessState) 
     if not any(s.is_open(now) for s in schedules):
         holiday = any(s.is_holiday(now) for s in schedules)
         return _deny(Reason.HOLIDAY if holiday else Reason.OUTSIDE_SCHEDULE)
-    for factor in (Factor.PIN, Factor.BIOMETRIC):
+    for factor in (Factor.PIN, Factor.BIOMETRIC, Factor.FACE):
         if factor in door.factors and factor not in request.factors:
             return _deny(_FAILED[factor] if factor in request.failed else _MISSING[factor])
     granted = Reason.GRANTED

@@ -68,7 +68,7 @@ def sync_site(session: Session, config: SiteConfig) -> None:
             area_out_id=areas[d.area_out].id if d.area_out else None,
             open_time_s=d.open_time_s, held_open_limit_s=d.held_open_limit_s,
             two_person=d.two_person, two_person_window_s=d.two_person_window_s,
-            factors=",".join(d.factors),
+            factors=",".join([*d.factors, *(["face"] if d.face == "required" else [])]),
         )
         for d in config.doors
     })

@@ -289,6 +289,7 @@ class Capture:
         self._pace = pace
         self._read_timeout_s = read_timeout_s
         self._open_timeout_s = open_timeout_s
+        self._last_reader: _Reader | None = None
         self._params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             max(1, round(open_timeout_s * 1000)),
@@ -356,10 +357,14 @@ class Capture:
         finally:
             if reader is not None:
                 reader.quit.set()
-                # Let it release the capture: a process that exits while OpenCV still reads on another
-                # thread dies in std::terminate instead of exiting cleanly.
-                if reader.is_alive():
-                    reader.join(self._read_timeout_s + self._open_timeout_s)
+                self._last_reader = reader
+
+    def close(self) -> None:
+        """Wait for the last reader to release its capture (up to an open and a read timeout): a process that
+        exits while OpenCV still reads on another thread dies in std::terminate instead of exiting cleanly."""
+        reader = self._last_reader
+        if reader is not None and reader.is_alive():
+            reader.join(self._read_timeout_s + self._open_timeout_s)
 
     def _drain(self, reader: _Reader) -> Generator[tuple[np.ndarray, float], None, str | None]:
         """Yield the reader's frames; return why they stopped, or None when stop was set."""

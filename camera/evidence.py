@@ -220,6 +220,10 @@ class EvidenceStore:
         """Whether evidence with this hash is stored (not whether it is intact: `get` checks that)."""
         return self._path(sha256).is_file()
 
+    def delete(self, sha256: str) -> None:
+        """Remove a file for good (an enrollment photo of someone whose faces were removed)."""
+        self._path(sha256).unlink(missing_ok=True)
+
     def _path(self, sha256: str) -> Path:
         """Where a hash lives; only 64 lowercase hex characters name evidence, so no path can escape root."""
         if not isinstance(sha256, str) or not _SHA256_HEX.fullmatch(sha256):

@@ -40,7 +40,7 @@ def _dt(t: float) -> datetime:
 
 @dataclass
 class _Pending:
-    request: c.EvidenceRequest
+    request: c.EvidenceRequest | c.FaceRequest
     due: float
     """Capture time after which the frames after the moment are in the buffer."""
 
@@ -55,7 +55,7 @@ class CameraWorker:
         self.ring = RingBuffer(camera.buffer_s)
         self.detector: MotionDetector | None = None
         self.capture: Capture | None = None
-        self.requests: queue.Queue[c.EvidenceRequest] = queue.Queue()
+        self.requests: queue.Queue[c.EvidenceRequest | c.FaceRequest] = queue.Queue()
         self.pending: list[_Pending] = []
         self.saving: queue.Queue[_Pending | None] = queue.Queue()
         self.fps = camera.max_fps
@@ -77,9 +77,9 @@ class CameraWorker:
 
     def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            request = c.EvidenceRequest.model_validate_json(msg.payload)
+            request = c.camera_request.validate_json(msg.payload)
         except ValidationError as exc:
-            log.warning("camera %s: refused an evidence request: %s", self.camera.key, exc.errors()[0]["msg"])
+            log.warning("camera %s: refused a request: %s", self.camera.key, exc.errors()[0]["msg"])
             return
         self.requests.put(request)
 
@@ -118,6 +118,7 @@ class CameraWorker:
                 last = t
                 self.process(frame, t)
         finally:
+            capture.close()
             self.saving.put(None)
             saver.join(10)
             self._publish("status", c.CameraStatus(online=False, ts=datetime.now(UTC), state="stopped",
@@ -145,7 +146,7 @@ class CameraWorker:
             self.pending.append(_Pending(request, request.at.timestamp() + request.after_s))
         if len(self.pending) > MAX_PENDING:
             for dropped in self.pending[:-MAX_PENDING]:
-                self._answer(dropped.request, [], "too many evidence requests at once; this one was dropped")
+                self._refuse(dropped.request, "too many requests at once; this one was dropped")
             self.pending = self.pending[-MAX_PENDING:]
         due = [p for p in self.pending if p.due <= t]
         if due:
@@ -183,10 +184,38 @@ class CameraWorker:
     def _save_forever(self) -> None:
         while (p := self.saving.get()) is not None:
             try:
-                self._save(p.request)
+                if isinstance(p.request, c.FaceRequest):
+                    self._faces(p.request)
+                else:
+                    self._save(p.request)
             except Exception as exc:  # a failed clip must not stop the next one
-                log.exception("camera %s: saving evidence for %s failed", self.camera.key, p.request.event)
-                self._answer(p.request, [], f"saving failed: {exc}"[:500])
+                log.exception("camera %s: answering %s for %s failed", self.camera.key, p.request.type, p.request.event)
+                self._refuse(p.request, f"failed: {exc}"[:500])
+
+    def _refuse(self, request: c.EvidenceRequest | c.FaceRequest, reason: str) -> None:
+        if isinstance(request, c.FaceRequest):
+            answer: c.EvidenceSaved | c.FacesSeen = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC),
+                                                                 type="faces", event=request.event, frames=0,
+                                                                 error=reason)
+            self._publish("events", answer.model_dump_json(exclude_none=True))
+        else:
+            self._answer(request, [], reason)
+
+    def _faces(self, request: c.FaceRequest) -> None:
+        """The faces in the frames around the badge; the bridge compares them with the enrolled ones."""
+        from camera.faces import decided, faces_in_frames  # dlib loads only in workers that verify faces
+
+        at = request.at.timestamp()
+        frames = self.ring.window(at - request.before_s, at + request.after_s)
+        # Stop once the frames settle it (two faces, or one face twice): encoding a face costs ~75 ms here.
+        seen = faces_in_frames(frames, stop_when=decided()) if frames else []
+        faces = [c.SeenFace(frame=i, t=_dt(face.t), box=tuple(int(v) for v in face.box),  # type: ignore[arg-type]
+                            encoding=[round(float(v), 5) for v in face.encoding])
+                 for i, frame_faces in enumerate(seen) for face in frame_faces][:8]
+        answer = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC), type="faces", event=request.event,
+                             frames=len(seen), faces=faces,
+                             error=None if frames else "no frames around the badge in the buffer")
+        self._publish("events", answer.model_dump_json(exclude_none=True))
 
     def _save(self, request: c.EvidenceRequest) -> None:
         at = request.at.timestamp()

@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -18,19 +20,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from badge_bridge.controllers import contract as c
-from badge_bridge.models import Alarm, AuditEntry, DeadLetter
+from badge_bridge.biometrics import enroll_face
+from badge_bridge.events import from_us
+from badge_bridge.models import Alarm, DeadLetter, Person
 from badge_bridge.sim.broker import Broker
-from badge_bridge.sim.scene import Crossing, write_video
+from badge_bridge.sim.scene import Appearance, Crossing, write_face_video, write_video
 from badge_bridge.verify import verify
 from camera.evidence import EvidenceStore
 from camera.supervisor import Supervisor
 from tests.test_mqtt_bridge import Site, entries, listen, wait_until
 
-def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False) -> Site:  # noqa: ANN001
+def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False,  # noqa: ANN001
+                extra: list[tuple[str, str]] = []) -> Site:  # noqa: B006 - never mutated
     """The example site with the lobby camera playing ``video``."""
     return Site(tmp_path, db_url, broker, keys,
                 (f'url = "file:{Path(__file__).parent / "data"}/video/door-entries-part1.mp4"', f'url = "file:{video}"'),
-                ("loop = true                    # the demo plays", f"loop = {str(loop).lower()}  # the demo plays"))
+                ("loop = true                    # the demo plays", f"loop = {str(loop).lower()}  # the demo plays"),
+                *extra)
 
 
 class Cameras:
@@ -187,3 +193,39 @@ def _site_broker_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("BADGE_BRIDGE_MQTT_PORT", raising=False)
     monkeypatch.delenv("BADGE_BRIDGE_MQTT_HOST", raising=False)
     yield
+
+
+def test_face_check_verifies_the_holder_and_alarms_a_stranger(tmp_path: Path, db_url: str, broker: Broker, keys,
+                                                              video_dir: Path) -> None:  # noqa: ANN001
+    """Ada (enrolled from obama.jpg) badges while the camera sees her (obama2.jpg): verified. Later her
+    badge is used while the camera sees someone else (biden.jpg): mismatch, alarm, evidence."""
+    faces = Path(__file__).parent / "data" / "faces"
+    video = write_face_video(video_dir / "faces.avi", [
+        Appearance(faces / "obama2.jpg", (290, 438, 558, 171), 0.0, 9.0),
+        Appearance(faces / "biden.jpg", (241, 740, 562, 419), 9.0, 30.0)], 30.0)
+    site = camera_site(tmp_path, db_url, broker, keys, video,
+                       extra=[("correlation = { grant_window_s = 8", 'face = "check"\ncorrelation = { grant_window_s = 8')])
+    try:
+        with Session(site.engine) as s, s.begin():
+            ada = s.scalar(select(Person.id).where(Person.name == "Ada"))
+            enroll_face(s, "test", ada, (faces / "obama.jpg").read_bytes(), key=keys.evidence_key(), photos=None)
+        site.start_bridge()
+        lobby = site.sim("ctl-lobby")
+        with Cameras(site):
+            wait_until(lambda: "camera.online" in [e.kind for e in entries(site.engine)], timeout=30, what="online")
+            online = next(e for e in entries(site.engine) if e.kind == "camera.online")
+            start = from_us(online.ts_us)
+            time.sleep(max(0.0, (start + timedelta(seconds=3) - datetime.now(UTC)).total_seconds()))
+            lobby.present("main-in", None, "wiegand26", "12:1001")
+            wait_until(lambda: "face.verified" in kinds_at(site.engine, "main-entrance"), timeout=30, what="verified")
+            time.sleep(max(0.0, (start + timedelta(seconds=12) - datetime.now(UTC)).total_seconds()))
+            lobby.present("main-in", None, "wiegand26", "12:1001")
+            wait_until(lambda: alarms(site.engine, "face.mismatch"), timeout=30, what="mismatch alarm")
+        verified = next(e for e in entries(site.engine) if e.kind == "face.verified")
+        assert json.loads(verified.detail)["distance"] < 0.6
+        mismatch = next(e for e in entries(site.engine) if e.kind == "face.mismatch")
+        assert json.loads(mismatch.detail)["distance"] > 0.6
+        assert json.loads(mismatch.subject)["person"] == ada
+        assert len([e for e in entries(site.engine) if e.kind == "access.granted"]) == 2  # check mode never holds the door
+    finally:
+        site.close()

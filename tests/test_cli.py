@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 from badge_bridge import people
 from badge_bridge.config import load_config
 from badge_bridge.keys import KeyStore, hash_pin
-from badge_bridge.models import AuditEntry, ConsoleUser, Credential, Door, Person
+from badge_bridge.models import AuditEntry, ConsoleUser, Credential, Door, FaceTemplate, Person
 from badge_bridge.site_sync import sync_site
 
 CLI = [sys.executable, "-m", "badge_bridge.cli"]
 EXAMPLE_SITE = Path(__file__).resolve().parents[1] / "site.example.toml"
 CLI_CHAIN = "bridge-1.cli"
+FACES = Path(__file__).resolve().parent / "data" / "faces"
 
 
 def cli(
@@ -176,6 +177,9 @@ MISTAKES = {
     "unknown-person": (["credential", "add", "99", "--card", "12:5"], "", "no person with id 99"),
     "short-pin": (["credential", "add", "1", "--card", "12:7", "--pin"], "12\n12\n", "a PIN is 4 to 8 digits"),
     "revoke-unknown": (["credential", "revoke", "99", "--reason", "lost"], "", "no credential with id 99"),
+    "enroll-face-unknown-person": (["person", "enroll-face", "99", str(FACES / "obama.jpg")], "",
+                                   "no person with id 99"),
+    "remove-faces-none-enrolled": (["person", "remove-faces", "1"], "", "person 1 has no enrolled faces"),
 }
 
 
@@ -257,3 +261,33 @@ def test_database_url_from_the_environment_wins(populated: Path, db_url: str, tm
     site = write_site(elsewhere, "sqlite:///not-this.db")
     assert "Ada" in ok(cli(site, "person", "list", database_url=db_url))
     assert not (site.parent / "not-this.db").exists()
+
+
+# --- faces -----------------------------------------------------------------------------------------
+
+
+def face_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(FaceTemplate)) or 0
+
+
+def test_enroll_and_remove_faces(populated: Path, engine: Engine) -> None:
+    out = ok(cli(populated, "person", "enroll-face", "1", str(FACES / "obama.jpg"), str(FACES / "obama2.jpg")))
+    assert out.splitlines() == [f"{FACES / 'obama.jpg'}: enrolled as face template 1 of person 1",
+                                f"{FACES / 'obama2.jpg'}: enrolled as face template 2 of person 1"]
+    assert face_count(engine) == 2
+    assert "person 1: 2 face(s) removed" in ok(cli(populated, "person", "remove-faces", "1"))
+    assert face_count(engine) == 0
+    assert audit_kinds(engine) == ["admin.face_enrolled", "admin.face_enrolled", "admin.face_removed"]
+
+
+def test_a_refused_photo_is_one_line_and_the_others_are_enrolled(populated: Path, engine: Engine) -> None:
+    no_face, good = FACES / "no_face_coffee.png", FACES / "obama.jpg"
+    result = cli(populated, "person", "enroll-face", "1", str(no_face), str(good))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (refusal,) = [line for line in result.stderr.splitlines() if "refused" in line]
+    assert refusal.startswith(f"{no_face}: photo refused (no_face): "), refusal
+    assert result.stdout.splitlines() == [f"{good}: enrolled as face template 1 of person 1"]
+    assert face_count(engine) == 1
+    assert audit_kinds(engine) == ["admin.face_enrolled"]

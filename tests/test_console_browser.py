@@ -9,6 +9,7 @@ go to ``test-artifacts/console/`` for a person to look at.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -297,7 +298,7 @@ def test_unauthorized_entry_shows_the_camera_snapshot(camera_console: Console, b
             with Session(camera_console.engine) as session:
                 entry = session.scalar(select(AuditEntry).where(AuditEntry.kind == "door.unauthorized_entry"))
                 saved = session.scalars(select(AuditEntry.detail).where(AuditEntry.kind == "evidence.saved")).all()
-            return entry.id if entry is not None and any(entry.event_id in d for d in saved) else None
+            return entry.id if entry is not None and any(json.loads(d)["event"] == entry.event_id for d in saved) else None
 
         deadline = time.monotonic() + 60
         while (entry_id := snapshot_of_entry()) is None:

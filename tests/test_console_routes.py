@@ -7,7 +7,9 @@ Most tests run the app without a broker connection (``mqtt_link=False``).
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
 import json
 import queue
 import re
@@ -39,7 +41,7 @@ from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers.contract import ConsoleCommand
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
-from badge_bridge.models import Alarm, AuditEntry, ConsoleUser, Credential, Person
+from badge_bridge.models import Alarm, AuditEntry, ConsoleUser, Credential, FaceTemplate, Person
 from badge_bridge.sim.broker import Broker
 from badge_bridge.site_sync import sync_site
 from badge_bridge.verify import verify
@@ -55,6 +57,7 @@ JPEG = bytes(cv2.imencode(".jpg", np.full((48, 64, 3), (40, 90, 160), np.uint8))
 PASSWORDS = {role: f"{role}-password-1" for role in ROLES}
 """One console user per role, named after it."""
 PIN = "73829164"
+FACES = Path(__file__).resolve().parent / "data" / "faces"
 
 
 # --- the seeded site ---------------------------------------------------------------------------------
@@ -185,9 +188,21 @@ def login(client: FlaskClient, user: str, password: str | None = None, *, next: 
                                   "password": PASSWORDS.get(user, "") if password is None else password})
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file a form uploads (multipart); a fresh stream on every post, so one form can be posted again."""
+    filename: str
+    data: bytes
+
+
+def encoded(form: dict[str, Any]) -> dict[str, Any]:
+    """A form as the test client posts it: uploads as (stream, file name)."""
+    return {k: (io.BytesIO(v.data), v.filename) if isinstance(v, Upload) else v for k, v in form.items()}
+
+
 def post(client: FlaskClient, path: str, **form: Any) -> TestResponse:
     """Submit a form as the page would, with the session's CSRF token."""
-    return client.post(path, data={"csrf_token": csrf_token(client), **form})
+    return client.post(path, data={"csrf_token": csrf_token(client), **encoded(form)})
 
 
 def get(client: FlaskClient, path: str) -> TestResponse:
@@ -274,6 +289,7 @@ def snapshot(engine: Engine) -> dict[str, object]:
                                      .order_by(Credential.id)).all(),
             "users": s.execute(select(ConsoleUser.id, ConsoleUser.active, ConsoleUser.password_hash)
                                .order_by(ConsoleUser.id)).all(),
+            "faces": s.execute(select(FaceTemplate.id, FaceTemplate.person_id).order_by(FaceTemplate.id)).all(),
         }
 
 
@@ -355,6 +371,10 @@ ROUTES = [
           "/people/{person}", "Credential {credential} revoked."),
     Route("people.validity", "POST", "/people/credentials/{credential}/validity", ADMIN,
           {"valid_until": "2030-01-01T00:00"}, "/people/{person}", "Validity of credential {credential} saved."),
+    Route("people.enroll_face", "POST", "/people/{person}/faces", ADMIN,
+          {"photo": Upload("obama.jpg", (FACES / "obama.jpg").read_bytes())}, "/people/{person}", "Face enrolled."),
+    Route("people.remove_faces", "POST", "/people/{person}/faces/remove", ADMIN, {}, "/people/{person}",
+          "has no enrolled faces"),  # the seeded Ada has none: the refusal proves the button was acted on
     Route("events.index", "GET", "/events", READERS),
     Route("events.detail", "GET", "/events/{event}", READERS),
     Route("evidence.fetch", "GET", "/evidence/{evidence}", READERS),
@@ -416,7 +436,7 @@ def test_a_post_without_its_csrf_token_is_refused(route: Route, client_as: Calla
                                                   seed: Seed, engine: Engine) -> None:
     admin = client_as("admin")  # allowed everywhere
     before = snapshot(engine)
-    response = admin.post(route.path.format(**seed.ids()), data=route.form)
+    response = admin.post(route.path.format(**seed.ids()), data=encoded(route.form))
     assert response.status_code == 400
     assert "Form refused" in response.get_data(as_text=True)
     assert_security_headers(response)
@@ -890,3 +910,66 @@ def test_tampered_evidence_is_refused_with_the_reason(client_as: Callable[[str],
     response = get(client_as("auditor"), f"/evidence/{seed.evidence}")
     assert response.status_code == 422
     assert "integrity" in response.get_data(as_text=True)
+
+
+# --- 7. faces ----------------------------------------------------------------------------------------
+
+
+def faces_of(engine: Engine, person_id: int) -> list[FaceTemplate]:
+    with Session(engine) as s:
+        return list(s.scalars(select(FaceTemplate).where(FaceTemplate.person_id == person_id)))
+
+
+@pytest.mark.parametrize("keep_photos", [False, True], ids=["photos not kept", "photos kept"])
+def test_faces_are_enrolled_and_removed_from_the_person_page(
+    keep_photos: bool, make_app: Callable[..., Flask], site: SiteConfig, seed: Seed, engine: Engine, keys: KeyStore
+) -> None:
+    site = site.model_copy(update={"faces": site.faces.model_copy(update={"keep_photos": keep_photos})})
+    app = make_app(site)
+    admin, guard = app.test_client(), app.test_client()
+    assert login(admin, "admin").status_code == 302 and login(guard, "guard").status_code == 302
+    ada = f"/people/{seed.person}"
+    obama = (FACES / "obama.jpg").read_bytes()
+
+    refused = submit(admin, f"{ada}/faces", photo=Upload("coffee.png", (FACES / "no_face_coffee.png").read_bytes()))
+    assert "photo refused (no_face)" in texts(refused, "error")
+    assert "A JPEG or PNG photo." in texts(submit(admin, f"{ada}/faces", photo=Upload("obama.gif", obama)), "error")
+    assert "Choose a photo." in texts(submit(admin, f"{ada}/faces"), "error")
+    assert faces_of(engine, seed.person) == [] and console_log(engine, "admin.face_enrolled") == []
+
+    assert texts(submit(admin, f"{ada}/faces", photo=Upload("obama.jpg", obama)), "info") == "Face enrolled."
+    (template,) = faces_of(engine, seed.person)
+    assert template.created_by == "console:admin"
+    entry = audited(engine, "admin.face_enrolled")
+    assert by_console_user(entry, "admin") and entry.subject == {"person": seed.person}
+    assert entry.detail == {"template_id": template.id, "photo_kept": keep_photos,
+                            "photo_sha256": hashlib.sha256(obama).hexdigest() if keep_photos else None}
+    evidence = EvidenceStore(site.path(site.evidence.dir), keys.evidence_key())
+    assert evidence.exists(hashlib.sha256(obama).hexdigest()) is keep_photos
+
+    # the count for everyone who sees the page; the upload and the remove button for admins only
+    for client, is_admin in ((admin, True), (guard, False)):
+        shown = page(client, ada)
+        assert "Faces enrolled: 1" in shown
+        assert (f'action="{ada}/faces"' in shown) is is_admin and (f'action="{ada}/faces/remove"' in shown) is is_admin
+        assert template.sealed.hex() not in shown
+    assert post(guard, f"{ada}/faces/remove").status_code == 403
+
+    assert texts(submit(admin, f"{ada}/faces/remove"), "info") == "Faces removed."
+    assert faces_of(engine, seed.person) == []
+    assert not evidence.exists(hashlib.sha256(obama).hexdigest())
+    entry = audited(engine, "admin.face_removed")
+    assert by_console_user(entry, "admin") and entry.detail == {"templates_removed": [template.id], "count": 1}
+    assert "Faces enrolled: 0" in page(admin, ada)
+    assert_log_verifies(engine, keys)
+
+
+def test_leaving_removes_the_faces(client_as: Callable[[str], FlaskClient], seed: Seed, engine: Engine) -> None:
+    admin = client_as("admin")
+    ada = f"/people/{seed.person}"
+    submit(admin, f"{ada}/faces", photo=Upload("obama.jpg", (FACES / "obama.jpg").read_bytes()))
+    (template,) = faces_of(engine, seed.person)
+    assert "their faces removed" in texts(submit(admin, f"{ada}/left", reason="Retired"), "info")
+    assert faces_of(engine, seed.person) == []
+    assert audited(engine, "admin.person_left").detail["face_templates_removed"] == [template.id]
+    assert f'action="{ada}/faces"' not in page(admin, ada)  # no enrolling for someone who left

@@ -44,11 +44,14 @@ HALL = Door("hall", area_out="lobby", area_in="hall", factors=CARD_PIN, anti_pas
 CAGE = Door("cage", area_out="hall", area_in="cage", factors=CARD_BIO, anti_passback=AntiPassback.SOFT,
             two_person=True, two_person_window_s=30)
 NOC = Door("noc", area_out="lobby", area_in="noc")
+VAULT = Door("vault", area_out="lobby", area_in="vault", factors=frozenset({Factor.CARD, Factor.FACE}))
+CARD_FACE = frozenset({Factor.CARD, Factor.FACE})
 
 
 def cred(person: int = 1, **kw: object) -> Credential:
     fields: dict[str, object] = dict(id=person * 10, person_id=person,
-                                     doors={"main": (ALWAYS,), "hall": (ALWAYS,), "cage": (ALWAYS,), "noc": (BUSINESS,)})
+                                     doors={"main": (ALWAYS,), "hall": (ALWAYS,), "cage": (ALWAYS,), "noc": (BUSINESS,),
+                                            "vault": (ALWAYS,)})
     fields.update(kw)
     return Credential(**fields)  # type: ignore[arg-type]
 
@@ -84,6 +87,10 @@ def at(door: Door, now: datetime = THU_10, factors: frozenset[Factor] = CARD, **
         (cred(), at(HALL, factors=CARD_PIN), AccessState(), Reason.GRANTED),
         (cred(), at(CAGE, factors=CARD_PIN), AccessState(), Reason.BIOMETRIC_REQUIRED),
         (cred(), at(CAGE, failed=frozenset({Factor.BIOMETRIC})), AccessState(), Reason.BIOMETRIC_MISMATCH),
+        (cred(), at(VAULT), AccessState(), Reason.FACE_REQUIRED),
+        (cred(), at(VAULT, failed=frozenset({Factor.FACE})), AccessState(), Reason.FACE_MISMATCH),
+        (cred(), at(VAULT, factors=CARD_FACE), AccessState(), Reason.GRANTED),
+        (cred(doors={"main": (ALWAYS,)}), at(VAULT, factors=CARD_FACE), AccessState(), Reason.NO_ACCESS_LEVEL),
         (cred(), at(HALL, factors=CARD_PIN), AccessState(location={1: "hall"}), Reason.ANTI_PASSBACK),
         (cred(), at(HALL, factors=CARD_PIN), AccessState(location={1: "lobby"}), Reason.GRANTED),
         (cred(), at(HALL, factors=CARD_PIN, direction="out"), AccessState(location={1: "hall"}), Reason.GRANTED),

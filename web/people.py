@@ -8,17 +8,22 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileAllowed, FileField, FileRequired
 from sqlalchemy import or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 from wtforms import BooleanField, DateTimeLocalField, PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
+from badge_bridge import biometrics
 from badge_bridge import people as admin
 from badge_bridge.cards import FORMATS
+from badge_bridge.events import Event
 from badge_bridge.models import AccessLevel, Credential, Person
+from camera.evidence import EvidenceStore
 from web import services
 from web.auth import role_required
 from web.changes import admin_change, form_errors, read
+from web.evidence import store as evidence_store
 
 bp = Blueprint("people", __name__, url_prefix="/people")
 
@@ -47,6 +52,15 @@ class ValidityForm(FlaskForm):
 
 class ReasonForm(FlaskForm):
     reason = StringField("Reason", validators=[DataRequired(message="Give a reason."), Length(min=3, max=500)])
+
+
+class FaceForm(FlaskForm):
+    photo = FileField("Photo with one face (JPEG or PNG)", validators=[
+        FileRequired(message="Choose a photo."), FileAllowed(["jpg", "jpeg", "png"], message="A JPEG or PNG photo.")])
+
+
+class ActionForm(FlaskForm):
+    """A button: the CSRF token only."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -102,7 +116,8 @@ def detail(person_id: int) -> Any:
     form.levels.choices = _level_choices()
     form.levels.data = [lvl.key for lvl in person.levels]
     return render_template("person.html", person=person, form=form, credential=CredentialForm(),
-                           validity=ValidityForm(), reason=ReasonForm())
+                           validity=ValidityForm(), reason=ReasonForm(), face=FaceForm(), action=ActionForm(),
+                           faces=read(lambda s: biometrics.face_count(s, person_id)))
 
 
 @bp.route("/<int:person_id>", methods=["POST"])
@@ -123,8 +138,8 @@ def edit(person_id: int) -> Any:
 def left(person_id: int) -> Any:
     form = ReasonForm()
     if form.validate_on_submit():
-        admin_change(admin.person_left, person_id, form.reason.data,
-                     done="Marked as left; every credential they held is revoked.")
+        admin_change(biometrics.person_left, person_id, form.reason.data, photos=evidence_store(),
+                     done="Marked as left; every credential they held is revoked and their faces removed.")
     else:
         form_errors(form)
     return redirect(url_for("people.detail", person_id=person_id))
@@ -173,3 +188,30 @@ def validity(credential_id: int) -> Any:
         form_errors(form)
     return redirect(url_for("people.detail", person_id=cred.person_id))
 
+
+
+@bp.route("/<int:person_id>/faces", methods=["POST"])
+@role_required("admin")
+def enroll_face(person_id: int) -> Any:
+    form = FaceForm()
+    if form.validate_on_submit():
+        svc = services()
+        admin_change(biometrics.enroll_face, person_id, form.photo.data.read(), key=svc.keys.evidence_key(),
+                     photos=evidence_store() if svc.config.faces.keep_photos else None, done="Face enrolled.")
+    else:
+        form_errors(form)
+    return redirect(url_for("people.detail", person_id=person_id))
+
+
+@bp.route("/<int:person_id>/faces/remove", methods=["POST"])
+@role_required("admin")
+def remove_faces(person_id: int) -> Any:
+    if ActionForm().validate_on_submit():
+        admin_change(_remove_faces, person_id, photos=evidence_store(), done="Faces removed.")
+    return redirect(url_for("people.detail", person_id=person_id))
+
+
+def _remove_faces(session: Session, actor: str, person_id: int, *, photos: EvidenceStore) -> tuple[int, Event]:
+    """biometrics.remove_faces in the (result, event) shape admin_change takes."""
+    event = biometrics.remove_faces(session, actor, person_id, photos=photos)
+    return event.detail["count"], event

@@ -16,7 +16,7 @@ Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
     console/commands                    console -> bridge, QoS 1       ConsoleCommand
     cameras/<camera>/events             camera -> bridge, QoS 1        CameraEvent (motion, evidence saved)
     cameras/<camera>/status             camera -> all, retained        CameraStatus (also the last will)
-    cameras/<camera>/requests           bridge -> camera, QoS 1        EvidenceRequest
+    cameras/<camera>/requests           bridge -> camera, QoS 1        EvidenceRequest, FaceRequest
 """
 
 from __future__ import annotations
@@ -335,7 +335,31 @@ class EvidenceSaved(Message):
     error: str | None = Field(None, max_length=500)
 
 
-CameraEvent = Annotated[Motion | EvidenceSaved, Field(discriminator="type")]
+class SeenFace(BaseModel):
+    """A face the camera saw: its 128-number encoding goes to the bridge, which holds the enrolled ones and
+    compares; it is never stored or logged (the audit log keeps distances only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    frame: int = Field(ge=0, le=100)
+    """Which examined frame (faces of one frame are different people)."""
+    t: AwareDatetime
+    box: Box
+    """top, right, bottom, left in pixels of the camera's frame."""
+    encoding: list[Annotated[float, Field(ge=-4, le=4)]] = Field(min_length=128, max_length=128)
+
+
+class FacesSeen(Message):
+    """The answer to a FaceRequest: the faces in the frames around the badge."""
+
+    type: Literal["faces"]
+    event: str = Field(max_length=128)
+    frames: int = Field(ge=0, le=100)
+    """Frames examined."""
+    faces: list[SeenFace] = Field(default=[], max_length=8)
+    error: str | None = Field(None, max_length=500)
+
+
+CameraEvent = Annotated[Motion | EvidenceSaved | FacesSeen, Field(discriminator="type")]
 camera_event = TypeAdapter(CameraEvent)
 
 
@@ -366,6 +390,21 @@ class EvidenceRequest(Message):
     clip: bool = False
 
 
+class FaceRequest(Message):
+    """Look for faces around ``at`` (a badge at the door) and answer with FacesSeen."""
+
+    type: Literal["face_request"]
+    event: str = Field(max_length=128)
+    door: Key
+    at: AwareDatetime
+    before_s: float = Field(ge=0, le=10)
+    after_s: float = Field(ge=0, le=10)
+
+
+CameraRequest = Annotated[EvidenceRequest | FaceRequest, Field(discriminator="type")]
+camera_request = TypeAdapter(CameraRequest)
+
+
 SCHEMAS: dict[str, Any] = {
     "controller-event": controller_event,
     "controller-status": ControllerStatus,
@@ -378,6 +417,7 @@ SCHEMAS: dict[str, Any] = {
     "camera-event": camera_event,
     "camera-status": CameraStatus,
     "evidence-request": EvidenceRequest,
+    "face-request": FaceRequest,
 }
 
 

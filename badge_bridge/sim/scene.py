@@ -61,3 +61,49 @@ def write_video(path: Path, crossings: Sequence[Crossing], total_s: float, *, fp
         writer.write(render(base, crossings, i / fps))
     writer.release()
     return path
+
+
+def paste_face(frame: np.ndarray, photo: np.ndarray, face_box: tuple[int, int, int, int], at: tuple[int, int],
+               face_px: int) -> None:
+    """Put the person of ``photo`` (BGR) into ``frame`` with their face ``face_px`` wide at ``at`` (x, y):
+    the face box (top, right, bottom, left) with a margin around it, scaled."""
+    top, right, bottom, left = face_box
+    margin = (right - left) // 2
+    crop = photo[max(0, top - margin):bottom + margin, max(0, left - margin):right + margin]
+    scale = face_px / (right - left)
+    crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    x, y = at
+    h, w = min(crop.shape[0], frame.shape[0] - y), min(crop.shape[1], frame.shape[1] - x)
+    frame[y:y + h, x:x + w] = crop[:h, :w]
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Someone standing at the reader from ``start_s`` to ``end_s``: a photo and where its face is in it
+    (top, right, bottom, left)."""
+
+    photo: Path
+    face_box: tuple[int, int, int, int]
+    start_s: float
+    end_s: float
+
+
+def write_face_video(path: Path, appearances: Sequence[Appearance], total_s: float, *, fps: float = 15.0,
+                     width: int = 640, height: int = 480, face_px: int = 130) -> Path:
+    """A door camera's view of people standing at the reader, one after the other, swaying a little."""
+    photos = {a.photo: cv2.imread(str(a.photo)) for a in appearances}
+    for photo, image in photos.items():
+        if image is None:
+            raise RuntimeError(f"cannot read {photo}")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    base = background(width, height)
+    for i in range(int(total_s * fps)):
+        frame = base.copy()
+        t = i / fps
+        for a in appearances:
+            if a.start_s <= t < a.end_s:
+                paste_face(frame, photos[a.photo], a.face_box, (width // 3 + int(10 * np.sin(t * 3)), height // 6),
+                           face_px)
+        writer.write(frame)
+    writer.release()
+    return path
