@@ -2,94 +2,27 @@
 
 from __future__ import annotations
 
-import functools
-import getpass
 import logging
 import secrets
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from badge_bridge import db, people
-from badge_bridge.audit import AuditWriter
-from badge_bridge.config import ConfigError, SiteConfig, load_config
-from badge_bridge.events import Event, InvalidEvent
-from badge_bridge.keys import KeyMaterialError, KeyStore, public_from_hex, key_id_of
+from badge_bridge.cliapp import App, fail_cleanly, pass_app
+from badge_bridge.config import ConfigError
+from badge_bridge.events import Event
+from badge_bridge.keys import public_from_hex, key_id_of
 from badge_bridge.models import Person
 from badge_bridge.site_sync import sync_site
 
 if TYPE_CHECKING:
     from camera.evidence import EvidenceStore
-
-USER_ERRORS = (ConfigError, db.DatabaseError, KeyMaterialError, people.AdminError, InvalidEvent)
-
-
-class App:
-    """What every command needs, built on first use so `--help` works without a site file."""
-
-    def __init__(self, config_path: str) -> None:
-        self.config_path = config_path
-
-    @functools.cached_property
-    def config(self) -> SiteConfig:
-        return load_config(self.config_path)
-
-    @functools.cached_property
-    def url(self) -> str:
-        return self.config.database_url()
-
-    def engine(self, must_exist: bool = True):  # noqa: ANN201 - sqlalchemy Engine
-        engine = db.make_engine(self.url, must_exist=must_exist)
-        if must_exist and not db.schema_is_current(engine):
-            raise db.DatabaseError("the database schema is not current; run `badge-bridge init` to migrate it")
-        return engine
-
-    @functools.cached_property
-    def keys(self) -> KeyStore:
-        return KeyStore(self.config.keys_dir())
-
-    @property
-    def actor(self) -> str:
-        return f"cli:{getpass.getuser()}"
-
-    @contextmanager
-    def change(self) -> Iterator[tuple[Session, list[Event]]]:
-        """A transaction for an administrative change; the events it collects are audited after commit."""
-        engine = self.engine()
-        audited: list[Event] = []
-        with Session(engine) as session, session.begin():
-            yield session, audited
-        writer = AuditWriter(engine, f"{self.config.site.instance}.cli", self.keys.signer())
-        writer.start()
-        for event in audited:
-            writer.submit(event)
-        if not writer.stop(timeout=30):
-            raise db.DatabaseError(f"the change was made but its audit event could not be written: {writer.stats.last_error}")
-
-
-def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
-        except SQLAlchemyError as exc:
-            raise click.ClickException(db.describe(exc)) from None
-
-    return wrapper
-
-
-pass_app = click.make_pass_decorator(App)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", envvar="BADGE_BRIDGE_CONFIG", default="site.toml", show_default=True,
