@@ -377,26 +377,28 @@ class CameraStatus(BaseModel):
     height: int | None = Field(None, ge=1, le=16384)
 
 
-class EvidenceRequest(Message):
+class AroundEvent(Message):
+    """A request about the frames around the moment ``at`` of an audited event at a door."""
+
+    event: str = Field(max_length=128)
+    """The audited event the answer belongs to."""
+    door: Key
+    at: AwareDatetime
+
+
+class EvidenceRequest(AroundEvent):
     """Save what the camera saw around ``at``: a snapshot, and a clip when ``clip`` is set (alarms)."""
 
     type: Literal["evidence_request"]
-    event: str = Field(max_length=128)
-    """The audited event the evidence belongs to."""
-    door: Key
-    at: AwareDatetime
     before_s: float = Field(ge=0, le=60)
     after_s: float = Field(ge=0, le=60)
     clip: bool = False
 
 
-class FaceRequest(Message):
+class FaceRequest(AroundEvent):
     """Look for faces around ``at`` (a badge at the door) and answer with FacesSeen."""
 
     type: Literal["face_request"]
-    event: str = Field(max_length=128)
-    door: Key
-    at: AwareDatetime
     before_s: float = Field(ge=0, le=10)
     after_s: float = Field(ge=0, le=10)
 
