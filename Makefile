@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= site.example.toml
 
-DEBIAN_PACKAGES := mosquitto chromium fonts-dejavu-core
+DEBIAN_PACKAGES := mosquitto chromium fonts-dejavu-core poppler-utils
 
 .PHONY: demo test bench clean system-packages
 

@@ -28,6 +28,7 @@ from badge_bridge.ingest import RECENT_IDS, Processor
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
+from badge_bridge.segments import SegmentError, seal
 from badge_bridge.snapshot import Snapshot, load_snapshot
 from badge_bridge.sync import build_sync, esp_users, sync_key_id
 
@@ -37,6 +38,7 @@ TICK_S = 0.1
 """Timers: held-open doors, timed relocks, and the correlator's windows (passage to alarm is measured in
 hundreds of milliseconds)."""
 RELOAD_S = 2.0
+SEAL_EVERY_S = 3600.0
 
 
 class Bridge:
@@ -88,6 +90,7 @@ class Bridge:
         self.metrics_server = serve(collector, self.config.metrics.host, self.config.metrics.port)
         self._ticker = threading.Thread(target=self._tick_forever, name="ticker", daemon=True)
         self._ticker.start()
+        threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
         self.mqtt.connected.wait(5)
         self._publish_syncs()
         for door in processor.doors.doors:
@@ -161,6 +164,19 @@ class Bridge:
                     self._reload_if_changed()
             except Exception:
                 log.exception("timer step failed; continuing")
+
+    def _seal_forever(self) -> None:
+        """Seal each finished UTC day (a signed Merkle root, see segments.py), hourly: a day is sealed within
+        an hour of its end. Its own thread: sealing a busy day takes seconds, the door timers cannot wait."""
+        while True:
+            try:
+                seal(self.engine, self.keys.signer())
+            except SegmentError as exc:  # the chain does not verify: it is never signed
+                log.error("sealing refused: %s", exc)
+            except Exception:
+                log.exception("sealing failed; will retry")
+            if self.stopping.wait(SEAL_EVERY_S):
+                return
 
     def _reload_if_changed(self) -> None:
         with Session(self.engine) as session:

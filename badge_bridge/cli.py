@@ -257,8 +257,10 @@ def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs
         trusted[key_id_of(key)] = key
     report = verify(app.engine(), app.url, trusted or app.keys.trusted_public_keys(), chain=chain, jobs=jobs)
     for status in report.chains.values():
+        pruned = f", entries 1..{status.pruned_through} pruned (signed)" if status.pruned_through else ""
         click.echo(f"chain {status.chain_id}: {status.entries} entries, head {status.head_seq} "
-                   f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})")
+                   f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})"
+                   f"{pruned}")
     if report.ok:
         click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid")
         return
@@ -406,6 +408,19 @@ def mqtt_schemas(out: str) -> None:
 
     for path in write_schemas(Path(out)):
         click.echo(f"wrote {path}")
+
+
+# --- commands kept in their own modules --------------------------------------------------------------
+
+from badge_bridge.audit_cli import consistency, prove, prune, seal  # noqa: E402
+from badge_bridge.backup_cli import backup, restore  # noqa: E402
+from badge_bridge.export_cli import export, verify_export  # noqa: E402
+from firmware_config.cli import firmware  # noqa: E402
+
+for _command in (export, backup, restore, firmware):
+    main.add_command(_command)
+for _command in (seal, prove, consistency, prune, verify_export):
+    audit.add_command(_command)
 
 
 if __name__ == "__main__":

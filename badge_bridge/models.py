@@ -345,3 +345,43 @@ class SigningKey(Base):
     public_key: Mapped[str] = mapped_column(String(64))
     """Raw Ed25519 public key, hex."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Segment(Base):
+    """A sealed run of one chain's entries (one UTC day): the RFC 9162 Merkle root of their hashes, signed,
+    so one entry can be proven with O(log n) hashes and the entries can later be pruned while the chain
+    stays anchored. UPDATE is refused by triggers except the one-way prune marking; DELETE is refused."""
+
+    __tablename__ = "segment"
+    __table_args__ = (
+        UniqueConstraint("chain_id", "first_seq", name="uq_segment_chain_id"),
+        UniqueConstraint("chain_id", "day", name="uq_segment_chain_id_day"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chain_id: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[str] = mapped_column(String(64))
+    prev_segment_last_hash: Mapped[str] = mapped_column(String(64))
+    """The chain hash before first_seq: what anchors the chain once the entries before it are pruned."""
+    last_hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+    sealed_us: Mapped[int] = mapped_column(BigInteger)
+    pruned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    pruned_us: Mapped[int | None] = mapped_column(BigInteger)
+    prune_key_id: Mapped[str | None] = mapped_column(String(64))
+    prune_signature: Mapped[str | None] = mapped_column(String(128))
+    """Signed 'these entries were pruned on purpose', so verify can tell retention from deletion."""
+
+
+class PruneWindow(Base):
+    """The seq range a running prune may delete; its rows exist only inside prune()'s transaction, and the
+    audit_entry DELETE trigger refuses any row no window (of a segment marked pruned) covers."""
+
+    __tablename__ = "prune_window"
+    chain_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)

@@ -5,6 +5,12 @@ independent edits are all reported), and any checkpoint that no longer matches t
 does not verify against the trusted public keys. Long chains are split into seq ranges checked in
 parallel processes: each range starts from the stored hash of the entry before it, and a wrong stored hash
 there is reported by the range that owns that entry.
+
+Sealed segments (badge_bridge.segments) are checked too: their signatures, and their signed last hash
+against the log. A chain whose first segments were pruned under the retention policy starts at its first
+remaining entry, anchored by the last pruned segment's signed last hash; such a range is reported in
+``ChainStatus.pruned_through``, not as deleted. Only a prefix of whole segments, each with a valid signed
+prune record, counts as pruned: any other missing entry is reported as deleted.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
 from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.db import make_engine
 from badge_bridge.keys import verify_signature
+from badge_bridge.models import AuditEntry, Segment
+from badge_bridge.segments import prune_message, segment_message
 
 RANGE_MIN = 200_000
 """Below this many entries a chain is checked in this process: starting workers costs more than it saves."""
@@ -32,7 +40,7 @@ class Finding:
     chain_id: str
     seq: int
     problem: str
-    """modified, deleted, inserted, reordered, or checkpoint."""
+    """modified, deleted, inserted, reordered, checkpoint, or segment."""
     message: str
 
     def __str__(self) -> str:
@@ -47,6 +55,10 @@ class ChainStatus:
     head_hash: str = GENESIS
     checkpoints: int = 0
     last_checkpoint_seq: int = 0
+    pruned_through: int = 0
+    """Entries 1..pruned_through were pruned under the retention policy (signed), not deleted."""
+    pruned_segments: int = 0
+    segments: int = 0
 
 
 @dataclass
@@ -91,20 +103,23 @@ def _classify(conn: Connection, chain: str, seq: int, event_id: str, body: str, 
                    f"the entry that preceded event {event_id} is gone (deleted, or rewritten with a new hash)")
 
 
-def _verify_range(url: str, chain: str, lo: int, hi: int) -> tuple[int, list[Finding]]:
+def _verify_range(url: str, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None) -> tuple[int, list[Finding]]:
     """Check entries lo..hi of one chain; runs in a worker process for long chains."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return _scan(conn, chain, lo, hi)
+            return _scan(conn, chain, lo, hi, anchor)
     finally:
         engine.dispose()
 
 
-def _scan(conn: Connection, chain: str, lo: int, hi: int) -> tuple[int, list[Finding]]:
+def _scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None = None) -> tuple[int, list[Finding]]:
+    """``anchor`` (next seq, hash before it) starts a chain whose first entries were pruned."""
     findings: list[Finding] = []
     last, expected, count = GENESIS, lo, 0
-    if lo > 1:
+    if anchor is not None:
+        expected, last = anchor
+    elif lo > 1:
         # Continue from the entry before this range, so entries missing at the end of the previous range
         # are reported here as deleted, just as one scan of the whole chain would report them.
         before = conn.execute(text("SELECT seq, hash FROM audit_entry WHERE chain_id=:c AND seq<:s "
@@ -138,7 +153,62 @@ def _scan(conn: Connection, chain: str, lo: int, hi: int) -> tuple[int, list[Fin
     return count, findings
 
 
-def _check_checkpoints(conn: Connection, status: ChainStatus, trusted: Mapping[str, Ed25519PublicKey]) -> list[Finding]:
+def _check_segments(
+    conn: Connection, status: ChainStatus, trusted: Mapping[str, Ed25519PublicKey], first_remaining: int | None
+) -> tuple[tuple[int, str] | None, dict[int, str], list[Finding]]:
+    """Check the chain's sealed segments; return where the remaining log starts after the pruned prefix
+    (next seq, hash before it), the pruned segments' signed last hashes by seq, and the findings."""
+    chain = status.chain_id
+    findings: list[Finding] = []
+    pruned_last: dict[int, str] = {}
+    anchor_seq, anchor_hash, prefix = 0, GENESIS, True
+    rows = conn.execute(
+        select(Segment.day, Segment.first_seq, Segment.last_seq, Segment.size, Segment.root,
+               Segment.prev_segment_last_hash, Segment.last_hash, Segment.key_id, Segment.signature, Segment.pruned,
+               Segment.pruned_us, Segment.prune_key_id, Segment.prune_signature, AuditEntry.hash)
+        .outerjoin(AuditEntry, (AuditEntry.chain_id == Segment.chain_id) & (AuditEntry.seq == Segment.last_seq))
+        .where(Segment.chain_id == chain).order_by(Segment.first_seq)
+    )
+    for day, first, last, size, root, prev, last_hash, key_id, sig, pruned, pruned_us, pkey_id, psig, entry in rows:
+        status.segments += 1
+        key = trusted.get(key_id)
+        signed = key is not None and verify_signature(key, sig, segment_message(chain, day, first, last, size, root,
+                                                                                 prev, last_hash))
+        if key is None:
+            findings.append(Finding(chain, first, "segment", f"the segment of {day} is signed by key {key_id}, "
+                                    "which is not a trusted key"))
+        elif not signed:
+            findings.append(Finding(chain, first, "segment", f"the signature of the segment of {day} does not verify: "
+                                    "the segment was altered"))
+        if pruned:
+            pkey = trusted.get(pkey_id or "")
+            record = pkey is not None and verify_signature(pkey, psig or "", prune_message(chain, first, last, last_hash,
+                                                                                           pruned_us or 0))
+            if not record:
+                findings.append(Finding(chain, first, "segment", f"the segment of {day} is marked pruned without a "
+                                        "valid signed prune record"))
+            elif (signed and prefix and first == anchor_seq + 1 and prev == anchor_hash
+                  and (first_remaining is None or last < first_remaining)):
+                anchor_seq, anchor_hash = last, last_hash
+                pruned_last[last] = last_hash
+                status.pruned_segments += 1
+                continue
+        prefix = False
+        if pruned:
+            continue  # its missing entries are not covered by the pruned prefix: the scan reports them deleted
+        if entry is None and last > status.head_seq:
+            findings.append(Finding(chain, status.head_seq + 1, "deleted", f"entries {status.head_seq + 1}..{last} are "
+                                    f"missing: the segment signed for {day} vouches for them"))
+        elif entry is not None and entry != last_hash:
+            findings.append(Finding(chain, last, "segment", f"the log up to here differs from the segment signed for "
+                                    f"{day}: entries were rewritten"))
+    status.pruned_through = anchor_seq
+    return ((anchor_seq + 1, anchor_hash) if anchor_seq else None), pruned_last, findings
+
+
+def _check_checkpoints(
+    conn: Connection, status: ChainStatus, trusted: Mapping[str, Ed25519PublicKey], pruned_last: Mapping[int, str]
+) -> list[Finding]:
     findings = []
     rows = conn.execute(
         text(
@@ -157,6 +227,10 @@ def _check_checkpoints(conn: Connection, status: ChainStatus, trusted: Mapping[s
             findings.append(Finding(chain, seq, "checkpoint", f"signed by key {key_id}, which is not a trusted key"))
         elif not verify_signature(key, signature, checkpoint_message(chain, seq, head, signed_us)):
             findings.append(Finding(chain, seq, "checkpoint", "signature does not verify: the checkpoint was altered"))
+        elif entry is None and seq <= status.pruned_through:
+            if pruned_last.get(seq, head) != head:
+                findings.append(Finding(chain, seq, "checkpoint", "the pruned log up to here differs from what was "
+                                        "signed: its segment and this checkpoint disagree"))
         elif entry is None and seq > status.head_seq:
             end = status.head_seq
             findings.append(Finding(chain, end + 1, "deleted", f"entries {end + 1}..{seq} are missing: a signed "
@@ -178,29 +252,40 @@ def verify(
     with engine.connect() as conn:
         sql = "SELECT chain_id, min(seq), max(seq), count(*) FROM audit_entry"
         sql += " WHERE chain_id = :chain GROUP BY chain_id" if chain else " GROUP BY chain_id"
-        chains = conn.execute(text(sql), dict(chain=chain)).all()
-        for chain_id, lo, hi, count in chains:
+        chains = {row[0]: row[1:] for row in conn.execute(text(sql), dict(chain=chain)).all()}
+        sealed = select(Segment.chain_id).distinct()
+        sealed_chains = set(conn.scalars(sealed.where(Segment.chain_id == chain) if chain else sealed))
+        for chain_id in sorted(chains.keys() | sealed_chains):
+            lo, hi, count = chains.get(chain_id, (None, 0, 0))
             status = report.chains[chain_id] = ChainStatus(chain_id, head_seq=hi)
+            anchor, pruned_last, found = _check_segments(conn, status, trusted, lo)
+            report.findings.extend(found)
+            if lo is None:  # every entry pruned
+                status.head_seq, status.head_hash = status.pruned_through, anchor[1] if anchor else GENESIS
+                report.findings.extend(_check_checkpoints(conn, status, trusted, pruned_last))
+                continue
             status.head_hash = _one(conn, "SELECT hash FROM audit_entry WHERE chain_id=:c AND seq=:s", c=chain_id, s=hi)
-            if lo != 1:
+            if lo != 1 and anchor is None:
                 report.findings.append(Finding(chain_id, 1, "deleted", f"entries 1..{lo - 1} are missing"))
             parts = max(1, min(jobs, count // RANGE_MIN))
             bounds = [lo + (hi - lo + 1) * i // parts for i in range(parts)] + [hi + 1]
             ranges = [(bounds[i], bounds[i + 1] - 1) for i in range(parts)]
+            anchors = [anchor] + [None] * (parts - 1)
             if parts == 1:
-                results = [_scan(conn, chain_id, lo, hi)]
+                results = [_scan(conn, chain_id, lo, hi, anchor)]
             else:
                 with ProcessPoolExecutor(parts) as pool:
                     results = list(pool.map(_verify_range, [url] * parts, [chain_id] * parts,
-                                            [a for a, _ in ranges], [b for _, b in ranges]))
+                                            [a for a, _ in ranges], [b for _, b in ranges], anchors))
             for scanned, found in results:
                 status.entries += scanned
                 report.findings.extend(found)
-            report.findings.extend(_check_checkpoints(conn, status, trusted))
+            report.findings.extend(_check_checkpoints(conn, status, trusted, pruned_last))
         orphans = conn.execute(text(
-            "SELECT chain_id, count(*) FROM checkpoint WHERE chain_id NOT IN (SELECT DISTINCT chain_id FROM audit_entry)"
-            + (" AND chain_id = :chain" if chain else "") + " GROUP BY chain_id"), dict(chain=chain)).all()
+            "SELECT chain_id, count(*) FROM checkpoint" + (" WHERE chain_id = :chain" if chain else "")
+            + " GROUP BY chain_id"), dict(chain=chain)).all()
         for chain_id, n in orphans:
-            report.findings.append(Finding(chain_id, 1, "deleted", f"{n} signed checkpoints exist but the chain is empty"))
+            if chain_id not in report.chains:
+                report.findings.append(Finding(chain_id, 1, "deleted", f"{n} signed checkpoints exist but the chain is empty"))
     report.findings.sort(key=lambda f: (f.chain_id, f.seq))
     return report

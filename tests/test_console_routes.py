@@ -380,6 +380,7 @@ ROUTES = [
     Route("evidence.fetch", "GET", "/evidence/{evidence}", READERS),
     Route("auditing.status", "GET", "/audit", AUDITORS),
     Route("auditing.run_verify", "POST", "/audit/verify", AUDITORS),  # shows the report itself
+    Route("auditing.download_export", "POST", "/audit/export", AUDITORS, {"month": datetime.now(UTC).strftime("%Y-%m")}),
     Route("users.index", "GET", "/users", ADMIN),
     Route("users.add", "POST", "/users", ADMIN, {"username": "night-guard", "role": "guard"}, "/users",
           "User night-guard added."),

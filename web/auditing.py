@@ -1,15 +1,23 @@
-"""For auditors: each chain's length, head and signed checkpoints, and a full verification on demand."""
+"""For auditors: each chain's length, head and signed checkpoints, a full verification on demand, and the
+monthly audit export as a zip (the same files `badge-bridge export` writes)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, redirect, render_template, send_file, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from wtforms import StringField
+from wtforms.validators import DataRequired, Regexp
 
 from badge_bridge.events import from_us
+from badge_bridge.export import MONTH_RE, ExportError, export_month
 from badge_bridge.models import AuditEntry, Checkpoint
 from badge_bridge.verify import verify
 from web import services
@@ -21,6 +29,10 @@ bp = Blueprint("auditing", __name__, url_prefix="/audit")
 
 class VerifyForm(FlaskForm):
     pass
+
+
+class ExportForm(FlaskForm):
+    month = StringField("Month", validators=[DataRequired(), Regexp(MONTH_RE.pattern, message="expected YYYY-MM")])
 
 
 def _chains() -> list[dict[str, Any]]:
@@ -40,7 +52,7 @@ def _chains() -> list[dict[str, Any]]:
 @bp.route("")
 @role_required("auditor")
 def status() -> Any:
-    return render_template("audit.html", chains=_chains(), form=VerifyForm(), report=None)
+    return render_template("audit.html", chains=_chains(), form=VerifyForm(), export_form=ExportForm(), report=None)
 
 
 @bp.route("/verify", methods=["POST"])
@@ -51,4 +63,37 @@ def run_verify() -> Any:
     svc.audit.record("audit.verified", current_user.username,
                      detail={"ok": report.ok, "findings": len(report.findings),
                              "chains": {c.chain_id: c.head_seq for c in report.chains.values()}})
-    return render_template("audit.html", chains=_chains(), form=VerifyForm(), report=report)
+    return render_template("audit.html", chains=_chains(), form=VerifyForm(), export_form=ExportForm(),
+                           report=report)
+
+
+@bp.route("/export", methods=["POST"])
+@role_required("auditor")
+def download_export() -> Any:
+    """Build the month's export in a temporary folder and send it as a zip. The zip is spooled to an
+    unlinked temporary file, so a large month never sits in memory and nothing is left on disk."""
+    form = ExportForm()
+    if not form.validate_on_submit():
+        flash(f"Month: {', '.join(form.month.errors) or 'expected YYYY-MM'}", "error")
+        return redirect(url_for("auditing.status"))
+    svc = services()
+    month = form.month.data
+    work = Path(tempfile.mkdtemp(prefix="bb-export-"))
+    try:
+        try:
+            summary = export_month(svc.engine, svc.keys, month, work / month, actor=f"console:{current_user.username}")
+        except ExportError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("auditing.status"))
+        spool = tempfile.TemporaryFile()
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted((work / month).iterdir()):
+                z.write(path, path.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    svc.audit.record("console.export_downloaded", current_user.username,
+                     detail={"month": month, "rows": summary.rows, "verified": summary.verified,
+                             "manifest_sha256": {n: f["sha256"] for n, f in summary.files.items()}})
+    spool.seek(0)
+    return send_file(spool, mimetype="application/zip", as_attachment=True,
+                     download_name=f"audit-export-{month}.zip")

@@ -1,0 +1,112 @@
+"""`badge-bridge audit seal | prove | consistency | prune`: sealed segments for auditors and retention.
+
+Registered on the `audit` group at the end of cli.py. Pruning is the one command that removes audit
+entries, so it asks for confirmation and is itself audited (`audit.pruned` on chain `<instance>.cli`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import click
+
+from badge_bridge import segments
+from badge_bridge.cliapp import App, fail_cleanly, pass_app
+from badge_bridge.events import Event
+
+
+def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-10-05") from None
+
+
+def _checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Segment errors are user errors: one line, no traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except segments.SegmentError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.command("seal")
+@click.option("--chain", help="Seal one chain only.")
+@pass_app
+@fail_cleanly
+@_checked
+def seal(app: App, chain: str | None) -> None:
+    """Seal every finished UTC day of every chain: a signed Merkle root per chain and day."""
+    made = segments.seal(app.engine(), app.keys.signer(), chain)
+    for s in made:
+        click.echo(f"sealed chain {s.chain_id} {s.day}: entries {s.first_seq}..{s.last_seq} ({s.size}), root {s.root}")
+    if not made:
+        click.echo("nothing to seal: every finished day is sealed")
+
+
+@click.command("prove")
+@click.argument("event_id")
+@click.option("--verify", "check", is_flag=True, help="Check the proof against the trusted public keys too.")
+@pass_app
+@fail_cleanly
+@_checked
+def prove(app: App, event_id: str, check: bool) -> None:
+    """Print the proof (JSON) that EVENT_ID is in its signed day, checkable offline with a public key."""
+    proof = segments.prove(app.engine(), event_id)
+    click.echo(json.dumps(proof, indent=2, sort_keys=True))
+    seg = proof["segment"]
+    summary = (f"event {event_id} is entry {proof['leaf_index'] + 1} of {seg['size']} in chain {seg['chain_id']}'s "
+               f"segment of {seg['day']} (root {seg['root'][:16]}…, key {seg['key_id']})")
+    if check:
+        segments.verify_proof(proof, app.keys.trusted_public_keys())
+        summary += ": verified"
+    click.echo(summary, err=True)
+
+
+@click.command("consistency")
+@click.option("--chain", required=True)
+@click.option("--day", required=True, callback=_day, help="The sealed day, YYYY-MM-DD (UTC).")
+@click.option("--old-size", type=int, required=True, help="How many entries the earlier root covered.")
+@pass_app
+@fail_cleanly
+@_checked
+def consistency(app: App, chain: str, day: date, old_size: int) -> None:
+    """Print the proof (JSON) that the day's tree of its first OLD_SIZE entries is a prefix of the sealed one."""
+    proof = segments.consistency(app.engine(), chain, day, old_size)
+    segments.verify_consistency(proof, app.keys.trusted_public_keys())
+    click.echo(json.dumps(proof, indent=2, sort_keys=True))
+    click.echo(f"chain {chain} {day}: the tree of {old_size} entries (root {proof['old_root'][:16]}…) is a prefix of "
+               f"the sealed {proof['segment']['size']}", err=True)
+
+
+@click.command("prune")
+@click.option("--keep-days", type=int, default=None,
+              help=f"Keep this many days of entries (at least {segments.MIN_KEEP_DAYS}; default: the site file's "
+                   "audit.retention_days).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+@fail_cleanly
+@_checked
+def prune(app: App, keep_days: int | None, yes: bool) -> None:
+    """Delete the entries of sealed days older than KEEP_DAYS; signed segments, checkpoints and keys stay."""
+    keep_days = app.config.audit.retention_days if keep_days is None else keep_days
+    segments.check_keep_days(keep_days)  # before the prompt: a refused value needs no confirmation
+    if not yes:
+        click.confirm(f"Delete the audit entries of sealed days older than {keep_days} days?", abort=True)
+    with app.change() as (_session, audited):
+        report = segments.prune(app.engine(), app.keys.signer(), keep_days=keep_days)
+        now = datetime.now(UTC)
+        audited.append(Event(id=Event.new_id("audit.pruned"), kind="audit.pruned", source=app.actor, ts=now,
+                             received_ts=now, detail=dict(keep_days=keep_days, cutoff=report.cutoff.isoformat(),
+                                                          entries=report.entries, segments=report.segments)))
+    for s in report.segments:
+        click.echo(f"pruned chain {s['chain_id']} {s['day']}: entries {s['first_seq']}..{s['last_seq']}")
+    click.echo(f"pruned {report.entries} entries of {len(report.segments)} segments older than {report.cutoff}")

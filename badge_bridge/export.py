@@ -1,0 +1,233 @@
+"""The monthly access audit export: `badge-bridge export --month 2026-10 --out DIR` and the console download.
+
+What is exported, per chain: the contiguous seq range from the first to the last entry *received* (the
+bridge's clock, ``received_us``) in the month, in the site's time zone. Selecting by device time instead
+would leave holes wherever a device's clock or an offline replay puts an entry out of order, and a hole
+breaks the proof; a contiguous piece of each chain can be checked without the database. Every kind is
+exported (access, door, alarm, face, console, admin...): a filtered export could not be proven complete.
+The PDF summarises the access-related ones.
+
+Files: events.csv and events.jsonl (one row per entry, every hashed field), report.pdf, proof.json (per
+chain: the anchor row before the month, the rows after it up to the next signed checkpoint, the
+checkpoints, the public keys) and manifest.json (the SHA-256 of every file) signed in manifest.sig with the
+current signing key. ``badge_bridge.export_verify`` checks all of it. Rows are streamed from a server-side
+cursor and written as they come, so memory stays flat at any month size.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.engine import Connection
+from tqdm import tqdm
+
+from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.events import to_us
+from badge_bridge.export_verify import (
+    CSV_NAME, FIELDS, FORMAT, JSONL_NAME, MANIFEST_NAME, PDF_NAME, PROOF_NAME, SIGNATURE_NAME, iso_us,
+    manifest_message, sha256_file,
+)
+from badge_bridge.keys import KeyStore, public_hex, verify_signature
+from badge_bridge.models import Checkpoint, Site
+
+MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_enc = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C encoder json.dumps itself uses
+_COLUMNS = "chain_id, seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, hash"
+
+
+class ExportError(ValueError):
+    """The export cannot be made as asked (bad month, folder not empty, nothing to export)."""
+
+
+@dataclass
+class ChainExport:
+    chain_id: str
+    first_seq: int
+    last_seq: int
+    first_hash: str = ""
+    last_hash: str = ""
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    signed_up_to: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass
+class ExportSummary:
+    """What the PDF's verification section and the caller report."""
+
+    site: str
+    month: str
+    timezone: str
+    start_us: int
+    end_us: int
+    generated_us: int
+    generated_by: str
+    chains: list[ChainExport]
+    key_id: str
+    public_key: str
+    problems: list[str] = field(default_factory=list)
+    """Found while streaming: a row whose hash or link is wrong, a checkpoint that does not verify."""
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.chains)
+
+    @property
+    def verified(self) -> bool:
+        return not self.problems
+
+
+def month_bounds(month: str, tz: ZoneInfo) -> tuple[int, int]:
+    """[start, end) of the month in the site's time zone, as UTC microseconds."""
+    match = MONTH_RE.match(month)
+    if not match:
+        raise ExportError(f"month {month!r}: expected YYYY-MM, like 2026-10")
+    year, mon = int(match.group(1)), int(match.group(2))
+    start = datetime(year, mon, 1, tzinfo=tz)
+    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=tz)
+    return to_us(start), to_us(end)
+
+
+def _plan(conn: Connection, start_us: int, end_us: int) -> list[ChainExport]:
+    rows = conn.execute(text("SELECT chain_id, min(seq), max(seq) FROM audit_entry WHERE received_us >= :s "
+                             "AND received_us < :e GROUP BY chain_id ORDER BY chain_id"), dict(s=start_us, e=end_us))
+    return [ChainExport(c, lo, hi) for c, lo, hi in rows]
+
+
+def _row_dict(values: tuple[Any, ...]) -> dict[str, Any]:
+    chain, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh = values
+    return dict(zip(FIELDS, (chain, seq, event_id, iso_us(ts), iso_us(received), source, door or "", kind,
+                             subject, detail, prev, hsh)))
+
+
+def _rows(conn: Connection, chain: str, lo: int, hi: int) -> Any:
+    return conn.execution_options(stream_results=True, yield_per=10_000).execute(
+        text(f"SELECT {_COLUMNS} FROM audit_entry WHERE chain_id = :c AND seq BETWEEN :lo AND :hi ORDER BY seq"),
+        dict(c=chain, lo=lo, hi=hi))
+
+
+def _proof(conn: Connection, chain: ChainExport, summary: ExportSummary, keys: KeyStore) -> dict[str, Any]:
+    """The anchor row, the tail up to the first checkpoint at or after the month's last row, the checkpoints."""
+    after = conn.scalar(select(Checkpoint.seq).where(Checkpoint.chain_id == chain.chain_id,
+                                                     Checkpoint.seq >= chain.last_seq).order_by(Checkpoint.seq).limit(1))
+    tail_end = after if after is not None else chain.last_seq
+    anchor = [_row_dict(r) for r in _rows(conn, chain.chain_id, chain.first_seq - 1, chain.first_seq - 1)]
+    tail = [_row_dict(r) for r in _rows(conn, chain.chain_id, chain.last_seq + 1, tail_end)]
+    trusted = keys.trusted_public_keys()
+    for cp in conn.execute(select(Checkpoint.chain_id, Checkpoint.seq, Checkpoint.hash, Checkpoint.signed_us,
+                                  Checkpoint.key_id, Checkpoint.signature)
+                           .where(Checkpoint.chain_id == chain.chain_id, Checkpoint.seq.between(chain.first_seq - 1, tail_end))
+                           .order_by(Checkpoint.seq)):
+        key = trusted.get(cp.key_id)
+        if key is None or not verify_signature(key, cp.signature,
+                                               checkpoint_message(cp.chain_id, cp.seq, cp.hash, cp.signed_us)):
+            summary.problems.append(f"chain {chain.chain_id} checkpoint seq {cp.seq}: signature does not verify "
+                                    "against the keys folder's public keys")
+        else:
+            chain.signed_up_to = max(chain.signed_up_to, cp.seq)
+        chain.checkpoints.append({"seq": cp.seq, "hash": cp.hash, "signed_us": cp.signed_us, "key_id": cp.key_id,
+                                  "signature": cp.signature})
+    return {"chain_id": chain.chain_id, "first_seq": chain.first_seq, "last_seq": chain.last_seq,
+            "rows": chain.rows, "first_hash": chain.first_hash, "last_hash": chain.last_hash,
+            "anchor": anchor[0] if anchor else None, "tail": tail, "checkpoints": chain.checkpoints}
+
+
+def _write_rows(conn: Connection, chains: list[ChainExport], out: Path, summary: ExportSummary,
+                progress: bool) -> None:
+    """Stream every chain's rows into the CSV and the JSONL, checking each hash and link on the way
+    (the PDF states whether the chain verified)."""
+    bar = tqdm(total=summary.rows, unit="row", unit_scale=True, disable=not progress, file=sys.stderr,
+               desc=f"export {summary.month}")
+    with (out / CSV_NAME).open("w", encoding="utf-8", newline="") as fcsv, \
+            (out / JSONL_NAME).open("w", encoding="utf-8", newline="\n") as fjson:
+        writer = csv.writer(fcsv, lineterminator="\n")
+        writer.writerow(FIELDS)
+        for chain in chains:
+            anchor = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"),
+                                 dict(c=chain.chain_id, s=chain.first_seq - 1))
+            last, expected, done = anchor or GENESIS, chain.first_seq, 0
+            for chain_id, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh in _rows(
+                    conn, chain.chain_id, chain.first_seq, chain.last_seq):
+                door = door or ""
+                if (seq != expected or prev != last or entry_hash(prev, entry_body(
+                        chain_id, event_id, ts, received, source, door, kind, subject, detail)) != hsh):
+                    if len(summary.problems) < 100:
+                        summary.problems.append(f"chain {chain_id} seq {seq}: does not verify (run `badge-bridge "
+                                                "audit verify` for the details)")
+                if seq == chain.first_seq:
+                    chain.first_hash = hsh
+                t, r = iso_us(ts), iso_us(received)
+                writer.writerow((chain_id, seq, event_id, t, r, source, door, kind, subject, detail, prev, hsh))
+                fjson.write(f'{{"chain_id":{_enc(chain_id)},"seq":{seq},"event_id":{_enc(event_id)},"ts":"{t}",'
+                            f'"received":"{r}","source":{_enc(source)},"door":{_enc(door)},"kind":{_enc(kind)},'
+                            f'"subject":{_enc(subject)},"detail":{_enc(detail)},"prev_hash":"{prev}","hash":"{hsh}"}}\n')
+                last, expected = hsh, seq + 1
+                done += 1
+                if done % 10_000 == 0:
+                    bar.update(10_000)
+            bar.update(done % 10_000)
+            chain.last_hash = last
+            if expected != chain.last_seq + 1:
+                summary.problems.append(f"chain {chain.chain_id}: seq {expected}..{chain.last_seq} missing in the database")
+    bar.close()
+
+
+def export_month(engine: Engine, keys: KeyStore, month: str, out: Path, *, actor: str,
+                 progress: bool = False, pdf: bool = True) -> ExportSummary:
+    """Write the month's export into ``out`` (created; must be empty). ``pdf`` False skips the report,
+    for callers that only want the data (the bench times the two apart)."""
+    from badge_bridge.report_pdf import write_report
+
+    signer = keys.signer()
+    with engine.connect() as conn:
+        site = conn.execute(select(Site.name, Site.timezone)).first()
+        site_name, tz_name = (site[0], site[1]) if site else ("", "UTC")
+        start_us, end_us = month_bounds(month, ZoneInfo(tz_name))
+        chains = _plan(conn, start_us, end_us)
+        if not chains:
+            raise ExportError(f"no audit entries were received in {month} ({tz_name})")
+        out.mkdir(parents=True, exist_ok=True)
+        if any(out.iterdir()):
+            raise ExportError(f"{out} is not empty; export into a new folder")
+        summary = ExportSummary(site_name, month, tz_name, start_us, end_us, to_us(datetime.now(UTC)), actor,
+                                chains, signer.key_id, public_hex(signer.public))
+        _write_rows(conn, chains, out, summary, progress)
+        proof = {"format": FORMAT, "chains": [_proof(conn, c, summary, keys) for c in chains],
+                 "keys": {kid: public_hex(k) for kid, k in sorted(keys.trusted_public_keys().items())}}
+        (out / PROOF_NAME).write_text(json.dumps(proof, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        if pdf:
+            write_report(conn, summary, out / PDF_NAME)
+    write_manifest(out, summary, keys)
+    return summary
+
+
+def write_manifest(out: Path, summary: ExportSummary, keys: KeyStore) -> None:
+    """List every file with its SHA-256 and size, and sign the list."""
+    signer = keys.signer()
+    summary.files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                     for p in sorted(out.iterdir()) if p.is_file() and p.name not in (MANIFEST_NAME, SIGNATURE_NAME)}
+    manifest = {"format": FORMAT, "site": summary.site, "month": summary.month, "timezone": summary.timezone,
+                "start_us": summary.start_us, "end_us": summary.end_us, "generated_us": summary.generated_us,
+                "generated_by": summary.generated_by, "rows": summary.rows,
+                "chains": {c.chain_id: [c.first_seq, c.last_seq] for c in summary.chains},
+                "signing_key": signer.key_id, "public_key": public_hex(signer.public), "files": summary.files}
+    raw = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode()
+    (out / MANIFEST_NAME).write_bytes(raw)
+    (out / SIGNATURE_NAME).write_text(signer.sign(manifest_message(raw)) + "\n")
+
+
+def progress_wanted(quiet: bool, stream: TextIO = sys.stderr) -> bool:
+    return not quiet and stream.isatty()

@@ -1,0 +1,114 @@
+"""The monthly export at a million events: CSV+JSONL time, PDF time, peak memory, verify-export time.
+
+Prints one JSON object. The month is built straight into SQLite (precomputed chained rows, executemany),
+with a signed checkpoint every 1000 entries as the writer makes them; the export then runs as the CLI
+runs it. Goals: CSV+JSONL <= 10 s, PDF <= 5 s, memory flat (it does not grow with the row count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash  # noqa: E402
+from badge_bridge.db import make_engine, migrate  # noqa: E402
+from badge_bridge.events import canonical_json, to_us  # noqa: E402
+from badge_bridge.export import export_month, write_manifest  # noqa: E402
+from badge_bridge.export_verify import PDF_NAME  # noqa: E402
+from badge_bridge.keys import KeyStore  # noqa: E402
+from badge_bridge.report_pdf import write_report  # noqa: E402
+
+N = int(os.environ.get("BENCH_EXPORT_N", "1000000"))
+T0 = to_us(datetime(2026, 10, 1, tzinfo=UTC))
+SPAN = to_us(datetime(2026, 10, 31, tzinfo=UTC)) - T0
+COLS = ("chain_id, seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, hash, "
+        "person_id")
+
+
+def build(path: Path, keys: KeyStore) -> None:
+    """N chained entries spread over October on one chain, plus a checkpoint every 1000."""
+    signer = keys.signer()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA synchronous=OFF")
+    head, batch, cps = GENESIS, [], []
+    for i in range(N):
+        seq = i + 1
+        ts = T0 + SPAN * i // N
+        kind = "access.granted" if i % 9 else "access.denied"
+        door = ("main-entrance", "lobby-noc", "hall-a", "cage-7")[i % 4]
+        person = i % 3000 + 1
+        subject = canonical_json({"person": person, "credential": person})
+        detail = canonical_json({"reader": f"{door}-in", "reason": "granted" if i % 9 else "not_in_schedule"})
+        event = f"ctl:{i}"
+        prev, head = head, entry_hash(head, entry_body("bridge-1", event, ts, ts + 3000, "ctl-lobby", door, kind,
+                                                       subject, detail))
+        batch.append(("bridge-1", seq, event, ts, ts + 3000, "ctl-lobby", door, kind, subject, detail, prev, head,
+                      person))
+        if seq % 1000 == 0 or seq == N:
+            cps.append(("bridge-1", seq, head, ts + 5000, signer.key_id,
+                        signer.sign(checkpoint_message("bridge-1", seq, head, ts + 5000))))
+        if len(batch) == 50_000:
+            con.executemany(f"INSERT INTO audit_entry ({COLS}) VALUES ({','.join('?' * 13)})", batch)
+            batch = []
+    con.executemany(f"INSERT INTO audit_entry ({COLS}) VALUES ({','.join('?' * 13)})", batch)
+    con.executemany("INSERT INTO checkpoint (chain_id, seq, hash, signed_us, key_id, signature) VALUES (?,?,?,?,?,?)",
+                    cps)
+    con.execute("INSERT INTO site (name, timezone) VALUES ('bench', 'UTC')")
+    con.commit()
+    con.close()
+
+
+def main() -> None:
+    from badge_bridge.export_verify import verify_export
+
+    out: dict[str, object] = {"bench": "export", "events": N, "goals": {"csv_jsonl_s": 10.0, "pdf_s": 5.0}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        keys = KeyStore(tmpdir / "keys")
+        keys.ensure()
+        db = tmpdir / "month.db"
+        url = f"sqlite:///{db}"
+        migrate(make_engine(url, must_exist=False))
+        started = time.perf_counter()
+        build(db, keys)
+        out["build_s"] = round(time.perf_counter() - started, 1)
+        engine = make_engine(url)
+        export_dir = tmpdir / "export"
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        summary = export_month(engine, keys, "2026-10", export_dir, actor="bench", pdf=False)
+        out["csv_jsonl_s"] = round(time.perf_counter() - started, 2)
+        tracemalloc.start()  # a second, untimed export: tracemalloc slows Python several times over
+        export_month(engine, keys, "2026-10", tmpdir / "traced", actor="bench", pdf=False)
+        out["export_tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            write_report(conn, summary, export_dir / PDF_NAME)
+        write_manifest(export_dir, summary, keys)
+        out["pdf_s"] = round(time.perf_counter() - started, 2)
+        out["ru_maxrss_mb_before_export"] = round(rss_before / 1024, 1)
+        out["ru_maxrss_mb_after_export"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        out["verified_while_exporting"] = summary.verified
+        out["files_mb"] = {name: round(f["bytes"] / 2**20, 1) for name, f in summary.files.items()}
+        started = time.perf_counter()
+        result = verify_export(export_dir)
+        out["verify_export_s"] = round(time.perf_counter() - started, 2)
+        out["verify_export_ok"] = result.ok
+        engine.dispose()
+    out["meets_goals"] = {"csv_jsonl": out["csv_jsonl_s"] <= 10.0, "pdf": out["pdf_s"] <= 5.0}  # type: ignore[operator]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Simulated configurable devices for the tests: a contract controller that obeys ``config/set`` and an
+esp-rfid that answers ``getconf``/``updateconf`` as its firmware does (mqtt.esp at 88d2199e)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from firmware_config.devices import (
+    ConfigReport,
+    ConfigSet,
+    ControllerSettings,
+    config_topics,
+)
+
+
+class _Client:
+    def __init__(self, port: int, client_id: str, topic: str) -> None:
+        self.topic = topic
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self.ready.set()
+        self.client.on_message = lambda c, u, msg: self.handle(bytes(msg.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self.ready.wait(5):
+            raise RuntimeError(f"{client_id}: not subscribed to {topic} within 5 s")
+
+    def _on_connect(self, *args: Any) -> None:
+        self.connected()
+        self.client.subscribe(self.topic, qos=1)
+
+    def connected(self) -> None:
+        """Called on every connect, before subscribing."""
+
+    def handle(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SimConfigController(_Client):
+    """A contract controller's configuration side: publishes its settings retained on connect and after
+    applying a ConfigSet (with ``applied`` = the set's id). Invalid sets are ignored, as a device would."""
+
+    def __init__(self, port: int, key: str, settings: ControllerSettings, *, prefix: str = "badge-bridge/v1") -> None:
+        self.key = key
+        self.settings = settings
+        self.applied: list[ConfigSet] = []
+        self.report_topic, set_topic = config_topics(prefix, key)
+        super().__init__(port, f"sim-config-{key}", set_topic)
+
+    def connected(self) -> None:
+        self._report(None)
+
+    def handle(self, payload: bytes) -> None:
+        try:
+            message = ConfigSet.model_validate_json(payload)
+        except ValidationError:
+            return
+        self.settings = message.config
+        self.applied.append(message)
+        self._report(message.id)
+
+    def _report(self, applied: str | None) -> None:
+        report = ConfigReport(ts=datetime.now(UTC), applied=applied, config=self.settings)
+        self.client.publish(self.report_topic, report.model_dump_json().encode(), qos=1, retain=True)
+
+
+class SimEspRfid(_Client):
+    """esp-rfid's configuration commands: ``getconf`` publishes ``{"type":"getconf","ip","hostname",
+    "configfile"}`` on ``<topic>/send``; ``updateconf`` replaces the file with ``configfile`` and acks
+    ``{"type":"updateconf","ip","hostname"}``. Commands naming another ``doorip`` are dropped."""
+
+    def __init__(self, port: int, topic: str, ip: str, configfile: dict[str, Any], hostname: str = "esp-sim") -> None:
+        self.ip, self.hostname, self.configfile = ip, hostname, configfile
+        self.received: list[dict[str, Any]] = []
+        self.send_topic = f"{topic}/send"
+        super().__init__(port, f"sim-esp-{hostname}", f"{topic}/cmd")
+
+    def handle(self, payload: bytes) -> None:
+        msg = json.loads(payload)
+        if not isinstance(msg, dict) or msg.get("doorip") != self.ip:
+            return
+        self.received.append(msg)
+        reply: dict[str, Any] = {"type": msg.get("cmd"), "ip": self.ip, "hostname": self.hostname}
+        if msg.get("cmd") == "getconf":
+            reply["configfile"] = self.configfile
+        elif msg.get("cmd") == "updateconf":
+            self.configfile = msg["configfile"]
+        else:
+            return
+        self.client.publish(self.send_topic, json.dumps(reply).encode(), qos=0)
