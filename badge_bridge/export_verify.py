@@ -40,7 +40,6 @@ MAX_PROBLEMS_PER_FILE = 200
 """A wholesale rewrite would otherwise print a million lines; the first ones say what happened."""
 
 _EPOCH = date(1970, 1, 1).toordinal()
-_DAY_US = 86_400_000_000
 
 
 @functools.lru_cache(maxsize=4096)
@@ -53,15 +52,22 @@ def _day_number(text: str) -> int:
     return date.fromisoformat(text).toordinal() - _EPOCH
 
 
+_CLOCK: list[str] = []
+"""``HH:MM:SS`` for every second of a day, filled on the first ``iso_us`` (about 30 ms)."""
+
+
+def _clock() -> list[str]:
+    _CLOCK.extend(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400))
+    return _CLOCK
+
+
 def iso_us(us: int) -> str:
     """Microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: exact, readable in a spreadsheet,
-    and about four times faster than datetime.isoformat (the day part is cached), which matters at a
-    million rows."""
-    day, rest = divmod(us, _DAY_US)
-    secs, frac = divmod(rest, 1_000_000)
-    hours, secs = divmod(secs, 3600)
-    minutes, secs = divmod(secs, 60)
-    return f"{_day_text(day)}T{hours:02d}:{minutes:02d}:{secs:02d}.{frac:06d}Z"
+    and about six times faster than datetime.isoformat (day and clock parts are looked up), which matters
+    at a million rows."""
+    secs, frac = divmod(us, 1_000_000)
+    day, rest = divmod(secs, 86_400)
+    return f"{_day_text(day)}T{(_CLOCK or _clock())[rest]}.{frac:06d}Z"
 
 
 def us_from_iso(text: str) -> int:
@@ -76,11 +82,8 @@ def us_from_iso(text: str) -> int:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def manifest_message(manifest_bytes: bytes) -> bytes:

@@ -55,22 +55,24 @@ def upscale(path: Path, size: tuple[int, int], out: Path) -> Path:
     return out
 
 
-def detect(frames: list[np.ndarray], fps: float) -> tuple[list[bool], float]:
-    """Per frame whether the whole-frame zone is in motion, and process() calls per second."""
+def detect(frames: list[np.ndarray], fps: float) -> tuple[list[bool], list[int], float]:
+    """Per frame whether the whole-frame zone is in motion, the frame each episode starts at (its first
+    moving frame), and process() calls per second."""
     h, w = frames[0].shape[:2]
     det = MotionDetector(w, h, fps)
-    active, spent = [], 0.0
+    active, starts, spent = [], [], 0.0
     for i, frame in enumerate(frames):
         started = time.perf_counter()
-        det.process(frame, i / fps)
+        changes = det.process(frame, i / fps)
         spent += time.perf_counter() - started
         active.append(det.active()["frame"])
-    return active, len(frames) / spent
+        starts += [round(c.t * fps) for c in changes if c.state == "start"]
+    return active, starts, len(frames) / spent
 
 
-def agreement(active: list[bool], fps: float) -> dict[str, object]:
-    """Still-stretch frames flagged (all, and past the end_after_s margin at each stretch start) and
-    person-present frames (outside still stretches and warm-up) missed."""
+def agreement(active: list[bool], starts: list[int], fps: float) -> dict[str, object]:
+    """Still-stretch frames flagged (all, and past the end_after_s margin at each stretch start), episodes
+    that start inside a still stretch, and person-present frames (outside still stretches and warm-up) missed."""
     still = {i for a, b in STILL for i in range(a, b + 1)}
     margin = round(MotionSettings().end_after_s * fps) + 1
     flagged = [i for i in sorted(still) if i >= WARM_UP and active[i]]
@@ -79,6 +81,7 @@ def agreement(active: list[bool], fps: float) -> dict[str, object]:
     missed = sum(not active[i] for i in present)
     return {"still_frames": len([i for i in still if i >= WARM_UP]), "still_flagged": len(flagged),
             "still_flagged_past_end_margin": len(past_margin), "still_flagged_frames": flagged,
+            "episode_starts_in_still": [i for i in starts if i in still],
             "person_present_frames": len(present), "person_present_missed": missed,
             "person_present_missed_share": round(missed / len(present), 3)}
 
@@ -92,7 +95,7 @@ def main() -> None:
                                                for w, h in ((1280, 720), (1920, 1080))]
         for path in clips:
             frames, fps, decode_fps = decode(path)
-            active, detect_fps = detect(frames, fps)
+            active, starts, detect_fps = detect(frames, fps)
             h, w = frames[0].shape[:2]
             row: dict[str, object] = {
                 "video": path.name if path.parent == VIDEO else f"{door.name} upscaled, re-encoded mp4v",
@@ -101,7 +104,7 @@ def main() -> None:
                 "motion_share": round(sum(active[WARM_UP:]) / len(active[WARM_UP:]), 3),
             }
             if path.name.startswith("door"):
-                row.update(agreement(active, fps))
+                row.update(agreement(active, starts, fps))
             results.append(row)
     slowest = min(float(r["detector_fps_per_core"]) for r in results)  # type: ignore[arg-type]
     print(json.dumps({"bench": "motion", "threads": 1, "settings": asdict(MotionSettings()), "videos": results,

@@ -12,6 +12,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import case, select, update
 from wtforms import SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from badge_bridge.models import Alarm, ConsoleUser
@@ -42,10 +43,10 @@ def queue() -> Any:
     return render_template("alarms.html", alarms=alarms, comment=CommentForm(), assign=assign)
 
 
-def _assignees() -> list[tuple[str, str]]:
+def _assignees() -> list[SelectChoice]:
     users = read(lambda s: list(s.scalars(select(ConsoleUser.username).where(
         ConsoleUser.active, ConsoleUser.role.in_(("guard", "supervisor", "admin"))).order_by(ConsoleUser.username))))
-    return [(u, u) for u in users]
+    return [SelectChoice(u) for u in users]
 
 
 def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[str, object],

@@ -17,6 +17,7 @@ from flask_wtf import FlaskForm
 from pydantic import ValidationError
 from sqlalchemy import select
 from wtforms import IntegerField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from badge_bridge.controllers.contract import ConsoleCommand
@@ -62,8 +63,9 @@ def board() -> Any:
                            connected=svc.link is not None and svc.link.connected.is_set())
 
 
-def _scopes() -> list[tuple[str, str]]:
-    return [("site", "the whole site")] + [(f"area:{a.key}", f"area {a.name or a.key}") for a in services().config.areas]
+def _scopes() -> list[SelectChoice]:
+    return [SelectChoice("site", "the whole site")] + [SelectChoice(f"area:{a.key}", f"area {a.name or a.key}")
+                                                          for a in services().config.areas]
 
 
 def _send(type_: str, reason: str, **fields: Any) -> bool:

@@ -12,6 +12,7 @@ from flask_wtf.file import FileAllowed, FileField, FileRequired
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 from wtforms import BooleanField, DateTimeLocalField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from badge_bridge import biometrics
@@ -37,7 +38,7 @@ class PersonForm(FlaskForm):
 
 
 class CredentialForm(FlaskForm):
-    fmt = SelectField("Format", choices=[(f, f) for f in FORMATS])
+    fmt = SelectField("Format", choices=[SelectChoice(f) for f in FORMATS])
     number = StringField("Card", validators=[DataRequired(), Length(max=64)])
     pin = PasswordField("PIN (4-8 digits, optional)",
                         validators=[Optional(), Regexp(r"^\d{4,8}$", message="A PIN is 4 to 8 digits.")])
@@ -67,8 +68,8 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None else None
 
 
-def _level_choices() -> list[tuple[str, str]]:
-    return read(lambda s: [(lvl.key, lvl.name or lvl.key) for lvl in s.scalars(select(AccessLevel).order_by(AccessLevel.key))])
+def _level_choices() -> list[SelectChoice]:
+    return read(lambda s: [SelectChoice(lvl.key, lvl.name or lvl.key) for lvl in s.scalars(select(AccessLevel).order_by(AccessLevel.key))])
 
 
 @bp.route("")

@@ -10,6 +10,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from badge_bridge import people as admin
@@ -22,7 +23,7 @@ bp = Blueprint("users", __name__, url_prefix="/users")
 
 class UserForm(FlaskForm):
     username = StringField("User name", validators=[DataRequired(), Length(min=2, max=64)])
-    role = SelectField("Role", choices=[(r, r) for r in admin.ROLES])
+    role = SelectField("Role", choices=[SelectChoice(r) for r in admin.ROLES])
 
 
 class ActionForm(FlaskForm):
