@@ -28,6 +28,7 @@ from badge_bridge.audit import AuditWriter
 from badge_bridge.cli import main
 from badge_bridge.config import SiteConfig
 from badge_bridge.events import Event
+from badge_bridge import export_verify
 from badge_bridge.export import ExportError, export_month
 from badge_bridge.export_verify import FIELDS, verify_export
 from badge_bridge.keys import KeyStore
@@ -264,6 +265,21 @@ def test_every_tamper_is_reported_precisely(engine: Engine, month: dict[str, int
     stranger = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key",
                                     str(next((other.dir / "signing").glob("*.pub")))])
     assert stranger.exit_code == 1 and "which is not a trusted key" in stranger.output, stranger.output
+
+
+def test_large_row_files_are_scanned_in_parallel_with_the_same_findings(
+        engine: Engine, month: dict[str, int], keys: KeyStore, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PARALLEL_BYTES the CSV and the JSON Lines are checked in two processes; the result is the same."""
+    out = tmp_path / "export"
+    export_month(engine, keys, "2026-10", out, actor="cli:test")
+    _rewrite_csv(out / "events.csv", _edit_field)
+    _json_edit(out / "events.jsonl")
+    serial = verify_export(out)
+    monkeypatch.setattr(export_verify, "PARALLEL_BYTES", 0)
+    parallel = verify_export(out)
+    assert serial.problems and parallel.problems == serial.problems and parallel.rows == serial.rows
+    assert [p.split(" ")[0] for p in serial.problems if p.startswith("events.")] == ["events.csv", "events.jsonl"]
 
 
 def test_cli_export(engine: Engine, month: dict[str, int], site_file: Path, tmp_path: Path) -> None:
