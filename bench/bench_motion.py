@@ -82,6 +82,9 @@ def agreement(active: list[bool], starts: list[int], fps: float) -> dict[str, ob
     return {"still_frames": len([i for i in still if i >= WARM_UP]), "still_flagged": len(flagged),
             "still_flagged_past_end_margin": len(past_margin), "still_flagged_frames": flagged,
             "episode_starts_in_still": [i for i in starts if i in still],
+            # the stretch ends are a MOG2 estimate: its last half second is where people start moving again
+            "episode_starts_in_still_before_its_last_half_second": sum(
+                a <= i < b + 1 - round(fps / 2) for i in starts for a, b in STILL),
             "person_present_frames": len(present), "person_present_missed": missed,
             "person_present_missed_share": round(missed / len(present), 3)}
 
