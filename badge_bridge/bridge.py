@@ -31,6 +31,7 @@ from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.segments import SegmentError, seal
 from badge_bridge.snapshot import Snapshot, load_snapshot
 from badge_bridge.sync import build_sync, esp_users, sync_key_id
+from firmware_config.validate import osdp_feedback
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class Bridge:
         self.mqtt = MqttDriver(self.config, processor)
         self.writer.on_commit = self.mqtt.publish_events
         self.mqtt.start()
-        self.buses = {ctl.key: OsdpBus(self.config, ctl, processor, self.keys)
+        feedback = osdp_feedback(self.config)
+        self.buses = {ctl.key: OsdpBus(self.config, ctl, processor, self.keys, *feedback[ctl.key])
                       for ctl in self.config.controllers if ctl.kind == "osdp"}
         for bus in self.buses.values():
             bus.start()

@@ -43,7 +43,6 @@ from badge_bridge.keys import KeyStore
 from firmware_config.profiles import (
     BuzzerPatterns,
     EspRfidProfile,
-    LedPattern,
     LedPatterns,
     MqttProfile,
     OfflinePolicy,
@@ -334,20 +333,6 @@ def esp_push(link: Link, site_ctl: ControllerConfig, ctl: EspRfidProfile, timeou
 
 # --- OSDP ----------------------------------------------------------------------------------------------
 
-_COLORS = {"off": "Black", "red": "Red", "green": "Green", "amber": "Amber", "blue": "Blue",
-           "magenta": "Magenta", "cyan": "Cyan", "white": "White"}
-
-
-def osdp_led_default(pattern: LedPattern) -> dict[str, object]:
-    """The idle pattern as OSDP's permanent LED state (control code 1: set the permanent state)."""
-    from osdp import Command, CommandLEDColor
-
-    return {"command": Command.LED, "reader": 0, "led_number": 0, "temporary": False, "control_code": 1,
-            "on_color": getattr(CommandLEDColor, _COLORS[pattern.color]),
-            "off_color": getattr(CommandLEDColor, _COLORS[pattern.off_color]),
-            "on_count": pattern.on_ms // 100, "off_count": pattern.off_ms // 100}
-
-
 def osdp_desired(ctl: OsdpProfile) -> Fields:
     fields: Fields = {"baud": ctl.baud, "secure_channel": ctl.secure_channel}
     for reader in ctl.readers:
@@ -415,12 +400,14 @@ class OsdpBusSession:
         each command must complete (libosdp's completion status Ok) in time."""
         from osdp import Command, CompletionStatus
 
+        from badge_bridge.controllers.osdp import led_command
+
         sent: list[tuple[str, dict[str, object]]] = []
         for reader in self.ctl.readers:
             current = self.addresses[reader.key]
             if not self.cp.is_online(current):
                 raise DeviceError(f"OSDP reader {reader.key} is not answering at address {current}")
-            commands = [osdp_led_default(self.ctl.led.idle)]
+            commands = [led_command(self.ctl.led.idle)]
             if reader.address != current or self.ctl.baud != self.site_ctl.baud:
                 commands.append({"command": Command.Comset, "address": reader.address, "baud_rate": self.ctl.baud})
             for command in commands:

@@ -8,6 +8,7 @@ A file with any problem is refused whole: nothing of it is pushed.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ from pydantic import ValidationError
 
 from badge_bridge.config import ConfigError, SiteConfig
 from firmware_config.profiles import (
+    BuzzerPatterns,
     EspRfidProfile,
     FirmwareFile,
+    LedPatterns,
     MqttProfile,
     OsdpProfile,
 )
@@ -26,6 +29,7 @@ from firmware_config.profiles import (
 Profile = MqttProfile | EspRfidProfile | OsdpProfile
 DEFAULT_NAME = "firmware.toml"
 OPEN_TIME_MIN_S, OPEN_TIME_MAX_S = 1.0, 30.0
+log = logging.getLogger(__name__)
 
 
 class FirmwareError(ConfigError):
@@ -77,6 +81,22 @@ def load_firmware(path: str | Path, site: SiteConfig) -> Firmware:
     if errors:
         raise FirmwareError("\n".join(f"{path}: {e}" for e in errors))
     return Firmware(path, list(parsed.controllers))
+
+
+def osdp_feedback(site: SiteConfig) -> dict[str, tuple[LedPatterns, BuzzerPatterns]]:
+    """Per OSDP bus of the site, the LED and buzzer patterns its readers show for decisions, from the
+    firmware file next to the site file. An OSDP reader keeps no patterns of its own: the bridge sends them
+    with every decision, so it reads them at start. A file that does not validate is logged and the
+    profiles' defaults are used: a typo in an LED colour must not keep the doors from working."""
+    path = default_path(site)
+    profiles: dict[str, OsdpProfile] = {}
+    if path.is_file():
+        try:
+            profiles = {c.key: c for c in load_firmware(path, site).controllers if isinstance(c, OsdpProfile)}
+        except FirmwareError as exc:
+            log.error("OSDP readers use the default LED and buzzer patterns; the firmware file is refused:\n%s", exc)
+    return {c.key: (profiles[c.key].led, profiles[c.key].buzzer) if c.key in profiles else (LedPatterns(), BuzzerPatterns())
+            for c in site.controllers if c.kind == "osdp"}
 
 
 def _defaults(defaults: dict[str, Any], profile: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ and LED to real libosdp peripheral devices on a pty bus."""
 from __future__ import annotations
 
 import json
+import logging
 import tomllib
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from firmware_config import devices, profiles
 from firmware_config.devices import ControllerSettings
 from firmware_config.profiles import BuzzerPatterns, LedPatterns, OsdpProfile
 from firmware_config.sim import SimConfigController, SimEspRfid
-from firmware_config.validate import FirmwareError, load_firmware
+from firmware_config.validate import FirmwareError, load_firmware, osdp_feedback
 from tests.conftest import ROOT, write_site
 
 EXAMPLE = ROOT / "firmware.example.toml"
@@ -68,6 +69,27 @@ def test_example_validates() -> None:
     assert isinstance(osdp, OsdpProfile)
     assert {r.key: r.address for r in osdp.readers} == {k: a for k, (a, _) in OSDP_READERS.items()}
     assert fw.controllers[0].open_time_s == 5 and fw.controllers[0].offline_policy == "cached_list"  # defaults
+
+
+def test_the_bridge_takes_osdp_patterns_from_the_firmware_file(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """OSDP readers keep no patterns: the bridge sends them with each decision, read from firmware.toml next to
+    the site file. No file, or one that is refused, leaves the defaults (and the refusal in the log)."""
+    site = demo_site().model_copy(update={"base_dir": tmp_path})
+    defaults = {"ctl-hall-a": (LedPatterns(), BuzzerPatterns())}
+    assert osdp_feedback(site) == defaults
+    firmware_file(tmp_path, ('led.idle = { color = "red", on_ms = 1000 }',
+                             'led.idle = { color = "blue" }\n'
+                             'led.denied = { color = "magenta", on_ms = 200, off_ms = 200, repeat = 4 }\n'
+                             'buzzer.granted = { repeat = 0 }'))
+    led, buzzer = osdp_feedback(site)["ctl-hall-a"]
+    assert (led.idle.color, led.denied.color, led.denied.repeat, led.granted) == ("blue", "magenta", 4,
+                                                                                   LedPatterns().granted)
+    assert buzzer.granted.repeat == 0 and buzzer.denied == BuzzerPatterns().denied
+    firmware_file(tmp_path, ("open_time_s = 4", "open_time_s = 120"))
+    with caplog.at_level(logging.ERROR, logger="firmware_config.validate"):
+        assert osdp_feedback(site) == defaults
+    assert "controllers[1].open_time_s: 120 is above the safe maximum" in caplog.text
 
 
 def test_example_matches_the_json_schemas() -> None:

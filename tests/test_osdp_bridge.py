@@ -21,6 +21,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.osdp_reader import STRIKE, PtyBus, SimReader
+from osdp import Command, CommandLEDColor
 from badge_bridge.site_sync import sync_site
 from tests.conftest import write_site
 
@@ -44,9 +45,13 @@ def wait_until(condition, timeout: float = 20, what: str = "condition") -> None:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore, noise: float = 0.0) -> None:
+    def __init__(self, tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore, noise: float = 0.0,
+                 firmware: str | None = None) -> None:
         self.bus = PtyBus(len(READERS) + 1, noise=noise, seed=7)
-        self.start(load_config(osdp_site(tmp_path, db_url, broker, self.bus.cp_path)), db_url, keys, READERS)
+        site = osdp_site(tmp_path, db_url, broker, self.bus.cp_path)
+        if firmware is not None:
+            (site.parent / "firmware.toml").write_text(firmware)
+        self.start(load_config(site), db_url, keys, READERS)
         wait_until(lambda: all(s.sc_active for s in self.sims.values()), what="secure channel with every reader")
 
     def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]]) -> None:
@@ -141,6 +146,41 @@ def test_forced_door_from_the_reader_inputs_and_a_walk_through_after_a_grant(rig
     wait_until(lambda: rig.alarms()[-1].cleared_at is not None, what="cleared")
     reader.rex()
     wait_until(lambda: rig.entries("door.exit_request"), what="exit request")
+
+
+FIRMWARE = """
+[[controllers]]
+key = "ctl-hall-a"
+profile = "osdp"
+open_time_s = 4
+held_open_limit_s = 20
+led.granted = { color = "cyan", on_ms = 500, off_ms = 500 }
+led.denied = { color = "magenta", on_ms = 200, off_ms = 200, repeat = 4 }
+buzzer.granted = { repeat = 0 }
+buzzer.denied = { on_ms = 500, off_ms = 100, repeat = 2 }
+"""
+
+
+def test_led_and_buzzer_patterns_come_from_the_firmware_file(tmp_path: Path, sqlite_url: str, broker: Broker,
+                                                             keys: KeyStore) -> None:
+    rig = Rig(tmp_path, sqlite_url, broker, keys, firmware=FIRMWARE)
+    try:
+        reader = rig.sims["hall-a-in"]
+        reader.present_card("wiegand26", "12:1001")
+        reader.keypad("4711")
+        assert reader.wait_for_command(strike, timeout=10) is not None
+        granted = reader.wait_for_command(led(CommandLEDColor.Cyan))
+        assert granted is not None and (granted["on_count"], granted["off_count"], granted["timer_count"]) == (5, 5, 40)
+        since = len(reader.commands)
+        reader.present_card("wiegand26", "12:1001")
+        reader.keypad("0000")
+        denied = reader.wait_for_command(led(CommandLEDColor.Magenta), since=since, timeout=10)
+        assert denied is not None and (denied["on_count"], denied["off_count"], denied["timer_count"]) == (2, 2, 16)
+        buzz = reader.wait_for_command(lambda cmd: cmd["command"] == Command.Buzzer, since=since)
+        assert buzz is not None and (buzz["on_count"], buzz["off_count"], buzz["rep_count"]) == (5, 1, 2)
+        assert not any(cmd["command"] == Command.Buzzer for cmd in reader.commands[:since])  # a silent grant
+    finally:
+        rig.close()
 
 
 def test_a_reader_killed_and_restarted_goes_offline_then_online(rig: Rig) -> None:

@@ -42,6 +42,7 @@ from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.ingest import Processor
 from badge_bridge.keys import KeyStore
+from firmware_config.profiles import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +162,12 @@ class BusStats:
 class OsdpBus:
     """One RS-485 bus: a libosdp control panel, its readers, a dispatcher thread and a watchdog."""
 
-    def __init__(self, config: SiteConfig, controller: ControllerConfig, processor: Processor, keys: KeyStore) -> None:
+    def __init__(self, config: SiteConfig, controller: ControllerConfig, processor: Processor, keys: KeyStore,
+                 led: LedPatterns = LedPatterns(), buzzer: BuzzerPatterns = BuzzerPatterns()) -> None:
         self.controller = controller
         self.processor = processor
+        self.led, self.buzzer = led, buzzer
+        """What the readers show and sound for a decision, and their idle LED: firmware.toml's (docs/firmware.md)."""
         self.readers = {r.osdp_address: ReaderState(r) for r in config.readers
                         if r.controller == controller.key and r.osdp_address is not None}
         self.by_key = {state.config.key: address for address, state in self.readers.items()}
@@ -386,22 +390,23 @@ class OsdpBus:
                    ) -> list[dict[str, object]]:
         if isinstance(command, c.Grant):
             tenths = max(1, round(command.open_time_s * 10))
-            return [_output(reader.output, 5, tenths), _led(CommandLEDColor.Green, tenths), _buzz(1, 1, 1)]
+            return [_output(reader.output, 5, tenths), led_command(self.led.granted, tenths),
+                    *_buzz(self.buzzer.granted)]
         if isinstance(command, c.Deny):
             if command.feedback == "beep":  # the first of two people: waiting, not refused
-                return [_led(CommandLEDColor.Amber, 20, flash=True), _buzz(1, 1, 1)]
-            return [_led(CommandLEDColor.Red, 20, flash=True), _buzz(2, 2, 3)]
+                return [led_command(WAITING, _pattern_tenths(WAITING)), *_buzz(self.buzzer.granted)]
+            return [led_command(self.led.denied, _pattern_tenths(self.led.denied)), *_buzz(self.buzzer.denied)]
         if isinstance(command, c.Unlock):
             if command.duration_s:
                 tenths = min(65535, round(command.duration_s * 10))
-                return [_output(reader.output, 5, tenths), _led(CommandLEDColor.Green, tenths)]
-            return [_output(reader.output, 2, 0), _led(CommandLEDColor.Green, None)]
+                return [_output(reader.output, 5, tenths), led_command(UNLOCKED, tenths)]
+            return [_output(reader.output, 2, 0), led_command(UNLOCKED)]
         if isinstance(command, c.Lock):
-            return [_output(reader.output, 1, 0), _led(CommandLEDColor.Black, None)]
+            return [_output(reader.output, 1, 0), led_command(self.led.idle)]
         # lockdown: the strike off and a steady red on every reader until lifted
         if command.active:
-            return [_output(reader.output, 1, 0), _led(CommandLEDColor.Red, None)]
-        return [_led(CommandLEDColor.Black, None)]
+            return [_output(reader.output, 1, 0), led_command(LOCKDOWN)]
+        return [led_command(self.led.idle)]
 
     # --- the watchdog: a vanished port, a reader that dropped off -------------------------------------
 
@@ -460,11 +465,21 @@ def _output(number: int, control_code: int, tenths: int) -> dict[str, object]:
     return {"command": Command.Output, "output_no": number, "control_code": control_code, "timer_count": tenths}
 
 
-def _led(color: int, tenths: int | None, *, flash: bool = False) -> dict[str, object]:
-    """Temporary for ``tenths`` x 100 ms, or permanent (``None``)."""
-    led: dict[str, object] = {"command": Command.LED, "reader": 0, "led_number": 0, "on_color": color,
-                              "off_color": CommandLEDColor.Black, "on_count": 3 if flash else 10,
-                              "off_count": 3 if flash else 0}
+WAITING = LedPattern(color="amber", on_ms=300, off_ms=300, repeat=3)
+"""The first of two people at a two-person door: waiting for the second, not refused."""
+UNLOCKED, LOCKDOWN = LedPattern(color="green"), LedPattern(color="red")
+"""A door unlocked from the console; a lockdown, steady on every reader until lifted."""
+_COLORS = {"off": CommandLEDColor.Black, "red": CommandLEDColor.Red, "green": CommandLEDColor.Green,
+           "amber": CommandLEDColor.Amber, "blue": CommandLEDColor.Blue, "magenta": CommandLEDColor.Magenta,
+           "cyan": CommandLEDColor.Cyan, "white": CommandLEDColor.White}
+
+
+def led_command(pattern: LedPattern, tenths: int | None = None) -> dict[str, object]:
+    """A firmware.toml LED pattern as an OSDP LED command: temporary for ``tenths`` x 100 ms, or, without,
+    the reader's permanent (idle) state. OSDP counts on and off times in 100 ms steps, as the pattern does."""
+    led: dict[str, object] = {"command": Command.LED, "reader": 0, "led_number": 0,
+                              "on_color": _COLORS[pattern.color], "off_color": _COLORS[pattern.off_color],
+                              "on_count": pattern.on_ms // 100, "off_count": pattern.off_ms // 100}
     if tenths is None:
         led.update(temporary=False, control_code=1)
     else:
@@ -472,7 +487,14 @@ def _led(color: int, tenths: int | None, *, flash: bool = False) -> dict[str, ob
     return led
 
 
-def _buzz(on: int, off: int, times: int) -> dict[str, object]:
-    return {"command": Command.Buzzer, "reader": 0, "control_code": 2, "on_count": on, "off_count": off,
-            "rep_count": times}
+def _pattern_tenths(pattern: LedPattern) -> int:
+    return max(1, (pattern.on_ms + pattern.off_ms) * pattern.repeat // 100)
+
+
+def _buzz(pattern: BuzzerPattern) -> list[dict[str, object]]:
+    """The buzzer command for a pattern; none for a silent one (repeat 0)."""
+    if not pattern.repeat:
+        return []
+    return [{"command": Command.Buzzer, "reader": 0, "control_code": 2, "on_count": pattern.on_ms // 100,
+             "off_count": pattern.off_ms // 100, "rep_count": pattern.repeat}]
 
