@@ -112,6 +112,11 @@ def _after_hours_windows(conn: Connection, tz: ZoneInfo, start_us: int, end_us: 
     return [(max(a, start_us), min(b, end_us)) for a, b in windows if b > start_us and a < end_us]
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 chain``, ``1,000,000 audit entries``: an auditor reads large figures at a glance."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 class _Doc:
     def __init__(self, path: Path, title: str) -> None:
         self.font, self.mono = _fonts()
@@ -155,7 +160,7 @@ class _Doc:
         ]))
         self.story.append(t)
         if total is not None and total > len(rows):
-            self.para(f"First {len(rows)} of {total} listed.")
+            self.para(f"First {len(rows):,} of {total:,} listed.")
 
     def build(self) -> None:
         def footer(canvas: Any, doc: Any) -> None:
@@ -185,7 +190,8 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
     d = _Doc(path, f"Access audit {summary.month} - {summary.site}")
     d.heading(f"Monthly access audit: {summary.site or 'site'}, {summary.month}", 1)
     d.para(f"Month {summary.month} in {summary.timezone}: entries received from {_local(summary.start_us, tz)} to "
-           f"{_local(summary.end_us, tz)} (exclusive). {summary.rows} audit entries on {len(summary.chains)} chains. "
+           f"{_local(summary.end_us, tz)} (exclusive). {_count(summary.rows, 'audit entry', 'audit entries')} on "
+           f"{_count(len(summary.chains), 'chain')}. "
            f"Generated {_local(summary.generated_us, tz)} by {summary.generated_by}. Times are site time.")
 
     _verification(d, summary, tz)
@@ -217,7 +223,7 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
     reason = _json_field(conn, "detail", "reason")
     denials = m.rows(f"SELECT door, {reason} AS r, count(*) AS n FROM audit_entry WHERE {{month}} AND "
                      "kind = 'access.denied' GROUP BY door, r ORDER BY n DESC, door")
-    d.para(f"{kinds.get('access.denied', 0)} denials in all.")
+    d.para(f"{_count(kinds.get('access.denied', 0), 'denial')} in all.")
     d.table(["door", "reason", "count"], [list(r) for r in denials[:LIST_MAX]], [50, 80, 25], total=len(denials))
 
     d.heading("Alarms and incidents")
@@ -271,7 +277,8 @@ def _after_hours(d: _Doc, m: _Month, conn: Connection, summary: ExportSummary, t
     base = f"FROM audit_entry WHERE {{month}} AND kind = 'access.granted' AND ({when})"
     per = m.rows(f"SELECT person_id, door, count(*) AS n, max(ts_us) {base} GROUP BY person_id, door "
                  "ORDER BY n DESC, door", **params)
-    d.para(f"{sum(r[2] for r in per)} after-hours entries by {len({r[0] for r in per})} people.")
+    d.para(f"{_count(sum(r[2] for r in per), 'after-hours entry', 'after-hours entries')} by "
+           f"{_count(len({r[0] for r in per}), 'person', 'people')}.")
     d.table(["person", "door", "entries", "last"],
             [[f"{names.get(p, '?')} (#{p})" if p is not None else "(no person)", door, n, _local(last, tz)]
              for p, door, n, last in per[:LIST_MAX]], [70, 50, 20, 40], total=len(per))

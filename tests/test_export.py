@@ -154,7 +154,8 @@ def _render_pdf(pdf: Path) -> None:
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     for expected in ("Chain verified", "Totals per door", "Denials by door and reason", "After-hours entries",
                      "Carol Left", "Bob <script>alert(1)</script> Łukasz", "Expired but not revoked",
-                     "Console users and their roles", "door.forced"):
+                     "Console users and their roles", "door.forced", "10 denials in all.",
+                     "31 after-hours entries by 1 person."):
         assert expected in text, expected
 
 
