@@ -223,16 +223,17 @@ def test_noise_on_the_line_is_survived(tmp_path: Path, sqlite_url: str, broker: 
     frame and the driver brings it back, so card + PIN keeps getting through."""
     rig = Rig(tmp_path, sqlite_url, broker, keys, noise=0.01)
     try:
-        granted, deadline = 0, time.monotonic() + 90
-        while granted < 4 and time.monotonic() < deadline:
+        bus = rig.bridge.buses["ctl-hall-a"]
+        # Noise is random per chunk: keep badging until at least one reader was dropped and brought back.
+        granted, deadline = 0, time.monotonic() + 150
+        while (granted < 4 or not bus.stats.recoveries) and time.monotonic() < deadline:
             reader = rig.sims["hall-a-out" if granted % 2 else "hall-a-in"]  # in and out: hall A is anti-passback
             since = len(reader.commands)
             reader.present_card("wiegand26", "12:1001")
             reader.keypad("4711")
             granted += reader.wait_for_command(strike, since=since, timeout=3) is not None
-        bus = rig.bridge.buses["ctl-hall-a"]
-        assert granted == 4, f"only {granted} grants reached the readers through the noise"
-        assert rig.bus.corrupted > 0 and bus.stats.recoveries > 0
+        assert rig.bus.corrupted > 0 and bus.stats.recoveries > 0, "no reader dropped off and came back in 150 s"
+        assert granted >= 4, f"only {granted} grants reached the readers through the noise"
         assert not rig.entries("input.rejected")  # corrupted frames never became events
         assert {json.loads(e.detail)["reason"] for e in rig.entries("access.granted")} == {"granted"}
     finally:
