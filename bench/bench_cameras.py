@@ -173,8 +173,10 @@ def passage_to_alarm(tmp: Path, broker: Broker) -> dict[str, object]:
     out: dict[str, object] = {"crossings_per_camera": n}
     expected = {"door.unauthorized_entry": 2 * n, "door.tailgating": n}  # noc and hall-a unbadged; lobby pairs
     for kind, values in latency.items():
-        out[kind] = ({"alarms": len(values), "expected": expected[kind], "p50_s": _pct(values, 0.5), "p99_s": _pct(values, 0.99),
-                      "max_s": round(max(values), 3)} if values else {"alarms": 0, "expected": expected[kind]})
+        figures: dict[str, object] = {"alarms": len(values), "expected": expected[kind]}
+        if values:
+            figures |= {"p50_s": _pct(values, 0.5), "p99_s": _pct(values, 0.99), "max_s": round(max(values), 3)}
+        out[kind] = figures
     return out
 
 

@@ -95,7 +95,8 @@ def osdp_feedback(site: SiteConfig) -> dict[str, tuple[LedPatterns, BuzzerPatter
             profiles = {c.key: c for c in load_firmware(path, site).controllers if isinstance(c, OsdpProfile)}
         except FirmwareError as exc:
             log.error("OSDP readers use the default LED and buzzer patterns; the firmware file is refused:\n%s", exc)
-    return {c.key: (profiles[c.key].led, profiles[c.key].buzzer) if c.key in profiles else (LedPatterns(), BuzzerPatterns())
+    defaults = (LedPatterns(), BuzzerPatterns())
+    return {c.key: (p.led, p.buzzer) if (p := profiles.get(c.key)) else defaults
             for c in site.controllers if c.kind == "osdp"}
 
 
