@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from badge_bridge.db import describe
-from badge_bridge.events import Event
+from badge_bridge.events import Event, storable
 from badge_bridge.keys import Signer, public_hex
-from badge_bridge.models import AuditEntry, Checkpoint, SigningKey
+from badge_bridge.models import AuditEntry, Checkpoint, DeadLetter, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,10 @@ class WriterStats:
     batches: int = 0
     retries: int = 0
     checkpoints: int = 0
+    quarantined: int = 0
     last_commit_s: float = 0.0
+    last_progress: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` of the last commit (or of the start): with events waiting, its age is a stall."""
     last_error: str | None = None
     healthy: bool = True
     commit_seconds: list[float] = field(default_factory=list)
@@ -238,8 +241,53 @@ class AuditWriter:
             self._checkpoint_if_due()
 
     def _write_until_done(self, batch: list[Item]) -> None:
-        """Retry until the batch is committed: an accepted event is never dropped."""
-        self._retrying(lambda: self._write(batch), f"writing {len(batch)} events")
+        """Retry until the batch is committed: an accepted event is never dropped. While the database is
+        away everything waits; a row the database refuses is found and quarantined, and the rest commits."""
+        left = list(batch)
+        self._retrying(lambda: self._write_isolating(left), f"writing {len(batch)} events")
+
+    def _write_isolating(self, left: list[Item]) -> None:
+        """Commit ``left`` front to back, emptying it as it goes (so a retry after the database went away
+        never writes a part twice). A refused chunk is halved until the first refused event stands alone;
+        that one is quarantined."""
+        while left:
+            n, head_reread = len(left), False
+            while True:
+                try:
+                    self._write(left[:n])
+                    break
+                except Exception as exc:
+                    if isinstance(exc, IntegrityError) and not head_reread:
+                        self._load_head()  # another writer on our chain id, or a duplicate racing in
+                        head_reread = True
+                        continue
+                    if _database_away(exc):
+                        raise
+                    if n > 1:
+                        n //= 2
+                        continue
+                    self._quarantine(left[0], exc)
+                    break
+            del left[:n]
+
+    def _quarantine(self, item: Item, exc: Exception) -> None:
+        """Replace an event the database refused by an ``audit.quarantined`` entry and a dead letter that
+        carry its fields as escaped text; the source is acknowledged, so the value is never retried."""
+        event, ack, _effect = item
+        error = storable(f"{type(exc).__name__}: {describe(exc)}")[:500]
+        body = "\n".join(storable(t) for t in (event.subject_json, event.detail_json))
+        log.error("audit log refused event %s (%s): quarantined", event.id, error)
+        quarantined = Event(id=event.id, kind="audit.quarantined", source=event.source, ts=event.ts, door=event.door,
+                            detail={"kind": event.kind, "error": error, "fields": body[:2000]},
+                            received_ts=event.received_ts)
+
+        def effect(conn: Connection) -> None:
+            conn.execute(insert(DeadLetter).values(
+                received_at=event.received_ts, source=event.source, reason=f"quarantined: {error}",
+                payload=body.encode()[:4096], payload_size=len(body), payload_sha256=None))
+
+        self._write([(quarantined, ack, effect)])
+        self.stats.quarantined += 1
 
     def _retrying(self, step: Callable[[], None], what: str) -> None:
         delay = 0.05
@@ -301,6 +349,7 @@ class AuditWriter:
         self.stats.duplicates += len(batch) - len(rows)
         self.stats.batches += 1
         self.stats.last_commit_s = elapsed
+        self.stats.last_progress = time.monotonic()
         self.stats.commit_seconds = (self.stats.commit_seconds + [elapsed])[-1000:]
         if self.on_commit is not None and rows:
             try:
@@ -314,6 +363,12 @@ class AuditWriter:
                 except Exception:  # an acknowledgement failing must not stop the log
                     log.exception("acknowledgement of %s failed", event.id)
         self._done(len(batch))
+
+    def stalled_s(self) -> float:
+        """How long events have been waiting with no commit (0 when nothing waits)."""
+        with self._idle:
+            waiting = self._pending > 0
+        return time.monotonic() - self.stats.last_progress if waiting else 0.0
 
     def _mark_checkpoint(self, seq: int) -> None:
         self._checkpointed_seq = seq
@@ -341,3 +396,11 @@ class AuditWriter:
         except SQLAlchemyError as exc:
             self.stats.last_error = describe(exc)
             log.error("checkpoint failed, will retry: %s", self.stats.last_error)
+
+
+def _database_away(exc: BaseException) -> bool:
+    """The database cannot be reached or is busy (retry everything later), as opposed to refusing one value
+    (find it and quarantine it)."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated

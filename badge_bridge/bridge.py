@@ -88,7 +88,8 @@ class Bridge:
                       for ctl in self.config.controllers if ctl.kind == "osdp"}
         for bus in self.buses.values():
             bus.start()
-        collector = BridgeCollector(processor, self.writer, self.mqtt.connected.is_set)
+        collector = BridgeCollector(processor, self.writer, self.mqtt.connected.is_set,
+                                    self.mqtt.oldest_unanswered_s)
         self.metrics_server = serve(collector, self.config.metrics.host, self.config.metrics.port)
         self._ticker = threading.Thread(target=self._tick_forever, name="ticker", daemon=True)
         self._ticker.start()

@@ -89,6 +89,20 @@ class MqttSection(_Model):
     """Several bridges share the controllers' events through an MQTT 5 shared subscription of this group."""
 
 
+class IngestSection(_Model):
+    """What the bridge accepts from devices, whatever the protocol."""
+
+    max_future_s: float = Field(30.0, ge=1, le=3600)
+    """An event dated further ahead of the bridge's clock is refused (the sender's clock is wrong)."""
+    offline_window_s: int = Field(7 * 86_400, ge=60)
+    """An event older than this is refused: no controller buffers longer (match mqtt.session_expiry_s)."""
+    offline_grace_s: float = Field(10.0, ge=0, le=600)
+    """An offline decision dated while the bridge heard its controller online is refused, but for this
+    margin at each end (a controller needs a moment to notice that the bridge is gone, or back)."""
+    stall_s: float = Field(15.0, gt=0, le=3600)
+    """/health turns 503 when events have waited this long with no commit, or a message this long unanswered."""
+
+
 class MetricsSection(_Model):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
@@ -306,6 +320,7 @@ class SiteConfig(_Model):
     keys: KeysSection = KeysSection()
     audit: AuditSection = AuditSection()
     mqtt: MqttSection = MqttSection()
+    ingest: IngestSection = IngestSection()
     metrics: MetricsSection = MetricsSection()
     console: ConsoleSection = ConsoleSection()
     evidence: EvidenceSection = EvidenceSection()

@@ -22,6 +22,11 @@ SECRET_KEYS = frozenset({"pin", "pin_code", "password", "template", "face_encodi
 """Keys that would put a secret or a biometric template into the log; an event carrying one is refused."""
 
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+"""NUL (PostgreSQL refuses it in text), other control characters, and lone surrogates (UTF-8 cannot encode
+them, so neither the hash nor either database can take them)."""
+_SUSPECT_JSON = re.compile(r"[\x7f\ud800-\udfff]|\\u00[01]")
+"""What an unstorable character looks like once JSON-encoded (json escapes C0 controls as \\u00XX)."""
 
 
 class InvalidEvent(ValueError):
@@ -31,6 +36,23 @@ class InvalidEvent(ValueError):
 def canonical_json(value: Mapping[str, Any]) -> str:
     """Sorted keys, no spaces, UTF-8: the same value always gives the same text."""
     return _canonical(value)
+
+
+def storable(text: str) -> str:
+    """``text`` with every unstorable character written out as a visible escape (``\\u0000``, ``\\ud800``):
+    what a device sent stays readable for the operator, and no value from outside can make a commit fail."""
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def storable_value(value: Any) -> Any:
+    """A JSON-like value (keys and strings at any depth) made storable with ``storable``."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, Mapping):
+        return {storable(str(k)): storable_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable_value(v) for v in value]
+    return value
 
 
 def to_us(ts: datetime) -> int:
@@ -83,9 +105,14 @@ class Event:
         _check_no_secrets("detail", self.detail)
         for name in ("subject", "detail"):
             try:
-                object.__setattr__(self, f"{name}_json", canonical_json(getattr(self, name)))
-            except (TypeError, ValueError) as exc:
-                raise InvalidEvent(f"{name}: not representable as JSON ({exc})") from None
+                text = canonical_json(getattr(self, name))
+                if _SUSPECT_JSON.search(text):  # rare: only then pay for a walk over the value
+                    clean = storable_value(getattr(self, name))
+                    object.__setattr__(self, name, clean)
+                    text = canonical_json(clean)
+                object.__setattr__(self, f"{name}_json", text)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise InvalidEvent(f"{name}: not representable as JSON ({type(exc).__name__})") from None
 
     @staticmethod
     def new_id(prefix: str) -> str:

@@ -30,9 +30,10 @@ from badge_bridge.cameras import CameraDesk, CameraRejected, SendRequest
 from badge_bridge.config import ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import FORCED, DoorMonitor
-from badge_bridge.events import Event
+from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import check_pin
 from badge_bridge.models import Controller
+from badge_bridge.presence import Presence
 from badge_bridge.policy import AccessState, Decision, Door, Factor, Reason, Request, decide
 from badge_bridge.records import alarm_cleared, alarm_raised, dead_letter
 from badge_bridge.snapshot import CredentialRecord, Snapshot
@@ -40,7 +41,6 @@ from badge_bridge.snapshot import CredentialRecord, Snapshot
 log = logging.getLogger(__name__)
 
 REQUEST_MAX_AGE = timedelta(seconds=10)
-MAX_FUTURE = timedelta(minutes=5)
 RECENT_IDS = 200_000
 READER_KINDS = {"offline": ("reader.offline", "reader.online"),
                 "secure_channel_failed": ("reader.secure_channel_failed", "reader.secure_channel_ok")}
@@ -124,6 +124,9 @@ class Processor:
                 if area:
                     self.area_doors.setdefault(area, set()).add(d.key)
         self.online: dict[str, bool] = {}
+        self.presence = Presence(timedelta(seconds=config.ingest.offline_grace_s))
+        self.max_future = timedelta(seconds=config.ingest.max_future_s)
+        self.max_age = timedelta(seconds=config.ingest.offline_window_s)
         self.conditions: dict[tuple[str, str], bool] = {}
         """(reader, condition) -> active, for bus readers."""
         self.started = datetime.now(UTC)
@@ -161,9 +164,15 @@ class Processor:
 
     def reject(self, source: str, code: str, reason: str, payload: bytes, *, where: str, ack: Ack | None) -> None:
         with self.lock:
-            Counters.bump(self.counters.dead_letters, code)
-            log.warning("rejected input from %s (%s): %s", where, code, reason)
-            self._emit([dead_letter(source, code, reason, payload, where=where, now=datetime.now(UTC))], ack)
+            self._emit(self._refusal(source, Rejected(code, reason), payload, where), ack)
+
+    def _refusal(self, source: str, exc: Rejected | CameraRejected | InvalidEvent, payload: bytes,
+                 where: str) -> list[tuple[Event, Effect | None]]:
+        """The dead letter for refused input, counted by code."""
+        code = exc.code if isinstance(exc, (Rejected, CameraRejected)) else "invalid_event"
+        Counters.bump(self.counters.dead_letters, code)
+        log.warning("rejected input from %s on %s (%s): %s", source, where, code, exc)
+        return [dead_letter(source, code, str(exc), payload, where=where, now=datetime.now(UTC))]
 
     # --- controller messages -------------------------------------------------------------------------
 
@@ -174,10 +183,8 @@ class Processor:
                 self._check(controller, msg)
                 Counters.bump(self.counters.events_in, msg.type)
                 events = self._dispatch(controller, msg)
-            except Rejected as exc:
-                Counters.bump(self.counters.dead_letters, exc.code)
-                log.warning("rejected %s from %s (%s): %s", msg.type, controller, exc.code, exc)
-                events = [dead_letter(controller, exc.code, str(exc), payload, where=where, now=datetime.now(UTC))]
+            except (Rejected, InvalidEvent) as exc:
+                events = self._refusal(controller, exc, payload, where)
             self._emit(events, ack)
 
     def _check(self, controller: str, msg: c.Message) -> None:
@@ -186,11 +193,15 @@ class Processor:
         self._fresh(controller, msg)
 
     def _fresh(self, sender: str, msg: c.Message) -> None:
-        """Not from the future, not seen before."""
+        """Not from the future, not older than any sender keeps events, not seen before."""
         now = datetime.now(UTC)
-        if msg.ts > now + MAX_FUTURE:
-            raise Rejected("future_time", f"time {msg.ts.isoformat()} is more than {MAX_FUTURE} ahead of the "
+        if msg.ts > now + self.max_future:
+            raise Rejected("future_time", f"time {msg.ts.isoformat()} is more than {self.max_future} ahead of the "
                                           f"bridge's clock ({now.isoformat()}): check the sender's clock")
+        if msg.ts < now - self.max_age:
+            raise Rejected("too_old", f"time {msg.ts.isoformat()} is older than the offline window "
+                                      f"(ingest.offline_window_s = {self.max_age.total_seconds():.0f} s): "
+                                      f"check the sender's clock")
         if self._seen(f"{sender}:{msg.id}"):
             raise Rejected("replayed_id", f"message id {msg.id!r} was already received from {sender}")
 
@@ -220,6 +231,9 @@ class Processor:
         reader = self.readers.get(msg.reader)
         if reader is None or reader.controller != controller:
             raise Rejected("unknown_reader", f"reader {msg.reader!r} is not wired to controller {controller!r}")
+        if msg.offline is not None and self.presence.heard_online(controller, msg.ts):
+            raise Rejected("offline_while_online", f"an offline decision dated {msg.ts.isoformat()}, when "
+                                                   f"controller {controller!r} was online with the bridge")
         fmt, number = self._card(msg.card)
         record = self.snapshot.credential(fmt, number)
         door = self.snapshot.doors[reader.door]
@@ -319,8 +333,8 @@ class Processor:
                 return cards.decode_wiegand(bytes.fromhex(card.raw_hex), card.bits)
             if card.format is not None and card.number is not None:
                 return card.format, cards.canonical(card.format, card.number)
-        except cards.CardFormatError as exc:
-            raise Rejected("bad_card", str(exc)) from None
+        except (cards.CardFormatError, ValueError) as exc:  # ValueError: hex of odd length
+            raise Rejected("bad_card", f"card: {exc}") from None
         raise Rejected("bad_card", "card: give format and number, or raw_hex and bits")
 
     def _contact(self, controller: str, eid: str, msg: c.DoorContact) -> list[tuple[Event, Effect | None]]:
@@ -364,6 +378,8 @@ class Processor:
             conn.execute(update(Controller).where(Controller.key == controller)  # type: ignore[attr-defined]
                          .values(online=online, last_seen=datetime.now(UTC)))
 
+        now = datetime.now(UTC)
+        (self.presence.online if online else self.presence.offline)(controller, now)
         previous = self.online.get(controller)
         if previous == online:
             return []
@@ -426,22 +442,24 @@ class Processor:
                         events += self._face_verdict(*verdict)
                 else:
                     events = self.cameras.evidence_saved(camera, msg)
-            except (Rejected, CameraRejected) as exc:
-                Counters.bump(self.counters.dead_letters, exc.code)
-                log.warning("rejected %s from camera %s (%s): %s", msg.type, camera, exc.code, exc)
-                events = [dead_letter(camera, exc.code, str(exc), payload, where=where, now=datetime.now(UTC))]
+            except (Rejected, CameraRejected, InvalidEvent) as exc:
+                events = self._refusal(camera, exc, payload, where)
             self._emit(events, ack)
 
     def camera_status(self, camera: str, status: c.CameraStatus, payload: bytes, where: str, ack: Ack | None) -> None:
         with self.lock:
             try:
                 events = self.cameras.status(camera, status, datetime.now(UTC))
-            except CameraRejected as exc:
-                Counters.bump(self.counters.dead_letters, exc.code)
-                events = [dead_letter(camera, exc.code, str(exc), payload, where=where, now=datetime.now(UTC))]
+            except (CameraRejected, InvalidEvent) as exc:
+                events = self._refusal(camera, exc, payload, where)
             self._emit(events, ack)
 
     # --- time and operators --------------------------------------------------------------------------
+
+    def link_lost(self) -> None:
+        """The bridge lost its broker: it hears no controller until each reports again."""
+        with self.lock:
+            self.presence.link_lost(datetime.now(UTC))
 
     def tick(self, now: datetime) -> None:
         """Raise held-open alarms, end timed unlocks, and mark controllers that never reported as offline;
@@ -473,7 +491,7 @@ class Processor:
                 self._fresh("console", cmd)
                 doors = self._command_doors(cmd)
             except Rejected as exc:
-                self.reject("console", exc.code, str(exc), payload, where=where, ack=ack)
+                self._emit(self._refusal("console", exc, payload, where), ack)
                 return
             now = datetime.now(UTC)
             lock = {"unlock": "unlocked", "lock": "locked", "lockdown": "lockdown", "lift_lockdown": "locked"}[cmd.type]

@@ -23,10 +23,13 @@ log = logging.getLogger(__name__)
 
 
 class BridgeCollector:
-    def __init__(self, processor: Processor, writer: AuditWriter, mqtt_connected: Callable[[], bool]) -> None:
+    def __init__(self, processor: Processor, writer: AuditWriter, mqtt_connected: Callable[[], bool],
+                 oldest_unanswered_s: Callable[[], float]) -> None:
         self.processor = processor
         self.writer = writer
         self.mqtt_connected = mqtt_connected
+        self.oldest_unanswered_s = oldest_unanswered_s
+        self.stall_s = processor.config.ingest.stall_s
 
     def collect(self) -> Iterator[Any]:
         counters = self.processor.counters
@@ -56,6 +59,12 @@ class BridgeCollector:
                                 value=self.writer.depth())
         yield GaugeMetricFamily("badge_bridge_audit_healthy", "1 while the database accepts writes",
                                 value=int(stats.healthy))
+        yield CounterMetricFamily("badge_bridge_audit_quarantined", "Events the database refused, kept as dead letters",
+                                  value=stats.quarantined)
+        yield GaugeMetricFamily("badge_bridge_audit_stalled_seconds", "How long events have waited with no commit",
+                                value=self.writer.stalled_s())
+        yield GaugeMetricFamily("badge_bridge_mqtt_oldest_unanswered_seconds",
+                                "Age of the oldest inbound message not yet acknowledged", value=self.oldest_unanswered_s())
         latencies = list(stats.commit_seconds)
         yield SummaryMetricFamily("badge_bridge_audit_commit_seconds", "Commit latency of the last 1000 batches",
                                   count_value=len(latencies), sum_value=sum(latencies))
@@ -65,11 +74,24 @@ class BridgeCollector:
                                 value=int(self.mqtt_connected()))
 
     def health(self) -> tuple[bool, dict[str, object]]:
+        """Degraded while the database fails, the broker is away, commits have stopped with events waiting,
+        or a message has gone unanswered too long; ``problems`` says which, in words an operator acts on."""
         stats = self.writer.stats
+        stalled, unanswered = self.writer.stalled_s(), self.oldest_unanswered_s()
+        problems = []
+        if not stats.healthy:
+            problems.append(f"database failing: {stats.last_error}")
+        if not self.mqtt_connected():
+            problems.append("MQTT broker disconnected")
+        if stalled > self.stall_s:
+            problems.append(f"no audit commit for {stalled:.0f} s while {self.writer.depth()} events wait")
+        if unanswered > self.stall_s:
+            problems.append(f"an MQTT message has waited {unanswered:.0f} s for its acknowledgement")
         body = {"database": "ok" if stats.healthy else f"failing: {stats.last_error}",
                 "mqtt": "connected" if self.mqtt_connected() else "disconnected",
-                "queue_depth": self.writer.depth(), "committed": stats.committed}
-        return stats.healthy and self.mqtt_connected(), body
+                "queue_depth": self.writer.depth(), "committed": stats.committed,
+                "stalled_s": round(stalled, 1), "oldest_unanswered_s": round(unanswered, 1), "problems": problems}
+        return not problems, body
 
 
 def serve(collector: BridgeCollector, host: str, port: int) -> ThreadingHTTPServer:

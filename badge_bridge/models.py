@@ -287,6 +287,10 @@ class DeadLetter(Base):
     source: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    """The first ``records.PAYLOAD_KEEP`` bytes, secrets scrubbed."""
+    payload_size: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))
+    """Of the payload as received: a copy kept elsewhere (a broker log, a capture) can be matched to it."""
 
 
 # --- the audit log --------------------------------------------------------------------------------

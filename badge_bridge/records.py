@@ -8,21 +8,23 @@ are derived from the cause, so a redelivered cause never raises a second alarm o
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
+import re
 from datetime import datetime
 
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Connection
 
 from badge_bridge.audit import Effect
-from badge_bridge.events import SECRET_KEYS, Event
+from badge_bridge.events import SECRET_KEYS, Event, storable
 from badge_bridge.models import Alarm, DeadLetter
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_KEEP = 1024 * 1024
-"""A dead letter keeps the payload whole up to this size (the broker's own packet limit)."""
+PAYLOAD_KEEP = 4096
+"""A dead letter keeps this much of the payload (secrets scrubbed) beside its full size and SHA-256: enough
+for an operator to see what was sent, and a flood of huge messages cannot fill the disk."""
 
 
 def alarm_raised(kind: str, *, door: str | None, source: str, cause: str, ts: datetime,
@@ -53,16 +55,18 @@ def alarm_cleared(kind: str, *, door: str | None, source: str, cause: str, ts: d
 
 
 def dead_letter(source: str, code: str, reason: str, payload: bytes, *, where: str, now: datetime) -> tuple[Event, Effect]:
-    """Refused input: audited (so the log shows it arrived) and kept whole for the operator, but for the
-    values of secret fields (a PIN typed at a keypad), which are masked before anything is stored."""
-    digest = hashlib.sha256(where.encode() + b"\0" + payload).hexdigest()[:40]
-    payload = redact(payload)
-    event = Event(id=f"dead:{digest}", kind="input.rejected", source=_source_name(source), ts=now,
-                  detail={"code": code, "reason": reason[:500], "where": where[:200], "size": len(payload)})
+    """Refused input: audited (so the log shows it arrived) and kept for the operator as a bounded excerpt,
+    secret values (a PIN typed at a keypad) scrubbed before anything is stored."""
+    digest = hashlib.sha256(payload).hexdigest()
+    event_id = hashlib.sha256(where.encode("utf-8", "backslashreplace") + b"\0" + payload).hexdigest()[:40]
+    kept = redact(payload[:PAYLOAD_KEEP * 4])[:PAYLOAD_KEEP]
+    reason, where = storable(reason)[:500], storable(where)[:200]
+    event = Event(id=f"dead:{event_id}", kind="input.rejected", source=_source_name(source), ts=now,
+                  detail={"code": code, "reason": reason, "where": where, "size": len(payload), "sha256": digest})
 
     def effect(conn: Connection) -> None:
-        conn.execute(insert(DeadLetter).values(received_at=now, source=f"{where}"[:200], reason=f"{code}: {reason}",
-                                               payload=payload[:PAYLOAD_KEEP]))
+        conn.execute(insert(DeadLetter).values(received_at=now, source=where, reason=f"{code}: {reason}",
+                                               payload=kept, payload_size=len(payload), payload_sha256=digest))
 
     return event, effect
 
@@ -74,29 +78,34 @@ def _source_name(source: str) -> str:
 
 
 SECRET_FIELDS = SECRET_KEYS | {"pincode", "pin_hash", "configfile"}
+_SECRET_TEXT = re.compile(
+    rb"""(["']?)(%s)\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]]*)""" % b"|".join(
+        re.escape(k.encode()) for k in sorted(SECRET_FIELDS, key=len, reverse=True)), re.IGNORECASE)
+"""``"pin": "4711"``, ``pin=4711``, ``'pin':'4711`` (cut off), in any payload, JSON or not."""
 
 
 def redact(payload: bytes) -> bytes:
-    """The payload with secret values replaced by "<redacted>" when it is a JSON object; else unchanged
-    (text that is not JSON cannot be told apart from a secret, and the operator needs to see it)."""
+    """The payload with every secret value replaced by "<redacted>": field by field when it is JSON (so an
+    escaped key such as ``"p\\u0069n"`` is caught), then by pattern over the text, which also covers
+    payloads that are not JSON, or are cut off, and must still never keep a PIN."""
     try:
         value = json.loads(payload)
     except (ValueError, RecursionError):
-        return payload
-    if not isinstance(value, dict) or not _has_secret(value):
-        return payload
-    return json.dumps(_masked(value), ensure_ascii=False).encode()
+        value = None
+    if isinstance(value, (dict, list)) and _has_secret(value):
+        payload = json.dumps(_masked(value)).encode()  # ASCII escapes: a lone surrogate cannot fail here
+    return _SECRET_TEXT.sub(rb'\1\2\1\3"<redacted>"', payload)
 
 
 def _has_secret(value: object) -> bool:
     if isinstance(value, dict):
-        return any(k.lower() in SECRET_FIELDS or _has_secret(v) for k, v in value.items())
+        return any(str(k).lower() in SECRET_FIELDS or _has_secret(v) for k, v in value.items())
     return isinstance(value, list) and any(_has_secret(v) for v in value)
 
 
 def _masked(value: object) -> object:
     if isinstance(value, dict):
-        return {k: "<redacted>" if k.lower() in SECRET_FIELDS else _masked(v) for k, v in value.items()}
+        return {k: "<redacted>" if str(k).lower() in SECRET_FIELDS else _masked(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value

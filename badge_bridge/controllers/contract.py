@@ -21,27 +21,76 @@ Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationInfo,
+    model_validator,
+)
 
 VERSION = 1
 MAX_PAYLOAD = 16 * 1024
 """Inbound messages larger than this are refused before parsing."""
 
+
+
+def _version(value: object) -> object:
+    """``true`` and ``1.0`` equal 1 in Python; the contract wants the integer."""
+    if type(value) is not int:
+        raise ValueError(f"the contract version must be the integer {VERSION}")
+    return value
+
+
+ISO_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _zoned(value: object) -> object:
+    """Only ISO 8601 with its zone: a bare number (or numeric text) would be read as Unix seconds in UTC."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not ISO_TIME.match(value):
+        raise ValueError("a time is an ISO 8601 string with its zone, e.g. 2026-03-01T12:00:00Z")
+    return value
+
+
+def _v_required(schema: dict[str, Any]) -> None:
+    schema["required"] = ["v", *schema.get("required", [])]
+
+
+Version = Annotated[Literal[1], BeforeValidator(_version)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_zoned), Strict(False)]
+"""Lax after ``_zoned``: pydantic's strict mode would not parse the text it let through."""
 Key = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$")]
 CardFormat = Literal["wiegand26", "wiegand34", "wiegand37", "ascii"]
 
 
-class Message(BaseModel):
-    """Strict: a number where the schema says string (or a string for a number) is refused, not coerced."""
+class Versioned(BaseModel):
+    """Strict: a number where the schema says string (or a string for a number) is refused, not coerced. A
+    message must name its contract version; the bridge's own, built in Python, get it by default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    v: Literal[1] = 1
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=_v_required)
+    v: Version = VERSION
+
+    @model_validator(mode="after")
+    def _v_given(self, info: ValidationInfo) -> Versioned:
+        if info.mode == "json" and "v" not in self.model_fields_set:
+            raise ValueError(f"v: missing: every message names the contract version ({VERSION})")
+        return self
+
+
+class Message(Versioned):
     id: MessageId
-    ts: AwareDatetime
+    ts: Timestamp
 
 
 # --- controller -> bridge ----------------------------------------------------------------------------
@@ -52,8 +101,9 @@ class Card(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     format: CardFormat | None = None
-    number: str | None = Field(None, max_length=64)
-    raw_hex: str | None = Field(None, pattern=r"^[0-9a-fA-F]{2,16}$")
+    number: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,64}$")
+    """ASCII only, no spaces: "12:1001" must not also arrive as "١٢:١٠٠١" or "12:1001 "."""
+    raw_hex: str | None = Field(None, pattern=r"^(?:[0-9a-fA-F]{2}){1,8}$")
     bits: int | None = Field(None, ge=26, le=64)
 
     @model_validator(mode="after")
@@ -125,13 +175,11 @@ EVENT_TYPES = frozenset({"credential", "door", "rex", "tamper", "heartbeat"})
 """The discriminator values, which pydantic puts in front of a field path in its errors."""
 
 
-class ControllerStatus(BaseModel):
+class ControllerStatus(Versioned):
     """Retained. The controller's last will publishes ``{"v":1,"online":false}``, so ``ts`` is optional."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    v: Literal[1] = 1
     online: bool
-    ts: AwareDatetime | None = None
+    ts: Timestamp | None = None
     firmware: str | None = Field(None, max_length=64)
 
 
@@ -206,8 +254,8 @@ class SyncEntry(BaseModel):
     doors: dict[str, list[str]]
     """Door key -> schedule keys under which this credential opens it."""
     biometric_ref: str | None = None
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Timestamp | None = None
+    valid_until: Timestamp | None = None
     lockdown_exempt: bool = False
 
 
@@ -232,12 +280,10 @@ class CredentialSync(Message):
 # --- bridge -> consoles ------------------------------------------------------------------------------
 
 
-class BridgeStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    v: Literal[1] = 1
+class BridgeStatus(Versioned):
     online: bool
     instance: str
-    ts: AwareDatetime | None = None
+    ts: Timestamp | None = None
 
 
 class PublishedEvent(Message):
@@ -251,21 +297,17 @@ class PublishedEvent(Message):
     detail: dict[str, Any] = {}
 
 
-class PublishedEvents(BaseModel):
+class PublishedEvents(Versioned):
     """The events of one audit commit, in log order: one message per commit, not per event, because the
     bridge's network thread is what limits its ingest rate."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    v: Literal[1] = 1
     chain: str
     events: list[PublishedEvent]
 
 
-class DoorState(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    v: Literal[1] = 1
+class DoorState(Versioned):
     door: Key
-    ts: AwareDatetime
+    ts: Timestamp
     contact: Literal["open", "closed", "unknown"]
     lock: Literal["locked", "unlocked", "lockdown"]
     alarms: list[str]
@@ -304,7 +346,7 @@ class Motion(Message):
     zone: Key
     """The door the zone watches."""
     state: Literal["start", "update", "end"]
-    started: AwareDatetime
+    started: Timestamp
     """The episode's first moving frame: start, update and end of one episode share it."""
     boxes: list[Box] = Field(default=[], max_length=64)
     """x, y, width, height in pixels of the camera's frame."""
@@ -322,8 +364,8 @@ class EvidenceItem(BaseModel):
     media_type: Literal["image/jpeg", "video/x-msvideo"]
     bytes: int = Field(ge=1)
     frames: int = Field(ge=1)
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Timestamp
+    end: Timestamp
 
 
 class EvidenceSaved(Message):
@@ -342,7 +384,7 @@ class SeenFace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     frame: int = Field(ge=0, le=100)
     """Which examined frame (faces of one frame are different people)."""
-    t: AwareDatetime
+    t: Timestamp
     box: Box
     """top, right, bottom, left in pixels of the camera's frame."""
     encoding: list[Annotated[float, Field(ge=-4, le=4)]] = Field(min_length=128, max_length=128)
@@ -363,13 +405,11 @@ CameraEvent = Annotated[Motion | EvidenceSaved | FacesSeen, Field(discriminator=
 camera_event = TypeAdapter(CameraEvent)
 
 
-class CameraStatus(BaseModel):
+class CameraStatus(Versioned):
     """Retained. The worker's last will publishes ``{"v":1,"online":false}``, so the rest is optional."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    v: Literal[1] = 1
     online: bool
-    ts: AwareDatetime | None = None
+    ts: Timestamp | None = None
     state: Literal["connecting", "online", "reconnecting", "error", "ended", "stopped"] | None = None
     reason: str = Field("", max_length=500)
     fps: float | None = Field(None, ge=0, le=1000)
@@ -383,7 +423,7 @@ class AroundEvent(Message):
     event: str = Field(max_length=128)
     """The audited event the answer belongs to."""
     door: Key
-    at: AwareDatetime
+    at: Timestamp
 
 
 class EvidenceRequest(AroundEvent):

@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -64,6 +65,8 @@ class MqttDriver:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
+        self.unanswered: dict[int, float] = {}
+        """Message id -> ``time.monotonic()`` of arrival, for messages not yet acknowledged (health)."""
         self.esp = {ctl.key: ctl for ctl in config.controllers if ctl.kind == "esp-rfid"}
         self.esp_by_topic = {esp_rfid.topics(ctl.topic or ctl.key).events: ctl for ctl in self.esp.values()}
         self.reader_of = {r.controller: r for r in config.readers}
@@ -109,25 +112,50 @@ class MqttDriver:
     def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object, reason: mqtt.ReasonCode,
                        _props: object) -> None:
         self.connected.clear()
+        self.unanswered.clear()  # the broker redelivers them on the resumed session
+        self.processor.link_lost()
         log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    def oldest_unanswered_s(self) -> float:
+        """Age of the oldest message still waiting for its acknowledgement (0 when none waits)."""
+        oldest = min(list(self.unanswered.values()), default=None)  # list(): a snapshot, other threads write
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     # --- inbound -------------------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
+        """Every message ends processed, or dead-lettered: then acknowledged either way, exactly once."""
         ack: Callable[[], None] | None = None
         if msg.qos > 0:
-            mid, qos = msg.mid, msg.qos
-            ack = lambda: client.ack(mid, qos)  # noqa: E731 - the driver's one acknowledgement
+            ack = self._ack_once(client, msg.mid, msg.qos)
+        topic = msg.topic  # UTF-8: the broker refuses a publish whose topic is not
         try:
-            self._route(msg.topic, msg.payload, ack)
-        except Exception:  # a bug must not kill the network thread; the message stays unacked and comes back
-            log.exception("processing a message on %s failed", msg.topic)
+            self._route(topic, msg.payload, ack)
+        except Exception as exc:  # a bug in a parser or handler: dead-letter the message, never leave it unacked
+            log.exception("processing a message on %s failed", topic)
+            self.processor.reject(_source(self.prefix, topic), "internal_error",
+                                  f"the bridge failed on this message ({type(exc).__name__}); see its log",
+                                  msg.payload, where=topic, ack=ack)
+
+    def _ack_once(self, client: mqtt.Client, mid: int, qos: int) -> Callable[[], None]:
+        """The message's acknowledgement; a second call (a handler that failed after acknowledging) is a
+        no-op, since the broker may already have reused the id for another message."""
+        self.unanswered[mid] = time.monotonic()
+        done = [False]
+
+        def ack() -> None:
+            if not done[0]:
+                done[0] = True
+                self.unanswered.pop(mid, None)
+                client.ack(mid, qos)
+
+        return ack
 
     def _route(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         p = self.processor
         rest = topic.removeprefix(f"{self.prefix}/")
         parts = rest.split("/")
-        source = parts[1] if len(parts) == 3 and parts[0] in ("controllers", "cameras") else "console"
+        source = _source(self.prefix, topic)
         if len(payload) > c.MAX_PAYLOAD:
             p.reject(source, "oversized", f"{len(payload)} bytes, the limit is {c.MAX_PAYLOAD}", payload,
                      where=topic, ack=ack)
@@ -210,6 +238,12 @@ class MqttDriver:
 
     def publish_raw(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
+
+
+def _source(prefix: str, topic: str) -> str:
+    """Who sent a message, from its topic: a controller's or camera's key, else the console."""
+    parts = topic.removeprefix(f"{prefix}/").split("/")
+    return parts[1] if len(parts) == 3 and parts[0] in ("controllers", "cameras") else "console"
 
 
 def no_delay(client: mqtt.Client) -> None:
