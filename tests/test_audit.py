@@ -215,3 +215,37 @@ def test_triggers_refuse_update_and_delete(engine: Engine, keys: KeyStore) -> No
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(sql))
     assert count(engine) == 1
+
+
+def _refused_by_the_database(db_url: str):  # noqa: ANN202 - an Effect
+    """An effect whose row the database itself refuses: NUL in text on PostgreSQL, a NOT NULL column left
+    empty on SQLite (which takes NUL)."""
+    from badge_bridge.models import DeadLetter
+
+    def effect(conn) -> None:  # noqa: ANN001
+        if db_url.startswith("postgresql"):
+            conn.execute(DeadLetter.__table__.insert().values(received_at=NOW, source="x", reason="a\x00b", payload=b""))
+        else:
+            conn.execute(DeadLetter.__table__.insert().values(received_at=NOW, source="x", reason=None, payload=b""))
+    return effect
+
+
+def test_a_refused_row_is_quarantined_and_the_rest_commits(engine: Engine, keys: KeyStore, db_url: str) -> None:
+    """Once a value the database refused was retried for ever: nothing else was committed again."""
+    acked: list[str] = []
+    w = AuditWriter(engine, "bridge-1", keys.signer(), batch_max=100)
+    unencodable = ev(37)
+    object.__setattr__(unencodable, "detail_json", '{"x":"\ud800"}')  # past Event's own cleaning, as a bug would
+    for n in range(100):
+        event, effect = (unencodable, None) if n == 37 else (ev(n), _refused_by_the_database(db_url) if n == 61 else None)
+        w.submit(event, lambda e, _d: acked.append(e.id), effect=effect)
+    w.start()  # all 100 in one batch
+    assert w.stop(timeout=60)
+    assert sorted(acked) == sorted(f"ctl-1:{n}" for n in range(100))
+    with Session(engine) as session:
+        rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+    assert [r.event_id for r in rows] == [f"ctl-1:{n}" for n in range(100)]  # in order, none lost
+    quarantined = {r.event_id: r for r in rows if r.kind == "audit.quarantined"}
+    assert set(quarantined) == {"ctl-1:37", "ctl-1:61"} and w.stats.quarantined == 2
+    assert "\\ud800" in quarantined["ctl-1:37"].detail and w.stats.healthy
+    assert verify(engine, db_url, keys.trusted_public_keys()).ok
