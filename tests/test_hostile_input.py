@@ -9,10 +9,11 @@ import json
 import sqlite3
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -76,7 +77,7 @@ POISON: list[tuple[str, str, bytes, str | None]] = [
 
 @pytest.fixture
 def site(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> Iterator[Site]:
-    s = Site(tmp_path, db_url, broker, keys, ("[mqtt]", "[ingest]\nstall_s = 2\n\n[mqtt]"))
+    s = Site(tmp_path, db_url, broker, keys, ("stall_s = 15", "stall_s = 2"))
     yield s
     s.close()
 
@@ -179,19 +180,32 @@ def _entries(site: Site) -> list[AuditEntry]:
         return list(session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
 
 
+def _hold_the_database(db_url: str) -> Callable[[], None]:
+    """Another process takes the database (SQLite) or the audit table (PostgreSQL) and holds it: the writer's
+    commits wait. Returns the release."""
+    if db_url.startswith("sqlite"):
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None, timeout=1)
+        conn.execute("BEGIN EXCLUSIVE")
+    else:
+        conn = psycopg.connect(db_url.replace("+psycopg", ""))  # type: ignore[assignment]
+        conn.execute("LOCK TABLE audit_entry IN ACCESS EXCLUSIVE MODE")
+
+    def release() -> None:
+        conn.rollback()
+        conn.close()
+
+    return release
+
+
 def test_health_turns_503_with_the_reason_when_commits_stop(site: Site, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the lock is SQLite's; the PostgreSQL writer is stopped the same way in test_audit")
     site.start_bridge()
     assert _health(site)[0] == 200
-    blocker = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None, timeout=1)
-    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the database: no commit can happen
+    release = _hold_the_database(db_url)
     try:
         site.sim("ctl-lobby", walk_through=False).heartbeat()
-        wait_until(lambda: _health(site)[0] == 503, timeout=30, what="health 503")
         wait_until(lambda: any("no audit commit for" in p for p in _health(site)[1]["problems"]),  # type: ignore[union-attr]
                    timeout=30, what="the stall named")
+        assert _health(site)[0] == 503
     finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+        release()
     wait_until(lambda: _health(site)[0] == 200, timeout=30, what="healthy again")
