@@ -287,13 +287,18 @@ def test_a_device_account_is_confined_to_its_own_topics(secured: Site) -> None:
                                                           "type": "rex", "door": "main-entrance"}),
         (noc, f"{PREFIX}/bridge/status", {"v": 1, "online": False, "instance": "bridge-1"}),
         (noc, "esp-lab/cmd", {"cmd": "opendoor", "doorip": "10.20.0.32"}),
+        (lab, "homeassistant/lock/esp-noc/lock0/config", {"name": "not yours"}),
     ]
     for device, topic, message in attempts:
         device.publish(topic, json.dumps(message), qos=1)  # acknowledged once the broker has dealt with it
+    # Home Assistant mode's own topics are the device's to write
+    noc.publish("homeassistant/lock/esp-noc/lock0/config", json.dumps({"name": "esp-noc Lock0"}), qos=0, retain=True)
+    noc.publish("esp-noc/io/door", "OFF", qos=0)
     noc.send(access())  # after the refused ones, on the same broker: it arrives, so they would have
     wait_until(lambda: "access.granted" in kinds(secured.engine), what="the device's own report")
     wait_until(lambda: any(t == "esp-noc/send" for t, _, _ in watcher.received), what="the watcher")
     seen = {(t, p) for t, p, _ in watcher.received}
+    assert {"homeassistant/lock/esp-noc/lock0/config", "esp-noc/io/door"} <= {t for t, _ in seen}
     assert not seen & {(topic, json.dumps(message).encode()) for _, topic, message in attempts}
     assert {"cmd": "opendoor", "doorip": IP} not in noc.commands()
     assert lab.payloads("esp-noc/cmd") == [] and noc.payloads("esp-lab/cmd") == []

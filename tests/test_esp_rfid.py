@@ -305,7 +305,7 @@ def test_home_assistant_multi_relay_and_cardless_messages() -> None:
     [msg] = run({k: v for k, v in multi(["Admin", "Disabled"]).items() if k not in ("type", "isKnown", "hostname")},
                 channel="tag")
     assert msg.offline.granted is True
-    assert run(tag(uid=" ", username="MQTT"), channel="tag") == []  # mqtt.esp:520 opendoor echo
+    assert run(tag(uid=" ", username="MQTT"), channel="tag") == []  # mqtt.esp:523 opendoor echo
     [rex] = run(tag(uid=" ", username="Button"), channel="tag")
     assert isinstance(rex, c.RequestToExit)
 
