@@ -141,8 +141,8 @@ class EspDevice(Client):
                          will=(f"{topic}/avty", "offline") if home_assistant else None)
         self.subscribe(f"{topic}/cmd", qos=2)
 
-    def send(self, message: dict[str, Any], channel: str = "send", *, retain: bool = False) -> None:
-        self.publish(f"{self.topic}/{channel}", json.dumps(message, separators=(",", ":")), qos=0, retain=retain)
+    def send(self, message: dict[str, Any], channel: str = "send") -> None:
+        self.publish(f"{self.topic}/{channel}", json.dumps(message, separators=(",", ":")), qos=0)
 
     def commands(self) -> list[dict[str, Any]]:
         return [json.loads(p) for p in self.payloads(f"{self.topic}/cmd")]
