@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.esp_rfid import (
@@ -162,9 +164,6 @@ def test_door_contact(desc: str, state: str) -> None:
 
 
 @pytest.mark.parametrize("payload", [
-    # door.esp:30 and :56: door forced / held open, which the bridge derives from the door contact itself
-    event("WARN", "tamper", "Door was tampered!"),
-    event("WARN", "tamper", "Door wasn't closed within max open time!"),
     event("INFO", "doorbell", "Doorbell ringing"),  # doorbell.esp:12 at 83b8eb8c: no contract model
     event("WARN", "rfid", "Unknown rfid tag is scanned", "deadbeef MIFARE 1KB"),  # the access message says it
     event("WARN", "mqtt", "Disconnected from MQTT server", "TCP_DISCONNECTED"),  # :71
@@ -204,7 +203,7 @@ def test_received_must_be_aware() -> None:
 @pytest.mark.parametrize(("payload", "match"), [
     (b"not json", "not JSON"),
     (b"\xff\xfe", "not UTF-8"),
-    (b'{"type":"heartbeat","time":NaN,"uptime":1}', "NaN"),
+    (b'{"type":"heartbeat","time":NaN,"uptime":1}', "^payload contains NaN, which is not JSON$"),
     (b"[1, 2]", "expected a JSON object, got an array"),
     (b" " * (c.MAX_PAYLOAD + 1), "more than"),
     (raw({"time": T}), "no 'type' field"),
@@ -251,6 +250,153 @@ def test_errors_do_not_repeat_the_pin() -> None:
     with pytest.raises(EspRfidError) as info:
         run(access(access="Standard", pincode="4711"))
     assert "4711" not in str(info.value)
+
+
+# --- tamper (issue 12: dropped silently) -----------------------------------------------------------
+# door.esp at dev 56c0fb9: the door opening while the relay is off sets the firmware's tamper flag (:27-32),
+# so does a door left open past maxOpenDoorTime (:45-58); the next "Door Closed" resets it (:13-20).
+
+FORCED = event("WARN", "tamper", "Door was tampered!")
+HELD = event("WARN", "tamper", "Door wasn't closed within max open time!")
+CLOSED = event("INFO", "door", "Door Closed")
+
+
+@pytest.mark.parametrize(("payload", "kind"), [(FORCED, "forced"), (HELD, "held"),
+                                               (event("ERRO", "tamper", "Some future wording"), "tamper")])
+def test_a_tamper_event_is_a_tamper(payload: dict[str, Any], kind: str) -> None:
+    [msg] = run(payload)
+    assert isinstance(msg, c.Tamper)
+    assert (msg.state, msg.reader, msg.ts) == ("active", READER, datetime.fromtimestamp(T, UTC))
+    assert msg.id.startswith(f"esp-tamper-{kind}-" if kind != "tamper" else "esp-tamper-")
+    c.controller_event.validate_json(msg.model_dump_json())
+
+
+def test_the_door_closing_clears_the_tamper_the_device_had_raised() -> None:
+    assert [type(m) for m in run(CLOSED)] == [c.DoorContact]  # no tamper was raised: nothing to clear
+    door, cleared = run(CLOSED, tampered=True)
+    assert isinstance(door, c.DoorContact) and door.state == "closed"
+    assert isinstance(cleared, c.Tamper) and (cleared.state, cleared.reader) == ("cleared", READER)
+    assert cleared.id != door.id and cleared.ts == door.ts
+    assert [type(m) for m in run(event("INFO", "door", "Door Open"), tampered=True)] == [c.DoorContact]
+
+
+# --- Home Assistant mode (issue 12: silently ignored) --------------------------------------------------
+# mqtt.esp at dev 56c0fb9: with "mqttha" the access message goes to <topic>/tag without type, isKnown and
+# hostname (:265-290, :292-333); "online" is retained on <topic>/avty at connect (:244-252) and "offline" is
+# the device's last will there (:728-736). Boot, heartbeat and events stay on <topic>/send.
+
+def tag(**kw: Any) -> dict[str, Any]:
+    msg = access(**kw)
+    return {k: v for k, v in msg.items() if k not in ("type", "isKnown", "hostname")}
+
+
+@pytest.mark.parametrize(("value", "username", "granted"), [
+    ("Always", "Ann", True), ("Admin", "Ann", True), ("Disabled", "Ann", False), ("Expired", "Ann", False),
+    ("Wrong pin code", "Ann", False), ("Denied", "Unknown", False),
+])
+def test_home_assistant_access_is_read_from_tag(value: str, username: str, granted: bool) -> None:
+    [msg] = run(tag(access=value, username=username, log=True), channel="tag")
+    assert isinstance(msg, c.CredentialPresented)
+    assert msg.card == c.Card(format="ascii", number="04a1b2c3")
+    assert msg.offline == c.OfflineDecision(granted=granted, reason=f"esp-rfid:{value}")
+
+
+def test_home_assistant_multi_relay_and_cardless_messages() -> None:
+    [msg] = run({k: v for k, v in multi(["Admin", "Disabled"]).items() if k not in ("type", "isKnown", "hostname")},
+                channel="tag")
+    assert msg.offline.granted is True
+    assert run(tag(uid=" ", username="MQTT"), channel="tag") == []  # mqtt.esp:523 opendoor echo
+    [rex] = run(tag(uid=" ", username="Button"), channel="tag")
+    assert isinstance(rex, c.RequestToExit)
+
+
+@pytest.mark.parametrize(("payload", "online"), [(b"online", True), (b"offline", False)])
+def test_home_assistant_availability_is_the_controller_status(payload: bytes, online: bool) -> None:
+    assert run(payload, channel="avty") == [c.ControllerStatus(online=online)]
+
+
+def test_an_empty_retained_availability_is_a_deletion() -> None:
+    assert run(b"", channel="avty") == []
+
+
+@pytest.mark.parametrize(("channel", "payload", "match"), [
+    ("avty", b"ONLINE", "online"),
+    ("avty", b'{"online":true}', "online"),
+    ("tag", raw(tag(uid="04:a1")), "uid"),
+    ("tag", raw(tag(access="Standard")), "role name"),
+    ("tag", b"[]", "JSON object"),
+    ("send", raw(tag()), "Home Assistant"),  # a /tag message on /send
+])
+def test_home_assistant_malformed(channel: str, payload: bytes, match: str) -> None:
+    with pytest.raises(EspRfidError, match=match):
+        run(payload, channel=channel)
+
+
+# --- hostile input (issue 12) -------------------------------------------------------------------------
+
+HOSTILE = [
+    (b"[" * 5000, "nested"),  # RecursionError before
+    (b"{" + b'"a":{' * 2000 + b"}" * 2001, "nested"),
+    (raw(HEARTBEAT | {"x": json.loads("[" * 20 + "]" * 20)}), "nested deeper than 16"),
+    (b'{"type":"heartbeat","time":1,"uptime":' + b"9" * 5000 + b"}", "digits"),  # ValueError before
+    (b'{"\\ud800":1}', "surrogate"),  # an unencodable str in the reason before
+    (b'{"type":"heartbeat","time":1,"uptime":1,"hostname":"\\udfff"}', "surrogate"),
+    (b'{"uid":"04a1\\ud800","type":"access"}', "surrogate"),
+    (b'{"type":"heartbeat","time":1,"uptime":1,"x":"a\\u0000b"}', "NUL"),
+    (b'{"type":"heartbeat","time":1,"uptime":' + b"9" * 400 + b"}", "uptime"),  # OverflowError in float()
+    (b'{"type":"heartbeat","time":1,"uptime":1e400}', "uptime"),
+    (raw(HEARTBEAT | {"time": 10**300}), "milliseconds"),
+    (raw(access(uid="\u0660\u0664\u0661")), "uid"),  # Arabic-Indic digits
+    (raw(access(uid="04a1b2c3 ")), "uid"),  # trailing space
+    (raw(access(uid="04a1b2c3\n")), "uid"),  # '$' matched before a final newline
+    (raw(access(uid="\uff10\uff14")), "uid"),  # fullwidth digits
+    (raw(access(uid="\u3000", username="Button")), "uid"),  # not the firmware's " "
+]
+
+
+@pytest.mark.parametrize(("payload", "match"), HOSTILE)
+def test_hostile_input_is_refused_with_a_storable_reason(payload: bytes, match: str) -> None:
+    with pytest.raises(EspRfidError, match=match) as info:
+        run(payload)
+    reason = str(info.value)
+    reason.encode("utf-8")  # storable as it stands
+    assert "\0" not in reason and len(reason) <= 500
+
+
+def test_many_keys_are_not_all_repeated_in_the_reason() -> None:
+    with pytest.raises(EspRfidError) as info:
+        run(raw({f"key{i}": i for i in range(1000)}))
+    assert len(str(info.value)) <= 500
+
+
+SEEDS = [raw(m) for m in (access(), multi(["Always", "Disabled"]), HEARTBEAT, BOOT, FORCED, CLOSED,
+                          {"type": "getconf", "ip": IP, "hostname": HOST, "configfile": {"a": {"b": [1]}}})]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), cut=st.integers(0, 400), insert=st.binary(max_size=12),
+       channel=st.sampled_from(["send", "tag", "avty"]))
+def test_mutated_payloads_raise_nothing_but_esp_rfid_error(seed: bytes, cut: int, insert: bytes, channel: str) -> None:
+    payload = seed[:cut] + insert + seed[cut + len(insert):]
+    try:
+        run(payload, channel=channel)
+    except EspRfidError as exc:
+        str(exc).encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)),
+       field=st.sampled_from(["uid", "access", "time", "uptime", "type", "isKnown", "username", "src", "desc",
+                              "hostname"]),
+       seed=st.sampled_from([access(), HEARTBEAT, BOOT, FORCED, CLOSED]))
+def test_any_json_value_in_any_field_raises_nothing_but_esp_rfid_error(value: Any, field: str,
+                                                                       seed: dict[str, Any]) -> None:
+    payload = json.dumps(seed | {field: value}, ensure_ascii=True).encode()
+    try:
+        run(payload)
+    except EspRfidError as exc:
+        str(exc).encode("utf-8")
 
 
 # --- ids ---------------------------------------------------------------------------------------------
@@ -320,9 +466,11 @@ def device_admits(user_file: dict[str, Any], now: int) -> bool:
 
 def test_topics_are_the_firmwares() -> None:
     # mqttPublishEvent (:79-93) publishes on config.mqttTopic + "/" + "send"; onMqttConnect subscribes to
-    # config.mqttTopic + "/cmd" (:742-744).
-    assert topics("rfid/noc") == ("rfid/noc/send", "rfid/noc/cmd")
+    # config.mqttTopic + "/cmd" (:742-744). Home Assistant mode (dev 56c0fb9): access on "/tag" (mqtt.esp:288),
+    # availability and last will on "/avty" (:246, :732).
+    assert topics("rfid/noc") == ("rfid/noc/send", "rfid/noc/tag", "rfid/noc/avty", "rfid/noc/cmd")
     assert topics("/rfid").events == "/rfid/send"  # verbatim: the leading slash is part of it
+    assert topics("rfid/noc").inbound() == {"rfid/noc/send": "send", "rfid/noc/tag": "tag", "rfid/noc/avty": "avty"}
 
 
 @pytest.mark.parametrize("base", ["", "rfid/#", "rfid/+/x", "a\0b", "x" * 201])
@@ -422,6 +570,7 @@ def test_validity_rounds_towards_less_access() -> None:
 @pytest.mark.parametrize(("fields", "match"), [
     ({"uid": "04A1B2C3"}, "lower-case"),  # the file name must match the device's spelling exactly
     ({"uid": "0" * 20}, "1-19"),  # a 10-byte UID does not fit the firmware's 20-byte uid buffer
+    ({"uid": "04a1b2c3\n"}, "1-19"),  # a file name the device would never match
     ({"uid": ""}, "1-19"),
     ({"uid": 4711}, "1-19"),
     ({"name": ""}, "name"),

@@ -2,21 +2,33 @@
 
 Pure translation between esp-rfid's own JSON and the contract models (``contract.py``): no I/O, no MQTT
 client. Written against the firmware source, not its README, where the two differ: ``src/mqtt.esp`` at
-commit 6cf70f2a (VERSION "2.0.0" in ``src/main.cpp``; the newest copy found) and 88d2199e; ``src/rfid.esp`` at
-62b1cd79 and ac787615; ``src/door.esp``, ``src/log.esp`` at 88d2199e; ``src/doorbell.esp`` at 83b8eb8c.
+commit 6cf70f2a (VERSION "2.0.0" in ``src/main.cpp``) and 88d2199e; ``src/rfid.esp`` at 62b1cd79 and
+ac787615; ``src/door.esp``, ``src/log.esp`` at 88d2199e; ``src/doorbell.esp`` at 83b8eb8c; the tamper flag and
+Home Assistant mode against the ``dev`` branch at 56c0fb9 (2024-03, still VERSION "2.0.0", the newest).
 Firmware 1.x (``/sync`` and ``/accesslist`` topics, ``getuser``/``listusr``) is not supported.
 
 Topics (``<topic>`` is the base topic set in the device's web UI, used verbatim: the firmware appends
 ``"/send"`` to it, so a leading or trailing slash is part of every topic)::
 
     <topic>/send   device -> bridge  every JSON message below (QoS 0, not retained)
+    <topic>/tag    device -> bridge  access reports in Home Assistant mode (QoS 0, not retained)
+    <topic>/avty   device -> bridge  Home Assistant mode: "online" at connect, "offline" as its last will
+                                     (both retained)
     <topic>/cmd    bridge -> device  commands; the device subscribes at QoS 2 (mqtt.esp onMqttConnect)
 
-Home Assistant mode must stay off: with it, access reports go to ``<topic>/tag`` without ``type``,
-``isKnown`` or ``hostname``, and door, doorbell, tamper and lock states are bare ``ON``/``OFF`` strings on
-``<topic>/io/*``, which this module does not read. The README asks for one base topic shared by all
+Every publication is QoS 0: the broker must queue QoS 0 messages for the bridge's persistent session
+(Mosquitto ``queue_qos0_messages true``) or whatever the device reports while the bridge is away is lost;
+docs/mqtt.md gives the broker configuration and the ACL. The README asks for one base topic shared by all
 devices, told apart by ``doorip``; the bridge needs one base topic per device (or the firmware's
 auto-topic option), because it knows the sender only by topic.
+
+Home Assistant mode ("mqttha", dev mqtt.esp:265-333) works: access reports go to ``<topic>/tag``, the same
+JSON without ``type``, ``isKnown`` and ``hostname`` (``access`` alone says granted or refused; ``Denied`` is
+the unknown card), and ``avty`` carries the device's online state with a real last will, which plain mode
+lacks. Boot, heartbeat and the log events stay on ``<topic>/send``. The bare ``ON``/``OFF`` states on
+``<topic>/io/*`` (door, tamper, doorbell, locks) carry no time and are repeated at every connect, so they are
+not read: door contact and tamper come from the log events in both modes, which need "send events over
+MQTT" on.
 
 Messages the device sends on ``<topic>/send`` and what ``parse`` makes of them:
 
@@ -55,18 +67,27 @@ Messages the device sends on ``<topic>/send`` and what ``parse`` makes of them:
 * log events, only with "send events over MQTT" on (log.esp writeEvent), which is needed for the door
   contact: ``{"type":"INFO","src":"door","desc":"Door Open","data":"","time":...,"cmd":"event",
   "hostname":...}``. ``src`` ``door`` with ``Door Open``/``Door Closed`` -> ``DoorContact``. Every other
-  event -> ``[]``: ``doorbell`` (no contract model), ``rfid`` "Unknown rfid tag is scanned" (the access
-  message reports the same read), ``wifi``, ``mqtt``, ``sys``, ``updt``, and ``tamper``. esp-rfid's
-  "tamper" is not a tamper switch: "Door was tampered!" means the door contact opened while the relay was
-  off, and "Door wasn't closed within max open time!" is a held-open door (door.esp doorStatus). The
-  bridge raises door.forced and door.held_open itself from the ``DoorContact`` reports and clears them
-  when the door closes; the firmware never reports its tamper as cleared on ``/send`` (only on the Home
-  Assistant ``io/tamper`` topic), so mapping it to ``Tamper`` would leave a reader.tamper alarm raised for
-  ever. Keep the device's open time equal to the door's ``open_time_s`` so both agree on what is forced.
+  ``src`` ``tamper`` -> ``Tamper(state="active")`` at the device's reader, an alarm: esp-rfid's tamper is not
+  an enclosure switch but its own door watch (dev door.esp doorStatus): "Door was tampered!" (the contact
+  opened while the relay was off: forced; id ``esp-tamper-forced-``) and "Door wasn't closed within max
+  open time!" (held open; ``esp-tamper-held-``); any other wording of a tamper event is a tamper too. The
+  firmware resets its flag when the door next closes (door.esp:13-20) and says so only on the Home
+  Assistant ``io/tamper`` topic, so a "Door Closed" parsed with ``tampered=True`` (the caller follows the
+  flag from what ``parse`` returned) also yields ``Tamper(state="cleared")``. The bridge raises
+  door.forced and door.held_open itself from the ``DoorContact`` reports as well; the device's report
+  stands when a contact report was lost (QoS 0). Keep the device's open time equal to the door's
+  ``open_time_s`` so both agree on what is forced. Every other event -> ``[]``: ``doorbell`` (no contract
+  model), ``rfid`` "Unknown rfid tag is scanned" (the access message reports the same read), ``wifi``,
+  ``mqtt``, ``sys``, ``updt``, ``websrv``.
 * acknowledgements ``{"type":"<cmd>","ip":...,"hostname":...}`` for deletusers, deletuid, adduser,
   deletlog and updateconf, the getconf reply (``"type":"getconf"``, whose ``configfile`` holds the Wi-Fi
   and MQTT passwords) and the user files a ``getuserlist`` publishes (no ``type``) -> ``[]``.
-* anything else, malformed JSON, a wrong type or a missing field -> ``EspRfidError``.
+* anything else, malformed JSON, a wrong type or a missing field -> ``EspRfidError``, and nothing else:
+  its reason is printable and storable, quotes values shortened, and never the PIN. The firmware's
+  ArduinoJson sends flat objects of C strings, so nesting deeper than ``MAX_DEPTH``, a NUL or a lone
+  surrogate escape (``"\ud800"``, not storable as UTF-8) is refused before anything reads the message.
+  A ``uid`` is ASCII hex or decimal digits exactly as the firmware prints them; a blank uid is the single
+  space of the ``MQTT``/``Button`` echoes.
 
 Message ids: esp-rfid sends none, so the id is ``esp-<kind>-`` and 20 hex digits of the SHA-256 of the
 controller key and the canonical JSON (sorted keys), without ``pincode``: a redelivered or replayed
@@ -132,7 +153,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from badge_bridge.controllers.contract import (
     MAX_PAYLOAD,
@@ -147,11 +168,14 @@ from badge_bridge.controllers.contract import (
     Lockdown,
     OfflineDecision,
     RequestToExit,
+    Tamper,
     Unlock,
 )
 
-Parsed = CredentialPresented | DoorContact | RequestToExit | Heartbeat | ControllerStatus
-"""What ``parse`` returns; never ``Tamper`` (see the docstring)."""
+Parsed = CredentialPresented | DoorContact | RequestToExit | Tamper | Heartbeat | ControllerStatus
+"""What ``parse`` returns."""
+Channel = Literal["send", "tag", "avty"]
+"""The topic a message came on, by its last level."""
 
 ACCESS_DISABLED, ACCESS_GRANTED, ACCESS_ADMIN = 0, 1, 99
 """``acctype`` values (magicnumbers.h)."""
@@ -166,6 +190,9 @@ EXIT_USERS = frozenset({"Button"})
 ACKS = frozenset({"deletusers", "deletuid", "adduser", "deletlog", "updateconf", "getconf"})
 EVENT_LEVELS = frozenset({"INFO", "WARN", "ERRO"})
 DOOR_STATES = {"Door Open": "opened", "Door Closed": "closed"}
+TAMPERS = {"Door was tampered!": "tamper-forced", "Door wasn't closed within max open time!": "tamper-held"}
+"""door.esp's two tamper events, by the id prefix that tells them apart in the log."""
+AVAILABILITY = {b"online": True, b"offline": False}
 
 NO_CLOCK_BELOW = 1_000_000_000
 """Epoch seconds below this (2001-09-09) mean the device has not set its clock since boot."""
@@ -175,8 +202,14 @@ MILLISECONDS_FROM = 100_000_000_000
 MAX_AHEAD = timedelta(days=1)
 UINT32_MAX = 2**32 - 1
 """``validuntil`` is an ``unsigned long``: 32 bits on the ESP8266 (2106-02-07); larger reads as 0."""
-UID_RE = re.compile(r"^[0-9a-f]{1,64}$")
-SYNC_UID_RE = re.compile(r"^[0-9a-f]{1,19}$")
+UID_RE = re.compile(r"[0-9a-fA-F]{1,64}")
+SYNC_UID_RE = re.compile(r"[0-9a-f]{1,19}")
+"""Both used with fullmatch: ``$`` would let a final newline through (and ``\\d`` would take other scripts'
+digits)."""
+BLANK_UID = " "
+"""The uid of the opendoor/open/close echoes and the exit button (mqtt.esp processMqttMessage, main.cpp)."""
+MAX_DEPTH = 16
+"""Nesting the bridge reads at most; the firmware's deepest message (the getconf reply) has 4 levels."""
 MAX_COMMAND = 2047
 """The firmware copies a command into a 2048-byte buffer with its terminating NUL (mqtt.esp:1, 474)."""
 MAX_NAME = 63
@@ -188,9 +221,17 @@ class EspRfidError(ValueError):
 
 class Topics(NamedTuple):
     events: str
-    """``<topic>/send``: everything the device publishes; subscribe here."""
+    """``<topic>/send``: everything the device publishes but Home Assistant mode's access reports."""
+    tag: str
+    """``<topic>/tag``: access reports in Home Assistant mode."""
+    availability: str
+    """``<topic>/avty``: Home Assistant mode's retained online state and last will."""
     commands: str
     """``<topic>/cmd``: where the device listens for commands."""
+
+    def inbound(self) -> dict[str, Channel]:
+        """The topics to subscribe to, each with the channel ``parse`` reads it as."""
+        return {self.events: "send", self.tag: "tag", self.availability: "avty"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +248,7 @@ class EspUser:
     """None: no end (``validuntil`` 4294967295, the largest the device can hold)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.uid, str) or not SYNC_UID_RE.match(self.uid):
+        if not isinstance(self.uid, str) or not SYNC_UID_RE.fullmatch(self.uid):
             raise EspRfidError(f"user uid {self.uid!r}: expected 1-19 lower-case hex or decimal digits, as the "
                                f"device reports the card (its command buffer keeps 19 characters)")
         if (not isinstance(self.name, str) or not 1 <= len(self.name) <= MAX_NAME
@@ -227,38 +268,46 @@ def topics(base: str) -> Topics:
     if not isinstance(base, str) or not base or len(base) > 200 or any(ch in base for ch in "+#\0"):
         raise EspRfidError(f"esp-rfid base topic {base!r}: expected the device's MQTT topic setting, "
                            f"1-200 characters without + # or NUL")
-    return Topics(events=f"{base}/send", commands=f"{base}/cmd")
+    return Topics(events=f"{base}/send", tag=f"{base}/tag", availability=f"{base}/avty", commands=f"{base}/cmd")
 
 
 # --- device -> bridge --------------------------------------------------------------------------------
 
 
 def parse(payload: bytes, *, controller: str, door: str, reader: str, received: datetime,
-          hostname: str | None = None) -> list[Parsed]:
-    """Translate one message from ``<topic>/send``; ``[]`` for messages that carry nothing for the bridge.
+          hostname: str | None = None, channel: Channel = "send", tampered: bool = False) -> list[Parsed]:
+    """Translate one message from the device's ``channel`` topic; ``[]`` for messages that carry nothing for
+    the bridge. Raises ``EspRfidError`` for anything it cannot translate, and nothing else.
 
     ``door`` and ``reader`` are the bridge's keys for the device's (first) relay and its reader;
     ``received`` (timezone-aware) stands in for the device's time when it has no clock. With
     ``hostname``, a message naming another device is refused (two devices sharing one base topic).
+    ``tampered``: the device's tamper flag as the caller follows it (set by a ``Tamper`` "active" this
+    returned, reset by a "cleared"), so the door closing clears it as the firmware does.
     """
     if received.tzinfo is None or received.utcoffset() is None:
         raise ValueError("received must be timezone-aware")
+    if channel == "avty":
+        return _availability(payload)
     msg = _load(payload)
+    if channel == "tag":
+        return _access(msg, controller, door, reader, received, home_assistant=True)
     if "type" not in msg:
         if msg.get("cmd") == "adduser" or msg.get("command") == "userfile":
             return []  # a user file, published by getuserlist
-        raise EspRfidError(f"no 'type' field (keys: {', '.join(sorted(msg)) or 'none'}): not an esp-rfid 2.x "
-                           f"message; is the device in Home Assistant mode?")
+        keys = ", ".join(_show(k) for k in sorted(msg)[:8]) + (", ..." if len(msg) > 8 else "")
+        raise EspRfidError(f"no 'type' field (keys: {keys or 'none'}) on /send: not an esp-rfid 2.x message "
+                           f"(Home Assistant mode sends access reports on /tag)")
     kind = msg["type"]
     if not isinstance(kind, str):
         raise EspRfidError(f"type: expected a string, got {_kind(kind)}")
     if kind in ACKS:
         return []  # before anything can fail: a getconf reply carries the device's passwords
     if hostname is not None and "hostname" in msg and msg["hostname"] != hostname:
-        raise EspRfidError(f"hostname {msg['hostname']!r}: this topic belongs to esp-rfid {hostname!r}; give "
-                           f"each device its own base topic")
+        raise EspRfidError(f"hostname {_show(msg['hostname'])}: this topic belongs to esp-rfid {hostname!r}; "
+                           f"give each device its own base topic")
     if kind == "access":
-        return _access(msg, controller, door, reader, received)
+        return _access(msg, controller, door, reader, received, home_assistant=False)
     if kind == "heartbeat":
         ts = _time(msg, received)
         return [Heartbeat(id=_id("hb", controller, msg), ts=ts, type="heartbeat", uptime_s=_uptime(msg))]
@@ -267,9 +316,17 @@ def parse(payload: bytes, *, controller: str, door: str, reader: str, received: 
         return [ControllerStatus(online=True, ts=ts),
                 Heartbeat(id=_id("boot", controller, msg), ts=ts, type="heartbeat", uptime_s=_uptime(msg))]
     if kind in EVENT_LEVELS:
-        return _event(msg, controller, door, received)
-    raise EspRfidError(f"type {kind!r}: expected access, heartbeat, boot, an event (INFO, WARN, ERRO) or a "
-                       f"command acknowledgement ({', '.join(sorted(ACKS))})")
+        return _event(msg, controller, door, reader, received, tampered)
+    raise EspRfidError(f"type {_show(kind)}: expected access, heartbeat, boot, an event (INFO, WARN, ERRO) or "
+                       f"a command acknowledgement ({', '.join(sorted(ACKS))})")
+
+
+def _availability(payload: bytes) -> list[Parsed]:
+    if not payload:
+        return []  # an empty retained message deletes the retained state
+    if payload not in AVAILABILITY:
+        raise EspRfidError(f"availability {_show(payload)}: expected online or offline (Home Assistant mode)")
+    return [ControllerStatus(online=AVAILABILITY[payload])]
 
 
 def _load(payload: bytes) -> dict[str, Any]:
@@ -287,39 +344,79 @@ def _load(payload: bytes) -> dict[str, Any]:
         msg = json.loads(text, parse_constant=constant)
     except json.JSONDecodeError as exc:
         raise EspRfidError(f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except EspRfidError:  # from constant(), a ValueError too
+        raise
+    except RecursionError:
+        raise EspRfidError(f"payload is nested too deep to read (the bridge reads {MAX_DEPTH} levels)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise EspRfidError(f"payload has a number of too many digits: {str(exc)[:80]}") from None
     if not isinstance(msg, dict):
         raise EspRfidError(f"expected a JSON object, got {_kind(msg)}")
+    _check_values(msg)
     return msg
 
 
-def _access(msg: dict[str, Any], controller: str, door: str, reader: str,
-            received: datetime) -> list[Parsed]:
-    known = _string(msg, "isKnown")
-    if known not in ("true", "false"):
-        raise EspRfidError(f"isKnown {known!r}: expected the string \"true\" or \"false\"")
+def _check_values(msg: dict[str, Any]) -> None:
+    """Refuse what ArduinoJson never sends: deep nesting, NUL in a string (they are C strings), and lone
+    surrogate escapes, which no UTF-8 can hold (so neither a log line nor a database could take them)."""
+    stack: list[tuple[Any, int]] = [(msg, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise EspRfidError(f"payload is nested deeper than {MAX_DEPTH} levels; esp-rfid sends flat objects")
+        items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+        for key, item in items:
+            for text in (key, item):
+                if isinstance(text, str):
+                    _check_text(text)
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EspRfidError(f"payload has a lone surrogate escape ({_show(exc.object[exc.start])}), which is not "
+                           f"text: no esp-rfid sends it") from None
+    if "\0" in text:
+        raise EspRfidError("payload has a NUL character in a string: esp-rfid's strings are C strings")
+
+
+def _access(msg: dict[str, Any], controller: str, door: str, reader: str, received: datetime, *,
+            home_assistant: bool) -> list[Parsed]:
+    """An access report; Home Assistant mode's (on /tag) has no ``isKnown``: ``access`` says it all."""
+    known = None
+    if not home_assistant:
+        known = _string(msg, "isKnown")
+        if known not in ("true", "false"):
+            raise EspRfidError(f"isKnown {_show(known)}: expected the string \"true\" or \"false\"")
     username = _string(msg, "username")
     uid = _string(msg, "uid")
     ts = _time(msg, received)
-    if not uid.strip():
+    if uid == BLANK_UID:
         if username in ECHO_USERS:
             return []  # the device echoing an opendoor/open/close command: the bridge sent it and audited it
         if username in EXIT_USERS:
             return [RequestToExit(id=_id("rex", controller, msg), ts=ts, type="rex", door=door)]
-        raise EspRfidError(f"uid is blank for username {username!r}: only the MQTT and Button echoes have no card")
+        raise EspRfidError(f"uid is blank for username {_show(username)}: only the MQTT and Button echoes have "
+                           f"no card")
+    if not UID_RE.fullmatch(uid):
+        raise EspRfidError(f"uid {_show(uid)}: expected the hex or decimal card number esp-rfid reports (1-64 "
+                           f"ASCII digits, nothing around them)")
     number = uid.lower()
-    if not UID_RE.match(number):
-        raise EspRfidError(f"uid {uid!r}: expected the hex or decimal card number esp-rfid reports (1-64 digits)")
     granted, value = _decision(msg.get("access"), known)
     return [CredentialPresented(id=_id("acc", controller, msg), ts=ts, type="credential", reader=reader,
                                 card=Card(format="ascii", number=number),
                                 offline=OfflineDecision(granted=granted, reason=f"esp-rfid:{value}"[:64]))]
 
 
-def _decision(access: Any, known: str) -> tuple[bool, str]:
+def _decision(access: Any, known: str | None) -> tuple[bool, str]:
     """Whether the device opened the door, and its ``access`` value as text."""
     if isinstance(access, list):
         if not access or not all(isinstance(a, str) and a in RELAY_VALUES for a in access):
-            raise EspRfidError(f"access {access!r}: expected one of {', '.join(sorted(RELAY_VALUES))} per relay")
+            raise EspRfidError(f"access {_show(access)}: expected one of {', '.join(sorted(RELAY_VALUES))} per "
+                               f"relay")
         granted, value = access[0] in GRANTED, "/".join(access)
     elif isinstance(access, str):
         if access in GRANTED:
@@ -328,7 +425,7 @@ def _decision(access: Any, known: str) -> tuple[bool, str]:
             granted = False
         else:
             raise EspRfidError(
-                f"access {access!r}: expected {', '.join(sorted(GRANTED | REFUSED))}; firmware with user roles "
+                f"access {_show(access)}: expected {', '.join(sorted(GRANTED | REFUSED))}; firmware with user roles "
                 f"sends the role name, which does not say whether the door opened, so it is not guessed")
         value = access
     else:
@@ -338,15 +435,24 @@ def _decision(access: Any, known: str) -> tuple[bool, str]:
     return granted, value
 
 
-def _event(msg: dict[str, Any], controller: str, door: str, received: datetime) -> list[Parsed]:
+def _event(msg: dict[str, Any], controller: str, door: str, reader: str, received: datetime,
+           tampered: bool) -> list[Parsed]:
     src, desc = _string(msg, "src"), _string(msg, "desc")
+    if src == "tamper":
+        return [Tamper(id=_id(TAMPERS.get(desc, "tamper"), controller, msg), ts=_time(msg, received), type="tamper",
+                       state="active", reader=reader)]
     if src != "door":
-        return []  # tamper, doorbell, rfid, wifi, mqtt, sys, updt: see the module docstring
+        return []  # doorbell, rfid, wifi, mqtt, sys, updt, websrv: see the module docstring
     state = DOOR_STATES.get(desc)
     if state is None:
-        raise EspRfidError(f"door event desc {desc!r}: expected {' or '.join(DOOR_STATES)}")
-    return [DoorContact(id=_id("door", controller, msg), ts=_time(msg, received), type="door", door=door,
-                        state=state)]  # type: ignore[arg-type]
+        raise EspRfidError(f"door event desc {_show(desc)}: expected {' or '.join(DOOR_STATES)}")
+    ts = _time(msg, received)
+    out: list[Parsed] = [DoorContact(id=_id("door", controller, msg), ts=ts, type="door", door=door,
+                                     state=state)]  # type: ignore[arg-type]
+    if state == "closed" and tampered:  # door.esp:13-20: closing resets the firmware's tamper flag
+        out.append(Tamper(id=_id("tamper-cleared", controller, msg), ts=ts, type="tamper", state="cleared",
+                          reader=reader))
+    return out
 
 
 def _string(msg: dict[str, Any], key: str) -> str:
@@ -363,13 +469,13 @@ def _time(msg: dict[str, Any], received: datetime) -> datetime:
         raise EspRfidError(f"time: missing from the {msg.get('type')!r} message")
     t = msg["time"]
     if isinstance(t, bool) or not isinstance(t, int):
-        raise EspRfidError(f"time {t!r}: expected whole epoch seconds (a JSON integer)")
+        raise EspRfidError(f"time {_show(t)}: expected whole epoch seconds (a JSON integer)")
     if t < 0:
         raise EspRfidError(f"time {t}: negative")
     if t < NO_CLOCK_BELOW:
         return received  # seconds since boot: the device has no clock yet
     if t >= MILLISECONDS_FROM:
-        raise EspRfidError(f"time {t}: looks like milliseconds; esp-rfid sends epoch seconds")
+        raise EspRfidError(f"time {_show(t)}: looks like milliseconds; esp-rfid sends epoch seconds")
     if t < EARLIEST:
         raise EspRfidError(f"time {t} ({_iso(t)}) is before 2018: the device's clock is wrong (check its NTP "
                            f"settings)")
@@ -384,10 +490,11 @@ def _uptime(msg: dict[str, Any]) -> float:
     if "uptime" not in msg:
         raise EspRfidError(f"uptime: missing from the {msg.get('type')!r} message")
     value = msg["uptime"]
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return float(int(value))  # boot sends the string "0"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EspRfidError(f"uptime {value!r}: expected whole seconds, 0 or more")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)  # boot sends the string "0"
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT32_MAX:
+        # uptimeSeconds is an unsigned long (main.cpp): 32 bits
+        raise EspRfidError(f"uptime {_show(value)}: expected whole seconds, 0 to {UINT32_MAX}")
     return float(value)
 
 
@@ -398,6 +505,12 @@ def _id(kind: str, controller: str, msg: dict[str, Any]) -> str:
     canonical = json.dumps({"controller": controller, "message": content}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return f"esp-{kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:20]}"
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """A value quoted for a reason: its repr (escapes control characters), shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _kind(value: Any) -> str:

@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from badge_bridge.config import SiteConfig
+from badge_bridge.config import ControllerConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers import esp_rfid
 from badge_bridge.events import Event
@@ -68,7 +68,10 @@ class MqttDriver:
         self.unanswered: dict[int, float] = {}
         """Message id -> ``time.monotonic()`` of arrival, for messages not yet acknowledged (health)."""
         self.esp = {ctl.key: ctl for ctl in config.controllers if ctl.kind == "esp-rfid"}
-        self.esp_by_topic = {esp_rfid.topics(ctl.topic or ctl.key).events: ctl for ctl in self.esp.values()}
+        self.esp_by_topic = {topic: (ctl, channel) for ctl in self.esp.values()
+                             for topic, channel in esp_rfid.topics(ctl.topic or ctl.key).inbound().items()}
+        self.esp_tampered: set[str] = set()
+        """esp-rfid devices whose own tamper flag is up (see ``esp_rfid.parse``)."""
         self.reader_of = {r.controller: r for r in config.readers}
 
     def _status(self, online: bool) -> str:
@@ -102,7 +105,8 @@ class MqttDriver:
         topics = [(f"{shared}{self.prefix}/controllers/+/events", 1), (f"{self.prefix}/controllers/+/status", 1),
                   (f"{shared}{self.prefix}/console/commands", 1), (f"{shared}{self.prefix}/cameras/+/events", 1),
                   (f"{self.prefix}/cameras/+/status", 1)]
-        topics += [(f"{shared}{t}", 1) for t in self.esp_by_topic]
+        # The retained availability is not delivered through a shared subscription, like the status topics.
+        topics += [(t if channel == "avty" else f"{shared}{t}", 1) for t, (_, channel) in self.esp_by_topic.items()]
         client.subscribe(topics)
         client.publish(f"{self.prefix}/bridge/status", self._status(True), qos=1, retain=True)
         self.connected.set()
@@ -161,7 +165,12 @@ class MqttDriver:
                      where=topic, ack=ack)
             return
         if topic in self.esp_by_topic:
-            self._esp(self.esp_by_topic[topic], topic, payload, ack)
+            self._esp(*self.esp_by_topic[topic], topic, payload, ack)
+            return
+        if parts[0] == "controllers" and source in self.esp:
+            p.reject(source, "unknown_topic", f"{source} is an esp-rfid device: the bridge reads it only on its own "
+                     f"topics ({esp_rfid.topics(self.esp[source].topic or source).events}), never in the contract's "
+                     f"format", payload, where=topic, ack=ack)
             return
         try:
             if len(parts) == 3 and parts[0] == "controllers" and parts[2] == "events":
@@ -186,8 +195,9 @@ class MqttDriver:
             code = "malformed_json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid_message"
             p.reject(source, code, describe_validation(exc), payload, where=topic, ack=ack)
 
-    def _esp(self, ctl: object, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
-        key = ctl.key  # type: ignore[attr-defined]
+    def _esp(self, ctl: ControllerConfig, channel: esp_rfid.Channel, topic: str, payload: bytes,
+             ack: Callable[[], None] | None) -> None:
+        key = ctl.key
         reader = self.reader_of.get(key)
         if reader is None:
             self.processor.reject(key, "unknown_reader", f"esp-rfid controller {key!r} has no reader in the site file",
@@ -195,7 +205,7 @@ class MqttDriver:
             return
         try:
             messages = esp_rfid.parse(payload, controller=key, door=reader.door, reader=reader.key,
-                                      received=datetime.now(UTC))
+                                      received=datetime.now(UTC), channel=channel, tampered=key in self.esp_tampered)
         except esp_rfid.EspRfidError as exc:
             self.processor.reject(key, "invalid_message", str(exc), payload, where=topic, ack=ack)
             return
@@ -203,6 +213,10 @@ class MqttDriver:
             ack()
         for i, message in enumerate(messages):
             last_ack = ack if i == len(messages) - 1 else None
+            if isinstance(message, c.Tamper) and message.state == "active":
+                self.esp_tampered.add(key)
+            elif isinstance(message, c.Tamper):
+                self.esp_tampered.discard(key)
             if isinstance(message, c.ControllerStatus):
                 self.processor.controller_status(key, message, payload, topic, last_ack)
             else:

@@ -1,4 +1,9 @@
-"""A Mosquitto of our own, for the tests and `make demo`: free port, own persistence folder, restartable."""
+"""A Mosquitto of our own, for the tests and `make demo`: free port, own persistence folder, restartable.
+
+By default an open broker on 127.0.0.1; given ``settings`` (for example the configuration in docs/mqtt.md),
+``users`` and an ``acl``, the broker a site would run, so the tests check what the documentation says. The
+site's own listener, TLS files, paths and user in ``settings`` are replaced by this broker's.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,39 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-CONFIG = """\
-user {user}
-listener {port} 127.0.0.1
+SETTINGS = """\
 allow_anonymous true
 persistence true
-persistence_location {dir}/
 autosave_interval 1
-max_queued_messages 0
+max_queued_messages 1000000
 max_inflight_messages 0
 max_packet_size 1048576
 set_tcp_nodelay true
+"""
+"""The default: anyone may connect. ``max_queued_messages`` is not 0: Mosquitto 2.0.x before 2.0.22 then
+disconnects a client at its first publish the ACL refuses (eclipse-mosquitto/mosquitto#3244)."""
+
+LOCAL = """\
+user {user}
+persistence_location {dir}/
 log_dest file {dir}/mosquitto.log
 log_type error
 log_type warning
 log_type notice
 """
+
+SITE_SPECIFIC = frozenset({"listener", "cafile", "capath", "certfile", "keyfile", "tls_version", "require_certificate",
+                           "use_identity_as_username", "password_file", "acl_file", "persistence_location",
+                           "log_dest", "user"})
+"""Options in a site's configuration that name its own ports, files or system user."""
+
+
+def _option(line: str) -> str:
+    words = line.split("#", 1)[0].split()
+    return words[0] if words else ""
 
 
 def free_port() -> int:
@@ -34,7 +54,9 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, settings: str = SETTINGS,
+                 users: Mapping[str, str] | None = None, acl: str | None = None) -> None:
+        """``users``: username -> password, hashed into a password file; ``acl``: the ACL file's text."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -42,7 +64,18 @@ class Broker:
         self.conf = self.dir / "mosquitto.conf"
         # Started as root, Mosquitto drops to the 'mosquitto' user, which cannot write its persistence into a
         # test's private folder: run it as whoever runs the tests.
-        self.conf.write_text(CONFIG.format(port=self.port, dir=self.dir, user=getpass.getuser()))
+        lines = [line for line in settings.splitlines() if _option(line) not in SITE_SPECIFIC]
+        text = LOCAL.format(dir=self.dir, user=getpass.getuser()) + "\n".join(lines) + "\n"
+        if users is not None:
+            passwd = self.dir / "passwd"
+            passwd.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
+            passwd.chmod(0o600)
+            subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
+            text += f"password_file {passwd}\n"
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            text += f"acl_file {self.dir / 'acl'}\n"
+        self.conf.write_text(text + f"listener {self.port} 127.0.0.1\n")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
