@@ -42,7 +42,7 @@ ASCII_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
 def canonical(fmt: str, number: str) -> str:
     """Validate a number typed by an operator (``"12:3456"`` or ``"ABC123"``) and return its canonical form."""
     if fmt == "ascii":
-        if not ASCII_RE.match(number):
+        if not ASCII_RE.fullmatch(number):  # match() with $ lets a trailing newline through
             raise CardFormatError(f"ascii card number {number!r}: expected 1-64 printable characters, no spaces")
         return number
     spec = WIEGAND.get(fmt)

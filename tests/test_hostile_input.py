@@ -68,6 +68,8 @@ POISON: list[tuple[str, str, bytes, str | None]] = [
      _msg("credential", **_card(format="wiegand26", number="١٢:١٠٠١")), "invalid_message"),
     ("card number with a trailing space", LOBBY,
      _msg("credential", **_card(format="wiegand26", number="12:1001 ")), "invalid_message"),
+    ("ascii card number with a trailing newline", LOBBY,
+     _msg("credential", **_card(format="ascii", number="ABC123\n")), "invalid_message"),
     ("five minutes in the future", LOBBY,
      _msg("credential", ts=_ts(timedelta(minutes=5)), **_card(format="wiegand26", number="12:1001")), "future_time"),
     ("year 0001", LOBBY, _msg("credential", ts="0001-01-01T00:00:00Z", **_card(format="wiegand26", number="12:1001")),

@@ -137,7 +137,7 @@ class MqttDriver:
             self._route(topic, msg.payload, ack)
         except Exception as exc:  # a bug in a parser or handler: dead-letter the message, never leave it unacked
             log.exception("processing a message on %s failed", topic)
-            self.processor.reject(_source(self.prefix, topic), "internal_error",
+            self.processor.reject(self._source(topic), "internal_error",
                                   f"the bridge failed on this message ({type(exc).__name__}); see its log",
                                   msg.payload, where=topic, ack=ack)
 
@@ -155,11 +155,19 @@ class MqttDriver:
 
         return ack
 
+    def _source(self, topic: str) -> str:
+        """Who sent a message, from its topic: an esp-rfid device, a controller's or camera's key, else the console."""
+        esp = self.esp_by_topic.get(topic)
+        if esp is not None:
+            return esp[0].key
+        parts = topic.removeprefix(f"{self.prefix}/").split("/")
+        return parts[1] if len(parts) == 3 and parts[0] in ("controllers", "cameras") else "console"
+
     def _route(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         p = self.processor
         rest = topic.removeprefix(f"{self.prefix}/")
         parts = rest.split("/")
-        source = _source(self.prefix, topic)
+        source = self._source(topic)
         if len(payload) > c.MAX_PAYLOAD:
             p.reject(source, "oversized", f"{len(payload)} bytes, the limit is {c.MAX_PAYLOAD}", payload,
                      where=topic, ack=ack)
@@ -252,12 +260,6 @@ class MqttDriver:
 
     def publish_raw(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
-
-
-def _source(prefix: str, topic: str) -> str:
-    """Who sent a message, from its topic: a controller's or camera's key, else the console."""
-    parts = topic.removeprefix(f"{prefix}/").split("/")
-    return parts[1] if len(parts) == 3 and parts[0] in ("controllers", "cameras") else "console"
 
 
 def no_delay(client: mqtt.Client) -> None:
