@@ -164,11 +164,12 @@ def test_bad_camera_input_is_dead_lettered(tmp_path: Path, db_url: str, broker: 
         site.start_bridge()
         camera = site.sim("ctl-lobby")  # any MQTT client will do to publish as a camera
         prefix = "badge-bridge/v1/cameras"
-        motion = {"v": 1, "id": "m1", "ts": "2026-03-02T10:00:00Z", "type": "motion", "zone": "main-entrance",
-                  "state": "start", "started": "2026-03-02T10:00:00Z", "area": 0.2, "objects": 1, "peak_objects": 1}
+        t0 = datetime.now(UTC) - timedelta(minutes=1)  # inside the offline window
+        motion = {"v": 1, "id": "m1", "ts": t0.isoformat(), "type": "motion", "zone": "main-entrance",
+                  "state": "start", "started": t0.isoformat(), "area": 0.2, "objects": 1, "peak_objects": 1}
         camera.publish_raw(json.dumps(motion), topic=f"{prefix}/cam-nowhere/events")
         camera.publish_raw(json.dumps({**motion, "id": "m2", "zone": "noc"}), topic=f"{prefix}/cam-lobby/events")
-        camera.publish_raw(json.dumps({**motion, "id": "m3", "started": "2026-03-02T10:00:01Z"}),
+        camera.publish_raw(json.dumps({**motion, "id": "m3", "started": (t0 + timedelta(seconds=1)).isoformat()}),
                            topic=f"{prefix}/cam-lobby/events")
         camera.publish_raw(b"{not json", topic=f"{prefix}/cam-lobby/events")
         camera.publish_raw(json.dumps({**motion, "id": "m4", "area": 7}), topic=f"{prefix}/cam-lobby/events")
