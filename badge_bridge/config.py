@@ -241,6 +241,10 @@ class ControllerConfig(_Model):
     """esp-rfid: the device's MQTT base topic (default: the controller key)."""
     device: str | None = Field(None, max_length=64)
     """esp-rfid: the device's fixed IPv4 address, which its firmware requires in every command (doorip)."""
+    silent_after_s: float | None = Field(None, ge=10, le=86_400)
+    """Report the controller offline when nothing was heard from it for this long: for a device without an
+    MQTT last will, such as esp-rfid in plain mode (then about three heartbeat intervals: esp-rfid's default
+    interval is 180 s, so 600)."""
 
     @model_validator(mode="after")
     def _esp_needs_address(self) -> ControllerConfig:

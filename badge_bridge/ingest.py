@@ -124,6 +124,8 @@ class Processor:
                 if area:
                     self.area_doors.setdefault(area, set()).add(d.key)
         self.online: dict[str, bool] = {}
+        self.heard: dict[str, datetime] = {}
+        """When each controller last said anything valid (the bridge's clock)."""
         self.presence = Presence(timedelta(seconds=config.ingest.offline_grace_s))
         self.max_future = timedelta(seconds=config.ingest.max_future_s)
         self.max_age = timedelta(seconds=config.ingest.offline_window_s)
@@ -181,6 +183,7 @@ class Processor:
         with self.lock:
             try:
                 self._check(controller, msg)
+                self.heard[controller] = datetime.now(UTC)
                 Counters.bump(self.counters.events_in, msg.type)
                 events = self._dispatch(controller, msg)
             except (Rejected, InvalidEvent) as exc:
@@ -371,6 +374,7 @@ class Processor:
                 return
             now = datetime.now(UTC)
             ts = min(status.ts or now, now)
+            self.heard[controller] = now
             self._emit(self._status(controller, status.online, ts, f"{controller}:status:{ts.isoformat()}"), ack)
 
     def _status(self, controller: str, online: bool, ts: datetime, cause: str) -> list[tuple[Event, Effect | None]]:
@@ -467,11 +471,7 @@ class Processor:
         with self.lock:
             for door in self.doors.relock(now):
                 self.on_door(door)
-            if now - self.started > SILENT_START:
-                for controller in self.controllers:
-                    if controller not in self.online:
-                        cause = f"{controller}:silent-since-start:{self.started.isoformat()}"
-                        self._emit(self._status(controller, False, now, cause), None)
+            self._report_silent(now)
             self._emit(self.cameras.tick(now), None)
             unverified, required = self.cameras.faces_expired(now)
             self._emit(unverified, None)
@@ -483,6 +483,17 @@ class Processor:
                 self._emit([(event, None), alarm_raised(kind, door=door, source=self.config.site.instance,
                                                         cause=event.id, ts=now)], None)
                 self.on_door(door)
+
+    def _report_silent(self, now: datetime) -> None:
+        """Controllers that never reported since the bridge started, and those with ``silent_after_s`` (no
+        last will to say they died) that have gone quiet, are reported offline."""
+        for key, controller in self.controllers.items():
+            if key not in self.online and now - self.started > SILENT_START:
+                cause = f"{key}:silent-since-start:{self.started.isoformat()}"
+                self._emit(self._status(key, False, now, cause), None)
+            elif (controller.silent_after_s is not None and self.online.get(key)
+                  and now - self.heard.get(key, self.started) > timedelta(seconds=controller.silent_after_s)):
+                self._emit(self._status(key, False, now, f"{key}:silent:{now.isoformat()}"), None)
 
     def console_command(self, cmd: c.ConsoleCommand, payload: bytes, where: str, ack: Ack | None) -> None:
         """An operator's unlock, lock or lockdown: audited with the user, then sent to the controllers."""

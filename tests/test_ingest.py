@@ -235,3 +235,17 @@ def test_a_controller_that_never_reports_is_marked_offline(rig: Rig) -> None:
     assert sorted(a.source for a in rig.alarms() if a.kind == "controller.offline") == ["ctl-hall-a", "esp-noc"]
     # cameras too: a silent camera breaks the surveillance promise
     assert sorted(a.source for a in rig.alarms() if a.kind == "camera.offline") == ["cam-lobby", "cam-outside"]
+
+
+def test_a_device_without_a_last_will_is_reported_offline_when_it_goes_quiet(rig: Rig) -> None:
+    """esp-rfid in plain mode has no last will: a dead device was never reported."""
+    now = datetime.now(UTC)
+    rig.feed("esp-noc", rig.msg("heartbeat", uptime_s=5.0))
+    rig.p.tick(now + timedelta(seconds=590))  # quiet for less than silent_after_s: still online
+    assert rig.p.online["esp-noc"] is True
+    rig.p.tick(now + timedelta(seconds=605))
+    assert rig.p.online["esp-noc"] is False
+    rig.feed("esp-noc", rig.msg("heartbeat", uptime_s=6.0))
+    esp = [(e.kind, json.loads(e.detail).get("alarm")) for e in rig.entries() if e.source == "esp-noc"]
+    assert esp == [("controller.online", None), ("controller.offline", None), ("alarm.raised", "controller.offline"),
+                   ("controller.online", None), ("alarm.cleared", "controller.offline")]
