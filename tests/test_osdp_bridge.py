@@ -55,13 +55,17 @@ class Rig:
         wait_until(lambda: all(s.sc_active for s in self.sims.values()), what="secure channel with every reader")
 
     def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]]) -> None:
-        """Seed Ada (card, PIN, biometric reference), give every reader a key and a simulated PD, start the bridge."""
+        """Seed Ada (card 12:1001, PIN, biometric reference) and Bob (staff, card 12:1002), give every reader a
+        key and a simulated PD, start the bridge."""
         self.config, self.engine, self.keys = config, make_engine(db_url), keys
         with Session(self.engine) as session, session.begin():
             sync_site(session, self.config)
             ada, _ = people.add_person(session, "test", "Ada", levels=["staff", "hall-a-engineers"])
             people.add_credential(session, "test", ada.id, "wiegand26", "12:1001", pepper=keys.pin_pepper(),
                                   pin="4711", biometric_ref="ada")
+            bob, _ = people.add_person(session, "test", "Bob", levels=["staff"])
+            people.add_credential(session, "test", bob.id, "wiegand26", "12:1002", pepper=keys.pin_pepper())
+            self.ada, self.bob = ada.id, bob.id
         self.sims = {key: SimReader(address, self.bus, keys.new_osdp_key(key, replace=True), kind=kind)
                      for key, (address, kind) in readers.items()}
         self.bridge = Bridge(self.config, self.engine, keys)
