@@ -148,6 +148,8 @@ class ReaderState:
     secure: bool = False
     """Secure channel up with the reader's own key (not the default SCBK-D)."""
     retry_at: float | None = None
+    reenable: bool = False
+    """Disabled by the bus to be tried again: enabled once libosdp has it disabled."""
     handshake_failures: int = 0
     restarting: bool = False
 
@@ -296,7 +298,9 @@ class OsdpBus:
         for address, state in self.readers.items():
             if state.install_until is not None and now >= state.install_until:
                 self._end_install_mode(address, state, now)
-            if state.enrolled and not state.online and state.retry_at is not None and now >= state.retry_at \
+            if state.reenable:
+                self._reenable(address, state)
+            elif state.enrolled and not state.online and state.retry_at is not None and now >= state.retry_at \
                     and self.channel.healthy:
                 self._restart(address, now)
             for condition, incident in state.incidents().items():
@@ -543,16 +547,21 @@ class OsdpBus:
                 state.retry_at = now
 
     def _restart(self, address: int, now: float) -> None:
-        """Ask libosdp to try the reader again now rather than after its own five-minute back-off."""
+        """Ask libosdp to try the reader again now rather than after its own five-minute back-off: disable it
+        here, enable it on a later tick once libosdp has done so (it does when the reader's turn on the bus
+        comes, which the dispatcher does not wait for)."""
         assert self.cp is not None
-        self.readers[address].retry_at = now + self.retry_s
+        state = self.readers[address]
+        state.retry_at, state.reenable = now + self.retry_s, True
         self.inbox.put((address, {"event": RESTARTING}))  # before anything the disable makes libosdp notify
         self.cp.disable_pd(address)
-        deadline = time.monotonic() + 2
-        while self.cp.is_pd_enabled(address) and time.monotonic() < deadline:
-            time.sleep(REFRESH_S)
-        self.cp.enable_pd(address)
         self.stats.recoveries += 1
+
+    def _reenable(self, address: int, state: ReaderState) -> None:
+        assert self.cp is not None
+        if not self.cp.is_pd_enabled(address):
+            self.cp.enable_pd(address)
+            state.reenable = False
 
 
 def _text(fmt: object, data: bytes, bits: int) -> str | None:
