@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,36 +35,46 @@ SPOOFS = [ADA_CARD, wire.key_presses(b"4711\r"), ADA_CARD, wire.inputs(b"\x01\x0
 """What the attacker says for a reader: mostly Ada's card, also a PIN and the door contact opening."""
 
 
-def gate_site(tmp_path: Path, db_url: str, broker: Broker, port: str, n: int) -> Path:
-    """The example site with an OSDP bus of ``n`` card readers gate-1..gate-n at the main entrance."""
+def gate_site(tmp_path: Path, db_url: str, broker: Broker, port: str, n: int, bus: str = "",
+              readers: dict[int, str] | None = None) -> Path:
+    """The example site with an OSDP bus of ``n`` card readers gate-1..gate-n at the main entrance; ``bus`` and
+    ``readers[address]`` are more lines for the bus's table and a reader's."""
     site = write_site(tmp_path, db_url, broker_port=broker.port)
-    text = site.read_text() + f'\n[[controllers]]\nkey = "bus-gate"\nkind = "osdp"\nport = "{port}"\n'
+    text = site.read_text() + f'\n[[controllers]]\nkey = "bus-gate"\nkind = "osdp"\nport = "{port}"\n{bus}\n'
     for a in range(1, n + 1):
         text += (f'\n[[readers]]\nkey = "gate-{a}"\ncontroller = "bus-gate"\ndoor = "main-entrance"\n'
-                 f'kind = "card"\nosdp_address = {a}\n')
+                 f'kind = "card"\nosdp_address = {a}\n{(readers or {}).get(a, "")}\n')
     site.write_text(text)
     return site
 
 
 class GateRig(Rig):
-    """``n`` genuine card readers on one bus, and an intruder on the same wire (silent until told)."""
+    """``n`` card readers on one bus (``pty``, or a new one with an endpoint each and one more), and an intruder
+    on the same wire (silent until told). The ``simulated`` readers (default: all) have a key and a genuine PD,
+    the ``fresh`` ones of them a factory-new PD; ``lines`` and ``readers`` go into the site file (gate_site)."""
 
-    def __init__(self, tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore, n: int = 1) -> None:
-        self.bus = PtyBus(n + 1)
-        site = gate_site(tmp_path, db_url, broker, self.bus.cp_path, n)
-        self.start(load_config(site), db_url, keys, {f"gate-{a}": (a, "card") for a in range(1, n + 1)})
+    def __init__(self, tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore, n: int = 1, *,
+                 simulated: Collection[int] | None = None, fresh: Collection[int] = (), lines: str = "",
+                 readers: dict[int, str] | None = None, pty: PtyBus | None = None, wait: bool = True) -> None:
+        self.bus = pty or PtyBus(n + 1)
+        site = gate_site(tmp_path, db_url, broker, self.bus.cp_link, n, lines, readers)
+        self.start(load_config(site), db_url, keys,
+                   {f"gate-{a}": (a, "card") for a in (range(1, n + 1) if simulated is None else simulated)},
+                   fresh=[f"gate-{a}" for a in fresh])
         for sim in self.sims.values():
             sim.walk_through = False  # nobody opens a door: every door event would be the attacker's
         self.gate: OsdpBus = self.bridge.buses["bus-gate"]
         self.intruder = wire.Intruder(self.bus)
-        self.wait_secure()
+        if wait:
+            self.wait_secure()
+
+    def secure(self, key: str) -> bool:
+        """The reader and the control panel both have the secure session up."""
+        cp, sim = self.gate.cp, self.sims[key]
+        return cp is not None and sim.sc_active and cp.is_online(sim.address) and cp.is_sc_active(sim.address)
 
     def wait_secure(self) -> None:
-        cp = self.gate.cp
-        assert cp is not None
-        wait_until(lambda: all(s.sc_active for s in self.sims.values())
-                   and all(cp.is_online(a) and cp.is_sc_active(a) for a in self.gate.readers),
-                   what="every reader secure", timeout=30)
+        wait_until(lambda: all(self.secure(key) for key in self.sims), what="every reader secure", timeout=30)
 
     def badge(self, key: str, tries: int = 3) -> bool:
         """Bob badges at ``key``, again if the door does not open (a read lost with a reply that came too late

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,9 +54,11 @@ class Rig:
         self.start(load_config(site), db_url, keys, READERS)
         wait_until(lambda: all(s.sc_active for s in self.sims.values()), what="secure channel with every reader")
 
-    def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]]) -> None:
+    def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]],
+              fresh: Collection[str] = ()) -> None:
         """Seed Ada (card 12:1001, PIN, biometric reference) and Bob (staff, card 12:1002), give every reader a
-        key and a simulated PD, start the bridge."""
+        key and a simulated PD, start the bridge. The ``fresh`` readers are factory-new PDs in install mode
+        (no key yet)."""
         self.config, self.engine, self.keys = config, make_engine(db_url), keys
         with Session(self.engine) as session, session.begin():
             sync_site(session, self.config)
@@ -66,8 +68,11 @@ class Rig:
             bob, _ = people.add_person(session, "test", "Bob", levels=["staff"])
             people.add_credential(session, "test", bob.id, "wiegand26", "12:1002", pepper=keys.pin_pepper())
             self.ada, self.bob = ada.id, bob.id
-        self.sims = {key: SimReader(address, self.bus, keys.new_osdp_key(key, replace=True), kind=kind)
-                     for key, (address, kind) in readers.items()}
+        self.sims: dict[str, SimReader] = {}
+        for key, (address, kind) in readers.items():
+            scbk = keys.new_osdp_key(key, replace=True)
+            self.sims[key] = (SimReader(address, self.bus, None, kind=kind, install_mode=True, enforce_secure=False)
+                              if key in fresh else SimReader(address, self.bus, scbk, kind=kind))
         self.bridge = Bridge(self.config, self.engine, keys)
         self.bridge.start()
 

@@ -233,6 +233,7 @@ class OsdpBus:
         if reader.install_mode:
             state.install_until = time.monotonic() + ctl.install_window_s
             until = (datetime.now(UTC) + timedelta(seconds=ctl.install_window_s)).isoformat(timespec="seconds")
+            state.plaintext = Incident(0.0, 0.0)  # raised at once: the window itself is the exposure
             state.plaintext.trouble(time.monotonic(), f"install mode until {until}: the reader may take its key "
                                                       "over the default key, and so may anyone on the bus")
             log.warning("OSDP reader %s is in install mode until %s: keep the bus isolated, then remove "

@@ -93,6 +93,9 @@ class BusPanel(ControlPanel):  # type: ignore[misc]
     submitted. Events go to the handler only: the binding would also keep each in a per-reader queue that
     nobody reads, which grows for as long as the bus runs."""
 
+    runs = 0
+    """How many times the control panel has been run (so many per idle poll, ``IDLE_POLL_S / REFRESH_S``)."""
+
     def start(self) -> None:
         if self.thread:
             raise RuntimeError("the control panel is already running")
@@ -105,6 +108,7 @@ class BusPanel(ControlPanel):  # type: ignore[misc]
         while not stop.is_set():
             with lock:
                 ctx.refresh()
+            self.runs += 1
             wake.wait(REFRESH_S)
             wake.clear()
 
