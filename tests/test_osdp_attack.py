@@ -70,8 +70,10 @@ class GateRig(Rig):
 
     def secure(self, key: str) -> bool:
         """The reader and the control panel both have the secure session up."""
-        cp, sim = self.gate.cp, self.sims[key]
-        return cp is not None and sim.sc_active and cp.is_online(sim.address) and cp.is_sc_active(sim.address)
+        sim = self.sims[key]
+        panel = self.gate.panels.get(sim.address)
+        return (panel is not None and sim.sc_active and panel.is_online(sim.address)
+                and panel.is_sc_active(sim.address))
 
     def wait_secure(self) -> None:
         wait_until(lambda: all(self.secure(key) for key in self.sims), what="every reader secure", timeout=30)

@@ -218,7 +218,7 @@ def test_a_reader_with_the_wrong_key_is_refused_and_alarmed(tmp_path: Path, sqli
                    what="refusal", timeout=30)
         time.sleep(1.0)
         bus = rig.bridge.buses["ctl-hall-a"]
-        assert not bus.cp.is_online(2) and not bus.cp.is_sc_active(2)
+        assert not bus.panels[2].is_online(2) and not bus.panels[2].is_sc_active(2)
         rig.sims["hall-a-out"].present_card("wiegand26", "12:1001")
         time.sleep(1.0)
         assert not [e for e in rig.entries("access.granted", "access.denied")

@@ -90,7 +90,7 @@ def test_the_adapter_vanishing_takes_the_bus_offline_and_nothing_else(rig: Fault
     rig.bus.unplug()
     wait_until(lambda: rig.open_alarms("reader.offline") >= set(READERS), what="every bus reader offline",
                timeout=30)
-    assert not bus.channel.healthy and bus.channel.error
+    assert not bus.port.healthy and bus.port.error
     assert rig.lobby_grant().door == "main-entrance"  # the rest of the site carries on
     time.sleep(2.5)  # the watchdog tries the missing port a few times meanwhile
     assert bus.stats.reopened == 0

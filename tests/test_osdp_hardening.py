@@ -83,14 +83,13 @@ def test_install_mode_ends_with_its_window(tmp_path: Path, sqlite_url: str, brok
     try:
         rig.sims["gate-1"] = reader = SimReader(1, rig.bus, b"\x01" * 16, enforce_secure=False)
         wait_until(lambda: any(a.kind == "reader.plaintext" for a in rig.alarms()), what="the plaintext alarm")
-        cp = rig.gate.cp
-        assert cp is not None
-        wait_until(lambda: cp.is_online(1), what="the reader online in plaintext")
+        panel = rig.gate.panels[1]
+        wait_until(lambda: panel.is_online(1), what="the reader online in plaintext")
         reader.present_card("wiegand26", "12:1001")
         wait_until(lambda: rig.rejected()["reader_not_secure"], what="its card read refused")
         wait_until(lambda: [a.cleared_at is not None for a in rig.alarms() if a.kind == "reader.plaintext"] == [True],
                    what="the plaintext alarm cleared at the end of the window")
-        wait_until(lambda: not cp.is_online(1), what="the reader refused under enforcement")
+        wait_until(lambda: not panel.is_online(1), what="the reader refused under enforcement")
         assert [a.source for a in rig.alarms() if a.kind == "reader.secure_channel_failed"] == ["gate-1"]
         assert "install mode ended" in str(rig.gate.readers[1].refused.detail)  # the incident's latest cause
         assert not rig.grants(rig.ada)
@@ -109,7 +108,7 @@ def test_the_serial_port_is_the_bridges_alone(tmp_path: Path, sqlite_url: str, b
     try:
         wait_until(lambda: any("held by another process" in r.getMessage() for r in caplog.records),
                    what="the bridge saying the port is held")
-        assert not rig.gate.channel.healthy
+        assert not rig.gate.port.healthy
         holder.close()
         rig.wait_secure()
         assert rig.badge("gate-1")
@@ -132,13 +131,12 @@ def test_libosdp_runs_many_times_per_poll_and_keeps_no_copy_of_events(tmp_path: 
             polls[0] += sum(f.code == wire.POLL for f in frames.feed(data))
 
     try:
-        cp = rig.gate.cp
-        assert cp is not None
-        rig.bus.tap, runs = tap, cp.runs
+        arbiter = rig.gate.arbiter
+        rig.bus.tap, runs = tap, arbiter.runs
         wait_until(lambda: polls[0] >= 40, what="40 polls")
-        assert (cp.runs - runs) / polls[0] >= 10
+        assert (arbiter.runs - runs) / polls[0] >= 10
         for _ in range(3):
             assert rig.badge("gate-1")
-        assert all(q.empty() for q in cp.event_queue)
+        assert all(q.empty() for panel in rig.gate.panels.values() for q in panel.event_queue)
     finally:
         rig.close()

@@ -37,14 +37,13 @@ from osdp import (
     Event,
     EventNotification,
     LibFlag,
-    LogLevel,
     PDInfo,
     StatusReportType,
 )
 
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.osdp_link import REFRESH_S, BusPanel, SerialChannel
+from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialPort
 from badge_bridge.ingest import Processor
 from badge_bridge.keys import KeyMaterialError, KeyStore
 from firmware_config.profiles import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
@@ -182,27 +181,20 @@ class OsdpBus:
         self.led, self.buzzer = led, buzzer
         """What the readers show and sound for a decision, and their idle LED: firmware.toml's (docs/firmware.md)."""
         self.open_time = {d.key: d.open_time_s for d in config.doors}
-        self.channel = SerialChannel(controller.port or "", controller.baud)
+        self.port = SerialPort(controller.port or "", controller.baud)
+        self.arbiter = BusArbiter(controller.key, self.port)
+        self.panels = self.arbiter.panels
+        """One libosdp control panel per reader in service, by address (osdp_link)."""
         self._port_error: str | None = None
         self._reopen_at = 0.0
         self.readers: dict[int, ReaderState] = {}
-        infos = [info for r in config.readers if r.controller == controller.key and r.osdp_address is not None
-                 if (info := self._enroll(r, keys)) is not None]
+        for reader in config.readers:
+            if reader.controller == controller.key and reader.osdp_address is not None:
+                self._enroll(reader, keys)
         self.by_key = {state.config.key: address for address, state in self.readers.items()}
-        self.order = [info.address for info in infos]
-        self.retry_s = max(RETRY_S, HANDSHAKE_TURNS * len(infos) * (REFRESH_S + HANDSHAKE_FRAME_BYTES * 10
-                                                                   / controller.baud))
+        self.retry_s = max(RETRY_S, HANDSHAKE_TURNS * len(self.panels) * (REFRESH_S + HANDSHAKE_FRAME_BYTES * 10
+                                                                         / controller.baud))
         """How long a reader that could not be brought back is left to reconnect before it is asked again."""
-        self.cp: BusPanel | None = None
-        if infos:
-            try:
-                self.cp = BusPanel(infos, log_level=LogLevel.Warning, event_handler=self._on_event)
-            except Exception as exc:  # noqa: BLE001 - libosdp says only "Exception": the bus is down, not the bridge
-                log.error("OSDP bus %s: libosdp refused the control panel (%s): its readers are out of service",
-                          controller.key, exc)
-                for address in self.order:
-                    self._leave_out(self.readers[address], f"libosdp refused the bus: {exc}")
-                self.order = []
         self.inbox: queue.Queue[tuple[int, dict[str, object]] | None] = queue.Queue()
         self.stats = BusStats()
         self.nonce = secrets.token_hex(4)
@@ -210,9 +202,9 @@ class OsdpBus:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _enroll(self, reader: ReaderConfig, keys: KeyStore) -> PDInfo | None:
-        """The reader's entry for libosdp, or None (and a standing alarm) if it has no usable key: libosdp
-        refuses a whole control panel for one reader without a key when the secure channel is enforced."""
+    def _enroll(self, reader: ReaderConfig, keys: KeyStore) -> None:
+        """The reader's control panel, or, if it has no usable key (libosdp refuses a reader without one when
+        the secure channel is enforced), a standing alarm instead."""
         ctl, key = self.controller, reader.key
         try:
             scbk = keys.osdp_key(key)
@@ -228,7 +220,7 @@ class OsdpBus:
             reader, required=ctl.require_secure or scbk is not None, enrolled=problem is None)
         if problem is not None:
             self._leave_out(state, problem)
-            return None
+            return
         flags = [LibFlag.EnableNotification]
         if reader.install_mode:
             state.install_until = time.monotonic() + ctl.install_window_s
@@ -240,7 +232,14 @@ class OsdpBus:
                         "install_mode", key, until)
         elif ctl.require_secure:
             flags.append(LibFlag.EnforceSecure)
-        return PDInfo(reader.osdp_address, self.channel, scbk=scbk, name=key, flags=flags)
+        address = reader.osdp_address
+        info = PDInfo(address, self.arbiter.channel(address), scbk=scbk, name=key, flags=flags)  # type: ignore[arg-type]
+        try:
+            panel = ReaderPanel(info, self.arbiter.lock, lambda _pd, event: self._on_event(address, event))  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - libosdp says only "Exception"; the reader is out, not the bus
+            self._leave_out(state, f"libosdp refused it ({exc})")
+            return
+        self.arbiter.add(address, panel)  # type: ignore[arg-type]
 
     def _leave_out(self, state: ReaderState, why: str) -> None:
         state.enrolled, state.install_until = False, None
@@ -252,8 +251,7 @@ class OsdpBus:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.cp is not None:
-            self.cp.start()
+        self.arbiter.start()
         thread = threading.Thread(target=self._dispatch_forever, name=f"osdp-{self.controller.key}", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -266,14 +264,13 @@ class OsdpBus:
         self.inbox.put(None)
         for thread in self._threads:
             thread.join(5)
-        if self.cp is not None:
-            self.cp.teardown()
-        self.channel.close()
+        self.arbiter.stop()
+        self.port.close()
 
     # --- libosdp's thread: queue only ----------------------------------------------------------------
 
-    def _on_event(self, pd_index: int, event: dict[str, object]) -> int:
-        self.inbox.put((self.order[pd_index], event))
+    def _on_event(self, address: int, event: dict[str, object]) -> int:
+        self.inbox.put((address, event))
         return 0
 
     # --- the dispatcher: events to the processor, the bus's upkeep ----------------------------------
@@ -302,7 +299,7 @@ class OsdpBus:
             if state.reenable:
                 self._reenable(address, state)
             elif state.enrolled and not state.online and state.retry_at is not None and now >= state.retry_at \
-                    and self.channel.healthy:
+                    and self.port.healthy:
                 self._restart(address, now)
             for condition, incident in state.incidents().items():
                 change = incident.due(now)
@@ -381,9 +378,8 @@ class OsdpBus:
         """Enforce the secure channel from now on; a reader that has not taken its key by the end of the
         window is restarted under enforcement (and so refused)."""
         state.install_until = None
-        assert self.cp is not None
         if state.required and self.controller.require_secure:
-            self.cp.set_flag(address, LibFlag.EnforceSecure)
+            self.panels[address].set_flag(address, LibFlag.EnforceSecure)
         if not state.secure:
             log.error("OSDP reader %s: install mode is over and it never took its key", state.config.key)
             state.refused.trouble(now, "install mode ended before the reader took its key")
@@ -500,12 +496,13 @@ class OsdpBus:
             targets = ([self.by_key[reader]] if reader in self.by_key else
                        [a for a, s in self.readers.items() if s.config.door == command.door])
         for address in targets:
-            state = self.readers[address]
+            state, panel = self.readers[address], self.panels.get(address)
             for osdp_command in self._translate(state.config, command):
-                if self.cp is None or not state.enrolled or not self.cp.submit_command(address, osdp_command):
+                if panel is None or not panel.submit_command(address, osdp_command):
                     log.warning("OSDP reader %s is offline: %s not sent", state.config.key,
                                 osdp_command.get("command"))
                 self.stats.commands += 1
+            self.arbiter.submitted(address)
 
     def _translate(self, reader: ReaderConfig, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown
                    ) -> list[dict[str, object]]:
@@ -532,15 +529,17 @@ class OsdpBus:
     # --- upkeep: a vanished port, a reader that dropped off ------------------------------------------
 
     def _watch_port(self, now: float) -> None:
-        if self.channel.error != self._port_error:
-            self._port_error = self.channel.error
+        if self.port.error != self._port_error:
+            self._port_error = self.port.error
             if self._port_error is not None:
-                log.log(logging.ERROR if self.channel.held else logging.WARNING, "OSDP bus %s: port %s failed: %s",
+                log.log(logging.ERROR if self.port.held else logging.WARNING, "OSDP bus %s: port %s failed: %s",
                         self.controller.key, self.controller.port, self._port_error)
-        if self.channel.healthy or now < self._reopen_at:
+        if self.port.healthy or now < self._reopen_at:
             return
         self._reopen_at = now + REOPEN_S
-        if self.channel.open():
+        with self.arbiter.lock:
+            opened = self.port.open()
+        if opened:
             self._port_error = None
             self.stats.reopened += 1
             log.warning("OSDP bus %s: port %s is back", self.controller.key, self.controller.port)
@@ -551,17 +550,16 @@ class OsdpBus:
         """Ask libosdp to try the reader again now rather than after its own five-minute back-off: disable it
         here, enable it on a later tick once libosdp has done so (it does when the reader's turn on the bus
         comes, which the dispatcher does not wait for)."""
-        assert self.cp is not None
         state = self.readers[address]
         state.retry_at, state.reenable = now + self.retry_s, True
         self.inbox.put((address, {"event": RESTARTING}))  # before anything the disable makes libosdp notify
-        self.cp.disable_pd(address)
+        self.panels[address].disable_pd(address)
         self.stats.recoveries += 1
 
     def _reenable(self, address: int, state: ReaderState) -> None:
-        assert self.cp is not None
-        if not self.cp.is_pd_enabled(address):
-            self.cp.enable_pd(address)
+        panel = self.panels[address]
+        if not panel.is_pd_enabled(address):
+            panel.enable_pd(address)
             state.reenable = False
 
 

@@ -19,13 +19,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from badge_bridge.controllers.osdp_link import REPLY_BIT, FrameSplitter
 from badge_bridge.sim.osdp_reader import MARK, SOM, PtyBus
 
 CRC_INIT = 0x1D0F
 """OSDP's CRC-16 is CRC-CCITT (polynomial 0x1021, MSB first) from 0x1D0F: ``binascii.crc_hqx``."""
 CTRL_SQN, CTRL_CRC, CTRL_SCB = 0x03, 0x04, 0x08
-REPLY_BIT = 0x80
-"""Set in the address byte of every frame a reader sends."""
 
 # Command and reply codes (OSDP 2.2, table 2 and 3) this module needs.
 POLL, ID, CAP, LSTAT, OUT, CHLNG, SCRYPT = 0x60, 0x61, 0x62, 0x64, 0x68, 0x76, 0x77
@@ -46,38 +45,25 @@ class Frame:
     """Carries a security block (part of a handshake, or inside a secure session)."""
     code: int
     size: int
-    """Bytes on the wire, with any mark or junk before the start of message."""
+    """Bytes on the wire, with the mark byte before it, if any."""
 
 
 class Frames:
-    """Splits a byte stream into OSDP frames; bytes that are not a frame are skipped."""
+    """Splits a byte stream into OSDP frames (``FrameSplitter``) and reads their headers."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._split = FrameSplitter()
 
     def feed(self, data: bytes) -> list[Frame]:
-        buf, frames = self._buf, []
-        buf += data
-        while True:
-            i = buf.find(SOM)
-            if i < 0:
-                buf.clear()
-                return frames
-            if len(buf) < i + 6:
-                return frames
-            length = buf[i + 2] | buf[i + 3] << 8
-            if not 8 <= length <= 1500:
-                del buf[: i + 1]  # not a frame after all
-                continue
-            if len(buf) < i + length:
-                return frames
-            frame = bytes(buf[i : i + length])
-            del buf[: i + length]
+        frames = []
+        for raw in self._split.feed(data):
+            frame = raw[1:] if raw[0] == MARK[0] else raw
             ctrl = frame[4]
             secure = bool(ctrl & CTRL_SCB)
             code = frame[5 + frame[5]] if secure else frame[5]  # the code follows any security block
             frames.append(Frame(frame[1] & 0x7F, bool(frame[1] & REPLY_BIT), ctrl & CTRL_SQN, secure, code,
-                                length + i))
+                                len(raw)))
+        return frames
 
 
 def reply_frame(address: int, seq: int, code: int, data: bytes = b"") -> bytes:
