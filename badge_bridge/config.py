@@ -237,6 +237,9 @@ class ControllerConfig(_Model):
     require_secure: bool = True
     """OSDP: refuse to talk to a reader without secure channel (libosdp's EnforceSecure). Turning it off
     is for a bench, never a building."""
+    install_window_s: float = Field(600.0, gt=0, le=86400)
+    """OSDP: how long after the bridge starts a reader with ``install_mode`` may take its key over the default
+    key (which anyone on the bus could do too); then it is enforced like the others."""
     topic: str | None = Field(None, pattern=r"^[^#+\s]{1,128}$")
     """esp-rfid: the device's MQTT base topic (default: the controller key)."""
     device: str | None = Field(None, max_length=64)

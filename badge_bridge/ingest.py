@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 REQUEST_MAX_AGE = timedelta(seconds=10)
 RECENT_IDS = 200_000
 READER_KINDS = {"offline": ("reader.offline", "reader.online"),
-                "secure_channel_failed": ("reader.secure_channel_failed", "reader.secure_channel_ok")}
+                "secure_channel_failed": ("reader.secure_channel_failed", "reader.secure_channel_ok"),
+                "plaintext": ("reader.plaintext", "reader.plaintext_ended")}
 SILENT_START = timedelta(seconds=30)
 """A controller that has said nothing this long after the bridge started is reported offline."""
 Ack = Callable[[], None]

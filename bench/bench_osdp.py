@@ -11,12 +11,14 @@ libosdp peripheral devices with secure channel (``SimReader``), in this process.
   readers on the bus. Split in three from the frames seen on the wire: card queued -> card reply (osdp_RAW)
   at the control panel; card reply -> OUT at the reader (the bridge: libosdp's control panel, the driver,
   the decision and its audit commit); OUT at the reader -> the reader acting on it.
-- the physical limit: once a card is queued, the reader must wait for its next poll (the idle poll period
-  per reader, T, measured on the wire: with N readers the control panel polls them in turn), then its card
-  reply and the control panel's OUT must cross the wire (sizes measured on the wire, 10 bits a byte).
-  The poll arrives uniformly within T, so limit p50 = T/2 + wire and limit p99 = 0.99 T + wire. The POLL's
-  own bytes are part of T; the reader's ACK of the OUT is reported but not in the limit, because the strike
-  is seen when the OUT arrives and the ACK follows it.
+- the wire limit: once a card is queued, the reader must wait for its next poll, which libosdp sends a fixed
+  ``IDLE_POLL_S`` (50 ms) after the reader's last reply, or later when the bus is busy with the other readers'
+  polls (N exchanges of POLL and reply); then the POLL, the card reply (osdp_RAW) and the control panel's OUT
+  must cross the wire, 10 bits a byte at the baud rate (sizes measured on the wire, with secure channel).
+  The poll comes uniformly within that cycle T = max(IDLE_POLL_S + one poll exchange, N poll exchanges), so
+  limit p50 = T/2 + wire and limit p99 = 0.99 T + wire. The reader's ACK of the OUT is not in it: the strike
+  is seen when the OUT arrives. The poll period the control panel really keeps is reported beside it
+  (libosdp's Python binding ran every 20 ms, which stretched it and every exchange; docs/osdp.md).
 
 Prints one JSON object.
 """
@@ -41,9 +43,11 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from badge_bridge import people  # noqa: E402
 from badge_bridge.config import load_config  # noqa: E402
+from badge_bridge.controllers.osdp_link import IDLE_POLL_S  # noqa: E402
 from badge_bridge.db import make_engine, migrate  # noqa: E402
 from badge_bridge.keys import KeyStore  # noqa: E402
 from badge_bridge.sim.broker import Broker  # noqa: E402
+from badge_bridge.sim.osdp_intruder import ACK, OUT, POLL, RAW, Frame, Frames  # noqa: E402
 from badge_bridge.sim.osdp_reader import STRIKE, PtyBus, SimReader  # noqa: E402
 from badge_bridge.site_sync import sync_site  # noqa: E402
 
@@ -56,43 +60,22 @@ READER_REFRESH_S = 0.002
 """The simulated readers' libosdp loop pause: a real reader answers a poll within a few ms (libosdp's Python
 PeripheralDevice would take up to 20 ms, which is the simulator's, not the bridge's, time)."""
 IDLE_S = 3.0
-GOAL_P99_MS = 500
-"""A person at a door notices a strike that takes more than half a second."""
+GOALS_P99_MS = {(115200, 1): 80, (115200, 8): 120, (9600, 1): 180, (9600, 8): 500}
+"""Card at the reader to strike command at the reader, p99 (issue 12): near the wire limit, and never above the
+half second a person at a door notices."""
 BITS_PER_BYTE = 10
 
-SOM = 0x53
-POLL, OUT, ACK, RAW = 0x60, 0x68, 0x40, 0x50
-
-
 class Wire:
-    """The frames on the bus, from the relay's tap: (time delivered, from the panel?, address, code, bytes on
-    the wire including the 0xFF mark the panel puts before each frame)."""
+    """The frames on the bus, from the relay's tap: (time delivered, the frame)."""
 
     def __init__(self) -> None:
-        self.frames: list[tuple[float, bool, int, int, int]] = []
-        self._buf = {True: bytearray(), False: bytearray()}
+        self.frames: list[tuple[float, Frame]] = []
+        self._split = {True: Frames(), False: Frames()}
 
     def __call__(self, src: int, data: bytes, t: float) -> None:
-        from_cp = src == 0
-        buf = self._buf[from_cp]
-        buf += data
-        while True:
-            i = buf.find(SOM)
-            if i < 0 or len(buf) < i + 6:
-                return
-            length = buf[i + 2] | buf[i + 3] << 8
-            if not 8 <= length <= 1500:
-                del buf[: i + 1]  # not a frame after all
-                continue
-            if len(buf) < i + length:
-                return
-            frame = bytes(buf[i : i + length])
-            del buf[: i + length]
-            ctrl = frame[4]
-            code = frame[5 + frame[5]] if ctrl & 0x08 else frame[5]  # the code follows any security block
-            self.frames.append((t, from_cp, frame[1] & 0x7F, code, length + i))
+        self.frames.extend((t, frame) for frame in self._split[src == 0].feed(data))
 
-    def since(self, t0: float) -> list[tuple[float, bool, int, int, int]]:
+    def since(self, t0: float) -> list[tuple[float, Frame]]:
         return [f for f in list(self.frames) if f[0] > t0]
 
 
@@ -159,14 +142,14 @@ def idle(wire: Wire, n: int) -> dict[str, object]:
     """Poll period per reader and the frame sizes of an idle bus, IDLE_S of it."""
     t0 = time.monotonic()
     time.sleep(IDLE_S)
-    frames = [f for f in wire.since(t0) if f[0] <= t0 + IDLE_S]
+    frames = [f for t, f in wire.since(t0) if t <= t0 + IDLE_S]
     polls: dict[int, list[float]] = defaultdict(list)
-    for t, from_cp, addr, code, _size in frames:
-        if from_cp and code == POLL:
-            polls[addr].append(t)
+    for t, frame in wire.since(t0):
+        if t <= t0 + IDLE_S and not frame.reply and frame.code == POLL:
+            polls[frame.address].append(t)
     gaps = [b - a for times in polls.values() for a, b in itertools.pairwise(times)]
-    sizes = {name: Counter(size for _t, from_cp, _a, c, size in frames if from_cp == cp and c == code)
-             for name, cp, code in (("poll", True, POLL), ("poll_ack", False, ACK))}
+    sizes = {name: Counter(f.size for f in frames if f.reply == reply and f.code == code)
+             for name, reply, code in (("poll", False, POLL), ("poll_ack", True, ACK))}
     return {"period_s": statistics.mean(gaps), "polled": sorted(polls) == list(range(1, n + 1)),
             "sizes": {k: v.most_common(1)[0][0] for k, v in sizes.items() if v}}
 
@@ -218,17 +201,17 @@ def run_case(tmp: Path, broker_port: int, baud: int, n: int) -> dict[str, object
     replies: Counter[tuple[int, int]] = Counter()
     for address, t0, t3 in runs:
         total.append(t3 - t0)
-        frames = wire.since(t0)
-        raw = next((f for f in frames if not f[1] and f[2] == address and f[3] == RAW), None)
-        out = next((f for f in frames if raw is not None and f[0] > raw[0] and f[1] and f[2] == address
-                    and f[3] == OUT), None)
+        frames = [(t, f) for t, f in wire.since(t0) if f.address == address]
+        raw = next(((t, f) for t, f in frames if f.reply and f.code == RAW), None)
+        out = next(((t, f) for t, f in frames if raw is not None and t > raw[0] and not f.reply and f.code == OUT),
+                   None)
         if raw is None or out is None:
             continue
-        reply = next((f for f in frames if f[0] > out[0] and not f[1] and f[2] == address), None)
-        raw_sizes[raw[4]] += 1
-        out_sizes[out[4]] += 1
+        reply = next((f for t, f in frames if t > out[0] and f.reply), None)
+        raw_sizes[raw[1].size] += 1
+        out_sizes[out[1].size] += 1
         if reply is not None:
-            replies[(reply[3], reply[4])] += 1
+            replies[(reply.code, reply.size)] += 1
         to_reply.append(raw[0] - t0)
         in_bridge.append(out[0] - raw[0])
         at_reader.append(t3 - out[0])
@@ -237,18 +220,21 @@ def run_case(tmp: Path, broker_port: int, baud: int, n: int) -> dict[str, object
              "card_reply": raw_sizes.most_common(1)[0][0], "out": out_sizes.most_common(1)[0][0],
              "out_reply": reply_size}
     byte_s = BITS_PER_BYTE / baud
-    wire_s = (sizes["card_reply"] + sizes["out"]) * byte_s
-    limit_p50, limit_p99 = period / 2 + wire_s, 0.99 * period + wire_s
+    poll_exchange_s = (sizes["poll"] + sizes["poll_ack"]) * byte_s
+    cycle_s = max(IDLE_POLL_S + poll_exchange_s, n * poll_exchange_s)
+    wire_s = (sizes["poll"] + sizes["card_reply"] + sizes["out"]) * byte_s
+    limit_p50, limit_p99 = cycle_s / 2 + wire_s, 0.99 * cycle_s + wire_s
     p50, p99 = statistics.median(total), pct(total, 0.99)
+    goal = GOALS_P99_MS.get((baud, n))
     return {
         "baud": baud, "readers": n, "samples": len(total), "missed": missed,
         "p50_ms": ms(p50), "p99_ms": ms(p99), "max_ms": ms(max(total)),
-        "limit_p50_ms": ms(limit_p50), "limit_p99_ms": ms(limit_p99),
+        "wire_limit_p50_ms": ms(limit_p50), "wire_limit_p99_ms": ms(limit_p99),
         "ratio_p50": round(p50 / limit_p50, 2), "ratio_p99": round(p99 / limit_p99, 2),
-        "poll_period_per_reader_ms": ms(period), "bus_turn_ms": ms(period / n),
-        "wire_ms": {"card_reply_plus_out": ms(wire_s), "poll": ms(sizes["poll"] * byte_s),
-                    "poll_ack": ms(sizes["poll_ack"] * byte_s),
-                    "out_reply": ms(sizes["out_reply"] * byte_s)},
+        "goal_p99_ms": goal, "meets_goal": goal is not None and p99 * 1000 <= goal and not missed,
+        "poll_cycle_per_reader_ms": {"wire_limit": ms(cycle_s), "measured": ms(period)},
+        "wire_ms": {"poll_card_reply_out": ms(wire_s), "poll": ms(sizes["poll"] * byte_s),
+                    "poll_ack": ms(sizes["poll_ack"] * byte_s), "out_reply": ms(sizes["out_reply"] * byte_s)},
         "out_reply_code": hex(reply_code),
         "frame_bytes": sizes,
         "split_p50_ms": {"card_queued_to_reply_at_panel": ms(statistics.median(to_reply)),
@@ -271,10 +257,8 @@ def main() -> None:
             broker.stop()
     print(json.dumps({
         "bench": "osdp", "presentations_per_case": PRESENTATIONS, "reader_refresh_ms": READER_REFRESH_S * 1000,
-        "cases": cases, "elapsed_s": round(time.monotonic() - started, 1),
-        "goals": {"p99_ms": GOAL_P99_MS, "missed": 0},
-        "meets_goals": {f"{c['baud']}baud_{c['readers']}readers": c["p99_ms"] <= GOAL_P99_MS and c["missed"] == 0
-                        for c in cases},
+        "idle_poll_ms": IDLE_POLL_S * 1000, "cases": cases, "elapsed_s": round(time.monotonic() - started, 1),
+        "meets_goals": all(c["meets_goal"] for c in cases),
     }))
 
 

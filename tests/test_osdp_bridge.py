@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,16 +54,25 @@ class Rig:
         self.start(load_config(site), db_url, keys, READERS)
         wait_until(lambda: all(s.sc_active for s in self.sims.values()), what="secure channel with every reader")
 
-    def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]]) -> None:
-        """Seed Ada (card, PIN, biometric reference), give every reader a key and a simulated PD, start the bridge."""
+    def start(self, config: SiteConfig, db_url: str, keys: KeyStore, readers: dict[str, tuple[int, str]],
+              fresh: Collection[str] = ()) -> None:
+        """Seed Ada (card 12:1001, PIN, biometric reference) and Bob (staff, card 12:1002), give every reader a
+        key and a simulated PD, start the bridge. The ``fresh`` readers are factory-new PDs in install mode
+        (no key yet)."""
         self.config, self.engine, self.keys = config, make_engine(db_url), keys
         with Session(self.engine) as session, session.begin():
             sync_site(session, self.config)
             ada, _ = people.add_person(session, "test", "Ada", levels=["staff", "hall-a-engineers"])
             people.add_credential(session, "test", ada.id, "wiegand26", "12:1001", pepper=keys.pin_pepper(),
                                   pin="4711", biometric_ref="ada")
-        self.sims = {key: SimReader(address, self.bus, keys.new_osdp_key(key, replace=True), kind=kind)
-                     for key, (address, kind) in readers.items()}
+            bob, _ = people.add_person(session, "test", "Bob", levels=["staff"])
+            people.add_credential(session, "test", bob.id, "wiegand26", "12:1002", pepper=keys.pin_pepper())
+            self.ada, self.bob = ada.id, bob.id
+        self.sims: dict[str, SimReader] = {}
+        for key, (address, kind) in readers.items():
+            scbk = keys.new_osdp_key(key, replace=True)
+            self.sims[key] = (SimReader(address, self.bus, None, kind=kind, install_mode=True, enforce_secure=False)
+                              if key in fresh else SimReader(address, self.bus, scbk, kind=kind))
         self.bridge = Bridge(self.config, self.engine, keys)
         self.bridge.start()
 
@@ -209,7 +218,7 @@ def test_a_reader_with_the_wrong_key_is_refused_and_alarmed(tmp_path: Path, sqli
                    what="refusal", timeout=30)
         time.sleep(1.0)
         bus = rig.bridge.buses["ctl-hall-a"]
-        assert not bus.cp.is_online(2) and not bus.cp.is_sc_active(2)
+        assert not bus.panels[2].is_online(2) and not bus.panels[2].is_sc_active(2)
         rig.sims["hall-a-out"].present_card("wiegand26", "12:1001")
         time.sleep(1.0)
         assert not [e for e in rig.entries("access.granted", "access.denied")

@@ -90,7 +90,7 @@ def test_the_adapter_vanishing_takes_the_bus_offline_and_nothing_else(rig: Fault
     rig.bus.unplug()
     wait_until(lambda: rig.open_alarms("reader.offline") >= set(READERS), what="every bus reader offline",
                timeout=30)
-    assert not bus.channel.healthy and bus.channel.error
+    assert not bus.port.healthy and bus.port.error
     assert rig.lobby_grant().door == "main-entrance"  # the rest of the site carries on
     time.sleep(2.5)  # the watchdog tries the missing port a few times meanwhile
     assert bus.stats.reopened == 0
@@ -102,7 +102,7 @@ def test_the_adapter_vanishing_takes_the_bus_offline_and_nothing_else(rig: Fault
     wait_until(lambda: all(s.sc_active for s in rig.sims.values()), what="secure channel again", timeout=30)
     grant = rig.card_and_pin("hall-a-in")
     assert grant is not None and grant["timer_count"] == 40
-    assert all(t.is_alive() for t in bus._threads)  # dispatcher and watchdog survived
+    assert all(t.is_alive() for t in bus._threads)  # the dispatcher survived
     granted = [json.loads(e.detail)["reader"] for e in rig.entries("access.granted")]
     assert granted.count("hall-a-out") == 1 and granted.count("hall-a-in") == 1 and granted.count("main-in") == 2
     online = [json.loads(e.detail)["reader"] for e in rig.entries("reader.online")]
@@ -114,7 +114,8 @@ def test_the_adapter_vanishing_takes_the_bus_offline_and_nothing_else(rig: Fault
 def test_garbage_between_frames_is_survived(tmp_path: Path, sqlite_url: str, broker: Broker,
                                             keys: KeyStore) -> None:
     """Bytes of rubbish on the line between intact frames (a reader's line driver glitching, say): the
-    receivers skip to the next frame and card + PIN keeps getting through, nothing is made up."""
+    receivers skip to the next frame and card + PIN keeps getting through, nothing is made up, and a reader
+    that libosdp drops now and then is not an alarm each time."""
     rig = FaultRig(tmp_path, sqlite_url, broker, keys, junk=0.05)
     try:
         granted, tries = 0, 0
@@ -123,6 +124,8 @@ def test_garbage_between_frames_is_survived(tmp_path: Path, sqlite_url: str, bro
             granted += rig.card_and_pin("hall-a-out" if granted % 2 else "hall-a-in", timeout=5) is not None
         assert granted == 4, f"only {granted} grants in {tries} tries through the garbage"
         assert rig.bus.garbage > 0 and rig.bus.corrupted == 0
+        offline = [a.source for a in rig.alarms() if a.kind == "reader.offline"]
+        assert all(offline.count(key) <= 1 for key in rig.sims), offline  # a flapping reader: one incident
         assert not rig.entries("input.rejected")
         assert {json.loads(e.detail)["reason"] for e in rig.entries("access.granted")} == {"granted"}
         assert not rig.entries("access.denied")

@@ -6,42 +6,46 @@ exactly as an MQTT controller's would: a card (raw Wiegand bits, parity checked 
 a PIN from the keypad, a biometric identity, the door contact and exit button on the reader's inputs,
 tamper. Grants, denies, unlocks and lockdowns come back as output, LED and buzzer commands.
 
+Anyone can put frames on an RS-485 bus, and libosdp hands over what a reader "said" while no secure session
+is up (a reconnection, a handshake) and even lets one plaintext NAK end a session. So a reader's report counts
+only while libosdp has it online with its secure channel up on its own key; anything else is dead-lettered and
+raises ``reader.secure_channel_failed``. A reader without a usable key is left out of the control panel (libosdp
+would refuse the whole bus) with a standing alarm. Alarms are debounced per incident (``Incident``).
+
 libosdp calls back on its own refresh thread and deadlocks if called from there, and a Python exception in
-a channel method wedges it; so callbacks only queue, one dispatcher thread talks to the processor and to
-the control panel, and the serial channel never raises (a vanished port reads as silence, and the watchdog
-reopens it). A reader that drops off is brought back by disabling and re-enabling it, instead of waiting
-out libosdp's five-minute back-off.
+a channel method wedges it; so callbacks only queue, and one dispatcher thread per bus talks to the processor,
+reopens a vanished port, and brings back a reader that dropped off by disabling and re-enabling it (at once
+the first time, then every ``retry_s``) instead of waiting out libosdp's five-minute back-off. Commands are
+submitted from whichever thread decided them (never libosdp's).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-import serial
 from osdp import (
     CardFormat,
-    Channel,
     Command,
     CommandLEDColor,
-    ControlPanel,
     Event,
     EventNotification,
     LibFlag,
-    LogLevel,
     PDInfo,
     StatusReportType,
 )
 
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
+from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialPort
 from badge_bridge.ingest import Processor
-from badge_bridge.keys import KeyStore
+from badge_bridge.keys import KeyMaterialError, KeyStore
 from firmware_config.profiles import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 
 log = logging.getLogger(__name__)
@@ -49,83 +53,28 @@ log = logging.getLogger(__name__)
 PIN_WAIT_S = 10.0
 """How long a card at a keypad or biometric reader waits for its PIN or finger."""
 RETRY_S = 1.0
-"""How soon a reader that dropped off is asked again (libosdp itself drops a reader on one bad frame)."""
-HANDSHAKE_TURNS, HANDSHAKE_FRAME_BYTES, CP_REFRESH_S = 6, 80, 0.02
+"""How soon a reader that could not be brought back is asked again (libosdp drops a reader on one bad frame)."""
+HANDSHAKE_TURNS, HANDSHAKE_FRAME_BYTES = 6, 80
 """A reconnection is a few exchanges (ID, CAP, CHLNG, SCRYPT, ...) of up to ~40-byte frames each way, and
-libosdp's control panel (refreshed every 20 ms) serves the readers of a bus in turn: on a slow bus with many
-readers it takes seconds, and asking again before it is done aborts it, so the retry waits at least that long
-(``OsdpBus.retry_s``)."""
+libosdp's control panel serves the readers of a bus in turn: on a slow bus with many readers it takes seconds,
+and asking again before it is done aborts it, so the retry waits at least that long (``OsdpBus.retry_s``)."""
+OFFLINE_AFTER_S = 3.0
+"""A reader is reported offline once it has been off this long: a dropped frame brings it back well before."""
+WELL_AFTER_S = 10.0
+"""A reported trouble is over once the reader has been well this long; trouble again before is the same
+incident (one alarm for a reader that flaps, or that someone keeps knocking off the bus)."""
+TICK_S = 0.05
+"""The dispatcher's pace when nothing arrives: pending PINs, incidents, retries, the port."""
+REOPEN_S = 1.0
+"""How often a vanished port is tried again."""
 RESTARTING = "bridge.restarting"
-"""Marker the watchdog queues before its own disable of a reader: the dispatcher takes the next secure-channel
+"""Marker queued before the bus's own disable of a reader: the dispatcher takes the next secure-channel
 ended notification of that reader for the disable's doing, not for a refused handshake."""
 BIO_PREFIX = "bio:"
 """libosdp 3.2 has no BIOREAD/BIOMATCH: a biometric reader reports the identity it matched as an ASCII
 read "bio:<identity>" (docs/osdp.md)."""
 KEY_ENTER, KEY_CLEAR = 0x0D, 0x7F
 """OSDP keypad codes for '#' (end of PIN) and '*' (clear)."""
-
-
-class SerialChannel(Channel):  # type: ignore[misc]
-    """libosdp's channel on a pyserial port. Never raises: libosdp's thread wedges on a Python exception.
-    A failed port is closed and reported by ``healthy``; the bus watchdog reopens it."""
-
-    def __init__(self, port: str, baud: int) -> None:
-        super().__init__()
-        self.port, self.baud = port, baud
-        self.ser: serial.Serial | None = None
-        self.error: str | None = None
-        self.open()
-
-    def open(self) -> bool:
-        try:
-            self.ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0)
-            self.error = None
-            return True
-        except (serial.SerialException, OSError) as exc:
-            self.ser, self.error = None, str(exc)
-            return False
-
-    @property
-    def healthy(self) -> bool:
-        return self.ser is not None
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = str(exc)
-        try:
-            if self.ser is not None:
-                self.ser.close()
-        except Exception:  # noqa: BLE001 - closing a dead port may fail in any way
-            pass
-        self.ser = None
-
-    def read(self, max_bytes: int) -> bytes:
-        try:
-            waiting = self.ser.in_waiting if self.ser is not None else 0
-            return self.ser.read(min(waiting, max_bytes)) if waiting else b""  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - see the class docstring
-            self._fail(exc)
-            return b""
-
-    def write(self, buf: bytes) -> int:
-        if self.ser is None:
-            return -1
-        try:
-            return self.ser.write(buf) or 0
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            return -1
-
-    def flush(self) -> None:
-        try:
-            if self.ser is not None:
-                self.ser.reset_input_buffer()
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-
-    def close(self) -> None:
-        if self.ser is not None:
-            self.ser.close()
-            self.ser = None
 
 
 @dataclass
@@ -139,15 +88,76 @@ class Pending:
 
 
 @dataclass
+class Incident:
+    """One kind of trouble of one reader, debounced: reported once it has lasted ``after_s``, over once the
+    reader has been well for ``well_s``; trouble again before then is the same incident."""
+
+    after_s: float
+    well_s: float = WELL_AFTER_S
+    since: float | None = None
+    """When the trouble began (None: well, or not known yet)."""
+    well_since: float | None = None
+    reported: bool | None = None
+    """What the processor was last told: True trouble, False well, None nothing yet."""
+    detail: dict[str, object] = field(default_factory=dict)
+
+    def trouble(self, now: float, why: str | None = None) -> None:
+        if self.since is None:
+            self.since = now
+        self.well_since = None
+        if why is not None:
+            self.detail = {"why": why}
+
+    def well(self, now: float) -> None:
+        if self.well_since is None:
+            self.since, self.well_since = None, now
+
+    def due(self, now: float) -> bool | None:
+        """What to report now: True the trouble, False its end (or, the first time, that all is well), None
+        nothing new."""
+        if self.since is not None and self.reported is not True and now - self.since >= self.after_s:
+            self.reported = True
+            return True
+        if self.well_since is not None and (self.reported is None or
+                                            (self.reported and now - self.well_since >= self.well_s)):
+            self.reported = False
+            return False
+        return None
+
+
+@dataclass
 class ReaderState:
     config: ReaderConfig
+    required: bool
+    """Its reports count only with the secure channel up (the bus requires it, or the reader has a key)."""
+    enrolled: bool
+    """In the control panel (a reader without a usable key is left out)."""
+    install_until: float | None = None
+    """Install mode: it may take its key over the default key until then (monotonic)."""
+    offline: Incident = field(default_factory=lambda: Incident(OFFLINE_AFTER_S))
+    refused: Incident = field(default_factory=lambda: Incident(0.0))
+    """``secure_channel_failed``: a refused handshake, the default key, a report while not secure, no key."""
+    plaintext: Incident = field(default_factory=lambda: Incident(1.0, 0.0))
+    """Running without a secure channel on its own key: install mode, or ``require_secure = false`` (not the
+    moment between a session's end and libosdp taking the reader offline)."""
     inputs: bytes = b""
     tamper: bool = False
     pending: Pending | None = None
     online: bool = False
-    offline_since: float | None = None
+    secure: bool = False
+    """Secure channel up with the reader's own key (not the default SCBK-D)."""
+    retry_at: float | None = None
+    reenable: bool = False
+    """Disabled by the bus to be tried again: enabled once libosdp has it disabled."""
     handshake_failures: int = 0
     restarting: bool = False
+
+    @property
+    def trusted(self) -> bool:
+        return self.online and (self.secure or not self.required)
+
+    def incidents(self) -> dict[str, Incident]:
+        return {"offline": self.offline, "secure_channel_failed": self.refused, "plaintext": self.plaintext}
 
 
 @dataclass
@@ -156,11 +166,13 @@ class BusStats:
     commands: int = 0
     reopened: int = 0
     recoveries: int = 0
+    untrusted: int = 0
+    """Reports dead-lettered because the reader was not online with its secure channel up."""
     errors: list[str] = field(default_factory=list)
 
 
 class OsdpBus:
-    """One RS-485 bus: a libosdp control panel, its readers, a dispatcher thread and a watchdog."""
+    """One RS-485 bus: a libosdp control panel, its readers, and a dispatcher thread."""
 
     def __init__(self, config: SiteConfig, controller: ControllerConfig, processor: Processor, keys: KeyStore,
                  led: LedPatterns = LedPatterns(), buzzer: BuzzerPatterns = BuzzerPatterns()) -> None:
@@ -168,65 +180,105 @@ class OsdpBus:
         self.processor = processor
         self.led, self.buzzer = led, buzzer
         """What the readers show and sound for a decision, and their idle LED: firmware.toml's (docs/firmware.md)."""
-        self.readers = {r.osdp_address: ReaderState(r) for r in config.readers
-                        if r.controller == controller.key and r.osdp_address is not None}
-        self.by_key = {state.config.key: address for address, state in self.readers.items()}
         self.open_time = {d.key: d.open_time_s for d in config.doors}
-        self.channel = SerialChannel(controller.port or "", controller.baud)
-        infos = []
-        for address, state in self.readers.items():
-            flags = [LibFlag.EnableNotification]
-            if controller.require_secure and not state.config.install_mode:
-                flags.append(LibFlag.EnforceSecure)
-            scbk = keys.osdp_key(state.config.key)
-            if scbk is None and controller.require_secure and not state.config.install_mode:
-                log.error("OSDP reader %s has no secure-channel key: run `badge-bridge osdp keygen %s`",
-                          state.config.key, state.config.key)
-            infos.append(PDInfo(address, self.channel, scbk=scbk, name=state.config.key, flags=flags))
-        self.order = [info.address for info in infos]
-        self.retry_s = max(RETRY_S, HANDSHAKE_TURNS * len(infos) * (CP_REFRESH_S + HANDSHAKE_FRAME_BYTES * 10
-                                                                   / controller.baud))
-        """How long a reader that dropped off is left to reconnect before it is asked again (see RETRY_S)."""
-        self.cp = ControlPanel(infos, log_level=LogLevel.Warning, event_handler=self._on_event)
+        self.port = SerialPort(controller.port or "", controller.baud)
+        self.arbiter = BusArbiter(controller.key, self.port)
+        self.panels = self.arbiter.panels
+        """One libosdp control panel per reader in service, by address (osdp_link)."""
+        self._port_error: str | None = None
+        self._reopen_at = 0.0
+        self.readers: dict[int, ReaderState] = {}
+        for reader in config.readers:
+            if reader.controller == controller.key and reader.osdp_address is not None:
+                self._enroll(reader, keys)
+        self.by_key = {state.config.key: address for address, state in self.readers.items()}
+        self.retry_s = max(RETRY_S, HANDSHAKE_TURNS * len(self.panels) * (REFRESH_S + HANDSHAKE_FRAME_BYTES * 10
+                                                                         / controller.baud))
+        """How long a reader that could not be brought back is left to reconnect before it is asked again."""
         self.inbox: queue.Queue[tuple[int, dict[str, object]] | None] = queue.Queue()
-        self.outbox: queue.Queue[tuple[int, dict[str, object]]] = queue.Queue()
         self.stats = BusStats()
         self.nonce = secrets.token_hex(4)
         self._seq = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
+    def _enroll(self, reader: ReaderConfig, keys: KeyStore) -> None:
+        """The reader's control panel, or, if it has no usable key (libosdp refuses a reader without one when
+        the secure channel is enforced), a standing alarm instead."""
+        ctl, key = self.controller, reader.key
+        try:
+            scbk = keys.osdp_key(key)
+        except KeyMaterialError as exc:
+            scbk, problem = None, f"its key is unusable ({exc}): run `badge-bridge osdp keygen {key} --replace`"
+        else:
+            problem = None
+            if scbk is None and reader.install_mode:
+                problem = f"install mode needs the key to hand over: run `badge-bridge osdp keygen {key}`"
+            elif scbk is None and ctl.require_secure:
+                problem = f"it has no secure-channel key: run `badge-bridge osdp keygen {key}`"
+        state = self.readers[reader.osdp_address] = ReaderState(  # type: ignore[index]
+            reader, required=ctl.require_secure or scbk is not None, enrolled=problem is None)
+        if problem is not None:
+            self._leave_out(state, problem)
+            return
+        flags = [LibFlag.EnableNotification]
+        if reader.install_mode:
+            state.install_until = time.monotonic() + ctl.install_window_s
+            until = (datetime.now(UTC) + timedelta(seconds=ctl.install_window_s)).isoformat(timespec="seconds")
+            state.plaintext = Incident(0.0, 0.0)  # raised at once: the window itself is the exposure
+            state.plaintext.trouble(time.monotonic(), f"install mode until {until}: the reader may take its key "
+                                                      "over the default key, and so may anyone on the bus")
+            log.warning("OSDP reader %s is in install mode until %s: keep the bus isolated, then remove "
+                        "install_mode", key, until)
+        elif ctl.require_secure:
+            flags.append(LibFlag.EnforceSecure)
+        address = reader.osdp_address
+        info = PDInfo(address, self.arbiter.channel(address), scbk=scbk, name=key, flags=flags)  # type: ignore[arg-type]
+        try:
+            panel = ReaderPanel(info, self.arbiter.lock, lambda _pd, event: self._on_event(address, event))  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - libosdp says only "Exception"; the reader is out, not the bus
+            self._leave_out(state, f"libosdp refused it ({exc})")
+            return
+        self.arbiter.add(address, panel)  # type: ignore[arg-type]
+
+    def _leave_out(self, state: ReaderState, why: str) -> None:
+        state.enrolled, state.install_until = False, None
+        log.error("OSDP reader %s is out of service: %s", state.config.key, why)
+        now = time.monotonic()
+        state.refused.trouble(now, f"not polled: {why}")
+        state.offline.trouble(now - OFFLINE_AFTER_S)
+
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.cp.start()
-        for name, target in (("dispatch", self._dispatch_forever), ("watchdog", self._watch_forever)):
-            thread = threading.Thread(target=target, name=f"osdp-{self.controller.key}-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.arbiter.start()
+        thread = threading.Thread(target=self._dispatch_forever, name=f"osdp-{self.controller.key}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
         log.info("OSDP bus %s on %s at %d baud: readers %s", self.controller.key, self.controller.port,
-                 self.controller.baud, ", ".join(f"{s.config.key}@{a}" for a, s in self.readers.items()))
+                 self.controller.baud, ", ".join(f"{s.config.key}@{a}" for a, s in self.readers.items()
+                                                 if s.enrolled))
 
     def stop(self) -> None:
         self._stop.set()
         self.inbox.put(None)
         for thread in self._threads:
             thread.join(5)
-        self.cp.teardown()
-        self.channel.close()
+        self.arbiter.stop()
+        self.port.close()
 
     # --- libosdp's thread: queue only ----------------------------------------------------------------
 
-    def _on_event(self, pd_index: int, event: dict[str, object]) -> int:
-        self.inbox.put((self.order[pd_index], event))
+    def _on_event(self, address: int, event: dict[str, object]) -> int:
+        self.inbox.put((address, event))
         return 0
 
-    # --- the dispatcher: events to the processor, commands to the readers ----------------------------
+    # --- the dispatcher: events to the processor, the bus's upkeep ----------------------------------
 
     def _dispatch_forever(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self.inbox.get(timeout=0.05)
+                item = self.inbox.get(timeout=TICK_S)
             except queue.Empty:
                 item = ()
             if item is None:
@@ -234,21 +286,26 @@ class OsdpBus:
             try:
                 if item:
                     self._handle(*item)
-                self._expire_pending()
-                self._send_queued()
+                self._tick(time.monotonic())
             except Exception:  # a bug must not stop the bus
                 log.exception("OSDP bus %s: handling %r failed", self.controller.key, item)
 
-    def _send_queued(self) -> None:
-        while True:
-            try:
-                address, command = self.outbox.get_nowait()
-            except queue.Empty:
-                return
-            if not self.cp.submit_command(address, command):
-                log.warning("OSDP reader %s is offline: %s not sent", self.readers[address].config.key,
-                            command.get("command"))
-            self.stats.commands += 1
+    def _tick(self, now: float) -> None:
+        self._expire_pending()
+        self._watch_port(now)
+        for address, state in self.readers.items():
+            if state.install_until is not None and now >= state.install_until:
+                self._end_install_mode(address, state, now)
+            if state.reenable:
+                self._reenable(address, state)
+            elif state.enrolled and not state.online and state.retry_at is not None and now >= state.retry_at \
+                    and self.port.healthy:
+                self._restart(address, now)
+            for condition, incident in state.incidents().items():
+                change = incident.due(now)
+                if change is not None:
+                    self.processor.reader_condition(self.controller.key, state.config.key, condition, change,
+                                                    incident.detail if change else None)
 
     def _next_id(self) -> str:
         self._seq += 1
@@ -262,39 +319,95 @@ class OsdpBus:
             return
         self.stats.events += 1
         if kind == Event.Notification:
-            self._notification(state, event)
+            self._notification(address, state, event)
+        elif kind not in (Event.CardRead, Event.KeyPress, Event.Status):
+            return
+        elif not state.trusted:
+            self._untrusted(state, event)
         elif kind == Event.CardRead:
             self._card(state, event)
         elif kind == Event.KeyPress:
             self._keys(state, bytes(event.get("data", b"")))  # type: ignore[arg-type]
-        elif kind == Event.Status:
+        else:
             self._status(state, event)
 
-    def _notification(self, state: ReaderState, event: dict[str, object]) -> None:
-        reader = state.config.key
+    def _notification(self, address: int, state: ReaderState, event: dict[str, object]) -> None:
+        now = time.monotonic()
         if event.get("type") == EventNotification.PeripheralDeviceStatus:
-            state.online = event.get("arg0") == 1
-            state.offline_since = None if state.online else time.monotonic()
+            was, state.online = state.online, event.get("arg0") == 1
             if state.online:
-                state.handshake_failures, state.restarting = 0, False
-            self.processor.reader_condition(self.controller.key, reader, "offline", not state.online)
+                state.handshake_failures, state.restarting, state.retry_at = 0, False, None
+                state.offline.well(now)
+            else:
+                state.offline.trouble(now)
+                if was:
+                    state.retry_at = now  # dropped while online (one bad frame will do): ask again at once
+                elif state.retry_at is None:
+                    state.retry_at = now + self.retry_s
         elif event.get("type") == EventNotification.SecureChannelStatus:
             active, default_key = event.get("arg0") == 1, event.get("arg1") == 1
-            if active and default_key and not state.config.install_mode:
-                self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", True,
-                                                {"why": "the reader is on the default key (SCBK-D)"})
-            elif active:
-                self.processor.reader_condition(self.controller.key, reader, "secure_channel_failed", False)
+            state.secure = active and not default_key
+            if active and default_key and state.install_until is None:
+                state.refused.trouble(now, "the reader is on the default key (SCBK-D)")
+            elif state.secure:
+                state.refused.well(now)
+                if state.install_until is not None:
+                    log.info("OSDP reader %s has its key: install mode is over for it", state.config.key)
+                    self._end_install_mode(address, state, now)
             elif state.restarting:
-                state.restarting = False  # the watchdog's own disable ended it: no failure
+                state.restarting = False  # the bus's own disable ended it: no failure
             elif not state.online:
                 # A handshake that failed before the reader came online: once may be line noise, twice in a
-                # row is a wrong key (or none). A session lost while online is the offline alarm's business.
+                # row is a wrong key (or none), or someone else answering. A session lost while online is the
+                # offline incident's business.
                 state.handshake_failures += 1
                 if state.handshake_failures >= 2:
-                    self.processor.reader_condition(
-                        self.controller.key, reader, "secure_channel_failed", True,
-                        {"why": "secure channel refused twice: wrong key, or no key on the reader"})
+                    state.refused.trouble(now, "secure channel refused twice: wrong key, no key on the reader, "
+                                               "or another device answering for it")
+        self._check_plaintext(state, now)
+
+    def _check_plaintext(self, state: ReaderState, now: float) -> None:
+        if state.install_until is not None:
+            return  # install mode is plaintext for its whole window (set when it began)
+        if state.online and not state.secure:
+            state.plaintext.trouble(now, "online without a secure channel on its own key")
+        else:
+            state.plaintext.well(now)
+
+    def _end_install_mode(self, address: int, state: ReaderState, now: float) -> None:
+        """Enforce the secure channel from now on; a reader that has not taken its key by the end of the
+        window is restarted under enforcement (and so refused)."""
+        state.install_until = None
+        if state.required and self.controller.require_secure:
+            self.panels[address].set_flag(address, LibFlag.EnforceSecure)
+        if not state.secure:
+            log.error("OSDP reader %s: install mode is over and it never took its key", state.config.key)
+            state.refused.trouble(now, "install mode ended before the reader took its key")
+            self._restart(address, now)
+        self._check_plaintext(state, now)
+
+    def _untrusted(self, state: ReaderState, event: dict[str, object]) -> None:
+        """A report from a reader that is not online with its secure channel up: it may not be the reader at
+        all (libosdp hands over what was said during a reconnection), so it is never acted on."""
+        self.stats.untrusted += 1
+        reader, kind = state.config.key, event.get("event")
+        what = {Event.CardRead: "card read", Event.KeyPress: "key presses"}.get(kind,  # type: ignore[call-overload]
+                                                                                "status report")
+        why = "offline" if not state.online else "without its secure channel"
+        summary: dict[str, object] = {"reader": reader, "report": what, "reader_state": why,
+                                      "at": datetime.now(UTC).isoformat()}  # each one its own dead letter
+        if kind == Event.CardRead:
+            summary.update(bits=event.get("length"), data=bytes(event.get("data", b"")).hex())  # type: ignore[arg-type]
+        elif kind == Event.KeyPress:
+            summary["keys"] = len(bytes(event.get("data", b"")))  # type: ignore[arg-type] - never the digits
+        else:
+            summary.update(type=event.get("type"), data=bytes(event.get("report", b"")).hex())  # type: ignore[arg-type]
+        self.processor.reject(self.controller.key, "reader_not_secure",
+                              f"reader {reader}: {what} while the reader is {why}: not acted on (another device "
+                              "on the bus, or a reader that lost its session)",
+                              json.dumps(summary).encode(), where=f"osdp:{self.controller.key}:{reader}", ack=None)
+        state.refused.trouble(time.monotonic(), f"a {what} came while the reader was {why}: someone else may "
+                                                "be on the bus")
 
     def _card(self, state: ReaderState, event: dict[str, object]) -> None:
         data, bits = bytes(event.get("data", b"")), int(event.get("length", 0))  # type: ignore[call-overload]
@@ -375,7 +488,7 @@ class OsdpBus:
     # --- commands from the processor -----------------------------------------------------------------
 
     def send(self, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
-        """Queue the OSDP commands for a bridge command (sent by the dispatcher, never on libosdp's thread)."""
+        """Submit the OSDP commands for a bridge command; the control panel sends them on its next run."""
         if isinstance(command, c.Lockdown):
             targets = [a for a, s in self.readers.items() if s.config.door in command.doors]
         else:
@@ -383,8 +496,13 @@ class OsdpBus:
             targets = ([self.by_key[reader]] if reader in self.by_key else
                        [a for a, s in self.readers.items() if s.config.door == command.door])
         for address in targets:
-            for osdp_command in self._translate(self.readers[address].config, command):
-                self.outbox.put((address, osdp_command))
+            state, panel = self.readers[address], self.panels.get(address)
+            for osdp_command in self._translate(state.config, command):
+                if panel is None or not panel.submit_command(address, osdp_command):
+                    log.warning("OSDP reader %s is offline: %s not sent", state.config.key,
+                                osdp_command.get("command"))
+                self.stats.commands += 1
+            self.arbiter.submitted(address)
 
     def _translate(self, reader: ReaderConfig, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown
                    ) -> list[dict[str, object]]:
@@ -408,39 +526,41 @@ class OsdpBus:
             return [_output(reader.output, 1, 0), led_command(LOCKDOWN)]
         return [led_command(self.led.idle)]
 
-    # --- the watchdog: a vanished port, a reader that dropped off -------------------------------------
+    # --- upkeep: a vanished port, a reader that dropped off ------------------------------------------
 
-    def _watch_forever(self) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                self._watch()
-            except Exception:  # noqa: BLE001 - the watchdog must keep watching
-                log.exception("OSDP bus %s: watchdog step failed", self.controller.key)
-
-    def _watch(self) -> None:
-        if not self.channel.healthy:
-            if self.channel.open():
-                self.stats.reopened += 1
-                log.warning("OSDP bus %s: port %s is back", self.controller.key, self.controller.port)
-                for address, state in self.readers.items():
-                    state.offline_since = time.monotonic()  # the next try a whole retry_s after this one
-                    self._restart(address)
+    def _watch_port(self, now: float) -> None:
+        if self.port.error != self._port_error:
+            self._port_error = self.port.error
+            if self._port_error is not None:
+                log.log(logging.ERROR if self.port.held else logging.WARNING, "OSDP bus %s: port %s failed: %s",
+                        self.controller.key, self.controller.port, self._port_error)
+        if self.port.healthy or now < self._reopen_at:
             return
-        now = time.monotonic()
-        for address, state in self.readers.items():
-            if state.offline_since is not None and now - state.offline_since >= self.retry_s:
-                state.offline_since = now
-                self._restart(address)
+        self._reopen_at = now + REOPEN_S
+        with self.arbiter.lock:
+            opened = self.port.open()
+        if opened:
+            self._port_error = None
+            self.stats.reopened += 1
+            log.warning("OSDP bus %s: port %s is back", self.controller.key, self.controller.port)
+            for state in self.readers.values():
+                state.retry_at = now
 
-    def _restart(self, address: int) -> None:
-        """Ask libosdp to try the reader again now rather than after its own five-minute back-off."""
+    def _restart(self, address: int, now: float) -> None:
+        """Ask libosdp to try the reader again now rather than after its own five-minute back-off: disable it
+        here, enable it on a later tick once libosdp has done so (it does when the reader's turn on the bus
+        comes, which the dispatcher does not wait for)."""
+        state = self.readers[address]
+        state.retry_at, state.reenable = now + self.retry_s, True
         self.inbox.put((address, {"event": RESTARTING}))  # before anything the disable makes libosdp notify
-        self.cp.disable_pd(address)
-        deadline = time.monotonic() + 2
-        while self.cp.is_pd_enabled(address) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.cp.enable_pd(address)
+        self.panels[address].disable_pd(address)
         self.stats.recoveries += 1
+
+    def _reenable(self, address: int, state: ReaderState) -> None:
+        panel = self.panels[address]
+        if not panel.is_pd_enabled(address):
+            panel.enable_pd(address)
+            state.reenable = False
 
 
 def _text(fmt: object, data: bytes, bits: int) -> str | None:

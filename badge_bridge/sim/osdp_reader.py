@@ -463,7 +463,8 @@ class SimReader:
     device path. ``scbk=None`` with ``install_mode=True`` is a factory-fresh reader that accepts a key from
     the control panel (KEYSET); the key it receives is kept in ``self.scbk`` and survives ``restart()``.
     ``refresh_s`` is the pause of the reader's libosdp loop, so how long it takes to answer a poll and to act
-    on a command: libosdp's own 20 ms by default; a real reader answers within a few ms.
+    on a command: 5 ms by default, as a real reader answers within a few ms (libosdp's Python loop pauses 20 ms,
+    and on a multi-drop bus such a slow reader misses frames: libosdp's control panel then drops it).
     """
 
     def __init__(
@@ -478,7 +479,7 @@ class SimReader:
         inputs: int = 4,
         walk_through: bool = True,
         endpoint: int | None = None,
-        refresh_s: float = 0.020,
+        refresh_s: float = 0.005,
     ) -> None:
         if kind not in ("card", "keypad", "biometric"):
             raise ValueError(f"reader kind {kind!r}: expected card, keypad or biometric")
