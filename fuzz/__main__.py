@@ -57,12 +57,14 @@ def human(report: dict[str, Any]) -> str:
                   f"  bus: {live['bus']['probe_grants']} genuine grants, {live['bus']['probe_failures']} probe "
                   f"failures; grants: {live['audit_log']['grants']}"]
         for sig, f in live["findings"].items():
-            lines.append(f"  finding {sig} x{f['count']}: {f['examples'][0]['topic']} {f['examples'][0]['payload'][:90]}")
+            example = f["examples"][0]
+            lines.append(f"  finding {sig} x{f['count']}: {example['topic']} {example['payload'][:90]}")
     for target, result in report.get("coverage", {}).items():
         lines.append(f"coverage {target}: {result.get('execs', 0):,} inputs in {result.get('seconds', 0)}s, "
                      f"{len(result.get('findings', {}))} findings")
         for sig, f in result.get("findings", {}).items():
-            lines.append(f"  {sig} x{f['count']}" + (f" -> {f['id']}" if "id" in f else " (not kept: needs the inputs before it)"))
+            kept = f" -> {f['id']}" if "id" in f else " (not kept: needs the inputs before it)"
+            lines.append(f"  {sig} x{f['count']}{kept}")
     lines.append(f"crashers in fuzz/crashers: {report['crashers']}; targets met: {report['targets_met']}")
     return "\n".join(lines)
 
@@ -85,12 +87,13 @@ def main() -> None:
     logging.getLogger("badge_bridge").setLevel(logging.CRITICAL)  # the oracle's own bridge code, refusing input
     preset = QUICK if args.quick else FULL
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    out = args.out or ROOT / "var" / "fuzz" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out = (args.out or ROOT / "var" / "fuzz" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     report: dict[str, Any] = {"quick": args.quick, "seed": seed}
     if not args.no_live:
-        settings = Settings(messages=args.messages or preset["messages"], bus_bytes=args.bus_bytes or preset["bus_bytes"],
+        settings = Settings(messages=args.messages or preset["messages"],
+                            bus_bytes=args.bus_bytes or preset["bus_bytes"],
                             max_seconds=args.max_seconds or preset["max_seconds"], out=out / "live", db=args.db,
                             seed=seed, audit_every=preset["audit_every"], max_incidents=args.max_incidents)
         report["live"] = Harness(settings).run()

@@ -32,7 +32,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge.config import load_config
@@ -98,15 +98,15 @@ class Findings:
 class Observer:
     """What the bridge says on MQTT: committed events (``bridge/events``) and commands to controllers."""
 
-    def __init__(self, port: int, enrolled: dict[int, str]) -> None:
-        self.enrolled = enrolled
+    def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
         self.committed: set[str] = set()
         """Ids of probe events seen committed."""
         self.kinds: Counter[str] = Counter()
         self.grant_requests: set[str] = set()
         self.commands: Counter[str] = Counter()
-        self.garbage_commands: list[dict[str, Any]] = []
+        self.garbage_commands = 0
+        self.garbage_examples: list[dict[str, Any]] = []
         self.esp_commands: Counter[str] = Counter()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-observer-{os.getpid()}",
                                   protocol=mqtt.MQTTv5)
@@ -136,8 +136,10 @@ class Observer:
                 if kind == "grant":
                     if str(body.get("request", "")).startswith("probe-"):
                         self.grant_requests.add(body["request"])
-                    elif len(self.garbage_commands) < 20:
-                        self.garbage_commands.append(body)
+                    else:
+                        self.garbage_commands += 1
+                        if len(self.garbage_examples) < EXAMPLES:
+                            self.garbage_examples.append(body)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -270,7 +272,7 @@ class Harness:
         self.judge = Judge(self.site, self.scratch, stall_s=2.0)
         self.bridge = Bridge(self.site, self.out)
         self.bridge.start()
-        self.observer = Observer(self.broker.port, self.enrolled)
+        self.observer = Observer(self.broker.port)
         self.publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-publisher-{os.getpid()}",
                                      protocol=mqtt.MQTTv5)
         self.publisher.max_inflight_messages_set(1000)
@@ -500,48 +502,63 @@ class Harness:
         with Session(self.engine) as session:
             kinds = dict(session.execute(select(AuditEntry.kind, func.count()).group_by(AuditEntry.kind)).all())
             rejected: Counter[str] = Counter()
-            for detail, in session.execute(select(AuditEntry.detail).where(AuditEntry.kind == "input.rejected")):
+            rejections = select(AuditEntry.detail).where(AuditEntry.kind == "input.rejected")
+            for detail, in session.execute(rejections.execution_options(yield_per=5000)):
                 rejected[json.loads(detail).get("code", "?")] += 1
             grants: Counter[str] = Counter()
-            garbage: list[dict[str, Any]] = []
+            garbage, examples = 0, []
             for source, subject, detail in session.execute(
                     select(AuditEntry.source, AuditEntry.subject, AuditEntry.detail)
                     .where(AuditEntry.kind == "access.granted")):
                 who = self.enrolled.get(json.loads(subject).get("person"), "unknown card")
                 offline = bool(json.loads(detail).get("offline"))
                 grants[f"{who}{' (offline, recorded)' if offline else ''} via {source}"] += 1
-                if who != "probe" and not offline and len(garbage) < 20:
-                    garbage.append({"source": source, "subject": json.loads(subject), "detail": json.loads(detail)})
-            rows = session.execute(select(DeadLetter.source, DeadLetter.payload)).all()
-        with_pin = [(topic, payload) for topic, payload in rows if PIN_TEXT.search(payload)]
-        oversized = [(topic, payload) for topic, payload in rows if len(payload) > STORED_MAX]
-        for problem, found in (("secret_stored:dead_letter", with_pin), ("unbounded_dead_letter", oversized)):
-            for topic, payload in found[:EXAMPLES]:  # stored whole: the stored payload is the input
+                if who != "probe" and not offline:
+                    garbage += 1
+                    if len(examples) < EXAMPLES:
+                        examples.append({"source": source, "subject": json.loads(subject),
+                                         "detail": json.loads(detail)})
+            stored = Counter[str]()
+            kept: dict[str, list[tuple[str, bytes]]] = {"secret_stored:dead_letter": [], "unbounded_dead_letter": []}
+            rows = select(DeadLetter.source, DeadLetter.payload).execution_options(yield_per=1000)
+            for topic, payload in session.execute(rows):
+                stored.update(rows=1, bytes=len(payload))
+                stored["max_row_bytes"] = max(stored["max_row_bytes"], len(payload))
+                for problem, broken in (("secret_stored:dead_letter", PIN_TEXT.search(payload)),
+                                        ("unbounded_dead_letter", len(payload) > STORED_MAX)):
+                    if broken:
+                        stored[problem] += 1
+                        if len(kept[problem]) < EXAMPLES:
+                            kept[problem].append((topic, payload))
+        for problem, found in kept.items():
+            for topic, payload in found:  # stored whole: the stored payload is the input
                 if self.findings.add(problem, topic, payload, "audit log"):
                     self._keep(topic, payload, problem)
-        sizes = [len(payload) for _, payload in rows]
         return {
             "entries_by_kind": kinds,
             "rejections_audited_by_code": dict(rejected),
             "grants": dict(grants),
             "garbage_grants": garbage,
-            "dead_letters": {"rows": len(rows), "bytes": sum(sizes), "max_row_bytes": max(sizes, default=0),
-                             f"rows_over_{STORED_MAX}_bytes": sum(1 for n in sizes if n > STORED_MAX),
-                             "rows_with_a_pin": len(with_pin)},
+            "garbage_grant_examples": examples,
+            "dead_letters": {"rows": stored["rows"], "bytes": stored["bytes"], "max_row_bytes": stored["max_row_bytes"],
+                             f"rows_over_{STORED_MAX}_bytes": stored["unbounded_dead_letter"],
+                             "rows_with_a_pin": stored["secret_stored:dead_letter"]},
         }
 
     def _report(self, rss_before: int | None, rss_after: int | None, final: dict[str, bool]) -> dict[str, Any]:
         audit = self._audit_log()
-        report_ = verify(self.engine, self.config.database_url(), KeyStore(self.config.keys_dir()).trusted_public_keys())
+        trusted = KeyStore(self.config.keys_dir()).trusted_public_keys()
+        report_ = verify(self.engine, self.config.database_url(), trusted)
         counted = dict(self.bridge.counted)
         uncounted = {code: n - counted.get(code, 0) for code, n in audit["rejections_audited_by_code"].items()
                      if n > counted.get(code, 0)}
-        garbage_grants = len(audit["garbage_grants"]) + len(self.observer.garbage_commands)
+        garbage_grants = audit["garbage_grants"] + self.observer.garbage_commands
         unacked = sum(sum(a["culprits"].values()) for a in self.unacked) + sum(
             sum(i["culprits"].values()) for i in self.incidents)
         crashes = sum(1 for i in self.incidents if i["kind"] == "crash")
         stalls = len(self.incidents) - crashes
-        rss = [life["rss_kib"] for life in self.bridge.lives]
+        rss = [{"pid": life["pid"], "ended": life["ended"], "first": life["rss_kib"][0], "last": life["rss_kib"][-1],
+                "max": max(filter(None, life["rss_kib"]), default=None)} for life in self.bridge.lives]
         summary = {
             "crashes": crashes, "stalls": stalls, "unacked": unacked, "garbage_grants": garbage_grants,
             "rejections_uncounted": sum(uncounted.values()), "final_probes_answered": all(final.values()),
@@ -558,8 +575,10 @@ class Harness:
                          "max_seconds": self.s.max_seconds},
             "mqtt": {"payloads_sent": self.sent, "by_template": dict(self.sent_by_template), "rounds": self.rounds,
                      "probes": self.probes, "max_commit_gap_s": round(self.max_commit_gap_s, 1),
-                     "commands_seen": dict(self.observer.commands), "esp_commands_seen": dict(self.observer.esp_commands),
-                     "garbage_grant_commands": self.observer.garbage_commands},
+                     "commands_seen": dict(self.observer.commands),
+                     "esp_commands_seen": dict(self.observer.esp_commands),
+                     "garbage_grant_commands": self.observer.garbage_commands,
+                     "garbage_grant_command_examples": self.observer.garbage_examples},
             "bus": {"bytes_sent": self.attacker.bytes, "frames_heard": self.attacker.heard,
                     "sent_by_kind": dict(self.attacker.sent), "probe_grants": self.bus_probe.ok,
                     "probe_failures": self.bus_probe.failed,

@@ -128,15 +128,13 @@ def contract_breaches(kind: str, payload: bytes, now: datetime) -> list[str]:
     return out
 
 
-def _card_number(payload: bytes) -> str | None:
-    """The number of an ASCII-format card in a credential message, if it is one."""
+def _object(payload: bytes) -> dict[str, Any]:
+    """The payload's JSON object, or an empty one."""
     try:
-        card = json.loads(payload).get("card")
-    except (ValueError, RecursionError, AttributeError):
-        return None
-    if isinstance(card, dict) and card.get("format") == "ascii" and isinstance(card.get("number"), str):
-        return card["number"]
-    return None
+        msg = json.loads(payload)
+    except (ValueError, RecursionError):
+        return {}
+    return msg if isinstance(msg, dict) else {}
 
 
 def _walk(value: Any) -> list[tuple[str, Any]]:
@@ -224,7 +222,7 @@ class Oracle:
         verdict = Verdict(topic, payload)
         problems = verdict.problems
         seen, n_commands = len(self.committed), len(self.commands)
-        counted = sum(self.processor.counters.dead_letters.values())
+        counted_before = sum(self.processor.counters.dead_letters.values())
         with Session(self.engine) as session:
             last_row = session.scalar(select(func.max(DeadLetter.id))) or 0
         acks: list[int] = []
@@ -244,7 +242,7 @@ class Oracle:
         verdict.committed = [e.kind for e in events]
         self._stored(verdict, events, last_row)
         stored = sum(1 for e in events if e.kind == "input.rejected")
-        counted = sum(self.processor.counters.dead_letters.values()) - counted
+        counted = sum(self.processor.counters.dead_letters.values()) - counted_before
         if stored > counted:
             problems.append("uncounted_rejection")
         rejected = stored or counted  # a replayed rejection is counted, its dead letter not stored twice
@@ -274,10 +272,11 @@ class Oracle:
         if kind == "controller-event" and controller in self.foreign:
             verdict.problems.append(f"foreign_topic:{self.foreign[controller]} controller {controller}")
         breaches = contract_breaches(kind, verdict.payload, now)
-        card = _card_number(verdict.payload)
-        if card is not None and not ASCII_NUMBER.fullmatch(card):
-            breaches.append("ascii_card_number_not_printable")  # canonical() let it through to decide()
-        if kind == "controller-event" and controller not in offline and b'"offline"' in verdict.payload:
+        msg = _object(verdict.payload)
+        card = msg.get("card") if isinstance(msg.get("card"), dict) else {}
+        if card.get("format") == "ascii" and not ASCII_NUMBER.fullmatch(str(card.get("number"))):
+            breaches.append("ascii_card_number_not_printable")  # cards.canonical() let it through to decide()
+        if kind == "controller-event" and isinstance(msg.get("offline"), dict) and controller not in offline:
             breaches.append("offline_decision_while_online")
         verdict.problems += [f"off_contract:{breach}" for breach in breaches]
 

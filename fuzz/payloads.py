@@ -329,7 +329,8 @@ class Mutator:
         if not paths:
             return msg, ""
         path = self.rng.choice(paths)
-        name, op = self.rng.choice(self._tree_ops) if self.rng.random() < 0.95 else ("huge", lambda m, p: self.rng.choice(HUGE))
+        name, op = (self.rng.choice(self._tree_ops) if self.rng.random() < 0.95
+                    else ("huge", lambda m, p: self.rng.choice(HUGE)))
         if name == "delete":
             return op(msg, path), f"delete({path[-1]})"
         copy = deepcopy(msg)
@@ -373,7 +374,8 @@ class Mutator:
         elif choice == 1:
             card = {"format": "wiegand26", "number": self.rng.choice(SPECIAL_STRINGS[10:18])}
         elif choice == 2:
-            card = {"format": "ascii", "number": self.rng.choice(["A\n", "A B", "\x7f", "é", "A" * 65, "\u0000", "a\ud800"])}
+            card = {"format": "ascii",
+                    "number": self.rng.choice(["A\n", "A B", "\x7f", "é", "A" * 65, "\u0000", "a\ud800"])}
         elif choice == 3:
             card = {**card, "format": "wiegand26", "number": "12:3456", "raw_hex": "0123", "bits": 26}
         elif choice == 4:

@@ -40,7 +40,8 @@ class Cards:
         # ASCII for the probe: 16 random lower-case hex digits, which no fuzzed card guesses and an esp-rfid
         # device can hold (the probe may pass the NOC door, whose esp-rfid gets the card in its user list).
         # Wiegand 26 for the victim, what an OSDP reader sends as raw bits.
-        return Cards(probe=secrets.token_hex(8), victim=f"{secrets.randbelow(200) + 50}:{secrets.randbelow(60000) + 2000}")
+        victim = f"{secrets.randbelow(200) + 50}:{secrets.randbelow(60000) + 2000}"
+        return Cards(probe=secrets.token_hex(8), victim=victim)
 
 
 def write_site(directory: Path, db_url: str, *, broker_port: int = 1883, osdp_port: str = "/dev/null") -> Path:

@@ -59,7 +59,7 @@ class Crasher:
                 return m.group(0)
             moved = (ts + delta).replace(tzinfo=None)
             digits = len(text.partition(".")[2])
-            out = moved.isoformat(timespec="microseconds")[:20 + digits] if digits else moved.isoformat(timespec="seconds")
+            out = moved.isoformat(timespec="microseconds" if digits else "seconds")[:20 + digits if digits else None]
             return f'"{out}{zone}"'.encode()
 
         def epoch(m: re.Match[bytes]) -> bytes:
