@@ -7,7 +7,7 @@ CONFIG ?= site.example.toml
 
 DEBIAN_PACKAGES := mosquitto chromium fonts-dejavu-core poppler-utils
 
-.PHONY: demo test bench clean system-packages
+.PHONY: demo test bench fuzz clean system-packages
 
 ## Debian packages the demo and the tests run for real (a broker); installed only where missing.
 system-packages:
@@ -37,6 +37,19 @@ test: system-packages $(STAMP)
 ## make bench: every benchmark under bench/, each printing one JSON object.
 bench: system-packages $(STAMP)
 	@for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+FUZZ_ARGS ?=
+
+# atheris only as a wheel: never compiled here (it would need clang and libFuzzer).
+$(FUZZ_STAMP): $(STAMP)
+	$(PY) -m pip install -q --only-binary atheris -e '.[test,fuzz]'
+	touch $(FUZZ_STAMP)
+
+## make fuzz: hostile MQTT payloads and RS-485 bytes against the bridge process, then the coverage-guided
+## fuzzer over the parsers (docs/fuzz.md); not part of make test. FUZZ_ARGS="--quick" for a smoke check.
+fuzz: system-packages $(FUZZ_STAMP)
+	$(PY) -m fuzz $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) var/ .pytest_cache build *.egg-info
