@@ -73,7 +73,7 @@ def dead_letter(source: str, code: str, reason: str, payload: bytes, *, where: s
 
 def _source_name(source: str) -> str:
     """A source id the Event accepts, whatever a hostile sender put in a topic."""
-    clean = "".join(ch if ch.isalnum() or ch in "_.:@-" else "_" for ch in source)[:100]
+    clean = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "_.:@-" else "_" for ch in source)[:100]
     return clean if clean and clean[0].isalnum() else f"x{clean}"[:100]
 
 

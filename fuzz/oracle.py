@@ -202,6 +202,10 @@ class Oracle:
         self.driver = MqttDriver(self.config, self.processor)
         self.esp_topics = set(self.driver.esp_by_topic)
         self.foreign = {ctl.key: ctl.kind for ctl in self.config.controllers if ctl.kind != "mqtt"}
+        self.heard_since: dict[str, datetime] = {}
+        """Controllers the processor holds online, since when (as seen between messages): an offline decision
+        dated after that, past the grace margin, is one the controller cannot have made."""
+        self.grace = timedelta(seconds=self.config.ingest.offline_grace_s)
         self.broken = False
         self.writer.start()
 
@@ -226,7 +230,12 @@ class Oracle:
         with Session(self.engine) as session:
             last_row = session.scalar(select(func.max(DeadLetter.id))) or 0
         acks: list[int] = []
-        now, offline = datetime.now(UTC), {k for k, online in self.processor.online.items() if not online}
+        now = datetime.now(UTC)
+        for key, online in list(self.processor.online.items()):
+            if online:
+                self.heard_since.setdefault(key, now)
+            else:
+                self.heard_since.pop(key, None)
         try:
             self.driver._route(topic, payload, lambda: acks.append(1))
         except Exception as exc:  # noqa: BLE001 - what escapes here is the finding
@@ -249,7 +258,7 @@ class Oracle:
         if any(isinstance(cmd, c.Grant) for cmd in self.commands[n_commands:]):
             problems.append("garbage_grant")
         if not rejected and not any(p.startswith("exception:") for p in problems):
-            self._accepted(verdict, now, offline)
+            self._accepted(verdict, now)
         return verdict
 
     def _stored(self, verdict: Verdict, events: list[Event], last_row: int) -> None:
@@ -263,7 +272,7 @@ class Oracle:
         if any(PIN_TEXT.search((e.subject_json + e.detail_json).encode()) for e in events):
             verdict.problems.append("secret_stored:audit_log")
 
-    def _accepted(self, verdict: Verdict, now: datetime, offline: set[str]) -> None:
+    def _accepted(self, verdict: Verdict, now: datetime) -> None:
         """An accepted message: was it one the contract refuses?"""
         kind = topic_kind(verdict.topic, self.driver.prefix, self.esp_topics)
         if kind in ("esp-rfid", "other") or not verdict.payload:
@@ -276,7 +285,9 @@ class Oracle:
         card = msg.get("card") if isinstance(msg.get("card"), dict) else {}
         if card.get("format") == "ascii" and not ASCII_NUMBER.fullmatch(str(card.get("number"))):
             breaches.append("ascii_card_number_not_printable")  # cards.canonical() let it through to decide()
-        if kind == "controller-event" and isinstance(msg.get("offline"), dict) and controller not in offline:
+        heard, ts = self.heard_since.get(controller), _time(msg.get("ts"))
+        if (kind == "controller-event" and isinstance(msg.get("offline"), dict) and heard is not None
+                and ts is not None and ts >= heard + self.grace):
             breaches.append("offline_decision_while_online")
         verdict.problems += [f"off_contract:{breach}" for breach in breaches]
 

@@ -49,43 +49,7 @@ F = {
     "N5": "N5 unacked: a non-ASCII letter in a topic's device name makes dead_letter raise InvalidEvent",
 }
 """Finding ids: F from issue 12, N found by the fuzzer (docs/fuzz.md)."""
-FINDINGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "cards-4aebdadda9": (F["F12"], DATABASES),
-    "cards-dea3e04123": (F["F12"], DATABASES),
-    "contract-01f7f6c2a4": (F["F14"], DATABASES),
-    "contract-40d8b1ddd8": (F["F11"], DATABASES),
-    "contract-7498ea01a7": (F["F13"], DATABASES),
-    "contract-c623b9f84e": (F["F11"], DATABASES),
-    "contract-ccdf561e09": (F["F11"], DATABASES),
-    "contract-daa5af6314": (F["F10"], DATABASES),
-    "esp_rfid-8c2f30fb2d": (F["F07"], DATABASES),
-    "esp_rfid-f2339ccf3c": (F["N2"], DATABASES),
-    "esp_rfid-fc778b8e86": (F["F06"], DATABASES),
-    "message-01f7f6c2a4": (F["F14"], DATABASES),
-    "message-0a9c62a1d9": (F["N3"], DATABASES),
-    "message-113d6ef0c3": (F["N2"], DATABASES),
-    "message-1aa1e8804f": (F["F08"], DATABASES),
-    "message-2bc2e6fc78": (F["F12"], DATABASES),
-    "message-4847804eac": (F["N4"], DATABASES),
-    "message-53aab42395": (F["F04"], DATABASES),
-    "message-59eb24a4ed": (F["F03"], DATABASES),
-    "message-5c576cbb4c": (F["F15"], DATABASES),
-    "message-7498ea01a7": (F["F13"], DATABASES),
-    "message-793440ee5a": (F["F16"], DATABASES),
-    "message-8a93e990c3": (F["F01"], DATABASES),
-    "message-8c2f30fb2d": (F["F07"], DATABASES),
-    "message-8fed930eda": (F["F02"], PG),
-    "message-aaf6bb5d05": (F["F05"], DATABASES),
-    "message-c623b9f84e": (F["F11"], DATABASES),
-    "message-c87cb966ba": (F["F09"], DATABASES),
-    "message-daa5af6314": (F["F10"], DATABASES),
-    "message-fb937b8234": (F["N1"], DATABASES),
-    "message-fc778b8e86": (F["F06"], DATABASES),
-    "message-issue12-esp-surrogate-key": (F["F01"], DATABASES),
-    "message-issue12-pg-nul-field-name": (F["F02"], PG),
-    "records-4d386af056": (F["N5"], DATABASES),
-    "records-60cd4c61eb": (F["F09"], DATABASES),
-}
+FINDINGS: dict[str, tuple[str, tuple[str, ...]]] = {}
 """Crasher id -> (finding, the databases it fails on today): strict xfails until the fix."""
 CRASHERS = store.load()
 

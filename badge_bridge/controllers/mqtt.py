@@ -73,6 +73,11 @@ class MqttDriver:
         self.esp_tampered: set[str] = set()
         """esp-rfid devices whose own tamper flag is up (see ``esp_rfid.parse``)."""
         self.reader_of = {r.controller: r for r in config.readers}
+        self.heard_elsewhere = {key: f"an esp-rfid device: the bridge reads it only on its own topics "
+                                     f"({esp_rfid.topics(ctl.topic or key).events})" for key, ctl in self.esp.items()}
+        self.heard_elsewhere |= {ctl.key: f"an OSDP bus: the bridge hears its readers only on {ctl.port}"
+                                 for ctl in config.controllers if ctl.kind == "osdp"}
+        """Controllers that do not speak the contract: a message on their contract topics is an impostor's."""
 
     def _status(self, online: bool) -> str:
         return c.BridgeStatus(online=online, instance=self.config.site.instance,
@@ -175,10 +180,9 @@ class MqttDriver:
         if topic in self.esp_by_topic:
             self._esp(*self.esp_by_topic[topic], topic, payload, ack)
             return
-        if parts[0] == "controllers" and source in self.esp:
-            p.reject(source, "unknown_topic", f"{source} is an esp-rfid device: the bridge reads it only on its own "
-                     f"topics ({esp_rfid.topics(self.esp[source].topic or source).events}), never in the contract's "
-                     f"format", payload, where=topic, ack=ack)
+        if parts[0] == "controllers" and source in self.heard_elsewhere:
+            p.reject(source, "unknown_topic", f"{source} is {self.heard_elsewhere[source]}, never on the contract's "
+                     f"topics", payload, where=topic, ack=ack)
             return
         try:
             if len(parts) == 3 and parts[0] == "controllers" and parts[2] == "events":
