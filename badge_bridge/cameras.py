@@ -56,6 +56,10 @@ Emitted = list[tuple[Event, Effect | None]]
 SendRequest = Callable[[str, c.EvidenceRequest], None]
 
 
+MAX_EPISODE = timedelta(days=1)
+"""Longer than any motion episode a camera reports; an earlier ``started`` is a broken or hostile worker
+(and would overflow the correlator's time arithmetic)."""
+
 class CameraRejected(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
@@ -107,6 +111,9 @@ class CameraDesk:
         if msg.started > msg.ts:
             raise CameraRejected("invalid_message", f"motion started {msg.started.isoformat()}, after its own "
                                                     f"time {msg.ts.isoformat()}")
+        if msg.ts - msg.started > MAX_EPISODE:
+            raise CameraRejected("invalid_message", f"motion started {msg.started.isoformat()}, more than "
+                                                    f"{MAX_EPISODE} before its own time {msg.ts.isoformat()}")
         eid = f"{camera}:{msg.id}"
         if door is not None:
             # The correlator pairs an episode by its start; only the end is told by its own time.

@@ -78,7 +78,7 @@ class Versioned(BaseModel):
     """Strict: a number where the schema says string (or a string for a number) is refused, not coerced. A
     message must name its contract version; the bridge's own, built in Python, get it by default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=_v_required)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, json_schema_extra=_v_required)
     v: Version = VERSION
 
     @model_validator(mode="after")
@@ -99,7 +99,7 @@ class Message(Versioned):
 class Card(BaseModel):
     """A card read, either decoded by the controller or as the raw Wiegand bits (the bridge decodes them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     format: CardFormat | None = None
     number: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,64}$")
     """ASCII only, no spaces: "12:1001" must not also arrive as "١٢:١٠٠١" or "12:1001 "."""
@@ -118,7 +118,7 @@ class Card(BaseModel):
 class Biometric(BaseModel):
     """The reader's own match result; the template never leaves the reader."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     match: bool
     ref: str | None = Field(None, max_length=128)
     """The enrolled identity the reader matched, compared with the credential's biometric reference."""
@@ -128,7 +128,7 @@ class Biometric(BaseModel):
 class OfflineDecision(BaseModel):
     """A decision the controller made alone while the bridge was unreachable, reported afterwards."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     granted: bool
     reason: str = Field(max_length=64)
     sync_version: str | None = Field(None, max_length=64)
@@ -232,7 +232,7 @@ command = TypeAdapter(Command)
 
 
 class SyncSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     tz: str
     intervals: list[tuple[int, int, int]]
     """(weekday 0=Monday, start minute, end minute), end exclusive."""
@@ -240,7 +240,7 @@ class SyncSchedule(BaseModel):
 
 
 class SyncDoor(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     factors: list[Literal["card", "pin", "biometric"]]
     two_person: bool = False
     two_person_window_s: float = 30.0
@@ -248,7 +248,7 @@ class SyncDoor(BaseModel):
 
 
 class SyncEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     card: str = Field(pattern=r"^[0-9a-f]{64}$")
     """HMAC-SHA256, under the controller's sync key, of ``format:number`` (the card itself is not sent)."""
     doors: dict[str, list[str]]
@@ -357,7 +357,7 @@ class Motion(Message):
 
 
 class EvidenceItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     kind: Literal["snapshot", "clip"]
     sha256: Sha256
     """Of the plain content; the file is stored encrypted under this name in the evidence store."""
@@ -381,7 +381,7 @@ class SeenFace(BaseModel):
     """A face the camera saw: its 128-number encoding goes to the bridge, which holds the enrolled ones and
     compares; it is never stored or logged (the audit log keeps distances only)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     frame: int = Field(ge=0, le=100)
     """Which examined frame (faces of one frame are different people)."""
     t: Timestamp
