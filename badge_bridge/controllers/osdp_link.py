@@ -117,16 +117,18 @@ class SerialPort:
             pass
         self.ser = None
 
-    def pump(self, owner: int | None) -> bool:
-        """Read what has arrived and keep the replies from reader ``owner``: True if one came."""
+    def _read(self, max_bytes: int) -> bytes:
         try:
-            waiting = self.ser.in_waiting if self.ser is not None else 0
-            data = self.ser.read(waiting) if waiting else b""  # type: ignore[union-attr]
+            waiting = min(self.ser.in_waiting, max_bytes) if self.ser is not None else 0
+            return self.ser.read(waiting) if waiting else b""  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - see the class docstring
             self._fail(exc)
-            return False
+            return b""
+
+    def pump(self, owner: int | None) -> bool:
+        """Read what has arrived and keep the replies from reader ``owner``: True if one came."""
         got = False
-        for frame in self._frames.feed(data, time.monotonic()):
+        for frame in self._frames.feed(self._read(65536), time.monotonic()):
             head = frame[1] if frame[0] == SOM else frame[2]
             if owner is not None and head == owner | REPLY_BIT:
                 self.inbound[owner] += frame
@@ -148,6 +150,25 @@ class SerialPort:
         if self.ser is not None:
             self.ser.close()
             self.ser = None
+
+
+class SerialChannel(SerialPort, Channel):  # type: ignore[misc]
+    """The whole port as one libosdp channel, for a plain multi-reader ControlPanel: the firmware tool's short
+    sessions (firmware_config/devices.py), which need neither the arbiter's speed nor its filtering."""
+
+    def __init__(self, port: str, baud: int) -> None:
+        Channel.__init__(self)
+        SerialPort.__init__(self, port, baud)
+
+    def read(self, max_bytes: int) -> bytes:
+        return self._read(max_bytes)
+
+    def flush(self) -> None:
+        try:
+            if self.ser is not None:
+                self.ser.reset_input_buffer()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
 
 
 class ReaderChannel(Channel):  # type: ignore[misc]
