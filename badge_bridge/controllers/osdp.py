@@ -490,7 +490,7 @@ class OsdpBus:
     # --- commands from the processor -----------------------------------------------------------------
 
     def send(self, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
-        """Submit the OSDP commands for a bridge command; the control panel sends them on its next run."""
+        """Submit the OSDP commands for a bridge command; the arbiter sends them at the next free moment."""
         if isinstance(command, c.Lockdown):
             targets = [a for a, s in self.readers.items() if s.config.door in command.doors]
         else:
@@ -504,7 +504,8 @@ class OsdpBus:
                     log.warning("OSDP reader %s is offline: %s not sent", state.config.key,
                                 osdp_command.get("command"))
                 self.stats.commands += 1
-            self.arbiter.submitted(address)
+            if panel is not None:
+                self.arbiter.submitted(address)
 
     def _translate(self, reader: ReaderConfig, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown
                    ) -> list[dict[str, object]]:
