@@ -1,4 +1,4 @@
-"""The OSDP driver: one libosdp control panel per RS-485 bus, on pyserial (see docs/osdp.md).
+"""The OSDP driver: RS-485 buses of OSDP readers, with libosdp control panels on pyserial (see docs/osdp.md).
 
 Each ``kind = "osdp"`` controller of the site file is a bus (``port``, ``baud``); its readers are the
 peripheral devices (``osdp_address``). What a reader reports becomes a contract message for the processor,
@@ -9,14 +9,15 @@ tamper. Grants, denies, unlocks and lockdowns come back as output, LED and buzze
 Anyone can put frames on an RS-485 bus, and libosdp hands over what a reader "said" while no secure session
 is up (a reconnection, a handshake) and even lets one plaintext NAK end a session. So a reader's report counts
 only while libosdp has it online with its secure channel up on its own key; anything else is dead-lettered and
-raises ``reader.secure_channel_failed``. A reader without a usable key is left out of the control panel (libosdp
-would refuse the whole bus) with a standing alarm. Alarms are debounced per incident (``Incident``).
+raises ``reader.secure_channel_failed``. A reader without a usable key is left out (libosdp refuses a control
+panel for it) with a standing alarm. Alarms are debounced per incident (``Incident``).
 
-libosdp calls back on its own refresh thread and deadlocks if called from there, and a Python exception in
-a channel method wedges it; so callbacks only queue, and one dispatcher thread per bus talks to the processor,
-reopens a vanished port, and brings back a reader that dropped off by disabling and re-enabling it (at once
-the first time, then every ``retry_s``) instead of waiting out libosdp's five-minute back-off. Commands are
-submitted from whichever thread decided them (never libosdp's).
+libosdp calls back from inside its refresh (on the bus arbiter's thread, osdp_link) and deadlocks if called
+from there, and a Python exception in a channel method wedges it; so callbacks only queue, and one dispatcher
+thread per bus talks to the processor, reopens a vanished port, and brings back a reader that dropped off by
+disabling and re-enabling it (at once the first time, then every ``retry_s``) instead of waiting out libosdp's
+five-minute back-off. Commands are submitted from whichever thread decided them (never the arbiter's), and
+the arbiter sends them at the next free moment on the line.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from osdp import (
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialPort
+from badge_bridge.controllers.osdp_link import SerialChannel as SerialChannel  # the firmware tool's (devices.py)
 from badge_bridge.ingest import Processor
 from badge_bridge.keys import KeyMaterialError, KeyStore
 from firmware_config.profiles import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
@@ -168,11 +170,11 @@ class BusStats:
     recoveries: int = 0
     untrusted: int = 0
     """Reports dead-lettered because the reader was not online with its secure channel up."""
-    errors: list[str] = field(default_factory=list)
 
 
 class OsdpBus:
-    """One RS-485 bus: a libosdp control panel, its readers, and a dispatcher thread."""
+    """One RS-485 bus: its readers, a libosdp control panel for each run by the bus's arbiter (osdp_link), and
+    a dispatcher thread."""
 
     def __init__(self, config: SiteConfig, controller: ControllerConfig, processor: Processor, keys: KeyStore,
                  led: LedPatterns = LedPatterns(), buzzer: BuzzerPatterns = BuzzerPatterns()) -> None:
@@ -205,7 +207,8 @@ class OsdpBus:
     def _enroll(self, reader: ReaderConfig, keys: KeyStore) -> None:
         """The reader's control panel, or, if it has no usable key (libosdp refuses a reader without one when
         the secure channel is enforced), a standing alarm instead."""
-        ctl, key = self.controller, reader.key
+        ctl, key, address = self.controller, reader.key, reader.osdp_address
+        assert address is not None
         try:
             scbk = keys.osdp_key(key)
         except KeyMaterialError as exc:
@@ -216,8 +219,8 @@ class OsdpBus:
                 problem = f"install mode needs the key to hand over: run `badge-bridge osdp keygen {key}`"
             elif scbk is None and ctl.require_secure:
                 problem = f"it has no secure-channel key: run `badge-bridge osdp keygen {key}`"
-        state = self.readers[reader.osdp_address] = ReaderState(  # type: ignore[index]
-            reader, required=ctl.require_secure or scbk is not None, enrolled=problem is None)
+        state = self.readers[address] = ReaderState(reader, required=ctl.require_secure or scbk is not None,
+                                                    enrolled=problem is None)
         if problem is not None:
             self._leave_out(state, problem)
             return
@@ -232,14 +235,13 @@ class OsdpBus:
                         "install_mode", key, until)
         elif ctl.require_secure:
             flags.append(LibFlag.EnforceSecure)
-        address = reader.osdp_address
-        info = PDInfo(address, self.arbiter.channel(address), scbk=scbk, name=key, flags=flags)  # type: ignore[arg-type]
+        info = PDInfo(address, self.arbiter.channel(address), scbk=scbk, name=key, flags=flags)
         try:
-            panel = ReaderPanel(info, self.arbiter.lock, lambda _pd, event: self._on_event(address, event))  # type: ignore[arg-type]
+            panel = ReaderPanel(info, self.arbiter.lock, lambda _pd, event: self._on_event(address, event))
         except Exception as exc:  # noqa: BLE001 - libosdp says only "Exception"; the reader is out, not the bus
             self._leave_out(state, f"libosdp refused it ({exc})")
             return
-        self.arbiter.add(address, panel)  # type: ignore[arg-type]
+        self.arbiter.add(address, panel)
 
     def _leave_out(self, state: ReaderState, why: str) -> None:
         state.enrolled, state.install_until = False, None
@@ -267,7 +269,7 @@ class OsdpBus:
         self.arbiter.stop()
         self.port.close()
 
-    # --- libosdp's thread: queue only ----------------------------------------------------------------
+    # --- the arbiter's thread, inside libosdp: queue only --------------------------------------------
 
     def _on_event(self, address: int, event: dict[str, object]) -> int:
         self.inbox.put((address, event))
@@ -488,7 +490,7 @@ class OsdpBus:
     # --- commands from the processor -----------------------------------------------------------------
 
     def send(self, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
-        """Submit the OSDP commands for a bridge command; the control panel sends them on its next run."""
+        """Submit the OSDP commands for a bridge command; the arbiter sends them at the next free moment."""
         if isinstance(command, c.Lockdown):
             targets = [a for a, s in self.readers.items() if s.config.door in command.doors]
         else:
@@ -502,7 +504,8 @@ class OsdpBus:
                     log.warning("OSDP reader %s is offline: %s not sent", state.config.key,
                                 osdp_command.get("command"))
                 self.stats.commands += 1
-            self.arbiter.submitted(address)
+            if panel is not None:
+                self.arbiter.submitted(address)
 
     def _translate(self, reader: ReaderConfig, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown
                    ) -> list[dict[str, object]]:

@@ -77,9 +77,10 @@ class FrameSplitter:
 class SerialPort:
     """The bus's pyserial port, opened exclusively (a second process on the bus would answer for readers and
     garble every frame). Never raises: libosdp wedges on a Python exception in a channel. A failed port is
-    closed and reported by ``healthy`` and ``error``; the bus reopens it. What the readers send is split into
-    frames and kept per reader address; anything else (noise, frames for addresses not on the bus, commands
-    of another control panel) is dropped and counted in ``stray``."""
+    closed and reported by ``healthy`` and ``error``; the bus reopens it. What arrives is split into frames,
+    and the replies of the reader whose exchange is on the line are kept for its panel; anything else (noise,
+    a reader speaking out of turn, frames for addresses not on the bus, another control panel's commands) is
+    dropped and counted in ``stray``: on a half-duplex bus a reader speaks only when asked."""
 
     def __init__(self, port: str, baud: int) -> None:
         self.port, self.baud = port, baud
@@ -116,21 +117,22 @@ class SerialPort:
             pass
         self.ser = None
 
-    def pump(self) -> list[int]:
-        """Read what has arrived and file each reply frame under its reader; the addresses that got one."""
+    def _read(self, max_bytes: int) -> bytes:
         try:
-            waiting = self.ser.in_waiting if self.ser is not None else 0
-            data = self.ser.read(waiting) if waiting else b""  # type: ignore[union-attr]
+            waiting = min(self.ser.in_waiting, max_bytes) if self.ser is not None else 0
+            return self.ser.read(waiting) if waiting else b""  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - see the class docstring
             self._fail(exc)
-            return []
-        got = []
-        for frame in self._frames.feed(data, time.monotonic()):
+            return b""
+
+    def pump(self, owner: int | None) -> bool:
+        """Read what has arrived and keep the replies from reader ``owner``: True if one came."""
+        got = False
+        for frame in self._frames.feed(self._read(65536), time.monotonic()):
             head = frame[1] if frame[0] == SOM else frame[2]
-            inbound = self.inbound.get(head & 0x7F)
-            if head & REPLY_BIT and inbound is not None:
-                inbound += frame
-                got.append(head & 0x7F)
+            if owner is not None and head == owner | REPLY_BIT:
+                self.inbound[owner] += frame
+                got = True
             else:
                 self.stray += 1
         return got
@@ -150,9 +152,28 @@ class SerialPort:
             self.ser = None
 
 
+class SerialChannel(SerialPort, Channel):  # type: ignore[misc]
+    """The whole port as one libosdp channel, for a plain multi-reader ControlPanel: the firmware tool's short
+    sessions (firmware_config/devices.py), which need neither the arbiter's speed nor its filtering."""
+
+    def __init__(self, port: str, baud: int) -> None:
+        Channel.__init__(self)
+        SerialPort.__init__(self, port, baud)
+
+    def read(self, max_bytes: int) -> bytes:
+        return self._read(max_bytes)
+
+    def flush(self) -> None:
+        try:
+            if self.ser is not None:
+                self.ser.reset_input_buffer()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+
+
 class ReaderChannel(Channel):  # type: ignore[misc]
-    """libosdp's channel for one reader: it reads only that reader's frames, and tells the arbiter when its
-    control panel starts an exchange."""
+    """libosdp's channel for one reader: it reads only that reader's replies to the exchange on the line, and
+    tells the arbiter when its control panel starts one."""
 
     def __init__(self, port: SerialPort, address: int, on_write: Callable[[int, int], None]) -> None:
         super().__init__()
@@ -165,6 +186,7 @@ class ReaderChannel(Channel):  # type: ignore[misc]
         return data
 
     def write(self, buf: bytes) -> int:
+        self._inbound.clear()  # a new exchange: nothing said before it answers it
         self._on_write(self.address, len(buf))
         return self.port.write(buf)
 
@@ -259,7 +281,7 @@ class BusArbiter:
         one starts an exchange (a reader with a command waiting first)."""
         self.runs += 1
         owner = self._owner
-        if owner in self.port.pump():
+        if self.port.pump(owner):
             self._owner_done = True
         if owner is not None:
             self.panels[owner].ctx.refresh()  # it takes the reply

@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -65,6 +66,7 @@ from osdp import (
 )
 
 from badge_bridge.cards import encode_wiegand
+from badge_bridge.controllers.osdp_link import FrameSplitter
 
 DOOR_CONTACT = 0
 """Input number of the door contact (1 = open)."""
@@ -83,6 +85,8 @@ SOM = b"\x53"
 """OSDP start-of-message byte: every frame begins with it."""
 MARK = b"\xff"
 """The mark byte libosdp's control panel sends before each frame's SOM."""
+SLOWEST_BAUD = 9600
+"""A frame that has not come whole in the time it takes at this speed was noise (FrameSplitter)."""
 
 
 class PtyBus:
@@ -400,18 +404,33 @@ class PtyBus:
 
 
 class _FdChannel(Channel):
-    """libosdp Channel over a raw tty fd, non-blocking. Never raises: libosdp cannot handle exceptions here."""
+    """libosdp Channel over a raw tty fd, non-blocking. Never raises: libosdp cannot handle exceptions here.
+
+    Hands libosdp one frame per read: libosdp 3.2.9's PD loses a frame that arrives in the same read as a
+    frame for another reader (it drops the rest of the read when it skips the first), which on a busy
+    multi-drop bus is its own poll now and then. A real reader's UART interrupt takes bytes as they come.
+    """
 
     def __init__(self, fd: int) -> None:
         super().__init__()
         self.fd = fd
         os.set_blocking(fd, False)
+        self._split = FrameSplitter(SLOWEST_BAUD)
+        self._frames: deque[bytes] = deque()
 
     def read(self, max_bytes: int) -> bytes:
-        try:
-            return os.read(self.fd, max_bytes)
-        except OSError:
+        if not self._frames:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:
+                data = b""
+            self._frames.extend(self._split.feed(data, time.monotonic()))
+        if not self._frames:
             return b""
+        frame = self._frames.popleft()
+        if len(frame) > max_bytes:
+            self._frames.appendleft(frame[max_bytes:])
+        return frame[:max_bytes]
 
     def write(self, buf: bytes) -> int:
         try:
@@ -420,6 +439,7 @@ class _FdChannel(Channel):
             return -1
 
     def flush(self) -> None:
+        self._frames.clear()
         try:
             while os.read(self.fd, 4096):
                 pass
@@ -431,10 +451,13 @@ class _DaemonPD(PeripheralDevice):
     """PeripheralDevice whose refresh thread is a daemon, so a test that dies early cannot hang the interpreter.
 
     Same loop as ``PeripheralDevice.start`` (libosdp 3.2.9), which creates a non-daemon thread, except that
-    the pause between refreshes is ``refresh_s`` (libosdp's is 20 ms).
+    the pause between refreshes is ``refresh_s`` (libosdp's is 20 ms), and each wake runs libosdp ``BURST``
+    times: it takes one frame per run, and on a busy multi-drop bus every reader hears every other reader's
+    polls too (a real reader takes each frame as it arrives; one run per wake falls behind and misses polls).
     """
 
     refresh_s = 0.020
+    BURST = 4
 
     def start(self) -> None:
         self.event = threading.Event()
@@ -448,7 +471,8 @@ class _DaemonPD(PeripheralDevice):
     def _refresh_forever(self, event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
         while not event.is_set():
             with lock:
-                ctx.refresh()
+                for _ in range(self.BURST):
+                    ctx.refresh()
             time.sleep(self.refresh_s)
 
 
