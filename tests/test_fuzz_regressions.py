@@ -47,6 +47,9 @@ F = {
     "N3": "N3 topics: a contract message on the OSDP bus controller's MQTT topic is taken as from the bus",
     "N4": "N4 secret: a PIN in a wrongly typed field is quoted by the validation error into the audit log",
     "N5": "N5 unacked: a non-ASCII letter in a topic's device name makes dead_letter raise InvalidEvent",
+    "N6": "N6 contract: an ASCII card number ending in a newline is accepted (cards.ASCII_RE: match with $)",
+    "N7": "N7 contract: NaN and Infinity, which are not JSON, are accepted as numbers",
+    "N8": "N8 unacked: camera motion that started in year 1 raises OverflowError in correlate.covering",
 }
 """Finding ids: F from issue 12, N found by the fuzzer (docs/fuzz.md)."""
 FINDINGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -64,14 +67,18 @@ FINDINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "message-01f7f6c2a4": (F["F14"], DATABASES),
     "message-0a9c62a1d9": (F["N3"], DATABASES),
     "message-113d6ef0c3": (F["N2"], DATABASES),
+    "message-18ad9d3b6b": (F["N6"], DATABASES),
     "message-1aa1e8804f": (F["F08"], DATABASES),
     "message-2bc2e6fc78": (F["F12"], DATABASES),
     "message-4847804eac": (F["N4"], DATABASES),
+    "message-4d386af056": (F["N5"], DATABASES),
     "message-53aab42395": (F["F04"], DATABASES),
+    "message-5494e61489": (F["N7"], DATABASES),
     "message-59eb24a4ed": (F["F03"], DATABASES),
     "message-5c576cbb4c": (F["F15"], DATABASES),
     "message-7498ea01a7": (F["F13"], DATABASES),
     "message-793440ee5a": (F["F16"], DATABASES),
+    "message-8672e66edd": (F["N8"], DATABASES),
     "message-8a93e990c3": (F["F01"], DATABASES),
     "message-8c2f30fb2d": (F["F07"], DATABASES),
     "message-8fed930eda": (F["F02"], PG),
