@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +84,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="run folder (default var/fuzz/<time>)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the run stops its bridge, broker and bus rather than orphaning them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("badge_bridge").setLevel(logging.CRITICAL)  # the oracle's own bridge code, refusing input
     preset = QUICK if args.quick else FULL

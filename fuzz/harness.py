@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,47 +256,50 @@ class Harness:
 
     # --- set up and tear down ------------------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def _setup(self, stack: ExitStack) -> None:
+        """Start everything, each part's stop registered as it starts (so a failure half-way stops the rest)."""
         self.broker = Broker(self.out / "mosquitto")
         self.broker.start()
+        stack.callback(self.broker.stop)
         self.bus = PtyBus(len(OSDP_READERS) + 1)
+        stack.callback(self.bus.close)
         self.scratch = Scratch(self.s.db, self.out / "scratch")
         """Databases of the oracle's, and on PostgreSQL the bridge's own."""
+        stack.callback(self.scratch.close)
         db_url = f"sqlite:///{self.out / 'bridge.db'}" if self.s.db == "sqlite" else self.scratch.new()
         self.site = write_site(self.out, db_url, broker_port=self.broker.port, osdp_port=self.bus.cp_link)
         self.engine, self.enrolled = prepare(self.site, self.cards)
+        stack.callback(self.engine.dispose)
         self.config = load_config(self.site)
         keys = KeyStore(self.config.keys_dir())
-        self.readers = {key: SimReader(address, self.bus, keys.osdp_key(key), kind=kind, walk_through=False,
-                                       endpoint=address)
-                        for key, (address, kind) in OSDP_READERS.items()}
+        self.readers = {}
+        for key, (address, kind) in OSDP_READERS.items():
+            self.readers[key] = SimReader(address, self.bus, keys.osdp_key(key), kind=kind, walk_through=False,
+                                          endpoint=address)
+            stack.callback(self.readers[key].stop)
         self.judge = Judge(self.site, self.scratch, stall_s=2.0)
+        stack.callback(self.judge.close)
         self.bridge = Bridge(self.site, self.out)
+        stack.callback(self.bridge.kill)
         self.bridge.start()
         self.observer = Observer(self.broker.port)
+        stack.callback(self.observer.close)
         self.publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-publisher-{os.getpid()}",
                                      protocol=mqtt.MQTTv5)
         self.publisher.max_inflight_messages_set(1000)
         self.publisher.connect("127.0.0.1", self.broker.port)
         self.publisher.loop_start()
+        stack.callback(self.publisher.loop_stop)
         self.attacker = Attacker(self.bus, len(OSDP_READERS) + 1, self.cards.victim, VICTIM_PIN, self.s.seed,
                                  self.s.bus_bytes, self.deadline)
+        stack.callback(self.attacker.close)
         self.bus_probe = Probe(self.readers, self.cards.probe, PROBE_PIN)
-
-    def _teardown(self) -> None:
-        for closer in (self.bridge.kill, self.attacker.close, self.publisher.loop_stop, self.observer.close,
-                       *(r.stop for r in self.readers.values()), self.bus.close, self.broker.stop, self.judge.close,
-                       self.engine.dispose, self.scratch.close):
-            try:
-                closer()
-            except Exception:  # noqa: BLE001 - tear down as much as possible
-                log.exception("teardown step failed")
 
     # --- the run -------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        self._setup()
-        try:
+        with ExitStack() as stack:
+            self._setup(stack)
             self._wait_for_readers()
             self.attacker.start()
             prober = threading.Thread(target=self._probe_bus, name="bus-probe", daemon=True)
@@ -318,9 +322,8 @@ class Harness:
             final = self._final_probes()
             rss_after = self.bridge.rss()
             self._quiet_audit(restart=False)
-            return self._report(rss_before, rss_after, final)
-        finally:
-            self._teardown()
+            report = self._report(rss_before, rss_after, final)
+        return report
 
     def _mqtt_open(self) -> bool:
         if len(self.incidents) >= self.s.max_incidents:

@@ -47,6 +47,9 @@ F = {
     "N3": "N3 topics: a contract message on the OSDP bus controller's MQTT topic is taken as from the bus",
     "N4": "N4 secret: a PIN in a wrongly typed field is quoted by the validation error into the audit log",
     "N5": "N5 unacked: a non-ASCII letter in a topic's device name makes dead_letter raise InvalidEvent",
+    "N6": "N6 contract: an ASCII card number ending in a newline is accepted (cards.ASCII_RE: match with $)",
+    "N7": "N7 contract: NaN and Infinity, which are not JSON, are accepted as numbers",
+    "N8": "N8 unacked: camera motion that started in year 1 raises OverflowError in correlate.covering",
 }
 """Finding ids: F from issue 12, N found by the fuzzer (docs/fuzz.md)."""
 FINDINGS: dict[str, tuple[str, tuple[str, ...]]] = {}
