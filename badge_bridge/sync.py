@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import UTC, datetime
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers.contract import CredentialSync, SyncDoor, SyncEntry, SyncSchedule
-from badge_bridge.controllers.esp_rfid import EspUser
+from badge_bridge.controllers.esp_rfid import EspRfidError, EspUser
 from badge_bridge.keys import card_digest
 from badge_bridge.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
 
 
 def controller_doors(config: SiteConfig, controller: str) -> set[str]:
@@ -71,6 +74,9 @@ def esp_users(config: SiteConfig, snapshot: Snapshot, controller: str) -> list[E
         view = record.view
         if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.doors.keys():
             continue
-        users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,
-                             valid_until=view.valid_until))
+        try:
+            users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,
+                                 valid_until=view.valid_until))
+        except EspRfidError as exc:  # one credential the device cannot hold must not stop the others, or the bridge
+            log.warning("esp-rfid controller %s cannot hold credential %s, left out: %s", controller, view.id, exc)
     return users

@@ -25,6 +25,7 @@ from badge_bridge import people
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, DeadLetter
 from badge_bridge.sim.broker import Broker
+from badge_bridge.sync import esp_users
 from tests.conftest import IN_CI, ROOT
 from tests.test_mqtt_bridge import Site, entries, kinds, wait_until
 
@@ -377,3 +378,14 @@ def test_a_device_in_home_assistant_mode_is_understood(open_site: Site) -> None:
     wait_until(lambda: alarms(open_site, "controller.offline")[0].cleared_at is not None, what="back online")
     assert not dead_letters(open_site)
     back.close()
+
+
+def test_a_credential_the_device_cannot_hold_never_stops_the_bridge(open_site: Site) -> None:
+    """An ascii card esp-rfid cannot store ("PROBE-1": a hyphen) once made the bridge hang half-started."""
+    with Session(open_site.engine) as session, session.begin():
+        person, _ = people.add_person(session, "test", "Pat", levels=["noc-24x7"])
+        people.add_credential(session, "test", person.id, "ascii", "PROBE-1", pepper=open_site.keys.pin_pepper())
+    bridge = open_site.start_bridge()
+    assert bridge.processor is not None
+    users = esp_users(open_site.config, bridge.processor.snapshot, "esp-noc")
+    assert [u.uid for u in users] == [CARD.lower()]
