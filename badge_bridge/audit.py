@@ -258,6 +258,8 @@ class AuditWriter:
                     break
                 except Exception as exc:
                     if isinstance(exc, IntegrityError) and not head_reread:
+                        self.stats.retries += 1
+                        log.warning("audit conflict, re-reading the chain head: %s", describe(exc))
                         self._load_head()  # another writer on our chain id, or a duplicate racing in
                         head_reread = True
                         continue
