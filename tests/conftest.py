@@ -136,14 +136,19 @@ def site_file(tmp_path: Path, db_url: str) -> Path:
 # --- a real Mosquitto on a free port ----------------------------------------------------------------
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A Mosquitto of the test's own, with persistence, so it can be restarted mid-test. A missing
-    mosquitto binary skips (fails under CI=true)."""
+def require_mosquitto() -> None:
+    """Skip the test without a mosquitto binary; under CI=true, fail it."""
     if shutil.which("mosquitto") is None:
         if IN_CI:
             pytest.fail("mosquitto is not installed (CI=true: a missing service is a failure)")
         pytest.skip("mosquitto is not installed")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto of the test's own, with persistence, so it can be restarted mid-test. A missing
+    mosquitto binary skips (fails under CI=true)."""
+    require_mosquitto()
     b = Broker(tmp_path / "mosquitto")
     b.start()
     yield b

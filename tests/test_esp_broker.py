@@ -5,7 +5,6 @@ Assistant mode end to end, and the contract refused on an esp-rfid controller's 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 import time
@@ -26,7 +25,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, DeadLetter
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sync import esp_users
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import ROOT, require_mosquitto
 from tests.test_mqtt_bridge import Site, entries, kinds, wait_until
 
 DOC = ROOT / "docs" / "mqtt.md"
@@ -54,10 +53,7 @@ def documented_broker(directory: Path) -> Broker:
 
 @pytest.fixture
 def site_broker(tmp_path: Path) -> Iterator[Broker]:
-    if shutil.which("mosquitto") is None:
-        if IN_CI:
-            pytest.fail("mosquitto is not installed (CI=true: a missing service is a failure)")
-        pytest.skip("mosquitto is not installed")
+    require_mosquitto()
     broker = documented_broker(tmp_path / "mosquitto")
     broker.start()
     yield broker

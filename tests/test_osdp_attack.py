@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -113,21 +113,27 @@ def rig(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore) -> Iter
     r.close()
 
 
-def test_a_card_read_answered_during_a_reconnect_is_never_acted_on(rig: GateRig) -> None:
-    """The attack of issue 12: a plaintext NAK ends the session, the attacker answers the reconnection's first
-    command with Ada's card; libosdp hands the read over and the genuine reader then reconnects."""
-    knocked = {"armed": False}
+def knock_then_spoof(command: int) -> Callable[[wire.Frame], tuple[int, bytes] | None]:
+    """An attacker's answers: a plaintext NAK to a secure poll ends the session, then Ada's card as the
+    answer to the reconnection's ``command``."""
+    armed = {"on": False}
 
-    def knock_then_spoof(frame: wire.Frame) -> tuple[int, bytes] | None:
+    def answer(frame: wire.Frame) -> tuple[int, bytes] | None:
         if frame.code == wire.POLL and frame.secure:
-            knocked["armed"] = True
+            armed["on"] = True
             return wire.nak()
-        if frame.code == wire.ID and knocked["armed"]:
-            knocked["armed"] = False
+        if frame.code == command and armed["on"]:
+            armed["on"] = False
             return ADA_CARD
         return None
 
-    rig.intruder.answer = knock_then_spoof
+    return answer
+
+
+def test_a_card_read_answered_during_a_reconnect_is_never_acted_on(rig: GateRig) -> None:
+    """The attack of issue 12: a plaintext NAK ends the session, the attacker answers the reconnection's first
+    command with Ada's card; libosdp hands the read over and the genuine reader then reconnects."""
+    rig.intruder.answer = knock_then_spoof(wire.ID)
     wait_until(lambda: rig.intruder.count(wire.RAW) >= 3, what="three spoofed reads", timeout=30)
     rig.intruder.answer = None
     rig.wait_secure()
@@ -155,18 +161,7 @@ def test_one_plaintext_nak_is_no_alarm(rig: GateRig) -> None:
 def test_a_reader_knocked_off_again_and_again_is_one_alarm(rig: GateRig) -> None:
     """The attacker ends the session every time it is back (a NAK, then a spoofed read in the reconnection),
     ten times: one secure-channel alarm for the incident, at most one offline alarm, never a grant."""
-    armed = {"cap": False}
-
-    def harass(frame: wire.Frame) -> tuple[int, bytes] | None:
-        if frame.code == wire.POLL and frame.secure:
-            armed["cap"] = True
-            return wire.nak()
-        if frame.code == wire.CAP and armed["cap"]:
-            armed["cap"] = False
-            return ADA_CARD
-        return None
-
-    rig.intruder.answer = harass
+    rig.intruder.answer = knock_then_spoof(wire.CAP)
     wait_until(lambda: rig.intruder.count(wire.NAK) >= 10, what="ten knocks", timeout=60)
     rig.intruder.answer = None
     rig.wait_secure()
