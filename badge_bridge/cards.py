@@ -48,7 +48,7 @@ def canonical(fmt: str, number: str) -> str:
     spec = WIEGAND.get(fmt)
     if spec is None:
         raise CardFormatError(f"unknown card format {fmt!r} (expected one of: {', '.join(FORMATS)})")
-    match = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,10})", number.strip())  # ASCII: \d also takes "١٢"
+    match = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,10})", number)  # ASCII: \d also takes "١٢"
     if not match:
         raise CardFormatError(f"{fmt} card number {number!r}: expected FACILITY:CARD in decimal, e.g. 12:3456")
     facility, card = int(match.group(1)), int(match.group(2))

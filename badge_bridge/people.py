@@ -72,7 +72,7 @@ def add_credential(
     if person.status != "active":
         raise AdminError(f"person {person_id} has left; a credential cannot be issued to them")
     try:
-        number = cards.canonical(fmt, number)
+        number = cards.canonical(fmt, number.strip())  # as typed by an operator; a device's number is exact
     except cards.CardFormatError as exc:
         raise AdminError(str(exc)) from None
     if pin is not None and (not pin.isdigit() or len(pin) not in PIN_LENGTHS):

@@ -79,9 +79,9 @@ def _source_name(source: str) -> str:
 
 SECRET_FIELDS = SECRET_KEYS | {"pincode", "pin_hash", "configfile"}
 _SECRET_TEXT = re.compile(
-    rb"""(["']?)(%s)\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]]*)""" % b"|".join(
+    rb"""(["']?)(%s)(["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]]*)""" % b"|".join(
         re.escape(k.encode()) for k in sorted(SECRET_FIELDS, key=len, reverse=True)), re.IGNORECASE)
-"""``"pin": "4711"``, ``pin=4711``, ``'pin':'4711`` (cut off), in any payload, JSON or not."""
+"""``"pin": "4711"``, ``pin=4711``, ``'pin':'4711`` (cut off), ``"<garbage>pincode":"4711"``, in any payload."""
 
 
 def redact(payload: bytes) -> bytes:
@@ -94,7 +94,7 @@ def redact(payload: bytes) -> bytes:
         value = None
     if isinstance(value, (dict, list)) and _has_secret(value):
         payload = json.dumps(_masked(value)).encode()  # ASCII escapes: a lone surrogate cannot fail here
-    return _SECRET_TEXT.sub(rb'\1\2\1\3"<redacted>"', payload)
+    return _SECRET_TEXT.sub(rb'\1\2\3"<redacted>"', payload)
 
 
 def _has_secret(value: object) -> bool:

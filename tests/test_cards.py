@@ -13,7 +13,7 @@ from badge_bridge.cards import WIEGAND, CardFormatError, WiegandFormat, canonica
     "fmt, typed, expected",
     [
         ("wiegand26", "12:3456", "12:3456"),
-        ("wiegand26", " 012:0034 ", "12:34"),  # leading zeros and surrounding blanks are not part of the number
+        ("wiegand26", "012:0034", "12:34"),  # leading zeros are not part of the number
         ("wiegand26", "255:65535", "255:65535"),
         ("wiegand34", "65535:65535", "65535:65535"),
         ("wiegand37", "65535:524287", "65535:524287"),
@@ -42,6 +42,7 @@ def test_canonical(fmt: str, typed: str, expected: str) -> None:
         ("ascii", "x" * 65, "expected 1-64 printable characters"),
         ("ascii", "caf\u00e9", "expected 1-64 printable characters"),
         ("ascii", "ABC123\n", "expected 1-64 printable characters"),
+        ("wiegand26", " 12:34 ", "expected FACILITY:CARD in decimal"),  # an operator's blanks: people strips them
         ("wiegand26", "\u0661\u0662:\u0661\u0660\u0660\u0661", "expected FACILITY:CARD in decimal"),
         ("wiegand26", "12:1001\n:", "expected FACILITY:CARD in decimal"),
         ("wiegand99", "1:1",
