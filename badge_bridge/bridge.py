@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers import esp_rfid
@@ -28,7 +28,7 @@ from badge_bridge.ingest import RECENT_IDS, Processor
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
-from badge_bridge.segments import SegmentError, seal
+from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.snapshot import Snapshot, load_snapshot
 from badge_bridge.sync import build_sync, esp_users, sync_key_id
 from firmware_config.validate import osdp_feedback

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from badge_bridge.audit import Effect
+from badge_bridge.audit.writer import Effect
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.correlate import ALARMS, TAILGATING, Correlator, DoorWindows, Finding

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import db, logs, people
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
 from badge_bridge.controllers import contract as c

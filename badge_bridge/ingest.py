@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 
 from badge_bridge import cards
-from badge_bridge.audit import AuditWriter, Effect
+from badge_bridge.audit.writer import AuditWriter, Effect
 from badge_bridge.cameras import CameraDesk, CameraRejected, SendRequest
 from badge_bridge.config import ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c

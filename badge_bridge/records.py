@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Connection
 
-from badge_bridge.audit import Effect
+from badge_bridge.audit.writer import Effect
 from badge_bridge.events import SECRET_KEYS, Event, storable
 from badge_bridge.models import Alarm, DeadLetter
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit import AuditWriter  # noqa: E402
+from badge_bridge.audit.writer import AuditWriter  # noqa: E402
 from badge_bridge.db import make_engine, migrate  # noqa: E402
 from badge_bridge.events import Event  # noqa: E402
 from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.verify import verify  # noqa: E402
+from badge_bridge.audit.verify import verify  # noqa: E402
 from throwaway import NoPostgres, postgres_database  # noqa: E402
 
 APPEND_N = 100_000

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit import AuditWriter
-from badge_bridge.backup import _sha256, _sqlite_copy, _sqlite_verify
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audit.backup import _sha256, _sqlite_copy, _sqlite_verify
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
@@ -29,7 +29,7 @@ WRITER = """
 import sys, time
 sys.path.insert(0, sys.argv[3])
 from datetime import UTC, datetime
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore

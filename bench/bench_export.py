@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash  # noqa: E402
+from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash  # noqa: E402
 from badge_bridge.db import make_engine, migrate  # noqa: E402
 from badge_bridge.events import canonical_json, to_us  # noqa: E402
-from badge_bridge.export import export_month, write_manifest  # noqa: E402
-from badge_bridge.export_verify import PDF_NAME  # noqa: E402
+from badge_bridge.export.write import export_month, write_manifest  # noqa: E402
+from badge_bridge.export.verify import PDF_NAME  # noqa: E402
 from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.report_pdf import write_report  # noqa: E402
+from badge_bridge.export.pdf import write_report  # noqa: E402
 
 N = int(os.environ.get("BENCH_EXPORT_N", "1000000"))
 T0 = to_us(datetime(2026, 10, 1, tzinfo=UTC))
@@ -69,7 +69,7 @@ def build(path: Path, keys: KeyStore) -> None:
 
 
 def main() -> None:
-    from badge_bridge.export_verify import verify_export
+    from badge_bridge.export.verify import verify_export
 
     out: dict[str, object] = {"bench": "export", "events": N, "goals": {"csv_jsonl_s": 10.0, "pdf_s": 5.0}}
     with tempfile.TemporaryDirectory() as tmp:

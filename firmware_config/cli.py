@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from badge_bridge.cliapp import App, fail_cleanly, pass_app
+from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.events import Event
 from firmware_config import devices
 from firmware_config.devices import DeviceError, Fields

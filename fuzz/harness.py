@@ -41,7 +41,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, DeadLetter
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
-from badge_bridge.verify import verify
+from badge_bridge.audit.verify import verify
 from fuzz import store
 from fuzz.bus import Attacker, Probe
 from fuzz.oracle import PIN_TEXT, STORED_MAX, Judge, signature

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.mqtt import MqttDriver

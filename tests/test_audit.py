@@ -13,12 +13,12 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from badge_bridge.audit import GENESIS, AuditWriter, QueueFull, entry_body, entry_hash
+from badge_bridge.audit.writer import GENESIS, AuditWriter, QueueFull, entry_body, entry_hash
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, Checkpoint
-from badge_bridge.verify import verify
+from badge_bridge.audit.verify import verify
 
 NOW = datetime(2026, 10, 5, 8, 30, tzinfo=UTC)
 

@@ -25,16 +25,16 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
-import badge_bridge.backup
-from badge_bridge.audit import AuditWriter
-from badge_bridge.backup import BackupError, backup, restore
+import badge_bridge.audit.backup
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audit.backup import BackupError, backup, restore
 from badge_bridge.cli import main
 from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, sqlite_path
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry
-from badge_bridge.verify import verify
+from badge_bridge.audit.verify import verify
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
 
@@ -367,7 +367,7 @@ def test_password_never_reaches_output_manifest_or_command_line(keys: KeyStore, 
         environments.append(dict(kw["env"]))  # type: ignore[arg-type]
         return real_run(args, **kw)  # type: ignore[call-overload,no-any-return]
 
-    monkeypatch.setattr(badge_bridge.backup.subprocess, "run", spy)
+    monkeypatch.setattr(badge_bridge.audit.backup.subprocess, "run", spy)
     code, out, err = run(site_file, "backup", str(tmp_path / "backups"))
     assert code == 0, err
     code, out2, err2 = run(site_file, "restore", "--yes", "--force",

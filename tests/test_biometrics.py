@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import biometrics, people
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, FaceTemplate

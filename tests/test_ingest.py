@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.ingest import Processor

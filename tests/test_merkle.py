@@ -1,4 +1,4 @@
-"""badge_bridge.merkle against the RFC 9162 definitions and the Certificate Transparency test vectors."""
+"""badge_bridge.audit.merkle against the RFC 9162 definitions and the Certificate Transparency test vectors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from badge_bridge import merkle
+from badge_bridge.audit import merkle
 
 # The CT reference implementation's test vectors (certificate-transparency testonly/constants.go).
 CT_LEAVES = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",

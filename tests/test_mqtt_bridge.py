@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract as c
@@ -28,7 +28,7 @@ from badge_bridge.keys import KeyStore, card_digest
 from badge_bridge.models import Alarm, AuditEntry, DeadLetter
 from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
-from badge_bridge.verify import verify
+from badge_bridge.audit.verify import verify
 from tests.bridge_proc import BridgeProcess
 from badge_bridge.sim.broker import Broker
 from tests.conftest import write_site

@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
-import badge_bridge.verify
-from badge_bridge.audit import AuditWriter, checkpoint_message, entry_body, entry_hash
+import badge_bridge.audit.verify
+from badge_bridge.audit.writer import AuditWriter, checkpoint_message, entry_body, entry_hash
 from badge_bridge.db import sqlite_path
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore, Signer, key_id_of, public_hex
-from badge_bridge.verify import Report, verify
+from badge_bridge.audit.verify import Report, verify
 
 CLI = [sys.executable, "-m", "badge_bridge.cli"]
 CHAIN = "bridge-1"
@@ -348,7 +348,7 @@ def test_parallel_ranges_report_what_one_process_does(
     tamper: Tamper, log: Engine, db_url: str, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With RANGE_MIN at 10, jobs=2 checks seq 1..25 and 26..50 in two worker processes."""
-    monkeypatch.setattr(badge_bridge.verify, "RANGE_MIN", 10)
+    monkeypatch.setattr(badge_bridge.audit.verify, "RANGE_MIN", 10)
     behind_the_back(log, tamper)
     trusted = keys.trusted_public_keys()
     serial = verify(log, db_url, trusted, jobs=1)
@@ -362,7 +362,7 @@ def test_parallel_ranges_report_what_one_process_does(
 def test_parallel_modification_is_found_at_its_seq(
     seq: int, log: Engine, db_url: str, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(badge_bridge.verify, "RANGE_MIN", 10)
+    monkeypatch.setattr(badge_bridge.audit.verify, "RANGE_MIN", 10)
     behind_the_back(log, modify(seq))
     report = verify(log, db_url, keys.trusted_public_keys(), jobs=2)
     assert [(f.seq, f.problem) for f in report.findings] == [(seq, "modified")]

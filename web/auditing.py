@@ -17,9 +17,9 @@ from wtforms import StringField
 from wtforms.validators import DataRequired, Regexp
 
 from badge_bridge.events import from_us
-from badge_bridge.export import MONTH_RE, ExportError, export_month
+from badge_bridge.export.write import MONTH_RE, ExportError, export_month
 from badge_bridge.models import AuditEntry, Checkpoint
-from badge_bridge.verify import verify
+from badge_bridge.audit.verify import verify
 from web import services
 from web.auth import role_required
 from web.changes import read

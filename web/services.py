@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from badge_bridge.audit import AuditWriter, Effect
+from badge_bridge.audit.writer import AuditWriter, Effect
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.mqtt import make_client, no_delay

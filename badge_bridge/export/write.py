@@ -10,7 +10,7 @@ The PDF summarises the access-related ones.
 Files: events.csv and events.jsonl (one row per entry, every hashed field), report.pdf, proof.json (per
 chain: the anchor row before the month, the rows after it up to the next signed checkpoint, the
 checkpoints, the public keys) and manifest.json (the SHA-256 of every file) signed in manifest.sig with the
-current signing key. ``badge_bridge.export_verify`` checks all of it. Rows are streamed from a server-side
+current signing key. ``badge_bridge.export.verify`` checks all of it. Rows are streamed from a server-side
 cursor and written as they come, so memory stays flat at any month size.
 """
 
@@ -30,10 +30,10 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.db import make_engine
 from badge_bridge.events import to_us
-from badge_bridge.export_verify import (
+from badge_bridge.export.verify import (
     CSV_NAME, FIELDS, FORMAT, JSONL_NAME, MANIFEST_NAME, PDF_NAME, PROOF_NAME, SIGNATURE_NAME, iso_us,
     manifest_message, sha256_file,
 )
@@ -227,7 +227,7 @@ def export_month(engine: Engine, keys: KeyStore, month: str, out: Path, *, actor
                  progress: bool = False, pdf: bool = True) -> ExportSummary:
     """Write the month's export into ``out`` (created; must be empty). ``pdf`` False skips the report,
     for callers that only want the data (the bench times the two apart)."""
-    from badge_bridge.report_pdf import write_report
+    from badge_bridge.export.pdf import write_report
 
     signer = keys.signer()
     with engine.connect() as conn:

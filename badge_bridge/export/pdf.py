@@ -31,7 +31,7 @@ from badge_bridge.models import (
 )
 
 if TYPE_CHECKING:
-    from badge_bridge.export import ExportSummary
+    from badge_bridge.export.write import ExportSummary
 
 INCIDENT_KINDS = ("door.forced", "door.forced_confirmed", "door.held_open", "door.tailgating",
                   "door.unauthorized_entry", "reader.tamper", "face.unverified", "face.absent", "alarm.raised",

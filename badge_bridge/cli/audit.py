@@ -1,7 +1,7 @@
-"""`badge-bridge audit seal | prove | consistency | prune`: sealed segments for auditors and retention.
+"""`badge-bridge audit verify | seal | prove | consistency | prune`: the tamper-evident log for auditors.
 
-Registered on the `audit` group at the end of cli.py. Pruning is the one command that removes audit
-entries, so it asks for confirmation and is itself audited (`audit.pruned` on chain `<instance>.cli`).
+Pruning is the one command that removes audit entries, so it asks for confirmation and is itself audited
+(`audit.pruned` on chain `<instance>.cli`).
 """
 
 from __future__ import annotations
@@ -9,14 +9,54 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
-from badge_bridge import segments
-from badge_bridge.cliapp import App, fail_cleanly, pass_app
+from badge_bridge.audit import segments
+from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.events import Event
+from badge_bridge.keys import key_id_of, public_from_hex
+
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option("--public-key", "public_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Trusted public key file (hex); repeatable. Default: the .pub files in the keys folder.")
+@click.option("--chain", help="Verify one chain only.")
+@click.option("--jobs", type=int, default=0, help="Worker processes for long chains (0: one per core).")
+@pass_app
+@fail_cleanly
+def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs: int) -> None:
+    """Recompute every hash chain and check the signed checkpoints. Exit 1 if anything was tampered with."""
+    from badge_bridge.audit.verify import verify
+
+    trusted = {}
+    for path in public_keys:
+        key = public_from_hex(Path(path).read_text())
+        trusted[key_id_of(key)] = key
+    report = verify(app.engine(), app.url, trusted or app.keys.trusted_public_keys(), chain=chain, jobs=jobs)
+    for status in report.chains.values():
+        pruned = f", entries 1..{status.pruned_through} pruned (signed)" if status.pruned_through else ""
+        click.echo(f"chain {status.chain_id}: {status.entries} entries, head {status.head_seq} "
+                   f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})"
+                   f"{pruned}")
+    if report.ok:
+        click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid")
+        return
+    first = report.first
+    click.echo(f"TAMPERED: first problem at {first}", err=True)
+    for finding in report.findings:
+        click.echo(f"  {finding}", err=True)
+    sys.exit(1)
 
 
 def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
@@ -38,7 +78,7 @@ def _checked(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.command("seal")
+@audit.command("seal")
 @click.option("--chain", help="Seal one chain only.")
 @pass_app
 @fail_cleanly
@@ -52,7 +92,7 @@ def seal(app: App, chain: str | None) -> None:
         click.echo("nothing to seal: every finished day is sealed")
 
 
-@click.command("prove")
+@audit.command("prove")
 @click.argument("event_id")
 @click.option("--verify", "check", is_flag=True, help="Check the proof against the trusted public keys too.")
 @pass_app
@@ -71,7 +111,7 @@ def prove(app: App, event_id: str, check: bool) -> None:
     click.echo(summary, err=True)
 
 
-@click.command("consistency")
+@audit.command("consistency")
 @click.option("--chain", required=True)
 @click.option("--day", required=True, callback=_day, help="The sealed day, YYYY-MM-DD (UTC).")
 @click.option("--old-size", type=int, required=True, help="How many entries the earlier root covered.")
@@ -87,7 +127,7 @@ def consistency(app: App, chain: str, day: date, old_size: int) -> None:
                f"the sealed {proof['segment']['size']}", err=True)
 
 
-@click.command("prune")
+@audit.command("prune")
 @click.option("--keep-days", type=int, default=None,
               help=f"Keep this many days of entries (at least {segments.MIN_KEEP_DAYS}; default: the site file's "
                    "audit.retention_days).")

@@ -6,7 +6,7 @@ does not verify against the trusted public keys. Long chains are split into seq 
 parallel processes: each range starts from the stored hash of the entry before it, and a wrong stored hash
 there is reported by the range that owns that entry.
 
-Sealed segments (badge_bridge.segments) are checked too: their signatures, and their signed last hash
+Sealed segments (badge_bridge.audit.segments) are checked too: their signatures, and their signed last hash
 against the log. A chain whose first segments were pruned under the retention policy starts at its first
 remaining entry, anchored by the last pruned segment's signed last hash; such a range is reported in
 ``ChainStatus.pruned_through``, not as deleted. Only a prefix of whole segments, each with a valid signed
@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
-from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.db import make_engine
 from badge_bridge.keys import verify_signature
 from badge_bridge.models import AuditEntry, Segment
-from badge_bridge.segments import prune_message, segment_message
+from badge_bridge.audit.segments import prune_message, segment_message
 
 RANGE_MIN = 200_000
 """Below this many entries a chain is checked in this process: starting workers costs more than it saves."""

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from badge_bridge import db, people
-from badge_bridge.audit import AuditWriter
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import ConfigError, SiteConfig, load_config
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyMaterialError, KeyStore

@@ -1,6 +1,6 @@
 """`audit verify-export`: prove a monthly export on its own, with no database.
 
-The export (see ``badge_bridge.export``) is a contiguous piece of each hash chain: the rows in
+The export (see ``badge_bridge.export.write``) is a contiguous piece of each hash chain: the rows in
 events.csv and events.jsonl, the row before them (the anchor), the rows after them up to the next signed
 checkpoint (the tail), the checkpoints and the public keys in proof.json, and manifest.json listing every
 file's SHA-256, signed in manifest.sig. This module recomputes every row's hash and the linkage from the
@@ -28,7 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from badge_bridge.audit import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.keys import KeyMaterialError, key_id_of, public_from_hex, verify_signature
 
 FORMAT = "badge-bridge-export/1"

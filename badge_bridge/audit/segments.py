@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from badge_bridge import merkle
-from badge_bridge.audit import GENESIS, entry_body, entry_hash, register_key, to_us_now
+from badge_bridge.audit import merkle
+from badge_bridge.audit.writer import GENESIS, entry_body, entry_hash, register_key, to_us_now
 from badge_bridge.keys import Signer, verify_signature
 from badge_bridge.models import AuditEntry, PruneWindow, Segment
 

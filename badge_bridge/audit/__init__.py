@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: the writer, the chain walk, verification, sealed segments, backups."""

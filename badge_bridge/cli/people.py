@@ -1,0 +1,188 @@
+"""People commands: console users, people, their faces and credentials."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from badge_bridge import people
+from badge_bridge.cli.app import App, fail_cleanly, pass_app
+from badge_bridge.models import Person
+
+if TYPE_CHECKING:
+    from camera.evidence import EvidenceStore
+
+
+@click.group()
+def user() -> None:
+    """Console users."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(people.ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_app
+@fail_cleanly
+def user_add(app: App, username: str, role: str, password_stdin: bool) -> None:
+    """Add a console user. Without --password-stdin a strong password is generated and printed once."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(15)
+    with app.change() as (session, audited):
+        _, event = people.add_user(session, app.actor, username, role, password)
+        audited.append(event)
+    click.echo(f"console user {username} ({role}) added")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+
+
+# --- people ----------------------------------------------------------------------------------------
+
+
+@click.group()
+def person() -> None:
+    """People who may hold credentials."""
+
+
+@person.command("add")
+@click.argument("name")
+@click.option("--employee-no")
+@click.option("--company", default="")
+@click.option("--level", "levels", multiple=True, help="Access level key (repeatable).")
+@click.option("--lockdown-exempt", is_flag=True, help="Responder who may pass during a lockdown.")
+@pass_app
+@fail_cleanly
+def person_add(app: App, name: str, employee_no: str | None, company: str, levels: tuple[str, ...],
+               lockdown_exempt: bool) -> None:
+    """Add a person."""
+    with app.change() as (session, audited):
+        p, event = people.add_person(session, app.actor, name, employee_no=employee_no, company=company,
+                                     levels=list(levels), lockdown_exempt=lockdown_exempt)
+        audited.append(event)
+        pid = p.id
+    click.echo(f"person {pid} added: {name}")
+
+
+@person.command("list")
+@pass_app
+@fail_cleanly
+def person_list(app: App) -> None:
+    """List people with their levels and credentials."""
+    with Session(app.engine()) as session:
+        for p in session.scalars(select(Person).order_by(Person.id)):
+            levels = ",".join(lvl.key for lvl in p.levels) or "-"
+            creds = ", ".join(f"{c.id}:{c.format}:{c.number}[{c.status}]" for c in p.credentials) or "-"
+            click.echo(f"{p.id:>5}  {p.name:<30} {p.status:<7} levels={levels}  credentials={creds}")
+
+
+@person.command("enroll-face")
+@click.argument("person_id", type=int)
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_app
+@fail_cleanly
+def person_enroll_face(app: App, person_id: int, photos: tuple[Path, ...]) -> None:
+    """Enroll a person's face from photos with exactly one face each. Each photo is enrolled or refused
+    with its reason on one line (exit 1 if any was refused); kept, encrypted, only with faces.keep_photos."""
+    from badge_bridge import biometrics
+
+    key = app.keys.evidence_key()
+    store = _photo_store(app, key) if app.config.faces.keep_photos else None
+    refused = 0
+    for photo in photos:
+        try:  # one transaction per photo: the database is not held while the next photo is encoded
+            with app.change() as (session, audited):
+                template, event = biometrics.enroll_face(session, app.actor, person_id, photo.read_bytes(),
+                                                         key=key, photos=store)
+                audited.append(event)
+                template_id = template.id
+        except biometrics.PhotoRefused as exc:
+            click.echo(f"{photo}: {exc}", err=True)
+            refused += 1
+        else:
+            click.echo(f"{photo}: enrolled as face template {template_id} of person {person_id}")
+    if refused:
+        sys.exit(1)
+
+
+@person.command("remove-faces")
+@click.argument("person_id", type=int)
+@pass_app
+@fail_cleanly
+def person_remove_faces(app: App, person_id: int) -> None:
+    """Remove every face enrolled for a person, and their kept photos."""
+    from badge_bridge import biometrics
+
+    with app.change() as (session, audited):
+        event = biometrics.remove_faces(session, app.actor, person_id,
+                                        photos=_photo_store(app, app.keys.evidence_key()))
+        audited.append(event)
+    click.echo(f"person {person_id}: {event.detail['count']} face(s) removed")
+
+
+def _photo_store(app: App, key: bytes) -> EvidenceStore:
+    """Kept enrollment photos live, encrypted, in the evidence store."""
+    from camera.evidence import EvidenceStore
+
+    return EvidenceStore(app.config.path(app.config.evidence.dir), key)
+
+
+# --- credentials -----------------------------------------------------------------------------------
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected an ISO date or date-time, e.g. 2026-12-31T18:00") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@click.group()
+def credential() -> None:
+    """Cards, PINs and biometric references."""
+
+
+@credential.command("add")
+@click.argument("person_id", type=int)
+@click.option("--card", "number", required=True, help="FACILITY:CARD for Wiegand formats, the text for ascii.")
+@click.option("--format", "fmt", default="wiegand26", show_default=True,
+              type=click.Choice(["wiegand26", "wiegand34", "wiegand37", "ascii"]))
+@click.option("--pin", is_flag=True, help="Prompt for a PIN (stored only as a keyed hash).")
+@click.option("--biometric-ref", help="Identity enrolled on a biometric reader.")
+@click.option("--valid-from")
+@click.option("--valid-until")
+@pass_app
+@fail_cleanly
+def credential_add(app: App, person_id: int, number: str, fmt: str, pin: bool, biometric_ref: str | None,
+                   valid_from: str | None, valid_until: str | None) -> None:
+    """Issue a credential to a person."""
+    pin_value = click.prompt("PIN", hide_input=True, confirmation_prompt=True) if pin else None
+    with app.change() as (session, audited):
+        cred, event = people.add_credential(
+            session, app.actor, person_id, fmt, number, pepper=app.keys.pin_pepper(), pin=pin_value,
+            biometric_ref=biometric_ref, valid_from=_when(valid_from), valid_until=_when(valid_until),
+        )
+        audited.append(event)
+        cid = cred.id
+    click.echo(f"credential {cid} issued to person {person_id}: {fmt} {number}")
+
+
+@credential.command("revoke")
+@click.argument("credential_id", type=int)
+@click.option("--reason", required=True)
+@pass_app
+@fail_cleanly
+def credential_revoke(app: App, credential_id: int, reason: str) -> None:
+    """Revoke a credential (final: issue a new one to restore access)."""
+    with app.change() as (session, audited):
+        _, event = people.set_credential_status(session, app.actor, credential_id, "revoked", reason)
+        audited.append(event)
+    click.echo(f"credential {credential_id} revoked")
