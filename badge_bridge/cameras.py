@@ -38,8 +38,6 @@ SNAPSHOT_KINDS = frozenset({"access.granted", "access.denied", "door.forced", "d
 """Door events whose moment is worth a still picture."""
 CLIP_KINDS = frozenset({"alarm.raised"})
 """Events worth a clip as well: the desk wants to see what happened, not only a frame of it."""
-WHOLE_FRAME = "frame"
-"""The zone a camera with no door reports its motion in."""
 IN_VIEW = {"door.unauthorized_entry": timedelta(seconds=1), "door.tailgating": timedelta(seconds=0.5)}
 """These findings are dated by the first moving frame, when a person is barely in the picture: their
 snapshot is taken this much later, when they are."""
@@ -103,7 +101,7 @@ class CameraDesk:
     def motion(self, camera: str, msg: c.Motion) -> Emitted:
         cam = self._camera(camera)
         door: str | None = msg.zone
-        if not cam.doors and msg.zone == WHOLE_FRAME:
+        if not cam.doors and msg.zone == c.WHOLE_FRAME:
             door = None  # a camera watching no door: exterior surveillance, recorded, not correlated
         elif msg.zone not in cam.doors:
             raise CameraRejected("unknown_zone", f"camera {camera!r} watches no door {msg.zone!r} "

@@ -20,7 +20,6 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from badge_bridge.cameras import WHOLE_FRAME
 from badge_bridge.config import CameraConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.mqtt import make_client
@@ -162,7 +161,7 @@ class CameraWorker:
                   if door not in zoned]
         settings = MotionSettings() if self.camera.min_area is None else MotionSettings(min_area=self.camera.min_area)
         masks = [tuple(m) for m in self.camera.masks]
-        return MotionDetector(width, height, self.fps, zones or [Zone(WHOLE_FRAME, ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)))],
+        return MotionDetector(width, height, self.fps, zones or [Zone(c.WHOLE_FRAME, ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)))],
                               masks, settings)
 
     def _motion(self, change: ZoneChange) -> c.Motion:

@@ -338,13 +338,17 @@ Box = tuple[Annotated[int, Field(ge=0, le=16384)], Annotated[int, Field(ge=0, le
             Annotated[int, Field(ge=0, le=16384)], Annotated[int, Field(ge=0, le=16384)]]
 
 
+WHOLE_FRAME = "frame"
+"""The zone a camera with no door reports its motion in."""
+
+
 class Motion(Message):
     """Motion in one door zone of a camera. ``ts`` is when the change happened on the camera's clock: the
     first moving frame for ``start``, the last for ``end``; ``update`` says more objects are in the zone."""
 
     type: Literal["motion"]
     zone: Key
-    """The door the zone watches."""
+    """The door the zone watches (WHOLE_FRAME for a camera that watches no door)."""
     state: Literal["start", "update", "end"]
     started: Timestamp
     """The episode's first moving frame: start, update and end of one episode share it."""
