@@ -271,7 +271,7 @@ def chains(rng: random.Random) -> list[dict[str, str]]:
 
 
 def search_bench(url: str, tmp: Path, keys: KeyStore, loader: str) -> dict[str, Any]:
-    from web import create_app, services
+    from web import create_app, current_services
 
     site = write_search_site(tmp, url)
     config: SiteConfig = load_config(site)
@@ -316,7 +316,7 @@ def search_bench(url: str, tmp: Path, keys: KeyStore, loader: str) -> dict[str, 
                     body = timed("deep_pages", html.unescape(link.group(1)))
         plans = explain(engine, config)
     finally:
-        services(app).stop()
+        current_services(app).stop()
     engine.dispose()
     overall = [t for ts in times.values() for t, _ in ts]
     return {"entries": EVENTS_N, "load_s": round(load_s, 1),

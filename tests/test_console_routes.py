@@ -48,7 +48,7 @@ from badge_bridge.audit.verify import verify
 from camera.evidence import EvidenceStore
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
-from web import create_app, services
+from web import create_app, current_services
 
 CONSOLE_CHAIN = "bridge-1.console"
 ROLES = ("guard", "supervisor", "admin", "auditor")
@@ -148,7 +148,7 @@ def make_app(engine: Engine, keys: KeyStore) -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in apps:
-        services(app).stop()
+        current_services(app).stop()
 
 
 @pytest.fixture
@@ -817,7 +817,7 @@ def linked_app(make_app: Callable[..., Flask], tmp_path: Path, db_url: str, brok
     config = load_config(write_site(tmp_path, db_url, broker_port=broker.port))
     seed_site(engine, config, keys)
     app = make_app(config, mqtt_link=True)
-    link = services(app).link
+    link = current_services(app).link
     assert link is not None and link.connected.wait(10), "the console did not connect to the broker"
     return app
 

@@ -64,7 +64,7 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
 
         if not (current_user.is_authenticated and current_user.can("guard")):
             return {"open_alarm_count": 0}
-        with services(app).session() as s:
+        with current_services(app).session() as s:
             return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
     for module in (auth, live, alarms, doors, people, events, evidence, auditing, users):
         app.register_blueprint(module.bp)
@@ -102,7 +102,8 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
     return app
 
 
-def services(app: Flask | None = None) -> Services:
+def current_services(app: Flask | None = None) -> Services:
+    """The Services of ``app``, by default of the app serving the request."""
     from flask import current_app
 
     return (app or current_app).extensions["badge_bridge"]

@@ -16,7 +16,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from badge_bridge.models import Alarm, ConsoleUser
-from web import services
+from web import current_services
 from web.auth import role_required
 from web.changes import form_errors, read
 
@@ -56,7 +56,7 @@ def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[
     alarm = read(lambda s: s.get(Alarm, alarm_id))
     if alarm is None:
         abort(404)
-    with services().session() as session, session.begin():
+    with current_services().session() as session, session.begin():
         moved = session.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed_from))
                                 .values(**values)).rowcount
     if not moved:
@@ -64,7 +64,7 @@ def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[
         flash(f"Alarm {alarm_id} is {current.state if current else 'gone'}: it cannot be {kind.replace('_', ' ')}.",
               "error")
         return
-    services().audit.record(f"alarm.{kind}", current_user.username, door=alarm.door,
+    current_services().audit.record(f"alarm.{kind}", current_user.username, door=alarm.door,
                             subject={"alarm": alarm.event_id}, detail={"alarm_kind": alarm.kind, **detail})
     flash(f"Alarm {alarm_id} {kind.replace('_', ' ')}.", "info")
 

@@ -20,7 +20,7 @@ from badge_bridge.events import from_us
 from badge_bridge.export.write import MONTH_RE, ExportError, export_month
 from badge_bridge.models import AuditEntry, Checkpoint
 from badge_bridge.audit.verify import verify
-from web import services
+from web import current_services
 from web.auth import role_required
 from web.changes import read
 
@@ -58,7 +58,7 @@ def status() -> Any:
 @bp.route("/verify", methods=["POST"])
 @role_required("auditor")
 def run_verify() -> Any:
-    svc = services()
+    svc = current_services()
     report = verify(svc.engine, svc.engine.url.render_as_string(hide_password=False), svc.keys.trusted_public_keys())
     svc.audit.record("audit.verified", current_user.username,
                      detail={"ok": report.ok, "findings": len(report.findings),
@@ -76,7 +76,7 @@ def download_export() -> Any:
     if not form.validate_on_submit():
         flash(f"Month: {', '.join(form.month.errors) or 'expected YYYY-MM'}", "error")
         return redirect(url_for("auditing.status"))
-    svc = services()
+    svc = current_services()
     month = form.month.data
     work = Path(tempfile.mkdtemp(prefix="bb-export-"))
     try:

@@ -84,9 +84,9 @@ def init_app(app: Flask) -> None:
 
     @login_manager.user_loader
     def load(user_id: str) -> User | None:
-        from web import services
+        from web import current_services
 
-        with services().session() as s:
+        with current_services().session() as s:
             row = s.get(ConsoleUser, int(user_id)) if user_id.isdigit() else None
             return User(row) if row is not None and row.active else None
 
@@ -103,11 +103,11 @@ class LoginForm(FlaskForm):
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit("10 per 5 minutes", methods=["POST"], error_message="Too many login attempts: wait five minutes.")
 def login() -> Any:
-    from web import services
+    from web import current_services
 
     form = LoginForm()
     if form.validate_on_submit():
-        svc = services()
+        svc = current_services()
         with svc.session() as s, s.begin():
             row = s.scalar(select(ConsoleUser).where(ConsoleUser.username == form.username.data))
             ok = _check(row.password_hash if row and row.active else DUMMY_HASH, form.password.data or "")
@@ -149,9 +149,9 @@ class LogoutForm(FlaskForm):
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout() -> Any:
-    from web import services
+    from web import current_services
 
-    services().audit.record("console.logout", current_user.username)
+    current_services().audit.record("console.logout", current_user.username)
     logout_user()
     session.clear()
     flash("Logged out.", "info")

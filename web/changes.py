@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.events import Event
 from badge_bridge.people import AdminError
-from web import services
+from web import current_services
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ def actor() -> str:
 
 def admin_change(change: Callable[..., tuple[T, Event]], *args: Any, done: str, **kwargs: Any) -> T | None:
     """``change(session, actor, *args, **kwargs)`` from badge_bridge.people; flashes ``done`` or the reason."""
-    svc = services()
+    svc = current_services()
     try:
         with svc.session() as session, session.begin():
             result, event = change(session, actor(), *args, **kwargs)
@@ -36,7 +36,7 @@ def admin_change(change: Callable[..., tuple[T, Event]], *args: Any, done: str, 
 
 
 def read(query: Callable[[Session], T]) -> T:
-    with services().session() as session:
+    with current_services().session() as session:
         return query(session)
 
 

@@ -22,7 +22,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from badge_bridge.controllers.contract import ConsoleCommand
 from badge_bridge.models import Controller
-from web import services
+from web import current_services
 from web.auth import role_required
 from web.changes import form_errors, read
 
@@ -46,7 +46,7 @@ class LockdownForm(ReasonForm):
 @bp.route("")
 @role_required("guard")
 def board() -> Any:
-    svc = services()
+    svc = current_services()
     states = {key: json.loads(raw) for key, raw in list(svc.hub.doors.items())}
     online: dict[str, bool] = read(lambda s: {k: v for k, v in s.execute(select(Controller.key, Controller.online))})
     door_controllers: dict[str, list[str]] = {}
@@ -65,11 +65,11 @@ def board() -> Any:
 
 def _scopes() -> list[SelectChoice]:
     return [SelectChoice("site", "the whole site")] + [SelectChoice(f"area:{a.key}", f"area {a.name or a.key}")
-                                                          for a in services().config.areas]
+                                                          for a in current_services().config.areas]
 
 
 def _send(type_: str, reason: str, **fields: Any) -> bool:
-    svc = services()
+    svc = current_services()
     if svc.link is None:
         flash("This console has no connection to the bridge.", "error")
         return False
@@ -84,7 +84,7 @@ def _send(type_: str, reason: str, **fields: Any) -> bool:
 
 
 def _door(key: str) -> str:
-    if key not in {d.key for d in services().config.doors}:
+    if key not in {d.key for d in current_services().config.doors}:
         abort(404)
     return key
 

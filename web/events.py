@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.events import from_us, to_us
 from badge_bridge.models import AuditEntry
-from web import services
+from web import current_services
 from web.auth import any_role
 from web.changes import read
 from web.evidence import evidence_for
@@ -98,7 +98,7 @@ def search(session: Session, args: dict[str, str], areas: dict[str, list[str]]) 
 @bp.route("")
 @any_role("guard", "auditor")
 def index() -> Any:
-    config = services().config
+    config = current_services().config
     areas = areas_of(config)
     args = {k: request.args.get(k, "")[:64] for k in ("door", "area", "kind", "person", "since", "until", "before")}
     rows, next_before = read(lambda s: search(s, args, areas))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.models import AuditEntry
 from camera.evidence import EvidenceError, EvidenceStore
-from web import services
+from web import current_services
 from web.auth import any_role
 
 bp = Blueprint("evidence", __name__, url_prefix="/evidence")
@@ -29,7 +29,7 @@ LOOK_BEFORE_US, LOOK_AFTER_US = 60_000_000, 600_000_000
 
 
 def store() -> EvidenceStore:
-    svc = services()
+    svc = current_services()
     return EvidenceStore(svc.config.path(svc.config.evidence.dir), svc.keys.evidence_key())
 
 
@@ -61,11 +61,11 @@ def fetch(sha256: str) -> Any:
     try:
         data, media_type = evidence.get(sha256)
     except EvidenceError as exc:
-        services().audit.record("console.evidence_unreadable", current_user.username,
+        current_services().audit.record("console.evidence_unreadable", current_user.username,
                                 detail={"sha256": sha256, "reason": str(exc)[:300]})
         return render_template("error.html", title="Evidence refused",
                                message=f"This evidence failed its integrity check and is not shown: {exc}"), 422
-    services().audit.record("console.evidence_viewed", current_user.username, detail={"sha256": sha256})
+    current_services().audit.record("console.evidence_viewed", current_user.username, detail={"sha256": sha256})
     response = Response(data, mimetype=media_type)
     if media_type != "image/jpeg":
         response.headers["Content-Disposition"] = f'attachment; filename="evidence-{sha256[:16]}.avi"'

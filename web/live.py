@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.models import Alarm, AuditEntry, ConsoleUser
-from web import services
+from web import current_services
 from web.auth import role_required
 from web.changes import read
 
@@ -32,7 +32,7 @@ def areas_of(config: SiteConfig) -> dict[str, list[str]]:
 @bp.route("/")
 @role_required("guard")
 def feed() -> Any:
-    svc = services()
+    svc = current_services()
     recent = read(lambda s: list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(100))))
     open_alarms = read(lambda s: list(s.scalars(select(Alarm).where(Alarm.state == "open").order_by(Alarm.id.desc()))))
     return render_template("live.html", events=recent, open_alarms=open_alarms, doors=svc.config.doors,
@@ -43,7 +43,7 @@ def feed() -> Any:
 @role_required("guard")
 def stream() -> Response:
     """Server-sent events: ``events`` (a committed batch), ``door`` (a door's state), ``bridge`` (status)."""
-    svc = services()
+    svc = current_services()
     hub, user_id = svc.hub, int(current_user.id)
 
     def still_allowed() -> bool:

@@ -21,7 +21,7 @@ from badge_bridge.cards import FORMATS
 from badge_bridge.events import Event
 from badge_bridge.models import AccessLevel, Credential, Person
 from camera.evidence import EvidenceStore
-from web import services
+from web import current_services
 from web.auth import role_required
 from web.changes import admin_change, form_errors, read
 from web.evidence import store as evidence_store
@@ -152,7 +152,7 @@ def add_credential(person_id: int) -> Any:
     form = CredentialForm()
     if form.validate_on_submit():
         admin_change(admin.add_credential, person_id, form.fmt.data, form.number.data,
-                     pepper=services().keys.pin_pepper(), pin=form.pin.data or None,
+                     pepper=current_services().keys.pin_pepper(), pin=form.pin.data or None,
                      biometric_ref=form.biometric_ref.data or None, valid_until=_utc(form.valid_until.data),
                      done=f"Credential {form.fmt.data} {form.number.data} issued.")
     else:
@@ -196,7 +196,7 @@ def validity(credential_id: int) -> Any:
 def enroll_face(person_id: int) -> Any:
     form = FaceForm()
     if form.validate_on_submit():
-        svc = services()
+        svc = current_services()
         admin_change(biometrics.enroll_face, person_id, form.photo.data.read(), key=svc.keys.evidence_key(),
                      photos=evidence_store() if svc.config.faces.keep_photos else None, done="Face enrolled.")
     else:
