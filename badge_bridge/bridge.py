@@ -24,6 +24,7 @@ from badge_bridge.controllers.mqtt import MqttDriver
 from badge_bridge.controllers.osdp import OsdpBus
 from badge_bridge.db import describe
 from badge_bridge.events import Event
+from badge_bridge.firmware.validate import osdp_feedback
 from badge_bridge.ingest import RECENT_IDS, Processor
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
@@ -31,7 +32,6 @@ from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.snapshot import Snapshot, load_snapshot
 from badge_bridge.sync import build_sync, esp_users, sync_key_id
-from firmware_config.validate import osdp_feedback
 
 log = logging.getLogger(__name__)
 

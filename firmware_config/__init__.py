@@ -1,1 +1,2 @@
-"""Declarative door-controller configuration: profiles, validation, diff and push."""
+"""Door controllers' configuration on the devices: read it, diff it against the firmware file
+(badge_bridge/firmware: profiles and validation), push it."""

@@ -19,10 +19,10 @@ import click
 
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.events import Event
+from badge_bridge.firmware.profiles import EspRfidProfile, MqttProfile, OsdpProfile
+from badge_bridge.firmware.validate import Firmware, default_path, load_firmware
 from firmware_config import devices
 from firmware_config.devices import DeviceError, Fields
-from firmware_config.profiles import EspRfidProfile, MqttProfile, OsdpProfile
-from firmware_config.validate import Firmware, default_path, load_firmware
 
 
 @dataclass

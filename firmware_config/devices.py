@@ -39,16 +39,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from badge_bridge.config import ControllerConfig, MqttSection, SiteConfig
 from badge_bridge.controllers import esp_rfid
 from badge_bridge.controllers.contract import Key, MessageId
-from badge_bridge.keys import KeyStore
-from firmware_config.profiles import (
-    BuzzerPatterns,
+from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
+from badge_bridge.firmware.profiles import (
     EspRfidProfile,
-    LedPatterns,
     MqttProfile,
     OfflinePolicy,
     OsdpProfile,
     ReaderMode,
 )
+from badge_bridge.keys import KeyStore
 
 Profile = MqttProfile | EspRfidProfile | OsdpProfile
 Fields = dict[str, Any]

@@ -1,6 +1,6 @@
-"""firmware_config: schemas in sync, the example valid, unsafe files refused with file and field, diff and
-push against simulated devices on a real Mosquitto, audited; esp-rfid's updateconf format; OSDP COMSET
-and LED to real libosdp peripheral devices on a pty bus."""
+"""The firmware file (badge_bridge/firmware) and firmware_config: schemas in sync, the example valid, unsafe
+files refused with file and field, diff and push against simulated devices on a real Mosquitto, audited;
+esp-rfid's updateconf format; OSDP COMSET and LED to real libosdp peripheral devices on a pty bus."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from sqlalchemy import select
 from badge_bridge.cli import main
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers import esp_rfid
+from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
 from badge_bridge.db import make_engine
 from badge_bridge.demo import OSDP_READERS, on_osdp_bus
+from badge_bridge.firmware import profiles
+from badge_bridge.firmware.profiles import OsdpProfile
+from badge_bridge.firmware.validate import FirmwareError, load_firmware, osdp_feedback
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry
 from badge_bridge.sim.broker import Broker
-from firmware_config import devices, profiles
+from firmware_config import devices
 from firmware_config.devices import ControllerSettings
-from firmware_config.profiles import BuzzerPatterns, LedPatterns, OsdpProfile
 from firmware_config.sim import SimConfigController, SimEspRfid
-from firmware_config.validate import FirmwareError, load_firmware, osdp_feedback
 from tests.conftest import ROOT, write_site
 
 EXAMPLE = ROOT / "firmware.example.toml"
@@ -53,7 +55,8 @@ def firmware_file(tmp_path: Path, *replacements: tuple[str, str], text: str | No
 
 def test_schema_files_are_current() -> None:
     on_disk = {p.name: p.read_text() for p in profiles.SCHEMA_DIR.glob(f"*{profiles.SUFFIX}")}
-    assert on_disk == profiles.render_schemas(), "firmware_config/schemas/ is stale: python -m firmware_config.profiles"
+    assert on_disk == profiles.render_schemas(), ("badge_bridge/firmware/schemas/ is stale: "
+                                                  "python -m badge_bridge.firmware.profiles")
 
 
 @pytest.mark.parametrize("name", sorted(profiles.json_schemas()))
@@ -87,7 +90,7 @@ def test_the_bridge_takes_osdp_patterns_from_the_firmware_file(tmp_path: Path,
                                                                                    LedPatterns().granted)
     assert buzzer.granted.repeat == 0 and buzzer.denied == BuzzerPatterns().denied
     firmware_file(tmp_path, ("open_time_s = 4", "open_time_s = 120"))
-    with caplog.at_level(logging.ERROR, logger="firmware_config.validate"):
+    with caplog.at_level(logging.ERROR, logger="badge_bridge.firmware.validate"):
         assert osdp_feedback(site) == defaults
     assert "controllers[1].open_time_s: 120 is above the safe maximum" in caplog.text
 

@@ -44,11 +44,11 @@ from osdp import (
 
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
+from badge_bridge.controllers.feedback import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialPort
 from badge_bridge.controllers.osdp_link import SerialChannel as SerialChannel  # the firmware tool's (devices.py)
 from badge_bridge.ingest import Processor
 from badge_bridge.keys import KeyMaterialError, KeyStore
-from firmware_config.profiles import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """What a controller should run, per kind of controller: the profiles of ``firmware.toml`` (docs/firmware.md).
 
-The pydantic models are the profiles; the JSON Schemas in ``firmware_config/schemas/`` are generated from
-them (``python -m firmware_config.profiles``) and a test keeps the two equal. The schema says what a value
-can be; whether it is *safe* (an open time a door may stay unlocked, a mode that locks everyone out) is
-``validate.py``'s business, so that a refusal can say why.
+The pydantic models are the profiles; the JSON Schemas in ``schemas/`` next to this file are generated
+from them (``python -m badge_bridge.firmware.profiles``) and a test keeps the two equal. The schema says
+what a value can be; whether it is *safe* (an open time a door may stay unlocked, a mode that locks
+everyone out) is ``validate.py``'s business, so that a refusal can say why.
 
 Three kinds, matching ``ControllerConfig.kind`` of the site file:
 
@@ -12,7 +12,7 @@ Three kinds, matching ``ControllerConfig.kind`` of the site file:
   ``rtype``, ``maxOpenDoorTime``, ``doorstatpin``, ``pincoderequested``, ``general.openinghours``). It
   always decides from its own user list, has no LED or buzzer patterns and no keypad-only mode.
 * ``osdp``: an RS-485 bus of OSDP readers; per reader its address, per bus the baud rate and the secure
-  channel; LED and buzzer patterns are sent as OSDP LED/BUZ commands.
+  channel; LED and buzzer patterns (badge_bridge/controllers/feedback.py) are sent as OSDP LED/BUZ commands.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
+
 KEY = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 ReaderMode = Literal["card", "card+pin", "pin", "locked", "unlocked"]
 OfflinePolicy = Literal["deny_all", "cached_list", "facility_code"]
-Color = Literal["off", "red", "green", "amber", "blue", "magenta", "cyan", "white"]
 Baud = Literal[9600, 19200, 38400, 57600, 115200, 230400]
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 SUFFIX = ".schema.json"
@@ -35,36 +36,6 @@ SUFFIX = ".schema.json"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LedPattern(_Model):
-    """OSDP's LED model (on/off times in 100 ms steps, so multiples of 100 ms)."""
-
-    color: Color
-    off_color: Color = "off"
-    on_ms: int = Field(1000, ge=0, le=25_500, multiple_of=100)
-    off_ms: int = Field(0, ge=0, le=25_500, multiple_of=100)
-    repeat: int = Field(1, ge=1, le=255)
-    """How many on/off cycles the pattern lasts (granted/denied); the idle pattern repeats for ever."""
-
-
-class BuzzerPattern(_Model):
-    on_ms: int = Field(100, ge=0, le=25_500, multiple_of=100)
-    off_ms: int = Field(100, ge=0, le=25_500, multiple_of=100)
-    repeat: int = Field(1, ge=0, le=255)
-    """0: silent."""
-
-
-class LedPatterns(_Model):
-    granted: LedPattern = LedPattern(color="green", on_ms=5000)
-    denied: LedPattern = LedPattern(color="red", on_ms=300, off_ms=300, repeat=3)
-    idle: LedPattern = LedPattern(color="red", on_ms=1000)
-    """What the reader shows when nothing happens: OSDP's permanent LED state."""
-
-
-class BuzzerPatterns(_Model):
-    granted: BuzzerPattern = BuzzerPattern(repeat=1)
-    denied: BuzzerPattern = BuzzerPattern(on_ms=200, off_ms=200, repeat=3)
 
 
 class ReaderSettings(_Model):

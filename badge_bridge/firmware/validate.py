@@ -17,14 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from badge_bridge.config import ConfigError, SiteConfig
-from firmware_config.profiles import (
-    BuzzerPatterns,
-    EspRfidProfile,
-    FirmwareFile,
-    LedPatterns,
-    MqttProfile,
-    OsdpProfile,
-)
+from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
+from badge_bridge.firmware.profiles import EspRfidProfile, FirmwareFile, MqttProfile, OsdpProfile
 
 Profile = MqttProfile | EspRfidProfile | OsdpProfile
 DEFAULT_NAME = "firmware.toml"
