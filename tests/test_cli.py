@@ -263,6 +263,50 @@ def test_database_url_from_the_environment_wins(populated: Path, db_url: str, tm
     assert not (site.parent / "not-this.db").exists()
 
 
+# --- commands of camera, web and firmware_config ---------------------------------------------------
+
+
+def test_the_other_packages_add_their_commands(tmp_path: Path) -> None:
+    site_file = write_site(tmp_path, "sqlite:///unused.db")
+    top, person = ok(cli(site_file, "--help")), ok(cli(site_file, "person", "--help"))
+    assert {"cameras", "console", "firmware"} <= set(commands(top))
+    assert {"add", "list", "enroll-face", "remove-faces"} <= set(commands(person))
+
+
+def test_a_plugin_that_cannot_be_imported_costs_only_its_commands(tmp_path: Path) -> None:
+    """An installed package declaring commands it cannot import: one line names it, the rest work."""
+    site_file = write_site(tmp_path, "sqlite:///unused.db")
+    dist = tmp_path / "plugins" / "broken_plugin-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[badge_bridge.commands]\nbroken = no_such_package.cli:command\n"
+                                           "person.gone = no_such_package.cli:command\n")
+    env = {**os.environ, "BADGE_BRIDGE_CONFIG": str(site_file),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(dist.parent), os.environ.get("PYTHONPATH")]))}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    unavailable = "is unavailable: no_such_package.cli:command cannot be imported (ModuleNotFoundError: No module "
+    listing = run("--help")
+    assert listing.stderr.splitlines() == [f"badge-bridge: command 'broken' {unavailable}named 'no_such_package')"]
+    assert {"audit", "cameras", "console", "firmware", "person"} <= set(commands(ok(listing)))
+    person = run("person", "--help")
+    assert person.stderr.splitlines() == [f"badge-bridge: command 'person gone' {unavailable}named 'no_such_package')"]
+    assert {"add", "enroll-face"} <= set(commands(ok(person)))
+    broken = run("broken")
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert broken.stderr.splitlines()[0] == f"badge-bridge: command 'broken' {unavailable}named 'no_such_package')"
+    assert "Error: No such command 'broken'." in broken.stderr
+    assert "site 'DC1 Frankfurt'" in ok(run("check-config"))
+
+
+def commands(help_text: str) -> list[str]:
+    """The command names of a --help page."""
+    listed = help_text.partition("Commands:\n")[2]
+    return [line.split()[0] for line in listed.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+
+
 # --- faces -----------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The `badge-bridge` command: one module per command group, assembled here.
+"""The `badge-bridge` command: one module per command group, assembled here; the commands of camera, web
+and firmware_config are entry points (``plugins.py``).
 
 A user mistake is one clear line and a non-zero exit, never a traceback (``app.fail_cleanly``).
 """
@@ -11,9 +12,10 @@ import click
 
 from badge_bridge.cli import audit, backup, devices, export, people, site
 from badge_bridge.cli.app import App
+from badge_bridge.cli.plugins import PluginGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", envvar="BADGE_BRIDGE_CONFIG", default="site.toml", show_default=True,
               help="Site file (TOML). Also BADGE_BRIDGE_CONFIG.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug lines.")
@@ -26,13 +28,9 @@ def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
     ctx.obj = App(config_path)
 
 
-for _command in (site.init, site.check_config, site.run, site.console, site.cameras,
+for _command in (site.init, site.check_config, site.run,
                  people.user, people.person, people.credential, audit.audit,
                  devices.keys_group, devices.controller, devices.osdp, devices.mqtt,
                  export.export, backup.backup, backup.restore):
     main.add_command(_command)
 audit.audit.add_command(export.verify_export)
-
-from firmware_config.cli import firmware  # noqa: E402  (moves to a plugin entry point)
-
-main.add_command(firmware)

@@ -1,6 +1,6 @@
 """What every `badge-bridge` command needs: the site, its database and keys, built on first use, and the
-rule that a user mistake is one clear line and a non-zero exit, never a traceback. Command groups in
-other modules (``audit_cli``, ``export``, ``backup``, ``firmware_config.cli``) import these from here."""
+rule that a user mistake is one clear line and a non-zero exit, never a traceback. The command groups of
+this package and the plugins' commands (camera/cli.py, web/cli.py, firmware_config/cli.py) import these."""
 
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
-"""People commands: console users, people, their faces and credentials."""
+"""People commands: console users, people and their credentials (their faces: camera/cli.py)."""
 
 from __future__ import annotations
 
 import secrets
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import select
@@ -14,10 +12,8 @@ from sqlalchemy.orm import Session
 
 from badge_bridge import people
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
+from badge_bridge.cli.plugins import PluginGroup
 from badge_bridge.models import Person
-
-if TYPE_CHECKING:
-    from camera.evidence import EvidenceStore
 
 
 @click.group()
@@ -45,7 +41,7 @@ def user_add(app: App, username: str, role: str, password_stdin: bool) -> None:
 # --- people ----------------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=PluginGroup, plugin_path="person")
 def person() -> None:
     """People who may hold credentials."""
 
@@ -79,57 +75,6 @@ def person_list(app: App) -> None:
             levels = ",".join(lvl.key for lvl in p.levels) or "-"
             creds = ", ".join(f"{c.id}:{c.format}:{c.number}[{c.status}]" for c in p.credentials) or "-"
             click.echo(f"{p.id:>5}  {p.name:<30} {p.status:<7} levels={levels}  credentials={creds}")
-
-
-@person.command("enroll-face")
-@click.argument("person_id", type=int)
-@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@pass_app
-@fail_cleanly
-def person_enroll_face(app: App, person_id: int, photos: tuple[Path, ...]) -> None:
-    """Enroll a person's face from photos with exactly one face each. Each photo is enrolled or refused
-    with its reason on one line (exit 1 if any was refused); kept, encrypted, only with faces.keep_photos."""
-    from badge_bridge import biometrics
-
-    key = app.keys.evidence_key()
-    store = _photo_store(app, key) if app.config.faces.keep_photos else None
-    refused = 0
-    for photo in photos:
-        try:  # one transaction per photo: the database is not held while the next photo is encoded
-            with app.change() as (session, audited):
-                template, event = biometrics.enroll_face(session, app.actor, person_id, photo.read_bytes(),
-                                                         key=key, photos=store)
-                audited.append(event)
-                template_id = template.id
-        except biometrics.PhotoRefused as exc:
-            click.echo(f"{photo}: {exc}", err=True)
-            refused += 1
-        else:
-            click.echo(f"{photo}: enrolled as face template {template_id} of person {person_id}")
-    if refused:
-        sys.exit(1)
-
-
-@person.command("remove-faces")
-@click.argument("person_id", type=int)
-@pass_app
-@fail_cleanly
-def person_remove_faces(app: App, person_id: int) -> None:
-    """Remove every face enrolled for a person, and their kept photos."""
-    from badge_bridge import biometrics
-
-    with app.change() as (session, audited):
-        event = biometrics.remove_faces(session, app.actor, person_id,
-                                        photos=_photo_store(app, app.keys.evidence_key()))
-        audited.append(event)
-    click.echo(f"person {person_id}: {event.detail['count']} face(s) removed")
-
-
-def _photo_store(app: App, key: bytes) -> EvidenceStore:
-    """Kept enrollment photos live, encrypted, in the evidence store."""
-    from camera.evidence import EvidenceStore
-
-    return EvidenceStore(app.config.path(app.config.evidence.dir), key)
 
 
 # --- credentials -----------------------------------------------------------------------------------

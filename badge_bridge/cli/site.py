@@ -1,9 +1,8 @@
-"""Site commands: create the database, check the site file, run the bridge, the console and the cameras."""
+"""Site commands: create the database, check the site file, run the bridge."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 from sqlalchemy.orm import Session
@@ -49,42 +48,3 @@ def run(app: App, log_format: str) -> None:
 
     logs.setup(log_format, logging.getLogger().level)
     Bridge(app.config, app.engine(), app.keys).run_forever()
-
-
-@click.command()
-@click.option("--port", type=int, help="Override console.port from the site file.")
-@pass_app
-@fail_cleanly
-def console(app: App, port: int | None) -> None:
-    """Serve the security-desk console (gunicorn; HTTPS when console.tls_cert and tls_key are set)."""
-    from web import create_app
-    from web.serve import ConsoleServer
-
-    config = app.config
-    if port is not None:
-        config = config.model_copy(update={"console": config.console.model_copy(update={"port": port})})
-    engine = app.engine()  # checked here, so a bad database is one clear line, not a crashing worker
-    engine.dispose()
-    ConsoleServer(lambda: create_app(config, app.engine(), app.keys), config).run()
-
-
-@click.command()
-@click.option("--camera", "cameras", multiple=True, help="Run only this camera (repeatable). Default: all.")
-@pass_app
-@fail_cleanly
-def cameras(app: App, cameras: tuple[str, ...]) -> None:
-    """Run the camera workers, one process per camera, until SIGTERM or Ctrl-C."""
-    import signal
-
-    from badge_bridge import logs
-    from camera.supervisor import Supervisor
-
-    logs.setup("json", logging.getLogger().level)
-    app.keys.evidence_key()  # a missing key is one clear line here, not a crash loop in every worker
-    try:
-        supervisor = Supervisor(app.config, Path(app.config_path), list(cameras) or None)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: supervisor.stopping.set())
-    supervisor.run()
