@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,10 +23,8 @@ from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.correlate import ALARMS, TAILGATING, Correlator, DoorWindows, Finding
 from badge_bridge.events import Event
+from badge_bridge.face_match import Gallery, SeenFace, verify
 from badge_bridge.records import alarm_cleared, alarm_raised
-
-if TYPE_CHECKING:
-    from camera.faces import Gallery
 
 log = logging.getLogger(__name__)
 _PROBE = np.zeros(128)
@@ -218,8 +215,6 @@ class CameraDesk:
         check = self.face_checks.pop(msg.event, None)
         if check is None:
             return [], None
-        from camera.faces import SeenFace, verify  # dlib loads only where faces are checked
-
         per_frame: list[list[SeenFace]] = [[] for _ in range(msg.frames)]
         for face in msg.faces:
             if face.frame < msg.frames:

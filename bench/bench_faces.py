@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from badge_bridge import face_match  # noqa: E402
 from camera import faces  # noqa: E402
 from tests.test_faces import BIDEN_BOX, DATA, OBAMA2_BOX, write_door_clip  # noqa: E402
 
@@ -60,11 +61,11 @@ class Split:
         self.detect = self.encode = 0.0
 
 
-def gallery() -> faces.Gallery:
+def gallery() -> face_match.Gallery:
     rng = np.random.default_rng(3)
     random = rng.normal(size=(GALLERY_SIZE, 128))
     random /= np.linalg.norm(random, axis=1, keepdims=True)
-    g = faces.Gallery()
+    g = face_match.Gallery()
     for i, row in enumerate(random):
         g.add(1000 + i, row)
     g.add(1, faces.encode_photo((DATA / "obama.jpg").read_bytes()))
@@ -79,8 +80,8 @@ def stats(values_ms: list[float]) -> dict[str, float]:
             "max": round(ordered[-1], 1)}
 
 
-def run(clip: list[tuple[float, np.ndarray]], g: faces.Gallery, holder: int, split: Split,
-        stop: Callable[[], Callable[[list[faces.SeenFace]], bool] | None]) -> dict[str, object]:
+def run(clip: list[tuple[float, np.ndarray]], g: face_match.Gallery, holder: int, split: Split,
+        stop: Callable[[], Callable[[list[face_match.SeenFace]], bool] | None]) -> dict[str, object]:
     """EVENTS door events on 4 frames each, spread over the clip and shifted per event; ``stop`` makes each
     event's stop_when (a fresh one: faces.decided counts frames)."""
     total, detect, encode, compare, examined, outcomes = [], [], [], [], [], {}
@@ -92,7 +93,7 @@ def run(clip: list[tuple[float, np.ndarray]], g: faces.Gallery, holder: int, spl
         started = time.perf_counter()
         seen = faces.faces_in_frames(frames, max_frames=FRAMES_PER_EVENT, stop_when=stop())
         found = time.perf_counter()
-        verdict = faces.verify(seen, g, holder)
+        verdict = face_match.verify(seen, g, holder)
         done = time.perf_counter()
         total.append((done - started) * 1000)
         detect.append(split.detect * 1000)
@@ -134,7 +135,7 @@ def main() -> None:
         times.append(time.perf_counter() - started)
     print(json.dumps({
         "bench": "faces", "threads": 1, "frame": "640x480", "face_px": 140, "events": EVENTS,
-        "frames_per_event": FRAMES_PER_EVENT, "gallery": len(g), "tolerance": faces.DEFAULT_TOLERANCE,
+        "frames_per_event": FRAMES_PER_EVENT, "gallery": len(g), "tolerance": face_match.DEFAULT_TOLERANCE,
         "scenarios": scenarios,
         "gallery_nearest_ms_median": round(statistics.median(times) * 1000, 3),
         "goal_p99_ms": GOAL_P99_MS,

@@ -47,17 +47,19 @@ def cameras(app: App, cameras: tuple[str, ...]) -> None:
 def person_enroll_face(app: App, person_id: int, photos: tuple[Path, ...]) -> None:
     """Enroll a person's face from photos with exactly one face each. Each photo is enrolled or refused
     with its reason on one line (exit 1 if any was refused); kept, encrypted, only with faces.keep_photos."""
+    from camera import enrollment
+
     key = app.keys.evidence_key()
     store = _photo_store(app, key) if app.config.faces.keep_photos else None
     refused = 0
     for photo in photos:
         try:  # one transaction per photo: the database is not held while the next photo is encoded
             with app.change() as (session, audited):
-                template, event = biometrics.enroll_face(session, app.actor, person_id, photo.read_bytes(),
+                template, event = enrollment.enroll_face(session, app.actor, person_id, photo.read_bytes(),
                                                          key=key, photos=store)
                 audited.append(event)
                 template_id = template.id
-        except biometrics.PhotoRefused as exc:
+        except enrollment.PhotoRefused as exc:
             click.echo(f"{photo}: {exc}", err=True)
             refused += 1
         else:

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from badge_bridge import biometrics, people
+from badge_bridge import biometrics, face_match, people
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, FaceTemplate
-from camera import faces
+from camera import enrollment, faces
 from camera.evidence import EvidenceStore
 
 FACES = Path(__file__).resolve().parent / "data" / "faces"
@@ -48,7 +48,7 @@ def add_person(engine: Engine, name: str) -> int:
 def enroll(engine: Engine, person_id: int, name: str, key: bytes, store: EvidenceStore | None = None
            ) -> tuple[int, Event]:
     with Session(engine) as s, s.begin():
-        template, event = biometrics.enroll_face(s, "cli:test", person_id, photo(name), key=key, photos=store)
+        template, event = enrollment.enroll_face(s, "cli:test", person_id, photo(name), key=key, photos=store)
         return template.id, event
 
 
@@ -57,7 +57,7 @@ def templates(engine: Engine) -> list[FaceTemplate]:
         return list(s.scalars(select(FaceTemplate).order_by(FaceTemplate.id)))
 
 
-def gallery(engine: Engine, key: bytes) -> faces.Gallery:
+def gallery(engine: Engine, key: bytes) -> face_match.Gallery:
     with Session(engine) as s:
         return biometrics.load_gallery(s, key)
 
@@ -98,8 +98,8 @@ def test_the_same_person_matches_and_another_does_not(engine: Engine, key: bytes
 def test_a_refused_photo_says_why_and_stores_nothing(make, code: str, engine: Engine, key: bytes,
                                                      store: EvidenceStore) -> None:
     person = add_person(engine, "Ada")
-    with Session(engine) as s, s.begin(), pytest.raises(biometrics.PhotoRefused) as refused:
-        biometrics.enroll_face(s, "cli:test", person, make(), key=key, photos=store)
+    with Session(engine) as s, s.begin(), pytest.raises(enrollment.PhotoRefused) as refused:
+        enrollment.enroll_face(s, "cli:test", person, make(), key=key, photos=store)
     assert refused.value.code == code
     assert str(refused.value).startswith(f"photo refused ({code}): ")
     assert templates(engine) == []
@@ -126,11 +126,11 @@ def test_the_encoding_is_sealed_and_bound_to_its_person(engine: Engine, key: byt
         plain = np.asarray(encoding, dtype).tobytes()
         assert plain not in row.sealed
         assert plain[:16] not in row.sealed  # not even the first two numbers
-    assert np.allclose(faces.open_encoding(key, person, row.sealed), encoding)
+    assert np.allclose(face_match.open_encoding(key, person, row.sealed), encoding)
     with pytest.raises(ValueError):
-        faces.open_encoding(bytes(32), person, row.sealed)
+        face_match.open_encoding(bytes(32), person, row.sealed)
     with pytest.raises(ValueError):
-        faces.open_encoding(key, other, row.sealed)
+        face_match.open_encoding(key, other, row.sealed)
 
 
 def test_a_kept_photo_is_encrypted_in_the_store(engine: Engine, key: bytes, store: EvidenceStore) -> None:

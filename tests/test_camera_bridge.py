@@ -20,12 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from badge_bridge.controllers import contract as c
-from badge_bridge.biometrics import enroll_face
 from badge_bridge.events import from_us
 from badge_bridge.models import Alarm, DeadLetter, Person
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.scene import Appearance, Crossing, write_face_video, write_video
 from badge_bridge.audit.verify import verify
+from camera.enrollment import enroll_face
 from camera.evidence import EvidenceStore
 from camera.supervisor import Supervisor
 from tests.test_mqtt_bridge import Site, entries, listen, wait_until

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
+from badge_bridge.face_match import Gallery
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Person
-from camera.faces import Gallery, encode_photo
+from camera.faces import encode_photo
 from tests.test_ingest import Rig
 
 FACES = Path(__file__).parent / "data" / "faces"

@@ -1,5 +1,6 @@
-"""camera/faces.py on real photos (tests/data/faces, see SOURCES.md) and on a synthetic door-camera clip that
-goes through MJPEG compression, as a camera's frames do. No mocks: dlib and its models run for real."""
+"""camera/faces.py and badge_bridge/face_match.py on real photos (tests/data/faces, see SOURCES.md) and on a
+synthetic door-camera clip that goes through MJPEG compression, as a camera's frames do. No mocks: dlib and
+its models run for real."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from badge_bridge import face_match
 from badge_bridge.sim.scene import background
 from camera import faces
 
@@ -73,8 +75,8 @@ def encodings() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def gallery(encodings: dict[str, np.ndarray]) -> faces.Gallery:
-    g = faces.Gallery()
+def gallery(encodings: dict[str, np.ndarray]) -> face_match.Gallery:
+    g = face_match.Gallery()
     g.add(1, encodings["obama.jpg"])
     g.add(2, encodings["biden.jpg"])
     return g
@@ -110,7 +112,7 @@ def test_same_person_matches_and_another_does_not(encodings: dict[str, np.ndarra
     assert obama.shape == (128,) and obama.dtype == np.float64
     same = float(np.linalg.norm(obama - obama2))
     assert 0.30 < same < 0.42  # SOURCES.md: 0.35 (0.36 here: the face is found on the photo scaled to 1024)
-    assert same < faces.STRICT_TOLERANCE
+    assert same < face_match.STRICT_TOLERANCE
     for other in (obama, obama2):
         assert 0.75 < float(np.linalg.norm(other - biden)) < 0.9  # SOURCES.md: 0.84 / 0.82
     assert np.allclose(faces._fr().face_distance([obama], obama2), same)
@@ -174,7 +176,7 @@ def test_absurd_size_is_refused() -> None:
     assert err.value.code == "not_an_image"
 
 
-def test_door_clip_holder_verified_and_impostor_named(clips: dict, gallery: faces.Gallery) -> None:
+def test_door_clip_holder_verified_and_impostor_named(clips: dict, gallery: face_match.Gallery) -> None:
     frames = clips["obama"]
     seen = faces.faces_in_frames(frames)
     assert len(seen) == 4
@@ -186,15 +188,15 @@ def test_door_clip_holder_verified_and_impostor_named(clips: dict, gallery: face
         top, right, bottom, left = frame[0].box
         assert 0 <= left < right <= 640 and 0 <= top < bottom <= 480 and 100 < right - left < 200
 
-    holder = faces.verify(seen, gallery, 1)
+    holder = face_match.verify(seen, gallery, 1)
     assert holder.outcome == "verified" and holder.faces == 1
-    assert holder.distance is not None and holder.distance < faces.STRICT_TOLERANCE
+    assert holder.distance is not None and holder.distance < face_match.STRICT_TOLERANCE
 
-    impostor = faces.verify(seen, gallery, 2)
+    impostor = face_match.verify(seen, gallery, 2)
     assert impostor.outcome == "mismatch" and impostor.distance is not None and impostor.distance > 0.6
     assert impostor.nearest == 1 and impostor.nearest_distance == pytest.approx(holder.distance)
 
-    stranger = faces.verify(seen, gallery, 99)
+    stranger = face_match.verify(seen, gallery, 99)
     assert stranger.outcome == "mismatch" and stranger.distance is None and stranger.nearest == 1
 
 
@@ -207,29 +209,29 @@ def test_boxes_map_back_to_hd_frames(clips: dict) -> None:
     assert np.linalg.norm(big.encoding - small.encoding) < 0.1
 
 
-def test_empty_room_is_absent(clips: dict, gallery: faces.Gallery) -> None:
+def test_empty_room_is_absent(clips: dict, gallery: face_match.Gallery) -> None:
     seen = faces.faces_in_frames(clips["empty"])
     assert len(seen) == 4 and not any(seen)
-    assert faces.verify(seen, gallery, 1) == faces.Verdict("absent", None, 0)
+    assert face_match.verify(seen, gallery, 1) == face_match.Verdict("absent", None, 0)
 
 
-def test_two_people_is_several(clips: dict, gallery: faces.Gallery) -> None:
+def test_two_people_is_several(clips: dict, gallery: face_match.Gallery) -> None:
     seen = faces.faces_in_frames(clips["both"])
-    verdict = faces.verify(seen, gallery, 1)
+    verdict = face_match.verify(seen, gallery, 1)
     assert verdict.outcome == "several" and verdict.faces == 2
-    assert verdict.distance is not None and verdict.distance < faces.DEFAULT_TOLERANCE
+    assert verdict.distance is not None and verdict.distance < face_match.DEFAULT_TOLERANCE
 
 
-def test_decided_stops_the_search(clips: dict, gallery: faces.Gallery) -> None:
+def test_decided_stops_the_search(clips: dict, gallery: face_match.Gallery) -> None:
     """Early stop: the holder verified at the first frame; a mismatch after one retry; two faces at once;
     an empty doorway searched to the end."""
     seen = faces.faces_in_frames(clips["obama"], stop_when=faces.decided(gallery, 1))
-    assert len(seen) == 1 and faces.verify(seen, gallery, 1).outcome == "verified"
+    assert len(seen) == 1 and face_match.verify(seen, gallery, 1).outcome == "verified"
     seen = faces.faces_in_frames(clips["obama"], stop_when=faces.decided(gallery, 2))
-    assert len(seen) == 2 and faces.verify(seen, gallery, 2).nearest == 1
+    assert len(seen) == 2 and face_match.verify(seen, gallery, 2).nearest == 1
     assert len(faces.faces_in_frames(clips["obama"], stop_when=faces.decided())) == 2
     seen = faces.faces_in_frames(clips["both"], stop_when=faces.decided(gallery, 1))
-    assert len(seen) == 1 and faces.verify(seen, gallery, 1).outcome == "several"
+    assert len(seen) == 1 and face_match.verify(seen, gallery, 1).outcome == "several"
     assert len(faces.faces_in_frames(clips["empty"], stop_when=faces.decided(gallery, 1))) == 4
 
 
@@ -243,7 +245,7 @@ def test_gallery_of_ten_thousand(encodings: dict[str, np.ndarray]) -> None:
     rng = np.random.default_rng(1)
     random = rng.normal(size=(10_000, 128))
     random /= np.linalg.norm(random, axis=1, keepdims=True)
-    g = faces.Gallery()
+    g = face_match.Gallery()
     for i, row in enumerate(random):
         g.add(1000 + i, row)
     g.add(1, encodings["obama.jpg"])
@@ -262,32 +264,32 @@ def test_gallery_of_ten_thousand(encodings: dict[str, np.ndarray]) -> None:
     assert len(g) == 10_001 and g.distance_to(1, encodings["obama2.jpg"]) is None
     assert g.nearest(encodings["obama2.jpg"])[0] != 1  # type: ignore[index]
     assert g.nearest(random[9999]) == (10_999, pytest.approx(0.0, abs=1e-6))
-    assert faces.Gallery().nearest(random[0]) is None
+    assert face_match.Gallery().nearest(random[0]) is None
 
 
 def test_gallery_rejects_a_wrong_shape() -> None:
     with pytest.raises(ValueError):
-        faces.Gallery().add(1, np.zeros(127))
+        face_match.Gallery().add(1, np.zeros(127))
 
 
 def test_seal_and_open(encodings: dict[str, np.ndarray]) -> None:
     key, encoding = os.urandom(32), encodings["obama.jpg"]
-    blob = faces.seal_encoding(key, 7, encoding)
-    assert np.array_equal(faces.open_encoding(key, 7, blob), encoding)
-    assert faces.seal_encoding(key, 7, encoding) != blob  # a fresh nonce each time
+    blob = face_match.seal_encoding(key, 7, encoding)
+    assert np.array_equal(face_match.open_encoding(key, 7, blob), encoding)
+    assert face_match.seal_encoding(key, 7, encoding) != blob  # a fresh nonce each time
     assert encoding.tobytes() not in blob and encoding.astype(np.float32).tobytes() not in blob
     assert encoding[:4].tobytes() not in blob
 
     with pytest.raises(ValueError, match="cannot be decrypted"):
-        faces.open_encoding(os.urandom(32), 7, blob)
+        face_match.open_encoding(os.urandom(32), 7, blob)
     with pytest.raises(ValueError, match="cannot be decrypted"):
-        faces.open_encoding(key, 8, blob)  # a template moved to another person's row
+        face_match.open_encoding(key, 8, blob)  # a template moved to another person's row
     for i in (0, 10, len(blob) // 2, len(blob) - 1):
         flipped = bytearray(blob)
         flipped[i] ^= 0x01
         with pytest.raises(ValueError, match="cannot be decrypted"):
-            faces.open_encoding(key, 7, bytes(flipped))
+            face_match.open_encoding(key, 7, bytes(flipped))
     with pytest.raises(ValueError, match="cannot be decrypted"):
-        faces.open_encoding(key, 7, blob[:-1])
+        face_match.open_encoding(key, 7, blob[:-1])
     with pytest.raises(ValueError, match="32 bytes"):
-        faces.seal_encoding(b"short", 7, encoding)
+        face_match.seal_encoding(b"short", 7, encoding)

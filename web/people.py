@@ -20,6 +20,7 @@ from badge_bridge import people as admin
 from badge_bridge.cards import FORMATS
 from badge_bridge.events import Event
 from badge_bridge.models import AccessLevel, Credential, Person
+from camera import enrollment
 from camera.evidence import EvidenceStore
 from web import current_services
 from web.auth import role_required
@@ -197,7 +198,7 @@ def enroll_face(person_id: int) -> Any:
     form = FaceForm()
     if form.validate_on_submit():
         svc = current_services()
-        admin_change(biometrics.enroll_face, person_id, form.photo.data.read(), key=svc.keys.evidence_key(),
+        admin_change(enrollment.enroll_face, person_id, form.photo.data.read(), key=svc.keys.evidence_key(),
                      photos=evidence_store() if svc.config.faces.keep_photos else None, done="Face enrolled.")
     else:
         form_errors(form)
