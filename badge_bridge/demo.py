@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import click
 from sqlalchemy import Engine, select
@@ -35,7 +34,6 @@ from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
 from badge_bridge.site_sync import sync_site
-from camera.supervisor import Supervisor
 
 ACTOR = "demo"
 DEMO_PEOPLE = [
@@ -125,28 +123,26 @@ def main(config_path: str, seconds: float | None) -> None:
                for key, (address, kind) in OSDP_READERS.items()]
     bridge = Bridge(config, engine, keys)
     sims: dict[str, SimController] = {}
-    console: subprocess.Popen[bytes] | None = None
-    supervisor: Supervisor | None = None
+    processes: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
     try:
         bridge.start()
         sims = controllers_from_site(config, keys)
         for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_osdp_traffic, (readers, stop))):
             threading.Thread(target=target, args=args, daemon=True).start()
-        supervisor = _start_cameras(config, config_path, broker.port)
+        processes.append(_start_cli(config_path, broker.port, "cameras"))
         threading.Thread(target=_badge_when_seen, args=(config, sims, stop), daemon=True).start()
-        console = _start_console(config_path, broker.port)
+        processes.append(_start_cli(config_path, broker.port, "console"))
         _banner(config, engine, passwords, broker.port, bridge)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait(seconds)
         stop.set()
     finally:
-        if console is not None:
-            console.terminate()
-            console.wait(15)
-        if supervisor is not None:
-            supervisor.stopping.set()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(15)
         for sim in sims.values():
             sim.close()
         bridge.stop()
@@ -185,14 +181,6 @@ def _osdp_traffic(readers: list[SimReader], stop: threading.Event) -> None:
             reader.biometric(finger)
 
 
-def _start_cameras(config: SiteConfig, config_path: str, broker_port: int) -> Supervisor:
-    """The site's cameras (the test videos, looped), one worker process each, on the demo's broker."""
-    os.environ[MQTT_PORT_ENV] = str(broker_port)  # the workers load the site file themselves
-    supervisor = Supervisor(config, Path(config_path))
-    threading.Thread(target=supervisor.run, name="cameras", daemon=True).start()
-    return supervisor
-
-
 def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: threading.Event) -> None:
     """Most people the lobby camera sees badge in at once; the rest walk in unbadged and raise the
     unauthorized-entry alarm, which is what the desk is there for."""
@@ -218,10 +206,11 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
     client.disconnect()
 
 
-def _start_console(config_path: str, broker_port: int) -> subprocess.Popen[bytes]:
-    """The console as its own process (gunicorn), on the demo's broker."""
+def _start_cli(config_path: str, broker_port: int, command: str) -> subprocess.Popen[bytes]:
+    """A `badge-bridge` command as its own process on the demo's broker: the console (gunicorn), or the
+    site's cameras (the test videos, looped, one worker process each)."""
     env = {**os.environ, MQTT_PORT_ENV: str(broker_port)}
-    return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, "console"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, command], env=env)
 
 
 def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port: int, bridge: Bridge) -> None:
