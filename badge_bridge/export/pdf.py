@@ -187,7 +187,7 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
     m = _Month(conn, summary)
     names = dict(conn.execute(select(Person.id, Person.name)).all())
     doors = {d.key: d for d in Session(conn).scalars(select(Door))}
-    areas: dict[int | None, str] = dict(conn.execute(select(Area.id, Area.key)).tuples().all())
+    areas: dict[int | None, str] = dict(conn.execute(select(Area.id, Area.key)).all())
     d = _Doc(path, f"Access audit {summary.month} - {summary.site}")
     d.heading(f"Monthly access audit: {summary.site or 'site'}, {summary.month}", 1)
     d.para(f"Month {summary.month} in {summary.timezone}: entries received from {_local(summary.start_us, tz)} to "
