@@ -7,7 +7,7 @@ CONFIG ?= site.example.toml
 
 DEBIAN_PACKAGES := mosquitto chromium fonts-dejavu-core poppler-utils
 
-.PHONY: demo test bench fuzz clean system-packages
+.PHONY: demo test lint bench fuzz clean system-packages
 
 ## Debian packages the demo and the tests run for real (a broker); installed only where missing.
 system-packages:
@@ -30,9 +30,15 @@ $(STAMP): pyproject.toml
 demo: system-packages $(STAMP)
 	$(PY) -m badge_bridge.demo --config $(CONFIG)
 
-## make test: the whole suite, on SQLite and on a throw-away PostgreSQL database.
-test: system-packages $(STAMP)
+## make test: the linters, then the whole suite, on SQLite and on a throw-away PostgreSQL database.
+test: system-packages $(STAMP) lint
 	$(PY) -m pytest
+
+## make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy with the pydantic
+## plugin over the four packages; their settings are in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## make bench: every benchmark under bench/, each printing one JSON object.
 bench: system-packages $(STAMP)

@@ -48,7 +48,7 @@ CHECK_ANSWER_S = 15.0
 """A face check with no answer by then is recorded as unverified (the camera is away or overloaded)."""
 
 Emitted = list[tuple[Event, Effect | None]]
-SendRequest = Callable[[str, c.EvidenceRequest], None]
+SendRequest = Callable[[str, c.EvidenceRequest | c.FaceRequest], None]
 
 
 MAX_EPISODE = timedelta(days=1)

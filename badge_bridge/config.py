@@ -450,7 +450,7 @@ def load_config(path: str | Path) -> SiteConfig:
     try:
         return SiteConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
+        lines: list[str] = []
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             # The whole-file reference check names its own field paths, one error per line.

@@ -453,7 +453,7 @@ class Correlator:
     def _unauthorized(self, d: _Door, ep: _Episode) -> Finding | None:
         ep.unauthorized_decided = True
         lo, hi = ep.start - d.gw - d.skew, ep.start + d.approach + d.skew
-        if any(lo <= x.ts <= hi for x in [*d.auths, *d.forced]):
+        if any(lo <= x.ts <= hi for x in d.auths) or any(lo <= x.ts <= hi for x in d.forced):
             return None
         if self._touches(self._offline_spans(ep.camera, d.skew), ep.start - d.approach - d.skew, ep.start):
             return None

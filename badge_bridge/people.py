@@ -4,6 +4,7 @@ event that records it (the caller submits it to its audit writer once the change
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
@@ -45,7 +46,7 @@ def _levels(session: Session, keys: list[str]) -> list[AccessLevel]:
 
 def add_person(
     session: Session, actor: str, name: str, *, employee_no: str | None = None, company: str = "",
-    levels: list[str] = (), lockdown_exempt: bool = False,
+    levels: Sequence[str] = (), lockdown_exempt: bool = False,
 ) -> tuple[Person, Event]:
     name = name.strip()
     if not name or len(name) > 200:

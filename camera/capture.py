@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import cv2
@@ -378,7 +378,7 @@ class Capture:
                 continue
             if item is _Reader.END:
                 return reader.end_reason or f"lost the stream from {self.source.display}"
-            frame, t = item  # type: ignore[misc]
+            frame, t = cast(tuple[np.ndarray, float], item)
             self._arrivals.append(t)
             if reader.live and len(self._arrivals) == _FPS_WINDOW:
                 self._report_measured_fps()

@@ -92,7 +92,10 @@ class RingBuffer:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:  # the ring holds only frames this process encoded
+        raise ValueError("a buffered frame does not decode")
+    return frame
 
 
 def encode_snapshot(frame: np.ndarray, quality: int = 85) -> bytes:
@@ -119,7 +122,7 @@ def encode_clip(frames: Sequence[tuple[float, np.ndarray]], fps: float) -> bytes
     os.close(fd)
     path = Path(name)
     try:
-        writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
         if not writer.isOpened():
             raise RuntimeError("OpenCV cannot write MJPEG AVI here (FFmpeg backend missing?)")
         try:

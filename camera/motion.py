@@ -234,7 +234,7 @@ class MotionDetector:
         recent = cv2.absdiff(small, cv2.convertScaleAbs(self._recent)) > self._threshold_value
         cv2.accumulateWeighted(small, self._bg, 1.0 - math.exp(-dt / self.settings.background_s))
         cv2.accumulateWeighted(small, self._recent, 1.0 - math.exp(-dt / self.settings.recent_s))
-        fg = changed.view(np.uint8)
+        fg: np.ndarray = changed.view(np.uint8)
         if self._kernel is not None:
             fg = cv2.dilate(fg, self._kernel)
         self._moving = fg.astype(np.bool_)

@@ -168,7 +168,7 @@ class CameraWorker:
         ts = _dt(change.t)
         return c.Motion(id=self._next_id(f"m{change.state[0]}"), ts=ts, type="motion", zone=change.zone,
                         state=change.state, started=min(_dt(self._started(change)), ts),
-                        boxes=[tuple(int(v) for v in b) for b in change.boxes][:64],  # type: ignore[misc]
+                        boxes=[(int(x), int(y), int(w), int(h)) for x, y, w, h in change.boxes][:64],
                         area=float(min(max(change.area, 0.0), 1.0)), objects=change.objects,
                         peak_objects=change.peak_objects)
 

@@ -5,12 +5,13 @@ transaction, so the queue and the log never disagree."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import case, select, update
+from sqlalchemy.engine import CursorResult
 from wtforms import SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
@@ -57,8 +58,9 @@ def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[
     if alarm is None:
         abort(404)
     with current_services().session() as session, session.begin():
-        moved = session.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed_from))
-                                .values(**values)).rowcount
+        result = session.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed_from))
+                                 .values(**values))
+        moved = cast(CursorResult[Any], result).rowcount  # an UPDATE's result is a cursor result
     if not moved:
         current = read(lambda s: s.get(Alarm, alarm_id))
         flash(f"Alarm {alarm_id} is {current.state if current else 'gone'}: it cannot be {kind.replace('_', ' ')}.",

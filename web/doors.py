@@ -20,7 +20,7 @@ from wtforms import IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from badge_bridge.controllers.contract import ConsoleCommand
+from badge_bridge.controllers.contract import ConsoleAction, ConsoleCommand
 from badge_bridge.models import Controller
 from web import current_services
 from web.auth import role_required
@@ -68,7 +68,7 @@ def _scopes() -> list[SelectChoice]:
                                                           for a in current_services().config.areas]
 
 
-def _send(type_: str, reason: str, **fields: Any) -> bool:
+def _send(type_: ConsoleAction, reason: str, **fields: Any) -> bool:
     svc = current_services()
     if svc.link is None:
         flash("This console has no connection to the bridge.", "error")
@@ -124,7 +124,7 @@ def lift() -> Any:
     return _lockdown("lift_lockdown")
 
 
-def _lockdown(type_: str) -> Any:
+def _lockdown(type_: ConsoleAction) -> Any:
     form = LockdownForm()
     form.scope.choices = _scopes()
     if not form.validate_on_submit():

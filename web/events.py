@@ -37,7 +37,7 @@ def _when(value: str) -> int | None:
 
 
 def search_query(args: dict[str, str], areas: dict[str, list[str]],
-                 kinds: Iterable[str] | None = None) -> Select[tuple[AuditEntry]]:
+                 kinds: Iterable[str] | None = None) -> Select[AuditEntry]:
     """The filtered, ordered query for ``args`` (door, area, kind, person, since, until, before).
 
     ``kinds``: the distinct kinds in the log (``log_kinds``); with them a kind prefix becomes those exact

@@ -12,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 from badge_bridge.config import SiteConfig
 
 
-class ConsoleServer(BaseApplication):  # type: ignore[misc]
+class ConsoleServer(BaseApplication):
     """``factory`` builds the app inside the worker: the app's threads (MQTT link, audit writer) would not
     survive gunicorn's fork if the app were built in the master."""
 

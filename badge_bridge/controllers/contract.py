@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-VERSION = 1
+VERSION: Final = 1
 MAX_PAYLOAD = 16 * 1024
 """Inbound messages larger than this are refused before parsing."""
 
@@ -318,10 +318,13 @@ class DoorState(Versioned):
 # --- console -> bridge -------------------------------------------------------------------------------
 
 
+ConsoleAction = Literal["unlock", "lock", "lockdown", "lift_lockdown"]
+
+
 class ConsoleCommand(Message):
     """An operator's action, carried to the bridge and audited there with the user who asked."""
 
-    type: Literal["unlock", "lock", "lockdown", "lift_lockdown"]
+    type: ConsoleAction
     user: str = Field(max_length=64)
     reason: str = Field(min_length=1, max_length=500)
     door: Key | None = None

@@ -245,7 +245,7 @@ class MqttDriver:
         if payload is not None:
             self.client.publish(esp_rfid.topics(esp.topic or esp.key).commands, payload, qos=1)
 
-    def request_evidence(self, camera: str, request: c.EvidenceRequest) -> None:
+    def request_evidence(self, camera: str, request: c.EvidenceRequest | c.FaceRequest) -> None:
         self.client.publish(f"{self.prefix}/cameras/{camera}/requests", request.model_dump_json(), qos=1)
 
     def publish_events(self, events: list[Event]) -> None:

@@ -8,6 +8,7 @@ million events. The access review (who holds what) is the state when the export 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,7 @@ class _Month:
         self.where = "(" + " OR ".join(parts) + ")"
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
-        return self.conn.execute(text(sql.replace("{month}", self.where)), {**self.params, **params}).all()
+        return list(self.conn.execute(text(sql.replace("{month}", self.where)), {**self.params, **params}).all())
 
 
 def _after_hours_windows(conn: Connection, tz: ZoneInfo, start_us: int, end_us: int) -> list[tuple[int, int]]:
@@ -139,7 +140,7 @@ class _Doc:
         self.story.append(Paragraph(escape(text_), self.body))
 
     def table(self, header: list[str], rows: list[list[Any]], widths: list[float] | None = None,
-              mono: set[int] = frozenset(), total: int | None = None) -> None:
+              mono: Collection[int] = (), total: int | None = None) -> None:
         """Cells are escaped paragraphs (so hostile names print as text and long ones wrap)."""
         if not rows:
             self.para("None.")
@@ -186,7 +187,7 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
     m = _Month(conn, summary)
     names = dict(conn.execute(select(Person.id, Person.name)).all())
     doors = {d.key: d for d in Session(conn).scalars(select(Door))}
-    areas = dict(conn.execute(select(Area.id, Area.key)).all())
+    areas: dict[int | None, str] = dict(conn.execute(select(Area.id, Area.key)).all())
     d = _Doc(path, f"Access audit {summary.month} - {summary.site}")
     d.heading(f"Monthly access audit: {summary.site or 'site'}, {summary.month}", 1)
     d.para(f"Month {summary.month} in {summary.timezone}: entries received from {_local(summary.start_us, tz)} to "
@@ -202,18 +203,19 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
                                 "GROUP BY door, kind"):
         per_door[door][kind] += n
     d.heading("Totals per door")
-    rows, area_tot = [], defaultdict(lambda: [0, 0, 0])
+    rows: list[list[Any]] = []
+    area_tot: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for key in sorted(per_door):
         k = per_door[key]
         door = doors.get(key)
         into = areas.get(door.area_in_id) if door else None
-        incidents = sum(k[x] for x in INCIDENT_KINDS)
+        door_incidents = sum(k[x] for x in INCIDENT_KINDS)
         rows.append([key, door.name if door else "(not in the site)", f"{areas.get(door.area_out_id, '') if door else ''}"
-                     f" -> {into or ''}", k["access.granted"], k["access.denied"], incidents])
+                     f" -> {into or ''}", k["access.granted"], k["access.denied"], door_incidents])
         tot = area_tot[into or "(unknown)"]
         tot[0] += k["access.granted"]
         tot[1] += k["access.denied"]
-        tot[2] += incidents
+        tot[2] += door_incidents
     d.table(["door", "name", "from -> into", "granted", "denied", "alarms and incidents"], rows, [40, 70, 60, 25, 25, 35])
     d.heading("Totals per area entered (the area a door leads into)")
     d.table(["area", "granted", "denied", "alarms and incidents"], [[a, *v] for a, v in sorted(area_tot.items())],

@@ -53,7 +53,7 @@ def render(base: np.ndarray, crossings: Sequence[Crossing], t: float) -> np.ndar
 def write_video(path: Path, crossings: Sequence[Crossing], total_s: float, *, fps: float = 15.0,
                 width: int = 640, height: int = 480) -> Path:
     """An MJPEG AVI of the script (a container every OpenCV build reads)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
     base = background(width, height)
@@ -91,11 +91,11 @@ class Appearance:
 def write_face_video(path: Path, appearances: Sequence[Appearance], total_s: float, *, fps: float = 15.0,
                      width: int = 640, height: int = 480, face_px: int = 130) -> Path:
     """A door camera's view of people standing at the reader, one after the other, swaying a little."""
-    photos = {a.photo: cv2.imread(str(a.photo)) for a in appearances}
+    photos = {a.photo: _read_image(a.photo) for a in appearances}
     for photo, image in photos.items():
         if image is None:
             raise RuntimeError(f"cannot read {photo}")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     base = background(width, height)
     for i in range(int(total_s * fps)):
         frame = base.copy()
@@ -107,3 +107,10 @@ def write_face_video(path: Path, appearances: Sequence[Appearance], total_s: flo
         writer.write(frame)
     writer.release()
     return path
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise FileNotFoundError(f"{path}: not a readable image")
+    return image
