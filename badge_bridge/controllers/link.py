@@ -49,6 +49,8 @@ ContractHandler = Callable[[str, str, bytes, Ack | None], None]
 
 
 class MqttLink:
+    """The bridge's one broker connection (client id ``mqtt.client_id``), shared by the drivers that need it."""
+
     def __init__(self, config: SiteConfig, processor: Processor) -> None:
         self.config = config
         self.processor = processor
