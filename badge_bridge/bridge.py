@@ -19,19 +19,18 @@ from sqlalchemy.orm import Session
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers import esp_rfid
-from badge_bridge.controllers.mqtt import MqttDriver
-from badge_bridge.controllers.osdp import OsdpBus
+from badge_bridge.controllers import registry
+from badge_bridge.controllers.driver import Command, Context, Driver
+from badge_bridge.controllers.link import MqttLink
 from badge_bridge.db import describe
 from badge_bridge.events import Event
-from badge_bridge.firmware.validate import osdp_feedback
 from badge_bridge.ingest import RECENT_IDS, Processor
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.snapshot import Snapshot, load_snapshot
-from badge_bridge.sync import build_sync, esp_users, sync_key_id
+from badge_bridge.firmware.validate import osdp_feedback
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,12 @@ class Bridge:
         )
         self.stopping = threading.Event()
         self.processor: Processor | None = None
-        self.mqtt: MqttDriver | None = None
+        self.mqtt: MqttLink | None = None
         self.metrics_server = None
         self._admin_mark: int | None = None
-        self._synced: dict[str, str] = {}
         self._ticker: threading.Thread | None = None
-        self.buses: dict[str, OsdpBus] = {}
+        self.drivers: dict[str, Driver] = {}
+        """One per controller of the site file, by key (controllers/registry.py)."""
 
     def _lifecycle(self, kind: str) -> Event:
         now = datetime.now(UTC)
@@ -80,14 +79,12 @@ class Bridge:
             if door in processor.doors.doors:
                 processor.doors.doors[door].alarms.add(kind)
                 processor.doors.doors[door].contact = "open"
-        self.mqtt = MqttDriver(self.config, processor)
+        self.mqtt = MqttLink(self.config, processor)
         self.writer.on_commit = self.mqtt.publish_events
+        self.drivers = registry.build(Context(self.config, processor, self.keys, self.mqtt, osdp_feedback(self.config)))
         self.mqtt.start()
-        feedback = osdp_feedback(self.config)
-        self.buses = {ctl.key: OsdpBus(self.config, ctl, processor, self.keys, *feedback[ctl.key])
-                      for ctl in self.config.controllers if ctl.kind == "osdp"}
-        for bus in self.buses.values():
-            bus.start()
+        for driver in self.drivers.values():
+            driver.start()
         collector = BridgeCollector(processor, self.writer, self.mqtt.connected.is_set,
                                     self.mqtt.oldest_unanswered_s)
         self.metrics_server = serve(collector, self.config.metrics.host, self.config.metrics.port)
@@ -104,8 +101,8 @@ class Bridge:
         self.stopping.set()
         if self._ticker is not None:
             self._ticker.join(5)
-        for bus in self.buses.values():
-            bus.stop()
+        for driver in self.drivers.values():
+            driver.stop()
         if self.mqtt is not None:
             self.mqtt.stop()
         if self.metrics_server is not None:
@@ -211,12 +208,8 @@ class Bridge:
 
     # --- outbound ------------------------------------------------------------------------------------
 
-    def _send(self, controller: str, command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown) -> None:
-        if controller in self.buses:
-            self.buses[controller].send(command)
-        else:
-            assert self.mqtt is not None
-            self.mqtt.send(controller, command)
+    def _send(self, controller: str, command: Command) -> None:
+        self.drivers[controller].send(command)
 
     def _request(self, camera: str, request: c.EvidenceRequest) -> None:
         if self.mqtt is not None:
@@ -228,29 +221,10 @@ class Bridge:
         status = self.processor.doors.doors[door]
         state = c.DoorState(door=door, ts=datetime.now(UTC), contact=status.contact, lock=status.lock,  # type: ignore[arg-type]
                             alarms=sorted(status.alarms), online=status.online)
-        self.mqtt.publish_retained(f"bridge/doors/{door}", state.model_dump_json())
+        self.mqtt.publish_door(state)
 
     def _publish_syncs(self) -> None:
-        """Each controller's offline list, when it changed (retained, so a controller that reconnects has it)."""
-        assert self.mqtt is not None and self.processor is not None
-        for ctl in self.config.controllers:
-            if ctl.kind == "mqtt":
-                key = self.keys.sync_key(ctl.key)
-                sync = build_sync(self.config, self.processor.snapshot, ctl.key, key, sync_key_id(key))
-                if self._synced.get(ctl.key) != sync.version:
-                    self.mqtt.publish_retained(f"controllers/{ctl.key}/sync", sync.model_dump_json())
-                    self._synced[ctl.key] = sync.version
-            elif ctl.kind == "esp-rfid":
-                self._sync_esp(ctl.key)
-
-    def _sync_esp(self, controller: str) -> None:
-        assert self.mqtt is not None and self.processor is not None
-        ctl = next(x for x in self.config.controllers if x.key == controller)
-        users = esp_users(self.config, self.processor.snapshot, controller)
-        version = esp_rfid.users_version(users)
-        if self._synced.get(controller) == version:
-            return
-        topic = esp_rfid.topics(ctl.topic or ctl.key).commands
-        for payload in esp_rfid.sync_payloads(users, device=ctl.device or ""):
-            self.mqtt.publish_raw(topic, payload)
-        self._synced[controller] = version
+        """Each controller's offline list, when it changed."""
+        assert self.processor is not None
+        for driver in self.drivers.values():
+            driver.sync(self.processor.snapshot)

@@ -26,14 +26,15 @@ from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.mqtt import make_client
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
+from badge_bridge.mqtt_client import site_client
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
 from badge_bridge.site_sync import sync_site
+from badge_bridge.topics import Topics
 
 ACTOR = "demo"
 DEMO_PEOPLE = [
@@ -185,7 +186,7 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
     """Most people the lobby camera sees badge in at once; the rest walk in unbadged and raise the
     unauthorized-entry alarm, which is what the desk is there for."""
     rng = random.Random()
-    client = make_client(config, f"demo-lobby-{secrets.token_hex(4)}")
+    client = site_client(config, f"demo-lobby-{secrets.token_hex(4)}")
     lobby = sims.get("ctl-lobby")
     if lobby is None:
         return
@@ -198,7 +199,7 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
                 lobby.present("main-in", "main-entrance", "wiegand26", person[2])
 
     client.on_message = on_message
-    client.on_connect = lambda cl, *_: cl.subscribe(f"{config.mqtt.topic_prefix}/bridge/events")
+    client.on_connect = lambda cl, *_: cl.subscribe(Topics(config.mqtt.topic_prefix).bridge_events())
     client.connect(config.mqtt.host, config.mqtt.port)
     client.loop_start()
     stop.wait()

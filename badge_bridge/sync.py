@@ -1,4 +1,5 @@
-"""Each controller's offline credential list, built from the snapshot the bridge decides from.
+"""Each contract controller's offline credential list, built from the snapshot the bridge decides from (an
+esp-rfid device's is ``esp_rfid.esp_users``).
 
 Only what the controller's own doors need is sent, cards only as keyed digests (see keys.card_digest),
 and only credentials that are active and held by active people: a revoked card vanishes from every list at
@@ -9,16 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from datetime import UTC, datetime
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers.contract import CredentialSync, SyncDoor, SyncEntry, SyncSchedule
-from badge_bridge.controllers.esp_rfid import EspRfidError, EspUser
 from badge_bridge.keys import card_digest
 from badge_bridge.snapshot import Snapshot
-
-log = logging.getLogger(__name__)
 
 
 def controller_doors(config: SiteConfig, controller: str) -> set[str]:
@@ -62,21 +59,3 @@ def build_sync(config: SiteConfig, snapshot: Snapshot, controller: str, sync_key
 def sync_key_id(sync_key: bytes) -> str:
     """Names the key without revealing it, so an installer can check a controller has the right one."""
     return hashlib.sha256(b"badge-bridge-sync-key-id\0" + sync_key).hexdigest()[:16]
-
-
-def esp_users(config: SiteConfig, snapshot: Snapshot, controller: str) -> list[EspUser]:
-    """An esp-rfid device's user list: its own firmware decides, from plain card uids and validity only (no
-    schedules, no PINs), so only ``ascii`` credentials with a level for its door are listed; the bridge
-    re-checks every decision it reports (see ingest)."""
-    doors = controller_doors(config, controller)
-    users = []
-    for (fmt, number), record in sorted(snapshot.credentials.items()):
-        view = record.view
-        if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.doors.keys():
-            continue
-        try:
-            users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,
-                                 valid_until=view.valid_until))
-        except EspRfidError as exc:  # one credential the device cannot hold must not stop the others, or the bridge
-            log.warning("esp-rfid controller %s cannot hold credential %s, left out: %s", controller, view.id, exc)
-    return users

@@ -486,7 +486,7 @@ class SseClient(threading.Thread):
 def live_bench(tmp: Path) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
 
-    from badge_bridge.controllers.mqtt import no_delay
+    from badge_bridge.mqtt_client import no_delay
     from badge_bridge.sim.broker import Broker, free_port
 
     broker = Broker(tmp / "mosquitto")

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from badge_bridge import people  # noqa: E402
 from badge_bridge.config import load_config  # noqa: E402
-from badge_bridge.controllers.mqtt import no_delay  # noqa: E402
+from badge_bridge.mqtt_client import no_delay  # noqa: E402
 from badge_bridge.db import make_engine, migrate  # noqa: E402
 from badge_bridge.keys import KeyStore  # noqa: E402
 from badge_bridge.models import AuditEntry  # noqa: E402

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from badge_bridge.config import CameraConfig, SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.mqtt import make_client
+from badge_bridge.mqtt_client import Will, site_client
+from badge_bridge.topics import Topics
 from camera.capture import Capture, Status
 from camera.evidence import EvidenceStore, RingBuffer, encode_clip, encode_snapshot
 from camera.motion import MotionDetector, MotionSettings, Zone, ZoneChange
@@ -48,7 +49,9 @@ class CameraWorker:
     def __init__(self, config: SiteConfig, camera: CameraConfig, evidence_key: bytes) -> None:
         self.config = config
         self.camera = camera
-        self.prefix = f"{config.mqtt.topic_prefix.rstrip('/')}/cameras/{camera.key}"
+        topics = Topics(config.mqtt.topic_prefix)
+        self.events_topic, self.status_topic = topics.camera_events(camera.key), topics.camera_status(camera.key)
+        self.requests_topic = topics.camera_requests(camera.key)
         self.stop = threading.Event()
         self.store = EvidenceStore(config.path(config.evidence.dir), evidence_key)
         self.ring = RingBuffer(camera.buffer_s)
@@ -61,9 +64,8 @@ class CameraWorker:
         self.frames = 0
         self._seq = 0
         self._episode_start: dict[str, float] = {}
-        self.client = make_client(config, f"badge-bridge-camera-{camera.key}")
-        self.client.will_set(f"{self.prefix}/status", c.CameraStatus(online=False).model_dump_json(exclude_none=True),
-                             qos=1, retain=True)
+        self.client = site_client(config, f"badge-bridge-camera-{camera.key}", will=Will(
+            self.status_topic, c.CameraStatus(online=False).model_dump_json(exclude_none=True)))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
@@ -72,7 +74,7 @@ class CameraWorker:
     def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, reason: mqtt.ReasonCode,
                     _props: object) -> None:
         if not reason.is_failure:
-            client.subscribe(f"{self.prefix}/requests", qos=1)
+            client.subscribe(self.requests_topic, qos=1)
 
     def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -82,8 +84,8 @@ class CameraWorker:
             return
         self.requests.put(request)
 
-    def _publish(self, subtopic: str, payload: str, *, retain: bool = False) -> None:
-        self.client.publish(f"{self.prefix}/{subtopic}", payload, qos=1, retain=retain)
+    def _publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain)
 
     def _next_id(self, what: str) -> str:
         self._seq += 1
@@ -95,7 +97,7 @@ class CameraWorker:
             self.fps = min(status.fps, self.camera.max_fps)
         message = c.CameraStatus(online=status.state == "online", ts=datetime.now(UTC), state=status.state,
                                  reason=status.reason[:500], fps=status.fps, width=status.width, height=status.height)
-        self._publish("status", message.model_dump_json(exclude_none=True), retain=True)
+        self._publish(self.status_topic, message.model_dump_json(exclude_none=True), retain=True)
         if status.state != "online":
             self.detector = None  # a new stream may have a new size; the background is stale anyway
 
@@ -120,7 +122,7 @@ class CameraWorker:
             capture.close()
             self.saving.put(None)
             saver.join(10)
-            self._publish("status", c.CameraStatus(online=False, ts=datetime.now(UTC), state="stopped",
+            self._publish(self.status_topic, c.CameraStatus(online=False, ts=datetime.now(UTC), state="stopped",
                                                    reason="worker stopped").model_dump_json(exclude_none=True),
                           retain=True)
             self.client.loop_stop()
@@ -139,7 +141,7 @@ class CameraWorker:
             self.detector = None
             changes = []
         for change in changes:
-            self._publish("events", self._motion(change).model_dump_json(exclude_none=True))
+            self._publish(self.events_topic, self._motion(change).model_dump_json(exclude_none=True))
         while not self.requests.empty():
             request = self.requests.get_nowait()
             self.pending.append(_Pending(request, request.at.timestamp() + request.after_s))
@@ -196,7 +198,7 @@ class CameraWorker:
             answer: c.EvidenceSaved | c.FacesSeen = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC),
                                                                  type="faces", event=request.event, frames=0,
                                                                  error=reason)
-            self._publish("events", answer.model_dump_json(exclude_none=True))
+            self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
         else:
             self._answer(request, [], reason)
 
@@ -214,7 +216,7 @@ class CameraWorker:
         answer = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC), type="faces", event=request.event,
                              frames=len(seen), faces=faces,
                              error=None if frames else "no frames around the badge in the buffer")
-        self._publish("events", answer.model_dump_json(exclude_none=True))
+        self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
 
     def _save(self, request: c.EvidenceRequest) -> None:
         at = request.at.timestamp()
@@ -246,7 +248,7 @@ class CameraWorker:
     def _answer(self, request: c.EvidenceRequest, items: list[c.EvidenceItem], error: str | None) -> None:
         answer = c.EvidenceSaved(id=self._next_id("e"), ts=datetime.now(UTC), type="evidence", event=request.event,
                                  items=items, error=error)
-        self._publish("events", answer.model_dump_json(exclude_none=True))
+        self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
 
 
 def run_worker(site_file: str, camera_key: str) -> None:

@@ -56,18 +56,18 @@ def _targets(app: App, fw: Firmware, only: str | None) -> Iterator[list[Target]]
     with ExitStack() as stack:
         link: devices.Link | None = None
         if any(isinstance(c, MqttProfile | EspRfidProfile) for c in chosen):
-            link = stack.enter_context(devices.Link(site.mqtt))
+            link = stack.enter_context(devices.Link(site))
         targets = []
         for ctl in chosen:
             site_ctl = site_ctls[ctl.key]
             if isinstance(ctl, MqttProfile):
                 assert link is not None
-                report = devices.mqtt_read(link, site.mqtt.topic_prefix, ctl.key)
+                report = devices.mqtt_read(link, ctl.key)
                 targets.append(Target(
                     ctl.key, ctl.profile,
                     devices.flatten(report.config.model_dump()) if report else None,
                     devices.flatten(devices.mqtt_settings(ctl).model_dump()),
-                    partial(devices.mqtt_push, link, site.mqtt.topic_prefix, ctl)))
+                    partial(devices.mqtt_push, link, ctl)))
             elif isinstance(ctl, EspRfidProfile):
                 assert link is not None
                 desired = devices.esp_desired(ctl)

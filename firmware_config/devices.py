@@ -3,7 +3,8 @@
 Every kind is reduced to one flat mapping of field -> value (``reported`` and ``desired``), so diff, push and
 the audit event speak the same field names whatever the wire looks like:
 
-* ``mqtt``: our contract, extended here (not yet in ``badge_bridge/controllers/contract.py``)::
+* ``mqtt``: our contract, extended here (not yet in ``badge_bridge/controllers/contract.py``; the topics are
+  in ``badge_bridge/topics.py``)::
 
       controllers/<key>/config       device -> all, retained   ConfigReport: what it runs, and which set
       controllers/<key>/config/set   bridge -> device, QoS 1   ConfigSet: the desired settings, with an id
@@ -11,19 +12,19 @@ the audit event speak the same field names whatever the wire looks like:
   The device applies a ConfigSet whole and publishes its new retained ConfigReport with ``applied`` = the
   set's id: that is the confirmation push waits for.
 * ``esp-rfid``: the firmware's own ``getconf``/``updateconf`` commands on ``<topic>/cmd`` (mqtt.esp
-  processMqttMessage at 88d2199e). ``updateconf`` *replaces* ``/config.json`` with its ``configfile`` and
-  reboots, so push reads the whole file first (``getconf``), changes only the managed keys and sends the
-  rest back as it was (Wi-Fi and MQTT credentials included: they are never shown, diffed or audited).
-* ``osdp``: libosdp's control panel on the bus: PD ID and capabilities are read from the reader, the
-  address and baud are the ones it answers on; push sends the idle LED as the permanent LED state, then
-  COMSET when the address or the bus speed changes (OSDP has no command to read an LED state back, so the
-  LED is always sent and never diffed).
+  processMqttMessage at 88d2199e), spelled by the esp-rfid driver (``esp_rfid.command``, ``esp_rfid.reply``).
+  ``updateconf`` *replaces* ``/config.json`` with its ``configfile`` and reboots, so push reads the whole file
+  first (``getconf``), changes only the managed keys and sends the rest back as it was (Wi-Fi and MQTT
+  credentials included: they are never shown, diffed or audited).
+* ``osdp``: the OSDP driver's ``BusSetup``, a libosdp control panel on the bus: PD ID and capabilities are
+  read from the reader, the address and baud are the ones it answers on; push sends the idle LED as the
+  permanent LED state, then COMSET when the address or the bus speed changes (OSDP has no command to read an
+  LED state back, so the LED is always sent and never diffed).
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import secrets
 import threading
 import time
@@ -33,13 +34,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from badge_bridge.config import ControllerConfig, MqttSection, SiteConfig
+from badge_bridge.config import ControllerConfig, SiteConfig
 from badge_bridge.controllers import esp_rfid
 from badge_bridge.controllers.contract import Key, MessageId
+from badge_bridge.controllers.driver import DeviceError as DeviceError
 from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
+from badge_bridge.controllers.osdp import BusSetup, comset_command, led_command
 from badge_bridge.firmware.profiles import (
     EspRfidProfile,
     MqttProfile,
@@ -48,14 +50,13 @@ from badge_bridge.firmware.profiles import (
     ReaderMode,
 )
 from badge_bridge.keys import KeyStore
+from badge_bridge.mqtt_client import refused, site_client
+from badge_bridge.topics import Topics
+from badge_bridge.topics import esp_rfid as esp_topics
 
 Profile = MqttProfile | EspRfidProfile | OsdpProfile
 Fields = dict[str, Any]
 REPLY_TIMEOUT_S = 5.0
-
-
-class DeviceError(Exception):
-    """A device that could not be read or did not confirm a push; says which and why."""
 
 
 # --- the MQTT contract's configuration messages --------------------------------------------------------
@@ -94,11 +95,6 @@ class ConfigReport(_Strict):
     ts: AwareDatetime
     applied: MessageId | None = None
     config: ControllerSettings
-
-
-def config_topics(prefix: str, key: str) -> tuple[str, str]:
-    """(report topic, set topic) of controller ``key``."""
-    return f"{prefix}/controllers/{key}/config", f"{prefix}/controllers/{key}/config/set"
 
 
 def mqtt_settings(ctl: MqttProfile) -> ControllerSettings:
@@ -173,7 +169,7 @@ def esp_update_payload(configfile: Mapping[str, Any], desired: Fields, *, device
             merged[section] = {}
         merged[section][key] = value
     try:
-        return esp_rfid._command("updateconf", esp_rfid._doorip(device), configfile=merged)
+        return esp_rfid.command("updateconf", device=device, configfile=merged)
     except esp_rfid.EspRfidError as exc:
         raise DeviceError(f"esp-rfid {device}: {exc}") from None
 
@@ -182,18 +178,19 @@ def esp_update_payload(configfile: Mapping[str, Any], desired: Fields, *, device
 
 
 class Link:
-    """One MQTT connection to the site's broker that remembers every message on its subscriptions."""
+    """One MQTT connection to the site's broker, on the site's account (``mqtt_client.site_client``), that
+    remembers every message on its subscriptions."""
 
-    def __init__(self, section: MqttSection, *, client_id: str | None = None) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=client_id or f"badge-bridge-firmware-{secrets.token_hex(4)}")
-        if section.username:
-            self.client.username_pw_set(section.username, section.password)
-        if section.tls:
-            self.client.tls_set(ca_certs=section.ca_file)
-        self.host, self.port = section.host, section.port
+    def __init__(self, config: SiteConfig, *, client_id: str | None = None) -> None:
+        self.config = config
+        self.topics = Topics(config.mqtt.topic_prefix)
+        self.client = site_client(config, client_id or f"badge-bridge-firmware-{secrets.token_hex(4)}")
+        self.host, self.port = config.mqtt.host, config.mqtt.port
         self._seen: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
+        self._answered = threading.Event()
+        self._refusal: mqtt.ReasonCode | None = None
+        self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
     def __enter__(self) -> Self:
@@ -202,11 +199,21 @@ class Link:
         except OSError as exc:
             raise DeviceError(f"MQTT broker {self.host}:{self.port}: {exc}") from None
         self.client.loop_start()
+        if not self._answered.wait(REPLY_TIMEOUT_S) or self._refusal is not None:
+            self.__exit__()
+            raise DeviceError(refused(self.config, self._refusal) if self._refusal is not None else
+                              f"MQTT broker {self.host}:{self.port} did not answer the connection within "
+                              f"{REPLY_TIMEOUT_S:g} s")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+        if reason.is_failure and not self._answered.is_set():
+            self._refusal = reason
+        self._answered.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
@@ -248,19 +255,12 @@ class Link:
                 self._cond.wait(left)
 
 
-def _json(payload: bytes) -> Any:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return None
-
-
 # --- per kind: read and push ---------------------------------------------------------------------------
 
 
-def mqtt_read(link: Link, prefix: str, key: str, timeout: float = 2.0) -> ConfigReport | None:
+def mqtt_read(link: Link, key: str, timeout: float = 2.0) -> ConfigReport | None:
     """The controller's retained ConfigReport; None when it never published one."""
-    report_topic, _ = config_topics(prefix, key)
+    report_topic = link.topics.controller_config(key)
     since = link.subscribe(report_topic)
 
     def parse(payload: bytes) -> ConfigReport | None:
@@ -272,12 +272,12 @@ def mqtt_read(link: Link, prefix: str, key: str, timeout: float = 2.0) -> Config
     return link.wait(report_topic, parse, since, timeout)
 
 
-def mqtt_push(link: Link, prefix: str, ctl: MqttProfile, timeout: float = 10.0) -> ConfigReport:
+def mqtt_push(link: Link, ctl: MqttProfile, timeout: float = 10.0) -> ConfigReport:
     """Send the ConfigSet and wait for the device's report of having applied it."""
-    report_topic, set_topic = config_topics(prefix, ctl.key)
+    report_topic = link.topics.controller_config(ctl.key)
     since = link.subscribe(report_topic)
     message = ConfigSet(id=f"fw-{secrets.token_hex(8)}", ts=datetime.now(UTC), config=mqtt_settings(ctl))
-    link.publish(set_topic, message.model_dump_json().encode())
+    link.publish(link.topics.controller_config_set(ctl.key), message.model_dump_json().encode())
 
     def applied(payload: bytes) -> ConfigReport | None:
         try:
@@ -295,18 +295,15 @@ def mqtt_push(link: Link, prefix: str, ctl: MqttProfile, timeout: float = 10.0) 
 def esp_read(link: Link, site_ctl: ControllerConfig, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
     """The device's whole ``config.json``, from its ``getconf`` reply."""
     device = site_ctl.device or ""
-    topics = esp_rfid.topics(site_ctl.topic or site_ctl.key)
+    topics = esp_topics(site_ctl.topic or site_ctl.key)
     since = link.subscribe(topics.events)
-    link.publish(topics.commands, esp_rfid._command("getconf", esp_rfid._doorip(device)))
+    link.publish(topics.commands, esp_rfid.command("getconf", device=device))
 
-    def reply(payload: bytes) -> dict[str, Any] | None:
-        msg = _json(payload)
-        if isinstance(msg, dict) and msg.get("type") == "getconf" and msg.get("ip") == device \
-                and isinstance(msg.get("configfile"), dict):
-            return msg["configfile"]
-        return None
+    def configfile(payload: bytes) -> dict[str, Any] | None:
+        msg = esp_rfid.reply(payload, "getconf", device=device)
+        return msg["configfile"] if msg is not None and isinstance(msg.get("configfile"), dict) else None
 
-    found = link.wait(topics.events, reply, since, timeout)
+    found = link.wait(topics.events, configfile, since, timeout)
     if found is None:
         raise DeviceError(f"esp-rfid {site_ctl.key} ({device}): no getconf reply on {topics.events} within "
                           f"{timeout:g} s")
@@ -317,16 +314,11 @@ def esp_push(link: Link, site_ctl: ControllerConfig, ctl: EspRfidProfile, timeou
     """Read the device's config.json, send it back with the managed keys set, wait for the ``updateconf`` ack
     (after which the device reboots to apply it)."""
     device = site_ctl.device or ""
-    topics = esp_rfid.topics(site_ctl.topic or site_ctl.key)
+    topics = esp_topics(site_ctl.topic or site_ctl.key)
     payload = esp_update_payload(esp_read(link, site_ctl, timeout), esp_desired(ctl), device=device)
     since = link.subscribe(topics.events)
     link.publish(topics.commands, payload)
-
-    def ack(raw: bytes) -> bool | None:
-        msg = _json(raw)
-        return True if isinstance(msg, dict) and msg.get("type") == "updateconf" and msg.get("ip") == device else None
-
-    if link.wait(topics.events, ack, since, timeout) is None:
+    if link.wait(topics.events, lambda raw: esp_rfid.reply(raw, "updateconf", device=device), since, timeout) is None:
         raise DeviceError(f"esp-rfid {site_ctl.key} ({device}): no updateconf acknowledgement within {timeout:g} s")
 
 
@@ -340,89 +332,40 @@ def osdp_desired(ctl: OsdpProfile) -> Fields:
 
 
 class OsdpBusSession:
-    """A control panel on an OSDP bus for reading and pushing, at the address and speed the readers have now
-    (the site file's). The bridge must not be driving the same port meanwhile: a serial port has one owner."""
+    """An OSDP bus read and pushed through the OSDP driver's ``BusSetup``, in this tool's fields, at the
+    addresses and speed the readers have now (the site file's)."""
 
     def __init__(self, site: SiteConfig, site_ctl: ControllerConfig, ctl: OsdpProfile, keys: KeyStore) -> None:
-        from osdp import ControlPanel, LibFlag, LogLevel, PDInfo
-
-        from badge_bridge.controllers.osdp import SerialChannel
-
         self.site_ctl, self.ctl = site_ctl, ctl
-        self.addresses = {r.key: r.osdp_address for r in site.readers
-                          if r.controller == site_ctl.key and r.osdp_address is not None}
-        self.channel = SerialChannel(site_ctl.port or "", site_ctl.baud)
-        if not self.channel.healthy:
-            raise DeviceError(f"OSDP bus {site_ctl.key}: cannot open {site_ctl.port}: {self.channel.error}")
-        flags = [] if ctl.install_mode else [LibFlag.EnforceSecure]
-        infos = [PDInfo(address, self.channel, scbk=keys.osdp_key(key), name=key, flags=flags)
-                 for key, address in self.addresses.items()]
-        self.done: queue.Queue[tuple[int, dict[str, Any], int]] = queue.Queue()
-        self.cp = ControlPanel(infos, log_level=LogLevel.Error,
-                               command_completion_handler=lambda a, c, s: self.done.put((a, c, s)))
-        self.cp.start()
+        self.bus = BusSetup(site, site_ctl, keys, enforce_secure=not ctl.install_mode)
 
     def close(self) -> None:
-        self.cp.teardown()  # stops its thread too
-        self.channel.close()
+        self.bus.close()
 
     def read(self, timeout: float = 8.0) -> tuple[Fields, dict[str, dict[str, Any]]]:
         """(reported fields, per reader what it says about itself: ID and capabilities)."""
-        from osdp import Capability
-
-        deadline = time.monotonic() + timeout
         fields: Fields = {"baud": None, "secure_channel": None}
         about: dict[str, dict[str, Any]] = {}
         secure = True
-        for key, address in self.addresses.items():
-            while not self.cp.is_online(address) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not self.cp.is_online(address):
-                fields[f"readers.{key}.address"] = None
-                about[key] = {"online": False}
-                secure = False
-                continue
-            fields[f"readers.{key}.address"] = address
-            fields["baud"] = self.site_ctl.baud
-            secure = secure and self.cp.is_sc_active(address)
-            ident = self.cp.get_pd_id(address)
-            caps = {name: list(self.cp.check_capability(address, getattr(Capability, name)))
-                    for name in ("LEDControl", "AudibleControl", "OutputControl", "Readers")}
-            about[key] = {"online": True, "vendor_code": f"{ident.vendor_code:06x}", "model": ident.model,
-                          "serial_number": ident.serial_number, "firmware_version": ident.firmware_version,
-                          "capabilities": caps}
+        for key, info in self.bus.identify(timeout).items():
+            online = bool(info["online"])
+            fields[f"readers.{key}.address"] = self.bus.addresses[key] if online else None
+            if online:
+                fields["baud"] = self.site_ctl.baud
+            secure = secure and bool(info.get("secure"))
+            about[key] = {name: value for name, value in info.items() if name != "secure"}
         fields["secure_channel"] = secure if about else None
         return fields, about
 
     def push(self, timeout: float = 8.0) -> None:
         """Idle LED to every managed reader, then COMSET where the address or the bus speed changes;
-        each command must complete (libosdp's completion status Ok) in time."""
-        from osdp import Command, CompletionStatus
-
-        from badge_bridge.controllers.osdp import led_command
-
-        sent: list[tuple[str, dict[str, object]]] = []
+        each command must complete in time."""
+        commands: dict[str, list[dict[str, object]]] = {}
         for reader in self.ctl.readers:
-            current = self.addresses[reader.key]
-            if not self.cp.is_online(current):
-                raise DeviceError(f"OSDP reader {reader.key} is not answering at address {current}")
-            commands = [led_command(self.ctl.led.idle)]
-            if reader.address != current or self.ctl.baud != self.site_ctl.baud:
-                commands.append({"command": Command.Comset, "address": reader.address, "baud_rate": self.ctl.baud})
-            for command in commands:
-                if not self.cp.submit_command(current, command):
-                    raise DeviceError(f"OSDP reader {reader.key}: libosdp refused to queue {command['command']}")
-                sent.append((reader.key, command))
-        deadline = time.monotonic() + timeout
-        for _ in sent:
-            try:
-                _address, command, status = self.done.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise DeviceError(f"OSDP bus {self.site_ctl.key}: not every command completed within "
-                                  f"{timeout:g} s") from None
-            if status != CompletionStatus.Ok:
-                raise DeviceError(f"OSDP bus {self.site_ctl.key}: command {command.get('command')} failed "
-                                  f"(status {status})")
+            commands[reader.key] = [led_command(self.ctl.led.idle)]
+            if reader.address != self.bus.addresses[reader.key] or self.ctl.baud != self.site_ctl.baud:
+                commands[reader.key].append(comset_command(reader.address, self.ctl.baud))
+        self.bus.push(commands, timeout)
 
 
 @contextmanager

@@ -8,23 +8,19 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
-from firmware_config.devices import (
-    ConfigReport,
-    ConfigSet,
-    ControllerSettings,
-    config_topics,
-)
+from badge_bridge.mqtt_client import build_client
+from badge_bridge.topics import Topics
+from badge_bridge.topics import esp_rfid as esp_topics
+from firmware_config.devices import ConfigReport, ConfigSet, ControllerSettings
 
 
 class _Client:
     def __init__(self, port: int, client_id: str, topic: str) -> None:
         self.topic = topic
         self.ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client = build_client(client_id)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self.ready.set()
         self.client.on_message = lambda c, u, msg: self.handle(bytes(msg.payload))
@@ -56,8 +52,9 @@ class SimConfigController(_Client):
         self.key = key
         self.settings = settings
         self.applied: list[ConfigSet] = []
-        self.report_topic, set_topic = config_topics(prefix, key)
-        super().__init__(port, f"sim-config-{key}", set_topic)
+        topics = Topics(prefix)
+        self.report_topic = topics.controller_config(key)
+        super().__init__(port, f"sim-config-{key}", topics.controller_config_set(key))
 
     def connected(self) -> None:
         self._report(None)
@@ -84,8 +81,9 @@ class SimEspRfid(_Client):
     def __init__(self, port: int, topic: str, ip: str, configfile: dict[str, Any], hostname: str = "esp-sim") -> None:
         self.ip, self.hostname, self.configfile = ip, hostname, configfile
         self.received: list[dict[str, Any]] = []
-        self.send_topic = f"{topic}/send"
-        super().__init__(port, f"sim-esp-{hostname}", f"{topic}/cmd")
+        topics = esp_topics(topic)
+        self.send_topic = topics.events
+        super().__init__(port, f"sim-esp-{hostname}", topics.commands)
 
     def handle(self, payload: bytes) -> None:
         msg = json.loads(payload)

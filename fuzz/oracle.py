@@ -1,10 +1,10 @@
 """The verdict on one MQTT message: what the bridge does with it, run in process on a real database with the
-bridge's own code (the MQTT driver's dispatch, the processor, the audit writer), and what must hold.
+bridge's own code (the MQTT link's routing, the processor, the audit writer), and what must hold.
 
 For every input, whatever it is:
 
 * it is acknowledged exactly once, after its events are committed (processed, or dead-lettered);
-* no exception escapes the driver (one that does leaves the message unacknowledged, holding one of the
+* no exception escapes the link (one that does leaves the message unacknowledged, holding one of the
   broker's in-flight slots, and it fails again on every redelivery);
 * the audit writer commits it (a value the database refuses stalls the writer for good);
 * a rejection is counted (``badge_bridge_dead_letters``) and stored bounded, with no PIN in it;
@@ -36,7 +36,9 @@ from sqlalchemy.orm import Session
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.mqtt import MqttDriver
+from badge_bridge.controllers.driver import Context
+from badge_bridge.controllers.esp_rfid import EspRfidDriver
+from badge_bridge.controllers.link import MqttLink
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event
 from badge_bridge.ingest import Processor
@@ -199,8 +201,11 @@ class Oracle:
         self.commands: list[object] = []
         self.processor = Processor(self.config, self.writer, snapshot, keys.pin_pepper(),
                                    send=lambda _controller, command: self.commands.append(command))
-        self.driver = MqttDriver(self.config, self.processor)
-        self.esp_topics = set(self.driver.esp_by_topic)
+        self.link = MqttLink(self.config, self.processor)
+        ctx = Context(self.config, self.processor, keys, self.link)
+        # The drivers that read the broker; the OSDP bus is the bridge process's (its port has one owner).
+        esp = [EspRfidDriver(ctx, ctl) for ctl in self.config.controllers if ctl.kind == EspRfidDriver.kind]
+        self.esp_topics = {topic for driver in esp for topic in driver.topics.inbound()}
         self.foreign = {ctl.key: ctl.kind for ctl in self.config.controllers if ctl.kind != "mqtt"}
         self.heard_since: dict[str, datetime] = {}
         """Controllers the processor holds online, since when (as seen between messages): an offline decision
@@ -237,7 +242,7 @@ class Oracle:
             else:
                 self.heard_since.pop(key, None)
         try:
-            self.driver._route(topic, payload, lambda: acks.append(1))
+            self.link.deliver(topic, payload, lambda: acks.append(1))
         except Exception as exc:  # noqa: BLE001 - what escapes here is the finding
             problems.append(f"exception:{type(exc).__name__}@{_where(exc)} {str(exc)[:200]}")
         if not self.writer.flush(self.stall_s):
@@ -274,7 +279,7 @@ class Oracle:
 
     def _accepted(self, verdict: Verdict, now: datetime) -> None:
         """An accepted message: was it one the contract refuses?"""
-        kind = topic_kind(verdict.topic, self.driver.prefix, self.esp_topics)
+        kind = topic_kind(verdict.topic, self.link.topics.prefix, self.esp_topics)
         if kind in ("esp-rfid", "other") or not verdict.payload:
             return
         controller = verdict.topic.split("/")[-2]

@@ -21,10 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.controllers.esp_rfid import esp_users
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, DeadLetter
 from badge_bridge.sim.broker import Broker
-from badge_bridge.sync import esp_users
+from badge_bridge.topics import EspChannel
+from badge_bridge.topics import esp_rfid as esp_topics
 from tests.conftest import ROOT, require_mosquitto
 from tests.test_mqtt_bridge import Site, entries, kinds, wait_until
 
@@ -132,17 +134,18 @@ class EspDevice(Client):
 
     def __init__(self, port: int, user: str = "esp-noc", topic: str = "esp-noc", *,
                  home_assistant: bool = False) -> None:
-        self.topic = topic
+        self.topics = esp_topics(topic)
         # mqtt.esp setupMqtt: in Home Assistant mode the last will is "offline", retained, QoS 2, on <topic>/avty
         super().__init__(port, user, protocol=mqtt.MQTTv311,
-                         will=(f"{topic}/avty", "offline") if home_assistant else None)
-        self.subscribe(f"{topic}/cmd", qos=2)
+                         will=(self.topics.availability, "offline") if home_assistant else None)
+        self.subscribe(self.topics.commands, qos=2)
 
-    def send(self, message: dict[str, Any], channel: str = "send") -> None:
-        self.publish(f"{self.topic}/{channel}", json.dumps(message, separators=(",", ":")), qos=0)
+    def send(self, message: dict[str, Any], channel: EspChannel = "send") -> None:
+        topic = next(t for t, c in self.topics.inbound().items() if c == channel)
+        self.publish(topic, json.dumps(message, separators=(",", ":")), qos=0)
 
     def commands(self) -> list[dict[str, Any]]:
-        return [json.loads(p) for p in self.payloads(f"{self.topic}/cmd")]
+        return [json.loads(p) for p in self.payloads(self.topics.commands)]
 
     def power_cut(self) -> None:
         """The connection drops without a DISCONNECT: the broker publishes the last will."""

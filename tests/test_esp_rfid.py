@@ -22,9 +22,9 @@ from badge_bridge.controllers.esp_rfid import (
     encode,
     parse,
     sync_payloads,
-    topics,
     users_version,
 )
+from badge_bridge.topics import esp_rfid as topics
 
 CTL, DOOR, READER, HOST, IP = "esp-noc", "noc", "noc-in", "esp-noc", "10.0.0.7"
 RECEIVED = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -475,7 +475,7 @@ def test_topics_are_the_firmwares() -> None:
 
 @pytest.mark.parametrize("base", ["", "rfid/#", "rfid/+/x", "a\0b", "x" * 201])
 def test_bad_base_topic(base: str) -> None:
-    with pytest.raises(EspRfidError, match="base topic"):
+    with pytest.raises(ValueError, match="base topic"):
         topics(base)
 
 

@@ -19,16 +19,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers import esp_rfid
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, DeadLetter
 from badge_bridge.records import PAYLOAD_KEEP
 from badge_bridge.sim.broker import Broker
+from badge_bridge.topics import esp_rfid as esp_topics
 from tests.test_mqtt_bridge import Site, wait_until
 
 PREFIX = "badge-bridge/v1"
 LOBBY = f"{PREFIX}/controllers/ctl-lobby/events"
-ESP = esp_rfid.topics("esp-noc").events
+ESP = esp_topics("esp-noc").events
 CAMERA = f"{PREFIX}/cameras/cam-lobby/events"
 
 

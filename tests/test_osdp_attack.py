@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.cards import encode_wiegand
 from badge_bridge.config import load_config
-from badge_bridge.controllers.osdp import OsdpBus
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry
 from badge_bridge.sim import osdp_intruder as wire
@@ -63,7 +62,7 @@ class GateRig(Rig):
                    fresh=[f"gate-{a}" for a in fresh])
         for sim in self.sims.values():
             sim.walk_through = False  # nobody opens a door: every door event would be the attacker's
-        self.gate: OsdpBus = self.bridge.buses["bus-gate"]
+        self.gate = self.osdp("bus-gate")
         self.intruder = wire.Intruder(self.bus)
         if wait:
             self.wait_secure()

@@ -83,7 +83,7 @@ def rig(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore) -> Iter
 def test_the_adapter_vanishing_takes_the_bus_offline_and_nothing_else(rig: FaultRig,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    bus = rig.bridge.buses["ctl-hall-a"]
+    bus = rig.osdp("ctl-hall-a")
     assert rig.card_and_pin("hall-a-out") is not None  # the bus works (out: hall A is hard anti-passback)
     wait_until(lambda: rig.entries("door.closed"), what="Ada through the door")  # not pending in the reader
 
@@ -154,7 +154,7 @@ def test_a_slow_full_bus_comes_back_whole_after_a_replug(tmp_path: Path, sqlite_
 def test_a_reader_powered_off_for_a_while_is_offline_not_refusing_its_key(rig: FaultRig) -> None:
     """While a reader is off the watchdog keeps asking libosdp to try it again; each try ends a handshake
     that never started, which is not the reader refusing the secure channel."""
-    bus = rig.bridge.buses["ctl-hall-a"]
+    bus = rig.osdp("ctl-hall-a")
     reader = rig.sims["hall-a-out"]
     reader.stop()
     wait_until(lambda: "hall-a-out" in rig.open_alarms("reader.offline"), what="offline", timeout=30)

@@ -25,6 +25,7 @@ from badge_bridge.sim.controller import (
     run_demo_traffic,
 )
 from badge_bridge.sim.broker import Broker
+from badge_bridge.topics import Topics
 
 PREFIX = "test/v1"
 SYNC_KEY = b"k" * 32
@@ -51,7 +52,8 @@ class FakeBridge:
         assert self.subscribed.wait(10)
 
     def _on_connect(self, client: mqtt.Client, *args: object) -> None:
-        client.subscribe([(f"{PREFIX}/controllers/+/events", 1), (f"{PREFIX}/controllers/+/status", 1)])
+        topics = Topics(PREFIX)
+        client.subscribe([(topics.controller_events(), 1), (topics.controller_status(), 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self.cond:

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 from badge_bridge.audit.writer import AuditWriter, Effect
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.mqtt import make_client, no_delay
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
+from badge_bridge.mqtt_client import no_delay, refused, site_client
+from badge_bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,15 @@ class BridgeLink:
     def __init__(self, config: SiteConfig, hub: LiveHub) -> None:
         self.config = config
         self.hub = hub
-        self.prefix = config.mqtt.topic_prefix.rstrip("/")
-        self.client = make_client(config, f"badge-bridge-console-{uuid.uuid4().hex[:8]}")
+        self.topics = Topics(config.mqtt.topic_prefix)
+        self.client = site_client(config, f"badge-bridge-console-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
+        self.subscriptions = {self.topics.bridge_events(): (0, self._events),
+                              self.topics.door_state(): (1, self._door),
+                              self.topics.bridge_status(): (1, self._bridge)}
+        """Topic filter -> (QoS, what to do with a message on it)."""
+        for topic_filter, (_, handle) in self.subscriptions.items():
+            self.client.message_callback_add(topic_filter, self._receiver(handle))
         self.connected = threading.Event()
         self.client.on_disconnect = lambda *_: self.connected.clear()
 
@@ -132,31 +138,40 @@ class BridgeLink:
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
         if reason.is_failure:
-            log.error("console: MQTT broker refused the connection: %s", reason)
+            log.error("console: %s", refused(self.config, reason))
             return
         no_delay(client)
-        client.subscribe([(f"{self.prefix}/bridge/events", 0), (f"{self.prefix}/bridge/doors/+", 1),
-                          (f"{self.prefix}/bridge/status", 1)])
+        client.subscribe([(topic_filter, qos) for topic_filter, (qos, _) in self.subscriptions.items()])
         self.connected.set()
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            if msg.topic.endswith("/bridge/events"):
-                self.hub.publish("events", c.PublishedEvents.model_validate_json(msg.payload).model_dump_json())
-            elif "/bridge/doors/" in msg.topic:
-                state = c.DoorState.model_validate_json(msg.payload)
-                self.hub.doors[state.door] = state.model_dump_json()
-                self.hub.publish("door", self.hub.doors[state.door])
-            elif msg.topic.endswith("/bridge/status"):
-                self.hub.publish("bridge", c.BridgeStatus.model_validate_json(msg.payload).model_dump_json())
-        except ValidationError as exc:
-            log.warning("console: ignored an off-contract message on %s: %s", msg.topic, exc.errors()[:1])
+    @staticmethod
+    def _receiver(handle: Callable[[bytes | bytearray], None]) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
+        """The paho callback for one subscription: a message off the contract is logged and dropped."""
+
+        def receive(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            try:
+                handle(msg.payload)
+            except ValidationError as exc:
+                log.warning("console: ignored an off-contract message on %s: %s", msg.topic, exc.errors()[:1])
+
+        return receive
+
+    def _events(self, payload: bytes | bytearray) -> None:
+        self.hub.publish("events", c.PublishedEvents.model_validate_json(payload).model_dump_json())
+
+    def _door(self, payload: bytes | bytearray) -> None:
+        state = c.DoorState.model_validate_json(payload)
+        self.hub.doors[state.door] = state.model_dump_json()
+        self.hub.publish("door", self.hub.doors[state.door])
+
+    def _bridge(self, payload: bytes | bytearray) -> None:
+        self.hub.publish("bridge", c.BridgeStatus.model_validate_json(payload).model_dump_json())
 
     def command(self, cmd: c.ConsoleCommand) -> None:
         """Send an operator's command to the bridge; raises when the broker is unreachable."""
         if not self.connected.is_set():
             raise ConnectionError("the console is not connected to the broker; the command was not sent")
-        info = self.client.publish(f"{self.prefix}/console/commands", cmd.model_dump_json(), qos=1)
+        info = self.client.publish(self.topics.console_commands(), cmd.model_dump_json(), qos=1)
         info.wait_for_publish(5)
         if not info.is_published():
             raise ConnectionError("the broker did not acknowledge the command in time")

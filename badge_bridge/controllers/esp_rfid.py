@@ -1,14 +1,15 @@
 """Stock esp-rfid door controllers (github.com/esprfid/esp-rfid) over MQTT, without reflashing them.
 
-Pure translation between esp-rfid's own JSON and the contract models (``contract.py``): no I/O, no MQTT
-client. Written against the firmware source, not its README, where the two differ: ``src/mqtt.esp`` at
-commit 6cf70f2a (VERSION "2.0.0" in ``src/main.cpp``) and 88d2199e; ``src/rfid.esp`` at 62b1cd79 and
-ac787615; ``src/door.esp``, ``src/log.esp`` at 88d2199e; ``src/doorbell.esp`` at 83b8eb8c; the tamper flag and
-Home Assistant mode against the ``dev`` branch at 56c0fb9 (2024-03, still VERSION "2.0.0", the newest).
+Translation between esp-rfid's own JSON and the contract models (``contract.py``) in pure functions, no
+I/O; ``EspRfidDriver`` at the end applies them over the bridge's MQTT link (link.py). Written against the
+firmware source, not its README, where the two differ: ``src/mqtt.esp`` at commit 6cf70f2a (VERSION "2.0.0"
+in ``src/main.cpp``) and 88d2199e; ``src/rfid.esp`` at 62b1cd79 and ac787615; ``src/door.esp``,
+``src/log.esp`` at 88d2199e; ``src/doorbell.esp`` at 83b8eb8c; the tamper flag and Home Assistant mode against
+the ``dev`` branch at 56c0fb9 (2024-03, still VERSION "2.0.0", the newest).
 Firmware 1.x (``/sync`` and ``/accesslist`` topics, ``getuser``/``listusr``) is not supported.
 
 Topics (``<topic>`` is the base topic set in the device's web UI, used verbatim: the firmware appends
-``"/send"`` to it, so a leading or trailing slash is part of every topic)::
+``"/send"`` to it, so a leading or trailing slash is part of every topic; ``topics.esp_rfid`` spells them)::
 
     <topic>/send   device -> bridge  every JSON message below (QoS 0, not retained)
     <topic>/tag    device -> bridge  access reports in Home Assistant mode (QoS 0, not retained)
@@ -148,13 +149,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
+from badge_bridge import topics
 from badge_bridge.controllers.contract import (
     MAX_PAYLOAD,
     Card,
@@ -171,11 +175,20 @@ from badge_bridge.controllers.contract import (
     Tamper,
     Unlock,
 )
+from badge_bridge.controllers.driver import Command, Context, Driver
+from badge_bridge.sync import controller_doors
+
+if TYPE_CHECKING:
+    from badge_bridge.config import ControllerConfig, SiteConfig
+    from badge_bridge.controllers.link import Ack
+    from badge_bridge.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
 
 Parsed = CredentialPresented | DoorContact | RequestToExit | Tamper | Heartbeat | ControllerStatus
 """What ``parse`` returns."""
-Channel = Literal["send", "tag", "avty"]
-"""The topic a message came on, by its last level."""
+Channel = topics.EspChannel
+"""The topic a message came on, by its last level (``topics.EspTopics.inbound``)."""
 
 ACCESS_DISABLED, ACCESS_GRANTED, ACCESS_ADMIN = 0, 1, 99
 """``acctype`` values (magicnumbers.h)."""
@@ -219,21 +232,6 @@ class EspRfidError(ValueError):
     """A message from or for an esp-rfid that cannot be translated; says which field and what was expected."""
 
 
-class Topics(NamedTuple):
-    events: str
-    """``<topic>/send``: everything the device publishes but Home Assistant mode's access reports."""
-    tag: str
-    """``<topic>/tag``: access reports in Home Assistant mode."""
-    availability: str
-    """``<topic>/avty``: Home Assistant mode's retained online state and last will."""
-    commands: str
-    """``<topic>/cmd``: where the device listens for commands."""
-
-    def inbound(self) -> dict[str, Channel]:
-        """The topics to subscribe to, each with the channel ``parse`` reads it as."""
-        return {self.events: "send", self.tag: "tag", self.availability: "avty"}
-
-
 @dataclass(frozen=True, slots=True)
 class EspUser:
     """One user file on the device, as ``adduser`` writes it."""
@@ -261,14 +259,6 @@ class EspUser:
         since, until = _valid_since(self), _valid_until(self)
         if since > until:
             raise EspRfidError(f"user {self.uid}: valid_since is after valid_until")
-
-
-def topics(base: str) -> Topics:
-    """The device's topics under its base topic, spelled as the firmware builds them (``base + "/send"``)."""
-    if not isinstance(base, str) or not base or len(base) > 200 or any(ch in base for ch in "+#\0"):
-        raise EspRfidError(f"esp-rfid base topic {base!r}: expected the device's MQTT topic setting, "
-                           f"1-200 characters without + # or NUL")
-    return Topics(events=f"{base}/send", tag=f"{base}/tag", availability=f"{base}/avty", commands=f"{base}/cmd")
 
 
 # --- device -> bridge --------------------------------------------------------------------------------
@@ -629,3 +619,103 @@ def _command(cmd: str, ip: str, **fields: Any) -> bytes:
     if len(body) > MAX_COMMAND:
         raise EspRfidError(f"{cmd} command of {len(body)} bytes: the device takes at most {MAX_COMMAND}")
     return body
+
+
+def command(cmd: str, *, device: str, **fields: Any) -> bytes:
+    """Any command for ``<topic>/cmd``, as the firmware reads it, for the device at ``device`` (its doorip)."""
+    return _command(cmd, _doorip(device), **fields)
+
+
+def reply(payload: bytes, cmd: str, *, device: str) -> dict[str, Any] | None:
+    """The device's answer to ``cmd`` on ``<topic>/send`` (``{"type": cmd, "ip": device, ...}``: the
+    acknowledgement, or the getconf reply with its ``configfile``), None for any other message."""
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) and msg.get("type") == cmd and msg.get("ip") == device else None
+
+
+# --- the bridge's user list for a device -------------------------------------------------------------
+
+
+def esp_users(config: SiteConfig, snapshot: Snapshot, controller: str) -> list[EspUser]:
+    """An esp-rfid device's user list: its own firmware decides, from plain card uids and validity only (no
+    schedules, no PINs), so only ``ascii`` credentials with a level for its door are listed; the bridge
+    re-checks every decision it reports (see ingest)."""
+    doors = controller_doors(config, controller)
+    users = []
+    for (fmt, number), record in sorted(snapshot.credentials.items()):
+        view = record.view
+        if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.doors.keys():
+            continue
+        try:
+            users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,
+                                 valid_until=view.valid_until))
+        except EspRfidError as exc:  # one credential the device cannot hold must not stop the others, or the bridge
+            log.warning("esp-rfid controller %s cannot hold credential %s, left out: %s", controller, view.id, exc)
+    return users
+
+
+# --- the driver --------------------------------------------------------------------------------------
+
+
+class EspRfidDriver(Driver):
+    """One device over the bridge's MQTT link: its topics read and translated, commands and the user list
+    written to ``<topic>/cmd``."""
+
+    kind = "esp-rfid"
+
+    def __init__(self, ctx: Context, controller: ControllerConfig) -> None:
+        super().__init__(ctx, controller)
+        self.topics = topics.esp_rfid(controller.topic or controller.key)
+        self.reader = {r.controller: r for r in ctx.config.readers}.get(controller.key)
+        self.tampered = False
+        """The device's own tamper flag is up (see ``parse``)."""
+        self._synced: str | None = None
+        """The version of the user list last sent (``users_version``)."""
+        for topic, channel in self.topics.inbound().items():
+            # The retained availability is not delivered through a shared subscription, like the status topics.
+            ctx.link.route(topic, partial(self._receive, channel), shared=channel != "avty", sender=controller.key)
+
+    @classmethod
+    def heard_on(cls, controller: ControllerConfig) -> str:
+        return (f"an esp-rfid device: the bridge reads it only on its own topics "
+                f"({topics.esp_rfid(controller.topic or controller.key).events})")
+
+    def _receive(self, channel: Channel, topic: str, payload: bytes, ack: Ack | None) -> None:
+        key, processor = self.controller.key, self.ctx.processor
+        if self.reader is None:
+            processor.reject(key, "unknown_reader", f"esp-rfid controller {key!r} has no reader in the site file",
+                             payload, where=topic, ack=ack)
+            return
+        try:
+            messages = parse(payload, controller=key, door=self.reader.door, reader=self.reader.key,
+                             received=datetime.now(UTC), channel=channel, tampered=self.tampered)
+        except EspRfidError as exc:
+            processor.reject(key, "invalid_message", str(exc), payload, where=topic, ack=ack)
+            return
+        if not messages and ack:
+            ack()
+        for i, message in enumerate(messages):
+            last_ack = ack if i == len(messages) - 1 else None
+            if isinstance(message, Tamper):
+                self.tampered = message.state == "active"
+            if isinstance(message, ControllerStatus):
+                processor.controller_status(key, message, payload, topic, last_ack)
+            else:
+                processor.controller_event(key, message, payload, topic, last_ack)
+
+    def send(self, command: Command) -> None:
+        payload = encode(command, device=self.controller.device or "")
+        if payload is not None:
+            self.ctx.link.publish(self.topics.commands, payload)
+
+    def sync(self, snapshot: Snapshot) -> None:
+        users = esp_users(self.ctx.config, snapshot, self.controller.key)
+        version = users_version(users)
+        if version == self._synced:
+            return
+        for payload in sync_payloads(users, device=self.controller.device or ""):
+            self.ctx.link.publish(self.topics.commands, payload)
+        self._synced = version

@@ -28,27 +28,31 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from osdp import (
+    Capability,
     CardFormat,
     Command,
     CommandLEDColor,
+    CompletionStatus,
+    ControlPanel,
     Event,
     EventNotification,
     LibFlag,
+    LogLevel,
     PDInfo,
     StatusReportType,
 )
 
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
-from badge_bridge.controllers.feedback import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
-from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialPort
-from badge_bridge.controllers.osdp_link import SerialChannel as SerialChannel  # the firmware tool's (devices.py)
-from badge_bridge.ingest import Processor
+from badge_bridge.controllers.driver import Context, DeviceError, Driver
+from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialChannel, SerialPort
 from badge_bridge.keys import KeyMaterialError, KeyStore
+from badge_bridge.controllers.feedback import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +176,17 @@ class BusStats:
     """Reports dead-lettered because the reader was not online with its secure channel up."""
 
 
-class OsdpBus:
+class OsdpBus(Driver):
     """One RS-485 bus: its readers, a libosdp control panel for each run by the bus's arbiter (osdp_link), and
     a dispatcher thread."""
 
-    def __init__(self, config: SiteConfig, controller: ControllerConfig, processor: Processor, keys: KeyStore,
-                 led: LedPatterns = LedPatterns(), buzzer: BuzzerPatterns = BuzzerPatterns()) -> None:
-        self.controller = controller
-        self.processor = processor
-        self.led, self.buzzer = led, buzzer
+    kind = "osdp"
+
+    def __init__(self, ctx: Context, controller: ControllerConfig) -> None:
+        super().__init__(ctx, controller)
+        config, keys = ctx.config, ctx.keys
+        self.processor = ctx.processor
+        self.led, self.buzzer = ctx.feedback.get(controller.key, (LedPatterns(), BuzzerPatterns()))
         """What the readers show and sound for a decision, and their idle LED: firmware.toml's (docs/firmware.md)."""
         self.open_time = {d.key: d.open_time_s for d in config.doors}
         self.port = SerialPort(controller.port or "", controller.baud)
@@ -203,6 +209,10 @@ class OsdpBus:
         self._seq = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def heard_on(cls, controller: ControllerConfig) -> str:
+        return f"an OSDP bus: the bridge hears its readers only on {controller.port}"
 
     def _enroll(self, reader: ReaderConfig, keys: KeyStore) -> None:
         """The reader's control panel, or, if it has no usable key (libosdp refuses a reader without one when
@@ -621,3 +631,82 @@ def _buzz(pattern: BuzzerPattern) -> list[dict[str, object]]:
     return [{"command": Command.Buzzer, "reader": 0, "control_code": 2, "on_count": pattern.on_ms // 100,
              "off_count": pattern.off_ms // 100, "rep_count": pattern.repeat}]
 
+
+# --- the firmware tool's sessions (firmware_config/devices.py) ------------------------------------------
+
+
+class BusSetup:
+    """A short session on a bus for reading and configuring its readers, at the addresses and the speed the
+    site file gives them: one plain libosdp control panel on the whole port (no arbiter: a few commands need
+    neither its speed nor its filtering), with each command's completion awaited. The bridge must not be
+    driving the same port meanwhile: a serial port has one owner."""
+
+    def __init__(self, config: SiteConfig, controller: ControllerConfig, keys: KeyStore, *,
+                 enforce_secure: bool = True) -> None:
+        self.controller = controller
+        self.addresses = {r.key: r.osdp_address for r in config.readers
+                          if r.controller == controller.key and r.osdp_address is not None}
+        self.channel = SerialChannel(controller.port or "", controller.baud)
+        if not self.channel.healthy:
+            raise DeviceError(f"OSDP bus {controller.key}: cannot open {controller.port}: {self.channel.error}")
+        flags = [LibFlag.EnforceSecure] if enforce_secure else []
+        infos = [PDInfo(address, self.channel, scbk=keys.osdp_key(key), name=key, flags=flags)
+                 for key, address in self.addresses.items()]
+        self.done: queue.Queue[tuple[int, dict[str, object], int]] = queue.Queue()
+        self.cp = ControlPanel(infos, log_level=LogLevel.Error,
+                               command_completion_handler=lambda a, cmd, status: self.done.put((a, cmd, status)))
+        self.cp.start()
+
+    def close(self) -> None:
+        self.cp.teardown()  # stops its thread too
+        self.channel.close()
+
+    def identify(self, timeout: float = 8.0) -> dict[str, dict[str, object]]:
+        """Each reader by key, as it describes itself: ``online``, and if it is, ``secure`` (its secure channel
+        is up), its ID (``vendor_code``, ``model``, ``serial_number``, ``firmware_version``) and
+        ``capabilities`` (compliance level and count of LED, buzzer, output and reader control). All readers
+        share the ``timeout`` to come online."""
+        deadline = time.monotonic() + timeout
+        out: dict[str, dict[str, object]] = {}
+        for key, address in self.addresses.items():
+            while not self.cp.is_online(address) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not self.cp.is_online(address):
+                out[key] = {"online": False}
+                continue
+            ident = self.cp.get_pd_id(address)
+            caps = {name: list(self.cp.check_capability(address, getattr(Capability, name)))
+                    for name in ("LEDControl", "AudibleControl", "OutputControl", "Readers")}
+            out[key] = {"online": True, "secure": self.cp.is_sc_active(address),
+                        "vendor_code": f"{ident.vendor_code:06x}", "model": ident.model,
+                        "serial_number": ident.serial_number, "firmware_version": ident.firmware_version,
+                        "capabilities": caps}
+        return out
+
+    def push(self, commands: Mapping[str, Sequence[dict[str, object]]], timeout: float = 8.0) -> None:
+        """Send each reader (by key) its commands in order, and wait until libosdp reports every one done
+        (completion status Ok) within ``timeout``."""
+        sent = 0
+        for key, mine in commands.items():
+            address = self.addresses[key]
+            if not self.cp.is_online(address):
+                raise DeviceError(f"OSDP reader {key} is not answering at address {address}")
+            for command in mine:
+                if not self.cp.submit_command(address, command):
+                    raise DeviceError(f"OSDP reader {key}: libosdp refused to queue {command['command']}")
+                sent += 1
+        deadline = time.monotonic() + timeout
+        for _ in range(sent):
+            try:
+                _address, command, status = self.done.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise DeviceError(f"OSDP bus {self.controller.key}: not every command completed within "
+                                  f"{timeout:g} s") from None
+            if status != CompletionStatus.Ok:
+                raise DeviceError(f"OSDP bus {self.controller.key}: command {command.get('command')} failed "
+                                  f"(status {status})")
+
+
+def comset_command(address: int, baud: int) -> dict[str, object]:
+    """OSDP COMSET: the reader answers at ``address`` and ``baud`` from its next frame on."""
+    return {"command": Command.Comset, "address": address, "baud_rate": baud}

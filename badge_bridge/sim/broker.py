@@ -2,7 +2,8 @@
 
 By default an open broker on 127.0.0.1; given ``settings`` (for example the configuration in docs/mqtt.md),
 ``users`` and an ``acl``, the broker a site would run, so the tests check what the documentation says. The
-site's own listener, TLS files, paths and user in ``settings`` are replaced by this broker's.
+site's own listener, TLS files, paths and user in ``settings`` are replaced by this broker's; with ``tls`` it
+has a second listener, on ``tls_port``, for TLS clients.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 SETTINGS = """\
 allow_anonymous true
@@ -47,6 +49,14 @@ def _option(line: str) -> str:
     return words[0] if words else ""
 
 
+class TlsFiles(NamedTuple):
+    """PEM files: the CA that signed the broker's certificate, the certificate, its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,7 +65,7 @@ def free_port() -> int:
 
 class Broker:
     def __init__(self, directory: Path, port: int | None = None, *, settings: str = SETTINGS,
-                 users: Mapping[str, str] | None = None, acl: str | None = None) -> None:
+                 users: Mapping[str, str] | None = None, acl: str | None = None, tls: TlsFiles | None = None) -> None:
         """``users``: username -> password, hashed into a password file; ``acl``: the ACL file's text."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +85,11 @@ class Broker:
         if acl is not None:
             (self.dir / "acl").write_text(acl)
             text += f"acl_file {self.dir / 'acl'}\n"
-        self.conf.write_text(text + f"listener {self.port} 127.0.0.1\n")
+        text += f"listener {self.port} 127.0.0.1\n"
+        self.tls_port = free_port() if tls is not None else None
+        if tls is not None:
+            text += f"listener {self.tls_port} 127.0.0.1\ncafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+        self.conf.write_text(text)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
@@ -40,6 +39,8 @@ from pydantic import ValidationError
 from badge_bridge import policy
 from badge_bridge.controllers import contract
 from badge_bridge.keys import card_digest
+from badge_bridge.mqtt_client import Will, build_client
+from badge_bridge.topics import Topics
 
 if TYPE_CHECKING:
     from badge_bridge.config import SiteConfig
@@ -113,7 +114,6 @@ class SimController:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.key = key
-        self.prefix = prefix.rstrip("/")
         self.sync_key = sync_key
         self.walk_through = walk_through
         self.walk_delay_s = walk_delay_s
@@ -128,11 +128,12 @@ class SimController:
         else:
             self.readers = {r.key: r for r in readers}
 
-        self.topic_events = f"{self.prefix}/controllers/{key}/events"
-        self.topic_status = f"{self.prefix}/controllers/{key}/status"
-        self.topic_commands = f"{self.prefix}/controllers/{key}/commands"
-        self.topic_sync = f"{self.prefix}/controllers/{key}/sync"
-        self.topic_bridge_status = f"{self.prefix}/bridge/status"
+        topics = Topics(prefix)
+        self.topic_events = topics.controller_events(key)
+        self.topic_status = topics.controller_status(key)
+        self.topic_commands = topics.controller_commands(key)
+        self.topic_sync = topics.controller_sync(key)
+        self.topic_bridge_status = topics.bridge_status()
 
         self.nonce = secrets.token_hex(4)
         self._seq = itertools.count(1)
@@ -164,15 +165,9 @@ class SimController:
         self._pending: set[int] = set()
         self._early_acks: set[int] = set()
 
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or key,
-                                  protocol=mqtt.MQTTv5)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if tls_ca is not None:
-            self.client.tls_set(ca_certs=tls_ca)
-        will = contract.ControllerStatus(online=False).model_dump_json(exclude_none=True)
-        self.client.will_set(self.topic_status, will, qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)  # type: ignore[arg-type]
+        will = Will(self.topic_status, contract.ControllerStatus(online=False).model_dump_json(exclude_none=True))
+        self.client = build_client(client_id or key, username=username, password=password, tls=tls_ca is not None,
+                                   ca_file=tls_ca, will=will, backoff=(0.2, 2))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
