@@ -13,7 +13,7 @@ class Counters:
     dead_letters: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
-    def bump(table: dict, key: object) -> None:  # type: ignore[type-arg]
+    def bump(table: dict, key: object) -> None:
         table[key] = table.get(key, 0) + 1
 
     def copy(self) -> Counters:
