@@ -75,10 +75,7 @@ class Bridge:
                                                send=self._send, on_door=self._door, send_camera=self._request)
         processor.remember(recent)
         self._load_faces()
-        for door, kind in alarms:
-            if door in processor.doors.doors:
-                processor.doors.doors[door].alarms.add(kind)
-                processor.doors.doors[door].contact = "open"
+        processor.restore_alarms(alarms)
         self.mqtt = MqttLink(self.config, processor)
         self.writer.on_commit = self.mqtt.publish_events
         self.drivers = registry.build(Context(self.config, processor, self.keys, self.mqtt, osdp_feedback(self.config)))
@@ -93,8 +90,8 @@ class Bridge:
         threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
         self.mqtt.connected.wait(5)
         self._publish_syncs()
-        for door in processor.doors.doors:
-            self._door(door)
+        for door in self.config.doors:
+            self._door(door.key)
         log.info("bridge %s started for site %r", self.config.site.instance, self.config.site.name)
 
     def stop(self) -> None:
@@ -158,7 +155,7 @@ class Bridge:
         while not self.stopping.wait(TICK_S):
             assert self.processor is not None
             try:
-                self.processor.tick(datetime.now(UTC))
+                self.processor.tick()
                 if time.monotonic() - last_reload >= RELOAD_S:
                     last_reload = time.monotonic()
                     self._reload_if_changed()
@@ -185,8 +182,7 @@ class Bridge:
                 return
             snapshot = load_snapshot(session)
         assert self.processor is not None
-        with self.processor.lock:
-            self.processor.snapshot = snapshot
+        self.processor.set_snapshot(snapshot)
         self._load_faces()
         self._admin_mark = mark
         log.info("people or credentials changed: decisions and controller lists updated")
@@ -196,14 +192,13 @@ class Bridge:
         """The enrolled faces, decrypted into memory, where a door checks faces (enrollments are admin.*
         changes, so they reload with people and credentials)."""
         assert self.processor is not None
-        if not self.processor.cameras.face_doors:
+        if not self.processor.checks_faces():
             return
         from badge_bridge.biometrics import load_gallery  # dlib loads only at sites that check faces
 
         with Session(self.engine) as session:
             gallery = load_gallery(session, self.keys.evidence_key())
-        with self.processor.lock:
-            self.processor.cameras.gallery = gallery
+        self.processor.set_gallery(gallery)
         log.info("face gallery: %d encodings enrolled", len(gallery))
 
     # --- outbound ------------------------------------------------------------------------------------
@@ -218,10 +213,7 @@ class Bridge:
     def _door(self, door: str) -> None:
         if self.mqtt is None or self.processor is None:
             return
-        status = self.processor.doors.doors[door]
-        state = c.DoorState(door=door, ts=datetime.now(UTC), contact=status.contact, lock=status.lock,  # type: ignore[arg-type]
-                            alarms=sorted(status.alarms), online=status.online)
-        self.mqtt.publish_door(state)
+        self.mqtt.publish_door(self.processor.door_state(door))
 
     def _publish_syncs(self) -> None:
         """Each controller's offline list, when it changed."""

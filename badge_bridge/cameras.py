@@ -14,11 +14,12 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
 from badge_bridge.audit.writer import Effect
+from badge_bridge.clock import Clock
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.correlate import ALARMS, TAILGATING, Correlator, DoorWindows, Finding
@@ -71,11 +72,12 @@ class FaceCheck:
 
 
 class CameraDesk:
-    def __init__(self, config: SiteConfig, send_request: SendRequest, started: datetime) -> None:
+    def __init__(self, config: SiteConfig, send_request: SendRequest, started: datetime, clock: Clock) -> None:
         self.instance = config.site.instance
         self.evidence = config.evidence
         self.send_request = send_request
         self.started = started
+        self.clock = clock
         self.cameras = {cam.key: cam for cam in config.cameras}
         self.door_cameras: dict[str, list[str]] = {}
         for cam in config.cameras:
@@ -185,7 +187,7 @@ class CameraDesk:
 
     def _request(self, event: Event, clip: bool) -> None:
         assert event.door is not None
-        now = datetime.now(UTC)
+        now = self.clock()
         for camera in self.door_cameras[event.door]:
             request = c.EvidenceRequest(id=Event.new_id("ev")[:64].replace(":", "-"), ts=now, type="evidence_request",
                                         event=event.id, door=event.door, at=event.ts + IN_VIEW.get(event.kind, timedelta()),
@@ -201,9 +203,9 @@ class CameraDesk:
                       *, mode: str) -> None:
         before, after = FACE_WINDOWS[mode]
         limit = self.face_doors[door].face_timeout_s if mode == "required" else CHECK_ANSWER_S
-        self.face_checks[event_id] = FaceCheck(door, person, subject, mode, datetime.now(UTC) + timedelta(seconds=limit))
+        self.face_checks[event_id] = FaceCheck(door, person, subject, mode, self.clock() + timedelta(seconds=limit))
         for camera in self.door_cameras[door]:
-            self.send_request(camera, c.FaceRequest(id=Event.new_id("fr")[:64].replace(":", "-"), ts=datetime.now(UTC),
+            self.send_request(camera, c.FaceRequest(id=Event.new_id("fr")[:64].replace(":", "-"), ts=self.clock(),
                                                     type="face_request", event=event_id, door=door, at=at,
                                                     before_s=before, after_s=after))
 

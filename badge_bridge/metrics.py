@@ -32,12 +32,9 @@ class BridgeCollector:
         self.stall_s = processor.config.ingest.stall_s
 
     def collect(self) -> Iterator[Any]:
-        counters = self.processor.counters
-        with self.processor.lock:
-            events = dict(counters.events_in)
-            decisions = dict(counters.decisions)
-            dead = dict(counters.dead_letters)
-            online = dict(self.processor.online)
+        counts = self.processor.counts()
+        events, decisions, dead = counts.events_in, counts.decisions, counts.dead_letters
+        online = self.processor.controllers_online()
         family = CounterMetricFamily("badge_bridge_events_in", "Device messages accepted", labels=["type"])
         for kind, n in sorted(events.items()):
             family.add_metric([kind], n)

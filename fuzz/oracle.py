@@ -231,12 +231,12 @@ class Oracle:
         verdict = Verdict(topic, payload)
         problems = verdict.problems
         seen, n_commands = len(self.committed), len(self.commands)
-        counted_before = sum(self.processor.counters.dead_letters.values())
+        counted_before = sum(self.processor.counts().dead_letters.values())
         with Session(self.engine) as session:
             last_row = session.scalar(select(func.max(DeadLetter.id))) or 0
         acks: list[int] = []
         now = datetime.now(UTC)
-        for key, online in list(self.processor.online.items()):
+        for key, online in self.processor.controllers_online().items():
             if online:
                 self.heard_since.setdefault(key, now)
             else:
@@ -256,7 +256,7 @@ class Oracle:
         verdict.committed = [e.kind for e in events]
         self._stored(verdict, events, last_row)
         stored = sum(1 for e in events if e.kind == "input.rejected")
-        counted = sum(self.processor.counters.dead_letters.values()) - counted_before
+        counted = sum(self.processor.counts().dead_letters.values()) - counted_before
         if stored > counted:
             problems.append("uncounted_rejection")
         rejected = stored or counted  # a replayed rejection is counted, its dead letter not stored twice

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +44,19 @@ class FaceRig(Rig):
         gallery = Gallery()
         gallery.add(self.ids["Ada"], encodings["obama"])
         gallery.add(self.ids["Alan"], encodings["biden"])
-        self.p.cameras.gallery = gallery
-        self.requests: list[c.FaceRequest] = []
-        self.p.cameras.send_request = self._collect  # type: ignore[assignment]
+        self.p.set_gallery(gallery)
 
-    def _collect(self, camera: str, request: c.EvidenceRequest | c.FaceRequest) -> None:
-        if isinstance(request, c.FaceRequest):  # evidence requests (snapshots of the decision) are not asked
-            self.requests.append(request)
+    @property
+    def requests(self) -> list[c.FaceRequest]:
+        """The face requests to the door's cameras (evidence requests, snapshots of the decision, are not asked)."""
+        return [r for r in self.camera_requests if isinstance(r, c.FaceRequest)]
 
     def answer(self, *faces: np.ndarray, frames: int = 4, together: bool = False) -> None:
         """The camera's answer: one face per examined frame, or all in the first (``together``)."""
         request = self.requests[-1]
         seen = [c.SeenFace(frame=0 if together else i, t=request.at, box=(100, 260, 230, 130), encoding=[float(v) for v in enc])
                 for i, enc in enumerate(faces)]
-        msg = c.FacesSeen(id=f"f{len(self.requests)}", ts=datetime.now(UTC), type="faces", event=request.event,
+        msg = c.FacesSeen(id=f"f{len(self.requests)}", ts=self.clock(), type="faces", event=request.event,
                           frames=frames, faces=seen)
         self.p.camera_event("cam-lobby", msg, b"{}", "cameras/cam-lobby/events", None)
 
@@ -99,9 +98,10 @@ def test_someone_else_is_denied_and_alarmed(rig: FaceRig, encodings: dict[str, n
 
 def test_no_verdict_in_time_denies(rig: FaceRig) -> None:
     rig.card("12:1001")
-    rig.p.tick(datetime.now(UTC) + timedelta(seconds=2))
+    start = rig.clock()
+    rig.tick(start + timedelta(seconds=2))
     assert rig.commands() == []
-    rig.p.tick(datetime.now(UTC) + timedelta(seconds=5))  # the door's face_timeout_s is 4
+    rig.tick(start + timedelta(seconds=5))  # the door's face_timeout_s is 4
     (deny,) = rig.commands()
     assert isinstance(deny, c.Deny) and deny.reason == "face_timeout"
     assert "face.unverified" in rig.kinds()

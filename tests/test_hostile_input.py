@@ -161,7 +161,7 @@ def test_an_offline_grant_from_a_controller_that_was_online_is_refused(site: Sit
     """It would have turned the next opening into an authorized one instead of door.forced."""
     site.start_bridge()
     lobby = site.sim("ctl-lobby", walk_through=False, heartbeat_s=0.2)
-    wait_until(lambda: site.bridge.processor.online.get("ctl-lobby"), what="lobby online")  # type: ignore[union-attr]
+    wait_until(lambda: site.bridge.processor.controllers_online().get("ctl-lobby"), what="lobby online")  # type: ignore[union-attr]
     first_heard = datetime.now(UTC)
     # While it is heard online, a forged "offline" grant for an unknown card, dated within that time.
     wait_until(lambda: datetime.now(UTC) > first_heard + timedelta(seconds=site.config.ingest.offline_grace_s + 0.5),

@@ -25,6 +25,16 @@ from badge_bridge.site_sync import sync_site
 from badge_bridge.snapshot import load_snapshot
 
 
+class SetClock:
+    """The processor's clock here: it stands still until a test sets it."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 class Rig:
     def __init__(self, engine: Engine, site: SiteConfig, keys: KeyStore) -> None:
         pepper = keys.pin_pepper()
@@ -41,14 +51,23 @@ class Rig:
         self.writer = AuditWriter(engine, "bridge-1", keys.signer())
         self.writer.start()
         self.sent: list[tuple[str, object]] = []
+        self.camera_requests: list[c.EvidenceRequest | c.FaceRequest] = []
         self.acks: list[str] = []
-        self.p = Processor(site, self.writer, snapshot, pepper, send=lambda ctl, cmd: self.sent.append((ctl, cmd)))
+        self.clock = SetClock()
+        self.started = self.clock()
+        self.p = Processor(site, self.writer, snapshot, pepper, send=lambda ctl, cmd: self.sent.append((ctl, cmd)),
+                           send_camera=lambda camera, request: self.camera_requests.append(request), clock=self.clock)
         self.n = 0
+
+    def tick(self, at: datetime) -> None:
+        """The processor's timers, with its clock set to ``at``."""
+        self.clock.now = at
+        self.p.tick()
 
     def msg(self, type_: str, ts: datetime | None = None, **fields: object) -> object:
         self.n += 1
         return c.controller_event.validate_json(json.dumps(
-            {"v": 1, "id": f"m{self.n}", "ts": (ts or datetime.now(UTC)).isoformat(), "type": type_, **fields}))
+            {"v": 1, "id": f"m{self.n}", "ts": (ts or self.clock()).isoformat(), "type": type_, **fields}))
 
     def feed(self, controller: str, message: object) -> None:
         mid = getattr(message, "id", "?")
@@ -107,15 +126,14 @@ def test_pin_door_checks_the_pin_and_never_logs_it(rig: Rig) -> None:
 
 
 def test_forced_and_held_open_raise_alarms_that_clear_on_close(rig: Rig) -> None:
-    rig.p.max_future = timedelta(minutes=2)  # the door's minute is played ahead of the clock
-    t0 = datetime.now(UTC)
+    t0 = rig.clock()
     rig.feed("ctl-lobby", rig.msg("door", ts=t0, door="main-entrance", state="opened"))
     rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=3), door="main-entrance", state="closed"))
     rig.card("12:1001", ts=t0 + timedelta(seconds=10))  # a grant: the next opening is authorized
     rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=12), door="main-entrance", state="opened"))
-    rig.p.tick(t0 + timedelta(seconds=20))  # within the 30 s limit
-    rig.p.tick(t0 + timedelta(seconds=43))  # 31 s open: held open
-    rig.p.tick(t0 + timedelta(seconds=50))  # raised once only
+    rig.tick(t0 + timedelta(seconds=20))  # within the 30 s limit
+    rig.tick(t0 + timedelta(seconds=43))  # 31 s open: held open
+    rig.tick(t0 + timedelta(seconds=50))  # raised once only
     rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=55), door="main-entrance", state="closed"))
     rig.feed("ctl-lobby", rig.msg("rex", ts=t0 + timedelta(seconds=60), door="main-entrance"))
     rig.feed("ctl-lobby", rig.msg("door", ts=t0 + timedelta(seconds=61), door="main-entrance", state="opened"))
@@ -129,7 +147,7 @@ def test_forced_and_held_open_raise_alarms_that_clear_on_close(rig: Rig) -> None
 
 
 def test_offline_decisions_keep_their_time_and_are_marked(rig: Rig) -> None:
-    yesterday = datetime.now(UTC) - timedelta(days=1)
+    yesterday = rig.clock() - timedelta(days=1)
     rig.card("12:1003", ts=yesterday, offline={"granted": True, "reason": "granted", "sync_version": "abc"})
     rig.card("12:1002", ts=yesterday, reader="hall-a-in", ctl="ctl-hall-a",
              offline={"granted": False, "reason": "pin_unverifiable_offline"})
@@ -142,7 +160,7 @@ def test_offline_decisions_keep_their_time_and_are_marked(rig: Rig) -> None:
 
 
 def test_stale_request_is_decided_and_logged_but_never_opens_the_door(rig: Rig) -> None:
-    rig.card("12:1001", ts=datetime.now(UTC) - timedelta(minutes=3))
+    rig.card("12:1001", ts=rig.clock() - timedelta(minutes=3))
     assert rig.sent == []
     (entry,) = rig.entries()
     assert entry.kind == "access.granted" and json.loads(entry.detail)["actuated"] is False
@@ -166,7 +184,7 @@ def test_bad_input_is_dead_lettered_with_its_reason(rig: Rig, controller: str, f
     assert granted.kind == "access.granted"
     with Session(rig.engine) as session:
         (letter,) = session.scalars(select(DeadLetter))
-    assert letter.reason.startswith(code) and rig.p.counters.dead_letters == {code: 1}
+    assert letter.reason.startswith(code) and rig.p.counts().dead_letters == {code: 1}
     assert rig.acks == ["m1", "m2"]  # the refused message is released too: it is kept, not retried
 
 
@@ -180,7 +198,7 @@ def test_replayed_id_is_refused_and_never_actuates(rig: Rig) -> None:
 def test_console_unlock_and_lockdown(rig: Rig) -> None:
     def console(type_: str, **kw: object) -> None:
         rig.n += 1
-        cmd = c.ConsoleCommand(id=f"k{rig.n}", ts=datetime.now(UTC), type=type_, user="sam", reason="drill", **kw)
+        cmd = c.ConsoleCommand(id=f"k{rig.n}", ts=rig.clock(), type=type_, user="sam", reason="drill", **kw)
         rig.p.console_command(cmd, b"{}", "console/commands", None)  # type: ignore[arg-type]
 
     console("unlock", door="noc", duration_s=10)
@@ -201,7 +219,7 @@ def test_console_unlock_and_lockdown(rig: Rig) -> None:
 
 def test_a_refused_message_keeps_no_pin(rig: Rig) -> None:
     """A credential with a PIN at the wrong reader is dead-lettered with the PIN masked, nothing else lost."""
-    payload = json.dumps({"v": 1, "id": "p1", "ts": datetime.now(UTC).isoformat(), "type": "credential",
+    payload = json.dumps({"v": 1, "id": "p1", "ts": rig.clock().isoformat(), "type": "credential",
                           "reader": "hall-a-in", "pin": "4711", "card": {"format": "wiegand26", "number": "12:1001"}})
     rig.p.controller_event("ctl-lobby", c.controller_event.validate_json(payload), payload.encode(),
                            "controllers/ctl-lobby/events", None)
@@ -214,22 +232,22 @@ def test_a_refused_message_keeps_no_pin(rig: Rig) -> None:
 
 
 def test_timed_unlock_shows_unlocked_and_relocks_by_itself(rig: Rig) -> None:
-    now = datetime.now(UTC)
+    now = rig.clock()
     cmd = c.ConsoleCommand(id="t1", ts=now, type="unlock", user="sam", reason="delivery", door="noc", duration_s=30)
     rig.p.console_command(cmd, b"{}", "console/commands", None)
-    assert rig.p.doors.doors["noc"].lock == "unlocked"
-    rig.p.tick(now + timedelta(seconds=10))
-    assert rig.p.doors.doors["noc"].lock == "unlocked"
-    rig.p.tick(now + timedelta(seconds=31))
-    assert rig.p.doors.doors["noc"].lock == "locked"
+    assert rig.p.door_state("noc").lock == "unlocked"
+    rig.tick(now + timedelta(seconds=10))
+    assert rig.p.door_state("noc").lock == "unlocked"
+    rig.tick(now + timedelta(seconds=31))
+    assert rig.p.door_state("noc").lock == "locked"
 
 
 def test_a_controller_that_never_reports_is_marked_offline(rig: Rig) -> None:
-    rig.p.controller_status("ctl-lobby", c.ControllerStatus(online=True, ts=datetime.now(UTC)), b"{}", "s", None)
-    rig.p.tick(rig.p.started + timedelta(seconds=5))
+    rig.p.controller_status("ctl-lobby", c.ControllerStatus(online=True, ts=rig.clock()), b"{}", "s", None)
+    rig.tick(rig.started + timedelta(seconds=5))
     assert "controller.offline" not in rig.kinds()
-    rig.p.tick(rig.p.started + timedelta(seconds=31))
-    rig.p.tick(rig.p.started + timedelta(seconds=32))
+    rig.tick(rig.started + timedelta(seconds=31))
+    rig.tick(rig.started + timedelta(seconds=32))
     offline = [e for e in rig.entries() if e.kind == "controller.offline"]
     assert sorted(e.source for e in offline) == ["ctl-hall-a", "esp-noc"]  # once each; ctl-lobby reported
     assert sorted(a.source for a in rig.alarms() if a.kind == "controller.offline") == ["ctl-hall-a", "esp-noc"]
@@ -239,12 +257,12 @@ def test_a_controller_that_never_reports_is_marked_offline(rig: Rig) -> None:
 
 def test_a_device_without_a_last_will_is_reported_offline_when_it_goes_quiet(rig: Rig) -> None:
     """esp-rfid in plain mode has no last will: a dead device was never reported."""
-    now = datetime.now(UTC)
+    now = rig.clock()
     rig.feed("esp-noc", rig.msg("heartbeat", uptime_s=5.0))
-    rig.p.tick(now + timedelta(seconds=590))  # quiet for less than silent_after_s: still online
-    assert rig.p.online["esp-noc"] is True
-    rig.p.tick(now + timedelta(seconds=605))
-    assert rig.p.online["esp-noc"] is False
+    rig.tick(now + timedelta(seconds=590))  # quiet for less than silent_after_s: still online
+    assert rig.p.controllers_online()["esp-noc"] is True
+    rig.tick(now + timedelta(seconds=605))
+    assert rig.p.controllers_online()["esp-noc"] is False
     rig.feed("esp-noc", rig.msg("heartbeat", uptime_s=6.0))
     esp = [(e.kind, json.loads(e.detail).get("alarm")) for e in rig.entries() if e.source == "esp-noc"]
     assert esp == [("controller.online", None), ("controller.offline", None), ("alarm.raised", "controller.offline"),

@@ -1,0 +1,202 @@
+"""A credential at a reader becomes a decision, a command to the controller and an audited event; a door
+that needs the holder's face holds its answer until the door camera's verdict or the time limit.
+
+Kept apart from the rest of processing because it is the one place that reads the snapshot of people and
+credentials and changes the access state (who is where, who waits at a two-person door); ``decide()``
+itself stays pure, with the time passed in.
+
+Requests are answered at once (the command leaves before the commit; a door cannot wait for a disk), but
+a request older than ``REQUEST_MAX_AGE`` (a redelivery after an outage) is logged and never actuated: the
+person has long gone, and a replay must not open a door.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from badge_bridge import cards
+from badge_bridge.cameras import CameraDesk, Emitted
+from badge_bridge.config import ReaderConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.doors import DoorMonitor
+from badge_bridge.events import Event
+from badge_bridge.ingest.admission import Rejected
+from badge_bridge.ingest.commands import SendCommand, command_id
+from badge_bridge.ingest.counters import Counters
+from badge_bridge.ingest.wiring import Wiring
+from badge_bridge.keys import check_pin
+from badge_bridge.policy import (
+    AccessState,
+    Decision,
+    Door,
+    Factor,
+    Reason,
+    Request,
+    decide,
+)
+from badge_bridge.presence import Presence
+from badge_bridge.snapshot import CredentialRecord, Snapshot
+
+log = logging.getLogger(__name__)
+
+REQUEST_MAX_AGE = timedelta(seconds=10)
+
+
+@dataclass
+class Attempt:
+    """A credential presented at a reader, kept while its face is being checked."""
+
+    controller: str
+    eid: str
+    msg: c.CredentialPresented
+    reader: ReaderConfig
+    door: Door
+    record: CredentialRecord | None
+    fmt: str
+    number: str
+    factors: set[Factor]
+    failed: set[Factor]
+
+    def request(self) -> Request:
+        return Request(door=self.door, now=self.msg.ts, direction=self.reader.direction,
+                       factors=frozenset(self.factors), failed=frozenset(self.failed))
+
+
+class AccessDecisions:
+    def __init__(self, wiring: Wiring, snapshot: Snapshot, pepper: bytes, state: AccessState, doors: DoorMonitor,
+                 presence: Presence, cameras: CameraDesk, send: SendCommand, counters: Counters) -> None:
+        self.wiring = wiring
+        self.snapshot = snapshot
+        """People and credentials as of the last admin change; the processor swaps in a new one."""
+        self.pepper = pepper
+        self.state = state
+        self.doors = doors
+        self.presence = presence
+        self.cameras = cameras
+        self.send = send
+        self.counters = counters
+        self.face_waiting: dict[str, Attempt] = {}
+        """Credential events waiting for the door camera's verdict on the holder's face."""
+
+    def credential(self, controller: str, eid: str, msg: c.CredentialPresented, now: datetime) -> Emitted:
+        reader = self.wiring.reader_of(controller, msg.reader)
+        if msg.offline is not None and self.presence.heard_online(controller, msg.ts):
+            raise Rejected("offline_while_online", f"an offline decision dated {msg.ts.isoformat()}, when "
+                                                   f"controller {controller!r} was online with the bridge")
+        fmt, number = _card(msg.card)
+        record = self.snapshot.credential(fmt, number)
+        door = self.snapshot.doors[reader.door]
+        factors: set[Factor] = {Factor.CARD}
+        failed: set[Factor] = set()
+        if msg.pin is not None:
+            (factors if record and check_pin(self.pepper, msg.pin, record.pin_hash) else failed).add(Factor.PIN)
+        if msg.biometric is not None:
+            # The reader must have matched the very identity enrolled for this credential.
+            ok = (msg.biometric.match and record is not None and record.biometric_ref is not None
+                  and msg.biometric.ref == record.biometric_ref)
+            (factors if ok else failed).add(Factor.BIOMETRIC)
+        attempt = Attempt(controller, eid, msg, reader, door, record, fmt, number, factors, failed)
+        decision = decide(record.view if record else None, attempt.request(), self.state)
+        if (decision.reason is Reason.FACE_REQUIRED and msg.offline is None and record is not None
+                and now - msg.ts <= REQUEST_MAX_AGE):
+            return self._await_face(attempt, now)
+        return self._conclude(attempt, decision, eid, now)
+
+    def waiting_for(self, eid: str) -> bool:
+        """Whether the credential event ``eid`` waits for a face verdict."""
+        return eid in self.face_waiting
+
+    def face_verdict(self, eid: str, outcome: str, now: datetime) -> Emitted:
+        """Decide again with the face factor's result (or deny on timeout)."""
+        a = self.face_waiting.pop(eid, None)
+        if a is None:
+            return []
+        if outcome == "verified":
+            a.factors.add(Factor.FACE)
+        elif outcome in ("mismatch", "several"):
+            a.failed.add(Factor.FACE)
+        # absent: nobody faced the camera, the factor is missing (face_required), not failed
+        decision = (Decision(False, Reason.FACE_TIMEOUT) if outcome == "timeout"
+                    else decide(a.record.view if a.record else None, a.request(), self.state))
+        return self._conclude(a, decision, f"{eid}:face", now)
+
+    def _conclude(self, a: Attempt, decision: Decision, eid: str, now: datetime) -> Emitted:
+        """Record the decision, answer the controller, and audit it as ``eid``."""
+        msg, reader, door, record = a.msg, a.reader, a.door, a.record
+        request = a.request()
+        view = record.view if record else None
+        subject = _subject(record, a.fmt, a.number)
+        detail: dict[str, object] = {"reader": reader.key, "direction": reader.direction,
+                                     "factors": sorted(f.value for f in a.factors)}
+        if a.failed:
+            detail["failed"] = sorted(f.value for f in a.failed)
+        if msg.offline is not None:
+            # The controller decided alone; record its decision, and what the bridge would have said.
+            granted, reason = msg.offline.granted, msg.offline.reason
+            detail.update(offline=True, bridge_reason=decision.reason.value, sync_version=msg.offline.sync_version)
+            actuate = False
+        else:
+            granted, reason = decision.granted, decision.reason.value
+            actuate = now - msg.ts <= REQUEST_MAX_AGE
+            detail["actuated"] = actuate
+            if decision.flagged:
+                detail["flagged"] = True
+            if decision.companion is not None:
+                detail["companion"] = decision.companion
+            self.state.record(view, request, decision)
+        detail["reason"] = reason
+        Counters.bump(self.counters.decisions, ("granted" if granted else "denied", reason))
+        if granted:
+            self.doors.authorize(door.key, msg.ts)
+            if msg.offline is not None and view is not None:
+                self.state.location[view.person_id] = door.destination(reader.direction) or ""
+        if actuate:
+            command: c.Grant | c.Deny
+            if granted:
+                command = c.Grant(type="grant", id=command_id("grant", eid), ts=now, door=door.key, reader=reader.key,
+                                  request=msg.id, open_time_s=self.doors.doors[door.key].open_time_s)
+            else:
+                command = c.Deny(type="deny", id=command_id("deny", eid), ts=now, door=door.key, reader=reader.key,
+                                 request=msg.id, reason=reason,
+                                 feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
+            self.send(a.controller, command)
+        kind = "access.granted" if granted else "access.denied"
+        log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
+        return [(Event(id=eid, kind=kind, source=a.controller, ts=msg.ts, door=door.key, subject=subject,
+                       detail=detail), None)]
+
+    def _await_face(self, a: Attempt, now: datetime) -> Emitted:
+        """Everything else allows the request; the door's camera must now see the holder's face. The
+        controller gets its answer when the verdict arrives, or a deny at the door's time limit."""
+        assert a.record is not None
+        person = a.record.view.person_id
+        subject = _subject(a.record, a.fmt, a.number)
+        if not self.cameras.enrolled(person):
+            return self._conclude(a, Decision(False, Reason.FACE_REQUIRED), a.eid, now)
+        self.face_waiting[a.eid] = a
+        self.cameras.request_faces(a.eid, a.door.key, person, subject, a.msg.ts, mode="required")
+        return [(Event(id=f"{a.eid}:face-check", kind="access.face_check", source=a.controller, ts=a.msg.ts,
+                       door=a.door.key, subject=subject, detail={"reader": a.reader.key}), None)]
+
+
+def _card(card: c.Card) -> tuple[str, str]:
+    try:
+        if card.raw_hex is not None and card.bits is not None:
+            return cards.decode_wiegand(bytes.fromhex(card.raw_hex), card.bits)
+        if card.format is not None and card.number is not None:
+            return card.format, cards.canonical(card.format, card.number)
+    except (cards.CardFormatError, ValueError) as exc:  # ValueError: hex of odd length
+        raise Rejected("bad_card", f"card: {exc}") from None
+    raise Rejected("bad_card", "card: give format and number, or raw_hex and bits")
+
+
+def _who(subject: dict[str, object]) -> str:
+    return f"person {subject['person']}" if "person" in subject else f"unknown card {subject.get('card')}"
+
+
+def _subject(record: CredentialRecord | None, fmt: str, number: str) -> dict[str, object]:
+    if record is None:
+        return {"card": f"{fmt}:{number}"}
+    return {"person": record.view.person_id, "credential": record.view.id}

@@ -1,0 +1,82 @@
+"""An operator's unlock, lock, lockdown or its lifting, from the security desk: door state and the access
+state change, the controllers get their commands, and the command is audited with the user.
+
+Kept apart from the device paths because its input is a person's intent, not a device's report: it names
+doors and areas rather than readers, and it overrides what ``decide()`` would say (a lockdown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from badge_bridge.cameras import Emitted
+from badge_bridge.controllers import contract as c
+from badge_bridge.doors import DoorMonitor
+from badge_bridge.events import Event
+from badge_bridge.ingest.admission import Rejected
+from badge_bridge.ingest.commands import SendCommand, command_id
+from badge_bridge.ingest.wiring import Wiring
+from badge_bridge.policy import AccessState
+
+LOCKS = {"unlock": "unlocked", "lock": "locked", "lockdown": "lockdown", "lift_lockdown": "locked"}
+"""The lock state each command leaves its doors in."""
+
+
+class ConsoleCommands:
+    def __init__(self, wiring: Wiring, doors: DoorMonitor, state: AccessState, send: SendCommand,
+                 on_door: Callable[[str], None]) -> None:
+        self.wiring = wiring
+        self.doors = doors
+        self.state = state
+        self.send = send
+        self.on_door = on_door
+
+    def command(self, cmd: c.ConsoleCommand, now: datetime) -> Emitted:
+        """Carry out ``cmd``; ``Rejected`` (before anything changed) when it names no door it can act on."""
+        doors = self._doors(cmd)
+        until = now + timedelta(seconds=cmd.duration_s) if cmd.type == "unlock" and cmd.duration_s else None
+        for door in doors:
+            self.doors.set_lock(door, LOCKS[cmd.type], until)
+            self.on_door(door)
+        if cmd.type == "lockdown":
+            if cmd.door is None and cmd.area is None:
+                self.state.lockdown_all = True
+            self.state.lockdown_doors |= doors
+        elif cmd.type == "lift_lockdown":
+            self.state.lockdown_all = False
+            self.state.lockdown_doors -= doors
+        self._send(cmd, doors, now)
+        event = Event(id=f"console:{cmd.id}", kind=f"console.{cmd.type}", source="console",
+                      ts=cmd.ts, door=cmd.door, subject={"user": cmd.user},
+                      detail={"reason": cmd.reason, "doors": sorted(doors), "area": cmd.area,
+                              "duration_s": cmd.duration_s})
+        return [(event, None)]
+
+    def _doors(self, cmd: c.ConsoleCommand) -> set[str]:
+        if cmd.door is not None:
+            if cmd.door not in self.wiring.doors:
+                raise Rejected("unknown_door", f"door {cmd.door!r} is not in the site file")
+            return {cmd.door}
+        if cmd.area is not None:
+            if cmd.area not in self.wiring.area_doors:
+                raise Rejected("unknown_area", f"area {cmd.area!r} has no doors in the site file")
+            return set(self.wiring.area_doors[cmd.area])
+        if cmd.type in ("unlock", "lock"):
+            raise Rejected("invalid_message", f"{cmd.type} needs a door")
+        return set(self.wiring.doors)
+
+    def _send(self, cmd: c.ConsoleCommand, doors: set[str], now: datetime) -> None:
+        door_controllers = self.wiring.door_controllers
+        for controller in sorted({ctl for d in doors for ctl in door_controllers.get(d, ())}):
+            mine = sorted(d for d in doors if controller in door_controllers[d])
+            base = command_id(cmd.id, controller)
+            if cmd.type in ("lockdown", "lift_lockdown"):
+                self.send(controller, c.Lockdown(type="lockdown", id=base, ts=now, active=cmd.type == "lockdown",
+                                                 doors=mine))
+                continue
+            for door in mine:
+                command = (c.Unlock(type="unlock", id=base, ts=now, door=door, duration_s=cmd.duration_s, by=cmd.user,
+                                    reason=cmd.reason) if cmd.type == "unlock"
+                           else c.Lock(type="lock", id=base, ts=now, door=door))
+                self.send(controller, command)

@@ -1,0 +1,252 @@
+"""The one entry for every message from a device or a console: one lock around the concerns, the clock
+read once per message, and every event the message caused submitted to the audit writer in order.
+
+The concerns live in their own modules (``access``, ``door_events``, ``liveness``, ``console``; the
+cameras' in ``badge_bridge.cameras``) and return their events; this facade holds the state they share,
+dispatches, audits refusals as dead letters, and answers the bridge's questions about doors, controllers
+and counts, so nothing outside reaches into the concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.cameras import CameraDesk, CameraRejected, Emitted, SendRequest
+from badge_bridge.clock import Clock, system_clock
+from badge_bridge.config import SiteConfig
+from badge_bridge.controllers import contract as c
+from badge_bridge.doors import DoorMonitor
+from badge_bridge.events import InvalidEvent
+from badge_bridge.ingest.access import AccessDecisions
+from badge_bridge.ingest.admission import Admission, Rejected
+from badge_bridge.ingest.commands import SendCommand
+from badge_bridge.ingest.console import ConsoleCommands
+from badge_bridge.ingest.counters import Counters
+from badge_bridge.ingest.door_events import DoorEvents
+from badge_bridge.ingest.liveness import Liveness
+from badge_bridge.ingest.wiring import Wiring
+from badge_bridge.policy import AccessState
+from badge_bridge.presence import Presence
+from badge_bridge.records import dead_letter
+from badge_bridge.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from badge_bridge.face_match import Gallery
+
+log = logging.getLogger(__name__)
+
+Ack = Callable[[], None]
+
+
+class Processor:
+    """Thread-safe: drivers call it from their own threads and the bridge from its timer; every public
+    method takes the one lock."""
+
+    def __init__(self, config: SiteConfig, writer: AuditWriter, snapshot: Snapshot, pepper: bytes,
+                 send: SendCommand, on_door: Callable[[str], None] = lambda d: None,
+                 send_camera: SendRequest = lambda camera, request: None, clock: Clock = system_clock) -> None:
+        self.config = config
+        self._writer = writer
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._counters = Counters()
+        started = clock()
+        wiring = Wiring(config)
+        doors = DoorMonitor({d.key: (d.open_time_s, d.held_open_limit_s) for d in config.doors})
+        presence = Presence(timedelta(seconds=config.ingest.offline_grace_s))
+        state = AccessState()
+        self._wiring = wiring
+        self._admission = Admission(timedelta(seconds=config.ingest.max_future_s),
+                                    timedelta(seconds=config.ingest.offline_window_s))
+        self._cameras = CameraDesk(config, send_camera, started, clock)
+        self._access = AccessDecisions(wiring, snapshot, pepper, state, doors, presence, self._cameras, send,
+                                       self._counters)
+        self._door_events = DoorEvents(wiring, doors, on_door, config.site.instance)
+        self._liveness = Liveness(wiring, doors, presence, on_door, clock, started)
+        self._console = ConsoleCommands(wiring, doors, state, send, on_door)
+
+    # --- what the bridge sets and asks -----------------------------------------------------------------
+
+    def remember(self, event_ids: list[str]) -> None:
+        """Ids already in the log (loaded at start), so a replay after a restart is recognised."""
+        with self._lock:
+            self._admission.remember(event_ids)
+
+    def restore_alarms(self, alarms: list[tuple[str, str]]) -> None:
+        """Door alarms still open in the log at start, as (door, kind)."""
+        with self._lock:
+            self._door_events.restore_alarms(alarms)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """People and credentials that decisions read (and controllers' offline lists are built from)."""
+        return self._access.snapshot
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._access.snapshot = snapshot
+
+    def checks_faces(self) -> bool:
+        """Whether any door checks faces, so the bridge needs the enrolled faces in memory."""
+        return bool(self._cameras.face_doors)
+
+    def set_gallery(self, gallery: Gallery) -> None:
+        """The enrolled faces, decrypted; loaded at start and again with every change to people."""
+        with self._lock:
+            self._cameras.gallery = gallery
+
+    def door_state(self, door: str) -> c.DoorState:
+        """A door's state as the bridge publishes it."""
+        with self._lock:
+            return self._door_events.state(door, self._clock())
+
+    def controllers_online(self) -> dict[str, bool]:
+        """Controllers that have reported, and whether each is online now."""
+        with self._lock:
+            return dict(self._liveness.online)
+
+    def counts(self) -> Counters:
+        """A copy of the counters, for the metrics endpoint."""
+        with self._lock:
+            return self._counters.copy()
+
+    # --- controllers ---------------------------------------------------------------------------------
+
+    def controller_event(self, controller: str, msg: c.CredentialPresented | c.DoorContact | c.RequestToExit |
+                         c.Tamper | c.Heartbeat, payload: bytes, where: str, ack: Ack | None) -> None:
+        with self._lock:
+            now = self._clock()
+            try:
+                self._wiring.known(controller)
+                self._admission.check(controller, msg, now)
+                self._liveness.heard_from(controller, now)
+                Counters.bump(self._counters.events_in, msg.type)
+                events = self._dispatch(controller, msg, now)
+            except (Rejected, InvalidEvent) as exc:
+                events = self._refusal(controller, exc, payload, where, now)
+            self._emit(events, ack)
+
+    def _dispatch(self, controller: str, msg: c.Message, now: datetime) -> Emitted:
+        eid = f"{controller}:{msg.id}"
+        if isinstance(msg, c.CredentialPresented):
+            return self._access.credential(controller, eid, msg, now)
+        if isinstance(msg, c.DoorContact):
+            return self._door_events.contact(controller, eid, msg)
+        if isinstance(msg, c.RequestToExit):
+            return self._door_events.exit_request(controller, eid, msg)
+        if isinstance(msg, c.Tamper):
+            return self._door_events.tamper(controller, eid, msg)
+        assert isinstance(msg, c.Heartbeat)
+        return self._liveness.status(controller, True, msg.ts, eid, now)
+
+    def controller_status(self, controller: str, status: c.ControllerStatus, payload: bytes, where: str,
+                          ack: Ack | None) -> None:
+        """Retained status and last will. Only changes are audited: a heartbeat or a repeated status is not."""
+        with self._lock:
+            now = self._clock()
+            try:
+                self._wiring.known(controller)
+            except Rejected as exc:
+                self._emit(self._refusal(controller, exc, payload, where, now), ack)
+                return
+            self._emit(self._liveness.controller_status(controller, status, now), ack)
+
+    def reader_condition(self, controller: str, reader: str, condition: str, active: bool,
+                         detail: dict[str, object] | None = None) -> None:
+        """A bus reader's own trouble (OSDP): ``offline``, ``secure_channel_failed`` or ``plaintext``."""
+        with self._lock:
+            self._emit(self._liveness.reader_condition(controller, reader, condition, active, detail, self._clock()),
+                       None)
+
+    def link_lost(self) -> None:
+        """The bridge lost its broker: it hears no controller until each reports again."""
+        with self._lock:
+            self._liveness.link_lost(self._clock())
+
+    # --- cameras -------------------------------------------------------------------------------------
+
+    def camera_event(self, camera: str, msg: c.Motion | c.EvidenceSaved | c.FacesSeen, payload: bytes, where: str,
+                     ack: Ack | None) -> None:
+        with self._lock:
+            now = self._clock()
+            try:
+                self._admission.check(camera, msg, now)
+                Counters.bump(self._counters.events_in, msg.type)
+                if isinstance(msg, c.Motion):
+                    events = self._cameras.motion(camera, msg)
+                    events += self._cameras.tick(now)  # decide now what this motion settles
+                elif isinstance(msg, c.FacesSeen):
+                    events, verdict = self._cameras.faces_seen(camera, msg)
+                    if verdict is not None and self._access.waiting_for(verdict[0]):
+                        events += self._access.face_verdict(*verdict, now)
+                else:
+                    events = self._cameras.evidence_saved(camera, msg)
+            except (Rejected, CameraRejected, InvalidEvent) as exc:
+                events = self._refusal(camera, exc, payload, where, now)
+            self._emit(events, ack)
+
+    def camera_status(self, camera: str, status: c.CameraStatus, payload: bytes, where: str, ack: Ack | None) -> None:
+        with self._lock:
+            now = self._clock()
+            try:
+                events = self._cameras.status(camera, status, now)
+            except (CameraRejected, InvalidEvent) as exc:
+                events = self._refusal(camera, exc, payload, where, now)
+            self._emit(events, ack)
+
+    # --- operators and time --------------------------------------------------------------------------
+
+    def console_command(self, cmd: c.ConsoleCommand, payload: bytes, where: str, ack: Ack | None) -> None:
+        """An operator's unlock, lock or lockdown: audited with the user, then sent to the controllers."""
+        with self._lock:
+            now = self._clock()
+            try:
+                self._admission.check("console", cmd, now)
+                events = self._console.command(cmd, now)
+            except Rejected as exc:
+                events = self._refusal("console", exc, payload, where, now)
+            self._emit(events, ack)
+
+    def tick(self) -> None:
+        """Raise held-open alarms, end timed unlocks, settle the cameras' findings and face checks, and mark
+        devices that never reported (or went quiet) as offline; called a few times a second by the bridge."""
+        with self._lock:
+            now = self._clock()
+            self._door_events.relock(now)
+            self._emit(self._liveness.silent(now), None)
+            self._emit(self._cameras.tick(now), None)
+            unverified, required = self._cameras.faces_expired(now)
+            self._emit(unverified, None)
+            for eid in required:
+                self._emit(self._access.face_verdict(eid, "timeout", now), None)
+            self._emit(self._door_events.held_open(now), None)
+
+    # --- refusals and the audit log ------------------------------------------------------------------
+
+    def reject(self, source: str, code: str, reason: str, payload: bytes, *, where: str, ack: Ack | None) -> None:
+        """Input a driver refused before it became a message: audited as a dead letter."""
+        with self._lock:
+            self._emit(self._refusal(source, Rejected(code, reason), payload, where, self._clock()), ack)
+
+    def _refusal(self, source: str, exc: Rejected | CameraRejected | InvalidEvent, payload: bytes, where: str,
+                 now: datetime) -> Emitted:
+        """The dead letter for refused input, counted by code."""
+        code = exc.code if isinstance(exc, (Rejected, CameraRejected)) else "invalid_event"
+        Counters.bump(self._counters.dead_letters, code)
+        log.warning("rejected input from %s on %s (%s): %s", source, where, code, exc)
+        return [dead_letter(source, code, str(exc), payload, where=where, now=now)]
+
+    def _emit(self, events: Emitted, ack: Ack | None) -> None:
+        """Submit in order; the source is acknowledged with the last one."""
+        for i, (event, effect) in enumerate(events):
+            last = i == len(events) - 1
+            self._cameras.observe(event)
+            release = (lambda _e, _dup, _ack=ack: _ack()) if last and ack is not None else None
+            self._writer.submit(event, release, timeout=None, effect=effect)
+        if not events and ack is not None:
+            ack()
