@@ -79,7 +79,7 @@ class DoorMonitor:
 
     def tick(self, now: datetime) -> list[tuple[str, str]]:
         """Doors that have just been open too long: (door, alarm kind). Held unlocked doors are exempt."""
-        raised = []
+        raised: list[tuple[str, str]] = []
         for status in self.doors.values():
             if (status.contact == "open" and status.opened_at is not None and status.lock != "unlocked"
                     and HELD_OPEN not in status.alarms
