@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-FORCED = "door.forced"
-HELD_OPEN = "door.held_open"
+from badge_bridge.event_kinds import EventKind
+
+FORCED = EventKind.DOOR_FORCED
+HELD_OPEN = EventKind.DOOR_HELD_OPEN
 GRACE = timedelta(seconds=1)
 """Slack for the time between a grant and the door contact, both in the controller's clock."""
 

@@ -30,6 +30,7 @@ from badge_bridge.cameras import CameraDesk, CameraRejected, SendRequest
 from badge_bridge.config import ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import FORCED, DoorMonitor
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import check_pin
 from badge_bridge.models import Controller
@@ -42,9 +43,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_MAX_AGE = timedelta(seconds=10)
 RECENT_IDS = 200_000
-READER_KINDS = {"offline": ("reader.offline", "reader.online"),
-                "secure_channel_failed": ("reader.secure_channel_failed", "reader.secure_channel_ok"),
-                "plaintext": ("reader.plaintext", "reader.plaintext_ended")}
+READER_KINDS = {"offline": (EventKind.READER_OFFLINE, EventKind.READER_ONLINE),
+                "secure_channel_failed": (EventKind.READER_SECURE_CHANNEL_FAILED, EventKind.READER_SECURE_CHANNEL_OK),
+                "plaintext": (EventKind.READER_PLAINTEXT, EventKind.READER_PLAINTEXT_ENDED)}
 SILENT_START = timedelta(seconds=30)
 """A controller that has said nothing this long after the bridge started is reported offline."""
 Ack = Callable[[], None]
@@ -225,7 +226,7 @@ class Processor:
         if isinstance(msg, c.RequestToExit):
             door = self._door_of(controller, msg.door)
             self.doors.authorize(door, msg.ts)
-            return [(Event(id=eid, kind="door.exit_request", source=controller, ts=msg.ts, door=door), None)]
+            return [(Event(id=eid, kind=EventKind.DOOR_EXIT_REQUEST, source=controller, ts=msg.ts, door=door), None)]
         if isinstance(msg, c.Tamper):
             return self._tamper(controller, eid, msg)
         assert isinstance(msg, c.Heartbeat)
@@ -296,7 +297,7 @@ class Processor:
                                  request=msg.id, reason=reason,
                                  feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
             self.send(a.controller, command)
-        kind = "access.granted" if granted else "access.denied"
+        kind = EventKind.ACCESS_GRANTED if granted else EventKind.ACCESS_DENIED
         log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
         return [(Event(id=eid, kind=kind, source=a.controller, ts=msg.ts, door=door.key, subject=subject,
                        detail=detail), None)]
@@ -313,7 +314,7 @@ class Processor:
             return self._conclude(a, Decision(False, Reason.FACE_REQUIRED), a.eid)
         self.face_waiting[a.eid] = a
         self.cameras.request_faces(a.eid, a.door.key, person, subject, a.msg.ts, mode="required")
-        return [(Event(id=f"{a.eid}:face-check", kind="access.face_check", source=a.controller, ts=a.msg.ts,
+        return [(Event(id=f"{a.eid}:face-check", kind=EventKind.ACCESS_FACE_CHECK, source=a.controller, ts=a.msg.ts,
                        door=a.door.key, subject=subject, detail={"reader": a.reader.key}), None)]
 
     def _face_verdict(self, eid: str, outcome: str) -> list[tuple[Event, Effect | None]]:
@@ -345,13 +346,13 @@ class Processor:
         door = self._door_of(controller, msg.door)
         if msg.state == "opened":
             raised = self.doors.opened(door, msg.ts)
-            kind = FORCED if FORCED in raised else "door.opened"
+            kind = FORCED if FORCED in raised else EventKind.DOOR_OPENED
             events: list[tuple[Event, Effect | None]] = [
                 (Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door), None)]
             events += [alarm_raised(a, door=door, source=controller, cause=eid, ts=msg.ts) for a in raised]
         else:
             cleared = self.doors.closed(door, msg.ts)
-            events = [(Event(id=eid, kind="door.closed", source=controller, ts=msg.ts, door=door), None)]
+            events = [(Event(id=eid, kind=EventKind.DOOR_CLOSED, source=controller, ts=msg.ts, door=door), None)]
             events += [alarm_cleared(a, door=door, source=controller, cause=eid, ts=msg.ts) for a in cleared]
         self.on_door(door)
         return events
@@ -360,10 +361,11 @@ class Processor:
         source = msg.reader or controller
         detail = {"reader": msg.reader} if msg.reader else {}
         if msg.state == "active":
-            return [(Event(id=eid, kind="reader.tamper", source=controller, ts=msg.ts, detail=detail), None),
-                    alarm_raised("reader.tamper", door=None, source=source, cause=eid, ts=msg.ts)]
-        return [(Event(id=eid, kind="reader.tamper_cleared", source=controller, ts=msg.ts, detail=detail), None),
-                alarm_cleared("reader.tamper", door=None, source=source, cause=eid, ts=msg.ts)]
+            return [(Event(id=eid, kind=EventKind.READER_TAMPER, source=controller, ts=msg.ts, detail=detail), None),
+                    alarm_raised(EventKind.READER_TAMPER, door=None, source=source, cause=eid, ts=msg.ts)]
+        return [(Event(id=eid, kind=EventKind.READER_TAMPER_CLEARED, source=controller, ts=msg.ts,
+                       detail=detail), None),
+                alarm_cleared(EventKind.READER_TAMPER, door=None, source=source, cause=eid, ts=msg.ts)]
 
     def controller_status(self, controller: str, status: c.ControllerStatus, payload: bytes, where: str,
                           ack: Ack | None) -> None:
@@ -393,13 +395,13 @@ class Processor:
             if controller in ctls:
                 self.doors.doors[door].online = online
                 self.on_door(door)
-        kind = "controller.online" if online else "controller.offline"
+        kind = EventKind.CONTROLLER_ONLINE if online else EventKind.CONTROLLER_OFFLINE
         events: list[tuple[Event, Effect | None]] = [
             (Event(id=f"{cause}:{kind}"[:128], kind=kind, source=controller, ts=ts), effect)]
         if not online:
-            events.append(alarm_raised("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+            events.append(alarm_raised(EventKind.CONTROLLER_OFFLINE, door=None, source=controller, cause=cause, ts=ts))
         elif previous is False:
-            events.append(alarm_cleared("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+            events.append(alarm_cleared(EventKind.CONTROLLER_OFFLINE, door=None, source=controller, cause=cause, ts=ts))
         return events
 
     def reader_condition(self, controller: str, reader: str, condition: str, active: bool,
