@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.face_match import Gallery, open_encoding
 from badge_bridge.models import FaceTemplate, Person
@@ -37,7 +38,7 @@ def remove_faces(session: Session, actor: str, person_id: int, *, photos: PhotoS
     removed = _forget(session, person_id, photos)
     if not removed:
         raise people.AdminError(f"person {person_id} has no enrolled faces")
-    return people.admin_event("admin.face_removed", actor, {"person": person_id},
+    return people.admin_event(EventKind.ADMIN_FACE_REMOVED, actor, {"person": person_id},
                          {"templates_removed": removed, "count": len(removed)})
 
 

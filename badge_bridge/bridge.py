@@ -23,6 +23,7 @@ from badge_bridge.controllers import registry
 from badge_bridge.controllers.driver import Command, Context, Driver
 from badge_bridge.controllers.link import MqttLink
 from badge_bridge.db import describe
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.ingest import RECENT_IDS, Processor
 from badge_bridge.keys import KeyStore
@@ -69,7 +70,7 @@ class Bridge:
 
     def start(self) -> None:
         self.writer.start()
-        self.writer.submit(self._lifecycle("bridge.started"))
+        self.writer.submit(self._lifecycle(EventKind.BRIDGE_STARTED))
         snapshot, recent, alarms = self._retry_until_stopped(self._load)
         processor = self.processor = Processor(self.config, self.writer, snapshot, self.keys.pin_pepper(),
                                                send=self._send, on_door=self._door, send_camera=self._request)
@@ -104,7 +105,7 @@ class Bridge:
             self.mqtt.stop()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
-        self.writer.submit(self._lifecycle("bridge.stopped"))
+        self.writer.submit(self._lifecycle(EventKind.BRIDGE_STOPPED))
         if not self.writer.stop(timeout=30):
             log.error("stopped with events not yet committed: %s", self.writer.stats.last_error)
         log.info("bridge stopped")

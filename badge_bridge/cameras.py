@@ -23,6 +23,7 @@ from badge_bridge.clock import Clock
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.correlate import ALARMS, TAILGATING, Correlator, DoorWindows, Finding
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.face_match import Gallery, SeenFace, verify
 from badge_bridge.records import alarm_cleared, alarm_raised
@@ -31,12 +32,14 @@ log = logging.getLogger(__name__)
 _PROBE = np.zeros(128)
 """Any encoding: asking the gallery for a distance tells whether the person is enrolled at all."""
 
-SNAPSHOT_KINDS = frozenset({"access.granted", "access.denied", "door.forced", "door.held_open",
-                            "door.unauthorized_entry", "door.tailgating", "door.forced_confirmed", "face.absent"})
+SNAPSHOT_KINDS = frozenset({EventKind.ACCESS_GRANTED, EventKind.ACCESS_DENIED, EventKind.DOOR_FORCED,
+                            EventKind.DOOR_HELD_OPEN, EventKind.DOOR_UNAUTHORIZED_ENTRY, EventKind.DOOR_TAILGATING,
+                            EventKind.DOOR_FORCED_CONFIRMED, EventKind.FACE_ABSENT})
 """Door events whose moment is worth a still picture."""
-CLIP_KINDS = frozenset({"alarm.raised"})
+CLIP_KINDS = frozenset({EventKind.ALARM_RAISED})
 """Events worth a clip as well: the desk wants to see what happened, not only a frame of it."""
-IN_VIEW = {"door.unauthorized_entry": timedelta(seconds=1), "door.tailgating": timedelta(seconds=0.5)}
+IN_VIEW: dict[str, timedelta] = {EventKind.DOOR_UNAUTHORIZED_ENTRY: timedelta(seconds=1),
+                                 EventKind.DOOR_TAILGATING: timedelta(seconds=0.5)}
 """These findings are dated by the first moving frame, when a person is barely in the picture: their
 snapshot is taken this much later, when they are."""
 SILENT_START = timedelta(seconds=30)
@@ -128,7 +131,7 @@ class CameraDesk:
 
     def evidence_saved(self, camera: str, msg: c.EvidenceSaved) -> Emitted:
         self._camera(camera)
-        kind = "evidence.failed" if msg.error and not msg.items else "evidence.saved"
+        kind = EventKind.EVIDENCE_FAILED if msg.error and not msg.items else EventKind.EVIDENCE_SAVED
         detail: dict[str, object] = {"event": msg.event,
                                      "items": [i.model_dump(mode="json") for i in msg.items]}
         if msg.error:
@@ -157,15 +160,15 @@ class CameraDesk:
             return []
         self.online[camera] = online
         self.correlator.camera_status(camera, online, ts)
-        kind = "camera.online" if online else "camera.offline"
+        kind = EventKind.CAMERA_ONLINE if online else EventKind.CAMERA_OFFLINE
         events: Emitted = [(Event(id=f"{cause}:{kind}"[:128], kind=kind, source=camera, ts=ts,
                                   detail={"reason": reason[:500]} if reason else {}), None)]
         if not online:
             # A blind camera breaks the surveillance promise: the desk must know.
-            events.append(alarm_raised("camera.offline", door=None, source=camera, cause=cause, ts=ts,
+            events.append(alarm_raised(EventKind.CAMERA_OFFLINE, door=None, source=camera, cause=cause, ts=ts,
                                        detail={"reason": reason[:500]}))
         elif previous is False:
-            events.append(alarm_cleared("camera.offline", door=None, source=camera, cause=cause, ts=ts,
+            events.append(alarm_cleared(EventKind.CAMERA_OFFLINE, door=None, source=camera, cause=cause, ts=ts,
                                         by_source=True))
         return events
 
@@ -179,7 +182,7 @@ class CameraDesk:
         self.correlator.door_event(event.door, event.kind, event.ts, event.id)
         door = self.face_doors.get(event.door)
         person = event.subject.get("person")
-        if event.kind == "access.granted" and door is not None and door.face == "check" and isinstance(person, int):
+        if event.kind == EventKind.ACCESS_GRANTED and door is not None and door.face == "check" and isinstance(person, int):
             self.request_faces(event.id, event.door, person, dict(event.subject), event.ts, mode="check")
         clip = event.kind in CLIP_KINDS
         if clip or event.kind in SNAPSHOT_KINDS:
@@ -238,7 +241,7 @@ class CameraDesk:
         events: Emitted = [(Event(id=eid, kind=f"face.{verdict.outcome}", source=camera, ts=msg.ts, door=check.door,
                                   subject=check.subject, detail=detail), None)]
         if verdict.outcome == "mismatch":
-            events.append(alarm_raised("face.mismatch", door=check.door, source=camera, cause=eid, ts=msg.ts))
+            events.append(alarm_raised(EventKind.FACE_MISMATCH, door=check.door, source=camera, cause=eid, ts=msg.ts))
         elif verdict.outcome == "several":
             # More faces than badges: evidence of tailgating, alarmed like the correlator's own finding.
             events.append(alarm_raised(TAILGATING, door=check.door, source=camera, cause=eid, ts=msg.ts,
@@ -255,7 +258,7 @@ class CameraDesk:
             if check.deadline > now:
                 continue
             del self.face_checks[eid]
-            events.append((Event(id=f"face:{eid}"[:128], kind="face.unverified", source=self.instance, ts=now,
+            events.append((Event(id=f"face:{eid}"[:128], kind=EventKind.FACE_UNVERIFIED, source=self.instance, ts=now,
                                  door=check.door, subject=check.subject,
                                  detail={"event": eid, "mode": check.mode,
                                          "reason": "no answer from the door's cameras in time"}), None))

@@ -54,19 +54,20 @@ from functools import partial
 from typing import Literal
 
 from badge_bridge.doors import FORCED
+from badge_bridge.event_kinds import EventKind
 
-GRANTED = "access.granted"
-EXIT_REQUEST = "door.exit_request"
+GRANTED = EventKind.ACCESS_GRANTED
+EXIT_REQUEST = EventKind.DOOR_EXIT_REQUEST
 
-UNAUTHORIZED = "door.unauthorized_entry"
+UNAUTHORIZED = EventKind.DOOR_UNAUTHORIZED_ENTRY
 """Alarm: motion in a door zone with no grant and no exit request."""
-TAILGATING = "door.tailgating"
+TAILGATING = EventKind.DOOR_TAILGATING
 """Alarm: more people than grants passing."""
-UNUSED = "access.unused"
+UNUSED = EventKind.ACCESS_UNUSED
 """Record: granted, nobody passed (a lent badge, a test swipe)."""
-FORCED_CONFIRMED = "door.forced_confirmed"
+FORCED_CONFIRMED = EventKind.DOOR_FORCED_CONFIRMED
 """Record: the controller's door.forced seen by the camera."""
-FORCED_UNCONFIRMED = "door.forced_unconfirmed"
+FORCED_UNCONFIRMED = EventKind.DOOR_FORCED_UNCONFIRMED
 """Record: door.forced with no motion on camera (sensor fault? check it)."""
 KINDS = frozenset({UNAUTHORIZED, TAILGATING, UNUSED, FORCED_CONFIRMED, FORCED_UNCONFIRMED})
 ALARMS = frozenset({UNAUTHORIZED, TAILGATING})

@@ -26,6 +26,7 @@ from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
 from badge_bridge.controllers import contract as c
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
@@ -194,7 +195,7 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
     def on_message(_c: object, _u: object, msg: object) -> None:
         events = c.PublishedEvents.model_validate_json(msg.payload).events  # type: ignore[attr-defined]
         for event in events:
-            if event.kind == "motion.start" and event.door == "main-entrance" and rng.random() < 0.75:
+            if event.kind == EventKind.MOTION_START and event.door == "main-entrance" and rng.random() < 0.75:
                 person = rng.choice(DEMO_PEOPLE[:4])
                 lobby.present("main-in", "main-entrance", "wiegand26", person[2])
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-FORCED = "door.forced"
-HELD_OPEN = "door.held_open"
+from badge_bridge.event_kinds import EventKind
+
+FORCED = EventKind.DOOR_FORCED
+HELD_OPEN = EventKind.DOOR_HELD_OPEN
 GRACE = timedelta(seconds=1)
 """Slack for the time between a grant and the door contact, both in the controller's clock."""
 
@@ -79,7 +81,7 @@ class DoorMonitor:
 
     def tick(self, now: datetime) -> list[tuple[str, str]]:
         """Doors that have just been open too long: (door, alarm kind). Held unlocked doors are exempt."""
-        raised = []
+        raised: list[tuple[str, str]] = []
         for status in self.doors.values():
             if (status.contact == "open" and status.opened_at is not None and status.lock != "unlocked"
                     and HELD_OPEN not in status.alarms

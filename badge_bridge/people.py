@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from badge_bridge import cards
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import hash_pin
 from badge_bridge.models import AccessLevel, ConsoleUser, Credential, Person
@@ -59,7 +60,7 @@ def add_person(
     except IntegrityError:
         session.rollback()
         raise AdminError(f"employee number {employee_no!r} is already used by another person") from None
-    return person, admin_event("admin.person_added", actor, {"person": person.id},
+    return person, admin_event(EventKind.ADMIN_PERSON_ADDED, actor, {"person": person.id},
                           {"levels": list(levels), "lockdown_exempt": lockdown_exempt})
 
 
@@ -88,7 +89,7 @@ def add_credential(
     )
     session.add(cred)
     session.flush()
-    return cred, admin_event("admin.credential_added", actor, {"person": person_id, "credential": cred.id},
+    return cred, admin_event(EventKind.ADMIN_CREDENTIAL_ADDED, actor, {"person": person_id, "credential": cred.id},
                         {"format": fmt, "has_pin": pin is not None, "biometric": biometric_ref is not None,
                          "valid_until": valid_until.isoformat() if valid_until else None})
 
@@ -126,7 +127,7 @@ def add_user(session: Session, actor: str, username: str, role: str, password: s
     user = ConsoleUser(username=username, role=role, password_hash=hasher.hash(password))
     session.add(user)
     session.flush()
-    return user, admin_event("admin.user_added", actor, {"user": username}, {"role": role})
+    return user, admin_event(EventKind.ADMIN_USER_ADDED, actor, {"user": username}, {"role": role})
 
 
 def update_person(session: Session, actor: str, person_id: int, *, name: str, company: str, levels: list[str],
@@ -139,7 +140,7 @@ def update_person(session: Session, actor: str, person_id: int, *, name: str, co
     person.name, person.company, person.lockdown_exempt = name, company.strip()[:200], lockdown_exempt
     person.levels = _levels(session, levels)
     session.flush()
-    return person, admin_event("admin.person_changed", actor, {"person": person.id},
+    return person, admin_event(EventKind.ADMIN_PERSON_CHANGED, actor, {"person": person.id},
                           {"levels": sorted(levels), "levels_before": before, "lockdown_exempt": lockdown_exempt})
 
 
@@ -156,7 +157,7 @@ def person_left(session: Session, actor: str, person_id: int, reason: str) -> tu
             cred.status, cred.revoked_at = "revoked", now
             revoked.append(cred.id)
     session.flush()
-    return person, admin_event("admin.person_left", actor, {"person": person.id},
+    return person, admin_event(EventKind.ADMIN_PERSON_LEFT, actor, {"person": person.id},
                           {"reason": reason.strip(), "credentials_revoked": revoked})
 
 
@@ -169,7 +170,8 @@ def set_credential_validity(session: Session, actor: str, credential_id: int, va
         raise AdminError("valid-until must be after valid-from")
     cred.valid_from, cred.valid_until = valid_from, valid_until
     session.flush()
-    return cred, admin_event("admin.credential_validity", actor, {"person": cred.person_id, "credential": cred.id},
+    return cred, admin_event(EventKind.ADMIN_CREDENTIAL_VALIDITY, actor,
+                             {"person": cred.person_id, "credential": cred.id},
                         {"valid_from": valid_from.isoformat() if valid_from else None,
                          "valid_until": valid_until.isoformat() if valid_until else None})
 
@@ -180,7 +182,8 @@ def set_user_active(session: Session, actor: str, user_id: int, active: bool) ->
         raise AdminError(f"no console user with id {user_id}")
     user.active = active
     session.flush()
-    return user, admin_event("admin.user_enabled" if active else "admin.user_disabled", actor, {"user": user.username}, {})
+    return user, admin_event(EventKind.ADMIN_USER_ENABLED if active else EventKind.ADMIN_USER_DISABLED, actor,
+                             {"user": user.username}, {})
 
 
 def reset_password(session: Session, actor: str, user_id: int, password: str) -> tuple[ConsoleUser, Event]:
@@ -191,7 +194,7 @@ def reset_password(session: Session, actor: str, user_id: int, password: str) ->
         raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
     user.password_hash = hasher.hash(password)
     session.flush()
-    return user, admin_event("admin.password_reset", actor, {"user": user.username}, {})
+    return user, admin_event(EventKind.ADMIN_PASSWORD_RESET, actor, {"user": user.username}, {})
 
 
 def _person(session: Session, person_id: int) -> Person:

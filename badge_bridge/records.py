@@ -17,6 +17,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.engine import Connection
 
 from badge_bridge.audit.writer import Effect
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import SECRET_KEYS, Event, storable
 from badge_bridge.models import Alarm, DeadLetter
 
@@ -29,7 +30,7 @@ for an operator to see what was sent, and a flood of huge messages cannot fill t
 
 def alarm_raised(kind: str, *, door: str | None, source: str, cause: str, ts: datetime,
                  detail: dict[str, object] | None = None) -> tuple[Event, Effect]:
-    event = Event(id=f"alarm:{kind}:{cause}"[:128], kind="alarm.raised", source=source, ts=ts, door=door,
+    event = Event(id=f"alarm:{kind}:{cause}"[:128], kind=EventKind.ALARM_RAISED, source=source, ts=ts, door=door,
                   detail={"alarm": kind, "cause": cause, **(detail or {})})
     log.warning("ALARM %s at %s (%s)", kind, door or source, cause)
 
@@ -43,8 +44,8 @@ def alarm_cleared(kind: str, *, door: str | None, source: str, cause: str, ts: d
                   by_source: bool = False) -> tuple[Event, Effect]:
     """The condition ended. The alarm stays on the desk's queue until acknowledged. A door's alarms are
     matched by door (whoever raised them); ``by_source`` matches one device's own alarms."""
-    event = Event(id=f"alarm-cleared:{kind}:{cause}"[:128], kind="alarm.cleared", source=source, ts=ts, door=door,
-                  detail={"alarm": kind, "cause": cause})
+    event = Event(id=f"alarm-cleared:{kind}:{cause}"[:128], kind=EventKind.ALARM_CLEARED, source=source,
+                  ts=ts, door=door, detail={"alarm": kind, "cause": cause})
 
     def effect(conn: Connection) -> None:
         match = (Alarm.kind == kind) & (Alarm.cleared_at.is_(None))
@@ -61,7 +62,7 @@ def dead_letter(source: str, code: str, reason: str, payload: bytes, *, where: s
     event_id = hashlib.sha256(where.encode("utf-8", "backslashreplace") + b"\0" + payload).hexdigest()[:40]
     kept = redact(payload[:PAYLOAD_KEEP * 4])[:PAYLOAD_KEEP]
     reason, where = storable(reason)[:500], storable(where)[:200]
-    event = Event(id=f"dead:{event_id}", kind="input.rejected", source=_source_name(source), ts=now,
+    event = Event(id=f"dead:{event_id}", kind=EventKind.INPUT_REJECTED, source=_source_name(source), ts=now,
                   detail={"code": code, "reason": reason, "where": where, "size": len(payload), "sha256": digest})
 
     def effect(conn: Connection) -> None:

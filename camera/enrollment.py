@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.face_match import seal_encoding
 from badge_bridge.models import FaceTemplate, Person
@@ -49,7 +50,7 @@ def enroll_face(session: Session, actor: str, person_id: int, photo: bytes, *, k
                             photo_sha256=sha, created_by=actor[:64])
     session.add(template)
     session.flush()
-    return template, people.admin_event("admin.face_enrolled", actor, {"person": person_id},
+    return template, people.admin_event(EventKind.ADMIN_FACE_ENROLLED, actor, {"person": person_id},
                                    {"template_id": template.id, "photo_kept": sha is not None, "photo_sha256": sha})
 
 

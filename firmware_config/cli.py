@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.firmware.profiles import EspRfidProfile, MqttProfile, OsdpProfile
 from badge_bridge.firmware.validate import Firmware, default_path, load_firmware
@@ -172,7 +173,7 @@ def _audit(app: App, fw: Firmware, pushed: list[Target]) -> None:
         for t in pushed:
             changes = {name: {"from": now_, "to": want} for name, (now_, want) in t.changes.items()}
             changes.update({name: {"from": None, "to": value} for name, value in t.always_sent.items()})
-            audited.append(Event(id=Event.new_id("firmware.pushed"), kind="firmware.pushed", source=app.actor,
-                                 ts=now, received_ts=now, subject={"controller": t.key},
+            audited.append(Event(id=Event.new_id(EventKind.FIRMWARE_PUSHED), kind=EventKind.FIRMWARE_PUSHED,
+                                 source=app.actor, ts=now, received_ts=now, subject={"controller": t.key},
                                  detail={"profile": t.profile, "file": str(fw.path), "changes": changes}))
 

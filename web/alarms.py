@@ -16,6 +16,7 @@ from wtforms import SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.models import Alarm, ConsoleUser
 from web import current_services
 from web.auth import role_required
@@ -50,10 +51,11 @@ def _assignees() -> list[SelectChoice]:
     return [SelectChoice(u) for u in users]
 
 
-def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[str, object],
+def _step(alarm_id: int, kind: EventKind, allowed_from: tuple[str, ...], values: dict[str, object],
           detail: dict[str, object]) -> None:
     """Move the alarm on only if it is still in an allowed state (two operators may click at once: one
-    wins, the other is told), then audit the step."""
+    wins, the other is told), then audit the step as ``kind``."""
+    done = kind.removeprefix("alarm.").replace("_", " ")
     alarm = read(lambda s: s.get(Alarm, alarm_id))
     if alarm is None:
         abort(404)
@@ -63,12 +65,11 @@ def _step(alarm_id: int, kind: str, allowed_from: tuple[str, ...], values: dict[
         moved = cast(CursorResult[Any], result).rowcount  # an UPDATE's result is a cursor result
     if not moved:
         current = read(lambda s: s.get(Alarm, alarm_id))
-        flash(f"Alarm {alarm_id} is {current.state if current else 'gone'}: it cannot be {kind.replace('_', ' ')}.",
-              "error")
+        flash(f"Alarm {alarm_id} is {current.state if current else 'gone'}: it cannot be {done}.", "error")
         return
-    current_services().audit.record(f"alarm.{kind}", current_user.username, door=alarm.door,
-                            subject={"alarm": alarm.event_id}, detail={"alarm_kind": alarm.kind, **detail})
-    flash(f"Alarm {alarm_id} {kind.replace('_', ' ')}.", "info")
+    current_services().audit.record(kind, current_user.username, door=alarm.door,
+                                    subject={"alarm": alarm.event_id}, detail={"alarm_kind": alarm.kind, **detail})
+    flash(f"Alarm {alarm_id} {done}.", "info")
 
 
 @bp.route("/<int:alarm_id>/acknowledge", methods=["POST"])
@@ -77,7 +78,7 @@ def acknowledge(alarm_id: int) -> Any:
     form = CommentForm()
     if form.validate_on_submit():
         now = datetime.now(UTC)
-        _step(alarm_id, "acknowledged", ("open",),
+        _step(alarm_id, EventKind.ALARM_ACKNOWLEDGED, ("open",),
               {"state": "acknowledged", "acknowledged_by": current_user.username, "acknowledged_at": now,
                "comment": form.comment.data}, {"comment": form.comment.data})
     else:
@@ -91,7 +92,7 @@ def assign(alarm_id: int) -> Any:
     form = AssignForm()
     form.user.choices = _assignees()
     if form.validate_on_submit():
-        _step(alarm_id, "assigned", ("open", "acknowledged"), {"assigned_to": form.user.data},
+        _step(alarm_id, EventKind.ALARM_ASSIGNED, ("open", "acknowledged"), {"assigned_to": form.user.data},
               {"assigned_to": form.user.data})
     else:
         flash("Choose someone on duty to assign the alarm to.", "error")
@@ -103,7 +104,7 @@ def assign(alarm_id: int) -> Any:
 def resolve(alarm_id: int) -> Any:
     form = CommentForm()
     if form.validate_on_submit():
-        _step(alarm_id, "resolved", ("acknowledged",),
+        _step(alarm_id, EventKind.ALARM_RESOLVED, ("acknowledged",),
               {"state": "resolved", "resolved_at": datetime.now(UTC), "comment": form.comment.data},
               {"comment": form.comment.data})
     else:

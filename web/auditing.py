@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from wtforms import StringField
 from wtforms.validators import DataRequired, Regexp
 
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import from_us
 from badge_bridge.export.write import MONTH_RE, ExportError, export_month
 from badge_bridge.models import AuditEntry, Checkpoint
@@ -60,7 +61,7 @@ def status() -> Any:
 def run_verify() -> Any:
     svc = current_services()
     report = verify(svc.engine, svc.engine.url.render_as_string(hide_password=False), svc.keys.trusted_public_keys())
-    svc.audit.record("audit.verified", current_user.username,
+    svc.audit.record(EventKind.AUDIT_VERIFIED, current_user.username,
                      detail={"ok": report.ok, "findings": len(report.findings),
                              "chains": {c.chain_id: c.head_seq for c in report.chains.values()}})
     return render_template("audit.html", chains=_chains(), form=VerifyForm(), export_form=ExportForm(),
@@ -91,7 +92,7 @@ def download_export() -> Any:
                 z.write(path, path.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    svc.audit.record("console.export_downloaded", current_user.username,
+    svc.audit.record(EventKind.CONSOLE_EXPORT_DOWNLOADED, current_user.username,
                      detail={"month": month, "rows": summary.rows, "verified": summary.verified,
                              "manifest_sha256": {n: f["sha256"] for n, f in summary.files.items()}})
     spool.seek(0)

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.models import ConsoleUser
 from badge_bridge.people import hasher
 
@@ -119,9 +120,9 @@ def login() -> Any:
             session.clear()
             session.permanent = True
             login_user(user)
-            svc.audit.record("console.login", user.username, detail={"address": request.remote_addr})
+            svc.audit.record(EventKind.CONSOLE_LOGIN, user.username, detail={"address": request.remote_addr})
             return redirect(_safe_next() or url_for("live.feed" if user.role != "auditor" else "events.index"))
-        svc.audit.record("console.login_failed", name[:64] if name.isprintable() else "?",
+        svc.audit.record(EventKind.CONSOLE_LOGIN_FAILED, name[:64] if name.isprintable() else "?",
                          detail={"address": request.remote_addr})
         flash("Wrong user name or password.", "error")
     return render_template("login.html", form=form)
@@ -151,7 +152,7 @@ class LogoutForm(FlaskForm):
 def logout() -> Any:
     from web import current_services
 
-    current_services().audit.record("console.logout", current_user.username)
+    current_services().audit.record(EventKind.CONSOLE_LOGOUT, current_user.username)
     logout_user()
     session.clear()
     flash("Logged out.", "info")

@@ -16,6 +16,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.models import AuditEntry
 from camera.evidence import EvidenceError, EvidenceStore
 from web import current_services
@@ -23,7 +24,7 @@ from web.auth import any_role
 
 bp = Blueprint("evidence", __name__, url_prefix="/evidence")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-EVIDENCE_KINDS = ("evidence.saved", "evidence.failed")
+EVIDENCE_KINDS = (EventKind.EVIDENCE_SAVED, EventKind.EVIDENCE_FAILED)
 LOOK_BEFORE_US, LOOK_AFTER_US = 60_000_000, 600_000_000
 """Evidence is recorded after its event (the clip waits for the seconds after it), on the camera's clock."""
 
@@ -61,11 +62,11 @@ def fetch(sha256: str) -> Any:
     try:
         data, media_type = evidence.get(sha256)
     except EvidenceError as exc:
-        current_services().audit.record("console.evidence_unreadable", current_user.username,
+        current_services().audit.record(EventKind.CONSOLE_EVIDENCE_UNREADABLE, current_user.username,
                                 detail={"sha256": sha256, "reason": str(exc)[:300]})
         return render_template("error.html", title="Evidence refused",
                                message=f"This evidence failed its integrity check and is not shown: {exc}"), 422
-    current_services().audit.record("console.evidence_viewed", current_user.username, detail={"sha256": sha256})
+    current_services().audit.record(EventKind.CONSOLE_EVIDENCE_VIEWED, current_user.username, detail={"sha256": sha256})
     response = Response(data, mimetype=media_type)
     if media_type != "image/jpeg":
         response.headers["Content-Disposition"] = f'attachment; filename="evidence-{sha256[:16]}.avi"'

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from badge_bridge.db import describe
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event, storable
 from badge_bridge.keys import Signer, public_hex
 from badge_bridge.models import AuditEntry, Checkpoint, DeadLetter, SigningKey
@@ -279,8 +280,8 @@ class AuditWriter:
         error = storable(f"{type(exc).__name__}: {describe(exc)}")[:500]
         body = "\n".join(storable(t) for t in (event.subject_json, event.detail_json))
         log.error("audit log refused event %s (%s): quarantined", event.id, error)
-        quarantined = Event(id=event.id, kind="audit.quarantined", source=event.source, ts=event.ts, door=event.door,
-                            detail={"kind": event.kind, "error": error, "fields": body[:2000]},
+        quarantined = Event(id=event.id, kind=EventKind.AUDIT_QUARANTINED, source=event.source, ts=event.ts,
+                            door=event.door, detail={"kind": event.kind, "error": error, "fields": body[:2000]},
                             received_ts=event.received_ts)
 
         def effect(conn: Connection) -> None:

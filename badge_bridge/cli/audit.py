@@ -18,6 +18,7 @@ import click
 
 from badge_bridge.audit import segments
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import key_id_of, public_from_hex
 
@@ -144,7 +145,8 @@ def prune(app: App, keep_days: int | None, yes: bool) -> None:
     with app.change() as (_session, audited):
         report = segments.prune(app.engine(), app.keys.signer(), keep_days=keep_days)
         now = datetime.now(UTC)
-        audited.append(Event(id=Event.new_id("audit.pruned"), kind="audit.pruned", source=app.actor, ts=now,
+        audited.append(Event(id=Event.new_id(EventKind.AUDIT_PRUNED), kind=EventKind.AUDIT_PRUNED,
+                             source=app.actor, ts=now,
                              received_ts=now, detail=dict(keep_days=keep_days, cutoff=report.cutoff.isoformat(),
                                                           entries=report.entries, segments=report.segments)))
     for s in report.segments:

@@ -18,6 +18,7 @@ from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audit.backup import backup as make_backup
 from badge_bridge.audit.backup import restore as restore_backup
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 
 
@@ -43,8 +44,8 @@ def _audit(app: App, kind: str, detail: dict[str, Any]) -> None:
 def backup(app: App, dest: Path) -> None:
     """Copy the database into DEST while the bridge runs, and verify the copy. Exit 1 if it does not verify."""
     report = make_backup(app.config, dest)
-    _audit(app, "backup.made", {"file": report.path.name, "sha256": report.sha256, "entries": report.entries,
-                                "verified": report.verified})
+    _audit(app, EventKind.BACKUP_MADE, {"file": report.path.name, "sha256": report.sha256, "entries": report.entries,
+                                        "verified": report.verified})
     if not report.verified:
         first = report.problems[0] if report.problems else "unknown problem"
         raise click.ClickException(f"backup {report.path} does NOT verify (kept for forensics, marked in "
@@ -65,8 +66,8 @@ def restore(app: App, src: Path, force: bool, yes: bool) -> None:
         shown = db.sqlite_path(app.url) or make_url(app.url).render_as_string(hide_password=True)
         click.confirm(f"replace database {shown} with {src}?", abort=True)
     report = restore_backup(app.config, src, force=force)
-    _audit(app, "backup.restored", {"file": src.name, "entries": report.entries, "forced": force,
-                                    "replaced": report.replaced.name if report.replaced else None})
+    _audit(app, EventKind.BACKUP_RESTORED, {"file": src.name, "entries": report.entries, "forced": force,
+                                            "replaced": report.replaced.name if report.replaced else None})
     kept = f"; the replaced database is kept as {report.replaced}" if report.replaced else ""
     click.echo(f"restored {src} into {report.target}: {report.entries} entries in {len(report.chains)} chains, "
                f"verified{kept}")

@@ -9,6 +9,7 @@ import click
 
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.config import ConfigError
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 
 
@@ -25,8 +26,8 @@ def keys_rotate(app: App) -> None:
     kid = app.keys.rotate_signing_key()
     now = datetime.now(UTC)
     with app.change() as (_session, audited):
-        audited.append(Event(id=Event.new_id("admin.key_rotated"), kind="admin.key_rotated", source=app.actor,
-                             ts=now, received_ts=now, detail={"key_id": kid}))
+        audited.append(Event(id=Event.new_id(EventKind.ADMIN_KEY_ROTATED), kind=EventKind.ADMIN_KEY_ROTATED,
+                             source=app.actor, ts=now, received_ts=now, detail={"key_id": kid}))
     click.echo(f"new signing key {kid}; give {app.keys.signing_dir / (kid + '.pub')} to the auditors")
 
 
@@ -71,8 +72,8 @@ def osdp_keygen(app: App, reader: str, replace: bool) -> None:
     key_id = hashlib.sha256(key).hexdigest()[:16]
     now = datetime.now(UTC)
     with app.change() as (_session, audited):
-        audited.append(Event(id=Event.new_id("admin.osdp_key_set"), kind="admin.osdp_key_set", source=app.actor,
-                             ts=now, received_ts=now, subject={"reader": reader},
+        audited.append(Event(id=Event.new_id(EventKind.ADMIN_OSDP_KEY_SET), kind=EventKind.ADMIN_OSDP_KEY_SET,
+                             source=app.actor, ts=now, received_ts=now, subject={"reader": reader},
                              detail={"key_id": key_id, "replaced": replace}))
     click.echo(f"reader {reader}: new secure-channel key {key.hex()} (key id {key_id}); restart the bridge")
 

@@ -26,6 +26,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import from_us, to_us
 from badge_bridge.models import (
     AccessLevel, AccessLevelDoor, Area, ConsoleUser, Credential, Door, Person, PersonLevel, Schedule,
@@ -34,9 +35,10 @@ from badge_bridge.models import (
 if TYPE_CHECKING:
     from badge_bridge.export.write import ExportSummary
 
-INCIDENT_KINDS = ("door.forced", "door.forced_confirmed", "door.held_open", "door.tailgating",
-                  "door.unauthorized_entry", "reader.tamper", "face.unverified", "face.absent", "alarm.raised",
-                  "controller.offline", "camera.offline")
+INCIDENT_KINDS = (EventKind.DOOR_FORCED, EventKind.DOOR_FORCED_CONFIRMED, EventKind.DOOR_HELD_OPEN,
+                  EventKind.DOOR_TAILGATING, EventKind.DOOR_UNAUTHORIZED_ENTRY, EventKind.READER_TAMPER,
+                  EventKind.FACE_UNVERIFIED, EventKind.FACE_ABSENT, EventKind.ALARM_RAISED,
+                  EventKind.CONTROLLER_OFFLINE, EventKind.CAMERA_OFFLINE)
 BUSINESS_SCHEDULE = "business"
 """Entries outside this schedule are after hours; without it, Monday to Friday 07:00-19:00 site time."""
 UNUSED_DAYS = 90
@@ -211,10 +213,10 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
         into = areas.get(door.area_in_id) if door else None
         door_incidents = sum(k[x] for x in INCIDENT_KINDS)
         rows.append([key, door.name if door else "(not in the site)", f"{areas.get(door.area_out_id, '') if door else ''}"
-                     f" -> {into or ''}", k["access.granted"], k["access.denied"], door_incidents])
+                     f" -> {into or ''}", k[EventKind.ACCESS_GRANTED], k[EventKind.ACCESS_DENIED], door_incidents])
         tot = area_tot[into or "(unknown)"]
-        tot[0] += k["access.granted"]
-        tot[1] += k["access.denied"]
+        tot[0] += k[EventKind.ACCESS_GRANTED]
+        tot[1] += k[EventKind.ACCESS_DENIED]
         tot[2] += door_incidents
     d.table(["door", "name", "from -> into", "granted", "denied", "alarms and incidents"], rows, [40, 70, 60, 25, 25, 35])
     d.heading("Totals per area entered (the area a door leads into)")
@@ -225,12 +227,12 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
     reason = _json_field(conn, "detail", "reason")
     denials = m.rows(f"SELECT door, {reason} AS r, count(*) AS n FROM audit_entry WHERE {{month}} AND "
                      "kind = 'access.denied' GROUP BY door, r ORDER BY n DESC, door")
-    d.para(f"{_count(kinds.get('access.denied', 0), 'denial')} in all.")
+    d.para(f"{_count(kinds.get(EventKind.ACCESS_DENIED, 0), 'denial')} in all.")
     d.table(["door", "reason", "count"], [list(r) for r in denials[:LIST_MAX]], [50, 80, 25], total=len(denials))
 
     d.heading("Alarms and incidents")
     incidents = m.rows("SELECT kind, door, count(*) AS n, min(ts_us), max(ts_us) FROM audit_entry WHERE {month} AND "
-                       f"kind IN ({', '.join(repr(k) for k in INCIDENT_KINDS)}) GROUP BY kind, door ORDER BY n DESC")
+                       f"kind IN ({', '.join(repr(k.value) for k in INCIDENT_KINDS)}) GROUP BY kind, door ORDER BY n DESC")
     d.table(["kind", "door", "count", "first", "last"],
             [[k, door, n, _local(a, tz), _local(b, tz)] for k, door, n, a, b in incidents[:LIST_MAX]],
             [55, 50, 20, 40, 40], total=len(incidents))

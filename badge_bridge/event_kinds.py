@@ -1,0 +1,128 @@
+"""Every kind of event the system records, in one place.
+
+A kind is stored as its dotted lower-case string (``door.forced``) in the audit log, exports, alarms and
+the messages consoles receive. ``EventKind`` is a ``StrEnum``, so a member is that string: it compares
+and hashes equal to it and is written as it, and rows stored before the enum existed read the same. An
+alarm's kind is the kind of the event that raised it. ``Event`` still accepts any well-formed kind (logs
+from older versions, tests); new code names a member here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum, unique
+
+
+@unique
+class EventKind(StrEnum):
+    # --- access decisions ----------------------------------------------------------------------------
+    ACCESS_GRANTED = "access.granted"
+    ACCESS_DENIED = "access.denied"
+    ACCESS_FACE_CHECK = "access.face_check"
+    """Allowed but for the face factor: the decision waits for the door's camera to see the holder."""
+    ACCESS_UNUSED = "access.unused"
+    """Granted, nobody passed (a lent badge, a test swipe); found by the correlator."""
+
+    # --- doors ---------------------------------------------------------------------------------------
+    DOOR_OPENED = "door.opened"
+    DOOR_CLOSED = "door.closed"
+    DOOR_EXIT_REQUEST = "door.exit_request"
+    DOOR_FORCED = "door.forced"
+    """Opened with no grant, exit request or remote unlock in force (an alarm)."""
+    DOOR_HELD_OPEN = "door.held_open"
+    """Open past its limit (an alarm)."""
+    DOOR_FORCED_CONFIRMED = "door.forced_confirmed"
+    """A forced opening the door's camera saw motion for."""
+    DOOR_FORCED_UNCONFIRMED = "door.forced_unconfirmed"
+    """A forced opening with no motion on camera (sensor fault? check it)."""
+    DOOR_UNAUTHORIZED_ENTRY = "door.unauthorized_entry"
+    """Motion in a door zone with no grant and no exit request (an alarm)."""
+    DOOR_TAILGATING = "door.tailgating"
+    """More people than grants passing (an alarm)."""
+
+    # --- readers -------------------------------------------------------------------------------------
+    READER_TAMPER = "reader.tamper"
+    READER_TAMPER_CLEARED = "reader.tamper_cleared"
+    READER_OFFLINE = "reader.offline"
+    READER_ONLINE = "reader.online"
+    READER_SECURE_CHANNEL_FAILED = "reader.secure_channel_failed"
+    """An OSDP reader refused or broke the secure channel handshake (an alarm)."""
+    READER_SECURE_CHANNEL_OK = "reader.secure_channel_ok"
+    READER_PLAINTEXT = "reader.plaintext"
+    """An OSDP reader answering without the secure channel (an alarm)."""
+    READER_PLAINTEXT_ENDED = "reader.plaintext_ended"
+
+    # --- controllers and cameras ---------------------------------------------------------------------
+    CONTROLLER_ONLINE = "controller.online"
+    CONTROLLER_OFFLINE = "controller.offline"
+    CAMERA_ONLINE = "camera.online"
+    CAMERA_OFFLINE = "camera.offline"
+    MOTION_START = "motion.start"
+    MOTION_UPDATE = "motion.update"
+    MOTION_END = "motion.end"
+    EVIDENCE_SAVED = "evidence.saved"
+    """A camera's answer to an evidence request: the content hashes of what it stored."""
+    EVIDENCE_FAILED = "evidence.failed"
+
+    # --- face checks (``face.<outcome>`` of camera.faces.verify, and the time limit) -----------------
+    FACE_VERIFIED = "face.verified"
+    FACE_MISMATCH = "face.mismatch"
+    FACE_ABSENT = "face.absent"
+    """Nobody facing the camera."""
+    FACE_SEVERAL = "face.several"
+    """More faces than badges."""
+    FACE_UNVERIFIED = "face.unverified"
+    """No answer from the door's cameras in time."""
+
+    # --- alarms (``detail.alarm`` names the kind that raised it) -------------------------------------
+    ALARM_RAISED = "alarm.raised"
+    ALARM_CLEARED = "alarm.cleared"
+    """The condition ended; the alarm stays on the desk's queue until acknowledged."""
+    ALARM_ACKNOWLEDGED = "alarm.acknowledged"
+    ALARM_ASSIGNED = "alarm.assigned"
+    ALARM_RESOLVED = "alarm.resolved"
+
+    # --- console (``console.<command>`` for an operator's door command) ------------------------------
+    CONSOLE_LOGIN = "console.login"
+    CONSOLE_LOGIN_FAILED = "console.login_failed"
+    CONSOLE_LOGOUT = "console.logout"
+    CONSOLE_UNLOCK = "console.unlock"
+    CONSOLE_LOCK = "console.lock"
+    CONSOLE_LOCKDOWN = "console.lockdown"
+    CONSOLE_LIFT_LOCKDOWN = "console.lift_lockdown"
+    CONSOLE_EVIDENCE_VIEWED = "console.evidence_viewed"
+    CONSOLE_EVIDENCE_UNREADABLE = "console.evidence_unreadable"
+    """Evidence that failed its integrity check when an operator asked for it."""
+    CONSOLE_EXPORT_DOWNLOADED = "console.export_downloaded"
+
+    # --- administration (people, credentials, users, faces, keys; ``admin.credential_<status>``) -----
+    ADMIN_PERSON_ADDED = "admin.person_added"
+    ADMIN_PERSON_CHANGED = "admin.person_changed"
+    ADMIN_PERSON_LEFT = "admin.person_left"
+    ADMIN_CREDENTIAL_ADDED = "admin.credential_added"
+    ADMIN_CREDENTIAL_VALIDITY = "admin.credential_validity"
+    """A credential's valid-from or valid-until changed."""
+    ADMIN_CREDENTIAL_ACTIVE = "admin.credential_active"
+    ADMIN_CREDENTIAL_SUSPENDED = "admin.credential_suspended"
+    ADMIN_CREDENTIAL_LOST = "admin.credential_lost"
+    ADMIN_CREDENTIAL_REVOKED = "admin.credential_revoked"
+    ADMIN_USER_ADDED = "admin.user_added"
+    ADMIN_USER_ENABLED = "admin.user_enabled"
+    ADMIN_USER_DISABLED = "admin.user_disabled"
+    ADMIN_PASSWORD_RESET = "admin.password_reset"
+    ADMIN_FACE_ENROLLED = "admin.face_enrolled"
+    ADMIN_FACE_REMOVED = "admin.face_removed"
+    ADMIN_KEY_ROTATED = "admin.key_rotated"
+    ADMIN_OSDP_KEY_SET = "admin.osdp_key_set"
+
+    # --- the bridge and its log ----------------------------------------------------------------------
+    BRIDGE_STARTED = "bridge.started"
+    BRIDGE_STOPPED = "bridge.stopped"
+    AUDIT_QUARANTINED = "audit.quarantined"
+    """Stands in for an event the database refused; its fields are kept as escaped text."""
+    AUDIT_PRUNED = "audit.pruned"
+    AUDIT_VERIFIED = "audit.verified"
+    BACKUP_MADE = "backup.made"
+    BACKUP_RESTORED = "backup.restored"
+    FIRMWARE_PUSHED = "firmware.pushed"
+    INPUT_REJECTED = "input.rejected"
+    """Input refused and kept in the dead letters for the operator."""
