@@ -17,7 +17,7 @@ from badge_bridge.controllers import contract as c
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import KIND_RE, Event
 from badge_bridge.face_match import Verdict
-from badge_bridge.ingest import READER_KINDS
+from badge_bridge.ingest.liveness import READER_KINDS
 from badge_bridge.people import CREDENTIAL_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from badge_bridge.cameras import CameraDesk, Emitted
 from badge_bridge.config import ReaderConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import DoorMonitor
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.ingest.admission import Rejected
 from badge_bridge.ingest.commands import SendCommand, command_id
@@ -162,7 +163,7 @@ class AccessDecisions:
                                  request=msg.id, reason=reason,
                                  feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
             self.send(a.controller, command)
-        kind = "access.granted" if granted else "access.denied"
+        kind = EventKind.ACCESS_GRANTED if granted else EventKind.ACCESS_DENIED
         log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
         return [(Event(id=eid, kind=kind, source=a.controller, ts=msg.ts, door=door.key, subject=subject,
                        detail=detail), None)]
@@ -177,7 +178,7 @@ class AccessDecisions:
             return self._conclude(a, Decision(False, Reason.FACE_REQUIRED), a.eid, now)
         self.face_waiting[a.eid] = a
         self.cameras.request_faces(a.eid, a.door.key, person, subject, a.msg.ts, mode="required")
-        return [(Event(id=f"{a.eid}:face-check", kind="access.face_check", source=a.controller, ts=a.msg.ts,
+        return [(Event(id=f"{a.eid}:face-check", kind=EventKind.ACCESS_FACE_CHECK, source=a.controller, ts=a.msg.ts,
                        door=a.door.key, subject=subject, detail={"reader": a.reader.key}), None)]
 
 

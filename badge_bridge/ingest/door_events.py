@@ -13,6 +13,7 @@ from datetime import datetime
 from badge_bridge.cameras import Emitted
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import FORCED, DoorMonitor
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.ingest.wiring import Wiring
 from badge_bridge.records import alarm_cleared, alarm_raised
@@ -30,12 +31,12 @@ class DoorEvents:
         door = self.wiring.door_of(controller, msg.door)
         if msg.state == "opened":
             raised = self.doors.opened(door, msg.ts)
-            kind = FORCED if FORCED in raised else "door.opened"
+            kind = FORCED if FORCED in raised else EventKind.DOOR_OPENED
             events: Emitted = [(Event(id=eid, kind=kind, source=controller, ts=msg.ts, door=door), None)]
             events += [alarm_raised(a, door=door, source=controller, cause=eid, ts=msg.ts) for a in raised]
         else:
             cleared = self.doors.closed(door, msg.ts)
-            events = [(Event(id=eid, kind="door.closed", source=controller, ts=msg.ts, door=door), None)]
+            events = [(Event(id=eid, kind=EventKind.DOOR_CLOSED, source=controller, ts=msg.ts, door=door), None)]
             events += [alarm_cleared(a, door=door, source=controller, cause=eid, ts=msg.ts) for a in cleared]
         self.on_door(door)
         return events
@@ -43,17 +44,18 @@ class DoorEvents:
     def exit_request(self, controller: str, eid: str, msg: c.RequestToExit) -> Emitted:
         door = self.wiring.door_of(controller, msg.door)
         self.doors.authorize(door, msg.ts)
-        return [(Event(id=eid, kind="door.exit_request", source=controller, ts=msg.ts, door=door), None)]
+        return [(Event(id=eid, kind=EventKind.DOOR_EXIT_REQUEST, source=controller, ts=msg.ts, door=door), None)]
 
     @staticmethod
     def tamper(controller: str, eid: str, msg: c.Tamper) -> Emitted:
         source = msg.reader or controller
         detail = {"reader": msg.reader} if msg.reader else {}
         if msg.state == "active":
-            return [(Event(id=eid, kind="reader.tamper", source=controller, ts=msg.ts, detail=detail), None),
-                    alarm_raised("reader.tamper", door=None, source=source, cause=eid, ts=msg.ts)]
-        return [(Event(id=eid, kind="reader.tamper_cleared", source=controller, ts=msg.ts, detail=detail), None),
-                alarm_cleared("reader.tamper", door=None, source=source, cause=eid, ts=msg.ts)]
+            return [(Event(id=eid, kind=EventKind.READER_TAMPER, source=controller, ts=msg.ts, detail=detail), None),
+                    alarm_raised(EventKind.READER_TAMPER, door=None, source=source, cause=eid, ts=msg.ts)]
+        return [(Event(id=eid, kind=EventKind.READER_TAMPER_CLEARED, source=controller, ts=msg.ts,
+                       detail=detail), None),
+                alarm_cleared(EventKind.READER_TAMPER, door=None, source=source, cause=eid, ts=msg.ts)]
 
     def relock(self, now: datetime) -> None:
         """End the timed unlocks that are over."""

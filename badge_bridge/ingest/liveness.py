@@ -17,15 +17,16 @@ from badge_bridge.cameras import Emitted
 from badge_bridge.clock import Clock
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import DoorMonitor
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.ingest.wiring import Wiring
 from badge_bridge.models import Controller
 from badge_bridge.presence import Presence
 from badge_bridge.records import alarm_cleared, alarm_raised
 
-READER_KINDS = {"offline": ("reader.offline", "reader.online"),
-                "secure_channel_failed": ("reader.secure_channel_failed", "reader.secure_channel_ok"),
-                "plaintext": ("reader.plaintext", "reader.plaintext_ended")}
+READER_KINDS = {"offline": (EventKind.READER_OFFLINE, EventKind.READER_ONLINE),
+                "secure_channel_failed": (EventKind.READER_SECURE_CHANNEL_FAILED, EventKind.READER_SECURE_CHANNEL_OK),
+                "plaintext": (EventKind.READER_PLAINTEXT, EventKind.READER_PLAINTEXT_ENDED)}
 SILENT_START = timedelta(seconds=30)
 """A controller that has said nothing this long after the bridge started is reported offline."""
 
@@ -68,12 +69,12 @@ class Liveness:
         for door in self.wiring.doors_of(controller):
             self.doors.doors[door].online = online
             self.on_door(door)
-        kind = "controller.online" if online else "controller.offline"
+        kind = EventKind.CONTROLLER_ONLINE if online else EventKind.CONTROLLER_OFFLINE
         events: Emitted = [(Event(id=f"{cause}:{kind}"[:128], kind=kind, source=controller, ts=ts), effect)]
         if not online:
-            events.append(alarm_raised("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+            events.append(alarm_raised(EventKind.CONTROLLER_OFFLINE, door=None, source=controller, cause=cause, ts=ts))
         elif previous is False:
-            events.append(alarm_cleared("controller.offline", door=None, source=controller, cause=cause, ts=ts))
+            events.append(alarm_cleared(EventKind.CONTROLLER_OFFLINE, door=None, source=controller, cause=cause, ts=ts))
         return events
 
     def reader_condition(self, controller: str, reader: str, condition: str, active: bool,
