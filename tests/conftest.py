@@ -8,6 +8,7 @@ are skipped with the reason, except under CI=true, where that is a failure.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -94,6 +95,16 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """This test's own folder under test-artifacts/ (screenshots, rendered pages) for a person to look at after
+    the run, emptied when the test starts; no other test writes there, so tests can run in parallel."""
+    path = ROOT / "test-artifacts" / request.node.path.stem / re.sub(r"[^\w.\[\]-]", "_", request.node.name)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 @pytest.fixture
