@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.sim.broker import free_port  # noqa: E402
-from tests.test_capture import VIDEO, Runner, SilentServer  # noqa: E402
+from badge_bridge.sim.broker import free_port
+from tests.test_capture import VIDEO, Runner, SilentServer
 
 RUNS = 5
 GOALS = {"error_after_s": 6.0, "stop_after_s": 1.5}

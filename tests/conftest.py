@@ -67,7 +67,7 @@ class _Clones:
                     name = f"bb_test_{uuid.uuid4().hex[:10]}"
                     admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
                     self.ready.put(name)  # waits while SPARE clones wait
-        except Exception as exc:  # noqa: BLE001 - handed to the test that asks next
+        except Exception as exc:  # handed to the test that asks next
             self.ready.put(exc)
 
     def _drop(self) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,8 @@ from badge_bridge.audit.verify import verify
 from camera.enrollment import enroll_face
 from camera.evidence import EvidenceStore
 from camera.supervisor import Supervisor
-from tests.test_mqtt_bridge import Site, entries, listen, wait_until
+from tests.test_mqtt_bridge import Site, entries, listen
+from tests.waiting import wait_until
 
 def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False,  # noqa: ANN001
                 extra: list[tuple[str, str]] = []) -> Site:  # noqa: B006 - never mutated
@@ -216,10 +216,10 @@ def test_face_check_verifies_the_holder_and_alarms_a_stranger(tmp_path: Path, db
             wait_until(lambda: "camera.online" in [e.kind for e in entries(site.engine)], timeout=30, what="online")
             online = next(e for e in entries(site.engine) if e.kind == "camera.online")
             start = from_us(online.ts_us)
-            time.sleep(max(0.0, (start + timedelta(seconds=3) - datetime.now(UTC)).total_seconds()))
+            wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=3), what="Ada in front of the camera")
             lobby.present("main-in", None, "wiegand26", "12:1001")
             wait_until(lambda: "face.verified" in kinds_at(site.engine, "main-entrance"), timeout=30, what="verified")
-            time.sleep(max(0.0, (start + timedelta(seconds=12) - datetime.now(UTC)).total_seconds()))
+            wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=12), what="someone else in front of it")
             lobby.present("main-in", None, "wiegand26", "12:1001")
             wait_until(lambda: alarms(site.engine, "face.mismatch"), timeout=30, what="mismatch alarm")
         verified = next(e for e in entries(site.engine) if e.kind == "face.verified")
