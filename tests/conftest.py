@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"
 PG_ADMIN = os.environ.get("BADGE_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CAMERAS = pytest.mark.xdist_group("cameras")
+"""For tests that run camera worker processes: they play video in real time, and one such test at a time (on
+one xdist worker, `make test` runs --dist loadgroup) keeps them from starving each other on a small machine."""
 
 
 def _pg_url(dbname: str) -> str:

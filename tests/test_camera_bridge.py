@@ -27,8 +27,12 @@ from badge_bridge.audit.verify import verify
 from camera.enrollment import enroll_face
 from camera.evidence import EvidenceStore
 from camera.supervisor import Supervisor
+from tests.conftest import CAMERAS
 from tests.test_mqtt_bridge import Site, entries, listen
 from tests.waiting import wait_until
+
+pytestmark = CAMERAS
+
 
 def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False,  # noqa: ANN001
                 extra: list[tuple[str, str]] = []) -> Site:  # noqa: B006 - never mutated

@@ -30,7 +30,7 @@ from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
-from tests.conftest import IN_CI, write_site
+from tests.conftest import CAMERAS, IN_CI, write_site
 from tests.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -268,6 +268,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, artifacts: P
         assert session.scalars(select(Alarm)).one().state == "acknowledged"  # nothing else raised an alarm
 
 
+@CAMERAS
 def test_unauthorized_entry_shows_the_camera_snapshot(camera_console: Console, browser, artifacts: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A real camera worker plays the indoor footage; the first person walks in without badging: the alarm

@@ -14,7 +14,7 @@ from badge_bridge.db import make_engine
 from badge_bridge.models import AuditEntry, Person
 from tests.bridge_proc import BridgeProcess, cli_env
 from badge_bridge.sim.broker import Broker
-from tests.conftest import write_site
+from tests.conftest import CAMERAS, write_site
 from tests.waiting import wait_until
 
 CLI = [sys.executable, "-m", "badge_bridge.cli"]
@@ -48,6 +48,7 @@ def test_run_stops_cleanly_and_survives_sigkill(tmp_path: Path, db_url: str, bro
     assert "audit log verified" in verify.stdout
 
 
+@CAMERAS
 def test_demo_runs_the_whole_site_and_prints_the_admin_login(tmp_path: Path) -> None:
     """`make demo`: its own broker, the bridge, simulated controllers and people walking through."""
     root = Path(__file__).resolve().parents[1]

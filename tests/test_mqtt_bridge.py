@@ -217,7 +217,8 @@ def test_revoking_a_card_resyncs_the_controllers(site: Site) -> None:
     (b'{"v":1,"id":"x5","ts":"%s","type":"rex","door":"main-entrance"}' % NOW, "unknown_controller",
      "badge-bridge/v1/controllers/ctl-ghost/events"),
     (b'{"v":1,"id":"x6","ts":"2099-01-01T00:00:00Z","type":"rex","door":"main-entrance"}', "future_time", None),
-])
+], ids=["malformed", "wrong-type", "naive-time", "extra-field", "oversized", "unknown-door", "unknown-controller",
+        "future-time"])  # not the payloads: one holds the time of collection, which xdist's workers must agree on
 def test_bad_input_is_dead_lettered_counted_and_the_bridge_keeps_serving(
     site: Site, payload: bytes, code: str, topic: str | None
 ) -> None:
