@@ -30,9 +30,10 @@ $(STAMP): pyproject.toml
 demo: system-packages $(STAMP)
 	$(PY) -m badge_bridge.demo --config $(CONFIG)
 
-## make test: the linters, then the whole suite, on SQLite and on a throw-away PostgreSQL database.
+## make test: the linters, then the whole suite, on SQLite and on a throw-away PostgreSQL database, one worker per
+## core (pytest-xdist; tests marked with the same xdist_group share a worker).
 test: system-packages $(STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 ## make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy with the pydantic
 ## plugin over the four packages; their settings are in pyproject.toml.

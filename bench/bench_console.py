@@ -272,6 +272,7 @@ def chains(rng: random.Random) -> list[dict[str, str]]:
 
 def search_bench(url: str, tmp: Path, keys: KeyStore, loader: str) -> dict[str, Any]:
     from web import create_app, current_services
+    from web.serve import freeze_startup_objects
 
     site = write_search_site(tmp, url)
     config: SiteConfig = load_config(site)
@@ -283,6 +284,7 @@ def search_bench(url: str, tmp: Path, keys: KeyStore, loader: str) -> dict[str, 
         load_s = load_postgres(engine.url.render_as_string(hide_password=False), EVENTS_N)
     add_guard(engine)
     app = create_app(config, engine, keys, mqtt_link=False)
+    freeze_startup_objects()  # as web.serve does in the console's worker
     try:
         client = app.test_client()
         page = client.get("/login").get_data(as_text=True)

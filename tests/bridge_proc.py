@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 CLI = [sys.executable, "-m", "badge_bridge.cli"]
 
@@ -35,14 +36,15 @@ class BridgeProcess:
         return self.log.read_text(errors="replace")[self._offset:]
 
     def wait_for(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
+        def logged() -> bool:
+            if text in self.output():
+                return True
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"bridge exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bridge did not log {text!r} in {timeout}s:\n{self.output()[-3000:]}")
-            time.sleep(0.05)
+            return False
+
+        wait_until(logged, timeout, f"the bridge to log {text!r}", detail=lambda: self.output()[-3000:])
 
     def signal(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None

@@ -1,16 +1,20 @@
 """Shared fixtures: a migrated database on SQLite and on a throw-away PostgreSQL database, keys, a site.
 
 PostgreSQL: the suite connects to BADGE_BRIDGE_TEST_PG (default: the local server, trust auth), creates
-one migrated template database per run and clones it per test. Where no server answers, PostgreSQL tests
-are skipped with the reason, except under CI=true, where that is a failure.
+one migrated template database per run (per xdist worker) and gives each test a clone of it. Where no server
+answers, PostgreSQL tests are skipped with the reason, except under CI=true, where that is a failure.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -26,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"
 PG_ADMIN = os.environ.get("BADGE_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CAMERAS = pytest.mark.xdist_group("cameras")
+"""For tests that run camera worker processes: they play video in real time, and one such test at a time (on
+one xdist worker, `make test` runs --dist loadgroup) keeps them from starving each other on a small machine."""
 
 
 def _pg_url(dbname: str) -> str:
@@ -37,9 +44,77 @@ def _pg_admin() -> psycopg.Connection:
     return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
 
 
+class _Clones:
+    """Clones of the template made ahead of need and dropped after use, off the tests' path: each DROP
+    DATABASE waits for a checkpoint of the whole server (seconds when it is busy; half the time of the
+    PostgreSQL tests went there). Clones given back meanwhile are dropped together, so they share checkpoints
+    (drops waiting at the same time are served by the same one)."""
+
+    SPARE, CREATORS, DROPS_AT_ONCE = 2, 2, 8
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.ready: queue.Queue[str | Exception] = queue.Queue(maxsize=self.SPARE)
+        self.used: queue.Queue[str | None] = queue.Queue()
+        self.closing = threading.Event()
+        self.creators = [threading.Thread(target=self._create, name="pg-clone-create", daemon=True)
+                         for _ in range(self.CREATORS)]
+        self.dropper = threading.Thread(target=self._drop, name="pg-clone-drop", daemon=True)
+        for thread in [*self.creators, self.dropper]:
+            thread.start()
+
+    def _create(self) -> None:
+        try:
+            with _pg_admin() as admin:
+                while not self.closing.is_set():
+                    name = f"bb_test_{uuid.uuid4().hex[:10]}"
+                    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                    self.ready.put(name)  # waits while SPARE clones wait
+        except Exception as exc:  # handed to the test that asks next
+            self.ready.put(exc)
+
+    def _drop(self) -> None:
+        with ThreadPoolExecutor(self.DROPS_AT_ONCE, thread_name_prefix="pg-clone-drop") as pool:
+            while (name := self.used.get()) is not None:
+                batch = [name]
+                while None not in batch and not self.used.empty():
+                    batch.append(self.used.get())
+                list(pool.map(_drop_database, [n for n in batch if n is not None]))
+                if None in batch:
+                    return
+
+    def take(self) -> str:
+        item = self.ready.get(timeout=120)
+        if isinstance(item, Exception):
+            self.ready.put(item)  # for every test after this one too
+            raise item
+        return item
+
+    def give_back(self, name: str) -> None:
+        self.used.put(name)
+
+    def close(self) -> None:
+        """Drop the spare clones and wait for every drop."""
+        self.closing.set()
+        while any(t.is_alive() for t in self.creators) or not self.ready.empty():
+            try:
+                item = self.ready.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, str):
+                self.used.put(item)
+        self.used.put(None)
+        self.dropper.join()
+
+
+def _drop_database(name: str) -> None:
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    """A migrated PostgreSQL database that each test clones (CREATE DATABASE ... TEMPLATE is fast)."""
+def pg_clones() -> Iterator[_Clones]:
+    """A migrated PostgreSQL template database and its clones for the tests."""
     try:
         admin = _pg_admin()
     except psycopg.OperationalError as exc:
@@ -47,24 +122,24 @@ def pg_template() -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"{reason} (CI=true: a missing service is a failure)")
         pytest.skip(reason)
-    name = f"bb_tmpl_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(_pg_url(name))
+    template = f"bb_tmpl_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{template}"')
+    engine = make_engine(_pg_url(template))
     migrate(engine)
     engine.dispose()
-    yield name
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    clones = _Clones(template)
+    yield clones
+    clones.close()
+    admin.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     admin.close()
 
 
 @pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
-    name = f"bb_test_{uuid.uuid4().hex[:10]}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+def pg_url(pg_clones: _Clones) -> Iterator[str]:
+    """A freshly migrated PostgreSQL database of the test's own, dropped after it."""
+    name = pg_clones.take()
     yield _pg_url(name)
-    with _pg_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_clones.give_back(name)
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +169,16 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """This test's own folder under test-artifacts/ (screenshots, rendered pages) for a person to look at after
+    the run, emptied when the test starts; no other test writes there, so tests can run in parallel."""
+    path = ROOT / "test-artifacts" / request.node.path.stem / re.sub(r"[^\w.\[\]-]", "_", request.node.name)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from datetime import UTC, datetime
 
 import psycopg
@@ -19,6 +18,7 @@ from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, Checkpoint
 from badge_bridge.audit.verify import verify
+from tests.waiting import wait_until
 
 NOW = datetime(2026, 10, 5, 8, 30, tzinfo=UTC)
 
@@ -107,9 +107,7 @@ def test_checkpoints_by_count_time_and_stop(engine: Engine, keys: KeyStore) -> N
         assert conn.scalars(select(Checkpoint.seq).order_by(Checkpoint.seq)).all() == [10, 20, 25]
     timed = writer(engine, keys, checkpoint_every=1000, checkpoint_seconds=0.2)
     timed.submit(ev(100))
-    deadline = time.monotonic() + 10
-    while timed.stats.checkpoints == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: timed.stats.checkpoints, 10, "a checkpoint by time")
     assert timed.stats.checkpoints == 1
     assert timed.stop()
 
@@ -143,13 +141,13 @@ def test_invalid_events_are_refused_before_the_queue(fields: dict[str, object], 
         ev(1, **fields)
 
 
-def _hold_sqlite_lock(path: str, seconds: float, started: threading.Event) -> None:
+def _hold_sqlite_lock(path: str, started: threading.Event, release: threading.Event) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN EXCLUSIVE")
     started.set()
-    time.sleep(seconds)
+    release.wait()
     conn.execute("ROLLBACK")
     conn.close()
 
@@ -157,16 +155,19 @@ def _hold_sqlite_lock(path: str, seconds: float, started: threading.Event) -> No
 def test_sqlite_locked_database_holds_events_until_free(sqlite_url: str, keys: KeyStore) -> None:
     engine = make_engine(sqlite_url)
     acked: list[str] = []
-    started = threading.Event()
-    locker = threading.Thread(target=_hold_sqlite_lock, args=(sqlite_url.removeprefix("sqlite:///"), 6.5, started))
+    started, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=_hold_sqlite_lock, args=(sqlite_url.removeprefix("sqlite:///"), started, release))
     locker.start()
     started.wait()
-    w = writer(engine, keys)  # starts while the database is locked
-    for n in range(10):
-        w.submit(ev(n), lambda e, _d: acked.append(e.id))
-    time.sleep(5.5)
-    assert acked == []  # nothing acknowledged while the database is locked
-    locker.join()
+    try:
+        w = writer(engine, keys)  # starts while the database is locked
+        for n in range(10):
+            w.submit(ev(n), lambda e, _d: acked.append(e.id))
+        wait_until(lambda: w.stats.retries, 30, "the writer to give up on the lock once (busy_timeout) and retry")
+        assert acked == []  # nothing acknowledged while the database is locked
+    finally:
+        release.set()
+        locker.join()
     assert w.stop(timeout=30)
     assert len(acked) == 10 and count(engine) == 10
     assert w.stats.retries >= 1
@@ -182,9 +183,7 @@ def test_postgres_outage_loses_nothing(pg_url: str, keys: KeyStore) -> None:
     acked: list[str] = []
     for n in range(50):
         w.submit(ev(n), lambda e, _d: acked.append(e.id))
-    deadline = time.monotonic() + 10
-    while w.stats.healthy and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not w.stats.healthy, 10, "the writer to notice the outage")
     assert not w.stats.healthy and "database" in (w.stats.last_error or "")
     assert acked == []
     admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')

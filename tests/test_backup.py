@@ -37,6 +37,7 @@ from badge_bridge.models import AuditEntry
 from badge_bridge.audit.verify import verify
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
+from tests.waiting import wait_until
 
 CHAIN = "bridge-1"
 CLI_CHAIN = "bridge-1.cli"
@@ -136,16 +137,18 @@ def test_backup_while_writing_is_a_verified_prefix(engine: Engine, keys: KeyStor
 
     producer = threading.Thread(target=produce)
     producer.start()
-    time.sleep(0.5)
-    report = backup(load_config(site_file), tmp_path / "backups")
-    time.sleep(0.3)  # the writer goes on after the snapshot
-    done.set()
-    producer.join()
+    try:
+        wait_until(lambda: writer.stats.committed >= 100, 30, "the stream under way")
+        report = backup(load_config(site_file), tmp_path / "backups")
+        assert report.verified, report.problems
+        copied = report.chains[CHAIN]
+        wait_until(lambda: 500 + writer.stats.committed > copied.entries, 30, "the writer going on after the snapshot")
+    finally:
+        done.set()
+        producer.join()
     assert writer.stop()
     total = produced[0]
 
-    assert report.verified, report.problems
-    copied = report.chains[CHAIN]
     assert 500 < copied.entries < 500 + total, "the backup is not a snapshot taken mid-stream"
     live = hashes(db_url)
     assert len(live) == 500 + total

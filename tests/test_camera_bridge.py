@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,12 @@ from badge_bridge.audit.verify import verify
 from camera.enrollment import enroll_face
 from camera.evidence import EvidenceStore
 from camera.supervisor import Supervisor
-from tests.test_mqtt_bridge import Site, entries, listen, wait_until
+from tests.conftest import CAMERAS
+from tests.test_mqtt_bridge import Site, entries, listen
+from tests.waiting import wait_until
+
+pytestmark = CAMERAS
+
 
 def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False,  # noqa: ANN001
                 extra: list[tuple[str, str]] = []) -> Site:  # noqa: B006 - never mutated
@@ -216,12 +220,17 @@ def test_face_check_verifies_the_holder_and_alarms_a_stranger(tmp_path: Path, db
             wait_until(lambda: "camera.online" in [e.kind for e in entries(site.engine)], timeout=30, what="online")
             online = next(e for e in entries(site.engine) if e.kind == "camera.online")
             start = from_us(online.ts_us)
-            time.sleep(max(0.0, (start + timedelta(seconds=3) - datetime.now(UTC)).total_seconds()))
+            # The camera plays the video in real time but falls behind on a busy machine (it skips no frame), so
+            # each badge comes where a late video still shows the right face for the whole check (1 s before
+            # the badge to 2 s after): Ada's at 3 s (she is there from the start), the other's at 20 s (there
+            # from 9 s: the video may be up to 10 s late).
+            wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=3), what="Ada in front of the camera")
             lobby.present("main-in", None, "wiegand26", "12:1001")
             wait_until(lambda: "face.verified" in kinds_at(site.engine, "main-entrance"), timeout=30, what="verified")
-            time.sleep(max(0.0, (start + timedelta(seconds=12) - datetime.now(UTC)).total_seconds()))
+            wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=20), what="someone else in front of it")
             lobby.present("main-in", None, "wiegand26", "12:1001")
-            wait_until(lambda: alarms(site.engine, "face.mismatch"), timeout=30, what="mismatch alarm")
+            wait_until(lambda: alarms(site.engine, "face.mismatch"), timeout=30, what="mismatch alarm",
+                       detail=lambda: [(e.kind, e.detail) for e in entries(site.engine) if e.kind.startswith("face.")])
         verified = next(e for e in entries(site.engine) if e.kind == "face.verified")
         assert json.loads(verified.detail)["distance"] < 0.6
         mismatch = next(e for e in entries(site.engine) if e.kind == "face.mismatch")

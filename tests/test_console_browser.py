@@ -4,14 +4,13 @@ simulated lobby controller on the test's own Mosquitto, and the console served o
 A supervisor logs in, watches a grant arrive in the live feed without a reload, sees the alarm banner when
 the door is forced, acknowledges the alarm and unlocks the main entrance from the doors board; a guard
 watching the board sees the lock change live and has no unlock buttons. Full-page screenshots of each step
-go to ``test-artifacts/console/`` for a person to look at.
+go to ``test-artifacts/test_console_browser/<test>/`` for a person to look at.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,12 @@ from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
-from tests.conftest import IN_CI, ROOT, write_site
+from tests.conftest import CAMERAS, IN_CI, write_site
+from tests.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = ROOT / "test-artifacts" / "console"
 VIEWPORT = {"width": 1440, "height": 900}
 PASSWORD = "correct horse battery staple"
 TIMEOUT_MS = 15_000
@@ -129,14 +128,6 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture(scope="module")
-def shots() -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SHOTS.glob("*.png"):
-        old.unlink()
-    return SHOTS
-
-
 class Watched:
     """A page whose script errors and console errors (a CSP refusal, a 404 shows up there) fail the test."""
 
@@ -171,9 +162,9 @@ class Watched:
         return bool(self.page.evaluate("window.__notReloaded === true"))
 
 
-def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path) -> None:
+def test_security_desk_in_a_real_browser(console: Console, browser, artifacts: Path) -> None:
     sup = Watched(browser, console.url)
-    sup.login("sam", shot=shots / "01-login.png")
+    sup.login("sam", shot=artifacts / "01-login.png")
     page = sup.page
     assert page.inner_text("header .who span") == "sam · supervisor"
     assert page.inner_text("#alarm-count") == "0"
@@ -189,7 +180,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
     assert '"person":1' in granted.inner_text().replace(" ", "")
     assert sup.still_same_document()
     assert page.is_hidden("#alarm-banner")
-    sup.shot(shots / "02-live-feed.png")
+    sup.shot(artifacts / "02-live-feed.png")
 
     # the door opens with no grant: forced, the red banner, the count goes up, the title says so
     console.lobby.open_door("main-entrance")
@@ -199,7 +190,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
     page.wait_for_selector("#feed tbody tr.alarm[data-kind='alarm.raised']")
     assert page.title().startswith("(1) ALARM")
     assert sup.still_same_document()
-    sup.shot(shots / "03-alarm-banner.png")
+    sup.shot(artifacts / "03-alarm-banner.png")
     console.lobby.close_door("main-entrance")
     page.locator("#feed tbody tr.new[data-kind='door.closed']").nth(1).wait_for()  # the second closing
 
@@ -210,7 +201,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
     page.click("nav a[href='/alarms']")
     row = f"#alarm-{alarm.id}"
     page.wait_for_selector(f"{row} .pill.open")
-    sup.shot(shots / "04-alarms-queue.png")
+    sup.shot(artifacts / "04-alarms-queue.png")
     comment = "Checked on camera: courier pushed the door, escorted out"
     page.fill(f"{row} form[action$='/acknowledge'] [name=comment]", comment)
     page.click(f"{row} form[action$='/acknowledge'] button")
@@ -224,7 +215,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
         assert acked is not None
         assert (acked.state, acked.acknowledged_by, acked.comment) == ("acknowledged", "sam", comment)
         assert acked.acknowledged_at is not None
-    sup.shot(shots / "05-alarm-acknowledged.png")
+    sup.shot(artifacts / "05-alarm-acknowledged.png")
 
     # a guard has the doors board open: no unlock for a guard, and the unlock will show there live
     door = "#door-main-entrance"
@@ -250,7 +241,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
         "main-entrance", "sam", "Delivery of rack, dock closed", None)
     page.wait_for_selector(".flash.info:has-text('Unlock of main-entrance until locked sent')")
     page.wait_for_selector(f"{door} .door-lock.lock-unlocked:text-is('unlocked')")
-    sup.shot(shots / "06-doors-board.png")
+    sup.shot(artifacts / "06-doors-board.png")
     guard.page.wait_for_selector(f"{door} .door-lock.lock-unlocked:text-is('unlocked')")
     assert guard.still_same_document()
 
@@ -260,7 +251,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
     assert guard.page.is_hidden("#alarm-banner")
     assert guard.page.inner_text("#alarm-count") == "0"
     assert guard.still_same_document()
-    guard.shot(shots / "07-doors-board-guard.png")
+    guard.shot(artifacts / "07-doors-board-guard.png")
     console.lobby.close_door("main-entrance")
 
     # an auditor lands on the event log, without the live feed
@@ -277,7 +268,8 @@ def test_security_desk_in_a_real_browser(console: Console, browser, shots: Path)
         assert session.scalars(select(Alarm)).one().state == "acknowledged"  # nothing else raised an alarm
 
 
-def test_unauthorized_entry_shows_the_camera_snapshot(camera_console: Console, browser, shots: Path,
+@CAMERAS
+def test_unauthorized_entry_shows_the_camera_snapshot(camera_console: Console, browser, artifacts: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A real camera worker plays the indoor footage; the first person walks in without badging: the alarm
     reaches the banner, and the event's page shows what the camera saw, decrypted."""
@@ -300,15 +292,12 @@ def test_unauthorized_entry_shows_the_camera_snapshot(camera_console: Console, b
                 saved = session.scalars(select(AuditEntry.detail).where(AuditEntry.kind == "evidence.saved")).all()
             return entry.id if entry is not None and any(json.loads(d)["event"] == entry.event_id for d in saved) else None
 
-        deadline = time.monotonic() + 60
-        while (entry_id := snapshot_of_entry()) is None:
-            assert time.monotonic() < deadline, "no snapshot saved for the unauthorized entry"
-            time.sleep(0.2)
+        entry_id = wait_until(snapshot_of_entry, 60, "a snapshot saved for the unauthorized entry")
         guard.page.goto(f"/events/{entry_id}")
         image = guard.page.wait_for_selector(".evidence img")
         guard.page.wait_for_function("document.querySelector('.evidence img').complete")
         assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [768, 432]
-        guard.shot(shots / "08-unauthorized-entry-evidence.png")
+        guard.shot(artifacts / "08-unauthorized-entry-evidence.png")
         assert guard.errors == []
     finally:
         supervisor.stopping.set()

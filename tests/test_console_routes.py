@@ -48,6 +48,7 @@ from badge_bridge.audit.verify import verify
 from camera.evidence import EvidenceStore
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
+from tests.waiting import wait_until
 from web import create_app, current_services
 
 CONSOLE_CHAIN = "bridge-1.console"
@@ -573,7 +574,8 @@ def test_an_idle_session_expires(make_app: Callable[..., Flask], site: SiteConfi
     client = app.test_client()
     assert login(client, "guard").status_code == 302
     assert client.get("/").status_code == 200
-    time.sleep(2.5)  # past the lifetime (the signed cookie's timestamp has whole-second resolution)
+    signed = int(time.time())  # not before the cookie's own timestamp, which counts whole seconds
+    wait_until(lambda: int(time.time()) > signed + 1, 5, "the session idle for longer than its lifetime")
     response = client.get("/alarms")
     assert response.status_code == 302 and urlsplit(response.location).path == "/login"
 

@@ -28,7 +28,8 @@ from badge_bridge.sim.broker import Broker
 from badge_bridge.topics import EspChannel
 from badge_bridge.topics import esp_rfid as esp_topics
 from tests.conftest import ROOT, require_mosquitto
-from tests.test_mqtt_bridge import Site, entries, kinds, wait_until
+from tests.test_mqtt_bridge import Site, entries, kinds
+from tests.waiting import wait_until
 
 DOC = ROOT / "docs" / "mqtt.md"
 PREFIX = "badge-bridge/v1"

@@ -3,7 +3,7 @@
 A month of known events written by the real AuditWriter (with entries before and after it), people and
 credentials made with badge_bridge.people; the export's rows and proof checked, then every kind of tamper
 tried on a fresh copy of the export and reported precisely. The PDF is rendered to PNG with pdftoppm
-(test-artifacts/export/) so a person can look at it.
+(test-artifacts/test_export/) so a person can look at it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 from tests.test_console_routes import PASSWORDS, cheap_password_hashes, make_app, post, seed_site  # noqa: F401 (fixtures)
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts" / "export"
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_EVENTS = 60
 
@@ -85,7 +83,7 @@ def month(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, int]:
 
 
 def test_export_rows_proof_and_pdf(engine: Engine, month: dict[str, int], keys: KeyStore, tmp_path: Path,
-                                   db_url: str) -> None:
+                                   db_url: str, request: pytest.FixtureRequest) -> None:
     out = tmp_path / "export"
     summary = export_month(engine, keys, "2026-10", out, actor="cli:test")
     assert summary.verified, summary.problems
@@ -115,7 +113,7 @@ def test_export_rows_proof_and_pdf(engine: Engine, month: dict[str, int], keys: 
     with pytest.raises(ExportError, match="no audit entries"):
         export_month(engine, keys, "2025-01", tmp_path / "empty", actor="cli:test")
     if db_url.startswith("sqlite"):
-        _render_pdf(out / "report.pdf")
+        _render_pdf(out / "report.pdf", request.getfixturevalue("artifacts"))
 
 
 def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str, int], keys: KeyStore,
@@ -143,13 +141,10 @@ def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str,
     assert result.ok, result.problems
 
 
-def _render_pdf(pdf: Path) -> None:
+def _render_pdf(pdf: Path, artifacts: Path) -> None:
     """Render every page to PNG for a person to look at (pdftoppm, poppler-utils)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("report-*.png"):
-        old.unlink()
-    subprocess.run(["pdftoppm", "-png", "-r", "60", str(pdf), str(ARTIFACTS / "report")], check=True)
-    pngs = sorted(ARTIFACTS.glob("report-*.png"))
+    subprocess.run(["pdftoppm", "-png", "-r", "60", str(pdf), str(artifacts / "report")], check=True)
+    pngs = sorted(artifacts.glob("report-*.png"))
     assert pngs and all(p.stat().st_size > 5000 for p in pngs)
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     for expected in ("Chain verified", "Totals per door", "Denials by door and reason", "After-hours entries",

@@ -24,7 +24,8 @@ from badge_bridge.models import AuditEntry, DeadLetter
 from badge_bridge.records import PAYLOAD_KEEP
 from badge_bridge.sim.broker import Broker
 from badge_bridge.topics import esp_rfid as esp_topics
-from tests.test_mqtt_bridge import Site, wait_until
+from tests.test_mqtt_bridge import Site
+from tests.waiting import wait_until
 
 PREFIX = "badge-bridge/v1"
 LOBBY = f"{PREFIX}/controllers/ctl-lobby/events"

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -32,6 +32,7 @@ from badge_bridge.audit.verify import verify
 from tests.bridge_proc import BridgeProcess
 from badge_bridge.sim.broker import Broker
 from tests.conftest import write_site
+from tests.waiting import wait_until
 
 PEOPLE = [("Ada", ["staff", "hall-a-engineers"], "12:1001", "4711"),
           ("Grace", ["staff", "hall-a-engineers"], "12:1002", None),
@@ -49,21 +50,18 @@ def seed(engine: Engine, site_file: Path, keys: KeyStore) -> None:
             people.add_credential(session, "test", person.id, "wiegand26", card, pepper=keys.pin_pepper(), pin=pin)
 
 
-def wait_until(condition, timeout: float = 20, what: str = "condition") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def listen(port: int, topic: str, parse=json.loads) -> tuple[mqtt.Client, list]:  # noqa: ANN001
-    """A plain MQTT client collecting what arrives on ``topic``, parsed."""
+    """A plain MQTT client collecting what arrives on ``topic``, parsed; returns once the broker has
+    confirmed the subscription, so nothing published after that is missed."""
     received: list = []
+    subscribed = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, m: received.append(parse(m.payload))
+    client.on_subscribe = lambda *_: subscribed.set()
     client.connect("127.0.0.1", port)
     client.subscribe(topic, qos=1)
     client.loop_start()
+    wait_until(subscribed.is_set, 10, f"the broker to confirm the subscription to {topic}")
     return client, received
 
 
@@ -176,7 +174,8 @@ def test_controller_decides_offline_and_the_bridge_ingests_it_later(site: Site) 
     lobby.present("main-in", None, "wiegand26", "12:1003")
     lobby.present("main-in", None, "wiegand26", "12:4242")
     lobby.wait_published()
-    time.sleep(1.0)
+    wait_until(lambda: datetime.now(UTC) > presented_at + timedelta(seconds=1),
+               what="a second to pass, so the bridge ingests the decisions well after they were made")
     site.start_bridge()
     wait_until(lambda: kinds(site.engine).count("access.denied") == 1, what="offline events")
     access = [e for e in entries(site.engine) if e.kind.startswith("access.")]
@@ -218,7 +217,8 @@ def test_revoking_a_card_resyncs_the_controllers(site: Site) -> None:
     (b'{"v":1,"id":"x5","ts":"%s","type":"rex","door":"main-entrance"}' % NOW, "unknown_controller",
      "badge-bridge/v1/controllers/ctl-ghost/events"),
     (b'{"v":1,"id":"x6","ts":"2099-01-01T00:00:00Z","type":"rex","door":"main-entrance"}', "future_time", None),
-])
+], ids=["malformed", "wrong-type", "naive-time", "extra-field", "oversized", "unknown-door", "unknown-controller",
+        "future-time"])  # not the payloads: one holds the time of collection, which xdist's workers must agree on
 def test_bad_input_is_dead_lettered_counted_and_the_bridge_keeps_serving(
     site: Site, payload: bytes, code: str, topic: str | None
 ) -> None:
@@ -246,7 +246,10 @@ def test_replayed_message_id_is_dead_lettered_and_opens_nothing(site: Site) -> N
     replay = lobby.sent[-1].model_dump_json()
     lobby.publish_raw(replay)
     wait_until(lambda: "input.rejected" in kinds(site.engine), what="replay refused")
-    time.sleep(0.3)
+    # The bridge handles the lobby's messages and sends it commands in order: a grant for the replay would
+    # arrive before the denial of the next card.
+    lobby.present("main-in", None, "wiegand26", "12:4242")
+    lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Deny))
     assert sum(isinstance(cmd, c.Grant) for cmd in lobby.commands) == 1
 
 
@@ -324,7 +327,9 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     wait_until(lambda: len(stream_ids_in_log(engine)) >= 1000, timeout=60, what="a first part of the stream")
     bridge.kill()
     killed_at = len(stream_ids_in_log(engine))
-    time.sleep(1.0)
+    sent_at_kill = sum(len(sim.sent) for sim in sims)
+    wait_until(lambda: sum(len(sim.sent) for sim in sims) >= sent_at_kill + 500 or not publisher.is_alive(),
+               what="presentations published while the bridge is down")
     bridge.start()
     publisher.join()
     assert killed_at < STREAM, "the kill came too late to test anything"
@@ -368,7 +373,6 @@ def test_stock_esp_rfid_device_is_understood_synced_and_driven(site: Site) -> No
     with Session(site.engine) as session, session.begin():
         people.add_credential(session, "test", 1, "ascii", "04A1B2C3", pepper=site.keys.pin_pepper())
     esp, device = listen(site.broker.port, "esp-noc/cmd")
-    time.sleep(0.3)
     site.start_bridge()
     wait_until(lambda: any(m.get("cmd") == "adduser" for m in device), what="user sync")
     assert device[0] == {"cmd": "deletusers", "doorip": "10.20.0.31"}

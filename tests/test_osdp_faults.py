@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +13,13 @@ import pytest
 
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract
+from badge_bridge.controllers.osdp import REOPEN_S
 from badge_bridge.keys import KeyStore
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
 from badge_bridge.sim.osdp_reader import PtyBus
-from tests.test_osdp_bridge import READERS, Rig, osdp_site, strike, wait_until
+from tests.test_osdp_bridge import READERS, Rig, osdp_site, strike
+from tests.waiting import wait_until
 
 
 def fault_site(tmp_path: Path, db_url: str, broker: Broker, port: str, baud: int, extra: dict[str, int]) -> Path:
@@ -92,7 +93,8 @@ def test_the_adapter_vanishing_takes_the_bus_offline_and_nothing_else(rig: Fault
                timeout=30)
     assert not bus.port.healthy and bus.port.error
     assert rig.lobby_grant().door == "main-entrance"  # the rest of the site carries on
-    time.sleep(2.5)  # the watchdog tries the missing port a few times meanwhile
+    tried = bus._reopen_at  # each try of the missing port sets the next one REOPEN_S later
+    wait_until(lambda: bus._reopen_at >= tried + 2 * REOPEN_S, what="the watchdog to try the missing port twice more")
     assert bus.stats.reopened == 0
     assert rig.lobby_grant().door == "main-entrance"
 

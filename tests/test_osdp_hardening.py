@@ -18,7 +18,7 @@ from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
 from tests.test_osdp_attack import GateRig
-from tests.test_osdp_bridge import wait_until
+from tests.waiting import wait_until
 
 
 def why(rig: GateRig, kind: str, reader: str) -> list[str]:

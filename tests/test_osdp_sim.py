@@ -31,6 +31,7 @@ from osdp import (
 
 from badge_bridge.cards import CardFormatError, decode_wiegand, encode_wiegand
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,22 +65,13 @@ class SerialChannel(Channel):
             pass
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return bool(pred())
-
-
 class Panel:
     """A libosdp ControlPanel on the bus, recording events as (address, event dict)."""
 
     def __init__(self, bus: PtyBus, keys: dict[int, bytes | None], flags: list[int] = CP_FLAGS) -> None:
         self.addresses = list(keys)
         self.events: list[tuple[int, dict[str, Any]]] = []
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
         self.ser = serial.Serial(bus.cp_path, 115200, timeout=0, write_timeout=0)
         channel = SerialChannel(self.ser)  # one channel shared by every PD on the bus
         infos = [PDInfo(addr, channel, scbk=key, flags=list(flags)) for addr, key in keys.items()]
@@ -88,29 +80,27 @@ class Panel:
 
     def _on_event(self, pd_index: int, event: dict[str, Any]) -> int:
         # Runs in the CP refresh thread: never call self.cp here (deadlock).
-        with self.cond:
+        with self.lock:
             self.events.append((self.addresses[pd_index], event))
-            self.cond.notify_all()
         return 0
 
     def wait_event(self, pred: Callable[[int, dict[str, Any]], bool], timeout: float = 5.0, since: int = 0) -> dict:
         def match() -> dict | None:
-            return next((e for a, e in self.events[since:] if pred(a, e)), None)
+            with self.lock:
+                return next((e for a, e in self.events[since:] if pred(a, e)), None)
 
-        with self.cond:
-            assert self.cond.wait_for(lambda: match() is not None, timeout), f"no matching event in {self.events}"
-            return match()  # type: ignore[return-value]
+        return wait_until(match, timeout, "a matching event from the control panel", detail=lambda: self.events)
 
     def inputs(self, since: int = 0) -> list[bytes]:
         """The input status reports received since event index ``since``, in order."""
-        with self.cond:
+        with self.lock:
             return [
                 e["report"] for _, e in self.events[since:]
                 if e["event"] == Event.Status and e["type"] == StatusReportType.Input
             ]
 
     def mark(self) -> int:
-        with self.cond:
+        with self.lock:
             return len(self.events)
 
     def close(self) -> None:
@@ -126,7 +116,7 @@ def rig() -> Iterator[tuple[PtyBus, SimReader, Panel]]:
     reader = SimReader(1, bus, key)
     panel = Panel(bus, {1: key})
     try:
-        assert wait_for(lambda: panel.cp.is_sc_active(1), 8)
+        wait_until(lambda: panel.cp.is_sc_active(1), 8, "the secure channel")
         yield bus, reader, panel
     finally:
         panel.close()
@@ -195,7 +185,7 @@ def test_door_contact_rex_and_tamper(rig: tuple[PtyBus, SimReader, Panel]) -> No
 
     mark = panel.mark()
     assert reader.rex()
-    assert wait_for(lambda: len(panel.inputs(mark)) >= 2)
+    wait_until(lambda: len(panel.inputs(mark)) >= 2, 5, "two input reports")
     assert panel.inputs(mark) == [b"\x00\x01\x00\x00", b"\x00\x00\x00\x00"]  # pressed, released
 
     assert reader.tamper(True)
@@ -214,13 +204,13 @@ def test_outputs_led_and_buzzer(rig: tuple[PtyBus, SimReader, Panel]) -> None:
     assert panel.cp.submit_command(1, output(0, 5, 5))
     assert reader.wait_for_command(lambda c: c["command"] == Command.Output)
     assert reader.relay[0]
-    assert wait_for(lambda: not reader.relay[0], 5)
+    wait_until(lambda: not reader.relay[0], 5, "the strike relay off again")
 
     # Permanent on / off on the auxiliary relay.
     assert panel.cp.submit_command(1, output(1, 2))
-    assert wait_for(lambda: reader.relay[1])
+    wait_until(lambda: reader.relay[1], 5, "the auxiliary relay on")
     assert panel.cp.submit_command(1, output(1, 1))
-    assert wait_for(lambda: not reader.relay[1])
+    wait_until(lambda: not reader.relay[1], 5, "the auxiliary relay off")
 
     led = {"command": Command.LED, "reader": 0, "led_number": 0, "temporary": False, "control_code": 1,
            "on_color": CommandLEDColor.Green, "off_color": CommandLEDColor.Black, "on_count": 10, "off_count": 0}
@@ -236,9 +226,9 @@ def test_walk_through_opens_and_closes_the_door(rig: tuple[PtyBus, SimReader, Pa
     _, reader, panel = rig
     mark = panel.mark()
     assert panel.cp.submit_command(1, output(0, 5, 10))  # strike released for 1 s
-    assert wait_for(lambda: len(panel.inputs(mark)) >= 2)
+    wait_until(lambda: len(panel.inputs(mark)) >= 2, 5, "two input reports")
     assert panel.inputs(mark) == [b"\x01\x00\x00\x00", b"\x00\x00\x00\x00"]  # opened, closed
-    assert wait_for(lambda: not reader.relay[0], 5)
+    wait_until(lambda: not reader.relay[0], 5, "the strike relay off again")
     assert reader.inputs[0] == 0
 
 
@@ -248,7 +238,7 @@ def test_biometric_reader_reports_identity_as_bio_prefixed_read() -> None:
         reader = SimReader(1, bus, key, kind="biometric")
         panel = Panel(bus, {1: key})
         try:
-            assert wait_for(lambda: panel.cp.is_sc_active(1), 8)
+            wait_until(lambda: panel.cp.is_sc_active(1), 8, "the secure channel")
             assert panel.cp.check_capability(1, Capability.Biometrics) == (1, 1)
             assert reader.biometric("ada")
             event = panel.wait_event(is_card)
@@ -265,12 +255,12 @@ def test_two_readers_on_one_bus_with_different_keys() -> None:
         assert [r.endpoint for r in readers.values()] == [1, 2]
         panel = Panel(bus, keys)
         try:
-            assert wait_for(lambda: panel.cp.is_sc_active(1) and panel.cp.is_sc_active(2), 10)
+            wait_until(lambda: panel.cp.is_sc_active(1) and panel.cp.is_sc_active(2), 10, "both secure channels")
             assert readers[2].keypad("22") and readers[1].keypad("11")
             assert panel.wait_event(lambda a, e: a == 1 and e["event"] == Event.KeyPress)["data"] == b"11\r"
             assert panel.wait_event(lambda a, e: a == 2 and e["event"] == Event.KeyPress)["data"] == b"22\r"
             assert panel.cp.submit_command(2, output(1, 2))
-            assert wait_for(lambda: readers[2].relay[1])
+            wait_until(lambda: readers[2].relay[1], 5, "reader 2's auxiliary relay on")
             assert not readers[1].relay[1]
         finally:
             panel.close()
@@ -281,7 +271,7 @@ def test_two_readers_on_one_bus_with_different_keys() -> None:
 def reconnect(panel: Panel, addr: int = 1) -> None:
     """What the driver must do for a PD libosdp gave up on: it would otherwise wait 300 s before retrying."""
     assert panel.cp.disable_pd(addr)
-    assert wait_for(lambda: not panel.cp.is_pd_enabled(addr), 2)
+    wait_until(lambda: not panel.cp.is_pd_enabled(addr), 2, "the reader disabled")
     assert panel.cp.enable_pd(addr)
 
 
@@ -293,15 +283,22 @@ def test_noisy_bus_comes_online_with_reconnects() -> None:
         reader = SimReader(1, bus, key)
         panel = Panel(bus, {1: key})
         try:
-            ok = False
-            end = time.monotonic() + 20
-            while not ok and time.monotonic() < end:
-                if not wait_for(lambda: panel.cp.is_sc_active(1), 2):
+            reconnect_at = time.monotonic() + 2
+
+            def noise_seen_while_secure() -> bool:
+                """The secure channel up while frames were corrupted and garbage was sent; a reader without
+                one for 2 s (libosdp dropped it) is reconnected."""
+                nonlocal reconnect_at
+                if panel.cp.is_sc_active(1):
+                    reconnect_at = time.monotonic() + 2
+                    return bus.corrupted > 0 and bus.garbage > 0
+                if time.monotonic() > reconnect_at:
                     reconnect(panel)
-                    continue
-                ok = bus.corrupted > 0 and bus.garbage > 0
-                time.sleep(0.05)
-            assert ok, f"online={panel.cp.is_online(1)} corrupted={bus.corrupted} garbage={bus.garbage}"
+                    reconnect_at = time.monotonic() + 2
+                return False
+
+            wait_until(noise_seen_while_secure, 20, "the secure channel up through the noise",
+                       detail=lambda: f"online={panel.cp.is_online(1)} corrupted={bus.corrupted} garbage={bus.garbage}")
         finally:
             panel.close()
             reader.stop()
@@ -324,7 +321,7 @@ def test_cut_cable_goes_offline_and_comes_back_after_disable_enable(rig: tuple[P
 
     bus.restore(reader.endpoint)  # type: ignore[arg-type]
     reconnect(panel)
-    assert wait_for(lambda: panel.cp.is_sc_active(1), 8)
+    wait_until(lambda: panel.cp.is_sc_active(1), 8, "the secure channel")
     mark = panel.mark()
     assert reader.present_card("wiegand26", "12:1001")
     panel.wait_event(is_card, since=mark)
@@ -338,7 +335,7 @@ def test_install_mode_reader_takes_the_key_and_keeps_it_across_restart() -> None
         panel = Panel(bus, {1: key}, flags=[LibFlag.EnableNotification])
         try:
             assert reader.wait_for_command(lambda c: c["command"] == Command.Keyset, 8)
-            assert wait_for(lambda: reader.scbk == key and panel.cp.is_sc_active(1), 8)
+            wait_until(lambda: reader.scbk == key and panel.cp.is_sc_active(1), 8, "the key and the secure channel")
             assert not reader.install_mode
 
             mark = panel.mark()
@@ -346,7 +343,7 @@ def test_install_mode_reader_takes_the_key_and_keeps_it_across_restart() -> None
             # The rebooted reader answers with the wrong sequence number, so the CP drops it.
             panel.wait_event(pd_status(0), since=mark)
             reconnect(panel)
-            assert wait_for(lambda: panel.cp.is_sc_active(1) and reader.sc_active, 8)
+            wait_until(lambda: panel.cp.is_sc_active(1) and reader.sc_active, 8, "the secure channel again")
         finally:
             panel.close()
             reader.stop()

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import gc
 from datetime import timedelta
 from typing import Any
 
@@ -95,10 +94,6 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
     def not_found(_error: Exception):  # type: ignore[no-untyped-def]
         return render_template("error.html", title="Not found", message="There is nothing here."), 404
 
-    # Everything built so far lives as long as the process: keep the collector from walking it again and
-    # again (full collections over it paused page requests by ~70 ms, bench/bench_console.py).
-    gc.collect()
-    gc.freeze()
     return app
 
 
