@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.backoff import Backoff
 from badge_bridge.db import describe
 from badge_bridge.events import Event, storable
 from badge_bridge.keys import Signer, public_hex
@@ -267,7 +268,7 @@ class AuditWriter:
         self.stats.quarantined += 1
 
     def _retrying(self, step: Callable[[], None], what: str) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, self.retry_max_s)
         while True:
             try:
                 step()
@@ -283,9 +284,9 @@ class AuditWriter:
                 self.stats.retries += 1
                 self.stats.healthy = False
                 self.stats.last_error = describe(exc, self.engine.url.render_as_string(hide_password=True))
+                delay = backoff.next()
                 log.error("audit log unavailable while %s, retrying in %.2fs: %s", what, delay, self.stats.last_error)
                 time.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
 
     def _write(self, batch: list[Item]) -> None:
         if self._stale_head:
