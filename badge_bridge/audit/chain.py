@@ -2,7 +2,7 @@
 chain entry by entry.
 
 Entry hash: ``SHA-256(prev_hash_hex || entry_body)`` where the body is the netstring encoding of the fields
-(see ``entry_body``); the first entry of a chain follows ``GENESIS``. See docs/audit-log.md for why
+(see ``entry_body``); the first entry of a chain follows ``GENESIS``. See docs/design-notes.md for why
 netstrings rather than JSON.
 
 Every reader of a chain (``audit verify``, sealing, the monthly export and its offline verifier, an event's
@@ -18,7 +18,7 @@ import hashlib
 
 GENESIS = "0" * 64
 
-# What can break at an entry, as bits of ChainWalk.check's answer (plain ints: the check runs per entry).
+# What can break at an entry, as bits of ChainWalk.step's answer (plain ints: the step runs per entry).
 AHEAD = 1
 """Its seq is past the expected one: the entries between are missing."""
 BEHIND = 2
@@ -53,10 +53,9 @@ def checkpoint_message(chain_id: str, seq: int, head: str, signed_us: int) -> by
 
 
 class ChainWalk:
-    """One chain read in seq order. ``check`` says what breaks at an entry taken as the next one; ``follow``
-    moves past it. The caller chooses when to move on: most follow every entry, so the walk resynchronises
-    after a break and each break is reported once; ``audit verify`` and the export verifier skip an entry
-    that stands behind the walk."""
+    """One chain read in seq order. ``step`` takes an entry as the next one: when nothing breaks there the
+    walk moves past it; after a break it stays, and the caller either ``follow``s the entry (taking up the
+    chain again from it, so each break is reported once) or skips it (an entry standing behind the walk)."""
 
     __slots__ = ("chain_id", "expected", "last")
 
@@ -67,26 +66,27 @@ class ChainWalk:
         self.last = last
         """The hash it must follow: GENESIS at a chain's start, else the hash of the entry before."""
 
-    def check(
+    def step(
         self, seq: int, event_id: str, ts_us: int, received_us: int, source: str, door: str, kind: str,
         subject: str, detail: str, prev_hash: str | None, stored: str,
     ) -> int:
-        """The breaks at this entry (bits AHEAD, BEHIND, LINK, CONTENT; 0 when it follows), without moving on.
+        """The breaks at this entry (bits AHEAD, BEHIND, LINK, CONTENT), or 0 and the walk moves past it.
         A stored ``prev_hash`` must equal the walk's last hash, and the entry is hashed from it; without one
-        (``audit verify`` trusts only the hashes) it is hashed from the walk's last hash, so a broken link
-        shows as CONTENT."""
+        (``audit verify`` trusts only the hashes) the entry is hashed from the walk's last hash, so a broken
+        link shows as CONTENT. Runs once per entry, so the happy path comes first and entry_hash is inlined."""
         last = self.last
-        if prev_hash is None:
-            prev_hash, breaks = last, 0
-        else:
-            breaks = LINK if prev_hash != last else 0
         body = entry_body(self.chain_id, event_id, ts_us, received_us, source, door, kind, subject, detail)
-        if hashlib.sha256((prev_hash + body).encode()).hexdigest() != stored:
-            breaks |= CONTENT
+        digest = hashlib.sha256(((last if prev_hash is None else prev_hash) + body).encode()).hexdigest()
+        if digest == stored and seq == self.expected and (prev_hash is None or prev_hash == last):
+            self.expected, self.last = seq + 1, stored
+            return 0
+        breaks = CONTENT if digest != stored else 0
+        if prev_hash is not None and prev_hash != last:
+            breaks |= LINK
         if seq != self.expected:
             breaks |= AHEAD if seq > self.expected else BEHIND
         return breaks
 
     def follow(self, seq: int, stored: str) -> None:
-        """Move past the entry ``seq`` whose hash is ``stored``."""
+        """Move past the entry ``seq`` whose hash is ``stored``, whatever broke there."""
         self.expected, self.last = seq + 1, stored

@@ -47,7 +47,7 @@ def _classify(conn: Connection, chain: str, seq: int, fields: Fields, stored: st
     event_id = fields[0]
     prev = _one(conn, _PREV_HASH, c=chain, s=seq, e=event_id)
     # Does the row still hash from the link it stored? Then it was moved, or the entry before it was removed.
-    consistent = isinstance(prev, str) and not ChainWalk(chain, seq, prev).check(seq, *fields, None, stored)
+    consistent = isinstance(prev, str) and not ChainWalk(chain, seq, prev).step(seq, *fields, None, stored)
     if prev == last or not consistent:
         return Finding(chain, seq, "modified", f"event {event_id}: its content no longer matches its hash")
     linked = _one(conn, "SELECT min(seq) FROM audit_entry WHERE chain_id=:c AND hash=:h", c=chain, h=prev)
@@ -86,16 +86,15 @@ def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str]
                                    "ORDER BY seq DESC LIMIT 1"), dict(c=chain, s=lo)).first()
         if before is not None:
             walk.follow(before[0], before[1])
-    check, follow = walk.check, walk.follow
+    step, follow = walk.step, walk.follow
     rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(_ROWS, dict(chain=chain, lo=lo, hi=hi))
     for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored, person in rows:
         count += 1
         if person is not None and f'"person":{person},' not in subject and f'"person":{person}}}' not in subject:
             findings.append(Finding(chain, seq, "modified",
                                     f"event {event_id}: its person index ({person}) does not match its subject"))
-        breaks = check(seq, event_id, ts_us, received_us, source, door, kind, subject, detail, None, stored)
+        breaks = step(seq, event_id, ts_us, received_us, source, door, kind, subject, detail, None, stored)
         if not breaks:
-            follow(seq, stored)
             continue
         if len(findings) >= MAX_FINDINGS:
             break
@@ -109,8 +108,8 @@ def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str]
             prev = _one(conn, _PREV_HASH, c=chain, s=seq, e=event_id)
             # Take up the chain again from the link this entry stored: is the entry itself intact?
             walk.expected, walk.last = seq, prev if isinstance(prev, str) else walk.last
-            breaks = check(seq, *fields, None, stored)
+            breaks = step(seq, *fields, None, stored)
         if breaks:
             findings.append(_classify(conn, chain, seq, fields, stored, walk.last))
-        follow(seq, stored)
+            follow(seq, stored)
     return count, findings

@@ -129,11 +129,10 @@ def _cut(signer: Signer, chain: str, until: date, after: date, expected: int, he
             day, first, prev, leaves = entry_day, seq, walk.last, []
         if day >= until:
             break
-        if walk.check(seq, event_id, ts_us, received_us, source, door or "", kind, subject, detail, prev_hash, stored):
+        if walk.step(seq, event_id, ts_us, received_us, source, door or "", kind, subject, detail, prev_hash, stored):
             raise SegmentError(f"chain {chain} entry {seq} does not follow from entry {walk.expected - 1}: not sealing "
                                "a log that does not verify; run `badge-bridge audit verify`")
         leaves.append(bytes.fromhex(stored))
-        walk.follow(seq, stored)
     if day is not None and day < until and leaves:
         segments.append(_segment(signer, chain, day, first, prev, walk.last, leaves))
     return segments
@@ -208,7 +207,7 @@ def verify_proof(proof: Mapping[str, Any], trusted_public_keys: Mapping[str, Ed2
         # The entry walked alone from the link it claims; its hash, which the proof places under the signed
         # root, covers that link.
         one = ChainWalk(ev["chain_id"], ev["seq"], ev["prev_hash"])
-        if one.check(ev["seq"], ev["event_id"], ev["ts_us"], ev["received_us"], ev["source"], ev["door"], ev["kind"],
+        if one.step(ev["seq"], ev["event_id"], ev["ts_us"], ev["received_us"], ev["source"], ev["door"], ev["kind"],
                      ev["subject"], ev["detail"], ev["prev_hash"], ev["hash"]):
             raise ProofError(f"event {ev['event_id']}: its content does not match its hash (the entry was modified)")
         path = [bytes.fromhex(p) for p in proof["inclusion_proof"]]

@@ -79,10 +79,10 @@ class Row:
                    us_from_iso(values["received"]), values["source"], values["door"], values["kind"],
                    values["subject"], values["detail"], values["prev_hash"], values["hash"])
 
-    def breaks(self, walk: ChainWalk) -> int:
-        """What breaks at this row as the next one of ``walk`` (see ChainWalk.check)."""
-        return walk.check(self.seq, self.event_id, self.ts_us, self.received_us, self.source, self.door, self.kind,
-                          self.subject, self.detail, self.prev_hash, self.hash)
+    def step(self, walk: ChainWalk) -> int:
+        """Take this row as the next one of ``walk``: its breaks, or 0 and the walk moves past it."""
+        return walk.step(self.seq, self.event_id, self.ts_us, self.received_us, self.source, self.door, self.kind,
+                         self.subject, self.detail, self.prev_hash, self.hash)
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,13 @@ class _FileScan:
             self.problem(f"{where}: chain {row.chain_id} is not in the export's proof (added)")
             return
         st = self.state[row.chain_id]
-        breaks = row.breaks(st)
+        in_range = proof.first_seq <= row.seq <= proof.last_seq
+        # A row outside the range is only checked against its own link: the chain's walk does not take it.
+        breaks = row.step(st if in_range else ChainWalk(row.chain_id, row.seq, row.prev_hash))
         content_ok = not breaks & CONTENT
         if not content_ok:
             self.problem(f"{where}: hash does not match its content (modified)")
-        if not proof.first_seq <= row.seq <= proof.last_seq:
+        if not in_range:
             self.problem(f"{where}: outside the exported range {proof.first_seq}..{proof.last_seq} (added)")
             return
         if not breaks & OUT_OF_PLACE:
@@ -186,7 +188,8 @@ class _FileScan:
         else:
             self.problem(f"{where}: out of order, it stands after seq {st.expected - 1} (reordered)")
             return
-        st.follow(row.seq, row.hash)
+        if breaks:
+            st.follow(row.seq, row.hash)  # take up the chain again from this row
         if row.seq in self.cp_seqs[row.chain_id]:
             st.at_checkpoint[row.seq] = row.hash
         if row.seq == proof.last_seq and row.hash != proof.last_hash:
@@ -312,7 +315,7 @@ def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519
             if p.first_seq != 1:
                 result.problems.append(f"{where}: no anchor row before seq {p.first_seq} (deleted)")
         else:
-            if p.anchor.chain_id != chain_id or p.anchor.breaks(ChainWalk(chain_id, p.first_seq - 1, p.anchor.prev_hash)):
+            if p.anchor.chain_id != chain_id or p.anchor.step(ChainWalk(chain_id, p.first_seq - 1, p.anchor.prev_hash)):
                 result.problems.append(f"{where} anchor seq {p.anchor.seq}: hash does not match its content (modified)")
             if p.anchor.received_us >= start_us:
                 result.problems.append(f"{where}: the row before the export (seq {p.anchor.seq}) was received in the "
@@ -320,9 +323,9 @@ def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519
             known[p.anchor.seq] = p.anchor.hash
         walk = ChainWalk(chain_id, p.last_seq + 1, p.last_hash)
         for row in p.tail:
-            if row.chain_id != chain_id or row.breaks(walk):
+            if row.chain_id != chain_id or row.step(walk):
                 result.problems.append(f"{where} tail seq {row.seq}: does not follow seq {walk.expected - 1} (modified)")
-            walk.follow(row.seq, row.hash)
+                walk.follow(row.seq, row.hash)
             known[row.seq] = row.hash
         if p.tail and p.tail[0].received_us < end_us:
             result.notes.append(f"chain {chain_id}: seq {p.tail[0].seq} after the export was received in the month "

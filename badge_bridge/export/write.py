@@ -185,19 +185,19 @@ def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: 
             anchor = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"),
                                  dict(c=chain.chain_id, s=chain.first_seq - 1))
             walk, done = ChainWalk(chain.chain_id, chain.first_seq, anchor or GENESIS), 0
-            check, follow = walk.check, walk.follow
+            step = walk.step
             for chain_id, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh in _rows(
                     conn, chain.chain_id, chain.first_seq, chain.last_seq):
                 door = door or ""
-                if check(seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh):
+                if step(seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh):
                     if len(summary.problems) < 100:
                         summary.problems.append(f"chain {chain_id} seq {seq}: does not verify (run `badge-bridge "
                                                 "audit verify` for the details)")
+                    walk.follow(seq, hsh)
                 if seq == chain.first_seq:
                     chain.first_hash = hsh
                 write(f"{_csv(chain_id)},{seq},{_csv(event_id)},{iso_us(ts)},{iso_us(received)},{_csv(source)},"
                       f"{_csv(door)},{_csv(kind)},{_csv(subject)},{_csv(detail)},{prev},{hsh}\n")
-                follow(seq, hsh)
                 done += 1
                 if done % 10_000 == 0:
                     bar.update(10_000)
