@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.backoff import Backoff
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers import registry
@@ -120,16 +121,16 @@ class Bridge:
             self.stop()
 
     def _retry_until_stopped(self, step):  # noqa: ANN001, ANN202 - any loader
-        delay = 0.2
+        backoff = Backoff(0.2, 10)
         while True:
             try:
                 return step()
             except Exception as exc:  # the database is away: wait for it, the desk needs the bridge
                 if self.stopping.is_set():
                     raise
+                delay = backoff.next()
                 log.error("cannot load the site from the database, retrying in %.1fs: %s", delay, describe(exc))
                 time.sleep(delay)
-                delay = min(delay * 2, 10)
 
     def _load(self) -> tuple[Snapshot, list[str], list[tuple[str, str]]]:
         with Session(self.engine) as session:

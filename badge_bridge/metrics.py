@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.ingest import Processor
@@ -62,9 +62,7 @@ class BridgeCollector:
                                 value=self.writer.stalled_s())
         yield GaugeMetricFamily("badge_bridge_mqtt_oldest_unanswered_seconds",
                                 "Age of the oldest inbound message not yet acknowledged", value=self.oldest_unanswered_s())
-        latencies = list(stats.commit_seconds)
-        yield SummaryMetricFamily("badge_bridge_audit_commit_seconds", "Commit latency of the last 1000 batches",
-                                  count_value=len(latencies), sum_value=sum(latencies))
+        yield from stats.commit_seconds.collect()
         yield GaugeMetricFamily("badge_bridge_controllers_online", "Controllers reporting online",
                                 value=sum(online.values()))
         yield GaugeMetricFamily("badge_bridge_mqtt_connected", "1 while connected to the broker",

@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from badge_bridge.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 CameraState = Literal["connecting", "online", "reconnecting", "error", "ended"]
@@ -316,7 +318,7 @@ class Capture:
 
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
         """Yield (BGR frame, capture time as time.time()) until stop is set (or a file ends, loop=False)."""
-        backoff = self._backoff_initial_s
+        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
         reader: _Reader | None = None
         self._report(Status("connecting", f"opening {self.source.display}"))
         try:
@@ -327,9 +329,8 @@ class Capture:
                     return
                 if reader.open_error is not None:
                     self._report(Status("error", reader.open_error))
-                    if not self._sleep(backoff):
+                    if not self._sleep(backoff.next()):
                         return
-                    backoff = min(backoff * 2, self._backoff_max_s)
                     continue
                 online_since = time.monotonic()
                 self._nominal_fps = reader.open_fps
@@ -350,10 +351,9 @@ class Capture:
                     return
                 self._report(Status("reconnecting", reason))
                 if time.monotonic() - online_since >= self._backoff_max_s:
-                    backoff = self._backoff_initial_s  # it was stable: a fresh drop gets a fresh back-off
-                if not self._sleep(backoff):
+                    backoff.reset()  # it was stable: a fresh drop gets a fresh back-off
+                if not self._sleep(backoff.next()):
                     return
-                backoff = min(backoff * 2, self._backoff_max_s)
         finally:
             if reader is not None:
                 reader.quit.set()

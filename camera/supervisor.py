@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from badge_bridge.backoff import Backoff
 from badge_bridge.config import SiteConfig
 from camera.worker import run_worker
 
@@ -40,7 +41,7 @@ class Supervisor:
 
     def run(self) -> None:
         """Until ``stopping`` is set: keep every camera's worker alive."""
-        backoff = {key: 1.0 for key in self.keys}
+        backoff = {key: Backoff(1.0, RESTART_MAX_S) for key in self.keys}
         restart_at: dict[str, float] = {}
         for key in self.keys:
             self._spawn(key)
@@ -54,9 +55,9 @@ class Supervisor:
                     del self.procs[key]
                     continue
                 if key not in restart_at:
-                    log.error("camera %s: worker exited with %s; restarting in %.0fs", key, proc.exitcode, backoff[key])
-                    restart_at[key] = now + backoff[key]
-                    backoff[key] = min(backoff[key] * 2, RESTART_MAX_S)
+                    delay = backoff[key].next()
+                    log.error("camera %s: worker exited with %s; restarting in %.0fs", key, proc.exitcode, delay)
+                    restart_at[key] = now + delay
                 elif now >= restart_at[key]:
                     del restart_at[key]
                     self._spawn(key)

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import create_engine, select
 
 from badge_bridge import cards
-from badge_bridge.audit.writer import GENESIS, entry_body, entry_hash
+from badge_bridge.audit.chain import GENESIS, entry_body, entry_hash
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers import esp_rfid
 from badge_bridge.events import Event, InvalidEvent

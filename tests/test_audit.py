@@ -12,7 +12,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from badge_bridge.audit.writer import GENESIS, AuditWriter, QueueFull, entry_body, entry_hash
+from badge_bridge.audit.chain import GENESIS, entry_body, entry_hash
+from badge_bridge.audit.writer import AuditWriter, QueueFull
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyStore

@@ -30,7 +30,8 @@ from badge_bridge.config import SiteConfig
 from badge_bridge.events import Event
 from badge_bridge.export import verify as export_verify
 from badge_bridge.export.write import ExportError, export_month
-from badge_bridge.export.verify import FIELDS, verify_export
+from badge_bridge.export.format import FIELDS
+from badge_bridge.export.verify import verify_export
 from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 from tests.test_console_routes import PASSWORDS, cheap_password_hashes, make_app, post, seed_site  # noqa: F401 (fixtures)

@@ -24,6 +24,7 @@ from badge_bridge.bridge import Bridge
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract as c
 from badge_bridge.db import make_engine
+from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore, card_digest
 from badge_bridge.models import Alarm, AuditEntry, DeadLetter
 from badge_bridge.sim.controller import SimController
@@ -268,6 +269,31 @@ def test_health_and_metrics_endpoints(site: Site) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
     assert err.value.code == 503 and json.loads(err.value.read())["mqtt"] == "disconnected"
     site.broker.start()
+
+
+def _commits_scraped(port: int, writer: AuditWriter) -> tuple[float, int]:
+    """``badge_bridge_audit_commit_seconds_count`` from one scrape of /metrics, with the writer's batch count at
+    that moment (scraped again if the bridge committed something meanwhile)."""
+    while True:
+        batches = writer.stats.batches
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if writer.stats.batches == batches:
+            (line,) = [x for x in text.splitlines() if x.startswith("badge_bridge_audit_commit_seconds_count ")]
+            return float(line.split()[1]), batches
+
+
+def test_commit_time_histogram_counts_every_batch(site: Site) -> None:
+    """Between two scrapes the commit-time count grows by the batches committed, past the last 1000 (a Summary
+    over recent batches stopped there, so rate() was wrong)."""
+    bridge = site.start_bridge()
+    port = bridge.metrics_server.server_address[1]  # type: ignore[union-attr]
+    assert bridge.writer.flush()
+    first, first_batches = _commits_scraped(port, bridge.writer)
+    for i in range(1001):
+        bridge.writer.submit(Event(id=f"batch:{i}", kind="access.granted", source="test", ts=datetime.now(UTC)))
+        assert bridge.writer.flush()  # one event, one batch
+    second, second_batches = _commits_scraped(port, bridge.writer)
+    assert second - first == second_batches - first_batches >= 1001
 
 
 # --- nothing lost, nothing doubled --------------------------------------------------------------------

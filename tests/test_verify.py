@@ -23,7 +23,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 import badge_bridge.audit.verify
-from badge_bridge.audit.writer import AuditWriter, checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.chain import checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.db import sqlite_path
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore, Signer, key_id_of, public_hex
@@ -347,7 +348,7 @@ PARALLEL_CASES = {
 def test_parallel_ranges_report_what_one_process_does(
     tamper: Tamper, log: Engine, db_url: str, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With RANGE_MIN at 10, jobs=2 checks seq 1..25 and 26..50 in two worker processes."""
+    """With RANGE_MIN at 10, jobs=2 checks seq 1..25 here and 26..50 in a spawned worker process."""
     monkeypatch.setattr(badge_bridge.audit.verify, "RANGE_MIN", 10)
     behind_the_back(log, tamper)
     trusted = keys.trusted_public_keys()

@@ -30,7 +30,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit import merkle
-from badge_bridge.audit.writer import GENESIS, entry_body, entry_hash, register_key, to_us_now
+from badge_bridge.audit.chain import GENESIS, ChainWalk
+from badge_bridge.audit.writer import register_key, to_us_now
 from badge_bridge.keys import Signer, verify_signature
 from badge_bridge.models import AuditEntry, PruneWindow, Segment
 
@@ -117,24 +118,23 @@ def _cut(signer: Signer, chain: str, until: date, after: date, expected: int, he
     the day following the last sealed one, where an entry committed after its own day was sealed belongs."""
     segments: list[Segment] = []
     day: date | None = None
+    walk = ChainWalk(chain, expected, head)
     first, prev, leaves = expected, head, []
     for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, stored in rows:
         entry_day = utc_day(received_us)
         if day is None:
             day = max(entry_day, after)
         elif entry_day > day:
-            segments.append(_segment(signer, chain, day, first, prev, head, leaves))
-            day, first, prev, leaves = entry_day, seq, head, []
+            segments.append(_segment(signer, chain, day, first, prev, walk.last, leaves))
+            day, first, prev, leaves = entry_day, seq, walk.last, []
         if day >= until:
             break
-        body = entry_body(chain, event_id, ts_us, received_us, source, door or "", kind, subject, detail)
-        if seq != expected or prev_hash != head or entry_hash(head, body) != stored:
-            raise SegmentError(f"chain {chain} entry {seq} does not follow from entry {expected - 1}: not sealing a "
-                               "log that does not verify; run `badge-bridge audit verify`")
+        if walk.step(seq, event_id, ts_us, received_us, source, door or "", kind, subject, detail, prev_hash, stored):
+            raise SegmentError(f"chain {chain} entry {seq} does not follow from entry {walk.expected - 1}: not sealing "
+                               "a log that does not verify; run `badge-bridge audit verify`")
         leaves.append(bytes.fromhex(stored))
-        expected, head = seq + 1, stored
     if day is not None and day < until and leaves:
-        segments.append(_segment(signer, chain, day, first, prev, head, leaves))
+        segments.append(_segment(signer, chain, day, first, prev, walk.last, leaves))
     return segments
 
 
@@ -204,9 +204,11 @@ def verify_proof(proof: Mapping[str, Any], trusted_public_keys: Mapping[str, Ed2
         _check_segment(seg, trusted_public_keys)
         if ev["chain_id"] != seg["chain_id"] or proof["leaf_index"] != ev["seq"] - seg["first_seq"]:
             raise ProofError("the event is not at the position in the segment the proof claims")
-        body = entry_body(ev["chain_id"], ev["event_id"], ev["ts_us"], ev["received_us"], ev["source"], ev["door"],
-                          ev["kind"], ev["subject"], ev["detail"])
-        if entry_hash(ev["prev_hash"], body) != ev["hash"]:
+        # The entry walked alone from the link it claims; its hash, which the proof places under the signed
+        # root, covers that link.
+        one = ChainWalk(ev["chain_id"], ev["seq"], ev["prev_hash"])
+        if one.step(ev["seq"], ev["event_id"], ev["ts_us"], ev["received_us"], ev["source"], ev["door"], ev["kind"],
+                     ev["subject"], ev["detail"], ev["prev_hash"], ev["hash"]):
             raise ProofError(f"event {ev['event_id']}: its content does not match its hash (the entry was modified)")
         path = [bytes.fromhex(p) for p in proof["inclusion_proof"]]
         leaf = merkle.leaf_hash(bytes.fromhex(ev["hash"]))

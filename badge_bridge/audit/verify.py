@@ -2,9 +2,10 @@
 
 It names the first entry that was modified, deleted, inserted or reordered (and carries on, so several
 independent edits are all reported), and any checkpoint that no longer matches the log or whose signature
-does not verify against the trusted public keys. Long chains are split into seq ranges checked in
-parallel processes: each range starts from the stored hash of the entry before it, and a wrong stored hash
-there is reported by the range that owns that entry.
+does not verify against the trusted public keys. The entries themselves are walked by
+``badge_bridge.audit.scan``; long chains are split into seq ranges checked in parallel processes: each
+range starts from the stored hash of the entry before it, and a wrong stored hash there is reported by the
+range that owns that entry.
 
 Sealed segments (badge_bridge.audit.segments) are checked too: their signatures, and their signed last hash
 against the log. A chain whose first segments were pruned under the retention policy starts at its first
@@ -15,36 +16,25 @@ prune record, counts as pruned: any other missing entry is reported as deleted.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
-from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash
-from badge_bridge.db import make_engine
+from badge_bridge.audit.chain import GENESIS, checkpoint_message
+from badge_bridge.audit.scan import Finding, scan, scan_range
+from badge_bridge.audit.segments import prune_message, segment_message
 from badge_bridge.keys import verify_signature
 from badge_bridge.models import AuditEntry, Segment
-from badge_bridge.audit.segments import prune_message, segment_message
 
 RANGE_MIN = 200_000
 """Below this many entries a chain is checked in this process: starting workers costs more than it saves."""
-MAX_FINDINGS = 100
-
-
-@dataclass(frozen=True)
-class Finding:
-    chain_id: str
-    seq: int
-    problem: str
-    """modified, deleted, inserted, reordered, checkpoint, or segment."""
-    message: str
-
-    def __str__(self) -> str:
-        return f"chain {self.chain_id} entry {self.seq}: {self.problem}: {self.message}"
 
 
 @dataclass
@@ -73,84 +63,6 @@ class Report:
     @property
     def first(self) -> Finding | None:
         return min(self.findings, key=lambda f: (f.chain_id, f.seq)) if self.findings else None
-
-
-_ROWS = text(
-    "SELECT seq, event_id, ts_us, received_us, source, door, kind, subject, detail, hash, person_id FROM audit_entry "
-    "WHERE chain_id = :chain AND seq BETWEEN :lo AND :hi ORDER BY seq, id"
-)
-
-
-def _one(conn: Connection, sql: str, **params: object) -> object:
-    return conn.execute(text(sql), params).scalar()
-
-
-def _classify(conn: Connection, chain: str, seq: int, event_id: str, body: str, stored: str, last: str) -> Finding:
-    """A row whose hash does not follow from the previous one: say what happened to it."""
-    prev = _one(conn, "SELECT prev_hash FROM audit_entry WHERE chain_id=:c AND seq=:s AND event_id=:e",
-                c=chain, s=seq, e=event_id)
-    consistent = isinstance(prev, str) and entry_hash(prev, body) == stored
-    if prev == last or not consistent:
-        return Finding(chain, seq, "modified", f"event {event_id}: its content no longer matches its hash")
-    linked = _one(conn, "SELECT min(seq) FROM audit_entry WHERE chain_id=:c AND hash=:h", c=chain, h=prev)
-    if isinstance(linked, int) and linked > seq:
-        return Finding(chain, seq, "reordered",
-                       f"event {event_id} was written after entry {linked} but now stands before it")
-    if isinstance(linked, int) and linked < seq - 1:
-        return Finding(chain, linked + 1, "inserted",
-                       f"entries {linked + 1}..{seq - 1} are not in the chain: event {event_id} follows entry {linked}")
-    return Finding(chain, seq, "deleted",
-                   f"the entry that preceded event {event_id} is gone (deleted, or rewritten with a new hash)")
-
-
-def _verify_range(url: str, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None) -> tuple[int, list[Finding]]:
-    """Check entries lo..hi of one chain; runs in a worker process for long chains."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return _scan(conn, chain, lo, hi, anchor)
-    finally:
-        engine.dispose()
-
-
-def _scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None = None) -> tuple[int, list[Finding]]:
-    """``anchor`` (next seq, hash before it) starts a chain whose first entries were pruned."""
-    findings: list[Finding] = []
-    last, expected, count = GENESIS, lo, 0
-    if anchor is not None:
-        expected, last = anchor
-    elif lo > 1:
-        # Continue from the entry before this range, so entries missing at the end of the previous range
-        # are reported here as deleted, just as one scan of the whole chain would report them.
-        before = conn.execute(text("SELECT seq, hash FROM audit_entry WHERE chain_id=:c AND seq<:s "
-                                   "ORDER BY seq DESC LIMIT 1"), dict(c=chain, s=lo)).first()
-        if before is not None:
-            last, expected = before[1], before[0] + 1
-    rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(_ROWS, dict(chain=chain, lo=lo, hi=hi))
-    for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored, person in rows:
-        count += 1
-        body = entry_body(chain, event_id, ts_us, received_us, source, door, kind, subject, detail)
-        if person is not None and f'"person":{person},' not in subject and f'"person":{person}}}' not in subject:
-            findings.append(Finding(chain, seq, "modified",
-                                    f"event {event_id}: its person index ({person}) does not match its subject"))
-        if seq == expected and entry_hash(last, body) == stored:
-            last, expected = stored, seq + 1
-            continue
-        if len(findings) >= MAX_FINDINGS:
-            break
-        if seq < expected:
-            findings.append(Finding(chain, seq, "inserted", f"event {event_id} is a second entry numbered {seq}"))
-            continue
-        if seq > expected:
-            gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
-            findings.append(Finding(chain, expected, "deleted", f"entries {gap} are missing"))
-            prev = _one(conn, "SELECT prev_hash FROM audit_entry WHERE chain_id=:c AND seq=:s AND event_id=:e",
-                        c=chain, s=seq, e=event_id)
-            last = prev if isinstance(prev, str) else last
-        if entry_hash(last, body) != stored:
-            findings.append(_classify(conn, chain, seq, event_id, body, stored, last))
-        last, expected = stored, seq + 1
-    return count, findings
 
 
 def _check_segments(
@@ -243,18 +155,39 @@ def _check_checkpoints(
     return findings
 
 
+def _parts(count: int, jobs: int) -> int:
+    """How many seq ranges a chain of ``count`` entries is checked in, at once."""
+    return max(1, min(jobs, count // RANGE_MIN))
+
+
+def _scan_ranges(conn: Connection, pool: Executor | None, url: str, chain: str, ranges: list[tuple[int, int]],
+                 anchor: tuple[int, str] | None) -> list[tuple[int, list[Finding]]]:
+    """Each range's entry count and findings, in order: the workers take all ranges but the first, which this
+    process checks meanwhile (one process fewer to start)."""
+    (lo, hi), rest = ranges[0], ranges[1:]
+    later = []
+    if rest:
+        assert pool is not None, "verify makes a pool as large as its longest chain needs"
+        later = [pool.submit(scan_range, url, chain, a, b, None) for a, b in rest]
+    return [scan(conn, chain, lo, hi, anchor)] + [f.result() for f in later]
+
+
 def verify(
     engine: Engine, url: str, trusted: Mapping[str, Ed25519PublicKey], *, chain: str | None = None, jobs: int = 0
 ) -> Report:
-    """Verify every chain (or one). ``jobs`` 0 means one worker per core for long chains."""
+    """Verify every chain (or one). ``jobs`` 0 means one process per core for long chains. Workers are
+    spawned, never forked: this runs inside the console's threads too, and a fork copies their locks."""
     report = Report()
     jobs = jobs or os.cpu_count() or 1
-    with engine.connect() as conn:
+    with engine.connect() as conn, ExitStack() as stack:
         sql = "SELECT chain_id, min(seq), max(seq), count(*) FROM audit_entry"
         sql += " WHERE chain_id = :chain GROUP BY chain_id" if chain else " GROUP BY chain_id"
         chains = {row[0]: row[1:] for row in conn.execute(text(sql), dict(chain=chain)).all()}
         sealed = select(Segment.chain_id).distinct()
         sealed_chains = set(conn.scalars(sealed.where(Segment.chain_id == chain) if chain else sealed))
+        workers = max((_parts(count, jobs) for _, _, count in chains.values()), default=1) - 1
+        pool = (stack.enter_context(ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")))
+                if workers else None)
         for chain_id in sorted(chains.keys() | sealed_chains):
             lo, hi, count = chains.get(chain_id, (None, 0, 0))
             status = report.chains[chain_id] = ChainStatus(chain_id, head_seq=hi)
@@ -264,20 +197,14 @@ def verify(
                 status.head_seq, status.head_hash = status.pruned_through, anchor[1] if anchor else GENESIS
                 report.findings.extend(_check_checkpoints(conn, status, trusted, pruned_last))
                 continue
-            status.head_hash = _one(conn, "SELECT hash FROM audit_entry WHERE chain_id=:c AND seq=:s", c=chain_id, s=hi)
+            status.head_hash = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id=:c AND seq=:s"),
+                                           dict(c=chain_id, s=hi))
             if lo != 1 and anchor is None:
                 report.findings.append(Finding(chain_id, 1, "deleted", f"entries 1..{lo - 1} are missing"))
-            parts = max(1, min(jobs, count // RANGE_MIN))
+            parts = _parts(count, jobs)
             bounds = [lo + (hi - lo + 1) * i // parts for i in range(parts)] + [hi + 1]
             ranges = [(bounds[i], bounds[i + 1] - 1) for i in range(parts)]
-            anchors = [anchor] + [None] * (parts - 1)
-            if parts == 1:
-                results = [_scan(conn, chain_id, lo, hi, anchor)]
-            else:
-                with ProcessPoolExecutor(parts) as pool:
-                    results = list(pool.map(_verify_range, [url] * parts, [chain_id] * parts,
-                                            [a for a, _ in ranges], [b for _, b in ranges], anchors))
-            for scanned, found in results:
+            for scanned, found in _scan_ranges(conn, pool, url, chain_id, ranges, anchor):
                 status.entries += scanned
                 report.findings.extend(found)
             report.findings.extend(_check_checkpoints(conn, status, trusted, pruned_last))

@@ -10,6 +10,7 @@ import click
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.export.write import ExportError, export_month, progress_wanted
 from badge_bridge.export import verify as export_verify
+from badge_bridge.export.format import CSV_NAME
 from badge_bridge.keys import KeyMaterialError, key_id_of, public_from_hex
 
 
@@ -59,7 +60,7 @@ def verify_export(directory: Path, public_keys: tuple[str, ...]) -> None:
             click.echo(problem)
         click.echo(f"export {directory}: TAMPERED, {len(result.problems)} problems", err=True)
         raise SystemExit(1)
-    rows = result.rows.get(export_verify.CSV_NAME, 0)
+    rows = result.rows.get(CSV_NAME, 0)
     click.echo(f"export {directory}: verified {rows} rows on {len(result.chains)} chains, every checkpoint and the "
                f"manifest signature ({time.perf_counter() - started:.1f}s)")
 

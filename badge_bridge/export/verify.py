@@ -6,94 +6,42 @@ checkpoint (the tail), the checkpoints and the public keys in proof.json, and ma
 file's SHA-256, signed in manifest.sig. This module recomputes every row's hash and the linkage from the
 anchor, checks each checkpoint's signature and that its head equals the hash of the row at its seq, and
 checks the manifest against the files present and its signature. Every problem is one line naming the
-file, the line and the chain and seq, so an auditor knows exactly what was edited, removed or added.
-
-It also holds the export's file format (field order, time format), so the writer and the verifier cannot
-drift apart.
+file, the line and the chain and seq, so an auditor knows exactly what was edited, removed or added. The
+file format is ``badge_bridge.export.format``; the chain is walked with ``badge_bridge.audit.chain``.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
-import hashlib
 import json
 import multiprocessing as mp
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.chain import AHEAD, CONTENT, GENESIS, LINK, OUT_OF_PLACE, ChainWalk, checkpoint_message
+from badge_bridge.export.format import (
+    CSV_NAME,
+    FIELDS,
+    MANIFEST_NAME,
+    PROOF_NAME,
+    ROW_FILES,
+    SIGNATURE_NAME,
+    manifest_message,
+    sha256_file,
+    us_from_iso,
+)
 from badge_bridge.keys import KeyMaterialError, key_id_of, public_from_hex, verify_signature
 
-FORMAT = "badge-bridge-export/1"
-FIELDS = ("chain_id", "seq", "event_id", "ts", "received", "source", "door", "kind", "subject", "detail",
-          "prev_hash", "hash")
-"""Every hashed field (see audit.entry_body) plus seq and both hashes: enough to recompute the chain."""
-CSV_NAME, JSONL_NAME, PDF_NAME, PROOF_NAME = "events.csv", "events.jsonl", "report.pdf", "proof.json"
-MANIFEST_NAME, SIGNATURE_NAME = "manifest.json", "manifest.sig"
-ROW_FILES = (CSV_NAME, JSONL_NAME)
 MAX_PROBLEMS_PER_FILE = 200
 """A wholesale rewrite would otherwise print a million lines; the first ones say what happened."""
 PARALLEL_BYTES = 64 << 20
 """Row files larger than this together are scanned one process each: a million-row month takes half the
 time on two cores, while a small export does not pay for starting a process."""
-
-_EPOCH = date(1970, 1, 1).toordinal()
-
-
-@functools.lru_cache(maxsize=4096)
-def _day_text(day: int) -> str:
-    return date.fromordinal(_EPOCH + day).isoformat()
-
-
-@functools.lru_cache(maxsize=4096)
-def _day_number(text: str) -> int:
-    return date.fromisoformat(text).toordinal() - _EPOCH
-
-
-_CLOCK: list[str] = []
-"""``HH:MM:SS`` for every second of a day, filled on the first ``iso_us`` (about 30 ms)."""
-
-
-def _clock() -> list[str]:
-    _CLOCK.extend(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400))
-    return _CLOCK
-
-
-def iso_us(us: int) -> str:
-    """Microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: exact, readable in a spreadsheet,
-    and about six times faster than datetime.isoformat (day and clock parts are looked up), which matters
-    at a million rows."""
-    secs, frac = divmod(us, 1_000_000)
-    day, rest = divmod(secs, 86_400)
-    return f"{_day_text(day)}T{(_CLOCK or _clock())[rest]}.{frac:06d}Z"
-
-
-def us_from_iso(text: str) -> int:
-    """The inverse of ``iso_us``, strict: any other spelling of a time is an edit and is refused."""
-    if len(text) != 27 or text[10] != "T" or text[26] != "Z":
-        raise ValueError(f"time {text[:40]!r}: expected YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    us = (_day_number(text[:10]) * 86_400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60
-          + int(text[17:19])) * 1_000_000 + int(text[20:26])
-    if iso_us(us) != text:
-        raise ValueError(f"time {text!r} is not a valid time")
-    return us
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def manifest_message(manifest_bytes: bytes) -> bytes:
-    """What manifest.sig signs: a domain prefix, so a checkpoint signature can never pass for it."""
-    return b"badge-bridge-export-manifest/1\n" + manifest_bytes
 
 
 @dataclass(frozen=True)
@@ -131,9 +79,10 @@ class Row:
                    us_from_iso(values["received"]), values["source"], values["door"], values["kind"],
                    values["subject"], values["detail"], values["prev_hash"], values["hash"])
 
-    def computed_hash(self) -> str:
-        return entry_hash(self.prev_hash, entry_body(self.chain_id, self.event_id, self.ts_us, self.received_us,
-                                                     self.source, self.door, self.kind, self.subject, self.detail))
+    def step(self, walk: ChainWalk) -> int:
+        """Take this row as the next one of ``walk``: its breaks, or 0 and the walk moves past it."""
+        return walk.step(self.seq, self.event_id, self.ts_us, self.received_us, self.source, self.door, self.kind,
+                         self.subject, self.detail, self.prev_hash, self.hash)
 
 
 @dataclass(frozen=True)
@@ -169,12 +118,13 @@ class VerifyResult:
         return not self.problems
 
 
-class _ChainState:
-    __slots__ = ("expected", "last", "gaps", "at_checkpoint")
+class _ChainState(ChainWalk):
+    """One chain walked through a row file, from the proof's anchor, with the seq ranges it skipped."""
+
+    __slots__ = ("at_checkpoint", "gaps")
 
     def __init__(self, proof: ChainProof) -> None:
-        self.expected = proof.first_seq
-        self.last = proof.anchor_hash
+        super().__init__(proof.chain_id, proof.first_seq, proof.anchor_hash)
         self.gaps: list[list[int]] = []
         """[first, last, line] of seq ranges skipped so far: a row found later in one was moved, not lost."""
         self.at_checkpoint: dict[int, str] = {}
@@ -216,18 +166,21 @@ class _FileScan:
         if proof is None:
             self.problem(f"{where}: chain {row.chain_id} is not in the export's proof (added)")
             return
-        content_ok = row.computed_hash() == row.hash
+        st = self.state[row.chain_id]
+        in_range = proof.first_seq <= row.seq <= proof.last_seq
+        # A row outside the range is only checked against its own link: the chain's walk does not take it.
+        breaks = row.step(st if in_range else ChainWalk(row.chain_id, row.seq, row.prev_hash))
+        content_ok = not breaks & CONTENT
         if not content_ok:
             self.problem(f"{where}: hash does not match its content (modified)")
-        if not proof.first_seq <= row.seq <= proof.last_seq:
+        if not in_range:
             self.problem(f"{where}: outside the exported range {proof.first_seq}..{proof.last_seq} (added)")
             return
-        st = self.state[row.chain_id]
-        if row.seq == st.expected:
-            if content_ok and row.prev_hash != st.last:
+        if not breaks & OUT_OF_PLACE:
+            if content_ok and breaks & LINK:
                 before = "the anchor" if row.seq == proof.first_seq else f"seq {row.seq - 1}"
                 self.problem(f"{where}: does not link to {before} (prev_hash differs: a row was rewritten)")
-        elif row.seq > st.expected:
+        elif breaks & AHEAD:
             st.gaps.append([st.expected, row.seq - 1, line])
         elif not self._take_from_gap(st, row.seq):
             self.problem(f"{where}: a second row numbered {row.seq} (added)")
@@ -235,7 +188,8 @@ class _FileScan:
         else:
             self.problem(f"{where}: out of order, it stands after seq {st.expected - 1} (reordered)")
             return
-        st.expected, st.last = row.seq + 1, row.hash
+        if breaks:
+            st.follow(row.seq, row.hash)  # take up the chain again from this row
         if row.seq in self.cp_seqs[row.chain_id]:
             st.at_checkpoint[row.seq] = row.hash
         if row.seq == proof.last_seq and row.hash != proof.last_hash:
@@ -361,17 +315,17 @@ def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519
             if p.first_seq != 1:
                 result.problems.append(f"{where}: no anchor row before seq {p.first_seq} (deleted)")
         else:
-            if p.anchor.computed_hash() != p.anchor.hash or p.anchor.seq != p.first_seq - 1:
+            if p.anchor.chain_id != chain_id or p.anchor.step(ChainWalk(chain_id, p.first_seq - 1, p.anchor.prev_hash)):
                 result.problems.append(f"{where} anchor seq {p.anchor.seq}: hash does not match its content (modified)")
             if p.anchor.received_us >= start_us:
                 result.problems.append(f"{where}: the row before the export (seq {p.anchor.seq}) was received in the "
                                        "month: rows of the month are missing at its start")
             known[p.anchor.seq] = p.anchor.hash
-        last, seq = p.last_hash, p.last_seq
+        walk = ChainWalk(chain_id, p.last_seq + 1, p.last_hash)
         for row in p.tail:
-            if row.seq != seq + 1 or row.prev_hash != last or row.computed_hash() != row.hash:
-                result.problems.append(f"{where} tail seq {row.seq}: does not follow seq {seq} (modified)")
-            last, seq = row.hash, row.seq
+            if row.chain_id != chain_id or row.step(walk):
+                result.problems.append(f"{where} tail seq {row.seq}: does not follow seq {walk.expected - 1} (modified)")
+                walk.follow(row.seq, row.hash)
             known[row.seq] = row.hash
         if p.tail and p.tail[0].received_us < end_us:
             result.notes.append(f"chain {chain_id}: seq {p.tail[0].seq} after the export was received in the month "

@@ -10,15 +10,15 @@ The PDF summarises the access-related ones.
 Files: events.csv and events.jsonl (one row per entry, every hashed field), report.pdf, proof.json (per
 chain: the anchor row before the month, the rows after it up to the next signed checkpoint, the
 checkpoints, the public keys) and manifest.json (the SHA-256 of every file) signed in manifest.sig with the
-current signing key. ``badge_bridge.export.verify`` checks all of it. Rows are streamed from a server-side
-cursor and written as they come, so memory stays flat at any month size.
+current signing key; their names and fields are ``badge_bridge.export.format``. ``badge_bridge.export.verify``
+checks all of it. Rows are streamed from a server-side cursor and written as they come, so memory stays
+flat at any month size.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import re
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,17 +30,27 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
 
-from badge_bridge.audit.writer import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.chain import GENESIS, ChainWalk, checkpoint_message
 from badge_bridge.db import make_engine
 from badge_bridge.events import to_us
-from badge_bridge.export.verify import (
-    CSV_NAME, FIELDS, FORMAT, JSONL_NAME, MANIFEST_NAME, PDF_NAME, PROOF_NAME, SIGNATURE_NAME, iso_us,
-    manifest_message, sha256_file,
+from badge_bridge.export.format import (
+    CSV_NAME,
+    FIELDS,
+    FORMAT,
+    JSONL_NAME,
+    MANIFEST_NAME,
+    MONTH_RE,
+    PDF_NAME,
+    PROOF_NAME,
+    SIGNATURE_NAME,
+    ManifestFile,
+    iso_us,
+    manifest_message,
+    sha256_file,
 )
 from badge_bridge.keys import KeyStore, public_hex, verify_signature
 from badge_bridge.models import Checkpoint, Site
 
-MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _enc = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C encoder json.dumps itself uses
 _COLUMNS = "chain_id, seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, hash"
 
@@ -80,7 +90,7 @@ class ExportSummary:
     public_key: str
     problems: list[str] = field(default_factory=list)
     """Found while streaming: a row whose hash or link is wrong, a checkpoint that does not verify."""
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, ManifestFile] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -174,27 +184,28 @@ def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: 
         for chain in chains:
             anchor = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"),
                                  dict(c=chain.chain_id, s=chain.first_seq - 1))
-            last, expected, done = anchor or GENESIS, chain.first_seq, 0
+            walk, done = ChainWalk(chain.chain_id, chain.first_seq, anchor or GENESIS), 0
+            step = walk.step
             for chain_id, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh in _rows(
                     conn, chain.chain_id, chain.first_seq, chain.last_seq):
                 door = door or ""
-                if (seq != expected or prev != last or entry_hash(prev, entry_body(
-                        chain_id, event_id, ts, received, source, door, kind, subject, detail)) != hsh):
+                if step(seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh):
                     if len(summary.problems) < 100:
                         summary.problems.append(f"chain {chain_id} seq {seq}: does not verify (run `badge-bridge "
                                                 "audit verify` for the details)")
+                    walk.follow(seq, hsh)
                 if seq == chain.first_seq:
                     chain.first_hash = hsh
                 write(f"{_csv(chain_id)},{seq},{_csv(event_id)},{iso_us(ts)},{iso_us(received)},{_csv(source)},"
                       f"{_csv(door)},{_csv(kind)},{_csv(subject)},{_csv(detail)},{prev},{hsh}\n")
-                last, expected = hsh, seq + 1
                 done += 1
                 if done % 10_000 == 0:
                     bar.update(10_000)
             bar.update(done % 10_000)
-            chain.last_hash = last
-            if expected != chain.last_seq + 1:
-                summary.problems.append(f"chain {chain.chain_id}: seq {expected}..{chain.last_seq} missing in the database")
+            chain.last_hash = walk.last
+            if walk.expected != chain.last_seq + 1:
+                summary.problems.append(f"chain {chain.chain_id}: seq {walk.expected}..{chain.last_seq} missing in the "
+                                        "database")
     bar.close()
 
 
