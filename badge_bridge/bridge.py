@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.backoff import Backoff
 from badge_bridge.config import SiteConfig
@@ -26,13 +27,12 @@ from badge_bridge.controllers.link import MqttLink
 from badge_bridge.db import describe
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
+from badge_bridge.firmware.validate import osdp_feedback
 from badge_bridge.ingest import RECENT_IDS, Processor
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
-from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.snapshot import Snapshot, load_snapshot
-from badge_bridge.firmware.validate import osdp_feedback
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Bridge:
         finally:
             self.stop()
 
-    def _retry_until_stopped(self, step):  # noqa: ANN001, ANN202 - any loader
+    def _retry_until_stopped(self, step):
         backoff = Backoff(0.2, 10)
         while True:
             try:

@@ -148,7 +148,7 @@ class CameraDesk:
         return self._status(camera, status.online and status.state in (None, "online"), ts,
                             f"{camera}:status:{ts.isoformat()}", reason)
 
-    def _camera(self, camera: str):  # noqa: ANN202 - the site file's CameraConfig
+    def _camera(self, camera: str):
         cam = self.cameras.get(camera)
         if cam is None:
             raise CameraRejected("unknown_camera", f"camera {camera!r} is not in the site file")

@@ -95,7 +95,7 @@ def serve(collector: BridgeCollector, host: str, port: int) -> ThreadingHTTPServ
     registry.register(collector)  # type: ignore[arg-type]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
             elif self.path == "/health":

@@ -17,12 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit.writer import AuditWriter  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.events import Event  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.audit.verify import verify  # noqa: E402
-from throwaway import NoPostgres, postgres_database  # noqa: E402
+from throwaway import NoPostgres, postgres_database
+
+from badge_bridge.audit.verify import verify
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.events import Event
+from badge_bridge.keys import KeyStore
 
 APPEND_N = 100_000
 SINGLE_N = 2_000

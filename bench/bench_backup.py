@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audit.backup import _sha256, _sqlite_copy, _sqlite_verify
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore

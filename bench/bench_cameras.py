@@ -27,17 +27,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cv2  # noqa: E402
-import paho.mqtt.client as mqtt  # noqa: E402
+import cv2
+import paho.mqtt.client as mqtt
+from bench_mqtt import BridgeRun, make_site
 
-from badge_bridge.config import load_config  # noqa: E402
-from badge_bridge.controllers import contract as c  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.sim.broker import Broker  # noqa: E402
-from badge_bridge.sim.controller import SimController  # noqa: E402
-from badge_bridge.sim.scene import Crossing, write_video  # noqa: E402
-from bench_mqtt import BridgeRun, make_site  # noqa: E402
-from camera.worker import CameraWorker  # noqa: E402
+from badge_bridge.config import load_config
+from badge_bridge.controllers import contract as c
+from badge_bridge.keys import KeyStore
+from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.controller import SimController
+from badge_bridge.sim.scene import Crossing, write_video
+from camera.worker import CameraWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 15.0

@@ -48,13 +48,13 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy.orm import Session
+from throwaway import NoPostgres, postgres_database
 
-from badge_bridge import people  # noqa: E402
-from badge_bridge.config import SiteConfig, load_config  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from throwaway import NoPostgres, postgres_database  # noqa: E402
+from badge_bridge import people
+from badge_bridge.config import SiteConfig, load_config
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.keys import KeyStore
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "badge-bridge/v1"
@@ -479,7 +479,7 @@ class SseClient(threading.Thread):
                 elif line.startswith(b"data:") and kind == b"events":
                     for m in pattern.finditer(line):
                         self.arrived.setdefault(m.group(1).decode(), now)
-        except Exception as exc:  # noqa: BLE001 - reported, not raised, from a thread
+        except Exception as exc:
             if not self.closing:
                 self.error = f"{type(exc).__name__}: {exc}"
             self.ready.set()
@@ -601,7 +601,7 @@ def live_bench(tmp: Path) -> dict[str, Any]:
         for m in mqtt_clients:
             m.loop_stop()
             m.disconnect()
-        for p, sig in zip(procs, (signal.SIGTERM, signal.SIGINT)):  # gunicorn: SIGINT is the quick stop
+        for p, sig in zip(procs, (signal.SIGTERM, signal.SIGINT), strict=False):  # gunicorn: SIGINT is the quick stop
             p.send_signal(sig)
         for p in procs:
             try:

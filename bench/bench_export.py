@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.events import canonical_json, to_us  # noqa: E402
-from badge_bridge.export.write import export_month, write_manifest  # noqa: E402
-from badge_bridge.export.format import PDF_NAME  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.export.pdf import write_report  # noqa: E402
+from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.events import canonical_json, to_us
+from badge_bridge.export.format import PDF_NAME
+from badge_bridge.export.pdf import write_report
+from badge_bridge.export.write import export_month, write_manifest
+from badge_bridge.keys import KeyStore
 
 N = int(os.environ.get("BENCH_EXPORT_N", "1000000"))
 T0 = to_us(datetime(2026, 10, 1, tzinfo=UTC))

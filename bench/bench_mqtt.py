@@ -25,18 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from sqlalchemy import Engine, func, select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+import paho.mqtt.client as mqtt
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
-from badge_bridge import people  # noqa: E402
-from badge_bridge.config import load_config  # noqa: E402
-from badge_bridge.mqtt_client import no_delay  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.models import AuditEntry  # noqa: E402
-from badge_bridge.sim.broker import Broker  # noqa: E402
-from badge_bridge.site_sync import sync_site  # noqa: E402
+from badge_bridge import people
+from badge_bridge.config import load_config
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.keys import KeyStore
+from badge_bridge.models import AuditEntry
+from badge_bridge.mqtt_client import no_delay
+from badge_bridge.sim.broker import Broker
+from badge_bridge.site_sync import sync_site
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "badge-bridge/v1"

@@ -39,17 +39,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy.orm import Session
 
-from badge_bridge import people  # noqa: E402
-from badge_bridge.config import load_config  # noqa: E402
-from badge_bridge.controllers.osdp_link import IDLE_POLL_S  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.sim.broker import Broker  # noqa: E402
-from badge_bridge.sim.osdp_intruder import ACK, OUT, POLL, RAW, Frame, Frames  # noqa: E402
-from badge_bridge.sim.osdp_reader import STRIKE, PtyBus, SimReader  # noqa: E402
-from badge_bridge.site_sync import sync_site  # noqa: E402
+from badge_bridge import people
+from badge_bridge.config import load_config
+from badge_bridge.controllers.osdp_link import IDLE_POLL_S
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.keys import KeyStore
+from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.osdp_intruder import ACK, OUT, POLL, RAW, Frame, Frames
+from badge_bridge.sim.osdp_reader import STRIKE, PtyBus, SimReader
+from badge_bridge.site_sync import sync_site
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [tuple(map(int, c.split("x")))

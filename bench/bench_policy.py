@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
-from badge_bridge import models as m  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.policy import AccessState, Factor, Request, decide  # noqa: E402
-from badge_bridge.snapshot import load_snapshot  # noqa: E402
+from badge_bridge import models as m
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.policy import AccessState, Factor, Request, decide
+from badge_bridge.snapshot import load_snapshot
 
 DOORS, CREDENTIALS, LEVELS, DECISIONS = 1_000, 50_000, 200, 300_000
 GOAL = 100_000

@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from badge_bridge.audit.writer import AuditWriter  # noqa: E402
-from badge_bridge.db import make_engine, migrate  # noqa: E402
-from badge_bridge.events import Event  # noqa: E402
-from badge_bridge.keys import KeyStore  # noqa: E402
-from badge_bridge.audit.segments import prove, prune, seal, verify_proof  # noqa: E402
-from badge_bridge.audit.verify import verify  # noqa: E402
+from badge_bridge.audit.segments import prove, prune, seal, verify_proof
+from badge_bridge.audit.verify import verify
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.db import make_engine, migrate
+from badge_bridge.events import Event
+from badge_bridge.keys import KeyStore
 
 N = int(os.environ.get("BENCH_SEGMENTS_N", "1000000"))
 DAYS = 10

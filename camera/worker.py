@@ -255,9 +255,9 @@ def run_worker(site_file: str, camera_key: str) -> None:
     """Process entry point (spawned by ``camera.supervisor``): load the site, run until SIGTERM."""
     import signal
 
+    from badge_bridge import logs
     from badge_bridge.config import load_config
     from badge_bridge.keys import KeyStore
-    from badge_bridge import logs
 
     logs.setup("json", logging.INFO)
     cv2.setNumThreads(1)  # one process per camera: processes, not OpenCV threads, share the cores

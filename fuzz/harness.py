@@ -36,12 +36,12 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from badge_bridge.audit.verify import verify
 from badge_bridge.config import load_config
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, DeadLetter
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.osdp_reader import PtyBus, SimReader
-from badge_bridge.audit.verify import verify
 from fuzz import store
 from fuzz.bus import Attacker, Probe
 from fuzz.oracle import PIN_TEXT, STORED_MAX, Judge, signature
@@ -216,7 +216,7 @@ class Bridge:
         if self.alive:
             try:
                 self.proc.signal(signal.SIGTERM if how == "term" else signal.SIGKILL, timeout=90)
-            except Exception:  # noqa: BLE001 - a stop that hangs is killed
+            except Exception:
                 self.proc.kill()
         assert self.proc.proc is not None
         self.lives[-1]["ended"] = how if how != "crash" else f"crash (exit {self.proc.proc.returncode})"

@@ -316,7 +316,7 @@ class Mutator:
             return {**msg, key: self.rng.choice([1, "4711", None, {"pin": "4711"}, "\ud800"])}, f"add_key({key[:8]!r})"
         if r < 0.38 and msg:
             items = tuple(msg.items())
-            k, v = self.rng.choice(items)
+            k, _ = self.rng.choice(items)
             return Pairs(items + ((k, self._swap_type(msg, (k,)),),)), f"duplicate_key({k})"
         if r < 0.44 and isinstance(msg.get("card"), dict):
             return self._card(msg), "card"

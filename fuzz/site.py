@@ -53,7 +53,7 @@ def write_site(directory: Path, db_url: str, *, broker_port: int = 1883, osdp_po
         ("port = 1883", f"port = {broker_port}\nkeepalive_s = 5\nreconnect_max_s = 1"),
         ('name = "Hall A controller"\nkind = "mqtt"', f'name = "Hall A bus"\nkind = "osdp"\nport = "{osdp_port}"'),
     ]
-    for key, (address, kind) in OSDP_READERS.items():
+    for key, (address, _kind) in OSDP_READERS.items():
         replacements.append((f'key = "{key}"\n', f'key = "{key}"\nosdp_address = {address}\n'))
     replacements.append(('key = "hall-a-out"\n', 'key = "hall-a-out"\nkind = "keypad"\n'))
     for old, new in replacements:

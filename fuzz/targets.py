@@ -98,7 +98,7 @@ def contract(data: bytes) -> None:
             msg = adapter.validate_json(data)
         except ValidationError:
             continue
-        except Exception as exc:  # noqa: BLE001 - anything else is the finding
+        except Exception as exc:
             raise unexpected(exc, name) from None
         # How far from now a time may be is the processor's check (ingest.max_future_s, the offline
         # window), not the parser's: the message oracle judges those.
@@ -119,7 +119,7 @@ def esp_rfid_parse(data: bytes) -> None:
         messages = esp_rfid.parse(data, received=datetime.now(UTC), **ESP)
     except esp_rfid.EspRfidError:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise unexpected(exc, "esp_rfid.parse") from None
     for msg in messages:
         adapter = TypeAdapter(c.ControllerStatus) if isinstance(msg, c.ControllerStatus) else c.controller_event
@@ -143,7 +143,7 @@ def card_numbers(data: bytes) -> None:
             fmt, number = cards.decode_wiegand(raw, bits)
         except cards.CardFormatError:
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise unexpected(exc, "decode_wiegand") from None
         if cards.decode_wiegand(*cards.encode_wiegand(fmt, number)) != (fmt, number):
             raise Finding(f"card_round_trip:{fmt} {number} does not encode back")
@@ -154,7 +154,7 @@ def card_numbers(data: bytes) -> None:
         canonical = cards.canonical(fmt, number)
     except cards.CardFormatError:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise unexpected(exc, "canonical") from None
     if not (ASCII_NUMBER if fmt == "ascii" else WIEGAND_NUMBER).fullmatch(number):
         raise Finding(f"card_not_canonical:{_oddity(number)} {fmt} number {number!r} accepted as {canonical!r}")
@@ -180,20 +180,20 @@ def records(data: bytes) -> None:
     where, reason, payload = given.text(), given.text(), given.rest()
     try:
         redacted = redact(payload)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise unexpected(exc, "redact") from None
     if PIN_TEXT.search(redacted):
         raise Finding("secret_stored:redact keeps a PIN")
     try:
         event, effect = dead_letter(where.split("/")[-2] if where.count("/") > 1 else "console", "invalid_message",
                                     reason, payload, where=where, now=datetime.now(UTC))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise unexpected(exc, "dead_letter") from None
     storable(event)
     with _DEAD.begin() as conn:
         try:
             effect(conn)
-        except Exception as exc:  # noqa: BLE001 - the database refusing the row stalls the writer
+        except Exception as exc:
             raise Finding(f"unstorable:dead letter row refused: {type(exc).__name__}") from None
         stored = conn.execute(select(DeadLetter.payload).order_by(DeadLetter.id.desc()).limit(1)).scalar_one()
         conn.execute(DeadLetter.__table__.delete())
@@ -215,7 +215,7 @@ def _parsed_event(payload: bytes) -> None:
         event = Event(id="fuzz:1", kind="input.fuzzed", source="fuzz", ts=datetime.now(UTC), detail=value)
     except InvalidEvent:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise unexpected(exc, "Event") from None
     storable(event)
 

@@ -24,9 +24,9 @@ BOUNDARY = "frameboundary"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-cache")
@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             cap.release()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base)
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the tests read only the ``listening`` line."""
 
 

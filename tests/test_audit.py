@@ -13,12 +13,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit.chain import GENESIS, entry_body, entry_hash
+from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter, QueueFull
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry, Checkpoint
-from badge_bridge.audit.verify import verify
 from tests.waiting import wait_until
 
 NOW = datetime(2026, 10, 5, 8, 30, tzinfo=UTC)
@@ -217,12 +217,12 @@ def test_triggers_refuse_update_and_delete(engine: Engine, keys: KeyStore) -> No
     assert count(engine) == 1
 
 
-def _refused_by_the_database(db_url: str):  # noqa: ANN202 - an Effect
+def _refused_by_the_database(db_url: str):
     """An effect whose row the database itself refuses: NUL in text on PostgreSQL, a NOT NULL column left
     empty on SQLite (which takes NUL)."""
     from badge_bridge.models import DeadLetter
 
-    def effect(conn) -> None:  # noqa: ANN001
+    def effect(conn) -> None:
         if db_url.startswith("postgresql"):
             conn.execute(DeadLetter.__table__.insert().values(received_at=NOW, source="x", reason="a\x00b", payload=b""))
         else:

@@ -26,15 +26,15 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
 import badge_bridge.audit.backup
-from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audit.backup import BackupError, backup, restore
+from badge_bridge.audit.verify import verify
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.cli import main
 from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, sqlite_path
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry
-from badge_bridge.audit.verify import verify
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
 from tests.waiting import wait_until
@@ -207,7 +207,7 @@ def test_backup_of_a_tampered_log_is_reported_failed_and_kept(engine: Engine, db
     assert "entry 42: modified" in report.problems[0]
     assert report.path.is_file(), "a failed backup is kept for forensics"
     assert json.loads(report.manifest_path.read_text())["verified"] is False
-    with pytest.raises(BackupError, match="does not verify, nothing was restored: .*entry 42: modified"):
+    with pytest.raises(BackupError, match=r"does not verify, nothing was restored: .*entry 42: modified"):
         restore(load_config(site_file), report.path, force=True)
 
 

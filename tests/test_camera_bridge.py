@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from badge_bridge.audit.verify import verify
 from badge_bridge.controllers import contract as c
 from badge_bridge.events import from_us
 from badge_bridge.models import Alarm, DeadLetter, Person
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.scene import Appearance, Crossing, write_face_video, write_video
-from badge_bridge.audit.verify import verify
 from camera.enrollment import enroll_face
 from camera.evidence import EvidenceStore
 from camera.supervisor import Supervisor
@@ -34,7 +34,7 @@ from tests.waiting import wait_until
 pytestmark = CAMERAS
 
 
-def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False,  # noqa: ANN001
+def camera_site(tmp_path: Path, db_url: str, broker: Broker, keys, video: Path, *, loop: bool = False,
                 extra: list[tuple[str, str]] = []) -> Site:  # noqa: B006 - never mutated
     """The example site with the lobby camera playing ``video``."""
     return Site(tmp_path, db_url, broker, keys,
@@ -59,11 +59,11 @@ class Cameras:
         self.thread.join(20)
 
 
-def kinds_at(engine, door: str) -> list[str]:  # noqa: ANN001
+def kinds_at(engine, door: str) -> list[str]:
     return [e.kind for e in entries(engine) if e.door == door]
 
 
-def alarms(engine, kind: str) -> list[Alarm]:  # noqa: ANN001
+def alarms(engine, kind: str) -> list[Alarm]:
     with Session(engine) as s:
         return list(s.scalars(select(Alarm).where(Alarm.kind == kind)))
 
@@ -76,7 +76,7 @@ def video_dir(tmp_path: Path) -> Path:
 
 
 def test_unbadged_passage_raises_unauthorized_entry_with_evidence(tmp_path: Path, db_url: str, broker: Broker,
-                                                                  keys, video_dir: Path) -> None:  # noqa: ANN001
+                                                                  keys, video_dir: Path) -> None:
     video = write_video(video_dir / "walk-in.avi", [Crossing(3.0, 2.5)], 9.0)
     site = camera_site(tmp_path, db_url, broker, keys, video)
     try:
@@ -97,7 +97,7 @@ def test_unbadged_passage_raises_unauthorized_entry_with_evidence(tmp_path: Path
         assert media == "image/jpeg"
         picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert picture.shape == (480, 640, 3)
-        clip, media = store.get(items["clip"]["sha256"])
+        _clip, media = store.get(items["clip"]["sha256"])
         assert media == "video/x-msvideo" and items["clip"]["frames"] >= 30
         report = verify(site.engine, site.engine.url.render_as_string(hide_password=False), keys.trusted_public_keys())
         assert report.ok, [str(f) for f in report.findings]
@@ -106,7 +106,7 @@ def test_unbadged_passage_raises_unauthorized_entry_with_evidence(tmp_path: Path
 
 
 def test_badged_passages_tailgating_and_unused_grant(tmp_path: Path, db_url: str, broker: Broker, keys,
-                                                     video_dir: Path) -> None:  # noqa: ANN001
+                                                     video_dir: Path) -> None:
     """One badge, one person: nothing to report. One badge, two people: tailgating. A badge and nobody
     passing: recorded as unused."""
     # far enough apart that the first badge's window (grant_window_s = 8) is over when the pair walks
@@ -119,8 +119,8 @@ def test_badged_passages_tailgating_and_unused_grant(tmp_path: Path, db_url: str
         with Cameras(site):
             badged = 0
             while badged < 2:  # badge as each passage starts, like a person at the reader
-                wait_until(lambda: sum(ev.kind == "motion.start" and ev.door == "main-entrance"
-                                       for batch in list(feed) for ev in batch.events) > badged,
+                wait_until(lambda seen=badged: sum(ev.kind == "motion.start" and ev.door == "main-entrance"
+                                                   for batch in list(feed) for ev in batch.events) > seen,
                            timeout=30, what=f"passage {badged + 1}")
                 lobby.present("main-in", None, "wiegand26", "12:1001")
                 badged += 1
@@ -139,7 +139,7 @@ def test_badged_passages_tailgating_and_unused_grant(tmp_path: Path, db_url: str
 
 
 def test_worker_killed_goes_offline_and_comes_back(tmp_path: Path, db_url: str, broker: Broker, keys,
-                                                    video_dir: Path) -> None:  # noqa: ANN001
+                                                    video_dir: Path) -> None:
     video = write_video(video_dir / "still.avi", [], 4.0)
     site = camera_site(tmp_path, db_url, broker, keys, video, loop=True)
     try:
@@ -161,7 +161,7 @@ def test_worker_killed_goes_offline_and_comes_back(tmp_path: Path, db_url: str, 
 
 
 def test_bad_camera_input_is_dead_lettered(tmp_path: Path, db_url: str, broker: Broker, keys,
-                                           video_dir: Path) -> None:  # noqa: ANN001
+                                           video_dir: Path) -> None:
     video = write_video(video_dir / "still.avi", [], 2.0)
     site = camera_site(tmp_path, db_url, broker, keys, video)
     try:
@@ -201,7 +201,7 @@ def _site_broker_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_face_check_verifies_the_holder_and_alarms_a_stranger(tmp_path: Path, db_url: str, broker: Broker, keys,
-                                                              video_dir: Path) -> None:  # noqa: ANN001
+                                                              video_dir: Path) -> None:
     """Ada (enrolled from obama.jpg) badges while the camera sees her (obama2.jpg): verified. Later her
     badge is used while the camera sees someone else (biden.jpg): mismatch, alarm, evidence."""
     faces = Path(__file__).parent / "data" / "faces"

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, selectinload
 from werkzeug.test import TestResponse
 
 from badge_bridge import people
+from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers.contract import ConsoleCommand
@@ -44,7 +45,6 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry, ConsoleUser, Credential, FaceTemplate, Person
 from badge_bridge.sim.broker import Broker
 from badge_bridge.site_sync import sync_site
-from badge_bridge.audit.verify import verify
 from camera.evidence import EvidenceStore
 from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from badge_bridge.db import make_engine
 from badge_bridge.models import AuditEntry, Person
-from tests.bridge_proc import BridgeProcess, cli_env
 from badge_bridge.sim.broker import Broker
+from tests.bridge_proc import BridgeProcess, cli_env
 from tests.conftest import CAMERAS, write_site
 from tests.waiting import wait_until
 

@@ -29,9 +29,9 @@ from badge_bridge.cli import main
 from badge_bridge.config import SiteConfig
 from badge_bridge.events import Event
 from badge_bridge.export import verify as export_verify
-from badge_bridge.export.write import ExportError, export_month
 from badge_bridge.export.format import FIELDS
 from badge_bridge.export.verify import verify_export
+from badge_bridge.export.write import ExportError, export_month
 from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 from tests.test_console_routes import PASSWORDS, cheap_password_hashes, make_app, post, seed_site  # noqa: F401 (fixtures)
@@ -290,7 +290,7 @@ def test_cli_export(engine: Engine, month: dict[str, int], site_file: Path, tmp_
     assert bad.exit_code == 1 and "expected YYYY-MM" in bad.output
 
 
-def test_console_download(make_app: Callable[..., object], engine: Engine, site: SiteConfig, keys: KeyStore,
+def test_console_download(make_app: Callable[..., object], engine: Engine, site: SiteConfig, keys: KeyStore,  # noqa: F811
                           tmp_path: Path) -> None:
     from tests.test_console_routes import audited, login
 

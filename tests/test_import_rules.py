@@ -44,8 +44,8 @@ def imported(tree: ast.AST) -> Iterator[tuple[int, str]]:
             yield node.lineno, node.module
         elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)
-              and (isinstance(node.func, ast.Name) and node.func.id in ("__import__", "import_module")
-                   or isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")):
+              and ((isinstance(node.func, ast.Name) and node.func.id in ("__import__", "import_module"))
+                   or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"))):
             yield node.lineno, node.args[0].value
 
 

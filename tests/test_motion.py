@@ -181,7 +181,7 @@ def _assert_one_crossing(changes: list[ZoneChange], entry_frame: int) -> None:
     # the body is 60 px wide at 12 px/frame: it covers min_area within a few frames of entering
     assert entry_frame / FPS <= start.t <= (entry_frame + 4) / FPS
     assert start.objects == 1 and start.peak_objects == 1 and end.peak_objects == 1
-    x, y, w, h = start.boxes[0]
+    x, y, _w, h = start.boxes[0]
     assert y < 200 + PERSON[1] and y + h > 200 and x < (start.t * FPS - entry_frame) * 12 + 60
     # the body leaves the frame (640 + 60) / 12 = 58 frames after entry; the background it uncovers last
     # still counts as change for a few frames

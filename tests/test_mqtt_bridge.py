@@ -19,6 +19,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import load_config
@@ -27,11 +28,10 @@ from badge_bridge.db import make_engine
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore, card_digest
 from badge_bridge.models import Alarm, AuditEntry, DeadLetter
+from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
-from badge_bridge.audit.verify import verify
 from tests.bridge_proc import BridgeProcess
-from badge_bridge.sim.broker import Broker
 from tests.conftest import write_site
 from tests.waiting import wait_until
 
@@ -51,7 +51,7 @@ def seed(engine: Engine, site_file: Path, keys: KeyStore) -> None:
             people.add_credential(session, "test", person.id, "wiegand26", card, pepper=keys.pin_pepper(), pin=pin)
 
 
-def listen(port: int, topic: str, parse=json.loads) -> tuple[mqtt.Client, list]:  # noqa: ANN001
+def listen(port: int, topic: str, parse=json.loads) -> tuple[mqtt.Client, list]:
     """A plain MQTT client collecting what arrives on ``topic``, parsed; returns once the broker has
     confirmed the subscription, so nothing published after that is missed."""
     received: list = []

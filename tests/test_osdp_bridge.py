@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
+from osdp import Command, CommandLEDColor
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,6 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.osdp_reader import STRIKE, PtyBus, SimReader
-from osdp import Command, CommandLEDColor
 from badge_bridge.site_sync import sync_site
 from tests.conftest import write_site
 from tests.waiting import wait_until

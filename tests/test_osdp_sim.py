@@ -129,7 +129,7 @@ def is_card(addr: int, e: dict) -> bool:
 
 
 def test_secure_channel_and_wiegand_cards(rig: tuple[PtyBus, SimReader, Panel]) -> None:
-    bus, reader, panel = rig
+    _bus, reader, panel = rig
     assert reader.online and reader.sc_active
     assert panel.cp.check_capability(1, Capability.OutputControl) == (1, 2)
 

@@ -17,11 +17,6 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 
-from badge_bridge.audit.writer import AuditWriter
-from badge_bridge.cli import main
-from badge_bridge.events import Event
-from badge_bridge.keys import KeyStore, key_id_of, public_from_hex
-from badge_bridge.models import AuditEntry, Segment
 from badge_bridge.audit.segments import (
     ProofError,
     SegmentError,
@@ -33,6 +28,11 @@ from badge_bridge.audit.segments import (
     verify_proof,
 )
 from badge_bridge.audit.verify import verify
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.cli import main
+from badge_bridge.events import Event
+from badge_bridge.keys import KeyStore, key_id_of, public_from_hex
+from badge_bridge.models import AuditEntry, Segment
 
 from .test_verify import drop_append_only_triggers
 

@@ -16,6 +16,7 @@ from paho.mqtt.properties import Properties
 
 from badge_bridge.controllers import contract
 from badge_bridge.keys import card_digest
+from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import (
     PIN_UNVERIFIABLE_OFFLINE,
     DemoPerson,
@@ -24,7 +25,6 @@ from badge_bridge.sim.controller import (
     controllers_from_site,
     run_demo_traffic,
 )
-from badge_bridge.sim.broker import Broker
 from badge_bridge.topics import Topics
 from tests.waiting import wait_until
 
@@ -285,7 +285,7 @@ def _sync() -> contract.CredentialSync:
     def entry(number: str, **kw: object) -> contract.SyncEntry:
         return contract.SyncEntry(card=card_digest(SYNC_KEY, "wiegand26", number), **kw)  # type: ignore[arg-type]
 
-    return contract.CredentialSync(type="sync", 
+    return contract.CredentialSync(type="sync",
         id="s1", ts=now, version="v-abc", key_id="sync-1",
         doors={
             "main-entrance": contract.SyncDoor(factors=["card"], open_time_s=1.0),
@@ -375,7 +375,7 @@ def test_offline_keeps_device_time_and_schedule(broker: Broker, bridge: FakeBrid
     sim = SimController("ctl-3", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, clock=lambda: saturday)
     sim.wait_connected()
     try:
-        sync = contract.CredentialSync(type="sync", 
+        sync = contract.CredentialSync(type="sync",
             id="s2", ts=_now(), version="v2", key_id="k", doors={"d": contract.SyncDoor(factors=["card"])},
             schedules={"business": contract.SyncSchedule(tz="Europe/Berlin",
                                                          intervals=[(d, 420, 1140) for d in range(5)])},

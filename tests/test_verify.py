@@ -24,11 +24,11 @@ from sqlalchemy.engine import Connection
 
 import badge_bridge.audit.verify
 from badge_bridge.audit.chain import checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.verify import Report, verify
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.db import sqlite_path
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore, Signer, key_id_of, public_hex
-from badge_bridge.audit.verify import Report, verify
 
 CLI = [sys.executable, "-m", "badge_bridge.cli"]
 CHAIN = "bridge-1"

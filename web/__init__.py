@@ -21,8 +21,8 @@ from sqlalchemy import Engine, func, select
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.events import from_us
-from badge_bridge.models import Alarm
 from badge_bridge.keys import KeyStore
+from badge_bridge.models import Alarm
 from web.services import Services
 
 csrf = CSRFProtect()

@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 from wtforms import StringField
 from wtforms.validators import DataRequired, Regexp
 
+from badge_bridge.audit.verify import verify
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import from_us
 from badge_bridge.export.format import MONTH_RE
 from badge_bridge.export.write import ExportError, export_month
 from badge_bridge.models import AuditEntry, Checkpoint
-from badge_bridge.audit.verify import verify
 from web import current_services
 from web.auth import role_required
 from web.changes import read

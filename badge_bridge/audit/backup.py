@@ -33,9 +33,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from badge_bridge import db
+from badge_bridge.audit.verify import Report, verify
 from badge_bridge.config import SiteConfig
 from badge_bridge.keys import KeyStore
-from badge_bridge.audit.verify import Report, verify
 
 PAGES_PER_STEP = 4096
 """SQLite pages copied per backup step (16 MiB at 4 KiB pages): bounds each burst of I/O."""

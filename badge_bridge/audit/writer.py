@@ -340,10 +340,10 @@ class AuditWriter:
         self.stats.last_progress = time.monotonic()
         if self.on_commit is not None and rows:
             try:
-                self.on_commit([event for (event, _, _), dup in zip(batch, duplicate) if not dup])
+                self.on_commit([event for (event, _, _), dup in zip(batch, duplicate, strict=True) if not dup])
             except Exception:  # a listener failing must not stop the log
                 log.exception("commit listener failed")
-        for (event, ack, _), dup in zip(batch, duplicate):
+        for (event, ack, _), dup in zip(batch, duplicate, strict=True):
             if ack is not None:
                 try:
                     ack(event, dup)

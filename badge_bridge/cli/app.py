@@ -37,7 +37,7 @@ class App:
     def url(self) -> str:
         return self.config.database_url()
 
-    def engine(self, must_exist: bool = True):  # noqa: ANN201 - sqlalchemy Engine
+    def engine(self, must_exist: bool = True):
         engine = db.make_engine(self.url, must_exist=must_exist)
         if must_exist and not db.schema_is_current(engine):
             raise db.DatabaseError("the database schema is not current; run `badge-bridge init` to migrate it")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import key_id_of, public_from_hex
-
 
 
 @click.group()

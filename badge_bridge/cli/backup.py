@@ -14,9 +14,9 @@ import click
 from sqlalchemy.engine import make_url
 
 from badge_bridge import db
-from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audit.backup import backup as make_backup
 from badge_bridge.audit.backup import restore as restore_backup
+from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event

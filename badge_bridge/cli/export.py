@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
-from badge_bridge.export.write import ExportError, export_month, progress_wanted
 from badge_bridge.export import verify as export_verify
 from badge_bridge.export.format import CSV_NAME
+from badge_bridge.export.write import ExportError, export_month, progress_wanted
 from badge_bridge.keys import KeyMaterialError, key_id_of, public_from_hex
 
 

@@ -49,7 +49,7 @@ class PluginGroup(click.Group):
             return command
         try:
             return ep.load()
-        except Exception as exc:  # noqa: BLE001 - whatever breaks a plugin's import, the other commands work
+        except Exception as exc:
             click.echo(f"badge-bridge: command '{ep.name.replace('.', ' ')}' is unavailable: {ep.value} cannot be "
                        f"imported ({type(exc).__name__}: {exc})", err=True)
             return None

@@ -17,11 +17,11 @@ from badge_bridge.controllers import contract as c
 
 if TYPE_CHECKING:
     from badge_bridge.config import ControllerConfig, SiteConfig
+    from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
     from badge_bridge.controllers.link import MqttLink
     from badge_bridge.ingest import Processor
     from badge_bridge.keys import KeyStore
     from badge_bridge.snapshot import Snapshot
-    from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
 
 Command = c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown
 """What the processor sends a controller."""

@@ -50,9 +50,9 @@ from osdp import (
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.driver import Context, DeviceError, Driver
+from badge_bridge.controllers.feedback import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 from badge_bridge.controllers.osdp_link import REFRESH_S, BusArbiter, ReaderPanel, SerialChannel, SerialPort
 from badge_bridge.keys import KeyMaterialError, KeyStore
-from badge_bridge.controllers.feedback import BuzzerPattern, BuzzerPatterns, LedPattern, LedPatterns
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class OsdpBus(Driver):
         info = PDInfo(address, self.arbiter.channel(address), scbk=scbk, name=key, flags=flags)
         try:
             panel = ReaderPanel(info, self.arbiter.lock, lambda _pd, event: self._on_event(address, event))
-        except Exception as exc:  # noqa: BLE001 - libosdp says only "Exception"; the reader is out, not the bus
+        except Exception as exc:
             self._leave_out(state, f"libosdp refused it ({exc})")
             return
         self.arbiter.add(address, panel)

@@ -113,7 +113,7 @@ class SerialPort:
         try:
             if self.ser is not None:
                 self.ser.close()
-        except Exception:  # noqa: BLE001 - closing a dead port may fail in any way
+        except Exception:
             pass
         self.ser = None
 
@@ -121,7 +121,7 @@ class SerialPort:
         try:
             waiting = min(self.ser.in_waiting, max_bytes) if self.ser is not None else 0
             return self.ser.read(waiting) if waiting else b""  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - see the class docstring
+        except Exception as exc:
             self._fail(exc)
             return b""
 
@@ -142,7 +142,7 @@ class SerialPort:
             return -1
         try:
             return self.ser.write(buf) or 0
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(exc)
             return -1
 
@@ -167,7 +167,7 @@ class SerialChannel(SerialPort, Channel):  # type: ignore[misc]
         try:
             if self.ser is not None:
                 self.ser.reset_input_buffer()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(exc)
 
 

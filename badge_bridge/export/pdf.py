@@ -29,7 +29,15 @@ from sqlalchemy.orm import Session
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import from_us, to_us
 from badge_bridge.models import (
-    AccessLevel, AccessLevelDoor, Area, ConsoleUser, Credential, Door, Person, PersonLevel, Schedule,
+    AccessLevel,
+    AccessLevelDoor,
+    Area,
+    ConsoleUser,
+    Credential,
+    Door,
+    Person,
+    PersonLevel,
+    Schedule,
 )
 
 if TYPE_CHECKING:

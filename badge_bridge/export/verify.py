@@ -243,7 +243,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | None, str |
             if len(values) != len(FIELDS):
                 yield line, None, f"{len(values)} fields instead of {len(FIELDS)}"
                 continue
-            yield line, dict(zip(FIELDS, values)), None
+            yield line, dict(zip(FIELDS, values, strict=True)), None
 
 
 def _row_from_proof(value: Any) -> Row | None:

@@ -121,7 +121,7 @@ def _plan(conn: Connection, start_us: int, end_us: int) -> list[ChainExport]:
 def _row_dict(values: tuple[Any, ...]) -> dict[str, Any]:
     chain, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh = values
     return dict(zip(FIELDS, (chain, seq, event_id, iso_us(ts), iso_us(received), source, door or "", kind,
-                             subject, detail, prev, hsh)))
+                             subject, detail, prev, hsh), strict=True))
 
 
 def _rows(conn: Connection, chain: str, lo: int, hi: int) -> Any:
