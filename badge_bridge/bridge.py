@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
+from http.server import ThreadingHTTPServer
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -56,7 +57,7 @@ class Bridge:
         self.stopping = threading.Event()
         self.processor: Processor | None = None
         self.mqtt: MqttLink | None = None
-        self.metrics_server = None
+        self.metrics_server: ThreadingHTTPServer | None = None
         self._admin_mark: int | None = None
         self._ticker: threading.Thread | None = None
         self.drivers: dict[str, Driver] = {}
@@ -208,7 +209,7 @@ class Bridge:
     def _send(self, controller: str, command: Command) -> None:
         self.drivers[controller].send(command)
 
-    def _request(self, camera: str, request: c.EvidenceRequest) -> None:
+    def _request(self, camera: str, request: c.EvidenceRequest | c.FaceRequest) -> None:
         if self.mqtt is not None:
             self.mqtt.request_evidence(camera, request)
 

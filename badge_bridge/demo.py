@@ -33,7 +33,7 @@ from badge_bridge.models import ConsoleUser, Person
 from badge_bridge.mqtt_client import site_client
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
-from badge_bridge.sim.osdp_reader import PtyBus, SimReader
+from badge_bridge.sim.osdp_reader import PtyBus, ReaderKind, SimReader
 from badge_bridge.site_sync import sync_site
 from badge_bridge.topics import Topics
 
@@ -155,7 +155,7 @@ def main(config_path: str, seconds: float | None) -> None:
         click.echo("demo stopped; `badge-bridge -c site.example.toml audit verify` checks what it logged")
 
 
-OSDP_READERS = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
+OSDP_READERS: dict[str, tuple[int, ReaderKind]] = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
 """In the demo, hall A's controller is an OSDP bus of simulated readers (libosdp PDs on a pty bus)."""
 
 

@@ -82,17 +82,18 @@ class BridgeCollector:
             problems.append(f"no audit commit for {stalled:.0f} s while {self.writer.depth()} events wait")
         if unanswered > self.stall_s:
             problems.append(f"an MQTT message has waited {unanswered:.0f} s for its acknowledgement")
-        body = {"database": "ok" if stats.healthy else f"failing: {stats.last_error}",
-                "mqtt": "connected" if self.mqtt_connected() else "disconnected",
-                "queue_depth": self.writer.depth(), "committed": stats.committed,
-                "stalled_s": round(stalled, 1), "oldest_unanswered_s": round(unanswered, 1), "problems": problems}
+        body: dict[str, object] = {
+            "database": "ok" if stats.healthy else f"failing: {stats.last_error}",
+            "mqtt": "connected" if self.mqtt_connected() else "disconnected",
+            "queue_depth": self.writer.depth(), "committed": stats.committed,
+            "stalled_s": round(stalled, 1), "oldest_unanswered_s": round(unanswered, 1), "problems": problems}
         return not problems, body
 
 
 def serve(collector: BridgeCollector, host: str, port: int) -> ThreadingHTTPServer:
     """Start the HTTP server on a daemon thread; returns it (``server_address`` has the bound port)."""
     registry = CollectorRegistry()
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

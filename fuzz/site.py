@@ -17,13 +17,12 @@ from sqlalchemy.orm import Session
 from badge_bridge import people
 from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, migrate
+from badge_bridge.demo import OSDP_READERS  # hall A's bus, as in make demo: genuine libosdp readers
 from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"
-OSDP_READERS = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
-"""Hall A's bus, as in ``make demo``: genuine libosdp readers at these addresses."""
 PROBE_PIN, VICTIM_PIN = "2468", "1357"
 
 

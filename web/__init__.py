@@ -69,7 +69,7 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
         app.register_blueprint(module.bp)
 
     @app.after_request
-    def security_headers(response):  # type: ignore[no-untyped-def]
+    def security_headers(response):
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -81,17 +81,17 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
         return response
 
     @app.errorhandler(CSRFError)
-    def csrf_refused(error: CSRFError):  # type: ignore[no-untyped-def]
+    def csrf_refused(error: CSRFError):
         return render_template("error.html", title="Form refused",
                                message=f"{error.description} Reload the page and try again."), 400
 
     @app.errorhandler(403)
-    def forbidden(_error: Exception):  # type: ignore[no-untyped-def]
+    def forbidden(_error: Exception):
         return render_template("error.html", title="Not allowed",
                                message="Your role does not allow this page or action."), 403
 
     @app.errorhandler(404)
-    def not_found(_error: Exception):  # type: ignore[no-untyped-def]
+    def not_found(_error: Exception):
         return render_template("error.html", title="Not found", message="There is nothing here."), 404
 
     return app

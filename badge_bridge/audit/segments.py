@@ -18,14 +18,14 @@ every entry before them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, delete, insert, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -112,14 +112,15 @@ def _seal_chain(conn: Connection, signer: Signer, chain: str, until: date) -> li
         rows.close()
 
 
-def _cut(signer: Signer, chain: str, until: date, after: date, expected: int, head: str, rows: Iterable[Row[Any]]
+def _cut(signer: Signer, chain: str, until: date, after: date, expected: int, head: str, rows: Iterable[Sequence[Any]]
          ) -> list[Segment]:
     """Check the chain and cut it into days (see the module docstring); the first day is at least ``after``,
     the day following the last sealed one, where an entry committed after its own day was sealed belongs."""
     segments: list[Segment] = []
     day: date | None = None
     walk = ChainWalk(chain, expected, head)
-    first, prev, leaves = expected, head, []
+    first, prev = expected, head
+    leaves: list[bytes] = []
     for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, stored in rows:
         entry_day = utc_day(received_us)
         if day is None:

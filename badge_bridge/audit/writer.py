@@ -326,7 +326,7 @@ class AuditWriter:
                 conn.exec_driver_sql(_insert_sql(conn), rows)
             for effect in effects:
                 effect(conn)
-            if checkpoint:
+            if checkpoint and self.signer is not None:
                 write_checkpoint(conn, self.signer, self.chain_id, seq, head)
         self._seq, self._head = seq, head
         if checkpoint:

@@ -139,7 +139,7 @@ class MqttLink:
 
         def receive(client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
             ack = self._ack_once(client, msg.mid, msg.qos) if msg.qos > 0 else None
-            self._deliver(handler, msg.topic, msg.payload, ack)  # UTF-8: the broker refuses a topic that is not
+            self._deliver(handler, msg.topic, bytes(msg.payload), ack)  # UTF-8: the broker refuses a topic that is not
 
         return receive
 

@@ -219,6 +219,7 @@ class OsdpBus(Driver):
         the secure channel is enforced), a standing alarm instead."""
         ctl, key, address = self.controller, reader.key, reader.osdp_address
         assert address is not None
+        problem: str | None
         try:
             scbk = keys.osdp_key(key)
         except KeyMaterialError as exc:
@@ -289,10 +290,11 @@ class OsdpBus(Driver):
 
     def _dispatch_forever(self) -> None:
         while not self._stop.is_set():
+            item: tuple[int, dict[str, object]] | tuple[()] | None
             try:
                 item = self.inbox.get(timeout=TICK_S)
             except queue.Empty:
-                item = ()
+                item = ()  # nothing came: the upkeep only
             if item is None:
                 return
             try:
@@ -339,7 +341,7 @@ class OsdpBus(Driver):
         elif kind == Event.CardRead:
             self._card(state, event)
         elif kind == Event.KeyPress:
-            self._keys(state, bytes(event.get("data", b"")))  # type: ignore[arg-type]
+            self._keys(state, _bytes(event, "data"))
         else:
             self._status(state, event)
 
@@ -403,17 +405,17 @@ class OsdpBus(Driver):
         all (libosdp hands over what was said during a reconnection), so it is never acted on."""
         self.stats.untrusted += 1
         reader, kind = state.config.key, event.get("event")
-        what = {Event.CardRead: "card read", Event.KeyPress: "key presses"}.get(kind,  # type: ignore[call-overload]
+        what = {Event.CardRead: "card read", Event.KeyPress: "key presses"}.get(kind,
                                                                                 "status report")
         why = "offline" if not state.online else "without its secure channel"
         summary: dict[str, object] = {"reader": reader, "report": what, "reader_state": why,
                                       "at": datetime.now(UTC).isoformat()}  # each one its own dead letter
         if kind == Event.CardRead:
-            summary.update(bits=event.get("length"), data=bytes(event.get("data", b"")).hex())  # type: ignore[arg-type]
+            summary.update(bits=event.get("length"), data=_bytes(event, "data").hex())
         elif kind == Event.KeyPress:
-            summary["keys"] = len(bytes(event.get("data", b"")))  # type: ignore[arg-type] - never the digits
+            summary["keys"] = len(_bytes(event, "data"))  # never the digits
         else:
-            summary.update(type=event.get("type"), data=bytes(event.get("report", b"")).hex())  # type: ignore[arg-type]
+            summary.update(type=event.get("type"), data=_bytes(event, "report").hex())
         self.processor.reject(self.controller.key, "reader_not_secure",
                               f"reader {reader}: {what} while the reader is {why}: not acted on (another device "
                               "on the bus, or a reader that lost its session)",
@@ -422,7 +424,7 @@ class OsdpBus(Driver):
                                                 "be on the bus")
 
     def _card(self, state: ReaderState, event: dict[str, object]) -> None:
-        data, bits = bytes(event.get("data", b"")), int(event.get("length", 0))  # type: ignore[call-overload]
+        data, bits = _bytes(event, "data"), int(event.get("length", 0))  # type: ignore[call-overload]
         now = datetime.now(UTC)
         try:
             text = _text(event.get("format"), data, bits)
@@ -476,7 +478,7 @@ class OsdpBus(Driver):
                                            card=card, pin=pin, biometric=biometric))
 
     def _status(self, state: ReaderState, event: dict[str, object]) -> None:
-        report = bytes(event.get("report", b""))  # type: ignore[arg-type]
+        report = _bytes(event, "report")
         if event.get("type") == StatusReportType.Input:
             before, state.inputs = state.inputs, report
             cfg = state.config
@@ -710,3 +712,9 @@ class BusSetup:
 def comset_command(address: int, baud: int) -> dict[str, object]:
     """OSDP COMSET: the reader answers at ``address`` and ``baud`` from its next frame on."""
     return {"command": Command.Comset, "address": address, "baud_rate": baud}
+
+
+def _bytes(event: dict[str, object], field: str) -> bytes:
+    """A byte field of a libosdp event (bytes, or a list of ints); absent: empty."""
+    value = event.get(field, b"")
+    return bytes(value) if isinstance(value, bytes | bytearray | list) else b""

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import serial
 from osdp import Channel, ControlPanel, LogLevel, PDInfo
@@ -152,7 +153,7 @@ class SerialPort:
             self.ser = None
 
 
-class SerialChannel(SerialPort, Channel):  # type: ignore[misc]
+class SerialChannel(SerialPort, Channel):
     """The whole port as one libosdp channel, for a plain multi-reader ControlPanel: the firmware tool's short
     sessions (firmware_config/devices.py), which need neither the arbiter's speed nor its filtering."""
 
@@ -171,7 +172,7 @@ class SerialChannel(SerialPort, Channel):  # type: ignore[misc]
             self._fail(exc)
 
 
-class ReaderChannel(Channel):  # type: ignore[misc]
+class ReaderChannel(Channel):
     """libosdp's channel for one reader: it reads only that reader's replies to the exchange on the line, and
     tells the arbiter when its control panel starts one."""
 
@@ -194,10 +195,12 @@ class ReaderChannel(Channel):  # type: ignore[misc]
         self._inbound.clear()
 
 
-class ReaderPanel(ControlPanel):  # type: ignore[misc]
+class ReaderPanel(ControlPanel):
     """libosdp's control panel for one reader, run by the bus's arbiter (never by a thread of its own), under
     the arbiter's lock. Events go to the handler only: the binding would also keep each in a queue that
     nobody reads, which grows for as long as the bus runs."""
+
+    ctx: Any  # libosdp's C context; None once torn down
 
     def __init__(self, info: PDInfo, lock: threading.Lock, event_handler: Callable[[int, dict[str, object]], int]
                  ) -> None:

@@ -51,7 +51,7 @@ from badge_bridge.export.format import (
 from badge_bridge.keys import KeyStore, public_hex, verify_signature
 from badge_bridge.models import Checkpoint, Site
 
-_enc = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C encoder json.dumps itself uses
+_enc = json.encoder.encode_basestring  # the C encoder json.dumps itself uses
 _COLUMNS = "chain_id, seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, hash"
 
 

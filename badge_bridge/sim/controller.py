@@ -462,7 +462,7 @@ class SimController:
                 doors={d: tuple(_schedule(k, sync.schedules[k]) for k in keys if k in sync.schedules)
                        for d, keys in entry.doors.items()})
         verified = {policy.Factor.CARD}
-        failed = set()
+        failed: set[policy.Factor] = set()
         if biometric is not None:
             ok = (biometric.match and entry is not None and entry.biometric_ref is not None
                   and biometric.ref == entry.biometric_ref)
@@ -524,7 +524,7 @@ class SimController:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             if msg.topic == self.topic_commands:
-                self._on_command(msg.payload)
+                self._on_command(bytes(msg.payload))
             elif msg.topic == self.topic_sync:
                 sync = contract.CredentialSync.model_validate_json(msg.payload) if msg.payload else None
                 with self._cond:
@@ -539,7 +539,7 @@ class SimController:
         except (ValidationError, ValueError) as exc:
             log.warning("controller %s: bad message on %s: %s", self.key, msg.topic, exc)
             with self._cond:
-                self.rejected.append((msg.topic, msg.payload, str(exc)))
+                self.rejected.append((msg.topic, bytes(msg.payload), str(exc)))
                 self._cond.notify_all()
 
     def _on_command(self, payload: bytes) -> None:
@@ -563,7 +563,7 @@ class SimController:
 
 
 def _schedule(key: str, s: contract.SyncSchedule) -> policy.Schedule:
-    return policy.Schedule(key=key, tz=ZoneInfo(s.tz), intervals=tuple(tuple(i) for i in s.intervals),
+    return policy.Schedule(key=key, tz=ZoneInfo(s.tz), intervals=tuple((day, start, end) for day, start, end in s.intervals),
                            holidays=frozenset(s.holidays))
 
 
