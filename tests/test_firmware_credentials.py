@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from badge_bridge.controllers.feedback import BuzzerPatterns, LedPatterns
 from badge_bridge.keys import KeyStore
 from badge_bridge.mqtt_client import PASSWORD_ENV
 from badge_bridge.sim.broker import Broker, TlsFiles
 from firmware_config.devices import ControllerSettings
-from firmware_config.profiles import BuzzerPatterns, LedPatterns
 from firmware_config.sim import SimConfigController
 from tests.conftest import require_mosquitto, write_site
 from tests.test_firmware import pushed_events, run
