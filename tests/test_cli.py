@@ -335,3 +335,22 @@ def test_a_refused_photo_is_one_line_and_the_others_are_enrolled(populated: Path
     assert result.stdout.splitlines() == [f"{good}: enrolled as face template 1 of person 1"]
     assert face_count(engine) == 1
     assert audit_kinds(engine) == ["admin.face_enrolled"]
+
+
+# --- the process the command runs in ---------------------------------------------------------------
+
+
+def test_a_spawned_worker_does_not_import_the_command_again(tmp_path: Path) -> None:
+    """Run as the installed `badge-bridge` script is (a file importing ``main``), a command's spawned workers
+    (verify's ranges, the export's JSON Lines) start without re-running that script, which would import the
+    whole command; run as a module they never do."""
+    loaded = "sorted(m for m in __import__('sys').modules if m.startswith('badge_bridge'))"  # in the worker
+    script = tmp_path / "badge-bridge"
+    script.write_text("import multiprocessing, sys\nfrom badge_bridge.cli import main\nif __name__ == '__main__':\n"
+                      "    main(sys.argv[1:], standalone_mode=False)\n"
+                      "    with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
+                      f"        print(pool.apply(eval, ({loaded!r},)))\n")
+    run = subprocess.run([sys.executable, str(script), "-c", str(tmp_path / "unused.toml"), "audit", "--help"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]"

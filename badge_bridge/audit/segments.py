@@ -119,7 +119,7 @@ def _cut(signer: Signer, chain: str, until: date, after: date, expected: int, he
     segments: list[Segment] = []
     day: date | None = None
     walk = ChainWalk(chain, expected, head)
-    first, prev = expected, head
+    step, first, prev = walk.step, expected, head
     leaves: list[bytes] = []
     for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, prev_hash, stored in rows:
         entry_day = utc_day(received_us)
@@ -130,7 +130,7 @@ def _cut(signer: Signer, chain: str, until: date, after: date, expected: int, he
             day, first, prev, leaves = entry_day, seq, walk.last, []
         if day >= until:
             break
-        if walk.step(seq, event_id, ts_us, received_us, source, door or "", kind, subject, detail, prev_hash, stored):
+        if step(seq, event_id, ts_us, received_us, source, door or "", kind, subject, detail, prev_hash, stored):
             raise SegmentError(f"chain {chain} entry {seq} does not follow from entry {walk.expected - 1}: not sealing "
                                "a log that does not verify; run `badge-bridge audit verify`")
         leaves.append(bytes.fromhex(stored))

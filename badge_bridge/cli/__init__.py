@@ -6,7 +6,9 @@ A user mistake is one clear line and a non-zero exit, never a traceback (``app.f
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 
 import click
 
@@ -26,6 +28,16 @@ def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = App(config_path)
+    _spawn_without_the_script()
+
+
+def _spawn_without_the_script() -> None:
+    """A spawned worker (verify's ranges, the export's JSON Lines, a camera) first re-runs the main module: from
+    the `badge-bridge` script that imports this whole command for nothing. Marked as run by ``python -m
+    badge_bridge.cli``, the script is left alone, as multiprocessing leaves any ``__main__`` module."""
+    script = sys.modules["__main__"]
+    if script.__spec__ is None and getattr(script, "main", None) is main:
+        script.__spec__ = importlib.util.find_spec("badge_bridge.cli.__main__")
 
 
 for _command in (site.init, site.check_config, site.run,
