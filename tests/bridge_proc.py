@@ -53,3 +53,8 @@ class BridgeProcess:
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL, timeout=10)
+
+    def close(self) -> None:
+        """Kill the process if it still runs: a test that failed half-way leaves no bridge behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()

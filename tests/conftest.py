@@ -13,7 +13,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.keys import KeyStore
 from badge_bridge.sim.broker import Broker
+from tests.bridge_proc import BridgeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"
@@ -227,6 +228,21 @@ def require_mosquitto() -> None:
         if IN_CI:
             pytest.fail("mosquitto is not installed (CI=true: a missing service is a failure)")
         pytest.skip("mosquitto is not installed")
+
+
+@pytest.fixture
+def bridge_process(tmp_path: Path) -> Iterator[Callable[[Path], BridgeProcess]]:
+    """`badge-bridge run` as a process on a site file, logging to the test's folder; killed at the end if the
+    test left it running."""
+    made: list[BridgeProcess] = []
+
+    def make(site_file: Path) -> BridgeProcess:
+        made.append(BridgeProcess(site_file, tmp_path / f"bridge-{len(made) + 1}.log"))
+        return made[-1]
+
+    yield make
+    for process in made:
+        process.close()
 
 
 @pytest.fixture

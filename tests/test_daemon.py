@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -29,10 +30,11 @@ def _kinds(db_url: str) -> list[str]:
     return kinds
 
 
-def test_run_stops_cleanly_and_survives_sigkill(tmp_path: Path, db_url: str, broker: Broker) -> None:
+def test_run_stops_cleanly_and_survives_sigkill(tmp_path: Path, db_url: str, broker: Broker,
+                                                bridge_process: Callable[[Path], BridgeProcess]) -> None:
     site_file = write_site(tmp_path, db_url, broker_port=broker.port)
     subprocess.run([*CLI, "init"], env=cli_env(site_file), check=True, capture_output=True)
-    bridge = BridgeProcess(site_file, tmp_path / "bridge.log")
+    bridge = bridge_process(site_file)
     bridge.start()
     assert bridge.signal(signal.SIGTERM) == 0
     assert _kinds(db_url) == ["bridge.started", "bridge.stopped"]
