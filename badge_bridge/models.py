@@ -253,6 +253,25 @@ class ConsoleUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ConsoleSession(Base):
+    """One login at the console, kept on the server so it can be ended: logout, a password change or reset,
+    disabling the user or changing their role end every session of theirs at once. The cookie carries the
+    session's random token; only its SHA-256 is stored, so reading this table does not let anyone in."""
+
+    __tablename__ = "console_session"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("console_user.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Absolute end, however active the session is: a stolen cookie does not live for ever."""
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(64))
+    """logout, password_changed, user_disabled, role_changed, expired, idle ..."""
+    address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+
+
 # --- operations -----------------------------------------------------------------------------------
 
 
@@ -276,6 +295,20 @@ class Alarm(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """When the condition ended (the door closed, the controller came back); the desk still acknowledges."""
     comment: Mapped[str] = mapped_column(Text, default="")
+
+
+class SiteState(Base):
+    """What the bridge must not forget across a restart (lockdowns, timed unlocks, anti-passback positions,
+    two-person waits), one row per fact, written by the audit writer in the transaction of the audit entry
+    that changed it (``event_id``), and read back at start."""
+
+    __tablename__ = "site_state"
+    chain_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    """Canonical JSON."""
+    event_id: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class DeadLetter(Base):

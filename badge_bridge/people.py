@@ -17,8 +17,8 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import hash_pin
 from badge_bridge.models import AccessLevel, ConsoleUser, Credential, Person
+from badge_bridge.roles import ROLES
 
-ROLES = ("guard", "supervisor", "admin", "auditor")
 CREDENTIAL_STATUSES = ("active", "suspended", "lost", "revoked")
 PASSWORD_MIN = 12
 PIN_LENGTHS = range(4, 9)

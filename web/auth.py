@@ -22,6 +22,7 @@ from sqlalchemy import select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from badge_bridge import roles
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.models import ConsoleUser
 from badge_bridge.people import hasher
@@ -30,7 +31,6 @@ bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 limiter = Limiter(get_remote_address, storage_uri="memory://", default_limits=[])
 
-RANKS = {"guard": 1, "supervisor": 2, "admin": 3}
 DUMMY_HASH = hasher.hash("not a password of anyone's")
 """Verified against when the user does not exist, so a wrong user name takes as long as a wrong password."""
 
@@ -42,10 +42,8 @@ class User(UserMixin):
         self.role = row.role
 
     def can(self, need: str) -> bool:
-        """``need``: a role name; guard < supervisor < admin, auditor only itself (and admin)."""
-        if need == "auditor":
-            return self.role in ("auditor", "admin")
-        return RANKS.get(self.role, 0) >= RANKS[need]
+        """``need``: a role name (badge_bridge.roles)."""
+        return roles.can(self.role, need)
 
 
 def role_required(need: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
