@@ -116,7 +116,17 @@ class ConsoleSection(_Model):
     """PEM certificate (chain) and key: with both, the console speaks HTTPS only."""
     tls_key: str | None = None
     session_minutes: int = Field(15, ge=1, le=720)
-    """Idle time after which an operator must log in again."""
+    """Idle time after which an operator must log in again (an open live feed counts as presence)."""
+    session_max_hours: int = Field(12, ge=1, le=72)
+    """Absolute end of a session, however active: a stolen cookie does not live for ever."""
+    login_failures_per_account: int = Field(5, ge=1, le=100)
+    """Failed logins for one user name per ``login_window_minutes``; then that name is refused (429)."""
+    login_failures_per_address: int = Field(100, ge=1, le=10000)
+    """Failed logins from one address per window: generous, a desk shares one address behind NAT or a proxy."""
+    login_window_minutes: int = Field(15, ge=1, le=1440)
+    trusted_proxies: int = Field(0, ge=0, le=5)
+    """Reverse proxies in front of the console whose X-Forwarded-For/-Proto/-Host are believed (0: none;
+    the client's address is the socket's, and a forged header changes nothing)."""
     secure_cookies: bool | None = None
     """Send cookies only over HTTPS. Default: on when TLS is configured."""
     workers_threads: int = Field(64, ge=4, le=1024)

@@ -85,6 +85,10 @@ class EventKind(StrEnum):
     CONSOLE_LOGIN = "console.login"
     CONSOLE_LOGIN_FAILED = "console.login_failed"
     CONSOLE_LOGOUT = "console.logout"
+    CONSOLE_SESSION_ENDED = "console.session_ended"
+    """A session refused for being idle or past its absolute end (``detail.reason``). Other endings are
+    recorded by the event that caused them: ``console.logout``, ``admin.password_reset``,
+    ``admin.user_disabled``, ``admin.role_changed`` (``detail.sessions_ended``)."""
     CONSOLE_UNLOCK = "console.unlock"
     CONSOLE_LOCK = "console.lock"
     CONSOLE_LOCKDOWN = "console.lockdown"
@@ -109,6 +113,7 @@ class EventKind(StrEnum):
     ADMIN_USER_ENABLED = "admin.user_enabled"
     ADMIN_USER_DISABLED = "admin.user_disabled"
     ADMIN_PASSWORD_RESET = "admin.password_reset"
+    ADMIN_ROLE_CHANGED = "admin.role_changed"
     ADMIN_FACE_ENROLLED = "admin.face_enrolled"
     ADMIN_FACE_REMOVED = "admin.face_removed"
     ADMIN_KEY_ROTATED = "admin.key_rotated"

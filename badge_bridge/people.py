@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from badge_bridge import cards
+from badge_bridge import cards, console_sessions
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import hash_pin
@@ -177,24 +177,52 @@ def set_credential_validity(session: Session, actor: str, credential_id: int, va
 
 
 def set_user_active(session: Session, actor: str, user_id: int, active: bool) -> tuple[ConsoleUser, Event]:
-    user = session.get(ConsoleUser, user_id)
-    if user is None:
-        raise AdminError(f"no console user with id {user_id}")
+    """Disabling a user ends every session of theirs."""
+    user = _user(session, user_id)
     user.active = active
+    ended = 0 if active else console_sessions.end_all(session, user.id, "user_disabled", datetime.now(UTC))
     session.flush()
     return user, admin_event(EventKind.ADMIN_USER_ENABLED if active else EventKind.ADMIN_USER_DISABLED, actor,
-                             {"user": user.username}, {})
+                             {"user": user.username}, {} if active else {"sessions_ended": ended})
 
 
 def reset_password(session: Session, actor: str, user_id: int, password: str) -> tuple[ConsoleUser, Event]:
-    user = session.get(ConsoleUser, user_id)
-    if user is None:
-        raise AdminError(f"no console user with id {user_id}")
+    """A new password ends every session of the user: whoever knew the old one is out."""
+    user = _user(session, user_id)
     if len(password) < PASSWORD_MIN:
         raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
     user.password_hash = hasher.hash(password)
+    ended = console_sessions.end_all(session, user.id, "password_changed", datetime.now(UTC))
     session.flush()
-    return user, admin_event(EventKind.ADMIN_PASSWORD_RESET, actor, {"user": user.username}, {})
+    return user, admin_event(EventKind.ADMIN_PASSWORD_RESET, actor, {"user": user.username},
+                             {"sessions_ended": ended})
+
+
+def set_role(session: Session, actor: str, user_id: int, role: str) -> tuple[ConsoleUser, Event]:
+    """A new role ends every session of the user: pages and forms opened under the old role stop working."""
+    if role not in ROLES:
+        raise AdminError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    user = _user(session, user_id)
+    before, user.role = user.role, role
+    ended = console_sessions.end_all(session, user.id, "role_changed", datetime.now(UTC))
+    session.flush()
+    return user, admin_event(EventKind.ADMIN_ROLE_CHANGED, actor, {"user": user.username},
+                             {"role": role, "role_before": before, "sessions_ended": ended})
+
+
+def user_id(session: Session, username: str) -> int:
+    """The id of a console user by name (the CLI names users, the console uses ids)."""
+    found = session.scalar(select(ConsoleUser.id).where(ConsoleUser.username == username))
+    if found is None:
+        raise AdminError(f"no console user {username!r}")
+    return found
+
+
+def _user(session: Session, user_id: int) -> ConsoleUser:
+    user = session.get(ConsoleUser, user_id)
+    if user is None:
+        raise AdminError(f"no console user with id {user_id}")
+    return user
 
 
 def _person(session: Session, person_id: int) -> Person:

@@ -387,6 +387,7 @@ ROUTES = [
           "User night-guard added."),
     Route("users.toggle", "POST", "/users/{guard_user}/disable", ADMIN, {}, "/users", "User disabled."),
     Route("users.reset", "POST", "/users/{guard_user}/password", ADMIN, {}, "/users", "Password reset."),
+    Route("users.role", "POST", "/users/{guard_user}/role", ADMIN, {"role": "supervisor"}, "/users", "Role changed."),
     Route("auth.login", "GET", "/login", EVERYONE),
     Route("auth.login", "POST", "/login", EVERYONE, {"username": "nobody", "password": "not a password"}),
     Route("auth.logout", "POST", "/logout", LOGGED_IN, {}, "/login", "Logged out."),

@@ -1,5 +1,10 @@
-"""Login, logout and roles. Passwords are argon2id (badge_bridge.people.hasher); a failed login is
-rate-limited per address and audited; sessions end after ``console.session_minutes`` idle.
+"""Login, logout and roles, with sessions kept on the server (badge_bridge.console_sessions).
+
+Passwords are argon2id (badge_bridge.people.hasher). The session cookie carries a random token; a request is
+served only while its console_session row is open, not idle, not past its absolute end, and the user is still
+active, so logout, a password change or reset, disabling a user and changing a role end every copy of the
+cookie at once. Failed logins (never successes) are limited per user name (tight) and per address
+(generous: a desk shares one address); a failed login names the user only when the account exists.
 
 Roles nest: admin can do what a supervisor can, a supervisor what a guard can. The auditor stands apart:
 read-only access to the event log and the audit pages.
@@ -8,21 +13,27 @@ read-only access to the event log and the audit pages.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, session, url_for
-from flask_limiter import Limiter
+from flask import Blueprint, Flask, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask.wrappers import Response
+from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from flask_login.utils import login_url
 from flask_wtf import FlaskForm
 from sqlalchemy import select
+from werkzeug.middleware.proxy_fix import ProxyFix
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from badge_bridge import roles
+from badge_bridge import console_sessions, roles
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.models import ConsoleUser
 from badge_bridge.people import hasher
@@ -33,8 +44,21 @@ limiter = Limiter(get_remote_address, storage_uri="memory://", default_limits=[]
 
 DUMMY_HASH = hasher.hash("not a password of anyone's")
 """Verified against when the user does not exist, so a wrong user name takes as long as a wrong password."""
-
-
+TOKEN_KEY = "sid"
+"""The session cookie's key for the session token."""
+UNKNOWN_USER = "(unknown user)"
+"""The audited name for a failed login with a name no account has: what was typed may be a password."""
+ENDED = {
+    "logout": "it was logged out",
+    "logout_everywhere": "you logged out everywhere",
+    "replaced": "a new login replaced it",
+    "password_changed": "the password was changed",
+    "user_disabled": "the user was disabled",
+    "role_changed": "the role was changed",
+    "idle": "it was idle too long",
+    "expired": "it reached its time limit",
+}
+"""Why a session ended, as the login page says it."""
 class User(UserMixin):
     def __init__(self, row: ConsoleUser) -> None:
         self.id = str(row.id)
@@ -75,23 +99,76 @@ def any_role(*needs: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def init_app(app: Flask) -> None:
+    proxies = app.extensions["badge_bridge"].config.console.trusted_proxies
+    if proxies:  # only then is X-Forwarded-For the client's address; otherwise the header changes nothing
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)  # type: ignore[method-assign]
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please log in."
     login_manager.session_protection = "strong"
     limiter.init_app(app)
 
     @login_manager.user_loader
     def load(user_id: str) -> User | None:
+        """The user of a request whose session is still open on the server; None logs the request out."""
         from web import current_services
 
-        with current_services().session() as s:
-            row = s.get(ConsoleUser, int(user_id)) if user_id.isdigit() else None
-            return User(row) if row is not None and row.active else None
+        token = session.get(TOKEN_KEY)
+        if not isinstance(token, str) or not user_id.isdigit():
+            _refused(None)
+            return None
+        svc = current_services()
+        with svc.session() as s, s.begin():
+            verdict = console_sessions.check(s, console_sessions.digest(token), int(user_id), now=svc.clock(),
+                                             idle=timedelta(minutes=svc.config.console.session_minutes))
+            user = User(verdict.user) if verdict.user is not None and verdict.ended is None else None
+            name = verdict.user.username if verdict.user is not None else ""
+        if user is None:
+            if verdict.lapsed_now:
+                svc.audit.record(EventKind.CONSOLE_SESSION_ENDED, name, detail={"reason": verdict.ended})
+            _refused(verdict.ended)
+            return None
+        return user
+
+    @login_manager.unauthorized_handler
+    def unauthorized() -> Any:
+        if request.endpoint == "live.stream":  # an EventSource cannot follow a login page
+            return Response("session ended\n", 401, mimetype="text/plain")
+        flash(g.pop("session_ended", "Please log in."), "info")
+        return redirect(login_url(url_for("auth.login"), request.url))
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many(error: RateLimitExceeded) -> Any:
+        limit = limiter.current_limit
+        wait = max(1, int(limit.reset_at - time.time())) if limit is not None else 60
+        response = current_app.make_response((render_template(
+            "error.html", title="Too many login attempts",
+            message=f"{error.description} Try again in {_minutes(wait)}."), 429))
+        response.headers["Retry-After"] = str(wait)
+        return response
 
     @app.context_processor
     def inject() -> dict[str, object]:
         return {"me": current_user}
+
+
+def _refused(reason: str | None) -> None:
+    """Log the request out, saying why on the login page when the session was ended."""
+    session.clear()
+    if reason in ENDED:
+        g.session_ended = f"Your session has ended: {ENDED[reason]}. Please log in again."
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds} seconds" if seconds < 120 else f"{(seconds + 59) // 60} minutes"
+
+
+def current_session_ref() -> str:
+    """The hex SHA-256 of this request's session token, as stored in ``ConsoleSession.token_sha256``: a
+    signed console command names its session with it, and the bridge checks that row is still live."""
+    token = session.get(TOKEN_KEY)
+    if not isinstance(token, str) or not current_user.is_authenticated:
+        raise LookupError("no logged-in console session in this request")
+    return console_sessions.digest(token)
 
 
 class LoginForm(FlaskForm):
@@ -99,28 +176,70 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
+def typed_name() -> str:
+    """The user name as typed, normalized as names are stored (lower case, no surrounding space)."""
+    return request.form.get("username", "").strip().lower()[:64]
+
+
+def account_key() -> str:
+    """The per-account limit's key: a keyed hash of the typed name, so the limiter's storage and its log
+    lines never hold what was typed (it may be a password)."""
+    secret = current_app.secret_key
+    key = secret if isinstance(secret, bytes) else str(secret).encode()
+    return "account:" + hmac.new(key, typed_name().encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _failed(_response: Response) -> bool:
+    """Deduct from the login limits only for a refused name or password, never for a login that worked."""
+    return bool(g.get("login_failed"))
+
+
+def _limit(setting: str) -> Callable[[], str]:
+    def value() -> str:
+        from web import current_services
+
+        console = current_services().config.console
+        return f"{getattr(console, setting)} per {console.login_window_minutes} minutes"
+
+    return value
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per 5 minutes", methods=["POST"], error_message="Too many login attempts: wait five minutes.")
+@limiter.limit(_limit("login_failures_per_address"), methods=["POST"], deduct_when=_failed,
+               error_message="Too many failed logins from this address.")
+@limiter.limit(_limit("login_failures_per_account"), methods=["POST"], deduct_when=_failed, key_func=account_key,
+               error_message="Too many failed logins for this user name.")
 def login() -> Any:
     from web import current_services
 
     form = LoginForm()
     if form.validate_on_submit():
         svc = current_services()
+        console = svc.config.console
+        name = typed_name()
         with svc.session() as s, s.begin():
-            row = s.scalar(select(ConsoleUser).where(ConsoleUser.username == form.username.data))
-            ok = _check(row.password_hash if row and row.active else DUMMY_HASH, form.password.data or "")
-            if ok and row is not None and row.active:
-                row.last_login_at = datetime.now(UTC)
+            row = s.scalar(select(ConsoleUser).where(ConsoleUser.username == name))
+            granted = _check(row.password_hash if row and row.active else DUMMY_HASH, form.password.data or "")
+            if granted and row is not None:
+                now = svc.clock()
+                row.last_login_at = now
                 user = User(row)
-        name = form.username.data or ""
-        if ok and row is not None and row.active:
-            session.clear()
+                old = session.get(TOKEN_KEY)
+                if isinstance(old, str):  # a login on top of another: that one ends, its cookie with it
+                    console_sessions.end(s, console_sessions.digest(old), "replaced", now)
+                token = console_sessions.start(s, row.id, now=now, lifetime=timedelta(hours=console.session_max_hours),
+                                               address=request.remote_addr or "",
+                                               user_agent=request.user_agent.string)
+            known = row.username if row is not None else None
+        if granted:
+            session.clear()  # nothing from before the login carries over: a new token, a new CSRF token
             session.permanent = True
+            session[TOKEN_KEY] = token
             login_user(user)
             svc.audit.record(EventKind.CONSOLE_LOGIN, user.username, detail={"address": request.remote_addr})
             return redirect(_safe_next() or url_for("live.feed" if user.role != "auditor" else "events.index"))
-        svc.audit.record(EventKind.CONSOLE_LOGIN_FAILED, name[:64] if name.isprintable() else "?",
+        g.login_failed = True
+        svc.audit.record(EventKind.CONSOLE_LOGIN_FAILED, known or UNKNOWN_USER,
                          detail={"address": request.remote_addr})
         flash("Wrong user name or password.", "error")
     return render_template("login.html", form=form)
@@ -148,10 +267,19 @@ class LogoutForm(FlaskForm):
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout() -> Any:
+    """Ends this session; with ``everywhere`` set, every session of the user (another desk, a lost laptop)."""
     from web import current_services
 
-    current_services().audit.record(EventKind.CONSOLE_LOGOUT, current_user.username)
+    svc = current_services()
+    everywhere = request.form.get("everywhere") == "1"
+    with svc.session() as s, s.begin():
+        if everywhere:
+            ended = console_sessions.end_all(s, int(current_user.id), "logout_everywhere", svc.clock())
+        else:
+            ended = console_sessions.end(s, current_session_ref(), "logout", svc.clock())
+    svc.audit.record(EventKind.CONSOLE_LOGOUT, current_user.username,
+                     detail={"everywhere": everywhere, "sessions_ended": ended})
     logout_user()
     session.clear()
-    flash("Logged out.", "info")
+    flash("Logged out everywhere." if everywhere else "Logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
 from flask_login import current_user
 from sqlalchemy import select
 
 from badge_bridge.config import SiteConfig
-from badge_bridge.models import Alarm, AuditEntry, ConsoleUser
+from badge_bridge import console_sessions
+from badge_bridge.models import Alarm, AuditEntry
 from web import current_services
-from web.auth import role_required
+from web.auth import current_session_ref, role_required
 from web.changes import read
 
 bp = Blueprint("live", __name__)
 HEARTBEAT_S = 15.0
+SESSION_CHECK_S = 5.0
+"""An open stream re-checks its session this often (app config ``SESSION_CHECK_SECONDS`` overrides it)."""
 
 
 def areas_of(config: SiteConfig) -> dict[str, list[str]]:
@@ -42,30 +47,42 @@ def feed() -> Any:
 @bp.route("/stream")
 @role_required("guard")
 def stream() -> Response:
-    """Server-sent events: ``events`` (a committed batch), ``door`` (a door's state), ``bridge`` (status)."""
+    """Server-sent events: ``events`` (a committed batch), ``door`` (a door's state), ``bridge`` (status).
+
+    The session is checked again every ``SESSION_CHECK_SECONDS`` (as a page request would check it, and it
+    counts as presence): the stream closes soon after a logout, a password change, a disabled user or a
+    changed role, and after the session's absolute end."""
     svc = current_services()
-    hub, user_id = svc.hub, int(current_user.id)
+    hub, user_id, ref = svc.hub, int(current_user.id), current_session_ref()
+    every = float(current_app.config.get("SESSION_CHECK_SECONDS", SESSION_CHECK_S))
+    idle = timedelta(minutes=svc.config.console.session_minutes)
 
     def still_allowed() -> bool:
-        """A user disabled while watching loses the feed at the next heartbeat."""
-        with svc.session() as s:
-            return bool(s.scalar(select(ConsoleUser.active).where(ConsoleUser.id == user_id)))
+        with svc.session() as s, s.begin():
+            return console_sessions.check(s, ref, user_id, now=svc.clock(), idle=idle).ended is None
 
     def generate() -> Iterator[str]:
         with hub.subscribe() as q:
             yield "retry: 2000\n\n"
             for state in list(hub.doors.values()):
                 yield f"event: door\ndata: {state}\n\n"
+            checked = beat = time.monotonic()
             while True:
                 try:
-                    kind, data = q.get(timeout=HEARTBEAT_S)
+                    kind, data = q.get(timeout=max(0.0, min(checked + every, beat + HEARTBEAT_S) - time.monotonic()))
                 except queue.Empty:
+                    kind = data = ""
+                now = time.monotonic()
+                if now >= checked + every:
                     if not still_allowed():
+                        yield "event: session\ndata: ended\n\n"
                         return
+                    checked = now
+                if kind:
+                    yield f"event: {kind}\ndata: {data}\n\n"
+                elif now >= beat + HEARTBEAT_S:
                     yield ": heartbeat\n\n"
-                    continue
-                yield f"event: {kind}\ndata: {data}\n\n"
+                    beat = now
 
     return Response(stream_with_context(generate()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-

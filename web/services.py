@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit.writer import AuditWriter, Effect
+from badge_bridge.clock import Clock, system_clock
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.events import Event
@@ -184,6 +185,8 @@ class Services:
         self.config = config
         self.engine = engine
         self.keys = keys
+        self.clock: Clock = system_clock
+        """The time sessions are checked against; a test sets it instead of waiting hours."""
         self.audit = ConsoleAudit(engine, config, keys)
         self.hub = LiveHub()
         self.link = BridgeLink(config, self.hub) if mqtt_link else None

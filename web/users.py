@@ -1,4 +1,5 @@
-"""Console users (admins only): add with a generated password shown once, disable, reset a password."""
+"""Console users (admins only): add with a generated password shown once, disable, reset a password, change a
+role. Disabling, a new password and a new role end every session of that user (badge_bridge.people)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,15 @@ class ActionForm(FlaskForm):
     pass
 
 
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=[SelectChoice(r) for r in admin.ROLES])
+
+
 @bp.route("")
 @role_required("admin")
 def index() -> Any:
     users = read(lambda s: list(s.scalars(select(ConsoleUser).order_by(ConsoleUser.username))))
-    return render_template("users.html", users=users, form=UserForm(), action=ActionForm())
+    return render_template("users.html", users=users, form=UserForm(), action=ActionForm(), role_form=RoleForm(), roles=admin.ROLES)
 
 
 @bp.route("", methods=["POST"])
@@ -58,7 +63,8 @@ def toggle(user_id: int, action: str) -> Any:
         if action == "disable" and str(user_id) == current_user.id:
             flash("You cannot disable yourself.", "error")
         else:
-            admin_change(admin.set_user_active, user_id, action == "enable", done=f"User {action}d.")
+            admin_change(admin.set_user_active, user_id, action == "enable",
+                         done="User enabled." if action == "enable" else "User disabled. Their sessions have ended.")
     return redirect(url_for("users.index"))
 
 
@@ -67,7 +73,21 @@ def toggle(user_id: int, action: str) -> Any:
 def reset(user_id: int) -> Any:
     if ActionForm().validate_on_submit():
         password = secrets.token_urlsafe(15)
-        user = admin_change(admin.reset_password, user_id, password, done="Password reset.")
+        user = admin_change(admin.reset_password, user_id, password, done="Password reset. Their sessions have ended.")
         if user is not None:
             flash(f"New password for {user.username}, shown once: {password}", "secret")
+    return redirect(url_for("users.index"))
+
+
+@bp.route("/<int:user_id>/role", methods=["POST"])
+@role_required("admin")
+def role(user_id: int) -> Any:
+    form = RoleForm()
+    if form.validate_on_submit():
+        if str(user_id) == current_user.id:
+            flash("You cannot change your own role.", "error")
+        else:
+            admin_change(admin.set_role, user_id, form.role.data, done="Role changed. Their sessions have ended.")
+    else:
+        form_errors(form)
     return redirect(url_for("users.index"))

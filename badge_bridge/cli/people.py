@@ -38,6 +38,59 @@ def user_add(app: App, username: str, role: str, password_stdin: bool) -> None:
         click.echo(f"password: {password}")
 
 
+@user.command("password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@pass_app
+@fail_cleanly
+def user_password(app: App, username: str, password_stdin: bool) -> None:
+    """Set a new password (generated and printed once without --password-stdin); ends the user's sessions."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(15)
+    with app.change() as (session, audited):
+        _, event = people.reset_password(session, app.actor, people.user_id(session, username), password)
+        audited.append(event)
+    click.echo(f"password of {username} changed; {event.detail['sessions_ended']} session(s) ended")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+
+
+@user.command("disable")
+@click.argument("username")
+@pass_app
+@fail_cleanly
+def user_disable(app: App, username: str) -> None:
+    """Disable a console user; ends their sessions."""
+    with app.change() as (session, audited):
+        _, event = people.set_user_active(session, app.actor, people.user_id(session, username), False)
+        audited.append(event)
+    click.echo(f"console user {username} disabled; {event.detail['sessions_ended']} session(s) ended")
+
+
+@user.command("enable")
+@click.argument("username")
+@pass_app
+@fail_cleanly
+def user_enable(app: App, username: str) -> None:
+    """Enable a console user again."""
+    with app.change() as (session, audited):
+        _, event = people.set_user_active(session, app.actor, people.user_id(session, username), True)
+        audited.append(event)
+    click.echo(f"console user {username} enabled")
+
+
+@user.command("role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(people.ROLES))
+@pass_app
+@fail_cleanly
+def user_role(app: App, username: str, role: str) -> None:
+    """Change a console user's role; ends their sessions."""
+    with app.change() as (session, audited):
+        _, event = people.set_role(session, app.actor, people.user_id(session, username), role)
+        audited.append(event)
+    click.echo(f"console user {username} is now {role}; {event.detail['sessions_ended']} session(s) ended")
+
+
 # --- people ----------------------------------------------------------------------------------------
 
 

@@ -93,6 +93,8 @@
     }
   });
   source.addEventListener("door", (msg) => door(JSON.parse(msg.data)));
+  // the session ended (logout elsewhere, password changed, user disabled): reload, and the login page says why
+  source.addEventListener("session", () => { source.close(); window.location.reload(); });
   if (filters) filters.addEventListener("change", () => {
     for (const tr of feed.rows) tr.hidden = !wanted(tr.dataset.kind || "", tr.dataset.door || "");
   });
