@@ -12,8 +12,8 @@ from flask import Blueprint, Response, current_app, render_template, request, st
 from flask_login import current_user
 from sqlalchemy import select
 
-from badge_bridge.config import SiteConfig
 from badge_bridge import console_sessions
+from badge_bridge.config import SiteConfig
 from badge_bridge.models import Alarm, AuditEntry
 from web import current_services
 from web.auth import current_session_ref, role_required
