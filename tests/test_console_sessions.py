@@ -273,7 +273,10 @@ def test_the_live_stream_ends_soon_after_logout(make_app: Callable[..., Flask], 
     print(f"stream closed {took:.2f} s after logout, {len(batches)} batches sent after it (check every 0.2 s)")
     assert hub.client_count == 1  # the supervisor still watches
     reader.join(5)
-    assert not reader.is_alive()
+    assert post(other, "/logout").status_code == 302  # and their stream ends with their own logout
+    other_reader.join(15)
+    assert not reader.is_alive() and not other_reader.is_alive()
+    assert hub.client_count == 0
 
 
 # --- 4. session fixation and current_session_ref --------------------------------------------------
