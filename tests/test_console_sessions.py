@@ -467,3 +467,11 @@ def test_a_disabled_users_open_page_goes_to_the_login_page(console: Any, browser
     gus.shot(artifacts / "03-guard-sent-to-login.png")
     assert gus.errors == [], gus.errors
 
+
+
+@SQLITE_ONLY
+def test_a_hostile_host_header_is_not_reflected(app: Flask) -> None:
+    client = app.test_client()
+    response = client.get("/alarms?x=1", headers={"Host": "evil.example"})
+    assert response.status_code == 302 and "evil.example" not in response.location, response.location
+    assert login(client, "guard", next="/alarms").location == "/alarms"

@@ -131,8 +131,6 @@ def init_app(app: Flask) -> None:
 
     @login_manager.unauthorized_handler
     def unauthorized() -> Any:
-        if request.endpoint == "live.stream":  # an EventSource cannot follow a login page
-            return Response("session ended\n", 401, mimetype="text/plain")
         flash(g.pop("session_ended", "Please log in."), "info")
         return redirect(login_url(url_for("auth.login"), request.url))
 
