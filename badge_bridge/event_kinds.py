@@ -86,9 +86,10 @@ class EventKind(StrEnum):
     CONSOLE_LOGIN_FAILED = "console.login_failed"
     CONSOLE_LOGOUT = "console.logout"
     CONSOLE_SESSION_ENDED = "console.session_ended"
-    """A session refused for being idle or past its absolute end (``detail.reason``). Other endings are
-    recorded by the event that caused them: ``console.logout``, ``admin.password_reset``,
-    ``admin.user_disabled``, ``admin.role_changed`` (``detail.sessions_ended``)."""
+    """A session refused for being idle, past its absolute end or of a user found disabled (``detail.reason``
+    ``idle``, ``expired``, ``user_disabled``). Other endings are recorded by the event that caused them:
+    ``console.logout``, ``admin.password_reset``, ``admin.user_disabled``, ``admin.role_changed``
+    (``detail.sessions_ended``)."""
     CONSOLE_UNLOCK = "console.unlock"
     CONSOLE_LOCK = "console.lock"
     CONSOLE_LOCKDOWN = "console.lockdown"

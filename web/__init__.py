@@ -45,8 +45,9 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=secure,
         SESSION_COOKIE_NAME="bb_session",
-        PERMANENT_SESSION_LIFETIME=timedelta(minutes=console.session_minutes),
-        SESSION_REFRESH_EACH_REQUEST=True,
+        # the cookie lasts as long as a session can; the server decides idle, ended and expired (web.auth)
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=console.session_max_hours),
+        SESSION_REFRESH_EACH_REQUEST=False,
         REMEMBER_COOKIE_DURATION=timedelta(seconds=0),
         WTF_CSRF_TIME_LIMIT=None,  # the session's own lifetime bounds the token
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
