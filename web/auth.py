@@ -94,6 +94,12 @@ def init_app(app: Flask) -> None:
         return {"me": current_user}
 
 
+def current_session_ref() -> str:
+    """The operator's console session as a signed door command names it: the hex SHA-256 of the session's
+    token (``console_session.token_sha256``), which the bridge looks up before it obeys."""
+    return str(session.get("sid_sha256", ""))
+
+
 class LoginForm(FlaskForm):
     username = StringField("User", validators=[DataRequired(), Length(max=64)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
