@@ -12,7 +12,8 @@ Layout of the keys folder::
     osdp/<reader>.scbk     each OSDP reader's secure-channel base key, hex (made by `badge-bridge osdp keygen`)
     console/command.key    Ed25519 private key (PEM, 0600) the console signs operators' door commands with
     console/command.pub    its public key, hex: all the bridge needs (on a split deployment the bridge host
-                           gets only this file; rotating = a new pair, then restart console and bridge)
+                           gets only this file; to rotate, delete both and run init: a new pair, then
+                           copy the .pub and restart console and bridge)
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -109,7 +110,7 @@ class KeyStore:
         return created
 
     def new_console_command_key(self) -> None:
-        """A new console command key pair (rotation: then restart the console and the bridge)."""
+        """A new console command key pair (replacing a private key left without its .pub)."""
         folder = self.dir / "console"
         folder.mkdir(mode=0o700, exist_ok=True)
         private = Ed25519PrivateKey.generate()

@@ -270,3 +270,19 @@ def test_without_the_console_public_key_every_command_is_refused(tmp_path: Path,
     finally:
         site.close()
 
+
+
+def test_the_documented_test_vectors() -> None:
+    """docs/mqtt.md gives firmware authors a MAC and a signature to check their code against."""
+    doc = (Path(__file__).parents[1] / "docs" / "mqtt.md").read_text()
+    unlock = b'{"v":1,"id":"u-1","ts":"2026-03-02T10:00:00Z","type":"unlock","door":"main-entrance","duration_s":30.0}'
+    mac = command_mac.mac_of(json.loads(unlock), bytes(range(32)))
+    assert f"`{unlock.decode()}`" in doc and f"its `mac` is `{mac}`" in doc
+    assert command_mac.problem(json.dumps({**json.loads(unlock), "mac": mac}).encode(), bytes(range(32))) is None
+    signed = next(json.loads(block) for block in _json_blocks(doc) if '"signature"' in block)
+    public = Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key()
+    assert console_signing.verify(c.ConsoleCommand.model_validate_json(json.dumps(signed)), public)
+
+
+def _json_blocks(doc: str) -> list[str]:
+    return [part.split("```", 1)[0] for part in doc.split("```json\n")[1:]]
