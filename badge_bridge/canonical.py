@@ -8,11 +8,11 @@ them (``5.0`` is ``5``, ``0.5`` is ``0.5``, ``1e-7`` is ``1e-7``), UTF-8.
 
 from __future__ import annotations
 
-import json
+import json.encoder
 import math
 from decimal import Decimal
 
-_string = json.JSONEncoder(ensure_ascii=False).encode
+_string = json.encoder.encode_basestring
 """Escapes exactly what RFC 8785 escapes: ``"``, ``\\``, \\b \\f \\n \\r \\t and other controls as \\u00xx."""
 
 
