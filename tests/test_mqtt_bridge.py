@@ -352,8 +352,8 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     bridge = bridge_process(site_file)
     bridge.start()
     config = load_config(site_file)
-    sims = [SimController(k, "127.0.0.1", broker.port, readers={r.key: r.door for r in config.readers
-                                                                  if r.controller == k}, walk_through=False)
+    sims = [SimController(k, "127.0.0.1", broker.port, sync_key=keys.sync_key(k),
+                          readers={r.key: r.door for r in config.readers if r.controller == k}, walk_through=False)
             for k in READERS]
     for sim in sims:
         sim.wait_connected()
