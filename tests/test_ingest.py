@@ -311,3 +311,15 @@ def test_a_processor_without_a_console_authority_obeys_no_console(rig: Rig) -> N
     rig.p._console_authority = None
     rig.console("lockdown", door=None)
     assert rig.sent == [] and rig.kinds() == ["input.rejected", "alarm.raised"]
+
+
+def test_a_forgery_in_a_hostile_name_is_stored_escaped(rig: Rig) -> None:
+    """The claimed user of an unsigned command is the attacker's text, NUL and an escape character included:
+    the alarm keeps it readable and storable on both databases."""
+    cmd = c.ConsoleCommand.model_validate_json(json.dumps(
+        {"v": 1, "id": "evil-1", "ts": rig.clock().isoformat(), "type": "lockdown", "user": "root\u0000\u001b",
+         "reason": "\u0000"}))
+    rig.p.console_command(cmd, cmd.model_dump_json().encode(), "console/commands", None)
+    assert rig.kinds() == ["input.rejected", "alarm.raised"] and rig.sent == []
+    detail = json.loads(rig.entries()[1].detail)
+    assert detail["claimed_user"] == "root\\u0000\\u001b" and detail["alarm"] == "console.forged_command"
