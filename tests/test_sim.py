@@ -498,3 +498,12 @@ def test_controllers_from_site(broker: Broker, site, keys) -> None:  # type: ign
     finally:
         for s in sims.values():
             s.close()
+
+
+def test_a_stale_unlock_is_ignored_but_a_stale_lockdown_applies(bridge: FakeBridge, sim: SimController) -> None:
+    """A valid MAC on a command captured earlier: an unlock opens nothing once old, a lockdown still locks."""
+    old = _now() - timedelta(minutes=5)
+    bridge.command("ctl-1", contract.Unlock(type="unlock", id=_id(), ts=old, door="a"))
+    bridge.command("ctl-1", contract.Lockdown(type="lockdown", id=_id(), ts=old, active=True, doors=["b"]))
+    sim.wait_for_command(lambda c: c.type == "lockdown")
+    assert sim.lock_state == {"b": "lockdown"} and [c.type for c in sim.commands] == ["unlock", "lockdown"]
