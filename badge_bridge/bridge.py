@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 
 from sqlalchemy import Engine, func, select
@@ -30,6 +30,7 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.firmware.validate import osdp_feedback
 from badge_bridge.ingest import RECENT_IDS, Processor
+from badge_bridge.ingest.console_auth import ConsoleAuthority
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
@@ -74,8 +75,13 @@ class Bridge:
         self.writer.start()
         self.writer.submit(self._lifecycle(EventKind.BRIDGE_STARTED))
         snapshot, recent, alarms = self._retry_until_stopped(self._load)
+        console_key = self.keys.console_command_public()
+        if console_key is None:
+            log.error("no console command key (keys/console/command.pub): every console command will be refused")
+        authority = ConsoleAuthority(console_key, self.engine, timedelta(seconds=self.config.ingest.console_max_age_s))
         processor = self.processor = Processor(self.config, self.writer, snapshot, self.keys.pin_pepper(),
-                                               send=self._send, on_door=self._door, send_camera=self._request)
+                                               send=self._send, on_door=self._door, send_camera=self._request,
+                                               console_authority=authority)
         processor.remember(recent)
         self._load_faces()
         processor.restore_alarms(alarms)

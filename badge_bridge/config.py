@@ -99,6 +99,8 @@ class IngestSection(_Model):
     offline_grace_s: float = Field(10.0, ge=0, le=600)
     """An offline decision dated while the bridge heard its controller online is refused, but for this
     margin at each end (a controller needs a moment to notice that the bridge is gone, or back)."""
+    console_max_age_s: float = Field(30.0, ge=1, le=600)
+    """A console command older than this is refused as forged: it is acted on now or never."""
     stall_s: float = Field(15.0, gt=0, le=3600)
     """/health turns 503 when events have waited this long with no commit, or a message this long unanswered."""
 

@@ -65,12 +65,6 @@ def check(session: Session, token_sha256: str, user_id: int, *, now: datetime, i
     return Verdict(user)
 
 
-def is_live(session: Session, token_sha256: str, user_id: int, now: datetime) -> bool:
-    """The bridge's view of a session named in a signed command: not ended, not past its end, same user."""
-    row = session.get(ConsoleSession, token_sha256)
-    return row is not None and row.user_id == user_id and row.ended_at is None and now < row.expires_at
-
-
 def end(session: Session, token_sha256: str, reason: str, now: datetime) -> int:
     """End one session (logout); returns 1 if it was open."""
     return _end(session, ConsoleSession.token_sha256 == token_sha256, reason, now)

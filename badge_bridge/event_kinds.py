@@ -94,6 +94,9 @@ class EventKind(StrEnum):
     CONSOLE_LOCK = "console.lock"
     CONSOLE_LOCKDOWN = "console.lockdown"
     CONSOLE_LIFT_LOCKDOWN = "console.lift_lockdown"
+    CONSOLE_FORGED_COMMAND = "console.forged_command"
+    """A console command the bridge refused: bad or no signature, stale or replayed, or a user, role or session
+    that does not allow it (an alarm; the dead letter says which)."""
     CONSOLE_EVIDENCE_VIEWED = "console.evidence_viewed"
     CONSOLE_EVIDENCE_UNREADABLE = "console.evidence_unreadable"
     """Evidence that failed its integrity check when an operator asked for it."""

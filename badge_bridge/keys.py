@@ -10,6 +10,10 @@ Layout of the keys folder::
     console-secret         32 random bytes; signs the console's session cookies
     evidence-key           32 random bytes; AES-256-GCM key of camera snapshots, clips and face data
     osdp/<reader>.scbk     each OSDP reader's secure-channel base key, hex (made by `badge-bridge osdp keygen`)
+    console/command.key    Ed25519 private key (PEM, 0600) the console signs operators' door commands with
+    console/command.pub    its public key, hex: all the bridge needs (on a split deployment the bridge host
+                           gets only this file; to rotate, delete both and run init: a new pair, then
+                           copy the .pub and restart console and bridge)
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -100,7 +104,41 @@ class KeyStore:
             if not (self.dir / name).exists():
                 _write_private(self.dir / name, secrets.token_bytes(32))
                 created.append(what)
+        if not (self.dir / "console" / "command.pub").exists():  # a bridge host holds only the .pub: keep it
+            self.new_console_command_key()
+            created.append("console command signing key")
         return created
+
+    def new_console_command_key(self) -> None:
+        """A new console command key pair (replacing a private key left without its .pub)."""
+        folder = self.dir / "console"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        private = Ed25519PrivateKey.generate()
+        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        (folder / "command.key").unlink(missing_ok=True)
+        _write_private(folder / "command.key", pem)
+        tmp = folder / "command.pub.tmp"
+        tmp.write_text(public_hex(private.public_key()) + "\n")
+        os.replace(tmp, folder / "command.pub")
+
+    def console_command_key(self) -> Ed25519PrivateKey:
+        """What the console signs door commands with; only the console host needs it."""
+        path = self.dir / "console" / "command.key"
+        try:
+            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise KeyMaterialError(f"console command key missing ({path}); run `badge-bridge init`") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise KeyMaterialError(f"{path} is not an Ed25519 key")
+        return private
+
+    def console_command_public(self) -> Ed25519PublicKey | None:
+        """What the bridge checks console commands with; None when missing (every command is then refused)."""
+        try:
+            return public_from_hex((self.dir / "console" / "command.pub").read_text())
+        except FileNotFoundError:
+            return None
 
     def rotate_signing_key(self) -> str:
         """Generate a new signing key and make it current; the old public key stays trusted."""

@@ -49,6 +49,7 @@ from fuzz.payloads import ESP_TOPIC, PREFIX, Mutator, Payload, printable
 from fuzz.scratch import Scratch
 from fuzz.site import OSDP_READERS, PROBE_PIN, VICTIM_PIN, Cards, prepare, write_site
 from tests.bridge_proc import BridgeProcess
+from tests.console_commands import command, operator
 
 log = logging.getLogger("fuzz")
 
@@ -468,8 +469,8 @@ class Harness:
     # --- the end -------------------------------------------------------------------------------------
 
     def _final_probes(self) -> dict[str, bool]:
-        """Every path answers once the fuzzing is over: a card at an MQTT reader, a console command, an
-        esp-rfid door report, camera motion, the probe card and PIN on the OSDP bus."""
+        """Every path answers once the fuzzing is over: a card at an MQTT reader, a console command (signed, by
+        an operator in session), an esp-rfid door report, camera motion, the probe card and PIN on the OSDP bus."""
         now = datetime.now(UTC)
         n = self.probes = self.probes + 1
         messages = {
@@ -477,8 +478,9 @@ class Harness:
                                 {"v": 1, "id": f"probe-final-{n}", "ts": now.isoformat(), "type": "credential",
                                  "reader": "main-in", "card": {"format": "ascii", "number": self.cards.probe}}),
             "console_command": (f"console:probe-final-lock-{n}", f"{PREFIX}/console/commands",
-                                {"v": 1, "id": f"probe-final-lock-{n}", "ts": now.isoformat(), "type": "lock",
-                                 "user": "fuzz", "reason": "final probe", "door": "main-entrance"}),
+                                json.loads(command(KeyStore(self.config.keys_dir()), operator(self.engine, "fuzz"),
+                                                   id=f"probe-final-lock-{n}", ts=now, type="lock", user="fuzz",
+                                                   reason="final probe").model_dump_json())),
             "camera_motion": (f"cam-outside:probe-final-motion-{n}", f"{PREFIX}/cameras/cam-outside/events",
                               {"v": 1, "id": f"probe-final-motion-{n}", "ts": now.isoformat(), "type": "motion",
                                "zone": "frame", "state": "start", "started": now.isoformat(), "boxes": [],

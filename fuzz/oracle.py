@@ -42,6 +42,7 @@ from badge_bridge.controllers.link import MqttLink
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event
 from badge_bridge.ingest import Processor
+from badge_bridge.ingest.console_auth import ConsoleAuthority
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import DeadLetter
 from badge_bridge.site_sync import sync_site
@@ -199,8 +200,11 @@ class Oracle:
         self.writer = AuditWriter(self.engine, self.config.site.instance, None, on_commit=self._on_commit,
                                   retry_max_s=0.5)
         self.commands: list[object] = []
+        authority = ConsoleAuthority(keys.console_command_public(), self.engine,
+                                     timedelta(seconds=self.config.ingest.console_max_age_s))
         self.processor = Processor(self.config, self.writer, snapshot, keys.pin_pepper(),
-                                   send=lambda _controller, command: self.commands.append(command))
+                                   send=lambda _controller, command: self.commands.append(command),
+                                   console_authority=authority)
         self.link = MqttLink(self.config, self.processor)
         ctx = Context(self.config, self.processor, keys, self.link)
         # The drivers that read the broker; the OSDP bus is the bridge process's (its port has one owner).

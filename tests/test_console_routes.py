@@ -35,7 +35,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.test import TestResponse
 
-from badge_bridge import people
+from badge_bridge import console_signing, people
 from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig, load_config
@@ -818,7 +818,7 @@ def linked_app(make_app: Callable[..., Flask], tmp_path: Path, db_url: str, brok
     return app
 
 
-def test_door_commands_reach_the_broker(linked_app: Flask, broker: Broker) -> None:
+def test_door_commands_reach_the_broker(linked_app: Flask, broker: Broker, keys: KeyStore) -> None:
     supervisor = linked_app.test_client()
     assert login(supervisor, "supervisor").status_code == 302
     assert "No connection to the bridge" not in page(supervisor, "/doors")
@@ -843,6 +843,8 @@ def test_door_commands_reach_the_broker(linked_app: Flask, broker: Broker) -> No
             cmd = listener.next()
             assert cmd.user == "supervisor" and cmd.reason == form["reason"]
             assert {k: getattr(cmd, k) for k in expected} == expected
+            # signed with the console key, naming the session (web.auth.current_session_ref)
+            assert console_signing.verify(cmd, keys.console_command_public()) and cmd.session is not None  # type: ignore[arg-type]
         assert listener.received.empty()
     finally:
         listener.close()

@@ -28,6 +28,7 @@ from badge_bridge.sim.broker import Broker
 from badge_bridge.topics import EspChannel
 from badge_bridge.topics import esp_rfid as esp_topics
 from tests.conftest import ROOT, require_mosquitto
+from tests.console_commands import command, operator
 from tests.test_mqtt_bridge import Site, entries, kinds
 from tests.waiting import wait_until
 
@@ -254,9 +255,8 @@ def test_the_documented_acl_lets_each_account_do_its_job(secured: Site) -> None:
     wait_until(lambda: "access.granted" in kinds(secured.engine), what="the device's report")
     # ... a console's unlock reaches it ...
     console = Client(secured.broker.port, "console")
-    unlock = {"v": 1, "id": "c-acl-1", "ts": datetime.now(UTC).isoformat(), "type": "unlock", "user": "guard1",
-              "reason": "fibre delivery", "door": "noc", "duration_s": 5}
-    console.publish(f"{PREFIX}/console/commands", json.dumps(unlock))
+    unlock = command(secured.keys, operator(secured.engine), door="noc", duration_s=5)
+    console.publish(f"{PREFIX}/console/commands", unlock.model_dump_json())
     wait_until(lambda: {"cmd": "opendoor", "doorip": IP} in device.commands(), what="opendoor")
     # ... and a contract controller on its own account still works
     lobby = secured.sim("ctl-lobby", username="ctl-lobby", password=PASSWORDS["ctl-lobby"])

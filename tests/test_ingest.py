@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
@@ -19,10 +20,12 @@ from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.ingest import Processor
+from badge_bridge.ingest.console_auth import ConsoleAuthority
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry, DeadLetter
 from badge_bridge.site_sync import sync_site
 from badge_bridge.snapshot import load_snapshot
+from tests.console_commands import command, operator
 
 
 class SetClock:
@@ -55,9 +58,21 @@ class Rig:
         self.acks: list[str] = []
         self.clock = SetClock()
         self.started = self.clock()
+        authority = ConsoleAuthority(keys.console_command_public(), engine,
+                                     timedelta(seconds=site.ingest.console_max_age_s))
         self.p = Processor(site, self.writer, snapshot, pepper, send=lambda ctl, cmd: self.sent.append((ctl, cmd)),
-                           send_camera=lambda camera, request: self.camera_requests.append(request), clock=self.clock)
+                           send_camera=lambda camera, request: self.camera_requests.append(request), clock=self.clock,
+                           console_authority=authority)
         self.n = 0
+        self.keys = keys
+        self.sam = operator(engine, "sam", now=self.started)
+
+    def console(self, type_: str, **fields: object) -> c.ConsoleCommand:
+        """A command the console signed for sam, in his session, sent now."""
+        self.n += 1
+        cmd = command(self.keys, self.sam, id=f"k{self.n}", ts=self.clock(), type=type_, **fields)
+        self.p.console_command(cmd, cmd.model_dump_json().encode(), "console/commands", None)
+        return cmd
 
     def tick(self, at: datetime) -> None:
         """The processor's timers, with its clock set to ``at``."""
@@ -197,9 +212,7 @@ def test_replayed_id_is_refused_and_never_actuates(rig: Rig) -> None:
 
 def test_console_unlock_and_lockdown(rig: Rig) -> None:
     def console(type_: str, **kw: object) -> None:
-        rig.n += 1
-        cmd = c.ConsoleCommand(id=f"k{rig.n}", ts=rig.clock(), type=type_, user="sam", reason="drill", **kw)
-        rig.p.console_command(cmd, b"{}", "console/commands", None)  # type: ignore[arg-type]
+        rig.console(type_, reason="drill", **{"door": None, **kw})
 
     console("unlock", door="noc", duration_s=10)
     console("lockdown", area="hall-a")
@@ -233,8 +246,7 @@ def test_a_refused_message_keeps_no_pin(rig: Rig) -> None:
 
 def test_timed_unlock_shows_unlocked_and_relocks_by_itself(rig: Rig) -> None:
     now = rig.clock()
-    cmd = c.ConsoleCommand(id="t1", ts=now, type="unlock", user="sam", reason="delivery", door="noc", duration_s=30)
-    rig.p.console_command(cmd, b"{}", "console/commands", None)
+    rig.console("unlock", door="noc", duration_s=30)
     assert rig.p.door_state("noc").lock == "unlocked"
     rig.tick(now + timedelta(seconds=10))
     assert rig.p.door_state("noc").lock == "unlocked"
@@ -267,3 +279,47 @@ def test_a_device_without_a_last_will_is_reported_offline_when_it_goes_quiet(rig
     esp = [(e.kind, json.loads(e.detail).get("alarm")) for e in rig.entries() if e.source == "esp-noc"]
     assert esp == [("controller.online", None), ("controller.offline", None), ("alarm.raised", "controller.offline"),
                    ("controller.online", None), ("alarm.cleared", "controller.offline")]
+
+
+def test_a_console_command_not_signed_by_the_console_is_forged(rig: Rig) -> None:
+    cmd = command(rig.keys, rig.sam, door="noc", ts=rig.clock()).model_copy(update={"user": "mallory"})
+    payload = cmd.model_dump_json().encode()
+    rig.p.console_command(cmd, payload, "console/commands", None)
+    rig.p.console_command(cmd, payload, "console/commands", None)  # redelivered: no second row
+    assert rig.sent == [] and rig.p.door_state("noc").lock == "locked"
+    assert rig.kinds() == ["input.rejected", "alarm.raised"]
+    (alarm,) = rig.alarms()
+    assert alarm.kind == "console.forged_command" and alarm.source == "console"
+    with Session(rig.engine) as session:
+        (letter,) = session.scalars(select(DeadLetter))
+    assert letter.reason.startswith("forged_command: bad signature") and letter.payload == payload
+    assert rig.p.counts().dead_letters == {"forged_command": 2}
+
+
+def test_a_console_command_the_database_cannot_confirm_is_not_obeyed(rig: Rig, tmp_path: Path,
+                                                                     site: SiteConfig) -> None:
+    """The user cannot be looked up (here: a database without the tables): refused, but not called forged."""
+    away = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    rig.p._console_authority = ConsoleAuthority(rig.keys.console_command_public(), away,
+                                                timedelta(seconds=site.ingest.console_max_age_s))
+    rig.console("unlock", door="noc")
+    assert rig.sent == [] and rig.kinds() == ["input.rejected"] and rig.alarms() == []
+    assert rig.p.counts().dead_letters == {"unverified_command": 1}
+
+
+def test_a_processor_without_a_console_authority_obeys_no_console(rig: Rig) -> None:
+    rig.p._console_authority = None
+    rig.console("lockdown", door=None)
+    assert rig.sent == [] and rig.kinds() == ["input.rejected", "alarm.raised"]
+
+
+def test_a_forgery_in_a_hostile_name_is_stored_escaped(rig: Rig) -> None:
+    """The claimed user of an unsigned command is the attacker's text, NUL and an escape character included:
+    the alarm keeps it readable and storable on both databases."""
+    cmd = c.ConsoleCommand.model_validate_json(json.dumps(
+        {"v": 1, "id": "evil-1", "ts": rig.clock().isoformat(), "type": "lockdown", "user": "root\u0000\u001b",
+         "reason": "\u0000"}))
+    rig.p.console_command(cmd, cmd.model_dump_json().encode(), "console/commands", None)
+    assert rig.kinds() == ["input.rejected", "alarm.raised"] and rig.sent == []
+    detail = json.loads(rig.entries()[1].detail)
+    assert detail["claimed_user"] == "root\\u0000\\u001b" and detail["alarm"] == "console.forged_command"

@@ -33,6 +33,7 @@ from badge_bridge.sim.controller import SimController
 from badge_bridge.site_sync import sync_site
 from tests.bridge_proc import BridgeProcess
 from tests.conftest import write_site
+from tests.console_commands import command, operator
 from tests.waiting import wait_until
 
 PEOPLE = [("Ada", ["staff", "hall-a-engineers"], "12:1001", "4711"),
@@ -351,8 +352,8 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     bridge = bridge_process(site_file)
     bridge.start()
     config = load_config(site_file)
-    sims = [SimController(k, "127.0.0.1", broker.port, readers={r.key: r.door for r in config.readers
-                                                                  if r.controller == k}, walk_through=False)
+    sims = [SimController(k, "127.0.0.1", broker.port, sync_key=keys.sync_key(k),
+                          readers={r.key: r.door for r in config.readers if r.controller == k}, walk_through=False)
             for k in READERS]
     for sim in sims:
         sim.wait_connected()
@@ -425,8 +426,7 @@ def test_stock_esp_rfid_device_is_understood_synced_and_driven(site: Site) -> No
     assert json.loads(access.detail)["offline"] is True
     assert "door.forced" not in kinds(site.engine)  # the device's own grant authorized the opening
     assert site.bridge is not None and site.bridge.processor is not None
-    unlock = c.ConsoleCommand(id="u1", ts=datetime.now(UTC), type="unlock", user="sam", reason="fibre delivery",
-                              door="noc", duration_s=5)
-    site.bridge.processor.console_command(unlock, b"{}", "console/commands", None)
+    unlock = command(site.keys, operator(site.engine), door="noc", duration_s=5)
+    site.bridge.processor.console_command(unlock, unlock.model_dump_json().encode(), "console/commands", None)
     wait_until(lambda: {"cmd": "opendoor", "doorip": "10.20.0.31"} in device, what="opendoor")
     esp.loop_stop()

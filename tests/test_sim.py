@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from badge_bridge.controllers import contract
+from badge_bridge.controllers import command_mac, contract
 from badge_bridge.keys import card_digest
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import (
@@ -79,8 +79,10 @@ class FakeBridge:
     def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         self.client.publish(f"{PREFIX}/{topic}", payload, qos=1, retain=retain).wait_for_publish(5)
 
-    def command(self, controller: str, cmd: contract.Message) -> None:
-        self.publish(f"controllers/{controller}/commands", cmd.model_dump_json(exclude_none=True))
+    def command(self, controller: str, cmd: contract.Grant | contract.Deny | contract.Unlock | contract.Lock |
+                contract.Lockdown) -> None:
+        """As the bridge sends it: with its MAC (every sim here has SYNC_KEY as its sync key)."""
+        self.publish(f"controllers/{controller}/commands", command_mac.sealed(cmd, SYNC_KEY))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -174,18 +176,20 @@ def test_grant_walks_through(bridge: FakeBridge, sim: SimController) -> None:
     grant = contract.Grant(type="grant", id=_id(), ts=_now(), door="main-entrance", reader="main-in", request=request,
                            open_time_s=1.0)
     bridge.command("ctl-1", grant)
-    assert sim.wait_for_command(lambda c: c.type == "grant") == grant
+    assert sim.wait_for_command(lambda c: c.type == "grant").model_copy(update={"mac": None}) == grant
     opened = bridge.wait_event(lambda e: e.type == "door" and e.state == "opened")  # type: ignore[union-attr]
     closed = bridge.wait_event(lambda e: e.type == "door" and e.state == "closed")  # type: ignore[union-attr]
     assert opened.door == closed.door == "main-entrance"  # type: ignore[union-attr]
     assert opened.ts < closed.ts
     assert sim.contact["main-entrance"] == "closed"
 
-    # A redelivered command (same id) is not acted on twice.
+    # A command sent again (same id, valid MAC) is not acted on twice: a replay is refused and reported.
     bridge.command("ctl-1", grant)
     bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="main-entrance"))
-    sim.wait_for_command(lambda c: c.type == "lock")  # in order: the redelivered grant was handled before it
+    sim.wait_for_command(lambda c: c.type == "lock")  # in order: the replayed grant was handled before it
     assert [c.type for c in sim.commands] == ["grant", "lock"]
+    assert [why for _, why in sim.refused] == [f"replayed id {grant.id}"]
+    bridge.wait_event(lambda e: e.type == "tamper")
     assert [e.type for e in bridge.events()].count("door") == 2
 
 
@@ -200,7 +204,8 @@ def test_stale_grant_is_ignored(bridge: FakeBridge, sim: SimController) -> None:
 
 
 def test_no_walk_through_when_disabled(bridge: FakeBridge, broker: Broker) -> None:
-    sim = SimController("ctl-2", "127.0.0.1", broker.port, PREFIX, walk_through=False, walk_delay_s=60.0)
+    sim = SimController("ctl-2", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, walk_through=False,
+                        walk_delay_s=60.0)
     sim.wait_connected()
     try:
         bridge.command("ctl-2", contract.Grant(type="grant", id=_id(), ts=_now(), door="d", request="x.1", open_time_s=1))
@@ -232,6 +237,11 @@ def test_bad_commands_are_rejected_not_fatal(bridge: FakeBridge, sim: SimControl
                                                              "type": "lock", "door": "a"}))  # naive time
     sim.wait_for(lambda: len(sim.rejected) == 2)
     assert sim.commands == []
+    bridge.publish("controllers/ctl-1/commands", contract.Lock(type="lock", id=_id(), ts=_now(), door="a")
+                   .model_dump_json())  # valid, but no MAC: refused, reported, not acted on
+    sim.wait_for(lambda: [why for _, why in sim.refused] == ["no MAC"])
+    bridge.wait_event(lambda e: e.type == "tamper")
+    assert sim.commands == [] and sim.lock_state == {}
     bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="a"))
     sim.wait_for_command()
 
@@ -488,3 +498,12 @@ def test_controllers_from_site(broker: Broker, site, keys) -> None:  # type: ign
     finally:
         for s in sims.values():
             s.close()
+
+
+def test_a_stale_unlock_is_ignored_but_a_stale_lockdown_applies(bridge: FakeBridge, sim: SimController) -> None:
+    """A valid MAC on a command captured earlier: an unlock opens nothing once old, a lockdown still locks."""
+    old = _now() - timedelta(minutes=5)
+    bridge.command("ctl-1", contract.Unlock(type="unlock", id=_id(), ts=old, door="a"))
+    bridge.command("ctl-1", contract.Lockdown(type="lockdown", id=_id(), ts=old, active=True, doors=["b"]))
+    sim.wait_for_command(lambda c: c.type == "lockdown")
+    assert sim.lock_state == {"b": "lockdown"} and [c.type for c in sim.commands] == ["unlock", "lockdown"]

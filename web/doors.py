@@ -1,7 +1,8 @@
 """The doors board (live from the bridge's retained door states) and the operator's door commands.
 
-Unlock, lock and lockdown go to the bridge as ``ConsoleCommand`` messages; the bridge audits them with the
-user and the reason and drives the controllers. A reason is always required.
+Unlock, lock and lockdown go to the bridge as ``ConsoleCommand`` messages signed with the console command
+key and naming the user and their session; the bridge checks them, audits them with the user and the
+reason and drives the controllers. A reason is always required.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from badge_bridge.controllers.contract import ConsoleAction, ConsoleCommand
+from badge_bridge.keys import KeyMaterialError
 from badge_bridge.models import Controller
 from web import current_services
-from web.auth import role_required
+from web.auth import current_session_ref, role_required
 from web.changes import form_errors, read
 
 bp = Blueprint("doors", __name__, url_prefix="/doors")
@@ -75,9 +77,9 @@ def _send(type_: ConsoleAction, reason: str, **fields: Any) -> bool:
         return False
     try:
         cmd = ConsoleCommand(id=f"c-{uuid.uuid4().hex[:20]}", ts=datetime.now(UTC), type=type_,
-                             user=current_user.username, reason=reason, **fields)
-        svc.link.command(cmd)
-    except (ValidationError, ConnectionError) as exc:
+                             user=current_user.username, session=current_session_ref(), reason=reason, **fields)
+        svc.link.command(svc.sign(cmd))
+    except (ValidationError, ConnectionError, KeyMaterialError) as exc:
         flash(f"Not sent: {exc}", "error")
         return False
     return True

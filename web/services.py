@@ -1,7 +1,8 @@
 """What the console's views share: the database, the console's own audit chain, and its link to the bridge.
 
 The console never drives a door itself: unlock, lock and lockdown travel to the bridge as
-``ConsoleCommand`` messages over MQTT, and the bridge audits them with the user. Changes the console makes
+``ConsoleCommand`` messages over MQTT, signed with the console command key, and the bridge checks and
+audits them with the user. Changes the console makes
 in the database (alarms, people, credentials, users) are audited on the console's own chain
 ``<instance>.console``, committed before the page answers.
 """
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from badge_bridge import console_signing
 from badge_bridge.audit.writer import AuditWriter, Effect
 from badge_bridge.clock import Clock, system_clock
 from badge_bridge.config import SiteConfig
@@ -195,6 +197,10 @@ class Services:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    def sign(self, cmd: c.ConsoleCommand) -> c.ConsoleCommand:
+        """``cmd`` signed with the console command key, the one thing that makes the bridge obey it."""
+        return console_signing.sign(cmd, self.keys.console_command_key())
 
     def stop(self) -> None:
         if self.link is not None:

@@ -186,7 +186,15 @@ class ControllerStatus(Versioned):
 # --- bridge -> controller ----------------------------------------------------------------------------
 
 
-class Grant(Message):
+class ControllerCommand(Message):
+    """A command to a controller. ``mac``: HMAC-SHA256 under the controller's sync key over the RFC 8785 bytes of
+    the message without ``mac`` (docs/mqtt.md, "Command MAC"); the bridge always sends one, and a controller
+    that checks it acts on no command without a valid one."""
+
+    mac: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+class Grant(ControllerCommand):
     type: Literal["grant"]
     door: Key
     reader: Key | None = None
@@ -195,7 +203,7 @@ class Grant(Message):
     open_time_s: float = Field(gt=0, le=60)
 
 
-class Deny(Message):
+class Deny(ControllerCommand):
     type: Literal["deny"]
     door: Key
     reader: Key | None = None
@@ -204,7 +212,7 @@ class Deny(Message):
     feedback: Literal["red", "beep", "none"] = "red"
 
 
-class Unlock(Message):
+class Unlock(ControllerCommand):
     """Hold the door unlocked (``duration_s`` None: until a lock command) or release it for a moment."""
 
     type: Literal["unlock"]
@@ -214,12 +222,12 @@ class Unlock(Message):
     reason: str | None = None
 
 
-class Lock(Message):
+class Lock(ControllerCommand):
     type: Literal["lock"]
     door: Key
 
 
-class Lockdown(Message):
+class Lockdown(ControllerCommand):
     """Lock every listed door and refuse everyone but exempt responders until lifted."""
 
     type: Literal["lockdown"]
@@ -322,7 +330,9 @@ ConsoleAction = Literal["unlock", "lock", "lockdown", "lift_lockdown"]
 
 
 class ConsoleCommand(Message):
-    """An operator's action, carried to the bridge and audited there with the user who asked."""
+    """An operator's action, carried to the bridge and audited there with the user who asked. The bridge acts
+    only on one signed by the console that names an enabled user with the role for it and an open session of
+    theirs; anything else is dead-lettered and raises ``console.forged_command``."""
 
     type: ConsoleAction
     user: str = Field(max_length=64)
@@ -332,6 +342,11 @@ class ConsoleCommand(Message):
     area: Key | None = None
     """For lockdown of one area's doors."""
     duration_s: float | None = Field(None, gt=0, le=86_400)
+    session: str | None = Field(None, max_length=64)
+    """The operator's console session: the hex SHA-256 of its token (``console_session.token_sha256``)."""
+    signature: str | None = Field(None, max_length=256)
+    """Ed25519 under the console command key, hex, over ``console_signing.signed_bytes`` (docs/mqtt.md,
+    "Console command signatures"). Optional here so that an unsigned command is refused as forged."""
 
 
 # --- cameras (docs/cameras.md) -----------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """Controllers that speak the contract (``kind = "mqtt"``, docs/mqtt.md): the bridge's commands on their
-commands topic, their offline list retained on their sync topic. What they report arrives on the contract's
-topics, which the bridge's link reads for every controller (link.py)."""
+commands topic, each with its MAC under the controller's sync key (command_mac.py), their offline list
+retained on their sync topic. What they report arrives on the contract's topics, which the bridge's link
+reads for every controller (link.py)."""
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from badge_bridge.config import ControllerConfig
+from badge_bridge.controllers.command_mac import sealed
 from badge_bridge.controllers.driver import Command, Context, Driver
 from badge_bridge.snapshot import Snapshot
 from badge_bridge.sync import build_sync, sync_key_id
@@ -18,12 +22,17 @@ class ContractController(Driver):
         self._synced: str | None = None
         """The version of the offline list last published."""
 
+    @cached_property
+    def _sync_key(self) -> bytes:
+        return self.ctx.keys.sync_key(self.controller.key)
+
     def send(self, command: Command) -> None:
-        self.ctx.link.publish(self.ctx.link.topics.controller_commands(self.controller.key), command.model_dump_json())
+        self.ctx.link.publish(self.ctx.link.topics.controller_commands(self.controller.key),
+                              sealed(command, self._sync_key))
 
     def sync(self, snapshot: Snapshot) -> None:
         """Retained, so a controller that reconnects has it."""
-        key = self.ctx.keys.sync_key(self.controller.key)
+        key = self._sync_key
         sync = build_sync(self.ctx.config, snapshot, self.controller.key, key, sync_key_id(key))
         if sync.version != self._synced:
             self.ctx.link.publish(self.ctx.link.topics.controller_sync(self.controller.key), sync.model_dump_json(),

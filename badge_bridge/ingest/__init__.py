@@ -12,7 +12,8 @@ One module per concern, behind the ``Processor`` facade (one lock, one clock):
 - ``access``: credential to decision and command, and the wait for the holder's face;
 - ``door_events``: door contacts, exit requests, tamper, and the door timers;
 - ``liveness``: controllers and bus readers online or offline, and when each was heard;
-- ``console``: operators' unlocks, locks and lockdowns;
+- ``console``: operators' unlocks, locks and lockdowns; ``console_auth``: whether the console signed one, for
+  an enabled user with the role, in an open session;
 - ``wiring``, ``commands``, ``counters``: the site's wiring, command ids, the metrics' counts.
 """
 

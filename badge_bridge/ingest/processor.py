@@ -26,6 +26,7 @@ from badge_bridge.ingest.access import AccessDecisions
 from badge_bridge.ingest.admission import Admission, Rejected
 from badge_bridge.ingest.commands import SendCommand
 from badge_bridge.ingest.console import ConsoleCommands
+from badge_bridge.ingest.console_auth import ConsoleAuthority, Forged
 from badge_bridge.ingest.counters import Counters
 from badge_bridge.ingest.door_events import DoorEvents
 from badge_bridge.ingest.liveness import Liveness
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
+FRESHNESS = {"replayed_id": "replayed", "future_time": "from the future", "too_old": "stale"}
+"""How a console command's refusal by the contract's id and time rules is named in its dead letter."""
 
 
 class Processor:
@@ -49,8 +52,11 @@ class Processor:
 
     def __init__(self, config: SiteConfig, writer: AuditWriter, snapshot: Snapshot, pepper: bytes,
                  send: SendCommand, on_door: Callable[[str], None] = lambda d: None,
-                 send_camera: SendRequest = lambda camera, request: None, clock: Clock = system_clock) -> None:
+                 send_camera: SendRequest = lambda camera, request: None, clock: Clock = system_clock,
+                 console_authority: ConsoleAuthority | None = None) -> None:
+        """``console_authority``: what checks console commands; without one, every console command is refused."""
         self.config = config
+        self._console_authority = console_authority
         self._writer = writer
         self._clock = clock
         self._lock = threading.RLock()
@@ -202,11 +208,24 @@ class Processor:
     # --- operators and time --------------------------------------------------------------------------
 
     def console_command(self, cmd: c.ConsoleCommand, payload: bytes, where: str, ack: Ack | None) -> None:
-        """An operator's unlock, lock or lockdown: audited with the user, then sent to the controllers."""
+        """An operator's unlock, lock or lockdown: checked (signature, freshness, user, role, session; the
+        database query outside the lock), audited with the user, then sent to the controllers."""
+        unchecked: Rejected | None = None
+        try:
+            if self._console_authority is None:
+                raise Forged(cmd, "bad signature: this bridge checks no console commands (no console key)")
+            self._console_authority.check(cmd, self._clock())
+        except Rejected as exc:
+            unchecked = exc
         with self._lock:
             now = self._clock()
             try:
-                self._admission.check("console", cmd, now)
+                if unchecked is not None:
+                    raise unchecked
+                try:
+                    self._admission.check("console", cmd, now)
+                except Rejected as exc:
+                    raise Forged(cmd, f"{FRESHNESS.get(exc.code, exc.code)}: {exc}") from None
                 events = self._console.command(cmd, now)
             except Rejected as exc:
                 events = self._refusal("console", exc, payload, where, now)
@@ -239,7 +258,8 @@ class Processor:
         code = exc.code if isinstance(exc, (Rejected, CameraRejected)) else "invalid_event"
         Counters.bump(self._counters.dead_letters, code)
         log.warning("rejected input from %s on %s (%s): %s", source, where, code, exc)
-        return [dead_letter(source, code, str(exc), payload, where=where, now=now)]
+        letter = dead_letter(source, code, str(exc), payload, where=where, now=now)
+        return [letter, exc.alarm(now)] if isinstance(exc, Forged) else [letter]
 
     def _emit(self, events: Emitted, ack: Ack | None) -> None:
         """Submit in order; the source is acknowledged with the last one."""

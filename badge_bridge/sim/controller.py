@@ -7,6 +7,8 @@ Used by the tests and by ``make demo``. It behaves like a real controller would:
 - publishes its events at QoS 1 with ids unique per run (``<run nonce>.<sequence>``) and device times in
   UTC; paho keeps unacknowledged publishes and sends them again after a reconnect, so events survive a
   broker restart;
+- acts only on commands with a valid MAC under its sync key and an id it has not acted on (command_mac.py);
+  anything else it refuses, logs, lists in ``refused`` and reports to the bridge as a tamper;
 - obeys commands: a grant lets a "person" walk through (door contact opens shortly after and closes after a
   fraction of the open time), unlock / lock / lockdown change ``lock_state``;
 - keeps the last credential sync and decides alone while the bridge is away (its retained ``bridge/status``
@@ -38,6 +40,7 @@ from pydantic import ValidationError
 
 from badge_bridge import policy
 from badge_bridge.controllers import contract
+from badge_bridge.controllers.command_mac import problem
 from badge_bridge.keys import card_digest
 from badge_bridge.mqtt_client import Will, build_client
 from badge_bridge.topics import Topics
@@ -146,6 +149,8 @@ class SimController:
         """Every valid command received, in order (a redelivered id is listed once)."""
         self.rejected: list[tuple[str, bytes, str]] = []
         """(topic, payload, error) of messages it could not parse."""
+        self.refused: list[tuple[bytes, str]] = []
+        """(payload, why) of commands it would not act on: no MAC, a wrong one, a replayed id."""
         self.sent: list[contract.ControllerEvent] = []
         """Every event it published, in order."""
         self.lock_state: dict[str, Literal["locked", "unlocked", "lockdown"]] = {}
@@ -345,11 +350,12 @@ class SimController:
                 raise TimeoutError(f"controller {self.key}: condition not met within {timeout}s")
 
     def _apply(self, cmd: contract.Command) -> None:
-        if isinstance(cmd, contract.Grant):
-            age = (_utcnow() - cmd.ts).total_seconds()  # real time: a test clock must not void grants
-            if age > self.grant_max_age_s:
-                log.warning("controller %s: grant %s is %.0fs old, ignored", self.key, cmd.id, age)
-            elif self.walk_through and not self.offline:
+        age = (_utcnow() - cmd.ts).total_seconds()  # real time: a test clock must not void grants
+        if isinstance(cmd, (contract.Grant, contract.Unlock)) and age > self.grant_max_age_s:
+            # an opening that waited in the broker, or one replayed after a reboot emptied the id memory
+            log.warning("controller %s: %s %s is %.0fs old, ignored", self.key, cmd.type, cmd.id, age)
+        elif isinstance(cmd, contract.Grant):
+            if self.walk_through and not self.offline:
                 self._walk(cmd.door, cmd.open_time_s)
         elif isinstance(cmd, contract.Unlock):
             self.lock_state[cmd.door] = "unlocked"
@@ -524,7 +530,7 @@ class SimController:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             if msg.topic == self.topic_commands:
-                self._on_command(bytes(msg.payload))
+                self._on_command(bytes(msg.payload), redelivered=bool(msg.dup))
             elif msg.topic == self.topic_sync:
                 sync = contract.CredentialSync.model_validate_json(msg.payload) if msg.payload else None
                 with self._cond:
@@ -542,18 +548,34 @@ class SimController:
                 self.rejected.append((msg.topic, bytes(msg.payload), str(exc)))
                 self._cond.notify_all()
 
-    def _on_command(self, payload: bytes) -> None:
+    def _on_command(self, payload: bytes, redelivered: bool) -> None:
         if len(payload) > contract.MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {contract.MAX_PAYLOAD}")
         cmd = contract.command.validate_json(payload)
+        why = problem(payload, self.sync_key) if self.sync_key else "no sync key provisioned to check MACs with"
         with self._cond:
-            if cmd.id in self._seen_commands:
-                return  # a redelivery: already acted on
-            self._seen_commands.add(cmd.id)
+            if why is None and cmd.id in self._seen_commands:
+                if redelivered:
+                    return  # the broker's redelivery of one already acted on
+                why = f"replayed id {cmd.id}"
+            if why is None:
+                self._seen_commands.add(cmd.id)
+        if why is not None:
+            self._refuse(payload, why)
+            return
         self._apply(cmd)
         with self._cond:
             self.commands.append(cmd)
             self._cond.notify_all()
+
+    def _refuse(self, payload: bytes, why: str) -> None:
+        """Not acted on; reported to the bridge as a tamper (someone else speaks on this controller's topic)."""
+        log.warning("controller %s: command refused (%s)", self.key, why)
+        with self._cond:
+            self.refused.append((payload, why))
+            self._cond.notify_all()
+        if self.connected:
+            self.tamper(True)
 
     def _heartbeats(self, every: float) -> None:
         while not self._closed:
