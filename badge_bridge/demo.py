@@ -35,7 +35,7 @@ from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.sim.osdp_reader import PtyBus, ReaderKind, SimReader
 from badge_bridge.site_sync import sync_site
-from badge_bridge.topics import Topics
+from badge_bridge.topics import CONSOLE, Topics
 
 ACTOR = "demo"
 DEMO_PEOPLE = [
@@ -187,7 +187,7 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
     """Most people the lobby camera sees badge in at once; the rest walk in unbadged and raise the
     unauthorized-entry alarm, which is what the desk is there for."""
     rng = random.Random()
-    client = site_client(config, f"demo-lobby-{secrets.token_hex(4)}")
+    client = site_client(config, f"demo-lobby-{secrets.token_hex(4)}", role=CONSOLE)
     lobby = sims.get("ctl-lobby")
     if lobby is None:
         return

@@ -10,6 +10,8 @@ Layout of the keys folder::
     console-secret         32 random bytes; signs the console's session cookies
     evidence-key           32 random bytes; AES-256-GCM key of camera snapshots, clips and face data
     osdp/<reader>.scbk     each OSDP reader's secure-channel base key, hex (made by `badge-bridge osdp keygen`)
+    mqtt/<account>.password  each broker account's password (made by `badge-bridge mqtt broker-config`)
+    mqtt/ca.key, ca.crt    the site's broker CA (same command); the key never leaves this folder
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -169,6 +171,24 @@ class KeyStore:
         _write_private(tmp, key.hex().encode() + b"\n")
         os.replace(tmp, path)
         return key
+
+    def mqtt_password(self, account: str) -> str | None:
+        """The broker password of ``account`` (mqtt_accounts), None until `badge-bridge mqtt broker-config`
+        made it."""
+        try:
+            return (self.dir / "mqtt" / f"{account}.password").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def ensure_mqtt_password(self, account: str) -> bool:
+        """Make ``account``'s broker password unless it has one; True if it was made. Deleting the file and
+        running this again rotates it."""
+        path = self.dir / "mqtt" / f"{account}.password"
+        if path.exists():
+            return False
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(path, secrets.token_urlsafe(24).encode() + b"\n")
+        return True
 
     def console_secret(self) -> bytes:
         """Signs the console's session cookies; rotating it logs everybody out."""
