@@ -265,11 +265,19 @@ def example_site(tmp_path: Path) -> SiteConfig:
     return config.model_copy(update={"keys": config.keys.model_copy(update={"dir": str(tmp_path / "keys")})})
 
 
-def site_broker(tmp_path: Path, config: SiteConfig | None = None) -> Broker:
+def secured_broker(tmp_path: Path, config: SiteConfig | None = None) -> Broker:
     """A Mosquitto configured by `badge-bridge mqtt broker-config` for ``config`` (default: the example site
     with the test's keys folder), plus the test-only accounts; not yet started."""
     return for_site(tmp_path / "mosquitto", config or example_site(tmp_path), test_users=TEST_USERS,
                     test_acl=TEST_ACL)
+
+
+def let_the_bridge_read(broker: Broker, *topic_filters: str) -> None:
+    """Widen the bridge's ACL (restarting the broker), for a test of what the bridge itself does with a message
+    the generated ACL keeps from it: a broker configured by hand might let it through."""
+    with (broker.dir / "acl").open("a") as acl:
+        acl.write("\nuser bridge-1\n" + "".join(f"topic read {f}\n" for f in topic_filters))
+    broker.restart(down_s=0)
 
 
 @pytest.fixture
@@ -279,7 +287,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     test-only accounts, with persistence, so it can be restarted mid-test. A missing mosquitto binary skips
     (fails under CI=true)."""
     require_mosquitto()
-    b = site_broker(tmp_path)
+    b = secured_broker(tmp_path)
     b.start()
     yield b
     b.stop()

@@ -115,7 +115,7 @@ def test_badged_passages_tailgating_and_unused_grant(tmp_path: Path, db_url: str
     try:
         site.start_bridge()
         lobby = site.sim("ctl-lobby")
-        _, feed = listen(broker.port, "badge-bridge/v1/bridge/events", c.PublishedEvents.model_validate_json)
+        _, feed = listen(broker, "badge-bridge/v1/bridge/events", c.PublishedEvents.model_validate_json)
         with Cameras(site):
             badged = 0
             while badged < 2:  # badge as each passage starts, like a person at the reader
