@@ -63,14 +63,14 @@ def credentials(config: SiteConfig, role: str, key: str | None = None) -> tuple[
 
 
 def site_client(config: SiteConfig, client_id: str, *, role: str, key: str | None = None, will: Will | None = None,
-                manual_ack: bool = False, backoff: tuple[float, float] | None = None) -> mqtt.Client:
+                manual_ack: bool = False) -> mqtt.Client:
     """A client of the site's broker on ``role``'s own account (see the module docstring); ``key`` names the
-    controller or camera for those roles; ``backoff`` defaults to (1 s, ``mqtt.reconnect_max_s``)."""
+    controller or camera for those roles."""
     cfg = config.mqtt
     username, password = credentials(config, role, key)
     return build_client(client_id, username=username, password=password, tls=cfg.tls,
                         ca_file=config.path(cfg.ca_file) if cfg.ca_file else None, will=will,
-                        backoff=backoff or (1, cfg.reconnect_max_s), manual_ack=manual_ack)
+                        backoff=(1, cfg.reconnect_max_s), manual_ack=manual_ack)
 
 
 def refused(config: SiteConfig, reason: object, role: str = BRIDGE, key: str | None = None) -> str:
