@@ -269,7 +269,34 @@ def latency_tls_acl(tmp: Path) -> dict[str, float]:
         broker.stop()
 
 
+def latency_plain(tmp: Path) -> dict[str, float]:
+    broker = Broker(tmp / "mosquitto")
+    broker.start()
+    bridge = BridgeRun(make_site(tmp, broker.port), tmp / "bridge.log")
+    try:
+        bridge.start()
+        return latency(Conn(broker.port))
+    finally:
+        bridge.stop()
+        broker.stop()
+
+
+def latencies() -> None:
+    """``--latency``: both latencies only, one after the other (no ingest runs), for a quick comparison."""
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "plain").mkdir()
+        (tmp / "secured").mkdir()
+        plain, secured = latency_plain(tmp / "plain"), latency_tls_acl(tmp / "secured")
+    print(json.dumps({"bench": "mqtt-latency", "latency": plain, "latency_tls_acl": secured,
+                      "goals": {"p99_ms": 5},
+                      "meets_goals": {"p99": plain["p99_ms"] <= 5, "p99_tls_acl": secured["p99_ms"] <= 5}}))
+
+
 def main() -> None:
+    if "--latency" in sys.argv[1:]:
+        latencies()
+        return
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         broker = Broker(tmp / "mosquitto")
