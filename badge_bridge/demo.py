@@ -31,6 +31,7 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
+from badge_bridge.mqtt_accounts import CONSOLE_ACCOUNT
 from badge_bridge.mqtt_client import site_client
 from badge_bridge.sim.broker import for_site
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
@@ -226,7 +227,7 @@ badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_str
   console:         http://{config.console.host}:{config.console.port}/   logins (user / password):
 {logins}
   MQTT broker:     127.0.0.1:{port}, TLS on {tls_port} (CA {config.path("var/demo-mosquitto/config/ca.crt")})
-                   watch: mosquitto_sub -p {port} -u console -P "$(cat {config.keys_dir() / "mqtt" / "console.password"})" -t '{prefix}/bridge/#' -v
+                   watch: mosquitto_sub -p {port} -u console -P "$(cat {KeyStore(config.keys_dir()).mqtt_password_file(CONSOLE_ACCOUNT)})" -t '{prefix}/bridge/#' -v
   metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
   simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")} (MQTT);
                    OSDP bus {", ".join(c.key for c in config.controllers if c.kind == "osdp")}: readers {", ".join(OSDP_READERS)}

@@ -172,18 +172,21 @@ class KeyStore:
         os.replace(tmp, path)
         return key
 
+    def mqtt_password_file(self, account: str) -> Path:
+        """Where the broker password of ``account`` (mqtt_accounts) is kept."""
+        return self.dir / "mqtt" / f"{account}.password"
+
     def mqtt_password(self, account: str) -> str | None:
-        """The broker password of ``account`` (mqtt_accounts), None until `badge-bridge mqtt broker-config`
-        made it."""
+        """The broker password of ``account``, None until `badge-bridge mqtt broker-config` made it."""
         try:
-            return (self.dir / "mqtt" / f"{account}.password").read_text().strip() or None
+            return self.mqtt_password_file(account).read_text().strip() or None
         except FileNotFoundError:
             return None
 
     def ensure_mqtt_password(self, account: str) -> bool:
         """Make ``account``'s broker password unless it has one; True if it was made. Deleting the file and
         running this again rotates it."""
-        path = self.dir / "mqtt" / f"{account}.password"
+        path = self.mqtt_password_file(account)
         if path.exists():
             return False
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

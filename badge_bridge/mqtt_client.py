@@ -80,7 +80,7 @@ def refused(config: SiteConfig, reason: object, role: str = BRIDGE, key: str | N
     text = f"MQTT broker {cfg.host}:{cfg.port} refused the connection of {username!r}: {reason}"
     if password is None:
         text += (f" ({username!r} has no password: run `badge-bridge mqtt broker-config` to make "
-                 f"{config.keys_dir() / 'mqtt' / (username + '.password')}")
+                 f"{KeyStore(config.keys_dir()).mqtt_password_file(username)}")
         text += f", or set {PASSWORD_ENV})" if role == BRIDGE else ")"
     return text
 
