@@ -1,5 +1,6 @@
 """`make demo`: the whole thing on embedded defaults: the demo site's database from the example site file,
-a Mosquitto of its own on a free port, the bridge, and simulated controllers with people walking through.
+a Mosquitto of its own on a free port, configured by `badge-bridge mqtt broker-config` (every client on its own
+account, no anonymous ones), the bridge, and simulated controllers with people walking through.
 
 Idempotent: a second run keeps the people and credentials it made the first time, and gives the console
 admin a fresh password (only a hash is stored, so the old one cannot be printed again).
@@ -30,12 +31,13 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
+from badge_bridge.mqtt_accounts import CONSOLE_ACCOUNT
 from badge_bridge.mqtt_client import site_client
-from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.broker import for_site
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.sim.osdp_reader import PtyBus, ReaderKind, SimReader
 from badge_bridge.site_sync import sync_site
-from badge_bridge.topics import Topics
+from badge_bridge.topics import CONSOLE, Topics
 
 ACTOR = "demo"
 DEMO_PEOPLE = [
@@ -113,7 +115,7 @@ def main(config_path: str, seconds: float | None) -> None:
     logging.getLogger("badge_bridge.ingest").setLevel(logging.DEBUG)  # show every decision
     config = load_config(config_path)
     engine, keys, passwords = build(config)
-    broker = Broker(config.path("var/demo-mosquitto"))
+    broker = for_site(config.path("var/demo-mosquitto"), config)
     broker.start()
     bus = PtyBus(len(OSDP_READERS))
     config = config.model_copy(update={
@@ -135,7 +137,7 @@ def main(config_path: str, seconds: float | None) -> None:
         processes.append(_start_cli(config_path, broker.port, "cameras"))
         threading.Thread(target=_badge_when_seen, args=(config, sims, stop), daemon=True).start()
         processes.append(_start_cli(config_path, broker.port, "console"))
-        _banner(config, engine, passwords, broker.port, bridge)
+        _banner(config, engine, passwords, broker.port, broker.tls_port, bridge)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait(seconds)
@@ -187,7 +189,7 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
     """Most people the lobby camera sees badge in at once; the rest walk in unbadged and raise the
     unauthorized-entry alarm, which is what the desk is there for."""
     rng = random.Random()
-    client = site_client(config, f"demo-lobby-{secrets.token_hex(4)}")
+    client = site_client(config, f"demo-lobby-{secrets.token_hex(4)}", role=CONSOLE)
     lobby = sims.get("ctl-lobby")
     if lobby is None:
         return
@@ -215,7 +217,8 @@ def _start_cli(config_path: str, broker_port: int, command: str) -> subprocess.P
     return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, command], env=env)
 
 
-def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port: int, bridge: Bridge) -> None:
+def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port: int, tls_port: int | None,
+            bridge: Bridge) -> None:
     metrics = bridge.metrics_server.server_address[1] if bridge.metrics_server else "?"
     prefix = config.mqtt.topic_prefix
     logins = "\n".join(f"    {role:<11} {role} / {password}" for role, password in passwords.items())
@@ -223,7 +226,8 @@ def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port:
 badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}
   console:         http://{config.console.host}:{config.console.port}/   logins (user / password):
 {logins}
-  MQTT broker:     127.0.0.1:{port}   watch: mosquitto_sub -p {port} -t '{prefix}/bridge/#' -v
+  MQTT broker:     127.0.0.1:{port}, TLS on {tls_port} (CA {config.path("var/demo-mosquitto/config/ca.crt")})
+                   watch: mosquitto_sub -p {port} -u console -P "$(cat {KeyStore(config.keys_dir()).mqtt_password_file(CONSOLE_ACCOUNT)})" -t '{prefix}/bridge/#' -v
   metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
   simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")} (MQTT);
                    OSDP bus {", ".join(c.key for c in config.controllers if c.kind == "osdp")}: readers {", ".join(OSDP_READERS)}

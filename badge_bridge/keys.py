@@ -14,6 +14,8 @@ Layout of the keys folder::
     console/command.pub    its public key, hex: all the bridge needs (on a split deployment the bridge host
                            gets only this file; to rotate, delete both and run init: a new pair, then
                            copy the .pub and restart console and bridge)
+    mqtt/<account>.password  each broker account's password (made by `badge-bridge mqtt broker-config`)
+    mqtt/ca.key, ca.crt    the site's broker CA (same command); the key never leaves this folder
 
 The database also stores the public keys, but an auditor trusts the .pub files (or keys handed over out of
 band), never the database: whoever can edit the database could add a key of their own.
@@ -207,6 +209,27 @@ class KeyStore:
         _write_private(tmp, key.hex().encode() + b"\n")
         os.replace(tmp, path)
         return key
+
+    def mqtt_password_file(self, account: str) -> Path:
+        """Where the broker password of ``account`` (mqtt_accounts) is kept."""
+        return self.dir / "mqtt" / f"{account}.password"
+
+    def mqtt_password(self, account: str) -> str | None:
+        """The broker password of ``account``, None until `badge-bridge mqtt broker-config` made it."""
+        try:
+            return self.mqtt_password_file(account).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def ensure_mqtt_password(self, account: str) -> bool:
+        """Make ``account``'s broker password unless it has one; True if it was made. Deleting the file and
+        running this again rotates it."""
+        path = self.mqtt_password_file(account)
+        if path.exists():
+            return False
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(path, secrets.token_urlsafe(24).encode() + b"\n")
+        return True
 
     def console_secret(self) -> bytes:
         """Signs the console's session cookies; rotating it logs everybody out."""

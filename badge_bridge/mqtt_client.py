@@ -1,10 +1,11 @@
 """Every MQTT client of the project is built here: paho-mqtt 2 on MQTT 5, with credentials, TLS, client id,
 last will and reconnect backoff set in one place.
 
-``site_client`` is a client of the site's own account (bridge, console, camera workers, the firmware tool,
-the demo): the site file's ``mqtt`` section, the password from ``BADGE_BRIDGE_MQTT_PASSWORD`` when set (so the
-secret can stay out of the site file), the CA file relative to the site file. Simulated devices have their
-own accounts and call ``build_client`` with them.
+``site_client`` is a client of one of the site's own accounts (mqtt_accounts: the bridge, the console, a camera
+worker, the firmware tool, a simulated controller): its username, its password from the keys folder (made by
+`badge-bridge mqtt broker-config`), the site file's ``mqtt`` section for the broker and TLS (the CA file relative
+to the site file). For the bridge, the site file's ``mqtt.username`` and ``mqtt.password`` and
+``BADGE_BRIDGE_MQTT_PASSWORD`` (so the secret can stay out of the site file) override the keys folder.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import NamedTuple
 import paho.mqtt.client as mqtt
 
 from badge_bridge.config import SiteConfig
+from badge_bridge.keys import KeyStore
+from badge_bridge.mqtt_accounts import account_name
+from badge_bridge.topics import BRIDGE
 
 PASSWORD_ENV = "BADGE_BRIDGE_MQTT_PASSWORD"
-"""Overrides ``mqtt.password``, so the secret can stay out of the site file."""
+"""Overrides the bridge's password (``mqtt.password``, the keys folder), so the secret can stay out of files."""
 
 
 class Will(NamedTuple):
@@ -48,21 +52,36 @@ def build_client(client_id: str, *, username: str | None = None, password: str |
     return client
 
 
-def site_client(config: SiteConfig, client_id: str, *, will: Will | None = None,
+def credentials(config: SiteConfig, role: str, key: str | None = None) -> tuple[str, str | None]:
+    """The username and password ``role`` (with its controller or camera ``key``) logs in with; the password
+    None while the keys folder has none (the broker then refuses, and ``refused`` says what to run)."""
+    username = account_name(config, role, key)
+    password = KeyStore(config.keys_dir()).mqtt_password(username)
+    if role == BRIDGE:
+        password = os.environ.get(PASSWORD_ENV) or config.mqtt.password or password
+    return username, password
+
+
+def site_client(config: SiteConfig, client_id: str, *, role: str, key: str | None = None, will: Will | None = None,
                 manual_ack: bool = False) -> mqtt.Client:
-    """A client of the site's account (see the module docstring)."""
+    """A client of the site's broker on ``role``'s own account (see the module docstring); ``key`` names the
+    controller or camera for those roles."""
     cfg = config.mqtt
-    return build_client(client_id, username=cfg.username or None, password=os.environ.get(PASSWORD_ENV) or cfg.password,
-                        tls=cfg.tls, ca_file=config.path(cfg.ca_file) if cfg.ca_file else None, will=will,
+    username, password = credentials(config, role, key)
+    return build_client(client_id, username=username, password=password, tls=cfg.tls,
+                        ca_file=config.path(cfg.ca_file) if cfg.ca_file else None, will=will,
                         backoff=(1, cfg.reconnect_max_s), manual_ack=manual_ack)
 
 
-def refused(config: SiteConfig, reason: object) -> str:
+def refused(config: SiteConfig, reason: object, role: str = BRIDGE, key: str | None = None) -> str:
     """Why the site's broker refused a connection, with the likely fix when it was the credentials."""
     cfg = config.mqtt
-    text = f"MQTT broker {cfg.host}:{cfg.port} refused the connection: {reason}"
-    if cfg.username and not (os.environ.get(PASSWORD_ENV) or cfg.password):
-        text += f" (user {cfg.username!r} has no password: set {PASSWORD_ENV} or mqtt.password)"
+    username, password = credentials(config, role, key)
+    text = f"MQTT broker {cfg.host}:{cfg.port} refused the connection of {username!r}: {reason}"
+    if password is None:
+        text += (f" ({username!r} has no password: run `badge-bridge mqtt broker-config` to make "
+                 f"{KeyStore(config.keys_dir()).mqtt_password_file(username)}")
+        text += f", or set {PASSWORD_ENV})" if role == BRIDGE else ")"
     return text
 
 

@@ -3,15 +3,15 @@ here (docs/mqtt.md describes each).
 
 ``tree()`` enumerates the patterns with who publishes and who subscribes to each, so the broker's ACL can
 be generated from it; ``Topics`` builds the contract's topics under a site's prefix, ``esp_rfid`` an esp-rfid
-device's under its base topic. Who is named by role:
+device's under its base topic. Who is named by role (each logs in on its own account, mqtt_accounts, and
+`badge-bridge mqtt broker-config` writes the broker's ACL from ``tree(role)``):
 
-* ``bridge``: the bridge (its account is ``mqtt.username`` of the site file);
+* ``bridge``: the bridge;
 * ``console``: the web console, and ``make demo``'s lobby watcher;
 * ``controller``: a controller on the contract, only under its own key (its username);
-* ``esp-rfid``: a stock esp-rfid device, only under its own base topic (its username, in the ACL of
-  docs/mqtt.md);
+* ``esp-rfid``: a stock esp-rfid device, only under its own base topic (its username is its key);
 * ``camera``: a camera worker, only under its own key;
-* ``firmware``: ``badge-bridge firmware diff | push``, which logs in with the site's account.
+* ``firmware``: ``badge-bridge firmware diff | push``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The bridge over MQTT, as a separate process on its own Mosquitto and a SQLite database (WAL, FULL):
 
 - latency: a credential published by a controller to the grant or deny command it receives, p50 and p99,
-  while another controller sends 200 events/s of background load;
+  while another controller sends 200 events/s of background load; on an open broker over plain MQTT
+  ("plain"), and on the broker `badge-bridge mqtt broker-config` generates, with every client over TLS on its
+  own account under the generated ACL ("tls_acl");
 - sustained ingest: events/s from MQTT into the audit log, counted once committed, with every id checked
   (nothing lost, nothing doubled); with publishers running beside the bridge ("live") and with the bridge
   alone draining what the broker queued while it was down ("backlog"); for door passages (card, door
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import ssl
 import statistics
 import subprocess
 import sys
@@ -22,6 +25,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,7 +39,7 @@ from badge_bridge.db import make_engine, migrate
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry
 from badge_bridge.mqtt_client import no_delay
-from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.broker import Broker, for_site
 from badge_bridge.site_sync import sync_site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,11 +48,21 @@ LATENCY_N, LATENCY_RATE, BACKGROUND_RATE = 1000, 50, 200
 INGEST_N, PUBLISHERS = 20_000, 2
 
 
-def make_site(tmp: Path, port: int) -> Path:
+class Conn(NamedTuple):
+    """How the bench's clients reach the broker: plain and anonymous, or over TLS on their own accounts."""
+
+    port: int
+    broker: Broker | None = None
+    tls_ca: Path | None = None
+
+
+def make_site(tmp: Path, port: int, tls_ca: Path | None = None) -> Path:
     text = (ROOT / "site.example.toml").read_text()
     text = text.replace('url = "sqlite:///var/badge-bridge.db"', f'url = "sqlite:///{tmp / "bench.db"}"')
     text = text.replace('dir = "var/keys"', f'dir = "{tmp / "keys"}"')
     text = text.replace("port = 1883", f"port = {port}") + "\n[metrics]\nport = 0\n"
+    if tls_ca is not None:
+        text = text.replace('host = "127.0.0.1"', f'host = "127.0.0.1"\ntls = true\nca_file = "{tls_ca}"', 1)
     site = tmp / "site.toml"
     site.write_text(text)
     config = load_config(site)
@@ -64,10 +78,15 @@ def make_site(tmp: Path, port: int) -> Path:
     return site
 
 
-def client(port: int, name: str) -> mqtt.Client:
+def client(conn: Conn | int, name: str, account: str | None = None) -> mqtt.Client:
+    conn = conn if isinstance(conn, Conn) else Conn(conn)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
     c.max_inflight_messages_set(1000)
-    c.connect("127.0.0.1", port)
+    if conn.broker is not None and account is not None:
+        c.username_pw_set(*conn.broker.login(account))
+    if conn.tls_ca is not None:
+        c.tls_set(ca_certs=str(conn.tls_ca), cert_reqs=ssl.CERT_REQUIRED)
+    c.connect("127.0.0.1", conn.port)
     no_delay(c)
     c.loop_start()
     return c
@@ -78,9 +97,9 @@ def credential(msg_id: str, reader: str, card: str) -> str:
                        "reader": reader, "card": {"format": "wiegand26", "number": card}})
 
 
-def background(port: int, stop: threading.Event) -> int:
+def background(conn: Conn, stop: threading.Event) -> int:
     """Door contact traffic from the hall controller at BACKGROUND_RATE."""
-    c = client(port, "bench-background")
+    c = client(conn, "bench-background", "ctl-hall-a")
     n, started = 0, time.monotonic()
     while not stop.is_set():
         state = "opened" if n % 2 == 0 else "closed"
@@ -93,8 +112,8 @@ def background(port: int, stop: threading.Event) -> int:
     return n
 
 
-def latency(port: int) -> dict[str, float]:
-    c = client(port, "bench-lobby")
+def latency(conn: Conn) -> dict[str, float]:
+    c = client(conn, "bench-lobby", "ctl-lobby")
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
     done = threading.Event()
@@ -109,7 +128,7 @@ def latency(port: int) -> dict[str, float]:
     c.subscribe(f"{PREFIX}/controllers/ctl-lobby/commands", qos=1)
     time.sleep(0.5)
     stop = threading.Event()
-    bg = threading.Thread(target=background, args=(port, stop))
+    bg = threading.Thread(target=background, args=(conn, stop))
     bg.start()
     time.sleep(1.0)
     for i in range(LATENCY_N):
@@ -233,7 +252,51 @@ class BridgeRun:
         self.proc.wait(30)
 
 
+def latency_tls_acl(tmp: Path) -> dict[str, float]:
+    """The latency on the generated broker: the bridge and both controllers over TLS, each on its account."""
+    config = load_config(ROOT / "site.example.toml")
+    config = config.model_copy(update={"keys": config.keys.model_copy(update={"dir": str(tmp / "keys")})})
+    broker = for_site(tmp / "mosquitto", config)
+    broker.start()
+    assert broker.tls_port is not None
+    ca = tmp / "mosquitto" / "config" / "ca.crt"
+    bridge = BridgeRun(make_site(tmp, broker.tls_port, tls_ca=ca), tmp / "bridge.log")
+    try:
+        bridge.start()
+        return latency(Conn(broker.tls_port, broker, ca))
+    finally:
+        bridge.stop()
+        broker.stop()
+
+
+def latency_plain(tmp: Path) -> dict[str, float]:
+    broker = Broker(tmp / "mosquitto")
+    broker.start()
+    bridge = BridgeRun(make_site(tmp, broker.port), tmp / "bridge.log")
+    try:
+        bridge.start()
+        return latency(Conn(broker.port))
+    finally:
+        bridge.stop()
+        broker.stop()
+
+
+def latencies() -> None:
+    """``--latency``: both latencies only, one after the other (no ingest runs), for a quick comparison."""
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "plain").mkdir()
+        (tmp / "secured").mkdir()
+        plain, secured = latency_plain(tmp / "plain"), latency_tls_acl(tmp / "secured")
+    print(json.dumps({"bench": "mqtt-latency", "latency": plain, "latency_tls_acl": secured,
+                      "goals": {"p99_ms": 5},
+                      "meets_goals": {"p99": plain["p99_ms"] <= 5, "p99_tls_acl": secured["p99_ms"] <= 5}}))
+
+
 def main() -> None:
+    if "--latency" in sys.argv[1:]:
+        latencies()
+        return
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         broker = Broker(tmp / "mosquitto")
@@ -243,7 +306,7 @@ def main() -> None:
         bridge = BridgeRun(site, tmp / "bridge.log")
         try:
             bridge.start()
-            lat = latency(broker.port)
+            lat = latency(Conn(broker.port))
             ingest = {f"{how}_{mix}": run(mix) for mix in ("passages", "credentials")
                       for how, run in (("live", lambda m: ingest_live(broker.port, engine, m)),
                                        ("backlog", lambda m: ingest_backlog(broker.port, engine, bridge, m)))}
@@ -251,9 +314,11 @@ def main() -> None:
             bridge.stop()
             broker.stop()
             engine.dispose()
-    print(json.dumps({"bench": "mqtt", "latency": lat, "ingest": ingest,
+        (tmp / "secured").mkdir()
+        secured = latency_tls_acl(tmp / "secured")
+    print(json.dumps({"bench": "mqtt", "latency": lat, "latency_tls_acl": secured, "ingest": ingest,
                       "goals": {"p99_ms": 5, "ingest_events_per_s": 5000},
-                      "meets_goals": {"p99": lat["p99_ms"] <= 5,
+                      "meets_goals": {"p99": lat["p99_ms"] <= 5, "p99_tls_acl": secured["p99_ms"] <= 5,
                                       **{k: v["events_per_s"] >= 5000 and v["lost"] == 0 for k, v in ingest.items()}}}))
 
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from badge_bridge.config import CameraConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.mqtt_client import Will, site_client
-from badge_bridge.topics import Topics
+from badge_bridge.topics import CAMERA, Topics
 from camera.capture import Capture, Status
 from camera.evidence import EvidenceStore, RingBuffer, encode_clip, encode_snapshot
 from camera.motion import MotionDetector, MotionSettings, Zone, ZoneChange
@@ -64,7 +64,7 @@ class CameraWorker:
         self.frames = 0
         self._seq = 0
         self._episode_start: dict[str, float] = {}
-        self.client = site_client(config, f"badge-bridge-camera-{camera.key}", will=Will(
+        self.client = site_client(config, f"badge-bridge-camera-{camera.key}", role=CAMERA, key=camera.key, will=Will(
             self.status_topic, c.CameraStatus(online=False).model_dump_json(exclude_none=True)))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

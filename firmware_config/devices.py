@@ -51,7 +51,7 @@ from badge_bridge.firmware.profiles import (
 )
 from badge_bridge.keys import KeyStore
 from badge_bridge.mqtt_client import refused, site_client
-from badge_bridge.topics import Topics
+from badge_bridge.topics import FIRMWARE, Topics
 from badge_bridge.topics import esp_rfid as esp_topics
 
 Profile = MqttProfile | EspRfidProfile | OsdpProfile
@@ -184,7 +184,7 @@ class Link:
     def __init__(self, config: SiteConfig, *, client_id: str | None = None) -> None:
         self.config = config
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.client = site_client(config, client_id or f"badge-bridge-firmware-{secrets.token_hex(4)}")
+        self.client = site_client(config, client_id or f"badge-bridge-firmware-{secrets.token_hex(4)}", role=FIRMWARE)
         self.host, self.port = config.mqtt.host, config.mqtt.port
         self._seen: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
@@ -201,7 +201,7 @@ class Link:
         self.client.loop_start()
         if not self._answered.wait(REPLY_TIMEOUT_S) or self._refusal is not None:
             self.__exit__()
-            raise DeviceError(refused(self.config, self._refusal) if self._refusal is not None else
+            raise DeviceError(refused(self.config, self._refusal, FIRMWARE) if self._refusal is not None else
                               f"MQTT broker {self.host}:{self.port} did not answer the connection within "
                               f"{REPLY_TIMEOUT_S:g} s")
         return self

@@ -15,12 +15,16 @@ from badge_bridge.topics import Topics
 from badge_bridge.topics import esp_rfid as esp_topics
 from firmware_config.devices import ConfigReport, ConfigSet, ControllerSettings
 
+Login = tuple[str, str] | None
+"""The device's broker account (username, password); None: anonymous, on an open broker."""
+
 
 class _Client:
-    def __init__(self, port: int, client_id: str, topic: str) -> None:
+    def __init__(self, port: int, client_id: str, topic: str, login: Login = None) -> None:
         self.topic = topic
         self.ready = threading.Event()
-        self.client = build_client(client_id)
+        username, password = login or (None, None)
+        self.client = build_client(client_id, username=username, password=password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self.ready.set()
         self.client.on_message = lambda c, u, msg: self.handle(bytes(msg.payload))
@@ -48,13 +52,14 @@ class SimConfigController(_Client):
     """A contract controller's configuration side: publishes its settings retained on connect and after
     applying a ConfigSet (with ``applied`` = the set's id). Invalid sets are ignored, as a device would."""
 
-    def __init__(self, port: int, key: str, settings: ControllerSettings, *, prefix: str = "badge-bridge/v1") -> None:
+    def __init__(self, port: int, key: str, settings: ControllerSettings, *, prefix: str = "badge-bridge/v1",
+                 login: Login = None) -> None:
         self.key = key
         self.settings = settings
         self.applied: list[ConfigSet] = []
         topics = Topics(prefix)
         self.report_topic = topics.controller_config(key)
-        super().__init__(port, f"sim-config-{key}", topics.controller_config_set(key))
+        super().__init__(port, f"sim-config-{key}", topics.controller_config_set(key), login)
 
     def connected(self) -> None:
         self._report(None)
@@ -78,12 +83,13 @@ class SimEspRfid(_Client):
     "configfile"}`` on ``<topic>/send``; ``updateconf`` replaces the file with ``configfile`` and acks
     ``{"type":"updateconf","ip","hostname"}``. Commands naming another ``doorip`` are dropped."""
 
-    def __init__(self, port: int, topic: str, ip: str, configfile: dict[str, Any], hostname: str = "esp-sim") -> None:
+    def __init__(self, port: int, topic: str, ip: str, configfile: dict[str, Any], hostname: str = "esp-sim", *,
+                 login: Login = None) -> None:
         self.ip, self.hostname, self.configfile = ip, hostname, configfile
         self.received: list[dict[str, Any]] = []
         topics = esp_topics(topic)
         self.send_topic = topics.events
-        super().__init__(port, f"sim-esp-{hostname}", topics.commands)
+        super().__init__(port, f"sim-esp-{hostname}", topics.commands, login)
 
     def handle(self, payload: bytes) -> None:
         msg = json.loads(payload)

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.keys import KeyStore
-from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.broker import Broker, for_site
 from tests.bridge_proc import BridgeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,12 +245,49 @@ def bridge_process(tmp_path: Path) -> Iterator[Callable[[Path], BridgeProcess]]:
         process.close()
 
 
+TEST_USERS = {"watcher": "watcher-test-password", "anyone": "anyone-test-password"}
+"""Accounts only the tests add to a site's broker (``Broker.login``)."""
+TEST_ACL = """
+# test-only: sees everything, to prove what did not arrive
+user watcher
+topic read #
+
+# test-only: may write anywhere, as a stolen account on a mis-configured broker would, so the tests of the
+# bridge's own checks (poison, forgeries) still reach it behind the ACL
+user anyone
+topic readwrite #
+"""
+
+
+def example_site(tmp_path: Path) -> SiteConfig:
+    """The example site with its keys in the test's folder (where ``keys`` and ``write_site`` put them)."""
+    config = load_config(EXAMPLE_SITE)
+    return config.model_copy(update={"keys": config.keys.model_copy(update={"dir": str(tmp_path / "keys")})})
+
+
+def secured_broker(tmp_path: Path, config: SiteConfig | None = None) -> Broker:
+    """A Mosquitto configured by `badge-bridge mqtt broker-config` for ``config`` (default: the example site
+    with the test's keys folder), plus the test-only accounts; not yet started."""
+    return for_site(tmp_path / "mosquitto", config or example_site(tmp_path), test_users=TEST_USERS,
+                    test_acl=TEST_ACL)
+
+
+def let_the_bridge_read(broker: Broker, *topic_filters: str) -> None:
+    """Widen the bridge's ACL (restarting the broker), for a test of what the bridge itself does with a message
+    the generated ACL keeps from it: a broker configured by hand might let it through."""
+    with (broker.dir / "acl").open("a") as acl:
+        acl.write("\nuser bridge-1\n" + "".join(f"topic read {f}\n" for f in topic_filters))
+    broker.restart(down_s=0)
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A Mosquitto of the test's own, with persistence, so it can be restarted mid-test. A missing
-    mosquitto binary skips (fails under CI=true)."""
+    """A Mosquitto of the test's own, run as `badge-bridge mqtt broker-config` configures it for the example
+    site (no anonymous clients, each account its own topics; passwords in the test's keys folder) plus the
+    test-only accounts, with persistence, so it can be restarted mid-test. A missing mosquitto binary skips
+    (fails under CI=true)."""
     require_mosquitto()
-    b = Broker(tmp_path / "mosquitto")
+    b = secured_broker(tmp_path)
     b.start()
     yield b
     b.stop()

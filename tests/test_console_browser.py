@@ -90,7 +90,8 @@ def _console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore, *,
     bridge = Bridge(config, engine, keys)
     bridge.start()
     readers = {r.key: r.door for r in config.readers if r.controller == "ctl-lobby"}
-    lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"),
+    lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"), username="ctl-lobby",
+                          password=broker.passwords["ctl-lobby"],
                           readers=readers, walk_delay_s=0.05, walk_fraction=0.05)
     app = server = thread = None
     try:

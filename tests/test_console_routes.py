@@ -786,15 +786,17 @@ def test_console_users(client_as: Callable[[str], FlaskClient], app: Flask, seed
 
 
 class CommandListener:
-    """A plain MQTT client on the console's command topic, subscribed before anything is sent."""
+    """A plain MQTT client on the console's command topic, on the bridge's account (the one that reads it),
+    subscribed before anything is sent."""
 
-    def __init__(self, port: int, topic: str = "badge-bridge/v1/console/commands") -> None:
+    def __init__(self, broker: Broker, topic: str = "badge-bridge/v1/console/commands") -> None:
         self.received: queue.Queue[bytes] = queue.Queue()
         subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(*broker.login("bridge-1"))
         self.client.on_message = lambda _c, _u, msg: self.received.put(msg.payload)
         self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.client.subscribe(topic, qos=1)
         assert subscribed.wait(10), "no SUBACK from the broker"
@@ -822,7 +824,7 @@ def test_door_commands_reach_the_broker(linked_app: Flask, broker: Broker, keys:
     supervisor = linked_app.test_client()
     assert login(supervisor, "supervisor").status_code == 302
     assert "No connection to the bridge" not in page(supervisor, "/doors")
-    listener = CommandListener(broker.port)
+    listener = CommandListener(broker)
     try:
         refused = submit(supervisor, "/doors/main-entrance/unlock", reason="", duration_s="30")
         assert "Reason: A remote unlock needs a reason." in texts(refused, "error")

@@ -72,6 +72,10 @@ def test_demo_runs_the_whole_site_and_prints_the_admin_login(tmp_path: Path) -> 
     logins = dict(re.findall(r"^\s+(admin|supervisor|guard|auditor)\s+\1 / (\S+)$", text, re.M))
     assert sorted(logins) == ["admin", "auditor", "guard", "supervisor"] and all(len(p) >= 12 for p in logins.values())
     assert re.search(r"Listening at: http://127\.0\.0\.1:\d+", text)  # the console was served
+    # its broker is the generated one: no anonymous clients, and every part of the demo logged in on its account
+    conf = (tmp_path / "var" / "demo-mosquitto" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "allow_anonymous true" not in conf and "acl_file" in conf
+    assert "refused the connection" not in text, text[-3000:]
     engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'badge-bridge.db'}")
     with engine.connect() as conn:
         assert len(conn.scalars(select(Person.name)).all()) == 5

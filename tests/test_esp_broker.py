@@ -1,12 +1,11 @@
-"""Stock esp-rfid devices against a real Mosquitto run with the configuration and ACL of docs/mqtt.md, and
-the bridge: events kept while the bridge is away, each account confined to its topics, tamper and Home
-Assistant mode end to end, and the contract refused on an esp-rfid controller's topics (issue 12)."""
+"""Stock esp-rfid devices against a real Mosquitto run with the configuration `badge-bridge mqtt broker-config`
+generates, and the bridge: events kept while the bridge is away, each account confined to its topics, tamper
+and Home Assistant mode end to end, and the contract refused on an esp-rfid controller's topics (issue 12)."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,44 +20,32 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.config import ControllerConfig
 from badge_bridge.controllers.esp_rfid import esp_users
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, DeadLetter
 from badge_bridge.sim.broker import Broker
 from badge_bridge.topics import EspChannel
 from badge_bridge.topics import esp_rfid as esp_topics
-from tests.conftest import ROOT, require_mosquitto
+from tests.conftest import example_site, let_the_bridge_read, require_mosquitto, secured_broker
 from tests.console_commands import command, operator
+from tests.mqtt_clients import Client
 from tests.test_mqtt_bridge import Site, entries, kinds
 from tests.waiting import wait_until
 
-DOC = ROOT / "docs" / "mqtt.md"
 PREFIX = "badge-bridge/v1"
 IP = "10.20.0.31"  # esp-noc's address in site.example.toml
-PASSWORDS = {"bridge-1": "bridge-pw", "console": "console-pw", "ctl-lobby": "lobby-pw", "esp-noc": "noc-pw",
-             "esp-lab": "lab-pw", "watcher": "watcher-pw"}
-WATCHER = "\nuser watcher\ntopic read #\n"
-"""A test-only account that sees everything, to prove what did not happen."""
 CARD = "04a1b2c3"
-
-
-def doc_block(first_line: str) -> str:
-    """The ```conf block of docs/mqtt.md that starts with ``first_line``."""
-    blocks = DOC.read_text(encoding="utf-8").split("```conf\n")[1:]
-    found = [b.split("```", 1)[0] for b in blocks if b.startswith(first_line)]
-    assert len(found) == 1, f"docs/mqtt.md: one ```conf block starting with {first_line!r}"
-    return found[0]
-
-
-def documented_broker(directory: Path) -> Broker:
-    return Broker(directory, settings=doc_block("# /etc/mosquitto/conf.d/badge-bridge.conf"), users=PASSWORDS,
-                  acl=doc_block("# /etc/mosquitto/acl") + WATCHER)
 
 
 @pytest.fixture
 def site_broker(tmp_path: Path) -> Iterator[Broker]:
+    """The broker generated for the example site with a second esp-rfid device, esp-lab, that the bridge's
+    site file does not have (so it is only an account on the broker)."""
     require_mosquitto()
-    broker = documented_broker(tmp_path / "mosquitto")
+    config = example_site(tmp_path)
+    lab = ControllerConfig(key="esp-lab", kind="esp-rfid", device="10.20.0.32")
+    broker = secured_broker(tmp_path, config.model_copy(update={"controllers": [*config.controllers, lab]}))
     broker.start()
     yield broker
     broker.stop()
@@ -73,10 +60,11 @@ def seed_noc_operator(site: Site) -> None:
 
 @pytest.fixture
 def secured(tmp_path: Path, sqlite_url: str, site_broker: Broker, keys: KeyStore) -> Iterator[Site]:
-    """The site with the bridge logging in as bridge-1 on the documented broker."""
+    """The site with the bridge logging in as bridge-1, its password given in the site file (which overrides
+    the keys folder's)."""
     s = Site(tmp_path, sqlite_url, site_broker, keys,
              ('topic_prefix = "badge-bridge/v1"', 'topic_prefix = "badge-bridge/v1"\nusername = "bridge-1"\n'
-                                                  f'password = "{PASSWORDS["bridge-1"]}"'))
+                                                  f'password = "{site_broker.passwords["bridge-1"]}"'))
     seed_noc_operator(s)
     yield s
     s.close()
@@ -90,55 +78,15 @@ def open_site(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> It
     s.close()
 
 
-class Client:
-    """A plain MQTT client collecting what arrives, each publish waited for."""
-
-    def __init__(self, port: int, user: str | None, *, protocol: int = mqtt.MQTTv5, client_id: str = "",
-                 will: tuple[str, str] | None = None, **connect: Any) -> None:
-        self.received: list[tuple[str, bytes, int]] = []
-        self.disconnects = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        if user:
-            self.client.username_pw_set(user, PASSWORDS[user])
-        if will:
-            self.client.will_set(*will, qos=2, retain=True)
-        self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, m.payload, m.qos))
-        self.client.on_disconnect = self._gone
-        self.connected = threading.Event()
-        self.client.on_connect = lambda *a: self.connected.set()
-        self.client.connect("127.0.0.1", port, **connect)
-        self.client.loop_start()
-        assert self.connected.wait(5)
-
-    def _gone(self, *_a: object) -> None:
-        self.disconnects += 1
-
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
-        self.client.subscribe(topic, qos)
-        assert done.wait(5)
-
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
-
-    def payloads(self, topic: str) -> list[bytes]:
-        return [p for t, p, _ in self.received if t == topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 class EspDevice(Client):
     """A stock esp-rfid on the wire: MQTT 3.1.1 (AsyncMqttClient), every publication at QoS 0, its commands
     subscribed at QoS 2 (mqtt.esp onMqttConnect)."""
 
-    def __init__(self, port: int, user: str = "esp-noc", topic: str = "esp-noc", *,
+    def __init__(self, broker: Broker, user: str = "esp-noc", topic: str = "esp-noc", *,
                  home_assistant: bool = False) -> None:
         self.topics = esp_topics(topic)
         # mqtt.esp setupMqtt: in Home Assistant mode the last will is "offline", retained, QoS 2, on <topic>/avty
-        super().__init__(port, user, protocol=mqtt.MQTTv311,
+        super().__init__(broker, user, protocol=mqtt.MQTTv311,
                          will=(self.topics.availability, "offline") if home_assistant else None)
         self.subscribe(self.topics.commands, qos=2)
 
@@ -176,28 +124,13 @@ def alarms(site: Site, kind: str) -> list[Alarm]:
         return list(session.scalars(select(Alarm).where(Alarm.kind == kind)))
 
 
-# --- the broker configuration ------------------------------------------------------------------------
-
-
-def test_the_documented_configuration_has_no_comment_after_a_value() -> None:
-    # Mosquitto reads the rest of the line as the value: "persistence_location /var/lib/mosquitto/  # must be
-    # writable" makes it save nowhere (its log says "unable to open ... # must be writable/mosquitto.db.new").
-    for line in doc_block("# /etc/mosquitto/conf.d/badge-bridge.conf").splitlines():
-        assert line.startswith("#") or "#" not in line, line
-
-
-def test_the_documented_configuration_does_not_use_an_unlimited_queue() -> None:
-    # Mosquitto 2.0.x before 2.0.22 with max_queued_messages 0 disconnects a client at the first publish its
-    # ACL refuses (eclipse-mosquitto/mosquitto#3244): the bridge's last will then marks it offline everywhere.
-    settings = {line.split()[0]: line.split()[1:] for line in doc_block("# /etc/mosquitto/conf.d/").splitlines()
-                if line.strip() and not line.startswith("#")}
-    assert int(settings["max_queued_messages"][0]) >= 100_000
+# --- the broker ------------------------------------------------------------------------
 
 
 def test_events_an_esp_rfid_sends_while_the_bridge_is_away_arrive_when_it_returns(secured: Site) -> None:
-    watcher = Client(secured.broker.port, "watcher")
+    watcher = Client(secured.broker, "watcher")
     watcher.subscribe("esp-noc/send")
-    device = EspDevice(secured.broker.port)
+    device = EspDevice(secured.broker)
     secured.start_bridge()
     wait_until(lambda: any(m["cmd"] == "adduser" for m in device.commands()), what="user sync")
     secured.stop_bridge()
@@ -221,13 +154,13 @@ def test_esp_rfid_events_wait_in_the_broker_until_the_bridge_acknowledges_them(s
     props.SessionExpiryInterval = 3600
 
     def bridge_session() -> Client:
-        return Client(site_broker.port, "bridge-1", client_id="badge-bridge-probe", clean_start=False,
+        return Client(site_broker, "bridge-1", client_id="badge-bridge-probe", clean_start=False,
                       properties=props)
 
     bridge = bridge_session()
     bridge.client.manual_ack_set(True)
     bridge.subscribe("esp-noc/send")
-    device = EspDevice(site_broker.port)
+    device = EspDevice(site_broker)
     device.send(access())
     wait_until(lambda: bridge.received, what="delivery")
     assert bridge.received[0][2] == 1  # QoS 1: the broker keeps it until the PUBACK
@@ -244,9 +177,9 @@ def test_esp_rfid_events_wait_in_the_broker_until_the_bridge_acknowledges_them(s
 
 
 def test_the_documented_acl_lets_each_account_do_its_job(secured: Site) -> None:
-    watcher = Client(secured.broker.port, "watcher")
+    watcher = Client(secured.broker, "watcher")
     watcher.subscribe(f"{PREFIX}/bridge/status")
-    device = EspDevice(secured.broker.port)
+    device = EspDevice(secured.broker)
     secured.start_bridge()
     # the bridge commands the device: its user list ...
     wait_until(lambda: [m["cmd"] for m in device.commands()][:2] == ["deletusers", "adduser"], what="user sync")
@@ -254,12 +187,12 @@ def test_the_documented_acl_lets_each_account_do_its_job(secured: Site) -> None:
     device.send(access())
     wait_until(lambda: "access.granted" in kinds(secured.engine), what="the device's report")
     # ... a console's unlock reaches it ...
-    console = Client(secured.broker.port, "console")
+    console = Client(secured.broker, "console")
     unlock = command(secured.keys, operator(secured.engine), door="noc", duration_s=5)
     console.publish(f"{PREFIX}/console/commands", unlock.model_dump_json())
     wait_until(lambda: {"cmd": "opendoor", "doorip": IP} in device.commands(), what="opendoor")
     # ... and a contract controller on its own account still works
-    lobby = secured.sim("ctl-lobby", username="ctl-lobby", password=PASSWORDS["ctl-lobby"])
+    lobby = secured.sim("ctl-lobby")
     lobby.present("main-in", None, "wiegand26", "12:1001")
     lobby.wait_for_command(lambda cmd: cmd.type == "grant")
     # No refused publish threw the bridge off: its status never said offline, so no controller fell back.
@@ -272,9 +205,9 @@ def test_the_documented_acl_lets_each_account_do_its_job(secured: Site) -> None:
 
 
 def test_a_device_account_is_confined_to_its_own_topics(secured: Site) -> None:
-    watcher = Client(secured.broker.port, "watcher")
+    watcher = Client(secured.broker, "watcher")
     watcher.subscribe("#")
-    noc, lab = EspDevice(secured.broker.port), EspDevice(secured.broker.port, "esp-lab", "esp-lab")
+    noc, lab = EspDevice(secured.broker), EspDevice(secured.broker, "esp-lab", "esp-lab")
     lab.subscribe("esp-noc/cmd")  # it may ask; it never gets esp-noc's commands
     secured.start_bridge()
     wait_until(lambda: any(m["cmd"] == "adduser" for m in noc.commands()), what="user sync")
@@ -313,9 +246,12 @@ def test_a_device_account_is_confined_to_its_own_topics(secured: Site) -> None:
 
 
 def test_a_contract_message_on_an_esp_rfid_controllers_topic_is_refused(open_site: Site) -> None:
-    device = EspDevice(open_site.broker.port)
+    # The generated ACL keeps these topics from the bridge (esp-noc is no contract controller); behind a broker
+    # that lets them through, the bridge's own check still refuses them.
+    let_the_bridge_read(open_site.broker, f"{PREFIX}/controllers/+/events", f"{PREFIX}/controllers/+/status")
+    device = EspDevice(open_site.broker)
     open_site.start_bridge()
-    intruder = Client(open_site.broker.port, None)
+    intruder = Client(open_site.broker, "anyone")
     forged = {"v": 1, "id": "forged-1", "ts": datetime.now(UTC).isoformat(), "type": "credential",
               "reader": "noc-in", "card": {"format": "ascii", "number": CARD}}
     intruder.publish(f"{PREFIX}/controllers/esp-noc/events", json.dumps(forged))
@@ -334,7 +270,7 @@ def test_a_contract_message_on_an_esp_rfid_controllers_topic_is_refused(open_sit
 def test_poison_on_an_esp_rfid_topic_is_dead_lettered_and_the_bridge_keeps_serving(open_site: Site) -> None:
     # Before: the lone surrogate put unencodable text into the dead letter's reason and stalled the audit
     # writer; the deep nesting and the long number raised out of the parser and left the message unacked.
-    device = EspDevice(open_site.broker.port)
+    device = EspDevice(open_site.broker)
     open_site.start_bridge()
     poison = [b'{"\\ud800":1}', b"[" * 5000, b'{"type":"heartbeat","time":1,"uptime":' + b"9" * 5000 + b"}"]
     for payload in poison:
@@ -347,7 +283,7 @@ def test_poison_on_an_esp_rfid_topic_is_dead_lettered_and_the_bridge_keeps_servi
 
 
 def test_esp_rfid_tamper_raises_an_alarm_and_the_door_closing_clears_it(open_site: Site) -> None:
-    device = EspDevice(open_site.broker.port)
+    device = EspDevice(open_site.broker)
     open_site.start_bridge()
     device.send(log_event("tamper", "Door was tampered!", "WARN"))
     wait_until(lambda: alarms(open_site, "reader.tamper"), what="tamper alarm")
@@ -365,7 +301,7 @@ def test_esp_rfid_tamper_raises_an_alarm_and_the_door_closing_clears_it(open_sit
 
 def test_a_device_in_home_assistant_mode_is_understood(open_site: Site) -> None:
     open_site.start_bridge()
-    device = EspDevice(open_site.broker.port, home_assistant=True)
+    device = EspDevice(open_site.broker, home_assistant=True)
     device.publish("esp-noc/avty", "online", qos=0, retain=True)  # mqtt.esp mqttPublishAvty
     tag = {k: v for k, v in access(cmd="log").items() if k not in ("type", "isKnown", "hostname")}
     device.send(tag, "tag")
@@ -373,7 +309,7 @@ def test_a_device_in_home_assistant_mode_is_understood(open_site: Site) -> None:
     device.power_cut()  # the broker publishes the last will, "offline" on esp-noc/avty
     wait_until(lambda: alarms(open_site, "controller.offline"), what="offline from the last will")
     assert alarms(open_site, "controller.offline")[0].source == "esp-noc"
-    back = EspDevice(open_site.broker.port, home_assistant=True)
+    back = EspDevice(open_site.broker, home_assistant=True)
     back.publish("esp-noc/avty", "online", qos=0, retain=True)
     wait_until(lambda: alarms(open_site, "controller.offline")[0].cleared_at is not None, what="back online")
     assert not dead_letters(open_site)

@@ -213,8 +213,8 @@ def env(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore):
     (tmp_path / "firmware.toml").write_text(MQTT_ONLY)
     start = ControllerSettings(open_time_s=7.0, held_open_limit_s=30.0, reader_mode="card", offline_policy="cached_list",
                                led=LedPatterns(), buzzer=BuzzerPatterns())
-    lobby_sim = SimConfigController(broker.port, "ctl-lobby", start)
-    esp_sim = SimEspRfid(broker.port, "esp-noc", ESP_IP, json.loads(json.dumps(ESP_CONFIG)))
+    lobby_sim = SimConfigController(broker.port, "ctl-lobby", start, login=broker.login("ctl-lobby"))
+    esp_sim = SimEspRfid(broker.port, "esp-noc", ESP_IP, json.loads(json.dumps(ESP_CONFIG)), login=broker.login("esp-noc"))
     yield site, sqlite_url, lobby_sim, esp_sim
     lobby_sim.close()
     esp_sim.close()

@@ -121,7 +121,7 @@ def _serves(site: Site) -> None:
 def test_poison_is_dead_lettered_and_acknowledged_and_the_bridge_keeps_serving(
         site: Site, finding: str, topic: str, payload: bytes, code: str | None) -> None:
     site.start_bridge()
-    poisoner = site.sim("ctl-hall-a")  # any client of the broker
+    poisoner = site.sim("ctl-hall-a", "anyone")  # the test-only account that may publish anywhere
     payload = payload.replace(FIVE_MINUTES_AHEAD.encode(), _ts(timedelta(minutes=5)).encode())
     poisoner.publish_raw(payload, topic=topic)
     wait_until(lambda: _letters(site), what=f"a dead letter for {finding}")
@@ -139,7 +139,7 @@ def test_poison_is_dead_lettered_and_acknowledged_and_the_bridge_keeps_serving(
 def test_a_flood_of_poison_leaves_no_message_unacknowledged(site: Site) -> None:
     """20,050 odd-hex reads once held every slot of the broker's in-flight window: the bridge went deaf."""
     site.start_bridge()
-    poisoner = site.sim("ctl-hall-a")
+    poisoner = site.sim("ctl-hall-a", "anyone")
     for i in range(2000):
         poisoner.publish_raw(_msg("credential", **_card(raw_hex="abc", bits=26)).replace(b'"id": "h', f'"id": "f{i}'.encode()),
                              topic=LOBBY)
@@ -150,7 +150,7 @@ def test_a_flood_of_poison_leaves_no_message_unacknowledged(site: Site) -> None:
 def test_an_oversized_payload_keeps_a_bounded_excerpt(site: Site) -> None:
     site.start_bridge()
     payload = b'{"pin":"4711","pad":"' + b"x" * 1_000_000 + b'"}'
-    site.sim("ctl-hall-a").publish_raw(payload, topic=LOBBY)
+    site.sim("ctl-hall-a", "anyone").publish_raw(payload, topic=LOBBY)
     wait_until(lambda: _letters(site), what="dead letter")
     (letter,) = _letters(site)
     assert letter.reason.startswith("oversized:") and len(letter.payload) == PAYLOAD_KEEP

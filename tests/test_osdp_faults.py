@@ -46,7 +46,8 @@ class FaultRig(Rig):
         self.start(load_config(fault_site(tmp_path, db_url, broker, self.bus.cp_link, baud or 115200,
                                           {k: a for k, (a, _kind) in readers.items() if k not in READERS})),
                    db_url, keys, readers)
-        self.lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"),
+        self.lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"), username="ctl-lobby",
+                          password=broker.passwords["ctl-lobby"],
                                    readers={"main-in": "main-entrance", "main-out": "main-entrance"},
                                    walk_delay_s=0.05, walk_fraction=0.05)
         self.lobby.wait_connected()

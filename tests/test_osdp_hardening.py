@@ -33,7 +33,8 @@ def test_readers_without_a_usable_key_are_left_out_and_the_rest_works(tmp_path: 
     (keys.dir / "osdp").mkdir(mode=0o700, exist_ok=True)
     (keys.dir / "osdp" / "gate-3.scbk").write_text("not a key\n")
     rig = GateRig(tmp_path, sqlite_url, broker, keys, n=4, simulated=[1], readers={4: "install_mode = true"})
-    lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"),
+    lobby = SimController("ctl-lobby", "127.0.0.1", broker.port, sync_key=keys.sync_key("ctl-lobby"), username="ctl-lobby",
+                          password=broker.passwords["ctl-lobby"],
                           readers={"main-in": "main-entrance"}, walk_delay_s=0.05, walk_fraction=0.05)
     try:
         assert rig.badge("gate-1")

@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -14,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from badge_bridge.config import ControllerConfig
 from badge_bridge.controllers import command_mac, contract
 from badge_bridge.keys import card_digest
 from badge_bridge.sim.broker import Broker
@@ -26,10 +29,33 @@ from badge_bridge.sim.controller import (
     run_demo_traffic,
 )
 from badge_bridge.topics import Topics
+from tests.conftest import example_site, require_mosquitto, secured_broker
 from tests.waiting import wait_until
 
 PREFIX = "test/v1"
 SYNC_KEY = b"k" * 32
+CONTROLLERS = ("ctl-1", "ctl-2", "ctl-3", "ctl-x", "ctl-y", "ctl-demo")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """The broker generated for a site of this module's controllers under PREFIX: the fake bridge logs in on
+    the bridge's account, each simulated controller on its own."""
+    require_mosquitto()
+    config = example_site(tmp_path)
+    config = config.model_copy(update={
+        "mqtt": config.mqtt.model_copy(update={"topic_prefix": PREFIX}), "cameras": [],
+        "controllers": [ControllerConfig(key=key, kind="mqtt") for key in CONTROLLERS]})
+    b = secured_broker(tmp_path, config)
+    b.start()
+    yield b
+    b.stop()
+
+
+def controller(broker: Broker, key: str, **kw: Any) -> SimController:
+    """A simulated controller ``key`` under PREFIX on its own account."""
+    username, password = broker.login(key)
+    return SimController(key, "127.0.0.1", broker.port, PREFIX, username=username, password=password, **kw)
 
 
 class FakeBridge:
@@ -40,6 +66,7 @@ class FakeBridge:
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(*broker.login("bridge-1"))
         self.client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
@@ -98,7 +125,7 @@ def bridge(broker: Broker) -> Iterator[FakeBridge]:
 
 @pytest.fixture
 def sim(broker: Broker) -> Iterator[SimController]:
-    s = SimController("ctl-1", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, walk_fraction=0.2,
+    s = controller(broker, "ctl-1", sync_key=SYNC_KEY, walk_fraction=0.2,
                       walk_delay_s=0.05)
     s.wait_connected()
     yield s
@@ -158,8 +185,8 @@ def test_publish_raw_sends_anything(bridge: FakeBridge, sim: SimController) -> N
 
 
 def test_ids_differ_between_runs(broker: Broker) -> None:
-    a = SimController("ctl-x", "127.0.0.1", broker.port, PREFIX)
-    b = SimController("ctl-y", "127.0.0.1", broker.port, PREFIX)
+    a = controller(broker, "ctl-x")
+    b = controller(broker, "ctl-y")
     try:
         assert a.next_id() != b.next_id()
         assert a.nonce != b.nonce
@@ -204,8 +231,7 @@ def test_stale_grant_is_ignored(bridge: FakeBridge, sim: SimController) -> None:
 
 
 def test_no_walk_through_when_disabled(bridge: FakeBridge, broker: Broker) -> None:
-    sim = SimController("ctl-2", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, walk_through=False,
-                        walk_delay_s=60.0)
+    sim = controller(broker, "ctl-2", sync_key=SYNC_KEY, walk_through=False, walk_delay_s=60.0)
     sim.wait_connected()
     try:
         bridge.command("ctl-2", contract.Grant(type="grant", id=_id(), ts=_now(), door="d", request="x.1", open_time_s=1))
@@ -253,6 +279,7 @@ def _status(broker: Broker, key: str) -> Callable[[], list[tuple[dict, bool]]]:
     """A late subscriber to a controller's status: the retained message it gets, and what follows."""
     got: list[tuple[dict, bool]] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(*broker.login("watcher"))
     client.on_message = lambda c, u, m: got.append((json.loads(m.payload), m.retain))
     client.connect("127.0.0.1", broker.port)
     client.subscribe(f"{PREFIX}/controllers/{key}/status", 1)
@@ -382,7 +409,7 @@ def test_offline_decisions_from_sync(bridge: FakeBridge, sim: SimController) -> 
 def test_offline_keeps_device_time_and_schedule(broker: Broker, bridge: FakeBridge) -> None:
     # Saturday 2026-03-07 10:00 UTC: "business" hours are Monday to Friday.
     saturday = datetime(2026, 3, 7, 10, 0, tzinfo=UTC)
-    sim = SimController("ctl-3", "127.0.0.1", broker.port, PREFIX, sync_key=SYNC_KEY, clock=lambda: saturday)
+    sim = controller(broker, "ctl-3", sync_key=SYNC_KEY, clock=lambda: saturday)
     sim.wait_connected()
     try:
         sync = contract.CredentialSync(type="sync",
@@ -463,7 +490,7 @@ def test_events_survive_restart_mid_stream(broker: Broker, bridge: FakeBridge, s
 
 
 def test_demo_traffic(broker: Broker, bridge: FakeBridge) -> None:
-    sim = SimController("ctl-demo", "127.0.0.1", broker.port, PREFIX, readers=[
+    sim = controller(broker, "ctl-demo", readers=[
         Reader("main-in", "main-entrance"), Reader("hall-a-in", "hall-a", "keypad"),
         Reader("cage-7-in", "cage-7", "biometric")])
     sim.wait_connected()
@@ -487,7 +514,12 @@ def test_demo_traffic(broker: Broker, bridge: FakeBridge) -> None:
     assert any(getattr(e, "biometric", None) for e in events)
 
 
-def test_controllers_from_site(broker: Broker, site, keys) -> None:  # type: ignore[no-untyped-def]
+def test_controllers_from_site(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+    """Each on its own account (from the keys folder) on the broker generated for the site."""
+    require_mosquitto()
+    site = example_site(tmp_path)
+    broker = secured_broker(tmp_path, site)
+    broker.start()
     sims = controllers_from_site(site, keys, host="127.0.0.1", port=broker.port)
     try:
         assert set(sims) == {"ctl-lobby", "ctl-hall-a"}  # the esp-rfid one speaks its own protocol
@@ -498,6 +530,7 @@ def test_controllers_from_site(broker: Broker, site, keys) -> None:  # type: ign
     finally:
         for s in sims.values():
             s.close()
+        broker.stop()
 
 
 def test_a_stale_unlock_is_ignored_but_a_stale_lockdown_applies(bridge: FakeBridge, sim: SimController) -> None:

@@ -32,7 +32,7 @@ from badge_bridge.controllers import contract as c
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.mqtt_client import no_delay, refused, site_client
-from badge_bridge.topics import Topics
+from badge_bridge.topics import CONSOLE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class BridgeLink:
         self.config = config
         self.hub = hub
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.client = site_client(config, f"badge-bridge-console-{uuid.uuid4().hex[:8]}")
+        self.client = site_client(config, f"badge-bridge-console-{uuid.uuid4().hex[:8]}", role=CONSOLE)
         self.client.on_connect = self._on_connect
         self.subscriptions = {self.topics.bridge_events(): (0, self._events),
                               self.topics.door_state(): (1, self._door),
@@ -141,7 +141,7 @@ class BridgeLink:
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
         if reason.is_failure:
-            log.error("console: %s", refused(self.config, reason))
+            log.error("console: %s", refused(self.config, reason, CONSOLE))
             return
         no_delay(client)
         client.subscribe([(topic_filter, qos) for topic_filter, (qos, _) in self.subscriptions.items()])

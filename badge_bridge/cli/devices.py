@@ -91,3 +91,43 @@ def mqtt_schemas(out: str) -> None:
 
     for path in write_schemas(Path(out)):
         click.echo(f"wrote {path}")
+
+
+@mqtt.command("broker-config")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for mosquitto.conf, passwd, acl and the TLS files (not the CA key: it stays in the keys folder).")
+@click.option("--host", "hosts", multiple=True,
+              help="A name clients reach the broker by, for the server certificate (repeatable; default: mqtt.host, "
+                   "localhost, 127.0.0.1).")
+@click.option("--install-dir", help="Where the files will be on the broker host, for mosquitto.conf (default: --out).")
+@click.option("--tls-port", type=int, default=8883, show_default=True)
+@click.option("--plain-port", type=int, help="Also a plain listener on this port, bound to 127.0.0.1 only.")
+@click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), help="Your own CA certificate (with --cert, --key).")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), help="Your own server certificate.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Your own server key.")
+@pass_app
+@fail_cleanly
+def mqtt_broker_config(app: App, out: Path, hosts: tuple[str, ...], install_dir: str | None, tls_port: int,
+                       plain_port: int | None, ca: Path | None, cert: Path | None, key: Path | None) -> None:
+    """Write the site's Mosquitto configuration: one account per bridge, console, controller, esp-rfid device,
+    camera worker and the firmware tool, an ACL that confines each to its own topics, TLS files, and the
+    listeners. Passwords are made once in the keys folder; running it again keeps them."""
+    from badge_bridge.broker_config import OwnTls, generate
+
+    given = [p for p in (ca, cert, key) if p is not None]
+    if given and len(given) != 3:
+        raise ConfigError("--ca, --cert and --key go together")
+    written = generate(app.config, app.keys, out, hosts=list(hosts) or None,
+                       own_tls=OwnTls(ca, cert, key) if ca and cert and key else None, install_dir=install_dir,
+                       tls_port=tls_port, plain_port=plain_port)
+    for name in written.files:
+        click.echo(f"wrote {out / name}")
+    click.echo(f"accounts: {', '.join(written.accounts)}")
+    if written.passwords_made:
+        click.echo(f"new passwords in {app.keys.dir / 'mqtt'}: {', '.join(written.passwords_made)}")
+    if written.ca_made:
+        click.echo(f"new broker CA; its key stays in {app.keys.dir / 'mqtt' / 'ca.key'}")
+    if written.server_cert_made:
+        click.echo("new server certificate")
+    click.echo("install the files on the broker host (passwd and server.key readable by mosquitto only), then "
+               "reload it: systemctl reload mosquitto (or kill -HUP)")

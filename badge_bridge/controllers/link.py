@@ -32,7 +32,7 @@ from badge_bridge.controllers.registry import heard_elsewhere
 from badge_bridge.events import Event
 from badge_bridge.ingest import Processor, describe_validation
 from badge_bridge.mqtt_client import Will, no_delay, refused, site_client
-from badge_bridge.topics import Topics, shared
+from badge_bridge.topics import BRIDGE, Topics, shared
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class MqttLink:
         self.config = config
         self.processor = processor
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.client = site_client(config, config.mqtt.client_id or f"badge-bridge-{config.site.instance}",
+        self.client = site_client(config, config.mqtt.client_id or f"badge-bridge-{config.site.instance}", role=BRIDGE,
                                   will=Will(self.topics.bridge_status(), self._status(False)), manual_ack=True)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect

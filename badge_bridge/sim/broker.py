@@ -1,9 +1,10 @@
 """A Mosquitto of our own, for the tests and `make demo`: free port, own persistence folder, restartable.
 
-By default an open broker on 127.0.0.1; given ``settings`` (for example the configuration in docs/mqtt.md),
-``users`` and an ``acl``, the broker a site would run, so the tests check what the documentation says. The
-site's own listener, TLS files, paths and user in ``settings`` are replaced by this broker's; with ``tls`` it
-has a second listener, on ``tls_port``, for TLS clients.
+``Broker.generated`` runs what `badge-bridge mqtt broker-config` wrote for a site (no anonymous clients, the
+generated ACL, the site's CA), so the tests and `make demo` check what a site runs. Otherwise an open broker on
+127.0.0.1, or, given ``settings``, ``users`` and an ``acl``, a broker configured by hand. The site's own
+listener, TLS files, paths and user in ``settings`` are replaced by this broker's: a plain listener on
+127.0.0.1 (``port``) and, with ``tls``, a TLS one (``tls_port``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
+
+from badge_bridge.broker_config import generate, password_hash
+from badge_bridge.config import SiteConfig
+from badge_bridge.keys import KeyStore
+from badge_bridge.mqtt_accounts import accounts
 
 SETTINGS = """\
 allow_anonymous true
@@ -65,8 +71,12 @@ def free_port() -> int:
 
 class Broker:
     def __init__(self, directory: Path, port: int | None = None, *, settings: str = SETTINGS,
-                 users: Mapping[str, str] | None = None, acl: str | None = None, tls: TlsFiles | None = None) -> None:
-        """``users``: username -> password, hashed into a password file; ``acl``: the ACL file's text."""
+                 users: Mapping[str, str] | None = None, acl: str | None = None, tls: TlsFiles | None = None,
+                 password_file: Path | None = None) -> None:
+        """``users``: username -> password, hashed into the password file (after the lines of ``password_file``,
+        one Mosquitto made or broker-config wrote); ``acl``: the ACL file's text."""
+        self.passwords = dict(users or {})
+        """The password of each account the broker knows, for the test clients that log in."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -76,11 +86,12 @@ class Broker:
         # test's private folder: run it as whoever runs the tests.
         lines = [line for line in settings.splitlines() if _option(line) not in SITE_SPECIFIC]
         text = LOCAL.format(dir=self.dir, user=getpass.getuser()) + "\n".join(lines) + "\n"
-        if users is not None:
+        if users is not None or password_file is not None:
             passwd = self.dir / "passwd"
-            passwd.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
+            hashed = password_file.read_text() if password_file is not None else ""
+            hashed += "".join(f"{name}:{password_hash(password)}\n" for name, password in (users or {}).items())
+            passwd.write_text(hashed)
             passwd.chmod(0o600)
-            subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
             text += f"password_file {passwd}\n"
         if acl is not None:
             (self.dir / "acl").write_text(acl)
@@ -90,6 +101,23 @@ class Broker:
         if tls is not None:
             text += f"listener {self.tls_port} 127.0.0.1\ncafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
         self.conf.write_text(text)
+
+    @classmethod
+    def generated(cls, directory: Path, config_dir: Path, passwords: Mapping[str, str], *,
+                  test_users: Mapping[str, str] | None = None, test_acl: str = "", port: int | None = None) -> Broker:
+        """Mosquitto with the files `badge-bridge mqtt broker-config` wrote into ``config_dir``: its settings,
+        password file, ACL and TLS files. ``passwords``: the site's accounts' (from its keys folder), for the
+        clients that log in; ``test_users`` and ``test_acl``: accounts only a test adds, with their ACL lines."""
+        broker = cls(directory, port, settings=(config_dir / "mosquitto.conf").read_text(),
+                     password_file=config_dir / "passwd", users=test_users,
+                     acl=(config_dir / "acl").read_text() + test_acl,
+                     tls=TlsFiles(config_dir / "ca.crt", config_dir / "server.crt", config_dir / "server.key"))
+        broker.passwords.update(passwords)
+        return broker
+
+    def login(self, account: str) -> tuple[str, str]:
+        """The username and password of an account of this broker."""
+        return account, self.passwords[account]
 
     def start(self) -> None:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
@@ -116,3 +144,14 @@ class Broker:
         self.stop()
         time.sleep(down_s)
         self.start()
+
+
+def for_site(directory: Path, config: SiteConfig, *, test_users: Mapping[str, str] | None = None, test_acl: str = "",
+             port: int | None = None) -> Broker:
+    """A broker run as `badge-bridge mqtt broker-config` configures it for ``config`` (generated into
+    ``directory``/config, passwords in the site's keys folder), not yet started."""
+    keys = KeyStore(config.keys_dir())
+    generate(config, keys, directory / "config", hosts=["127.0.0.1", "localhost"])
+    passwords = {a.name: keys.mqtt_password(a.name) or "" for a in accounts(config)}
+    return Broker.generated(directory, directory / "config", passwords, test_users=test_users, test_acl=test_acl,
+                            port=port)

@@ -42,8 +42,8 @@ from badge_bridge import policy
 from badge_bridge.controllers import contract
 from badge_bridge.controllers.command_mac import problem
 from badge_bridge.keys import card_digest
-from badge_bridge.mqtt_client import Will, build_client
-from badge_bridge.topics import Topics
+from badge_bridge.mqtt_client import Will, build_client, credentials
+from badge_bridge.topics import CONTROLLER, Topics
 
 if TYPE_CHECKING:
     from badge_bridge.config import SiteConfig
@@ -595,15 +595,19 @@ def _schedule(key: str, s: contract.SyncSchedule) -> policy.Schedule:
 def controllers_from_site(config: SiteConfig, keys: KeyStore | None = None, host: str | None = None,
                           port: int | None = None, **kwargs: Any) -> dict[str, SimController]:
     """One SimController per ``kind = "mqtt"`` controller of the site, wired to its readers, with its sync
-    key from the key store. Connects to the site's broker unless ``host``/``port`` say otherwise."""
+    key from the key store, on its own broker account (over TLS when the site's is). Connects to the site's
+    broker unless ``host``/``port`` say otherwise."""
     out = {}
+    tls_ca = str(config.path(config.mqtt.ca_file)) if config.mqtt.tls and config.mqtt.ca_file else None
     for c in config.controllers:
         if c.kind != "mqtt":
             continue
         readers = [Reader(r.key, r.door, r.kind) for r in config.readers if r.controller == c.key]
+        username, password = credentials(config, CONTROLLER, c.key)
         out[c.key] = SimController(
             c.key, host or config.mqtt.host, port or config.mqtt.port, config.mqtt.topic_prefix,
-            sync_key=keys.sync_key(c.key) if keys is not None else None, readers=readers, **kwargs)
+            sync_key=keys.sync_key(c.key) if keys is not None else None, readers=readers, username=username,
+            password=password, tls_ca=tls_ca, **kwargs)
     return out
 
 
