@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -25,6 +24,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, DeadLetter
 from badge_bridge.sim.broker import Broker
 from tests.console_commands import command, operator
+from tests.mqtt_clients import Client
 from tests.test_mqtt_bridge import Site, entries, kinds, listen
 from tests.waiting import wait_until
 
@@ -83,7 +83,9 @@ def test_command_mac_is_over_the_json_received() -> None:
 
 
 class Desk:
-    """The site's bridge and lobby controller, operators with sessions, and an attacker's MQTT client."""
+    """The site's bridge and lobby controller, operators with sessions, and an attacker's MQTT clients: one on
+    the console's own account (its broker password stolen, not its signing key) and one on the test-only
+    ``anyone`` account, which may publish anywhere (a broker whose ACL let an attacker through)."""
 
     def __init__(self, site: Site) -> None:
         self.site = site
@@ -91,12 +93,11 @@ class Desk:
         self.bridge = site.start_bridge()
         self.lobby = site.sim("ctl-lobby")
         self.sam = operator(site.engine, "sam", "supervisor")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.connect("127.0.0.1", site.broker.port)
-        self.client.loop_start()
+        self.console = Client(site.broker, "console")
+        self.anyone = Client(site.broker, "anyone")
 
     def publish(self, payload: str | bytes, topic: str = TOPIC) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        (self.console if topic == TOPIC else self.anyone).publish(topic, payload)
 
     def letters(self) -> list[str]:
         with Session(self.site.engine) as session:
@@ -113,8 +114,8 @@ class Desk:
         return [cmd.type for cmd in self.lobby.commands] + ([] if lock == "locked" else [f"bridge says {lock}"])
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.console.close()
+        self.anyone.close()
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_a_redelivered_forgery_raises_no_second_alarm(desk: Desk) -> None:
 
 
 def test_the_console_signed_command_of_an_operator_in_session_moves_the_door_once(desk: Desk) -> None:
-    capture, sealed = listen(desk.site.broker.port, LOBBY_COMMANDS, lambda p: p)
+    capture, sealed = listen(desk.site.broker, LOBBY_COMMANDS, lambda p: p)
     unlock = command(desk.keys, desk.sam, duration_s=600)
     desk.publish(unlock.model_dump_json())
     sent = desk.lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Unlock))
@@ -219,7 +220,7 @@ def test_the_console_signed_command_of_an_operator_in_session_moves_the_door_onc
 
 def test_a_command_without_a_valid_mac_does_not_move_the_controller(desk: Desk) -> None:
     """Published straight on the lobby controller's command topic, past the bridge."""
-    capture, sealed = listen(desk.site.broker.port, LOBBY_COMMANDS, lambda p: p)
+    capture, sealed = listen(desk.site.broker, LOBBY_COMMANDS, lambda p: p)
     now = datetime.now(UTC)
 
     def unlock(i: int) -> c.Unlock:
@@ -251,6 +252,31 @@ def test_a_command_without_a_valid_mac_does_not_move_the_controller(desk: Desk) 
     assert desk.lobby.refused[-1][1].startswith("replayed id")
     assert desk.lobby.lock_state == {"main-entrance": "locked"}
     capture.loop_stop()
+
+
+ACCOUNTS = ("ctl-lobby", "ctl-hall-a", "esp-noc", "camera@cam-lobby", "firmware", "bridge-1")
+"""Every account of the example site but the console's (the bridge's own included: it reads console
+commands, it never writes them)."""
+
+
+def test_only_the_console_account_may_publish_a_console_command(desk: Desk) -> None:
+    """A validly signed command, for an operator in session, published on every other account of the site:
+    the broker refuses each, so no dead letter, no door movement; the same bytes on the console's account
+    work, once."""
+    watcher = Client(desk.site.broker, "watcher")
+    watcher.subscribe(TOPIC)
+    for account in ACCOUNTS:
+        client = Client(desk.site.broker, account)
+        assert client.connected.is_set(), account
+        client.publish(TOPIC, command(desk.keys, desk.sam).model_dump_json())
+        client.close()
+    desk.publish(command(desk.keys, desk.sam, type="lock").model_dump_json())  # the console's: a marker
+    desk.lobby.wait_for_command(lambda cmd: isinstance(cmd, c.Lock))
+    assert [json.loads(p)["type"] for _, p, _ in watcher.received] == ["lock"], "the broker let a command through"
+    assert desk.letters() == [] and desk.alarms() == []
+    assert [cmd.type for cmd in desk.lobby.commands] == ["lock"]
+    assert not [k for k in kinds(desk.site.engine) if k.startswith("console.") and k != "console.lock"]
+    watcher.close()
 
 
 def test_without_the_console_public_key_every_command_is_refused(tmp_path: Path, db_url: str, broker: Broker,
