@@ -20,7 +20,7 @@ from badge_bridge import console_signing
 from badge_bridge.canonical import canonical
 from badge_bridge.controllers import command_mac
 from badge_bridge.controllers import contract as c
-from badge_bridge.keys import KeyStore
+from badge_bridge.keys import KeyStore, card_digest
 from badge_bridge.models import Alarm, DeadLetter
 from badge_bridge.sim.broker import Broker
 from tests.console_commands import command, operator
@@ -252,6 +252,28 @@ def test_a_command_without_a_valid_mac_does_not_move_the_controller(desk: Desk) 
     assert desk.lobby.refused[-1][1].startswith("replayed id")
     assert desk.lobby.lock_state == {"main-entrance": "locked"}
     capture.loop_stop()
+
+
+def test_a_forged_or_older_credential_sync_is_refused(desk: Desk) -> None:
+    """Past the ACL, on the lobby controller's retained sync topic: a list with a card added, an older list
+    with a valid MAC (a captured one brought back), an empty retained message: the controller keeps its list."""
+    topic = "badge-bridge/v1/controllers/ctl-lobby/sync"
+    key = desk.keys.sync_key("ctl-lobby")
+    current = desk.lobby.wait_for_sync()
+    assert current.mac and command_mac.problem(command_mac.sealed(current, key).encode(), key) is None
+    added = c.SyncEntry(card=card_digest(key, "wiegand26", "66:6666"), doors={"main-entrance": ["always"]})
+    forged = current.model_copy(update={"entries": [*current.entries, added], "mac": None})
+    older = current.model_copy(update={"ts": current.ts - timedelta(days=1), "mac": None})
+    for payload in (forged.model_dump_json(), command_mac.sealed(forged, desk.keys.sync_key("ctl-hall-a")),
+                    command_mac.sealed(older, key), b""):
+        desk.anyone.publish(topic, payload, retain=True)
+    wait_until(lambda: len(desk.lobby.refused) == 4, 20, "the controller to refuse every list",
+               detail=lambda: desk.lobby.refused)
+    assert [why for _, why in desk.lobby.refused] == [
+        "sync: no MAC", "sync: wrong MAC", f"sync: an older credential sync ({older.ts.isoformat()}) than the one in use",
+        "sync: an empty retained message: nothing proves the bridge cleared the list"]
+    assert desk.lobby.sync == current
+    assert not desk.lobby.decide_offline("main-entrance", "wiegand26", "66:6666", None, datetime.now(UTC)).granted
 
 
 ACCOUNTS = ("ctl-lobby", "ctl-hall-a", "esp-noc", "camera@cam-lobby", "firmware", "bridge-1")

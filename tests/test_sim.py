@@ -111,6 +111,10 @@ class FakeBridge:
         """As the bridge sends it: with its MAC (every sim here has SYNC_KEY as its sync key)."""
         self.publish(f"controllers/{controller}/commands", command_mac.sealed(cmd, SYNC_KEY))
 
+    def sync(self, controller: str, sync: contract.CredentialSync) -> None:
+        """Retained and sealed, as the bridge publishes a controller's offline list."""
+        self.publish(f"controllers/{controller}/sync", command_mac.sealed(sync, SYNC_KEY), retain=True)
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -350,8 +354,8 @@ def _sync() -> contract.CredentialSync:
 def test_offline_decisions_from_sync(bridge: FakeBridge, sim: SimController) -> None:
     sync = _sync()
     assert sim.present("main-in", "main-entrance", "wiegand26", "12:1001")  # online first
-    bridge.publish("controllers/ctl-1/sync", sync.model_dump_json(), retain=True)
-    assert sim.wait_for_sync() == sync
+    bridge.sync("ctl-1", sync)
+    assert sim.wait_for_sync().model_copy(update={"mac": None}) == sync
     assert not sim.offline
     # The bridge's retained status says it is gone (its last will): the controller decides alone.
     bridge.publish("bridge/status", contract.BridgeStatus(online=False, instance="bridge-1").model_dump_json(
@@ -417,7 +421,7 @@ def test_offline_keeps_device_time_and_schedule(broker: Broker, bridge: FakeBrid
             schedules={"business": contract.SyncSchedule(tz="Europe/Berlin",
                                                          intervals=[(d, 420, 1140) for d in range(5)])},
             entries=[contract.SyncEntry(card=card_digest(SYNC_KEY, "wiegand34", "77"), doors={"d": ["business"]})])
-        bridge.publish("controllers/ctl-3/sync", sync.model_dump_json(), retain=True)
+        bridge.sync("ctl-3", sync)
         sim.wait_for_sync()
         sim.go_offline()
         eid = sim.present("r", "d", "wiegand34", "77")

@@ -1,5 +1,6 @@
-"""The MAC on the bridge's commands to controllers (docs/mqtt.md, "Command MAC"): whoever can publish on a
-controller's command topic still cannot make it act without the controller's sync key.
+"""The MAC on the bridge's commands and offline lists to controllers (docs/mqtt.md, "Command MAC"): whoever
+can publish on a controller's command or sync topic still cannot make it act, or add a card to its offline
+list, without the controller's sync key.
 
 ``mac`` is HMAC-SHA256 under the controller's sync key (``KeyStore.sync_key``) of the RFC 8785 bytes of
 the command's JSON object without the ``mac`` member, lower-case hex. It is defined over the JSON as
@@ -20,8 +21,8 @@ def mac_of(body: object, key: bytes) -> str:
     return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
-def sealed(command: c.Grant | c.Deny | c.Unlock | c.Lock | c.Lockdown, key: bytes) -> str:
-    """The command's JSON with its MAC, ready to publish."""
+def sealed(command: c.ControllerCommand | c.CredentialSync, key: bytes) -> str:
+    """The command's (or offline list's) JSON with its MAC, ready to publish."""
     mac = mac_of(command.model_dump(mode="json", exclude={"mac"}), key)
     return command.model_copy(update={"mac": mac}).model_dump_json()
 

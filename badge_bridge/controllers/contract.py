@@ -283,6 +283,9 @@ class CredentialSync(Message):
     doors: dict[str, SyncDoor]
     schedules: dict[str, SyncSchedule]
     entries: list[SyncEntry]
+    mac: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    """As on commands (docs/mqtt.md, "Command MAC"): whoever can publish on the retained sync topic still
+    cannot add a card to a controller's offline list, nor bring back an older list (``ts`` only grows)."""
 
 
 # --- bridge -> consoles ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Controllers that speak the contract (``kind = "mqtt"``, docs/mqtt.md): the bridge's commands on their
 commands topic, each with its MAC under the controller's sync key (command_mac.py), their offline list
-retained on their sync topic. What they report arrives on the contract's topics, which the bridge's link
+retained on their sync topic, sealed the same way. What they report arrives on the contract's topics, which the bridge's link
 reads for every controller (link.py)."""
 
 from __future__ import annotations
@@ -35,6 +35,6 @@ class ContractController(Driver):
         key = self._sync_key
         sync = build_sync(self.ctx.config, snapshot, self.controller.key, key, sync_key_id(key))
         if sync.version != self._synced:
-            self.ctx.link.publish(self.ctx.link.topics.controller_sync(self.controller.key), sync.model_dump_json(),
+            self.ctx.link.publish(self.ctx.link.topics.controller_sync(self.controller.key), sealed(sync, key),
                                   retain=True)
             self._synced = sync.version

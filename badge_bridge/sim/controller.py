@@ -7,7 +7,8 @@ Used by the tests and by ``make demo``. It behaves like a real controller would:
 - publishes its events at QoS 1 with ids unique per run (``<run nonce>.<sequence>``) and device times in
   UTC; paho keeps unacknowledged publishes and sends them again after a reconnect, so events survive a
   broker restart;
-- acts only on commands with a valid MAC under its sync key and an id it has not acted on (command_mac.py);
+- acts only on commands with a valid MAC under its sync key and an id it has not acted on, and takes only
+  a newer credential sync with a valid MAC (command_mac.py);
   anything else it refuses, logs, lists in ``refused`` and reports to the bridge as a tamper;
 - obeys commands: a grant lets a "person" walk through (door contact opens shortly after and closes after a
   fraction of the open time), unlock / lock / lockdown change ``lock_state``;
@@ -532,11 +533,7 @@ class SimController:
             if msg.topic == self.topic_commands:
                 self._on_command(bytes(msg.payload), redelivered=bool(msg.dup))
             elif msg.topic == self.topic_sync:
-                sync = contract.CredentialSync.model_validate_json(msg.payload) if msg.payload else None
-                with self._cond:
-                    self.sync = sync
-                    self._cond.notify_all()
-                log.info("controller %s: credential sync %s", self.key, sync.version if sync else "cleared")
+                self._on_sync(bytes(msg.payload))
             elif msg.topic == self.topic_bridge_status and msg.payload:
                 status = contract.BridgeStatus.model_validate_json(msg.payload)
                 with self._cond:
@@ -567,6 +564,23 @@ class SimController:
         with self._cond:
             self.commands.append(cmd)
             self._cond.notify_all()
+
+    def _on_sync(self, payload: bytes) -> None:
+        """Keeps the list it has unless the new one carries a valid MAC and is newer: a forged list, an unsigned
+        clear or an older list brought back (with its revoked cards) is refused like a forged command."""
+        sync = contract.CredentialSync.model_validate_json(payload) if payload else None
+        why = (("no sync key provisioned to check MACs with" if not self.sync_key else problem(payload, self.sync_key))
+               if payload else "an empty retained message: nothing proves the bridge cleared the list")
+        with self._cond:
+            if why is None and sync is not None and self.sync is not None and sync.ts < self.sync.ts:
+                why = f"an older credential sync ({sync.ts.isoformat()}) than the one in use"
+            if why is None:
+                self.sync = sync
+                self._cond.notify_all()
+        if why is not None:
+            self._refuse(payload, f"sync: {why}")
+            return
+        log.info("controller %s: credential sync %s", self.key, sync.version if sync else "cleared")
 
     def _refuse(self, payload: bytes, why: str) -> None:
         """Not acted on; reported to the bridge as a tamper (someone else speaks on this controller's topic)."""
