@@ -101,7 +101,7 @@ def index() -> Any:
                            areas=areas, from_us=from_us, loads=json.loads)
 
 
-@bp.route("/<id:entry_id>")
+@bp.route("/<id(bits=64):entry_id>")
 @any_role("guard", "auditor")
 def detail(entry_id: int) -> Any:
     def load(s: Session) -> tuple[AuditEntry | None, list[dict[str, Any]]]:

@@ -16,13 +16,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import abort, request
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.routing import BaseConverter, Map
 
 from badge_bridge.events import to_us
 
-DB_ID_MAX = 2**63 - 1
-"""The largest id either database stores (a signed 64-bit integer)."""
-_DB_ID = re.compile(r"[1-9][0-9]{0,18}")
+ID_MAX = 2**31 - 1
+"""The largest INTEGER key on both databases (PostgreSQL's integer is 32 bits; SQLite's are 64)."""
+BIG_ID_MAX = 2**63 - 1
+"""The largest BIGINT key (audit_entry.id)."""
+
+
+def _decimal_up_to(limit: int) -> str:
+    """A pattern for 1 .. ``limit`` in canonical decimal. The route's pattern itself refuses a larger id:
+    refused later by the converter, werkzeug would answer 405 where another method shares the path."""
+    digits = str(limit)
+    shorter = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"]
+    same_length_below = [f"{digits[:i]}[{low}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}"
+                         for i, d in enumerate(digits) for low in ("1" if i == 0 else "0",) if int(d) > int(low)]
+    return f"(?:{'|'.join([*shorter, *same_length_below, digits])})"
+
+
+ID_PATTERNS = {32: _decimal_up_to(ID_MAX), 64: _decimal_up_to(BIG_ID_MAX)}
+_IDS = {bits: re.compile(pattern) for bits, pattern in ID_PATTERNS.items()}
 _CURSOR = re.compile(r"(-?[0-9]{1,19}):([1-9][0-9]{0,18})")
 QUERY_MAX = 200
 """The longest query parameter a view reads, unless it says otherwise."""
@@ -30,17 +45,18 @@ FORM_CONTROLS_ALLOWED = frozenset("\t\n\r")
 """Line breaks and tabs belong in a comment box; no other control character belongs in any field."""
 
 
-def db_id(text: str) -> int:
-    """A database id: 1 to 2**63-1 in canonical decimal (no sign, no leading zero, ASCII digits only)."""
-    if not _DB_ID.fullmatch(text) or int(text) > DB_ID_MAX:
-        raise ValueError(f"expected a record number from 1 to {DB_ID_MAX}")
+def db_id(text: str, bits: int = 32) -> int:
+    """A database key of an INTEGER (``bits`` 32) or BIGINT (64) column: 1 to its largest value in canonical
+    decimal (no sign, no leading zero, ASCII digits only)."""
+    if not _IDS[bits].fullmatch(text):
+        raise ValueError(f"expected a record number from 1 to {2 ** (bits - 1) - 1}")
     return int(text)
 
 
 def cursor(text: str) -> tuple[int, int]:
     """A page cursor ``<device time in µs>:<id>``, as the event log's "Older" link carries it."""
     match = _CURSOR.fullmatch(text)
-    if not match or not -DB_ID_MAX - 1 <= int(match.group(1)) <= DB_ID_MAX or int(match.group(2)) > DB_ID_MAX:
+    if not match or not -BIG_ID_MAX - 1 <= int(match.group(1)) <= BIG_ID_MAX or int(match.group(2)) > BIG_ID_MAX:
         raise ValueError("expected TIME:ID from the event log's Older link")
     return int(match.group(1)), int(match.group(2))
 
@@ -91,15 +107,16 @@ def _texts(pairs: Iterable[tuple[str, str]]) -> Iterable[str]:
 
 
 class DbIdConverter(BaseConverter):
-    """``<id:name>``: a database id, else 404. (Werkzeug's ``int`` takes "１２", "0012" and 10**23.)"""
+    """``<id:name>``: the key of an INTEGER column, ``<id(bits=64):name>`` of a BIGINT one, else 404.
+    (Werkzeug's ``int`` takes "１２", "0012" and 10**23, which either database then fails on.)"""
 
-    regex = r"[1-9][0-9]{0,18}"
+    def __init__(self, map: Map, bits: int = 32) -> None:
+        super().__init__(map)
+        self.bits = bits
+        self.regex = ID_PATTERNS[bits]
 
     def to_python(self, value: str) -> int:
-        try:
-            return db_id(value)
-        except ValueError:
-            raise ValidationError() from None
+        return int(value)
 
     def to_url(self, value: Any) -> str:
         return str(int(value))
