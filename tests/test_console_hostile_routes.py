@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
+from zoneinfo import ZoneInfo
 
 import flask
 import pytest
@@ -393,8 +394,9 @@ def test_a_nul_in_the_login_form_is_refused_before_the_database(app: Flask, engi
     assert error_page(response, 400) == ("Request refused", "The form contains a control character.")
 
 
+FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 OTHER_SPELLINGS: dict[str, Callable[[str], str]] = {
-    "fullwidth": lambda n: n.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+    "fullwidth": lambda n: n.translate(FULLWIDTH),
     "arabic-indic": lambda n: n.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),
     "leading zero": lambda n: f"0{n}",
     "plus": lambda n: f"+{n}",
@@ -451,12 +453,19 @@ def test_a_user_name_is_matched_whole(client_as: Callable[[str], FlaskClient], e
         assert s.scalars(select(ConsoleUser).where(ConsoleUser.username.startswith("night-guard"))).all() == []
 
 
-@pytest.mark.parametrize("month", ["2026-01\n", "２０２６-01", "2026-1", "2026-01-01"], ids=repr)
-def test_an_export_month_is_matched_whole(month: str, client_as: Callable[[str], FlaskClient], engine: Engine) -> None:
-    """MONTH_RE ended in ``$`` and took ``\\d``: "2026-01\\n" and "２０２６-01" passed to the export."""
-    flashed = console.submit(client_as("auditor"), "/audit/export", month=month)
+@pytest.mark.parametrize("spelling", ["newline", "fullwidth", "leading space", "a day"])
+def test_an_export_month_is_matched_whole(spelling: str, client_as: Callable[[str], FlaskClient], site: SiteConfig,
+                                          engine: Engine) -> None:
+    """MONTH_RE ended in ``$`` and took ``\\d``: "2026-12\\n" and "２０２６-12" went on to the export of this
+    month (the seeded log's): a 500 for the newline in the file's name, a zip for the fullwidth digits."""
+    this_month = datetime.now(ZoneInfo(site.site.timezone))
+    month = {"newline": f"{this_month:%Y-%m}\n", "fullwidth": f"{this_month:%Y}".translate(FULLWIDTH) + f"-{this_month:%m}",
+             "leading space": f" {this_month:%Y-%m}", "a day": f"{this_month:%Y-%m-%d}"}[spelling]
+    auditor = client_as("auditor")
+    flashed = console.submit(auditor, "/audit/export", month=month)
     assert "Month: expected YYYY-MM" in console.texts(flashed, "error")
     assert console.console_log(engine, "console.export_downloaded") == []
+    assert console.post(auditor, "/audit/export", month=f"{this_month:%Y-%m}").mimetype == "application/zip"
 
 
 @pytest.mark.parametrize("pin", ["１２３４", "١٢٣٤", "1234\n"], ids=repr)
