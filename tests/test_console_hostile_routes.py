@@ -504,3 +504,13 @@ def test_a_database_id(text: str, bits: int, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match="expected a record number"):
             db_id(text, bits)
+
+
+def test_a_control_character_in_the_next_page_refuses_the_login(app: Flask, engine: Engine) -> None:
+    """``/<tab>/host`` leaves a browser as ``//host``: refused with the address, before any login (moved here from
+    test_login_does_not_redirect_off_site, where it was a login that ignored the page asked for)."""
+    client = browser(app, "anonymous")
+    response = console.login(client, "guard", next="/\t/evil.example")
+    assert error_page(response, 400)[1] == "The address contains a control character."
+    assert "Location" not in response.headers
+    assert console.console_log(engine, "console.login") == []
