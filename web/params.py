@@ -1,7 +1,7 @@
 """What the console accepts from a URL: database ids and digests in paths, bounded query parameters, no
 control characters anywhere. Bad input is refused here, as a 404 (path) or a 400 with the reason (query,
-form), before it can reach a view or the database: SQLite and PostgreSQL both fail on integers beyond 64
-bits, and PostgreSQL on NUL in text, each as a 500.
+form), before it can reach a view or the database: SQLite fails on integers beyond 64 bits, PostgreSQL
+on an INTEGER beyond 32 bits and on NUL in text, each as a 500.
 
 Patterns are matched whole (``fullmatch``): ``$`` also matches before a final newline. Digits are ASCII
 ``[0-9]``: ``\\d`` and ``str.isdigit`` take "１２" and "١٢", which ``int()`` then reads as 12.
@@ -70,6 +70,7 @@ def instant(text: str) -> int:
 
 
 def control_character(values: Iterable[str], allowed: frozenset[str] = frozenset()) -> bool:
+    """Whether any of ``values`` holds a control character (Unicode Cc: C0, DEL, C1) not in ``allowed``."""
     return any(unicodedata.category(c) == "Cc" and c not in allowed for value in values for c in value)
 
 
