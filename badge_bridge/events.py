@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")
-KIND_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}\Z")
+KIND_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+\Z")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}\Z")
+"""Anchored with ``\\Z``, not ``$``: ``$`` also matches before a final newline ("door\\n" would enter the log)."""
 SECRET_KEYS = frozenset({"pin", "pin_code", "password", "template", "face_encoding", "encoding", "biometric_template"})
 """Keys that would put a secret or a biometric template into the log; an event carrying one is refused."""
 

@@ -22,7 +22,7 @@ from badge_bridge.roles import ROLES
 CREDENTIAL_STATUSES = ("active", "suspended", "lost", "revoked")
 PASSWORD_MIN = 12
 PIN_LENGTHS = range(4, 9)
-USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}\Z")  # \Z: $ would take "guard\n"
 hasher = PasswordHasher()
 
 
@@ -77,7 +77,7 @@ def add_credential(
         number = cards.canonical(fmt, number.strip())  # as typed by an operator; a device's number is exact
     except cards.CardFormatError as exc:
         raise AdminError(str(exc)) from None
-    if pin is not None and (not pin.isdigit() or len(pin) not in PIN_LENGTHS):
+    if pin is not None and (not (pin.isascii() and pin.isdigit()) or len(pin) not in PIN_LENGTHS):  # not "１２３４"
         raise AdminError("a PIN is 4 to 8 digits")
     if valid_from and valid_until and valid_until <= valid_from:
         raise AdminError("valid-until must be after valid-from")

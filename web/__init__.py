@@ -18,11 +18,13 @@ from typing import Any
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import Engine, func, select
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.events import from_us
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm
+from web.params import CONVERTERS, refuse_control_characters
 from web.services import Services
 
 csrf = CSRFProtect()
@@ -54,6 +56,8 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
     )
     app.config.update(overrides or {})
     app.extensions["badge_bridge"] = Services(config, engine, keys, mqtt_link=mqtt_link)
+    app.url_map.converters.update(CONVERTERS)
+    app.before_request(refuse_control_characters)  # first: a NUL never reaches the CSRF check or a login attempt
     csrf.init_app(app)
     auth.init_app(app)
     app.jinja_env.globals["from_us"] = from_us
@@ -91,11 +95,35 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
         return render_template("error.html", title="Not allowed",
                                message="Your role does not allow this page or action."), 403
 
+    @app.errorhandler(400)
     @app.errorhandler(404)
-    def not_found(_error: Exception):
-        return render_template("error.html", title="Not found", message="There is nothing here."), 404
+    @app.errorhandler(405)
+    @app.errorhandler(413)
+    def refused(error: HTTPException):
+        """The console's own page; a 400 says why (our reasons name the parameter, never echo the value)."""
+        title, message = ERRORS[error.code or 400]
+        headers = {"Allow": ", ".join(sorted(error.valid_methods or ()))} if isinstance(error, MethodNotAllowed) else {}
+        return render_template("error.html", title=title, message=error.description if error.code == 400 else message), \
+            error.code, headers
+
+    @app.errorhandler(500)
+    def failed(_error: Exception):
+        """Plain, without the template: whatever failed (the database, say) may fail again in the layout.
+        No detail: the exception is in the log, with the time."""
+        return SERVER_ERROR, 500, {"Content-Type": "text/html; charset=utf-8"}
 
     return app
+
+
+ERRORS = {
+    400: ("Request refused", ""),
+    404: ("Not found", "There is nothing here."),
+    405: ("Not allowed here", "This address does not take that kind of request."),
+    413: ("Too large", "What was sent is larger than the console accepts."),
+}
+SERVER_ERROR = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Error · badge-bridge</title>"
+                "<h1>Something went wrong</h1><p>The console could not answer this request. The error is logged; "
+                "try again, and if it persists tell the administrator the time it happened.</p></html>")
 
 
 def current_services(app: Flask | None = None) -> Services:

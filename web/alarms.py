@@ -72,7 +72,7 @@ def _step(alarm_id: int, kind: EventKind, allowed_from: tuple[str, ...], values:
     flash(f"Alarm {alarm_id} {done}.", "info")
 
 
-@bp.route("/<int:alarm_id>/acknowledge", methods=["POST"])
+@bp.route("/<id:alarm_id>/acknowledge", methods=["POST"])
 @role_required("guard")
 def acknowledge(alarm_id: int) -> Any:
     form = CommentForm()
@@ -86,7 +86,7 @@ def acknowledge(alarm_id: int) -> Any:
     return redirect(url_for("alarms.queue"))
 
 
-@bp.route("/<int:alarm_id>/assign", methods=["POST"])
+@bp.route("/<id:alarm_id>/assign", methods=["POST"])
 @role_required("supervisor")
 def assign(alarm_id: int) -> Any:
     form = AssignForm()
@@ -99,7 +99,7 @@ def assign(alarm_id: int) -> Any:
     return redirect(url_for("alarms.queue"))
 
 
-@bp.route("/<int:alarm_id>/resolve", methods=["POST"])
+@bp.route("/<id:alarm_id>/resolve", methods=["POST"])
 @role_required("supervisor")
 def resolve(alarm_id: int) -> Any:
     form = CommentForm()

@@ -9,36 +9,33 @@ rare or absent prefix used to scan the whole log (a third of a second at a milli
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, render_template
 from sqlalchemy import Select, false, select, text, tuple_, union_all
 from sqlalchemy.orm import Session
 
-from badge_bridge.events import from_us, to_us
+from badge_bridge.events import from_us
 from badge_bridge.models import AuditEntry
 from web import current_services
 from web.auth import any_role
 from web.changes import read
 from web.evidence import evidence_for
 from web.live import areas_of
+from web.params import cursor, db_id, instant, query_text
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 PAGE = 50
-
-
-def _when(value: str) -> int | None:
-    try:
-        return to_us(datetime.fromisoformat(value).replace(tzinfo=UTC)) if value else None
-    except ValueError:
-        return None
+FILTERS: dict[str, Callable[[str], Any] | None] = {
+    "door": None, "area": None, "kind": None, "person": db_id, "since": instant, "until": instant, "before": cursor}
+"""The query parameters of a search, each with the parser that must accept it (web.params)."""
 
 
 def search_query(args: dict[str, str], areas: dict[str, list[str]],
                  kinds: Iterable[str] | None = None) -> Select[AuditEntry]:
-    """The filtered, ordered query for ``args`` (door, area, kind, person, since, until, before).
+    """The filtered, ordered query for ``args`` (door, area, kind, person, since, until, before), each one
+    valid for its parser in FILTERS (a ValueError otherwise).
 
     ``kinds``: the distinct kinds in the log (``log_kinds``); with them a kind prefix becomes those exact
     kinds, each read newest first through the (kind, time) index. Without them, a ``LIKE``."""
@@ -47,16 +44,14 @@ def search_query(args: dict[str, str], areas: dict[str, list[str]],
         where.append(AuditEntry.door == args["door"])
     elif args.get("area") in areas:
         where.append(AuditEntry.door.in_(areas[args["area"]]))
-    if args.get("person", "").isdigit():
-        where.append(AuditEntry.person_id == int(args["person"]))
-    since, until = _when(args.get("since", "")), _when(args.get("until", ""))
-    if since is not None:
-        where.append(AuditEntry.ts_us >= since)
-    if until is not None:
-        where.append(AuditEntry.ts_us < until)
-    before = args.get("before", "")
-    if before.count(":") == 1 and before.replace(":", "").isdigit():
-        ts, eid = (int(p) for p in before.split(":"))
+    if args.get("person"):
+        where.append(AuditEntry.person_id == db_id(args["person"]))
+    if args.get("since"):
+        where.append(AuditEntry.ts_us >= instant(args["since"]))
+    if args.get("until"):
+        where.append(AuditEntry.ts_us < instant(args["until"]))
+    if args.get("before"):
+        ts, eid = cursor(args["before"])
         where.append(tuple_(AuditEntry.ts_us, AuditEntry.id) < tuple_(ts, eid))
     kind = args.get("kind", "")
     if kind.endswith(".") and kinds is not None:
@@ -100,13 +95,13 @@ def search(session: Session, args: dict[str, str], areas: dict[str, list[str]]) 
 def index() -> Any:
     config = current_services().config
     areas = areas_of(config)
-    args = {k: request.args.get(k, "")[:64] for k in ("door", "area", "kind", "person", "since", "until", "before")}
+    args = {name: query_text(name, parse) for name, parse in FILTERS.items()}
     rows, next_before = read(lambda s: search(s, args, areas))
     return render_template("events.html", rows=rows, args=args, next_before=next_before, doors=config.doors,
                            areas=areas, from_us=from_us, loads=json.loads)
 
 
-@bp.route("/<int:entry_id>")
+@bp.route("/<id(bits=64):entry_id>")
 @any_role("guard", "auditor")
 def detail(entry_id: int) -> Any:
     def load(s: Session) -> tuple[AuditEntry | None, list[dict[str, Any]]]:

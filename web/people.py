@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
 from sqlalchemy import or_, select
@@ -26,6 +26,7 @@ from web import current_services
 from web.auth import role_required
 from web.changes import admin_change, form_errors, read
 from web.evidence import store as evidence_store
+from web.params import query_text
 
 bp = Blueprint("people", __name__, url_prefix="/people")
 
@@ -42,7 +43,7 @@ class CredentialForm(FlaskForm):
     fmt = SelectField("Format", choices=[SelectChoice(f) for f in FORMATS])
     number = StringField("Card", validators=[DataRequired(), Length(max=64)])
     pin = PasswordField("PIN (4-8 digits, optional)",
-                        validators=[Optional(), Regexp(r"^\d{4,8}$", message="A PIN is 4 to 8 digits.")])
+                        validators=[Optional(), Regexp(r"^[0-9]{4,8}\Z", message="A PIN is 4 to 8 digits.")])
     biometric_ref = StringField("Biometric reference", validators=[Optional(), Length(max=128)])
     valid_until = DateTimeLocalField("Valid until (UTC)", validators=[Optional()])
 
@@ -76,7 +77,7 @@ def _level_choices() -> list[SelectChoice]:
 @bp.route("")
 @role_required("guard")
 def index() -> Any:
-    q = request.args.get("q", "").strip()[:100]
+    q = query_text("q").strip()
 
     def query(s: Any) -> list[Person]:
         stmt = select(Person).options(selectinload(Person.credentials), selectinload(Person.levels)).order_by(Person.name)
@@ -107,7 +108,7 @@ def add() -> Any:
     return redirect(url_for("people.index"))
 
 
-@bp.route("/<int:person_id>")
+@bp.route("/<id:person_id>")
 @role_required("guard")
 def detail(person_id: int) -> Any:
     person = read(lambda s: s.scalars(select(Person).where(Person.id == person_id).options(
@@ -122,7 +123,7 @@ def detail(person_id: int) -> Any:
                            faces=read(lambda s: biometrics.face_count(s, person_id)))
 
 
-@bp.route("/<int:person_id>", methods=["POST"])
+@bp.route("/<id:person_id>", methods=["POST"])
 @role_required("admin")
 def edit(person_id: int) -> Any:
     form = PersonForm()
@@ -135,7 +136,7 @@ def edit(person_id: int) -> Any:
     return redirect(url_for("people.detail", person_id=person_id))
 
 
-@bp.route("/<int:person_id>/left", methods=["POST"])
+@bp.route("/<id:person_id>/left", methods=["POST"])
 @role_required("admin")
 def left(person_id: int) -> Any:
     form = ReasonForm()
@@ -147,7 +148,7 @@ def left(person_id: int) -> Any:
     return redirect(url_for("people.detail", person_id=person_id))
 
 
-@bp.route("/<int:person_id>/credentials", methods=["POST"])
+@bp.route("/<id:person_id>/credentials", methods=["POST"])
 @role_required("admin")
 def add_credential(person_id: int) -> Any:
     form = CredentialForm()
@@ -161,7 +162,7 @@ def add_credential(person_id: int) -> Any:
     return redirect(url_for("people.detail", person_id=person_id))
 
 
-@bp.route("/credentials/<int:credential_id>/revoke", methods=["POST"])
+@bp.route("/credentials/<id:credential_id>/revoke", methods=["POST"])
 @role_required("admin")
 def revoke(credential_id: int) -> Any:
     form = ReasonForm()
@@ -176,7 +177,7 @@ def revoke(credential_id: int) -> Any:
     return redirect(url_for("people.detail", person_id=cred.person_id))
 
 
-@bp.route("/credentials/<int:credential_id>/validity", methods=["POST"])
+@bp.route("/credentials/<id:credential_id>/validity", methods=["POST"])
 @role_required("admin")
 def validity(credential_id: int) -> Any:
     form = ValidityForm()
@@ -192,7 +193,7 @@ def validity(credential_id: int) -> Any:
 
 
 
-@bp.route("/<int:person_id>/faces", methods=["POST"])
+@bp.route("/<id:person_id>/faces", methods=["POST"])
 @role_required("admin")
 def enroll_face(person_id: int) -> Any:
     form = FaceForm()
@@ -205,7 +206,7 @@ def enroll_face(person_id: int) -> Any:
     return redirect(url_for("people.detail", person_id=person_id))
 
 
-@bp.route("/<int:person_id>/faces/remove", methods=["POST"])
+@bp.route("/<id:person_id>/faces/remove", methods=["POST"])
 @role_required("admin")
 def remove_faces(person_id: int) -> Any:
     if ActionForm().validate_on_submit():

@@ -56,7 +56,7 @@ def add() -> Any:
     return redirect(url_for("users.index"))
 
 
-@bp.route("/<int:user_id>/<any(enable, disable):action>", methods=["POST"])
+@bp.route("/<id:user_id>/<any(enable, disable):action>", methods=["POST"])
 @role_required("admin")
 def toggle(user_id: int, action: str) -> Any:
     if ActionForm().validate_on_submit():
@@ -68,7 +68,7 @@ def toggle(user_id: int, action: str) -> Any:
     return redirect(url_for("users.index"))
 
 
-@bp.route("/<int:user_id>/password", methods=["POST"])
+@bp.route("/<id:user_id>/password", methods=["POST"])
 @role_required("admin")
 def reset(user_id: int) -> Any:
     if ActionForm().validate_on_submit():

@@ -19,8 +19,9 @@ FIELDS = ("chain_id", "seq", "event_id", "ts", "received", "source", "door", "ki
 CSV_NAME, JSONL_NAME, PDF_NAME, PROOF_NAME = "events.csv", "events.jsonl", "report.pdf", "proof.json"
 MANIFEST_NAME, SIGNATURE_NAME = "manifest.json", "manifest.sig"
 ROW_FILES = (CSV_NAME, JSONL_NAME)
-MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-"""An export covers one month, named YYYY-MM (the manifest's ``month``)."""
+MONTH_RE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\Z")
+"""An export covers one month, named YYYY-MM (the manifest's ``month``). Whole and ASCII: ``$`` would take
+"2026-01\\n" and ``\\d`` "２０２６-01" (int() reads both)."""
 
 
 class ManifestFile(TypedDict):
