@@ -79,7 +79,7 @@ def reset(user_id: int) -> Any:
     return redirect(url_for("users.index"))
 
 
-@bp.route("/<int:user_id>/role", methods=["POST"])
+@bp.route("/<id:user_id>/role", methods=["POST"])
 @role_required("admin")
 def role(user_id: int) -> Any:
     form = RoleForm()
