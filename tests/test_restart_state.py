@@ -35,6 +35,7 @@ from badge_bridge.sim.controller import SimController
 from badge_bridge.topics import Topics
 from tests.bridge_proc import BridgeProcess
 from tests.conftest import write_site
+from tests.test_ingest import Rig as IngestRig
 from tests.test_mqtt_bridge import listen, seed
 from tests.waiting import wait_until
 
@@ -448,3 +449,57 @@ def test_a_corrupt_door_row_alone_reads_as_locked(site: SiteConfig) -> None:
                             windows(site), T0)
     assert doors.doors["main-entrance"].lock == "locked" and found.unreadable == ["door/main-entrance"]
     assert persist.commands(doors, {"main-entrance": {"ctl-lobby"}}, T0) == []
+
+
+# --- the processor: which audit entry each row commits with, and the start --------------------------
+
+
+@pytest.fixture
+def ingest(engine: Engine, site: SiteConfig, keys: KeyStore) -> Iterator[IngestRig]:
+    r = IngestRig(engine, site, keys)
+    yield r
+    r.writer.stop()
+
+
+def state_rows(engine: Engine) -> dict[str, str]:
+    """key -> the audit entry it was written with."""
+    with Session(engine) as session:
+        return {key: event_id for key, event_id in session.execute(select(SiteState.key, SiteState.event_id))}
+
+
+def test_each_fact_commits_with_the_audit_entry_that_changed_it(ingest: IngestRig, engine: Engine) -> None:
+    now = ingest.clock()
+    lockdown = c.ConsoleCommand(id="k1", ts=now, type="lockdown", user="sam", reason="drill", area="hall-a")
+    ingest.p.console_command(lockdown, b"{}", "console/commands", None)
+    ingest.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")  # denied: no position
+    alan = ingest.card("12:1003")
+    unlock = c.ConsoleCommand(id="k2", ts=now, type="unlock", user="sam", reason="delivery", door="noc",
+                              duration_s=10)
+    ingest.p.console_command(unlock, b"{}", "console/commands", None)
+    assert ingest.writer.flush()
+    assert state_rows(engine) == {"lockdown/door/cage-7": "console:k1", "lockdown/door/hall-a": "console:k1",
+                                  "position/3": f"ctl-lobby:{alan.id}", "door/noc": "console:k2"}  # type: ignore[attr-defined]
+    ingest.tick(now + timedelta(seconds=11))  # the unlock ends: the relock's entry removes the door's row
+    assert ingest.writer.flush()
+    assert "door/noc" not in state_rows(engine)
+    relock = next(e for e in ingest.entries() if e.kind == "door.relocked")
+    assert when(relock) == now + timedelta(seconds=10) and relock.door == "noc"
+
+
+def test_the_start_relocks_an_unlock_that_ended_while_down_and_audits_it(ingest: IngestRig, engine: Engine) -> None:
+    ended, running = ingest.clock() - timedelta(minutes=3), ingest.clock() + timedelta(minutes=2)
+    rows = [("door/noc", json.dumps({"lock": "unlocked", "until": ended.isoformat()})),
+            ("door/main-entrance", json.dumps({"lock": "unlocked", "until": running.isoformat()})),
+            ("lockdown/door/hall-a", "true"),
+            ("two-person/cage-7", json.dumps({"person": 1, "since": (ingest.clock() - timedelta(hours=1)).isoformat()}))]
+    found = ingest.p.restore_state(rows)
+    assert found.dropped == ["two-person/cage-7"] and found.lockdown_doors == ["hall-a"]
+    assert ingest.p.door_state("noc").lock == "locked" and ingest.p.door_state("main-entrance").lock == "unlocked"
+    (relock,) = [e for e in ingest.entries() if e.kind == "door.relocked"]
+    assert relock.door == "noc" and when(relock) == ended
+    ingest.p.command_restored()
+    sent = {(ctl, type(cmd).__name__, getattr(cmd, "door", None), getattr(cmd, "duration_s", None))
+            for ctl, cmd in ingest.sent}
+    assert sent == {("ctl-hall-a", "Lockdown", None, None), ("ctl-lobby", "Unlock", "main-entrance", 120.0)}
+    assert ingest.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")  # the first card after the start
+    assert isinstance(ingest.sent[-1][1], c.Deny) and ingest.sent[-1][1].reason == "lockdown"
