@@ -166,6 +166,8 @@ class _JournaledDict(dict):
         self._journal, self._fact = journal, fact
 
     def __setitem__(self, key: object, value: object) -> None:
+        if key in self and super().__getitem__(key) == value:
+            return  # the same fact again (a badge-in to the area one is in): nothing to write
         super().__setitem__(key, value)
         self._journal.add((self._fact, key))
 

@@ -393,7 +393,7 @@ def test_round_trip_of_every_fact(engine: Engine, site: SiteConfig) -> None:
     save(engine, persist.take(state, doors), "e2")
     assert load(engine) == [("position/1", '"lobby"')]
     with Session(engine) as session:
-        assert session.scalar(select(SiteState.event_id)) == "e2"
+        assert session.execute(select(SiteState.event_id, SiteState.updated_at)).one() == ("e2", T0)
 
 
 def test_the_journal_names_only_what_a_message_changed(site: SiteConfig) -> None:
@@ -503,3 +503,11 @@ def test_the_start_relocks_an_unlock_that_ended_while_down_and_audits_it(ingest:
     assert sent == {("ctl-hall-a", "Lockdown", None, None), ("ctl-lobby", "Unlock", "main-entrance", 120.0)}
     assert ingest.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")  # the first card after the start
     assert isinstance(ingest.sent[-1][1], c.Deny) and ingest.sent[-1][1].reason == "lockdown"
+
+
+def test_the_same_position_again_is_not_written_again(site: SiteConfig) -> None:
+    state, doors = AccessState(), monitor(site)
+    state.record(Credential(7, 7), Request(HALL, T0), Decision(True, Reason.GRANTED))
+    assert persist.take(state, doors) == [("position/7", '"hall-a"')]
+    state.record(Credential(7, 7), Request(HALL, T0), Decision(True, Reason.GRANTED_PASSBACK_VIOLATION))
+    assert persist.take(state, doors) == []

@@ -49,14 +49,13 @@ next write), a timed unlock past its end (the door is relocked at start and that
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StrictInt, StrictStr, TypeAdapter
-from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -141,21 +140,36 @@ def _door_row(status: DoorStatus) -> Row:
 
 def effect(chain_id: str, rows: list[Row], event_id: str, now: datetime) -> Effect:
     """Writes ``rows`` for the audit entry ``event_id``, in its transaction."""
-    gone = [key for key, value in rows if value is None]
-    kept = [{"chain_id": chain_id, "key": key, "value": value, "event_id": event_id, "updated_at": now}
-            for key, value in rows if value is not None]
+    gone = [(chain_id, key) for key, value in rows if value is None]
+    kept = [(chain_id, key, value, event_id) for key, value in rows if value is not None]
 
     def write(conn: Connection) -> None:
+        upsert, remove, stamp = _statements(conn)
         if gone:
-            conn.execute(delete(SiteState).where(SiteState.chain_id == chain_id, SiteState.key.in_(gone)))
+            conn.exec_driver_sql(remove, gone)
         if kept:
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(SiteState)
-            conn.execute(insert.on_conflict_do_update(
-                index_elements=[SiteState.chain_id, SiteState.key],
-                set_={"value": insert.excluded.value, "event_id": insert.excluded.event_id,
-                      "updated_at": insert.excluded.updated_at}), kept)
+            at = stamp(now)
+            conn.exec_driver_sql(upsert, [(*row, at) for row in kept])
 
     return write
+
+
+_SQL: dict[str, tuple[str, str, Callable[[datetime], object]]] = {}
+
+
+def _statements(conn: Connection) -> tuple[str, str, Callable[[datetime], object]]:
+    """Driver-level statements, as the audit writer's own insert: compiling a Core upsert per message
+    would cost the writer more than the audit entry itself. Both databases speak ``ON CONFLICT``."""
+    dialect = conn.dialect
+    if dialect.name not in _SQL:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        upsert = (f'INSERT INTO site_state (chain_id, "key", value, event_id, updated_at) VALUES ({mark}, {mark}, '
+                  f'{mark}, {mark}, {mark}) ON CONFLICT (chain_id, "key") DO UPDATE SET value = excluded.value, '
+                  'event_id = excluded.event_id, updated_at = excluded.updated_at')
+        remove = f'DELETE FROM site_state WHERE chain_id = {mark} AND "key" = {mark}'
+        bind = SiteState.__table__.c.updated_at.type.bind_processor(dialect)
+        _SQL[dialect.name] = (upsert, remove, bind or (lambda value: value))
+    return _SQL[dialect.name]
 
 
 # --- at start ---------------------------------------------------------------------------------------
