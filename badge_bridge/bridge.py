@@ -2,8 +2,8 @@
 
 Start-up order matters: the writer first (it waits out a database that is away), then the snapshot, the
 ids already in the log (so a replay after a restart is recognised) and the state that survives a restart
-(lockdowns, unlocks, anti-passback, two-person waits, open alarms: ``ingest.persist``), then the drivers. Stop is the
-reverse, and the writer flushes last, so nothing a driver accepted is left uncommitted.
+(lockdowns, unlocks, anti-passback, two-person waits, open alarms: ``ingest.persist``), then the drivers.
+Stop is the reverse, and the writer flushes last, so nothing a driver accepted is left uncommitted.
 """
 
 from __future__ import annotations
