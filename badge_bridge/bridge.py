@@ -1,8 +1,9 @@
 """The bridge daemon: wires the audit writer, the decision processor, the drivers, metrics and timers.
 
-Start-up order matters: the writer first (it waits out a database that is away), then the snapshot and
-the ids already in the log (so a replay after a restart is recognised), then the drivers. Stop is the
-reverse, and the writer flushes last, so nothing a driver accepted is left uncommitted.
+Start-up order matters: the writer first (it waits out a database that is away), then the snapshot, the
+ids already in the log (so a replay after a restart is recognised) and the state that survives a restart
+(lockdowns, unlocks, anti-passback, two-person waits, open alarms: ``ingest.persist``), then the drivers.
+Stop is the reverse, and the writer flushes last, so nothing a driver accepted is left uncommitted.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from badge_bridge.db import describe
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.firmware.validate import osdp_feedback
-from badge_bridge.ingest import RECENT_IDS, Processor
+from badge_bridge.ingest import RECENT_IDS, Processor, persist
 from badge_bridge.ingest.console_auth import ConsoleAuthority
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
@@ -74,7 +75,7 @@ class Bridge:
     def start(self) -> None:
         self.writer.start()
         self.writer.submit(self._lifecycle(EventKind.BRIDGE_STARTED))
-        snapshot, recent, alarms = self._retry_until_stopped(self._load)
+        snapshot, recent, alarms, state = self._retry_until_stopped(self._load)
         console_key = self.keys.console_command_public()
         if console_key is None:
             log.error("no console command key (keys/console/command.pub): every console command will be refused")
@@ -85,6 +86,7 @@ class Bridge:
         processor.remember(recent)
         self._load_faces()
         processor.restore_alarms(alarms)
+        processor.restore_state(state)  # before any driver: the first card is decided with it
         self.mqtt = MqttLink(self.config, processor)
         self.writer.on_commit = self.mqtt.publish_events
         self.drivers = registry.build(Context(self.config, processor, self.keys, self.mqtt, osdp_feedback(self.config)))
@@ -99,6 +101,7 @@ class Bridge:
         threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
         self.mqtt.connected.wait(5)
         self._publish_syncs()
+        processor.command_restored()
         for door in self.config.doors:
             self._door(door.key)
         log.info("bridge %s started for site %r", self.config.site.instance, self.config.site.name)
@@ -139,16 +142,17 @@ class Bridge:
                 log.error("cannot load the site from the database, retrying in %.1fs: %s", delay, describe(exc))
                 time.sleep(delay)
 
-    def _load(self) -> tuple[Snapshot, list[str], list[tuple[str, str]]]:
+    def _load(self) -> tuple[Snapshot, list[str], list[tuple[str, str]], list[tuple[str, str]]]:
         with Session(self.engine) as session:
             snapshot = load_snapshot(session)
             recent = list(session.scalars(select(AuditEntry.event_id).where(AuditEntry.chain_id == self.config.site.instance)
                                           .order_by(AuditEntry.seq.desc()).limit(RECENT_IDS)))
             alarms = [(a.door, a.kind) for a in session.scalars(
                 select(Alarm).where(Alarm.cleared_at.is_(None), Alarm.door.is_not(None)))]
+            state = persist.load(session, self.config.site.instance)
             self._admin_mark = self._admin_fingerprint(session)
         recent.reverse()
-        return snapshot, recent, alarms  # type: ignore[return-value]
+        return snapshot, recent, alarms, state  # type: ignore[return-value]
 
     @staticmethod
     def _admin_fingerprint(session: Session) -> int:

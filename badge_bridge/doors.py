@@ -40,6 +40,9 @@ class DoorMonitor:
     def __init__(self, doors: dict[str, tuple[float, float]]) -> None:
         """``doors``: door key -> (open time, held-open limit) in seconds."""
         self.doors = {key: DoorStatus(key, o, h) for key, (o, h) in doors.items()}
+        self.changed: set[str] = set()
+        """Doors whose lock, timed unlock or contact changed since the bridge last took this journal, to
+        be written with the audit entry of the change (``ingest.persist``); a grant's moment is not kept."""
 
     def authorize(self, door: str, at: datetime, seconds: float | None = None) -> None:
         """A grant or an exit request at ``at``: the door may open until its open time has passed."""
@@ -52,11 +55,13 @@ class DoorMonitor:
         """``until``: a timed unlock, which ``relock`` ends."""
         status = self.doors[door]
         status.lock, status.unlocked_until = lock, until if lock == "unlocked" else None
+        self.changed.add(door)
 
-    def relock(self, now: datetime) -> list[str]:
-        """Doors whose timed unlock has just ended."""
-        ended = [s.key for s in self.doors.values() if s.unlocked_until is not None and now >= s.unlocked_until]
-        for key in ended:
+    def relock(self, now: datetime) -> list[tuple[str, datetime]]:
+        """Doors whose timed unlock has just ended, with the time it ended."""
+        ended = [(s.key, s.unlocked_until) for s in self.doors.values()
+                 if s.unlocked_until is not None and now >= s.unlocked_until]
+        for key, _ in ended:
             self.set_lock(key, "locked")
         return ended
 
@@ -65,6 +70,7 @@ class DoorMonitor:
         if status.contact == "open":
             return []  # a repeated report, not a second opening
         status.contact, status.opened_at = "open", at
+        self.changed.add(door)
         authorized = status.lock == "unlocked" or (status.authorized_until is not None and at <= status.authorized_until)
         status.authorized_until = None  # one grant, one opening
         if authorized:
@@ -75,6 +81,7 @@ class DoorMonitor:
     def closed(self, door: str, at: datetime) -> list[str]:
         status = self.doors[door]
         status.contact, status.opened_at = "closed", None
+        self.changed.add(door)
         cleared = sorted(status.alarms & {FORCED, HELD_OPEN})
         status.alarms -= {FORCED, HELD_OPEN}
         return cleared

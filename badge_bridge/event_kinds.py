@@ -30,6 +30,8 @@ class EventKind(StrEnum):
     """Opened with no grant, exit request or remote unlock in force (an alarm)."""
     DOOR_HELD_OPEN = "door.held_open"
     """Open past its limit (an alarm)."""
+    DOOR_RELOCKED = "door.relocked"
+    """An operator's timed unlock ended (dated at its end, also when the bridge was down then)."""
     DOOR_FORCED_CONFIRMED = "door.forced_confirmed"
     """A forced opening the door's camera saw motion for."""
     DOOR_FORCED_UNCONFIRMED = "door.forced_unconfirmed"

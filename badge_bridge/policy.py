@@ -13,6 +13,7 @@ Checks run in a fixed order and the first failing one names the reason: a desk o
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator, MutableSet
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -152,19 +153,139 @@ class Decision:
         return self.reason is Reason.GRANTED_PASSBACK_VIOLATION
 
 
-@dataclass
-class AccessState:
-    """The mutable facts decisions depend on. Owned by one thread (the bridge's decision loop)."""
+Change = tuple[str, object]
+"""One journal entry: ("location", person), ("waiting", door), ("lockdown_all", None) or ("lockdown_door", door)."""
 
-    location: dict[int, str] = field(default_factory=dict)
-    """Person -> the area they last entered."""
-    waiting: dict[str, tuple[int, datetime]] = field(default_factory=dict)
-    """Two-person door -> (first person, when they presented)."""
-    lockdown_all: bool = False
-    lockdown_doors: set[str] = field(default_factory=set)
+
+class _JournaledDict(dict):
+    """A dict that notes each key it sets or removes in its owner's journal, so what a message changed is
+    known without comparing all of the state after every message (the credential path is timed in ms)."""
+
+    def __init__(self, journal: set[Change], fact: str, items: dict | None = None) -> None:
+        super().__init__(items or {})
+        self._journal, self._fact = journal, fact
+
+    def __setitem__(self, key: object, value: object) -> None:
+        if key in self and super().__getitem__(key) == value:
+            return  # the same fact again (a badge-in to the area one is in): nothing to write
+        super().__setitem__(key, value)
+        self._journal.add((self._fact, key))
+
+    def __delitem__(self, key: object) -> None:
+        super().__delitem__(key)
+        self._journal.add((self._fact, key))
+
+    def pop(self, key: object, *default: object) -> object:
+        if key in self:
+            self._journal.add((self._fact, key))
+        return super().pop(key, *default)
+
+    def update(self, *args: object, **kw: object) -> None:
+        for key, value in dict(*args, **kw).items():
+            self[key] = value
+
+    def setdefault(self, key: object, default: object = None) -> object:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+    def popitem(self) -> tuple[object, object]:
+        key, value = super().popitem()
+        self._journal.add((self._fact, key))
+        return key, value
+
+
+class _JournaledSet(MutableSet[str]):
+    """The doors locked down one by one, journaled like ``_JournaledDict`` (``|=`` and ``-=`` included)."""
+
+    def __init__(self, journal: set[Change], items: Iterable[str] = ()) -> None:
+        self._items: set[str] = set(items)
+        self._journal = journal
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, value: str) -> None:
+        if value not in self._items:
+            self._items.add(value)
+            self._journal.add(("lockdown_door", value))
+
+    def discard(self, value: str) -> None:
+        if value in self._items:
+            self._items.discard(value)
+            self._journal.add(("lockdown_door", value))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+class AccessState:
+    """The mutable facts decisions depend on. Owned by one thread (the bridge's decision loop).
+
+    Every change is noted in ``journal`` (see ``Change``); the bridge takes the journal after each message
+    and writes those facts to the database with the message's audit entry (``ingest.persist``)."""
+
+    def __init__(self, location: dict[int, str] | None = None,
+                 waiting: dict[str, tuple[int, datetime]] | None = None, lockdown_all: bool = False,
+                 lockdown_doors: Iterable[str] = ()) -> None:
+        self.journal: set[Change] = set()
+        self.location: dict[int, str] = _JournaledDict(self.journal, "location", location)
+        """Person -> the area they last entered."""
+        self.waiting: dict[str, tuple[int, datetime]] = _JournaledDict(self.journal, "waiting", waiting)
+        """Two-person door -> (first person, when they presented)."""
+        self._lockdown_all = lockdown_all
+        self._lockdown_doors = _JournaledSet(self.journal, lockdown_doors)
+        self.journal.clear()
+
+    @property
+    def lockdown_all(self) -> bool:
+        return self._lockdown_all
+
+    @lockdown_all.setter
+    def lockdown_all(self, value: bool) -> None:
+        if value != self._lockdown_all:
+            self._lockdown_all = value
+            self.journal.add(("lockdown_all", None))
+
+    @property
+    def lockdown_doors(self) -> MutableSet[str]:
+        return self._lockdown_doors
+
+    @lockdown_doors.setter
+    def lockdown_doors(self, value: Iterable[str]) -> None:
+        """``state.lockdown_doors |= doors`` changes the set in place and assigns it back: nothing to do."""
+        if value is not self._lockdown_doors:
+            new = set(value)
+            for door in set(self._lockdown_doors) - new:
+                self._lockdown_doors.discard(door)
+            for door in new:
+                self._lockdown_doors.add(door)
+
+    def facts(self) -> tuple[dict[int, str], dict[str, tuple[int, datetime]], bool, set[str]]:
+        return dict(self.location), dict(self.waiting), self._lockdown_all, set(self._lockdown_doors)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AccessState) and self.facts() == other.facts()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        location, waiting, lockdown_all, lockdown_doors = self.facts()
+        return (f"AccessState(location={location!r}, waiting={waiting!r}, lockdown_all={lockdown_all!r}, "
+                f"lockdown_doors={lockdown_doors!r})")
 
     def locked_down(self, door: str) -> bool:
-        return self.lockdown_all or door in self.lockdown_doors
+        return self._lockdown_all or door in self._lockdown_doors
 
     def record(self, credential: Credential | None, request: Request, decision: Decision) -> None:
         """Apply a decision: a grant moves the person into the destination area; a two-person first

@@ -57,10 +57,16 @@ class DoorEvents:
                        detail=detail), None),
                 alarm_cleared(EventKind.READER_TAMPER, door=None, source=source, cause=eid, ts=msg.ts)]
 
-    def relock(self, now: datetime) -> None:
-        """End the timed unlocks that are over."""
-        for door in self.doors.relock(now):
+    def relock(self, now: datetime) -> Emitted:
+        """End the timed unlocks that are over: one event each, dated when the unlock ended (an unlock that
+        ended while the bridge was down is relocked at start and dated the same)."""
+        events: Emitted = []
+        for door, until in self.doors.relock(now):
             self.on_door(door)
+            events.append((Event(id=f"{EventKind.DOOR_RELOCKED}:{door}:{until.isoformat()}", kind=EventKind.DOOR_RELOCKED,
+                                 source=self.instance, ts=until, door=door,
+                                 detail={"unlocked_until": until.isoformat(), "relocked_at": now.isoformat()}), None))
+        return events
 
     def held_open(self, now: datetime) -> Emitted:
         """Doors open past their limit since the last look: an event and an alarm each."""

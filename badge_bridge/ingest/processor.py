@@ -15,13 +15,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from badge_bridge.audit.writer import AuditWriter
+from sqlalchemy.engine import Connection
+
+from badge_bridge.audit.writer import AuditWriter, Effect
 from badge_bridge.cameras import CameraDesk, CameraRejected, Emitted, SendRequest
 from badge_bridge.clock import Clock, system_clock
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import DoorMonitor
 from badge_bridge.events import InvalidEvent
+from badge_bridge.ingest import persist
 from badge_bridge.ingest.access import AccessDecisions
 from badge_bridge.ingest.admission import Admission, Rejected
 from badge_bridge.ingest.commands import SendCommand
@@ -66,7 +69,7 @@ class Processor:
         doors = DoorMonitor({d.key: (d.open_time_s, d.held_open_limit_s) for d in config.doors})
         presence = Presence(timedelta(seconds=config.ingest.offline_grace_s))
         state = AccessState()
-        self._wiring = wiring
+        self._wiring, self._state, self._doors, self._send = wiring, state, doors, send
         self._admission = Admission(timedelta(seconds=config.ingest.max_future_s),
                                     timedelta(seconds=config.ingest.offline_window_s))
         self._cameras = CameraDesk(config, send_camera, started, clock)
@@ -87,6 +90,23 @@ class Processor:
         """Door alarms still open in the log at start, as (door, kind)."""
         with self._lock:
             self._door_events.restore_alarms(alarms)
+
+    def restore_state(self, rows: list[tuple[str, str]]) -> persist.Restored:
+        """The persisted state (``persist``), before any driver starts: the first card after a restart is
+        decided with it. Timed unlocks that ended while the bridge was down are relocked now, and audited."""
+        with self._lock:
+            now = self._clock()
+            windows = {d.key: d.two_person_window_s for d in self.config.doors if d.two_person}
+            restored = persist.restore(rows, self._state, self._doors, windows, now)
+            self._emit(self._door_events.relock(now), None)
+            log.info("state restored from the database: %s", restored.summary())
+            return restored
+
+    def command_restored(self) -> None:
+        """Tell the controllers again which doors are locked down or unlocked (they may have restarted too)."""
+        with self._lock:
+            for controller, command in persist.commands(self._doors, self._wiring.door_controllers, self._clock()):
+                self._send(controller, command)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -236,7 +256,7 @@ class Processor:
         devices that never reported (or went quiet) as offline; called a few times a second by the bridge."""
         with self._lock:
             now = self._clock()
-            self._door_events.relock(now)
+            self._emit(self._door_events.relock(now), None)
             self._emit(self._liveness.silent(now), None)
             self._emit(self._cameras.tick(now), None)
             unverified, required = self._cameras.faces_expired(now)
@@ -262,7 +282,12 @@ class Processor:
         return [letter, exc.alarm(now)] if isinstance(exc, Forged) else [letter]
 
     def _emit(self, events: Emitted, ack: Ack | None) -> None:
-        """Submit in order; the source is acknowledged with the last one."""
+        """Submit in order; the source is acknowledged with the last one, which also carries the state the
+        message changed (``persist``), so that commits with it."""
+        if events and (self._state.journal or self._doors.changed):
+            event, effect = events[-1]
+            events = [*events[:-1], (event, _both(effect, persist.effect(
+                self.config.site.instance, persist.take(self._state, self._doors), event.id, self._clock())))]
         for i, (event, effect) in enumerate(events):
             last = i == len(events) - 1
             self._cameras.observe(event)
@@ -270,3 +295,14 @@ class Processor:
             self._writer.submit(event, release, timeout=None, effect=effect)
         if not events and ack is not None:
             ack()
+
+
+def _both(first: Effect | None, second: Effect) -> Effect:
+    if first is None:
+        return second
+
+    def run(conn: Connection) -> None:
+        first(conn)
+        second(conn)
+
+    return run
