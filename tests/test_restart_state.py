@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from badge_bridge.sim.controller import SimController
 from badge_bridge.topics import Topics
 from tests.bridge_proc import BridgeProcess
 from tests.conftest import write_site
+from tests.console_commands import command, operator
 from tests.test_ingest import Rig as IngestRig
 from tests.test_mqtt_bridge import listen, seed
 from tests.waiting import wait_until
@@ -73,15 +73,20 @@ class Rig:
         """How far ahead of real time the hall A controller's clock runs."""
         self.lobby = self._sim("ctl-lobby", keys)
         self.hall = self._sim("ctl-hall-a", keys, clock=lambda: datetime.now(UTC) + self.skew)
+        self.keys = keys
+        self.session = operator(self.engine, "supervisor", "supervisor")
+        """The console session the operator's commands name (tests/console_commands.py)."""
         self.console = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.console.username_pw_set(*broker.login("console"))
         self.console.connect("127.0.0.1", broker.port)
         self.console.loop_start()
         self.listeners: list[mqtt.Client] = []
 
     def _sim(self, key: str, keys: KeyStore, **kw: object) -> SimController:
         readers = {r.key: r.door for r in self.config.readers if r.controller == key}
+        username, password = self.broker.login(key)
         sim = SimController(key, "127.0.0.1", self.broker.port, sync_key=keys.sync_key(key), readers=readers,
-                            walk_through=False, **kw)  # type: ignore[arg-type]
+                            walk_through=False, username=username, password=password, **kw)  # type: ignore[arg-type]
         sim.go_online()  # always asks the bridge: a card while it restarts waits for it in the broker
         sim.wait_connected()
         return sim
@@ -149,16 +154,16 @@ class Rig:
 
     def door_states(self, door: str) -> list[dict[str, object]]:
         """Start collecting the door states the bridge publishes from now on (the retained one first)."""
-        client, states = listen(self.broker.port, self.topics.door_state(door))
+        client, states = listen(self.broker, self.topics.door_state(door))
         self.listeners.append(client)
         return states
 
 
 def console(rig: Rig, type_: str, **fields: object) -> str:
-    """An operator's command as the console sends it, acknowledged by the broker; returns its audit event id.
-    The one place these tests send console commands (signing is added here)."""
-    cmd = c.ConsoleCommand(id=f"c-{uuid.uuid4().hex[:20]}", ts=datetime.now(UTC), type=type_,  # type: ignore[arg-type]
-                           user="supervisor", reason="restart test", **fields)  # type: ignore[arg-type]
+    """An operator's command as the console sends it (signed, naming the operator's session), acknowledged by
+    the broker; returns its audit event id. The one place these tests send console commands."""
+    cmd = command(rig.keys, rig.session, type=type_, user="supervisor", reason="restart test",
+                  **{"door": None, **fields})
     rig.console.publish(rig.topics.console_commands(), cmd.model_dump_json(), qos=1).wait_for_publish(10)
     return f"console:{cmd.id}"
 
@@ -469,16 +474,14 @@ def state_rows(engine: Engine) -> dict[str, str]:
 
 def test_each_fact_commits_with_the_audit_entry_that_changed_it(ingest: IngestRig, engine: Engine) -> None:
     now = ingest.clock()
-    lockdown = c.ConsoleCommand(id="k1", ts=now, type="lockdown", user="sam", reason="drill", area="hall-a")
-    ingest.p.console_command(lockdown, b"{}", "console/commands", None)
+    lockdown = ingest.console("lockdown", door=None, area="hall-a")
     ingest.card("12:1001", reader="hall-a-in", ctl="ctl-hall-a", pin="4711")  # denied: no position
     alan = ingest.card("12:1003")
-    unlock = c.ConsoleCommand(id="k2", ts=now, type="unlock", user="sam", reason="delivery", door="noc",
-                              duration_s=10)
-    ingest.p.console_command(unlock, b"{}", "console/commands", None)
+    unlock = ingest.console("unlock", door="noc", duration_s=10)
     assert ingest.writer.flush()
-    assert state_rows(engine) == {"lockdown/door/cage-7": "console:k1", "lockdown/door/hall-a": "console:k1",
-                                  "position/3": f"ctl-lobby:{alan.id}", "door/noc": "console:k2"}  # type: ignore[attr-defined]
+    assert state_rows(engine) == {"lockdown/door/cage-7": f"console:{lockdown.id}",
+                                  "lockdown/door/hall-a": f"console:{lockdown.id}",
+                                  "position/3": f"ctl-lobby:{alan.id}", "door/noc": f"console:{unlock.id}"}  # type: ignore[attr-defined]
     ingest.tick(now + timedelta(seconds=11))  # the unlock ends: the relock's entry removes the door's row
     assert ingest.writer.flush()
     assert "door/noc" not in state_rows(engine)
