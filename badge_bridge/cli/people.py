@@ -60,10 +60,8 @@ def user_password(app: App, username: str, password_stdin: bool) -> None:
 @fail_cleanly
 def user_disable(app: App, username: str) -> None:
     """Disable a console user; ends their sessions."""
-    with app.change() as (session, audited):
-        _, event = people.set_user_active(session, app.actor, people.user_id(session, username), False)
-        audited.append(event)
-    click.echo(f"console user {username} disabled; {event.detail['sessions_ended']} session(s) ended")
+    ended = _set_active(app, username, False)
+    click.echo(f"console user {username} disabled; {ended} session(s) ended")
 
 
 @user.command("enable")
@@ -72,10 +70,16 @@ def user_disable(app: App, username: str) -> None:
 @fail_cleanly
 def user_enable(app: App, username: str) -> None:
     """Enable a console user again."""
-    with app.change() as (session, audited):
-        _, event = people.set_user_active(session, app.actor, people.user_id(session, username), True)
-        audited.append(event)
+    _set_active(app, username, True)
     click.echo(f"console user {username} enabled")
+
+
+def _set_active(app: App, username: str, active: bool) -> object:
+    """How many sessions of the user it ended."""
+    with app.change() as (session, audited):
+        _, event = people.set_user_active(session, app.actor, people.user_id(session, username), active)
+        audited.append(event)
+    return event.detail.get("sessions_ended", 0)
 
 
 @user.command("role")
