@@ -279,6 +279,34 @@ def test_the_live_stream_ends_soon_after_logout(make_app: Callable[..., Flask], 
     assert hub.client_count == 0
 
 
+def test_a_stream_that_finds_its_session_expired_ends_and_audits_it(make_app: Callable[..., Flask],
+                                                                     site: SiteConfig, seed: Seed,
+                                                                     engine: Engine) -> None:
+    """The desk's live page is often the first to find the session past its absolute end: that ending is
+    audited like one a page request finds."""
+    app = make_app(site, SESSION_CHECK_SECONDS=0.2)
+    services = current_services(app)
+    fake = FakeClock()
+    services.clock = fake
+    guard = app.test_client()
+    assert login(guard, "guard").status_code == 302
+    chunks: list[bytes] = []
+    done = threading.Event()
+
+    def read() -> None:
+        for chunk in guard.get("/stream").response:  # type: ignore[attr-defined]
+            chunks.append(chunk)
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    wait_until(lambda: services.hub.client_count == 1, 10, "the guard's stream subscribed")
+    fake.now += timedelta(hours=services.config.console.session_max_hours)
+    wait_until(done.is_set, 15, "the stream to close at the session's end")
+    assert chunks[-1] == b"event: session\ndata: ended\n\n"
+    entry = audited(engine, "console.session_ended")
+    assert entry.subject == {"user": "guard"} and entry.detail == {"reason": "expired"}
+
+
 # --- 4. session fixation and current_session_ref --------------------------------------------------
 
 

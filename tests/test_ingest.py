@@ -230,6 +230,15 @@ def test_console_unlock_and_lockdown(rig: Rig) -> None:
     assert json.loads(rig.entries()[0].subject) == {"user": "sam"}
 
 
+def test_an_area_unlock_gives_each_door_its_own_command_id(rig: Rig) -> None:
+    """hall-a and cage-7 share a controller: one id for both would be acted on once (a controller refuses an id
+    it has acted on as a replay), leaving the second door locked."""
+    rig.console("unlock", reason="fire brigade", door=None, area="hall-a")
+    unlocks = [(ctl, cmd) for ctl, cmd in rig.sent if isinstance(cmd, c.Unlock)]
+    assert sorted((ctl, cmd.door) for ctl, cmd in unlocks) == [("ctl-hall-a", "cage-7"), ("ctl-hall-a", "hall-a")]
+    assert len({cmd.id for _, cmd in unlocks}) == 2
+
+
 def test_a_refused_message_keeps_no_pin(rig: Rig) -> None:
     """A credential with a PIN at the wrong reader is dead-lettered with the PIN masked, nothing else lost."""
     payload = json.dumps({"v": 1, "id": "p1", "ts": rig.clock().isoformat(), "type": "credential",

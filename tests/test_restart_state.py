@@ -453,7 +453,7 @@ def test_a_corrupt_door_row_alone_reads_as_locked(site: SiteConfig) -> None:
     found = persist.restore([("door/main-entrance", '{"lock": "unlocked", "until": 5}')], state, doors,
                             windows(site), T0)
     assert doors.doors["main-entrance"].lock == "locked" and found.unreadable == ["door/main-entrance"]
-    assert persist.commands(doors, {"main-entrance": {"ctl-lobby"}}, T0) == []
+    assert persist.commands(doors, {"ctl-lobby": ["main-entrance"]}, T0) == []
 
 
 # --- the processor: which audit entry each row commits with, and the start --------------------------

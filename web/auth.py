@@ -110,24 +110,16 @@ def init_app(app: Flask) -> None:
     @login_manager.user_loader
     def load(user_id: str) -> User | None:
         """The user of a request whose session is still open on the server; None logs the request out."""
-        from web import current_services
 
         token = session.get(TOKEN_KEY)
         if not isinstance(token, str) or not user_id.isdigit():
             _refused(None)
             return None
-        svc = current_services()
-        with svc.session() as s, s.begin():
-            verdict = console_sessions.check(s, console_sessions.digest(token), int(user_id), now=svc.clock(),
-                                             idle=timedelta(minutes=svc.config.console.session_minutes))
-            user = User(verdict.user) if verdict.user is not None and verdict.ended is None else None
-            name = verdict.user.username if verdict.user is not None else ""
-        if user is None:
-            if verdict.lapsed_now:
-                svc.audit.record(EventKind.CONSOLE_SESSION_ENDED, name, detail={"reason": verdict.ended})
+        verdict = check_session(console_sessions.digest(token), int(user_id))
+        if verdict.user is None or verdict.ended is not None:
             _refused(verdict.ended)
             return None
-        return user
+        return User(verdict.user)
 
     @login_manager.unauthorized_handler
     def unauthorized() -> Any:
@@ -138,11 +130,9 @@ def init_app(app: Flask) -> None:
     def too_many(error: RateLimitExceeded) -> Any:
         limit = limiter.current_limit
         wait = max(1, int(limit.reset_at - time.time())) if limit is not None else 60
-        response = current_app.make_response((render_template(
-            "error.html", title="Too many login attempts",
-            message=f"{error.description} Try again in {_minutes(wait)}."), 429))
-        response.headers["Retry-After"] = str(wait)
-        return response
+        return render_template("error.html", title="Too many login attempts",
+                               message=f"{error.description} Try again in {_minutes(wait)}."), 429, {
+            "Retry-After": str(wait)}
 
     @app.context_processor
     def inject() -> dict[str, object]:
@@ -158,6 +148,21 @@ def _refused(reason: str | None) -> None:
 
 def _minutes(seconds: int) -> str:
     return f"{seconds} seconds" if seconds < 120 else f"{(seconds + 59) // 60} minutes"
+
+
+def check_session(ref: str, user_id: int) -> console_sessions.Verdict:
+    """The server's verdict on the session ``ref`` of ``user_id`` (for a page request and for an open live
+    stream alike); a session found lapsed just now is ended for good and that is audited."""
+    from web import current_services
+
+    svc = current_services()
+    with svc.session() as s, s.begin():
+        verdict = console_sessions.check(s, ref, user_id, now=svc.clock(),
+                                         idle=timedelta(minutes=svc.config.console.session_minutes))
+    if verdict.lapsed_now:
+        svc.audit.record(EventKind.CONSOLE_SESSION_ENDED, verdict.user.username if verdict.user else "",
+                         detail={"reason": verdict.ended})
+    return verdict
 
 
 def current_session_ref() -> str:

@@ -5,18 +5,16 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
 from flask_login import current_user
 from sqlalchemy import select
 
-from badge_bridge import console_sessions
 from badge_bridge.config import SiteConfig
 from badge_bridge.models import Alarm, AuditEntry
 from web import current_services
-from web.auth import current_session_ref, role_required
+from web.auth import check_session, current_session_ref, role_required
 from web.changes import read
 
 bp = Blueprint("live", __name__)
@@ -55,11 +53,9 @@ def stream() -> Response:
     svc = current_services()
     hub, user_id, ref = svc.hub, int(current_user.id), current_session_ref()
     every = float(current_app.config.get("SESSION_CHECK_SECONDS", SESSION_CHECK_S))
-    idle = timedelta(minutes=svc.config.console.session_minutes)
 
     def still_allowed() -> bool:
-        with svc.session() as s, s.begin():
-            return console_sessions.check(s, ref, user_id, now=svc.clock(), idle=idle).ended is None
+        return check_session(ref, user_id).ended is None
 
     def generate() -> Iterator[str]:
         with hub.subscribe() as q:

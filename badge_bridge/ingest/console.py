@@ -67,16 +67,15 @@ class ConsoleCommands:
         return set(self.wiring.doors)
 
     def _send(self, cmd: c.ConsoleCommand, doors: set[str], now: datetime) -> None:
-        door_controllers = self.wiring.door_controllers
-        for controller in sorted({ctl for d in doors for ctl in door_controllers.get(d, ())}):
-            mine = sorted(d for d in doors if controller in door_controllers[d])
+        for controller, mine in self.wiring.by_controller(doors).items():
             base = command_id(cmd.id, controller)
             if cmd.type in ("lockdown", "lift_lockdown"):
                 self.send(controller, c.Lockdown(type="lockdown", id=base, ts=now, active=cmd.type == "lockdown",
                                                  doors=mine))
                 continue
             for door in mine:
-                command = (c.Unlock(type="unlock", id=base, ts=now, door=door, duration_s=cmd.duration_s, by=cmd.user,
+                one = command_id(cmd.id, f"{controller}:{door}")  # one id per door: a controller acts on an id once
+                command = (c.Unlock(type="unlock", id=one, ts=now, door=door, duration_s=cmd.duration_s, by=cmd.user,
                                     reason=cmd.reason) if cmd.type == "unlock"
-                           else c.Lock(type="lock", id=base, ts=now, door=door))
+                           else c.Lock(type="lock", id=one, ts=now, door=door))
                 self.send(controller, command)

@@ -217,12 +217,8 @@ def restore(rows: Iterable[tuple[str, str]], state: AccessState, doors: DoorMoni
             found.unreadable.append(key)
             log.error("site state %r cannot be read (%s); taken as its safe value", key, str(exc).splitlines()[0])
             _safe(key, state, doors)
-    for door in state.lockdown_doors:
-        doors.doors[door].lock = "lockdown"
-        doors.doors[door].unlocked_until = None
-    if state.lockdown_all:
-        for status in doors.doors.values():
-            status.lock, status.unlocked_until = "lockdown", None
+    for door in list(doors.doors) if state.lockdown_all else state.lockdown_doors:
+        doors.set_lock(door, "lockdown")
     found.lockdown_all, found.lockdown_doors = state.lockdown_all, sorted(state.lockdown_doors)
     found.unlocked = {s.key: s.unlocked_until for s in doors.doors.values() if s.lock == "unlocked"}
     found.open_doors = [s.key for s in doors.doors.values() if s.contact == "open"]
@@ -245,7 +241,7 @@ def _restore_row(key: str, value: str, state: AccessState, doors: DoorMonitor, w
         door_row = DoorRow.model_validate_json(value)
         status = doors.doors[_door(key[len(DOOR):], doors)]
         if door_row.lock == "unlocked":
-            status.lock, status.unlocked_until = "unlocked", door_row.until
+            doors.set_lock(status.key, "unlocked", door_row.until)
         status.contact, status.opened_at = door_row.contact, door_row.opened_at
     elif key.startswith(POSITION):
         person = _person(key[len(POSITION):])
@@ -286,13 +282,13 @@ def _person(text: str) -> int:
     return int(text)
 
 
-def commands(doors: DoorMonitor, door_controllers: dict[str, set[str]], now: datetime,
+def commands(doors: DoorMonitor, by_controller: dict[str, list[str]], now: datetime,
              ) -> list[tuple[str, c.Lockdown | c.Unlock]]:
     """What the controllers must be told again after a restart (they may have restarted too): the doors
-    locked down, and those unlocked, for what is left of a timed unlock."""
+    locked down, and those unlocked, for what is left of a timed unlock. ``by_controller``: each
+    controller's doors (``Wiring.by_controller``)."""
     sent: list[tuple[str, c.Lockdown | c.Unlock]] = []
-    for controller in sorted({ctl for ctls in door_controllers.values() for ctl in ctls}):
-        mine = sorted(d for d, ctls in door_controllers.items() if controller in ctls)
+    for controller, mine in by_controller.items():
         down = [d for d in mine if doors.doors[d].lock == "lockdown"]
         base = command_id("restore", f"{controller}:{now.isoformat()}")
         if down:

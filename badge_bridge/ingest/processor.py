@@ -105,7 +105,7 @@ class Processor:
     def command_restored(self) -> None:
         """Tell the controllers again which doors are locked down or unlocked (they may have restarted too)."""
         with self._lock:
-            for controller, command in persist.commands(self._doors, self._wiring.door_controllers, self._clock()):
+            for controller, command in persist.commands(self._doors, self._wiring.by_controller(self._doors.doors), self._clock()):
                 self._send(controller, command)
 
     @property

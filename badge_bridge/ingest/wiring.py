@@ -7,6 +7,8 @@ does not serve.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
 from badge_bridge.ingest.admission import Rejected
 
@@ -35,6 +37,14 @@ class Wiring:
         if controller not in self.door_controllers.get(door, set()):
             raise Rejected("unknown_door", f"door {door!r} is not wired to controller {controller!r}")
         return door
+
+    def by_controller(self, doors: Iterable[str]) -> dict[str, list[str]]:
+        """Each controller serving any of ``doors``, with those of them it serves, both sorted: whom to tell."""
+        mine: dict[str, list[str]] = {}
+        for door in sorted(doors):
+            for controller in self.door_controllers.get(door, ()):
+                mine.setdefault(controller, []).append(door)
+        return dict(sorted(mine.items()))
 
     def reader_of(self, controller: str, reader: str) -> ReaderConfig:
         config = self.readers.get(reader)
