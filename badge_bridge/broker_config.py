@@ -16,7 +16,6 @@ import hmac
 import ipaddress
 import os
 import secrets
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -127,10 +126,11 @@ _WHO = {BRIDGE: "the bridge", "console": "the console", FIRMWARE: "badge-bridge 
         CONTROLLER: "controller", ESP_RFID: "esp-rfid device", CAMERA: "camera worker"}
 
 
-def acl(config: SiteConfig) -> str:
-    """The ACL file: one ``user`` block per account, nothing for anyone else (anonymous clients are refused)."""
+def acl(config: SiteConfig, site_accounts: list[Account] | None = None) -> str:
+    """The ACL file: one ``user`` block per account (``site_accounts``, default all of the site's), nothing
+    for anyone else (anonymous clients are refused)."""
     blocks = []
-    for account in accounts(config):
+    for account in site_accounts if site_accounts is not None else accounts(config):
         who = _WHO[account.role] + (f" {account.key}" if account.key else "")
         blocks.append("\n".join([f"# {who}", f"user {account.name}", *acl_lines(config, account)]))
     return "\n\n".join(blocks) + "\n"
@@ -263,8 +263,6 @@ def mosquitto_conf(config: SiteConfig, install_dir: str, *, tls_port: int = TLS_
 class Written:
     """What a run did, for the operator."""
 
-    out: Path
-    files: tuple[str, ...]
     accounts: tuple[str, ...]
     passwords_made: tuple[str, ...]
     ca_made: bool
@@ -285,7 +283,7 @@ def generate(config: SiteConfig, keys: KeyStore, out: Path, *, hosts: list[str] 
     out.mkdir(parents=True, exist_ok=True)
     passwd, made = _password_file(keys, site_accounts, out / "passwd")
     _write(out / "passwd", passwd.encode(), 0o600)
-    _write(out / "acl", acl(config).encode())
+    _write(out / "acl", acl(config, site_accounts).encode())
     ca_made = cert_made = False
     if own_tls is not None:
         for src, name in ((own_tls.ca, "ca.crt"), (own_tls.cert, "server.crt"), (own_tls.key, "server.key")):
@@ -298,8 +296,8 @@ def generate(config: SiteConfig, keys: KeyStore, out: Path, *, hosts: list[str] 
             _write(out / name, data, 0o600 if name == "server.key" else 0o644)
     else:
         ca, ca_key, ca_made = _site_ca(config, keys)
-        shutil.copyfile(keys.dir / "mqtt" / "ca.crt", out / "ca.crt")
+        _write(out / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
         cert_made = _server_cert(out, ca, ca_key, hosts or default_hosts(config))
     conf = mosquitto_conf(config, install_dir or str(out.resolve()), tls_port=tls_port, plain_port=plain_port)
     _write(out / "mosquitto.conf", conf.encode())
-    return Written(out, FILES, tuple(a.name for a in site_accounts), tuple(made), ca_made, cert_made)
+    return Written(tuple(a.name for a in site_accounts), tuple(made), ca_made, cert_made)

@@ -33,7 +33,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
 from badge_bridge.mqtt_accounts import CONSOLE_ACCOUNT
 from badge_bridge.mqtt_client import site_client
-from badge_bridge.sim.broker import for_site
+from badge_bridge.sim.broker import Broker, for_site
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
 from badge_bridge.sim.osdp_reader import PtyBus, ReaderKind, SimReader
 from badge_bridge.site_sync import sync_site
@@ -137,7 +137,7 @@ def main(config_path: str, seconds: float | None) -> None:
         processes.append(_start_cli(config_path, broker.port, "cameras"))
         threading.Thread(target=_badge_when_seen, args=(config, sims, stop), daemon=True).start()
         processes.append(_start_cli(config_path, broker.port, "console"))
-        _banner(config, engine, passwords, broker.port, broker.tls_port, bridge)
+        _banner(config, engine, keys, passwords, broker, bridge)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait(seconds)
@@ -217,7 +217,7 @@ def _start_cli(config_path: str, broker_port: int, command: str) -> subprocess.P
     return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, command], env=env)
 
 
-def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port: int, tls_port: int | None,
+def _banner(config: SiteConfig, engine: Engine, keys: KeyStore, passwords: dict[str, str], broker: Broker,
             bridge: Bridge) -> None:
     metrics = bridge.metrics_server.server_address[1] if bridge.metrics_server else "?"
     prefix = config.mqtt.topic_prefix
@@ -226,8 +226,8 @@ def _banner(config: SiteConfig, engine: Engine, passwords: dict[str, str], port:
 badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}
   console:         http://{config.console.host}:{config.console.port}/   logins (user / password):
 {logins}
-  MQTT broker:     127.0.0.1:{port}, TLS on {tls_port} (CA {config.path("var/demo-mosquitto/config/ca.crt")})
-                   watch: mosquitto_sub -p {port} -u console -P "$(cat {KeyStore(config.keys_dir()).mqtt_password_file(CONSOLE_ACCOUNT)})" -t '{prefix}/bridge/#' -v
+  MQTT broker:     127.0.0.1:{broker.port}, TLS on {broker.tls_port} (CA {broker.tls.ca if broker.tls else "-"})
+                   watch: mosquitto_sub -p {broker.port} -u console -P "$(cat {keys.mqtt_password_file(CONSOLE_ACCOUNT)})" -t '{prefix}/bridge/#' -v
   metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
   simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")} (MQTT);
                    OSDP bus {", ".join(c.key for c in config.controllers if c.kind == "osdp")}: readers {", ".join(OSDP_READERS)}

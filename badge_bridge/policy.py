@@ -13,9 +13,10 @@ Checks run in a fixed order and the first failing one names the reason: a desk o
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, MutableSet
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 
@@ -157,46 +158,44 @@ Change = tuple[str, object]
 """One journal entry: ("location", person), ("waiting", door), ("lockdown_all", None) or ("lockdown_door", door)."""
 
 
-class _JournaledDict(dict):
-    """A dict that notes each key it sets or removes in its owner's journal, so what a message changed is
-    known without comparing all of the state after every message (the credential path is timed in ms)."""
+K = TypeVar("K")
+V = TypeVar("V")
 
-    def __init__(self, journal: set[Change], fact: str, items: dict | None = None) -> None:
-        super().__init__(items or {})
+
+class _JournaledDict(MutableMapping[K, V]):
+    """A mapping that notes each key it sets or removes in its owner's journal, so what a message changed is
+    known without comparing all of the state after every message (the credential path is timed in ms).
+    Every way of changing it (``update``, ``pop``, ``clear`` ...) goes through the two methods that journal."""
+
+    def __init__(self, journal: set[Change], fact: str, items: Mapping[K, V] | None = None) -> None:
+        self._items: dict[K, V] = dict(items or {})
         self._journal, self._fact = journal, fact
 
-    def __setitem__(self, key: object, value: object) -> None:
-        if key in self and super().__getitem__(key) == value:
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+        """The C dict's get: decisions read positions on every card."""
+        return self._items.get(key, default)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if key in self._items and self._items[key] == value:
             return  # the same fact again (a badge-in to the area one is in): nothing to write
-        super().__setitem__(key, value)
+        self._items[key] = value
         self._journal.add((self._fact, key))
 
-    def __delitem__(self, key: object) -> None:
-        super().__delitem__(key)
+    def __delitem__(self, key: K) -> None:
+        del self._items[key]
         self._journal.add((self._fact, key))
 
-    def pop(self, key: object, *default: object) -> object:
-        if key in self:
-            self._journal.add((self._fact, key))
-        return super().pop(key, *default)
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
 
-    def update(self, *args: object, **kw: object) -> None:
-        for key, value in dict(*args, **kw).items():
-            self[key] = value
+    def __len__(self) -> int:
+        return len(self._items)
 
-    def setdefault(self, key: object, default: object = None) -> object:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def clear(self) -> None:
-        for key in list(self):
-            del self[key]
-
-    def popitem(self) -> tuple[object, object]:
-        key, value = super().popitem()
-        self._journal.add((self._fact, key))
-        return key, value
+    def __repr__(self) -> str:
+        return repr(self._items)
 
 
 class _JournaledSet(MutableSet[str]):
@@ -239,9 +238,9 @@ class AccessState:
                  waiting: dict[str, tuple[int, datetime]] | None = None, lockdown_all: bool = False,
                  lockdown_doors: Iterable[str] = ()) -> None:
         self.journal: set[Change] = set()
-        self.location: dict[int, str] = _JournaledDict(self.journal, "location", location)
+        self.location: MutableMapping[int, str] = _JournaledDict(self.journal, "location", location)
         """Person -> the area they last entered."""
-        self.waiting: dict[str, tuple[int, datetime]] = _JournaledDict(self.journal, "waiting", waiting)
+        self.waiting: MutableMapping[str, tuple[int, datetime]] = _JournaledDict(self.journal, "waiting", waiting)
         """Two-person door -> (first person, when they presented)."""
         self._lockdown_all = lockdown_all
         self._lockdown_doors = _JournaledSet(self.journal, lockdown_doors)
@@ -265,11 +264,7 @@ class AccessState:
     def lockdown_doors(self, value: Iterable[str]) -> None:
         """``state.lockdown_doors |= doors`` changes the set in place and assigns it back: nothing to do."""
         if value is not self._lockdown_doors:
-            new = set(value)
-            for door in set(self._lockdown_doors) - new:
-                self._lockdown_doors.discard(door)
-            for door in new:
-                self._lockdown_doors.add(door)
+            raise TypeError("change lockdown_doors in place (|=, -=, add, discard), so each change is journaled")
 
     def facts(self) -> tuple[dict[int, str], dict[str, tuple[int, datetime]], bool, set[str]]:
         return dict(self.location), dict(self.waiting), self._lockdown_all, set(self._lockdown_doors)

@@ -258,8 +258,8 @@ def latency_tls_acl(tmp: Path) -> dict[str, float]:
     config = config.model_copy(update={"keys": config.keys.model_copy(update={"dir": str(tmp / "keys")})})
     broker = for_site(tmp / "mosquitto", config)
     broker.start()
-    assert broker.tls_port is not None
-    ca = tmp / "mosquitto" / "config" / "ca.crt"
+    assert broker.tls_port is not None and broker.tls is not None
+    ca = broker.tls.ca
     bridge = BridgeRun(make_site(tmp, broker.tls_port, tls_ca=ca), tmp / "bridge.log")
     try:
         bridge.start()

@@ -21,6 +21,7 @@ from wtforms import IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
+from badge_bridge import roles
 from badge_bridge.controllers.contract import ConsoleAction, ConsoleCommand
 from badge_bridge.keys import KeyMaterialError
 from badge_bridge.models import Controller
@@ -92,7 +93,7 @@ def _door(key: str) -> str:
 
 
 @bp.route("/<key>/unlock", methods=["POST"])
-@role_required("supervisor")
+@role_required(roles.COMMAND_ROLE["unlock"])
 def unlock(key: str) -> Any:
     form = UnlockForm()
     if not form.validate_on_submit():
@@ -104,7 +105,7 @@ def unlock(key: str) -> Any:
 
 
 @bp.route("/<key>/lock", methods=["POST"])
-@role_required("supervisor")
+@role_required(roles.COMMAND_ROLE["lock"])
 def lock(key: str) -> Any:
     form = ReasonForm()
     if not form.validate_on_submit():
@@ -115,13 +116,13 @@ def lock(key: str) -> Any:
 
 
 @bp.route("/lockdown", methods=["POST"])
-@role_required("supervisor")
+@role_required(roles.COMMAND_ROLE["lockdown"])
 def lockdown() -> Any:
     return _lockdown("lockdown")
 
 
 @bp.route("/lockdown/lift", methods=["POST"])
-@role_required("supervisor")
+@role_required(roles.COMMAND_ROLE["lift_lockdown"])
 def lift() -> Any:
     return _lockdown("lift_lockdown")
 

@@ -9,6 +9,7 @@ in the database (alarms, people, credentials, users) are audited on the console'
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
@@ -198,9 +200,14 @@ class Services:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    @functools.cached_property
+    def _command_key(self) -> Ed25519PrivateKey:
+        """Read once, at the first command (rotating the key means restarting the console)."""
+        return self.keys.console_command_key()
+
     def sign(self, cmd: c.ConsoleCommand) -> c.ConsoleCommand:
         """``cmd`` signed with the console command key, the one thing that makes the bridge obey it."""
-        return console_signing.sign(cmd, self.keys.console_command_key())
+        return console_signing.sign(cmd, self._command_key)
 
     def stop(self) -> None:
         if self.link is not None:

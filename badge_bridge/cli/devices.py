@@ -112,7 +112,7 @@ def mqtt_broker_config(app: App, out: Path, hosts: tuple[str, ...], install_dir:
     """Write the site's Mosquitto configuration: one account per bridge, console, controller, esp-rfid device,
     camera worker and the firmware tool, an ACL that confines each to its own topics, TLS files, and the
     listeners. Passwords are made once in the keys folder; running it again keeps them."""
-    from badge_bridge.broker_config import OwnTls, generate
+    from badge_bridge.broker_config import FILES, OwnTls, generate
 
     given = [p for p in (ca, cert, key) if p is not None]
     if given and len(given) != 3:
@@ -120,7 +120,7 @@ def mqtt_broker_config(app: App, out: Path, hosts: tuple[str, ...], install_dir:
     written = generate(app.config, app.keys, out, hosts=list(hosts) or None,
                        own_tls=OwnTls(ca, cert, key) if ca and cert and key else None, install_dir=install_dir,
                        tls_port=tls_port, plain_port=plain_port)
-    for name in written.files:
+    for name in FILES:
         click.echo(f"wrote {out / name}")
     click.echo(f"accounts: {', '.join(written.accounts)}")
     if written.passwords_made:

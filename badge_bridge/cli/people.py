@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from badge_bridge import people
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.cli.plugins import PluginGroup
+from badge_bridge.events import Event
 from badge_bridge.models import Person
 
 
@@ -46,9 +48,7 @@ def user_add(app: App, username: str, role: str, password_stdin: bool) -> None:
 def user_password(app: App, username: str, password_stdin: bool) -> None:
     """Set a new password (generated and printed once without --password-stdin); ends the user's sessions."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(15)
-    with app.change() as (session, audited):
-        _, event = people.reset_password(session, app.actor, people.user_id(session, username), password)
-        audited.append(event)
+    event = _change_user(app, username, people.reset_password, password)
     click.echo(f"password of {username} changed; {event.detail['sessions_ended']} session(s) ended")
     if not password_stdin:
         click.echo(f"password: {password}")
@@ -60,8 +60,8 @@ def user_password(app: App, username: str, password_stdin: bool) -> None:
 @fail_cleanly
 def user_disable(app: App, username: str) -> None:
     """Disable a console user; ends their sessions."""
-    ended = _set_active(app, username, False)
-    click.echo(f"console user {username} disabled; {ended} session(s) ended")
+    event = _change_user(app, username, people.set_user_active, False)
+    click.echo(f"console user {username} disabled; {event.detail['sessions_ended']} session(s) ended")
 
 
 @user.command("enable")
@@ -70,16 +70,16 @@ def user_disable(app: App, username: str) -> None:
 @fail_cleanly
 def user_enable(app: App, username: str) -> None:
     """Enable a console user again."""
-    _set_active(app, username, True)
+    _change_user(app, username, people.set_user_active, True)
     click.echo(f"console user {username} enabled")
 
 
-def _set_active(app: App, username: str, active: bool) -> object:
-    """How many sessions of the user it ended."""
+def _change_user(app: App, username: str, change: Callable[..., tuple[object, Event]], *args: object) -> Event:
+    """``change`` (from badge_bridge.people) applied to the console user ``username``, audited; its event."""
     with app.change() as (session, audited):
-        _, event = people.set_user_active(session, app.actor, people.user_id(session, username), active)
+        _, event = change(session, app.actor, people.user_id(session, username), *args)
         audited.append(event)
-    return event.detail.get("sessions_ended", 0)
+    return event
 
 
 @user.command("role")
@@ -89,9 +89,7 @@ def _set_active(app: App, username: str, active: bool) -> object:
 @fail_cleanly
 def user_role(app: App, username: str, role: str) -> None:
     """Change a console user's role; ends their sessions."""
-    with app.change() as (session, audited):
-        _, event = people.set_role(session, app.actor, people.user_id(session, username), role)
-        audited.append(event)
+    event = _change_user(app, username, people.set_role, role)
     click.echo(f"console user {username} is now {role}; {event.detail['sessions_ended']} session(s) ended")
 
 

@@ -1,6 +1,6 @@
 """A Mosquitto of our own, for the tests and `make demo`: free port, own persistence folder, restartable.
 
-``Broker.generated`` runs what `badge-bridge mqtt broker-config` wrote for a site (no anonymous clients, the
+``for_site`` runs what `badge-bridge mqtt broker-config` wrote for a site (no anonymous clients, the
 generated ACL, the site's CA), so the tests and `make demo` check what a site runs. Otherwise an open broker on
 127.0.0.1, or, given ``settings``, ``users`` and an ``acl``, a broker configured by hand. The site's own
 listener, TLS files, paths and user in ``settings`` are replaced by this broker's: a plain listener on
@@ -21,7 +21,6 @@ from typing import NamedTuple
 from badge_bridge.broker_config import generate, password_hash
 from badge_bridge.config import SiteConfig
 from badge_bridge.keys import KeyStore
-from badge_bridge.mqtt_accounts import accounts
 
 SETTINGS = """\
 allow_anonymous true
@@ -97,23 +96,11 @@ class Broker:
             (self.dir / "acl").write_text(acl)
             text += f"acl_file {self.dir / 'acl'}\n"
         text += f"listener {self.port} 127.0.0.1\n"
+        self.tls = tls
         self.tls_port = free_port() if tls is not None else None
         if tls is not None:
             text += f"listener {self.tls_port} 127.0.0.1\ncafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
         self.conf.write_text(text)
-
-    @classmethod
-    def generated(cls, directory: Path, config_dir: Path, passwords: Mapping[str, str], *,
-                  test_users: Mapping[str, str] | None = None, test_acl: str = "", port: int | None = None) -> Broker:
-        """Mosquitto with the files `badge-bridge mqtt broker-config` wrote into ``config_dir``: its settings,
-        password file, ACL and TLS files. ``passwords``: the site's accounts' (from its keys folder), for the
-        clients that log in; ``test_users`` and ``test_acl``: accounts only a test adds, with their ACL lines."""
-        broker = cls(directory, port, settings=(config_dir / "mosquitto.conf").read_text(),
-                     password_file=config_dir / "passwd", users=test_users,
-                     acl=(config_dir / "acl").read_text() + test_acl,
-                     tls=TlsFiles(config_dir / "ca.crt", config_dir / "server.crt", config_dir / "server.key"))
-        broker.passwords.update(passwords)
-        return broker
 
     def login(self, account: str) -> tuple[str, str]:
         """The username and password of an account of this broker."""
@@ -149,9 +136,13 @@ class Broker:
 def for_site(directory: Path, config: SiteConfig, *, test_users: Mapping[str, str] | None = None, test_acl: str = "",
              port: int | None = None) -> Broker:
     """A broker run as `badge-bridge mqtt broker-config` configures it for ``config`` (generated into
-    ``directory``/config, passwords in the site's keys folder), not yet started."""
+    ``directory``/config: its settings, password file, ACL and TLS files; passwords in the site's keys
+    folder), not yet started. ``test_users`` and ``test_acl``: accounts only a test adds, with their ACL lines."""
     keys = KeyStore(config.keys_dir())
-    generate(config, keys, directory / "config", hosts=["127.0.0.1", "localhost"])
-    passwords = {a.name: keys.mqtt_password(a.name) or "" for a in accounts(config)}
-    return Broker.generated(directory, directory / "config", passwords, test_users=test_users, test_acl=test_acl,
-                            port=port)
+    cfg = directory / "config"
+    written = generate(config, keys, cfg, hosts=["127.0.0.1", "localhost"])
+    broker = Broker(directory, port, settings=(cfg / "mosquitto.conf").read_text(), password_file=cfg / "passwd",
+                    users=test_users, acl=(cfg / "acl").read_text() + test_acl,
+                    tls=TlsFiles(cfg / "ca.crt", cfg / "server.crt", cfg / "server.key"))
+    broker.passwords.update({name: keys.mqtt_password(name) or "" for name in written.accounts})
+    return broker
