@@ -61,7 +61,19 @@ class KeysSection(_Model):
     """Holds the audit signing key and the PIN pepper; keep it off the database's disks and backups."""
 
 
+class WitnessRef(_Model):
+    """A witness the bridge publishes its signed tree heads to (``badge-bridge witness serve`` elsewhere)."""
+
+    url: str = Field(pattern=r"^https?://\S+$", max_length=500)
+    public_key: str
+    """The witness's public key file (hex), relative to the site file: its countersignatures are checked."""
+
+
 class AuditSection(_Model):
+    witnesses: list[WitnessRef] = []
+    publish_seconds: float = Field(10.0, gt=0, le=10)
+    """How often each chain's signed tree head goes to the witnesses (at most 10 s: what changes after the
+    last countersigned head is what a database administrator could still cut unseen)."""
     batch_max: int = Field(1000, ge=1, le=100_000)
     queue_max: int = Field(100_000, ge=100)
     checkpoint_every: int = Field(1000, ge=1)

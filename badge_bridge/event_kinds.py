@@ -124,6 +124,10 @@ class EventKind(StrEnum):
     ADMIN_FACE_REMOVED = "admin.face_removed"
     ADMIN_KEY_ROTATED = "admin.key_rotated"
     ADMIN_OSDP_KEY_SET = "admin.osdp_key_set"
+    ADMIN_SITE_SYNCED = "admin.site_synced"
+    """The site file's schedules and access levels written to the database (``detail.state``)."""
+    ADMIN_STATE_BASELINE = "admin.state_baseline"
+    """Every access table as it stood when its binding to the log began (an upgrade): ``detail.state``."""
 
     # --- the bridge and its log ----------------------------------------------------------------------
     BRIDGE_STARTED = "bridge.started"
@@ -131,6 +135,19 @@ class EventKind(StrEnum):
     AUDIT_QUARANTINED = "audit.quarantined"
     """Stands in for an event the database refused; its fields are kept as escaped text."""
     AUDIT_PRUNED = "audit.pruned"
+    AUDIT_FOREIGN_ENTRY = "audit.foreign_entry"
+    """A row in the writer's chain that no signature of ours covers (an alarm, critical): the writer goes on
+    in a new chain and never extends or signs over it."""
+    AUDIT_CHAIN_CONTINUED = "audit.chain_continued"
+    """First entry of a chain a writer started after finding a foreign row: names the chain and the last
+    entry it wrote there."""
+    AUDIT_FORK_DETECTED = "audit.fork_detected"
+    """A witness holds a head this log contradicts: rewritten, rolled back or cut (an alarm)."""
+    AUDIT_WITNESS_UNREACHABLE = "audit.witness_unreachable"
+    """A witness has not countersigned for a while; heads queue, doors keep working (an alarm)."""
+    AUDIT_STATE_MISMATCH = "audit.state_mismatch"
+    """People, credentials, levels, schedules or console users differ from what the log's admin entries
+    produce (an alarm; ``detail.rows`` names them)."""
     AUDIT_VERIFIED = "audit.verified"
     BACKUP_MADE = "backup.made"
     BACKUP_RESTORED = "backup.restored"

@@ -422,3 +422,46 @@ class PruneWindow(Base):
     chain_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class TreeHead(Base):
+    """A signed tree head (RFC 9162 style) of one chain: its size and the Merkle root over all its entries,
+    published to the witnesses, which keep their own copy outside this database."""
+
+    __tablename__ = "tree_head"
+    __table_args__ = (UniqueConstraint("chain_id", "size"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chain_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[str] = mapped_column(String(64))
+    """Hex RFC 9162 root over the chain's entry hashes 1..size (leaf i is entry i's hash)."""
+    head_hash: Mapped[str] = mapped_column(String(64))
+    """The chain hash of entry ``size`` (GENESIS for an empty chain)."""
+    signed_us: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class WitnessCosignature(Base):
+    """A witness's countersignature of a tree head: that witness held this head and nothing it contradicts."""
+
+    __tablename__ = "witness_cosignature"
+    __table_args__ = (UniqueConstraint("chain_id", "size", "witness_key_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chain_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    witness_key_id: Mapped[str] = mapped_column(String(64))
+    cosigned_us: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class TreeFrontier(Base):
+    """The O(log n) complete subtrees of a chain's Merkle tree at one size (``merkle.CompactRange``), kept
+    so the tree can be taken up again without rereading every entry (after a restart, at a month's start,
+    after the entries before it were pruned). Not signed: a wrong frontier gives a root no signed head has."""
+
+    __tablename__ = "tree_frontier"
+    chain_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    nodes: Mapped[str] = mapped_column(Text)
+    """The subtree hashes, hex, concatenated, largest first."""

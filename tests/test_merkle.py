@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 
@@ -139,3 +140,49 @@ def test_out_of_range_requests_are_refused() -> None:
         tree.consistency_proof(6)
     assert not merkle.verify_consistency(0, 5, tree.root, tree.root, [])
     assert not merkle.verify_consistency(6, 5, tree.root, tree.root, [])
+
+
+@pytest.mark.parametrize("n", [*range(1, 70), 255, 256, 257, 1000, 1025])
+def test_compact_range_gives_the_tree_root_split_anywhere_and_stored(n: int) -> None:
+    rnd = random.Random(n)
+    leaves = [rnd.randbytes(32) for _ in range(n)]
+    tree = merkle.Tree(leaves)
+    whole = merkle.CompactRange()
+    for leaf in leaves:
+        whole.append(leaf)
+    assert whole.root() == tree.root
+    assert merkle.CompactRange.from_text(n, whole.to_text()).root() == tree.root
+    cut = rnd.randrange(0, n + 1)
+    left, right = merkle.CompactRange(), merkle.CompactRange(cut)
+    for leaf in leaves[:cut]:
+        left.append(leaf)
+    for leaf in leaves[cut:]:
+        right.append(leaf)
+    left.extend(right)
+    assert left.root() == tree.root and left.size == n
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 100, 513])
+def test_consistency_from_a_frontier_is_the_rfc_proof(n: int) -> None:
+    rnd = random.Random(n)
+    leaves = [rnd.randbytes(32) for _ in range(n)]
+    tree = merkle.Tree(leaves)
+    for m in range(1, n + 1):
+        old = merkle.CompactRange()
+        for leaf in leaves[:m]:
+            old.append(leaf)
+        proof = merkle.consistency_proof_from(old, leaves[m:])
+        assert proof == tree.consistency_proof(m)
+        assert merkle.verify_consistency(m, n, old.root(), tree.root, proof)
+
+
+def test_a_frontier_of_the_wrong_size_or_a_gap_is_refused() -> None:
+    c = merkle.CompactRange()
+    for i in range(5):
+        c.append(bytes([i]))
+    with pytest.raises(ValueError):
+        merkle.CompactRange.from_text(7, c.to_text())
+    with pytest.raises(ValueError):
+        c.extend(merkle.CompactRange(7))
+    with pytest.raises(ValueError):
+        merkle.CompactRange(3).root()

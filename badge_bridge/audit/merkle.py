@@ -88,6 +88,112 @@ class Tree:
         return path
 
 
+class CompactRange:
+    """The tree over leaves ``[begin, end)`` kept as its O(log n) maximal complete subtrees, left to right:
+    what a chain's writer keeps instead of every leaf. Leaves are appended one at a time, or a whole
+    neighbouring range at once (``extend``: ranges checked in parallel are joined this way). With ``begin``
+    0 it is the tree's frontier and gives the root; ``to_text``/``from_text`` store it (models.TreeFrontier).
+    """
+
+    __slots__ = ("begin", "end", "nodes")
+
+    def __init__(self, begin: int = 0) -> None:
+        self.begin = self.end = begin
+        self.nodes: list[tuple[int, bytes]] = []
+        """(level, hash): the subtree of 2**level leaves; they cover [begin, end) in order."""
+
+    def append(self, leaf: bytes) -> None:
+        """Append one leaf (raw data, hashed here: for the audit log, an entry's hash bytes)."""
+        self._push(self.end, 0, _sha256(b"\x00" + leaf).digest())
+        self.end += 1
+
+    def _push(self, pos: int, level: int, digest: bytes) -> None:
+        nodes = self.nodes
+        while nodes and nodes[-1][0] == level and (pos >> level) & 1 and pos - (1 << level) >= self.begin:
+            digest = _sha256(b"\x01" + nodes.pop()[1] + digest).digest()
+            pos -= 1 << level
+            level += 1
+        nodes.append((level, digest))
+
+    def extend(self, other: CompactRange) -> None:
+        """Append the range that starts where this one ends."""
+        if other.begin != self.end:
+            raise ValueError(f"range [{other.begin}, {other.end}) does not start at {self.end}")
+        pos = other.begin
+        for level, digest in other.nodes:
+            self._push(pos, level, digest)
+            pos += 1 << level
+        self.end = other.end
+
+    def copy(self) -> CompactRange:
+        c = CompactRange(self.begin)
+        c.end, c.nodes = self.end, list(self.nodes)
+        return c
+
+    @property
+    def size(self) -> int:
+        return self.end - self.begin
+
+    def root(self) -> bytes:
+        """MTH of leaves [0, end): folded from the right, which is the RFC's split at the largest power of two."""
+        if self.begin:
+            raise ValueError("only a range from the first leaf has a root")
+        if not self.nodes:
+            return _sha256(b"").digest()
+        acc = self.nodes[-1][1]
+        for _level, digest in reversed(self.nodes[:-1]):
+            acc = _sha256(b"\x01" + digest + acc).digest()
+        return acc
+
+    def spans(self) -> dict[tuple[int, int], bytes]:
+        """Each node by the leaf range [lo, hi) it covers."""
+        out, pos = {}, self.begin
+        for level, digest in self.nodes:
+            out[(pos, pos + (1 << level))] = digest
+            pos += 1 << level
+        return out
+
+    def to_text(self) -> str:
+        if self.begin:
+            raise ValueError("only a frontier (a range from the first leaf) is stored")
+        return "".join(digest.hex() for _level, digest in self.nodes)
+
+    @classmethod
+    def from_text(cls, size: int, text: str) -> CompactRange:
+        """The frontier of ``size`` leaves stored by ``to_text``; ValueError if it does not fit that size."""
+        levels = [bit for bit in range(size.bit_length() - 1, -1, -1) if size >> bit & 1]
+        if len(text) != 64 * len(levels):
+            raise ValueError(f"a frontier of {size} leaves has {len(levels)} nodes, not {len(text) / 64:g}")
+        c = cls()
+        c.end = size
+        c.nodes = [(level, bytes.fromhex(text[64 * i: 64 * i + 64])) for i, level in enumerate(levels)]
+        return c
+
+
+def consistency_proof_from(old: CompactRange, new_leaves: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[0:n]) (RFC 9162 section 2.1.4.1) from the frontier of the first m leaves and the raw leaves
+    m..n-1 alone: every node the proof needs lies wholly before m (a frontier node) or wholly after it."""
+    m, n = old.size, old.size + len(new_leaves)
+    if old.begin or not 0 < m <= n:
+        raise ValueError(f"no consistency proof from {m} leaves to {n}")
+    known = old.spans()
+
+    def mth(lo: int, hi: int) -> bytes:
+        if hi <= m:
+            return known[(lo, hi)]
+        return Tree(new_leaves[lo - m: hi - m]).root
+
+    def sub(size: int, lo: int, hi: int, complete: bool) -> list[bytes]:
+        if size == hi - lo:
+            return [] if complete else [mth(lo, hi)]
+        k = _split(hi - lo)
+        if size <= k:
+            return sub(size, lo, lo + k, complete) + [mth(lo + k, hi)]
+        return sub(size - k, lo + k, hi, False) + [mth(lo, lo + k)]
+
+    return sub(m, 0, n, True)
+
+
 def _split(n: int) -> int:
     """The largest power of two smaller than n (n > 1)."""
     return 1 << ((n - 1).bit_length() - 1)

@@ -1,0 +1,161 @@
+"""What the audit log records of the access tables, so that the tables can be checked against the log.
+
+Every administrative change (``admin.*`` entries) carries ``detail["state"]``: for each row it changed, the
+row's state after the change, or ``null`` for a row it removed, under a key naming the row. Replaying
+every such entry in log order gives what the tables must hold; a row that differs was edited around the
+audited commands (directly in the database, or in a backup later restored). The same states rebuild the
+monthly access review as of any date.
+
+Keys and states (secrets appear only as SHA-256 digests of their stored hashes, enough to see a change):
+
+==================  ====================================================================================
+``person/<id>``     name, employee_no, company, status, lockdown_exempt, left_at, levels (sorted keys)
+``credential/<id>`` person, format, number, status, valid_from, valid_until, revoked_at, pin, biometric_ref
+``level/<key>``     name, doors (sorted [door key, schedule key])
+``schedule/<key>``  name, timezone, intervals (sorted [weekday, start minute, end minute]), holidays
+``user/<name>``     role, active, password
+``face/<id>``       person, photo_sha256, sealed
+==================  ====================================================================================
+
+Times are UTC ISO 8601 with microseconds, or null. Columns that are not access rights (when a card was
+last used, a user's last login, creation times) are not recorded: the bridge updates them as it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from badge_bridge.models import AccessLevel, AccessLevelDoor, ConsoleUser, Credential, FaceTemplate, Person, Schedule
+
+State = dict[str, Any]
+"""One row's recorded state."""
+Changes = dict[str, State | None]
+"""``detail["state"]`` of an admin entry: row key -> state after the change (None: removed)."""
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value is not None else None
+
+
+def _digest(value: str | bytes | None) -> str | None:
+    if value is None:
+        return None
+    return hashlib.sha256(value.encode() if isinstance(value, str) else value).hexdigest()
+
+
+def person(p: Person) -> tuple[str, State]:
+    return f"person/{p.id}", {
+        "name": p.name, "employee_no": p.employee_no, "company": p.company, "status": p.status,
+        "lockdown_exempt": bool(p.lockdown_exempt), "left_at": _when(p.left_at),
+        "levels": sorted(level.key for level in p.levels),
+    }
+
+
+def credential(c: Credential) -> tuple[str, State]:
+    return f"credential/{c.id}", {
+        "person": c.person_id, "format": c.format, "number": c.number, "status": c.status,
+        "valid_from": _when(c.valid_from), "valid_until": _when(c.valid_until), "revoked_at": _when(c.revoked_at),
+        "pin": _digest(c.pin_hash), "biometric_ref": c.biometric_ref,
+    }
+
+
+def level(lvl: AccessLevel) -> tuple[str, State]:
+    return f"level/{lvl.key}", {"name": lvl.name,
+                                "doors": sorted([d.door.key, d.schedule.key] for d in lvl.doors)}
+
+
+def schedule(s: Schedule) -> tuple[str, State]:
+    return f"schedule/{s.key}", {
+        "name": s.name, "timezone": s.timezone,
+        "intervals": sorted([i.weekday, i.start_minute, i.end_minute] for i in s.intervals),
+        "holidays": sorted(h.day.isoformat() for h in s.holidays),
+    }
+
+
+def user(u: ConsoleUser) -> tuple[str, State]:
+    return f"user/{u.username}", {"role": u.role, "active": bool(u.active), "password": _digest(u.password_hash)}
+
+
+def face(f: FaceTemplate) -> tuple[str, State]:
+    return f"face/{f.id}", {"person": f.person_id, "photo_sha256": f.photo_sha256, "sealed": _digest(f.sealed)}
+
+
+def states(*rows: tuple[str, State]) -> Changes:
+    """``detail["state"]`` for the rows a change made or altered: ``states(person(p), credential(c))``."""
+    return dict(rows)
+
+
+def snapshot(session: Session) -> dict[str, State]:
+    """Every recorded row as the tables hold it now."""
+    out: dict[str, State] = {}
+    for p in session.scalars(select(Person).options(selectinload(Person.levels))):
+        out.update([person(p)])
+    for c in session.scalars(select(Credential)):
+        out.update([credential(c)])
+    doors = selectinload(AccessLevel.doors)
+    for lvl in session.scalars(select(AccessLevel).options(
+            doors.joinedload(AccessLevelDoor.door), doors.joinedload(AccessLevelDoor.schedule))):
+        out.update([level(lvl)])
+    for s in session.scalars(select(Schedule).options(selectinload(Schedule.intervals),
+                                                      selectinload(Schedule.holidays))):
+        out.update([schedule(s)])
+    for u in session.scalars(select(ConsoleUser)):
+        out.update([user(u)])
+    for f in session.scalars(select(FaceTemplate)):
+        out.update([face(f)])
+    return out
+
+
+def replay(details: Iterable[str | Mapping[str, Any]]) -> dict[str, State]:
+    """The rows the admin entries' ``detail`` (JSON text or parsed), taken in log order, produce."""
+    rows: dict[str, State] = {}
+    for detail in details:
+        changes = (json.loads(detail) if isinstance(detail, str) else detail).get("state")
+        if not isinstance(changes, dict):
+            continue
+        for key, state in changes.items():
+            if state is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = state
+    return rows
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str
+    problem: str
+    """``changed`` (the row differs from its last recorded state), ``unrecorded`` (no audited change made
+    it) or ``missing`` (the log says it exists, the table has no such row)."""
+    fields: tuple[str, ...] = ()
+    """For ``changed``: the fields that differ."""
+
+    def __str__(self) -> str:
+        if self.problem == "changed":
+            return f"{self.key}: {', '.join(self.fields)} differ from the last audited change"
+        if self.problem == "unrecorded":
+            return f"{self.key}: no audited change made this row"
+        return f"{self.key}: the log's admin entries say it exists, the table has no such row"
+
+
+def compare(tables: Mapping[str, State], logged: Mapping[str, State]) -> list[Difference]:
+    """Every row where the tables and the log disagree, in key order."""
+    out = []
+    for key in sorted(tables.keys() | logged.keys()):
+        have, want = tables.get(key), logged.get(key)
+        if want is None:
+            out.append(Difference(key, "unrecorded"))
+        elif have is None:
+            out.append(Difference(key, "missing"))
+        elif have != want:
+            out.append(Difference(key, "changed", tuple(sorted(k for k in have.keys() | want.keys()
+                                                              if have.get(k) != want.get(k)))))
+    return out
