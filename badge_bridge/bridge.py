@@ -18,6 +18,7 @@ from http.server import ThreadingHTTPServer
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from badge_bridge.audit.ownership import chain_ids
 from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.backoff import Backoff
@@ -54,7 +55,6 @@ class Bridge:
         self.writer = AuditWriter(
             engine, config.site.instance, keys.signer(),
             batch_max=config.audit.batch_max, queue_max=config.audit.queue_max,
-            checkpoint_every=config.audit.checkpoint_every, checkpoint_seconds=config.audit.checkpoint_seconds,
         )
         self.stopping = threading.Event()
         self.processor: Processor | None = None
@@ -145,8 +145,8 @@ class Bridge:
     def _load(self) -> tuple[Snapshot, list[str], list[tuple[str, str]], list[tuple[str, str]]]:
         with Session(self.engine) as session:
             snapshot = load_snapshot(session)
-            recent = list(session.scalars(select(AuditEntry.event_id).where(AuditEntry.chain_id == self.config.site.instance)
-                                          .order_by(AuditEntry.seq.desc()).limit(RECENT_IDS)))
+            recent = list(session.scalars(select(AuditEntry.event_id).where(chain_ids(AuditEntry.chain_id, self.config.site.instance))
+                                          .order_by(AuditEntry.id.desc()).limit(RECENT_IDS)))
             alarms = [(a.door, a.kind) for a in session.scalars(
                 select(Alarm).where(Alarm.cleared_at.is_(None), Alarm.door.is_not(None)))]
             state = persist.load(session, self.config.site.instance)

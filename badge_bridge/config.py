@@ -76,8 +76,6 @@ class AuditSection(_Model):
     last countersigned head is what a database administrator could still cut unseen)."""
     batch_max: int = Field(1000, ge=1, le=100_000)
     queue_max: int = Field(100_000, ge=100)
-    checkpoint_every: int = Field(1000, ge=1)
-    checkpoint_seconds: float = Field(60.0, gt=0)
     retention_days: int = Field(366, ge=90)
     """`audit prune` keeps at least this many days (whole sealed days; PCI DSS asks for three months of
     access records, many auditors a year)."""

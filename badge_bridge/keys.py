@@ -27,7 +27,8 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -69,6 +70,8 @@ class Signer:
 
     key_id: str
     private: Ed25519PrivateKey
+    trusted: Mapping[str, Ed25519PublicKey] = field(default_factory=dict, compare=False)
+    """The public keys of its key store (old keys after a rotation): a writer adopts rows they sign."""
 
     def sign(self, message: bytes) -> str:
         return self.private.sign(message).hex()
@@ -166,7 +169,7 @@ class KeyStore:
         private = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(private, Ed25519PrivateKey):
             raise KeyMaterialError(f"{self.signing_dir / kid}.key is not an Ed25519 key")
-        return Signer(kid, private)
+        return Signer(kid, private, self.trusted_public_keys())
 
     def trusted_public_keys(self) -> dict[str, Ed25519PublicKey]:
         keys = {}

@@ -49,7 +49,7 @@ while True:
 def fill(url: str, keys: KeyStore, n: int) -> None:
     engine = make_engine(url, must_exist=False)
     migrate(engine)
-    writer = AuditWriter(engine, "bridge-1", keys.signer(), batch_max=5000, checkpoint_every=10_000)
+    writer = AuditWriter(engine, "bridge-1", keys.signer(), batch_max=5000)
     writer.start()
     for i in range(n):
         writer.submit(Event(id=f"ctl-1:{i}", kind="access.granted", source="ctl-1", ts=NOW, door="main-entrance",

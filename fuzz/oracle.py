@@ -197,7 +197,7 @@ class Oracle:
             snapshot = load_snapshot(session)
         self.committed: list[Event] = []
         self._lock = threading.Lock()
-        self.writer = AuditWriter(self.engine, self.config.site.instance, None, on_commit=self._on_commit,
+        self.writer = AuditWriter(self.engine, self.config.site.instance, keys.signer(), on_commit=self._on_commit,
                                   retry_max_s=0.5)
         self.commands: list[object] = []
         authority = ConsoleAuthority(keys.console_command_public(), self.engine,

@@ -1,4 +1,4 @@
-"""The audit writer on both databases: chain, idempotence, ack-after-commit, checkpoints, outages."""
+"""The audit writer on both databases: chain, idempotence, ack-after-commit, a checkpoint per batch, outages."""
 
 from __future__ import annotations
 
@@ -96,21 +96,19 @@ def test_ack_runs_only_after_commit(engine: Engine, keys: KeyStore, db_url: str)
     assert seen == [True] * 20
 
 
-def test_checkpoints_by_count_time_and_stop(engine: Engine, keys: KeyStore) -> None:
-    w = writer(engine, keys, checkpoint_every=10, batch_max=5)
-    for n in range(25):
+def test_every_batch_commits_with_its_checkpoint(engine: Engine, keys: KeyStore) -> None:
+    w = AuditWriter(engine, "bridge-1", keys.signer(), batch_max=5)
+    for n in range(23):  # queued before the start: batches of exactly 5, 5, 5, 5, 3
         w.submit(ev(n))
+    w.start()
     assert w.flush()
     with engine.connect() as conn:
-        assert conn.scalars(select(Checkpoint.seq).order_by(Checkpoint.seq)).all() == [10, 20]
+        assert conn.scalars(select(Checkpoint.seq).order_by(Checkpoint.seq)).all() == [5, 10, 15, 20, 23]
+    w.submit(ev(1))  # a duplicate only: nothing new to sign
     assert w.stop()
     with engine.connect() as conn:
-        assert conn.scalars(select(Checkpoint.seq).order_by(Checkpoint.seq)).all() == [10, 20, 25]
-    timed = writer(engine, keys, checkpoint_every=1000, checkpoint_seconds=0.2)
-    timed.submit(ev(100))
-    wait_until(lambda: timed.stats.checkpoints, 10, "a checkpoint by time")
-    assert timed.stats.checkpoints == 1
-    assert timed.stop()
+        assert conn.scalar(select(func.count()).select_from(Checkpoint)) == 5
+    assert w.stats.checkpoints == 5
 
 
 def test_two_writers_on_one_chain_stay_consistent(engine: Engine, keys: KeyStore, db_url: str) -> None:

@@ -54,7 +54,7 @@ def write_events(url: str, keys: KeyStore, first: int, count: int) -> None:
     """Append events n = first.. as the bridge would; the engine is disposed so no session stays open."""
     engine = make_engine(url)
     try:
-        writer = AuditWriter(engine, CHAIN, keys.signer(), checkpoint_every=50)
+        writer = AuditWriter(engine, CHAIN, keys.signer())
         writer.start()
         for n in range(first, first + count):
             writer.submit(ev(n))
@@ -121,7 +121,7 @@ def fresh_url(db_url: str, tmp_path: Path) -> Iterator[str]:
 def test_backup_while_writing_is_a_verified_prefix(engine: Engine, keys: KeyStore, db_url: str, site_file: Path,
                                                    tmp_path: Path) -> None:
     write_events(db_url, keys, 0, 500)
-    writer = AuditWriter(engine, CHAIN, keys.signer(), checkpoint_every=100, batch_max=50)
+    writer = AuditWriter(engine, CHAIN, keys.signer(), batch_max=50)
     writer.start()
     done = threading.Event()
     produced = [0]

@@ -44,7 +44,7 @@ def test_the_example_site_loads(site: SiteConfig) -> None:
     assert (business.intervals[0].start_minute(), business.intervals[0].end_minute()) == (7 * 60, 19 * 60)
     assert site.schedules[0].intervals[0].end_minute() == 24 * 60
     assert site.base_dir == EXAMPLE_SITE.parent
-    assert site.audit.checkpoint_every == 1000
+    assert site.audit.batch_max == 1000
 
 
 # Each case: replacements in the example file (or text appended), and the exact error after "<path>: ".

@@ -68,7 +68,7 @@ def month(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, int]:
         people.add_credential(s, "cli:test", gone.id, "wiegand26", "12:1003", pepper=keys.pin_pepper())
         s.flush()
         gone.status = "left"  # marked as left by hand, the card forgotten: what the review must catch
-    writer = AuditWriter(engine, "bridge-1", keys.signer(), checkpoint_every=7, checkpoint_seconds=3600)
+    writer = AuditWriter(engine, "bridge-1", keys.signer())
     writer.start()
     times = ([OCT - timedelta(days=3, hours=h) for h in range(3)]
              + [OCT + timedelta(hours=3 + 11 * i) for i in range(MONTH_EVENTS)]
@@ -122,7 +122,7 @@ def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str,
     """The CSV is written by hand (export._csv): commas, quotes, line breaks, carriage returns and
     non-ASCII text in the JSON fields read back from the CSV exactly as from the JSON Lines, and verify."""
     notes = ["comma, inside", 'quote " inside', "line\nbreak", "carriage\rreturn", "crlf\r\n", "ünïcödé ✓ 🚪", ""]
-    writer = AuditWriter(engine, "bridge-2", keys.signer(), checkpoint_every=3, checkpoint_seconds=3600)
+    writer = AuditWriter(engine, "bridge-2", keys.signer())
     writer.start()
     for i, note in enumerate(notes):
         ts = OCT + timedelta(days=2, minutes=i)

@@ -48,7 +48,7 @@ def event_id(n: int) -> str:
 
 def write_days(engine: Engine, keys: KeyStore, chain: str = CHAIN) -> None:
     """Entry n (1..20) is received on DAYS[(n - 1) // 5], at 23:00 so the day's end is near."""
-    writer = AuditWriter(engine, chain, keys.signer(), batch_max=2, checkpoint_every=3)
+    writer = AuditWriter(engine, chain, keys.signer(), batch_max=2)
     writer.start()
     for n in range(1, ENTRIES + 1):
         day = DAYS[(n - 1) // PER_DAY]

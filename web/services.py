@@ -51,9 +51,7 @@ class ConsoleAudit:
     page says it is done."""
 
     def __init__(self, engine: Engine, config: SiteConfig, keys: KeyStore) -> None:
-        self.writer = AuditWriter(engine, f"{config.site.instance}.console", keys.signer(),
-                                  checkpoint_every=config.audit.checkpoint_every,
-                                  checkpoint_seconds=config.audit.checkpoint_seconds)
+        self.writer = AuditWriter(engine, f"{config.site.instance}.console", keys.signer())
         self.writer.start()
 
     def record(self, kind: str, user: str, *, door: str | None = None, subject: dict[str, object] | None = None,

@@ -18,7 +18,8 @@ from badge_bridge.db import make_engine
 MAX_FINDINGS = 100
 
 _ROWS = text(
-    "SELECT seq, event_id, ts_us, received_us, source, door, kind, subject, detail, hash, person_id FROM audit_entry "
+    "SELECT seq, event_id, ts_us, received_us, source, door, kind, subject, detail, hash, person_id, prev_hash "
+    "FROM audit_entry "
     "WHERE chain_id = :chain AND seq BETWEEN :lo AND :hi ORDER BY seq, id"
 )
 _PREV_HASH = "SELECT prev_hash FROM audit_entry WHERE chain_id=:c AND seq=:s AND event_id=:e"
@@ -31,7 +32,7 @@ class Finding:
     chain_id: str
     seq: int
     problem: str
-    """modified, deleted, inserted, reordered, checkpoint, or segment."""
+    """modified, deleted, inserted, reordered, checkpoint, segment, or unsigned."""
     message: str
 
     def __str__(self) -> str:
@@ -74,7 +75,8 @@ def scan_range(url: str, chain: str, lo: int, hi: int, anchor: tuple[int, str] |
 def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None = None) -> tuple[int, list[Finding]]:
     """Check entries lo..hi of one chain: how many there are, and what broke. ``anchor`` (next seq, hash
     before it) starts a chain whose first entries were pruned. The stored ``prev_hash`` is not trusted: each
-    entry is hashed from the hash of the entry before it."""
+    entry is hashed from the hash of the entry before it, and a stored ``prev_hash`` that differs from that
+    hash is reported too."""
     findings: list[Finding] = []
     walk, count = ChainWalk(chain, lo), 0
     if anchor is not None:
@@ -88,13 +90,17 @@ def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str]
             walk.follow(before[0], before[1])
     step, follow = walk.step, walk.follow
     rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(_ROWS, dict(chain=chain, lo=lo, hi=hi))
-    for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored, person in rows:
+    for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored, person, prev_hash in rows:
         count += 1
+        last = walk.last
         if person is not None and f'"person":{person},' not in subject and f'"person":{person}}}' not in subject:
             findings.append(Finding(chain, seq, "modified",
                                     f"event {event_id}: its person index ({person}) does not match its subject"))
         breaks = step(seq, event_id, ts_us, received_us, source, door, kind, subject, detail, None, stored)
         if not breaks:
+            if prev_hash != last and len(findings) < MAX_FINDINGS:
+                findings.append(Finding(chain, seq, "modified", f"event {event_id}: its stored prev_hash is not the "
+                                        "hash of the entry before it"))
             continue
         if len(findings) >= MAX_FINDINGS:
             break

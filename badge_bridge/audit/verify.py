@@ -1,8 +1,9 @@
 """`audit verify`: recompute every chain and check every signed checkpoint.
 
 It names the first entry that was modified, deleted, inserted or reordered (and carries on, so several
-independent edits are all reported), and any checkpoint that no longer matches the log or whose signature
-does not verify against the trusted public keys. The entries themselves are walked by
+independent edits are all reported), any checkpoint that no longer matches the log or whose signature
+does not verify against the trusted public keys, and the entries no valid checkpoint covers (the writer
+signs every batch, so an unsigned entry is one it did not write). The entries themselves are walked by
 ``badge_bridge.audit.scan``; long chains are split into seq ranges checked in parallel processes: each
 range starts from the stored hash of the entry before it, and a wrong stored hash there is reported by the
 range that owns that entry.
@@ -130,14 +131,18 @@ def _check_checkpoints(
         ),
         dict(c=status.chain_id),
     )
+    covered = status.pruned_through
     for seq, head, signed_us, key_id, signature, entry in rows:
         status.checkpoints += 1
         status.last_checkpoint_seq = max(status.last_checkpoint_seq, seq)
         key = trusted.get(key_id)
         chain = status.chain_id
+        signed = key is not None and verify_signature(key, signature, checkpoint_message(chain, seq, head, signed_us))
+        if signed:
+            covered = max(covered, seq)  # a signature that no longer matches the log is a finding of its own
         if key is None:
             findings.append(Finding(chain, seq, "checkpoint", f"signed by key {key_id}, which is not a trusted key"))
-        elif not verify_signature(key, signature, checkpoint_message(chain, seq, head, signed_us)):
+        elif not signed:
             findings.append(Finding(chain, seq, "checkpoint", "signature does not verify: the checkpoint was altered"))
         elif entry is None and seq <= status.pruned_through:
             if pruned_last.get(seq, head) != head:
@@ -152,6 +157,9 @@ def _check_checkpoints(
         elif entry != head:
             findings.append(Finding(chain, seq, "checkpoint",
                                     "the log up to here differs from what was signed: entries were rewritten"))
+    if status.head_seq > covered:
+        findings.append(Finding(status.chain_id, covered + 1, "unsigned",
+                                f"entries {covered + 1}..{status.head_seq}: no signature covers them"))
     return findings
 
 

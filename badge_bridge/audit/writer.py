@@ -5,6 +5,11 @@ One thread, one hash chain per bridge instance. Events arrive on a bounded queue
 calls each event's acknowledgement, so a source (an MQTT message, a spool entry) is released only once its
 event is on disk. A replayed event id makes no second row: it is acknowledged as a duplicate. How an entry
 is hashed is in ``badge_bridge.audit.chain``.
+
+Every batch commits with a checkpoint signed over its last entry, in the same transaction: no entry is ever
+unsigned, even when the process is killed. The writer extends only rows a valid signature covers; on a
+foreign row it raises an alarm and moves to a new chain (``badge_bridge.audit.ownership``), so ``chain_id``
+is the chain it writes now and ``base`` the one it was created with.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from dataclasses import dataclass, field
 from prometheus_client import Histogram
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
+from badge_bridge.audit import ownership
 from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.backoff import Backoff
 from badge_bridge.db import describe
@@ -43,6 +49,12 @@ COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 """Seconds: a batch commits in under a millisecond on a quiet SQLite, in seconds when the disk or the server
 struggles (the retries while the database is away are not commits)."""
 
+HEAD_POLL_S = 0.5
+"""How often the writer compares the database's head of its chain with its own (one indexed read), so a
+foreign row is alarmed within a second even when nothing is written."""
+RESYNC_MAX = 3
+"""Conflicts on one batch answered by re-reading the chain, before the batch is searched for a refused row."""
+
 ENTRY_COLUMNS = ("chain_id", "seq", "event_id", "ts_us", "received_us", "source", "door", "kind", "subject",
                  "detail", "prev_hash", "hash", "person_id")
 
@@ -52,16 +64,6 @@ def _insert_sql(conn: Connection) -> str:
     the writer is on the bridge's critical path."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     return f"INSERT INTO audit_entry ({', '.join(ENTRY_COLUMNS)}) VALUES ({', '.join([mark] * len(ENTRY_COLUMNS))})"
-
-
-def chain_head(conn: Connection, chain_id: str) -> tuple[int, str]:
-    row = conn.execute(
-        select(AuditEntry.seq, AuditEntry.hash)
-        .where(AuditEntry.chain_id == chain_id)
-        .order_by(AuditEntry.seq.desc())
-        .limit(1)
-    ).first()
-    return (row[0], row[1]) if row else (0, GENESIS)
 
 
 def register_key(conn: Connection, signer: Signer) -> None:
@@ -114,22 +116,22 @@ class AuditWriter:
         self,
         engine: Engine,
         chain_id: str,
-        signer: Signer | None,
+        signer: Signer,
         *,
         batch_max: int = 1000,
         queue_max: int = 100_000,
-        checkpoint_every: int = 1000,
-        checkpoint_seconds: float = 60.0,
         retry_max_s: float = 5.0,
         on_commit: Callable[[list[Event]], None] | None = None,
     ) -> None:
-        """``on_commit`` gets the new (not duplicate) events of each committed batch, in log order."""
+        """``on_commit`` gets the new (not duplicate) events of each committed batch, in log order. Rows signed
+        by the signer's key or one its key store trusts (``Signer.trusted``) are adopted as ours."""
         self.engine = engine
+        self.base = ownership.base_of(chain_id)
         self.chain_id = chain_id
+        """The chain written now: ``base`` or, after a foreign row, ``<base>~k``."""
         self.signer = signer
+        self.trusted = {**signer.trusted, signer.key_id: signer.public}
         self.batch_max = batch_max
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_seconds = checkpoint_seconds
         self.retry_max_s = retry_max_s
         self.on_commit = on_commit
         self.stats = WriterStats()
@@ -140,8 +142,9 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         self._seq, self._head = 0, GENESIS
         self._stale_head = False
-        self._checkpointed_seq = 0
-        self._checkpointed_at = time.monotonic()
+        self._front: list[Item] = []
+        """Entries that must precede anything else in the chain: a continuation and its alarm."""
+        self._polled = time.monotonic()
 
     # --- producer side -------------------------------------------------------------------------
 
@@ -178,23 +181,45 @@ class AuditWriter:
         self._thread.start()
 
     def _load_head(self) -> None:
+        """Take up the base's newest chain from its newest signed entry; what follows it is checked before the
+        first write (``_resync``)."""
         with self.engine.begin() as conn:
-            self._seq, self._head = chain_head(conn, self.chain_id)
-            last_cp = conn.execute(
-                select(Checkpoint.seq).where(Checkpoint.chain_id == self.chain_id).order_by(Checkpoint.seq.desc()).limit(1)
-            ).scalar()
-            self._checkpointed_seq = last_cp or 0
-            if self.signer is not None:
-                register_key(conn, self.signer)
+            register_key(conn, self.signer)
+            self.chain_id = ownership.latest_chain(conn, self.base)
+            self._seq, self._head = ownership.covered_head(conn, self.chain_id, self.trusted)
+        self._stale_head = True
+
+    def _resync(self) -> None:
+        """Adopt what another process of ours appended after our head; on a foreign row move to a new chain,
+        whose continuation entry and alarm are written before anything else."""
+        with self.engine.connect() as conn:
+            found = ownership.reconcile(conn, self.chain_id, (self._seq, self._head), self.trusted)
+            if found.clean:
+                self._seq, self._head = found.head
+                return
+            left, new = self.chain_id, ownership.next_free_chain(conn, self.base, self.chain_id)
+        log.critical("audit chain %s: rows %s are not ours (no valid signature covers them, or they do not link)%s;"
+                     " continuing in chain %s", left, found.foreign[:ownership.FOREIGN_LISTED],
+                     " and our last entry is gone" if found.own_missing else "", new)
+        items: list[Item] = [(event, None, effect) for event, effect in ownership.continuation(self.base, left, new, found)]
+        with self._idle:
+            self._pending += len(items)
+        self._front = items + self._front
+        self.chain_id, self._seq, self._head = new, 0, GENESIS
+
+    def _check_head(self) -> None:
+        """The cheap poll: is the database's head of our chain still our own?"""
+        self._polled = time.monotonic()
+        with self.engine.connect() as conn:
+            if ownership.db_head(conn, self.chain_id) != (self._seq, self._head):
+                self._stale_head = True
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Flush, sign a final checkpoint, and stop. Returns False if events were left uncommitted."""
+        """Flush and stop (every batch is already signed). Returns False if events were left uncommitted."""
         flushed = self.flush(timeout)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if flushed:
-            self._checkpoint_if_due(force=True)
         return flushed
 
     # --- writer thread ---------------------------------------------------------------------------
@@ -219,11 +244,13 @@ class AuditWriter:
 
     def _run(self) -> None:
         self._retrying(self._load_head, "reading the chain head")
+        self._write_until_done([])
         while not self._stop.is_set():
             batch = self._take_batch()
-            if batch:
+            if time.monotonic() - self._polled >= HEAD_POLL_S:
+                self._retrying(self._check_head, "checking the chain head")
+            if batch or self._stale_head:
                 self._write_until_done(batch)
-            self._checkpoint_if_due()
 
     def _write_until_done(self, batch: list[Item]) -> None:
         """Retry until the batch is committed: an accepted event is never dropped. While the database is
@@ -234,19 +261,29 @@ class AuditWriter:
     def _write_isolating(self, left: list[Item]) -> None:
         """Commit ``left`` front to back, emptying it as it goes (so a retry after the database went away
         never writes a part twice). A refused chunk is halved until the first refused event stands alone;
-        that one is quarantined."""
-        while left:
-            n, head_reread = len(left), False
+        that one is quarantined. A conflict (another writer on our chain, a duplicate racing in, a foreign
+        row) re-reads the chain first."""
+        while True:
+            if self._stale_head:
+                self._resync()
+                self._stale_head = False
+            left[:0], self._front = self._front, []
+            if not left:
+                return
+            n, resyncs = len(left), 0
             while True:
                 try:
                     self._write(left[:n])
                     break
                 except Exception as exc:
-                    if isinstance(exc, IntegrityError) and not head_reread:
+                    if isinstance(exc, IntegrityError) and resyncs < RESYNC_MAX:
                         self.stats.retries += 1
-                        log.warning("audit conflict, re-reading the chain head: %s", describe(exc))
-                        self._load_head()  # another writer on our chain id, or a duplicate racing in
-                        head_reread = True
+                        resyncs += 1
+                        log.warning("audit conflict, re-reading the chain: %s", describe(exc))
+                        self._resync()
+                        if self._front:  # moved to a new chain: its first entries go first
+                            n = 0
+                            break
                         continue
                     if _database_away(exc):
                         raise
@@ -298,9 +335,6 @@ class AuditWriter:
                 time.sleep(delay)
 
     def _write(self, batch: list[Item]) -> None:
-        if self._stale_head:
-            self._load_head()
-            self._stale_head = False
         started = time.perf_counter()
         seq, head = self._seq, self._head
         rows: list[tuple[object, ...]] = []
@@ -321,16 +355,13 @@ class AuditWriter:
                 prev, head = head, entry_hash(head, entry_body(*record))
                 person = event.subject.get("person")
                 rows.append((record[0], seq, *record[1:], prev, head, person if type(person) is int else None))
-            checkpoint = bool(rows) and self.signer is not None and seq - self._checkpointed_seq >= self.checkpoint_every
             if rows:
                 conn.exec_driver_sql(_insert_sql(conn), rows)
+                write_checkpoint(conn, self.signer, self.chain_id, seq, head)
             for effect in effects:
                 effect(conn)
-            if checkpoint and self.signer is not None:
-                write_checkpoint(conn, self.signer, self.chain_id, seq, head)
         self._seq, self._head = seq, head
-        if checkpoint:
-            self._mark_checkpoint(seq)
+        self.stats.checkpoints += bool(rows)
         elapsed = time.perf_counter() - started
         self.stats.committed += len(rows)
         self.stats.duplicates += len(batch) - len(rows)
@@ -357,11 +388,6 @@ class AuditWriter:
             waiting = self._pending > 0
         return time.monotonic() - self.stats.last_progress if waiting else 0.0
 
-    def _mark_checkpoint(self, seq: int) -> None:
-        self._checkpointed_seq = seq
-        self._checkpointed_at = time.monotonic()
-        self.stats.checkpoints += 1
-
     @staticmethod
     def _known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
         wanted = list(set(ids))
@@ -370,19 +396,6 @@ class AuditWriter:
             chunk = wanted[i : i + 500]
             found.update(conn.execute(select(AuditEntry.event_id).where(AuditEntry.event_id.in_(chunk))).scalars())
         return found
-
-    def _checkpoint_if_due(self, force: bool = False) -> None:
-        if self.signer is None or self._seq <= self._checkpointed_seq:
-            return
-        if not force and time.monotonic() - self._checkpointed_at < self.checkpoint_seconds:
-            return
-        try:
-            with self.engine.begin() as conn:
-                write_checkpoint(conn, self.signer, self.chain_id, self._seq, self._head)
-            self._mark_checkpoint(self._seq)
-        except SQLAlchemyError as exc:
-            self.stats.last_error = describe(exc)
-            log.error("checkpoint failed, will retry: %s", self.stats.last_error)
 
 
 def _database_away(exc: BaseException) -> bool:
