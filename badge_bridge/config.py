@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 KEY = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DATABASE_URL_ENV = "BADGE_BRIDGE_DATABASE_URL"
+DATABASE_OWNER_URL_ENV = "BADGE_BRIDGE_DATABASE_OWNER_URL"
 MQTT_HOST_ENV, MQTT_PORT_ENV = "BADGE_BRIDGE_MQTT_HOST", "BADGE_BRIDGE_MQTT_PORT"
 """Override the broker of the site file (a standby broker, the demo's own)."""
 
@@ -54,6 +55,9 @@ class SiteSection(_Model):
 
 class DatabaseSection(_Model):
     url: str = "sqlite:///var/badge-bridge.db"
+    owner_url: str | None = None
+    """PostgreSQL: the role that owns the tables, for `init` (migrations, grants) and `audit prune`; the
+    bridge's own role on ``url`` may then only INSERT and SELECT the audit tables (badge_bridge/grants.py)."""
 
 
 class KeysSection(_Model):
@@ -432,6 +436,10 @@ class SiteConfig(_Model):
         if match and match.group(1) != ":memory:":
             return f"sqlite:///{self.path(match.group(1))}"
         return url
+
+    def database_owner_url(self) -> str:
+        """Where migrations and pruning run: the owner role's URL, else the bridge's own."""
+        return os.environ.get(DATABASE_OWNER_URL_ENV) or self.database.owner_url or self.database_url()
 
     def keys_dir(self) -> Path:
         return self.path(self.keys.dir)

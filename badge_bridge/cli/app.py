@@ -14,13 +14,13 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from badge_bridge import db, people
+from badge_bridge import db, grants, people
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import ConfigError, SiteConfig, load_config
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyMaterialError, KeyStore
 
-USER_ERRORS = (ConfigError, db.DatabaseError, KeyMaterialError, people.AdminError, InvalidEvent)
+USER_ERRORS = (ConfigError, db.DatabaseError, KeyMaterialError, people.AdminError, InvalidEvent, grants.GrantError)
 
 
 class App:
@@ -42,6 +42,10 @@ class App:
         if must_exist and not db.schema_is_current(engine):
             raise db.DatabaseError("the database schema is not current; run `badge-bridge init` to migrate it")
         return engine
+
+    def owner_engine(self, must_exist: bool = True):
+        """The owner role's engine (``database.owner_url``), for migrations, grants and pruning."""
+        return db.make_engine(self.config.database_owner_url(), must_exist=must_exist)
 
     @functools.cached_property
     def keys(self) -> KeyStore:

@@ -142,7 +142,7 @@ def prune(app: App, keep_days: int | None, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete the audit entries of sealed days older than {keep_days} days?", abort=True)
     with app.change() as (_session, audited):
-        report = segments.prune(app.engine(), app.keys.signer(), keep_days=keep_days)
+        report = segments.prune(app.owner_engine(), app.keys.signer(), keep_days=keep_days)  # DELETE: the owner's
         now = datetime.now(UTC)
         audited.append(Event(id=Event.new_id(EventKind.AUDIT_PRUNED), kind=EventKind.AUDIT_PRUNED,
                              source=app.actor, ts=now,

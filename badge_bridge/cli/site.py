@@ -7,23 +7,38 @@ import logging
 import click
 from sqlalchemy.orm import Session
 
-from badge_bridge import db
+from badge_bridge import db, grants
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.site_sync import sync_site
 
 
 @click.command()
+@click.option("--grants", "role", metavar="ROLE",
+              help="PostgreSQL: print the grants that leave ROLE (the bridge's) only INSERT and SELECT on the audit "
+                   "tables and what it writes elsewhere.")
+@click.option("--apply", is_flag=True, help="With --grants: run them as the owner (database.owner_url).")
 @pass_app
 @fail_cleanly
-def init(app: App) -> None:
-    """Create or migrate the database, create missing keys, and load the site file into it."""
-    engine = app.engine(must_exist=False)
+def init(app: App, role: str | None, apply: bool) -> None:
+    """Create or migrate the database (as database.owner_url when set), create missing keys, and load the site
+    file into it."""
+    if apply and role is None:
+        raise click.UsageError("--apply needs --grants ROLE")
+    engine = app.owner_engine(must_exist=False)
+    if role is not None:
+        grants.check_postgresql(engine)
+        grants.check_role(role)
     db.migrate(engine)
     for created in app.keys.ensure():
         click.echo(f"created {created} in {app.keys.dir}")
     with Session(engine) as session, session.begin():
         sync_site(session, app.config)
     click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    if role is not None and apply:
+        grants.apply(engine, role)
+        click.echo(f"granted {role} what the bridge needs; run this again after every upgrade")
+    elif role is not None:
+        click.echo(";\n".join(grants.statements(role)) + ";")
 
 
 @click.command("check-config")
