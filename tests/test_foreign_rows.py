@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select, text
 
+from badge_bridge.audit import segments
 from badge_bridge.audit.chain import entry_body, entry_hash
 from badge_bridge.audit.verify import Report, verify
 from badge_bridge.audit.writer import AuditWriter
@@ -105,6 +106,9 @@ def test_a_row_forged_while_the_writer_runs_is_alarmed_and_never_signed_over(
     assert [e.kind for e in later[:2]] == [EventKind.AUDIT_CHAIN_CONTINUED, EventKind.ALARM_RAISED]
     assert [json.loads(e.detail)["n"] for e in later[2:]] == list(range(6, 12))
     assert checkpoint_seqs(engine, f"{CHAIN}~2")[-1] == len(later)
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    sealed = {s.chain_id: s.last_seq for s in segments.seal(engine, keys.signer(), until_day=tomorrow)}
+    assert sealed == {CHAIN: 5, f"{CHAIN}~2": len(later)}  # the sealer does not sign over it either
     report = verify(engine, db_url, keys.trusted_public_keys())
     assert findings(report) == [(CHAIN, forged, "unsigned")]
     assert report.findings[0].message == f"entries {forged}..{forged}: no signature covers them"
@@ -163,7 +167,7 @@ def test_a_stored_prev_hash_edit_alone_is_found(engine: Engine, keys: KeyStore, 
 
 WRITE_FOREVER = """
 import sys, time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.audit import merkle
 from badge_bridge.audit.chain import GENESIS, ChainWalk
+from badge_bridge.audit.ownership import covered_head
 from badge_bridge.audit.writer import register_key, to_us_now
 from badge_bridge.keys import Signer, verify_signature
 from badge_bridge.models import AuditEntry, PruneWindow, Segment
@@ -103,8 +104,10 @@ def _seal_chain(conn: Connection, signer: Signer, chain: str, until: date) -> li
                         .order_by(Segment.last_seq.desc()).limit(1)).first()
     expected, head = (last[0] + 1, last[1]) if last else (1, GENESIS)
     after = last[2] + timedelta(days=1) if last else date.min
-    rows = conn.execute(
-        select(*_FIELDS).where(AuditEntry.chain_id == chain, AuditEntry.seq >= expected).order_by(AuditEntry.seq),
+    signed, _ = covered_head(conn, chain, {**signer.trusted, signer.key_id: signer.public})  # never past it: a
+    rows = conn.execute(  # row no checkpoint of ours covers is foreign, and is not sealed either
+        select(*_FIELDS).where(AuditEntry.chain_id == chain, AuditEntry.seq.between(expected, signed))
+        .order_by(AuditEntry.seq),
         execution_options={"stream_results": True, "yield_per": 20_000})
     try:
         return _cut(signer, chain, until, after, expected, head, rows)
