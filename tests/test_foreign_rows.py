@@ -9,10 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from badge_bridge.audit import segments
 from badge_bridge.audit.chain import entry_body, entry_hash
@@ -23,6 +26,9 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry, Checkpoint
+from badge_bridge.sim.broker import Broker
+from tests.bridge_proc import BridgeProcess
+from tests.test_restart_state import ALAN, Rig, console
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +54,13 @@ def forge(db_url: str, chain: str = CHAIN) -> int:
     """What a DBA can do with a plain INSERT, no trigger touched: append a correctly hashed event to the
     chain's head. Returns its seq."""
     engine = make_engine(db_url)
+    try:
+        return _forge(engine, chain)
+    finally:
+        engine.dispose()
+
+
+def _forge(engine: Engine, chain: str) -> int:
     with engine.begin() as conn:
         seq, head = conn.execute(select(AuditEntry.seq, AuditEntry.hash).where(AuditEntry.chain_id == chain)
                                  .order_by(AuditEntry.seq.desc()).limit(1)).one()
@@ -58,7 +71,6 @@ def forge(db_url: str, chain: str = CHAIN) -> int:
             chain_id=chain, seq=seq + 1, event_id=forged.id, ts_us=record[2], received_us=record[3], source=forged.source,
             door=forged.door, kind=forged.kind, subject=forged.subject_json, detail=forged.detail_json, prev_hash=head,
             hash=entry_hash(head, entry_body(*record)), person_id=3))
-    engine.dispose()
     return int(seq) + 1
 
 
@@ -215,3 +227,37 @@ def test_two_cli_processes_on_one_chain_adopt_each_other(engine: Engine, keys: K
     assert report.ok, report.findings
     assert list(report.chains) == [chain] and report.chains[chain].entries == 400
     assert foreign_alarms(engine) == []
+
+
+@pytest.fixture
+def bridge(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore,
+           bridge_process: Callable[[Path], BridgeProcess]) -> Iterator[Rig]:
+    """The bridge as a process with two simulated controllers and a console (tests/test_restart_state.py)."""
+    rig = Rig(tmp_path, db_url, broker, keys, bridge_process)
+    yield rig
+    rig.close()
+
+
+def test_the_running_bridge_alarms_moves_on_and_its_doors_and_state_keep_working(bridge: Rig, db_url: str) -> None:
+    rig = bridge
+    assert rig.card(rig.lobby, "main-in", ALAN).type == "grant"
+
+    def forged_row() -> int:
+        try:
+            return forge(db_url)
+        except IntegrityError:  # the bridge committed at that seq meanwhile: forge after its new head
+            return 0
+
+    forged = wait_until(forged_row, 30, "a forged row in the bridge's chain")
+    wait_until(lambda: foreign_alarms(rig.engine), 30, "the audit.foreign_entry alarm")
+    assert rig.card(rig.lobby, "main-in", ALAN).type == "grant"
+    lockdown = console(rig, "lockdown")
+    wait_until(lambda: [e for e in entries(rig.engine, f"{CHAIN}~2") if e.event_id == lockdown], 30,
+               "the lockdown in the new chain")
+    assert rig.card(rig.lobby, "main-in", ALAN).reason == "lockdown"
+    rig.restart("sigterm")
+    assert rig.card(rig.lobby, "main-in", ALAN).reason == "lockdown"  # its state is the instance's, not the chain's
+    assert len(foreign_alarms(rig.engine)) == 1
+    report = verify(rig.engine, db_url, rig.keys.trusted_public_keys())
+    assert findings(report) == [(CHAIN, forged, "unsigned")]
+    assert f"{CHAIN}~3" not in report.chains
