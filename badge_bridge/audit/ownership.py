@@ -87,8 +87,9 @@ def _valid(trusted: Mapping[str, Ed25519PublicKey], chain: str, seq: int, head: 
 
 
 def covered_head(conn: Connection, chain: str, trusted: Mapping[str, Ed25519PublicKey]) -> tuple[int, str]:
-    """The newest entry a valid checkpoint of a trusted key covers, or (0, GENESIS)."""
-    for seq, head, signed_us, key_id, signature in conn.execute(text(_CHECKPOINTS), dict(c=chain, s=0)):
+    """The newest entry a valid checkpoint of a trusted key covers, or (0, GENESIS). Only the newest hundred
+    checkpoints are tried: past that many bad ones, everything is treated as foreign."""
+    for seq, head, signed_us, key_id, signature in conn.execute(text(_CHECKPOINTS + " LIMIT 100"), dict(c=chain, s=0)):
         if _valid(trusted, chain, seq, head, signed_us, key_id, signature):
             return seq, head
     return 0, GENESIS
