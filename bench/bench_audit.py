@@ -1,4 +1,6 @@
-"""Durable append rate into the hash-chained audit log, and `audit verify` over a million entries.
+"""Durable append rate into the hash-chained audit log (every batch commits with its signed checkpoint), and
+`audit verify` over a million entries (written in batches of up to 5,000, so about 200 checkpoints: each
+checkpoint costs verify one Ed25519 signature check, some 60 µs).
 
 Prints one JSON object. SQLite runs in WAL mode with synchronous=FULL (every commit on disk); PostgreSQL
 is a throw-away database on the local server (skipped, and said so, when none answers).
@@ -83,7 +85,8 @@ def verify_time(url: str, keys: KeyStore, config_dir: Path) -> dict[str, float]:
                    check=True, capture_output=True)
     cli = time.perf_counter() - started
     engine.dispose()
-    return {"entries": VERIFY_N, "verify_s": round(in_process, 2), "cli_verify_s": round(cli, 2)}
+    return {"entries": VERIFY_N, "checkpoints": report.chains["bridge-1"].checkpoints, "verify_s": round(in_process, 2),
+            "cli_verify_s": round(cli, 2)}
 
 
 def main() -> None:
