@@ -33,7 +33,7 @@ from badge_bridge.db import describe
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event, storable
 from badge_bridge.keys import Signer, public_hex
-from badge_bridge.models import AuditEntry, Checkpoint, DeadLetter, SigningKey
+from badge_bridge.models import AuditEntry, DeadLetter, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ def register_key(conn: Connection, signer: Signer) -> None:
 
 
 def write_checkpoint(conn: Connection, signer: Signer, chain_id: str, seq: int, head: str) -> None:
+    """The batch's signature over its last entry, in its transaction (a driver-level INSERT too: it runs once
+    per commit, and at one event per commit as often as the entry insert)."""
     signed_us = to_us_now()
-    conn.execute(
-        insert(Checkpoint).values(
-            chain_id=chain_id, seq=seq, hash=head, signed_us=signed_us, key_id=signer.key_id,
-            signature=signer.sign(checkpoint_message(chain_id, seq, head, signed_us)),
-        )
-    )
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        f"INSERT INTO checkpoint (chain_id, seq, hash, signed_us, key_id, signature) VALUES ({', '.join([mark] * 6)})",
+        (chain_id, seq, head, signed_us, signer.key_id, signer.sign(checkpoint_message(chain_id, seq, head, signed_us))))
 
 
 def to_us_now() -> int:
