@@ -162,6 +162,8 @@ class Publisher:
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._frontiers_at = time.monotonic()
+        self._breaks: set[tuple[str, int]] = set()
+        """Where a chain's entries stopped following one another (logged once each)."""
 
     @classmethod
     def for_site(cls, config: SiteConfig, engine: Engine, keys: KeyStore, alarm: Alarm) -> Publisher:
@@ -237,12 +239,9 @@ class Publisher:
                            .order_by(AuditEntry.seq.desc()).limit(1)) or 0
         tree, head_hash = self._stored_frontier(conn, chain_id, last)
         chain = ChainTree(chain_id, tree, head_hash, window_base=tree.copy())
-        row = conn.execute(select(TreeHeadRow).where(TreeHeadRow.chain_id == chain_id,
-                                                     TreeHeadRow.size == tree.size)).scalar_one_or_none()
-        if row is not None and tree.size:
-            head = _head_of(row)
-            if head.signed_by(self.trusted) and head.root == tree.root().hex():
-                chain.head = head
+        head = _stored_head(conn, chain_id, tree.size)
+        if head is not None and tree.size and head.signed_by(self.trusted) and head.root == tree.root().hex():
+            chain.head = head
         return chain
 
     def _stored_frontier(self, conn: Connection, chain_id: str, limit: int) -> tuple[merkle.CompactRange, str]:
@@ -259,9 +258,7 @@ class Publisher:
                 continue
             head_hash = conn.scalar(select(AuditEntry.hash).where(AuditEntry.chain_id == chain_id,
                                                                   AuditEntry.seq == size))
-            row = conn.execute(select(TreeHeadRow).where(TreeHeadRow.chain_id == chain_id,
-                                                         TreeHeadRow.size == size)).scalar_one_or_none()
-            signed = _head_of(row) if row is not None else None
+            signed = _stored_head(conn, chain_id, size)
             if head_hash is None or (signed is not None and signed.signed_by(self.trusted)
                                      and (signed.root, signed.head_hash) != (tree.root().hex(), head_hash)):
                 log.error("chain %s: the stored frontier of size %d does not match the database or its signed "
@@ -289,9 +286,11 @@ class Publisher:
             if not rows:
                 return
             for row in rows:
-                if _breaks(walk, row):
-                    log.error("chain %s: entry %d does not follow from entry %d; not published past entry %d",
-                              chain.chain_id, row[0], walk.expected - 1, chain.size)
+                if _broken(walk, row):
+                    if (chain.chain_id, row[0]) not in self._breaks:
+                        self._breaks.add((chain.chain_id, row[0]))
+                        log.error("chain %s: entry %d does not follow from entry %d; not published past entry %d",
+                                  chain.chain_id, row[0], walk.expected - 1, chain.size)
                     return
                 pending.append(bytes.fromhex(row[-1]))
                 cp = checkpoints.get(row[0])
@@ -316,10 +315,8 @@ class Publisher:
                 conn.execute(insert(TreeHeadRow).values(**head.to_dict()))
         except IntegrityError:  # another bridge publishing the same chain signed this size first
             with self.engine.connect() as conn:
-                row = conn.execute(select(TreeHeadRow).where(TreeHeadRow.chain_id == chain.chain_id,
-                                                             TreeHeadRow.size == chain.size)).scalar_one()
-            stored = _head_of(row)
-            if stored.root == head.root and stored.signed_by(self.trusted):
+                stored = _stored_head(conn, chain.chain_id, chain.size)
+            if stored is not None and stored.root == head.root and stored.signed_by(self.trusted):
                 head = stored
             else:
                 log.critical("chain %s: a head of size %d with another root is stored; the witnesses decide",
@@ -488,12 +485,15 @@ class Publisher:
                                                              nodes=chain.tree.to_text()))
 
 
-def _breaks(walk: ChainWalk, row: tuple) -> bool:
+def _broken(walk: ChainWalk, row: tuple) -> bool:
     try:
         return bool(walk.step(*row))
     except TypeError:  # a column set to NULL behind the writer's back
         return True
 
 
-def _head_of(row: TreeHeadRow) -> TreeHead:
-    return TreeHead(row.chain_id, row.size, row.root, row.head_hash, row.signed_us, row.key_id, row.signature)
+def _stored_head(conn: Connection, chain_id: str, size: int) -> TreeHead | None:
+    row = conn.execute(select(TreeHeadRow.chain_id, TreeHeadRow.size, TreeHeadRow.root, TreeHeadRow.head_hash,
+                              TreeHeadRow.signed_us, TreeHeadRow.key_id, TreeHeadRow.signature)
+                       .where(TreeHeadRow.chain_id == chain_id, TreeHeadRow.size == size)).first()
+    return None if row is None else TreeHead(*row)

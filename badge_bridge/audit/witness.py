@@ -224,8 +224,8 @@ def parse_publish(body: bytes) -> tuple[TreeHead, int, list[bytes]]:
         head = TreeHead.from_dict(raw)
     except ValueError as exc:
         raise Refusal(400, "bad_request", f"head: {exc}") from None
-    if type(from_size) is not int or not 0 <= from_size <= head.size:
-        raise Refusal(400, "bad_request", "from_size is an integer from 0 to head.size")
+    if type(from_size) is not int or not 0 <= from_size < 1 << 63:
+        raise Refusal(400, "bad_request", "from_size is a non-negative integer (the size the witness holds)")
     if not isinstance(proof, list) or len(proof) > MAX_PROOF:
         raise Refusal(400, "bad_request", f"proof is a list of at most {MAX_PROOF} hashes")
     hashes = []
