@@ -84,7 +84,9 @@ class ChainTree:
         """Drop the leaves before ``size`` (or all but the last ``cap``), folding them into the window's base."""
         start = max(size, self.size - cap)
         drop = start - self.window_base.size
-        if drop > 0:
+        if start == self.size:  # every witness is up to date: nothing to fold
+            self.window_base, self.window = self.tree.copy(), []
+        elif drop > 0:
             for leaf in self.window[:drop]:
                 self.window_base.append(leaf)
             del self.window[:drop]
