@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.engine import Connection, Row
 
 from badge_bridge.audit import merkle
+from badge_bridge.audit.chain import entry_body, entry_hash
 from badge_bridge.audit.publish import Publisher, Witness
 from badge_bridge.audit.witness_api import WitnessClient
-from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audit.writer import AuditWriter, write_checkpoint
 from badge_bridge.db import make_engine
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
@@ -189,6 +190,31 @@ def test_a_cut_tail_is_a_fork(engine: Engine, writer: AuditWriter, publisher: Ru
         detail = json.loads(conn.scalar(select(AuditEntry.detail).where(AuditEntry.event_id == alarm.event_id)))
     assert detail["held_size"] == 50 and detail["chain"] == CHAIN and detail["severity"] == "critical"
     assert held_size(witness) == 50  # the witness never took the cut log
+
+
+def test_entries_no_trusted_signature_covers_are_not_published(
+        engine: Engine, writer: AuditWriter, publisher: Running, witness: WitnessProcess, tmp_path: Path) -> None:
+    """The DBA appends a correctly hashed entry and a checkpoint signed with a key of their own (plain INSERTs):
+    no head ever covers it."""
+    write(writer, 20, "a")
+    running = publisher(witness)
+    wait_until(lambda: held_size(witness) == 20, what="the witness to hold 20 entries")
+    stranger = KeyStore(tmp_path / "stranger")
+    stranger.ensure()
+    with engine.begin() as conn:
+        last = conn.execute(select(AuditEntry.hash).where(AuditEntry.chain_id == CHAIN, AuditEntry.seq == 20)).scalar_one()
+        record = Event(id="forged", kind=EventKind.ACCESS_GRANTED, source="ctl-1", door="dc-hall", ts=T0,
+                       subject={"person": 2}).record(CHAIN)
+        forged = entry_hash(last, entry_body(*record))
+        conn.execute(insert(AuditEntry).values(
+            chain_id=CHAIN, seq=21, event_id=record[1], ts_us=record[2], received_us=record[3], source=record[4],
+            door=record[5], kind=record[6], subject=record[7], detail=record[8], prev_hash=last, hash=forged))
+        write_checkpoint(conn, stranger.signer(), CHAIN, 21, forged)
+    rounds = running.rounds
+    wait_until(lambda: running.rounds >= rounds + 3, what="three more publication rounds")
+    assert held_size(witness) == 20
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.max(TreeHeadRow.size)).where(TreeHeadRow.chain_id == CHAIN)) == 20
 
 
 def test_a_restart_takes_up_the_tree_from_the_stored_frontier(
