@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from badge_bridge.audit import merkle
 from badge_bridge.audit.chain import GENESIS, ChainWalk, checkpoint_message
 from badge_bridge.audit.tree_head import TreeHead, sign_head
-from badge_bridge.audit.witness_api import Behind, Fork, Held, WitnessClient, WitnessError, WitnessRefused
+from badge_bridge.audit.witness_api import Behind, Fork, Held, WitnessClient, WitnessError
 from badge_bridge.audit.writer import Effect
 from badge_bridge.config import SiteConfig
 from badge_bridge.db import describe
@@ -349,12 +349,12 @@ class Publisher:
 
     def _ask(self, w: Witness) -> None:
         answer = w.client.heads()
-        if answer.get("witness_key_id") != w.key_id:
-            raise WitnessRefused(0, f"the witness at {w.url} has key {answer.get('witness_key_id')}, the site file "
-                                    f"names {w.key_id}")
-        heads = answer.get("heads")
+        heads = answer.get("heads") if isinstance(answer, dict) else None
         if not isinstance(heads, dict):
-            raise WitnessRefused(0, f"the witness at {w.url} sent no list of heads")
+            raise WitnessError(f"the witness at {w.url} sent no list of heads")
+        if answer.get("witness_key_id") != w.key_id:
+            raise WitnessError(f"the witness at {w.url} has key {answer.get('witness_key_id')}, the site file names "
+                               f"{w.key_id}")
         w.held = {chain: Held.from_dict(h) for chain, h in heads.items()}
         w.frontiers.clear()
 
@@ -378,7 +378,7 @@ class Publisher:
                 self._forked(w, chain, fork)
                 return
             if not cosignature.valid_for(head, {w.key_id: w.key}):
-                raise WitnessRefused(0, f"the witness at {w.url} answered a cosignature that does not verify")
+                raise WitnessError(f"the witness at {w.url} answered a cosignature that does not verify")
             self._store_cosignature(head, cosignature.witness_key_id, cosignature.cosigned_us, cosignature.signature)
             self._held(w, chain.chain_id, Held(head, cosignature))
             w.frontiers[chain.chain_id] = chain.tree.copy()
