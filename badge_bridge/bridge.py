@@ -19,6 +19,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit.ownership import chain_ids
+from badge_bridge.audit.publish import Publisher
 from badge_bridge.audit.segments import SegmentError, seal
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.backoff import Backoff
@@ -60,6 +61,7 @@ class Bridge:
         self.processor: Processor | None = None
         self.mqtt: MqttLink | None = None
         self.metrics_server: ThreadingHTTPServer | None = None
+        self.publisher: Publisher | None = None
         self._admin_mark: int | None = None
         self._ticker: threading.Thread | None = None
         self.drivers: dict[str, Driver] = {}
@@ -75,6 +77,9 @@ class Bridge:
     def start(self) -> None:
         self.writer.start()
         self.writer.submit(self._lifecycle(EventKind.BRIDGE_STARTED))
+        self.publisher = Publisher.for_site(self.config, self.engine, self.keys,
+                                            lambda event, effect: self.writer.submit(event, effect=effect))
+        self.publisher.start()
         snapshot, recent, alarms, state = self._retry_until_stopped(self._load)
         console_key = self.keys.console_command_public()
         if console_key is None:
@@ -116,6 +121,8 @@ class Bridge:
             self.mqtt.stop()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        if self.publisher is not None:
+            self.publisher.stop()
         self.writer.submit(self._lifecycle(EventKind.BRIDGE_STOPPED))
         if not self.writer.stop(timeout=30):
             log.error("stopped with events not yet committed: %s", self.writer.stats.last_error)

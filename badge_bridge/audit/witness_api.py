@@ -16,6 +16,7 @@ the first head of a chain needs none (``from_size`` 0).
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -89,7 +90,7 @@ class WitnessClient:
                 return exc.code, json.loads(exc.read(MAX_BODY))
             except ValueError:
                 return exc.code, {"error": "http", "reason": f"HTTP {exc.code}"}
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # HTTPException: cut mid-answer
             raise WitnessUnreachable(f"witness {self.url}: {getattr(exc, 'reason', exc)}") from None
         except ValueError as exc:
             raise WitnessError(f"witness {self.url} answered something that is not JSON: {exc}") from None
