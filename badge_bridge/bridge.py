@@ -36,6 +36,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.snapshot import Snapshot, load_snapshot
+from badge_bridge.state_watch import StateWatch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Bridge:
             checkpoint_every=config.audit.checkpoint_every, checkpoint_seconds=config.audit.checkpoint_seconds,
         )
         self.stopping = threading.Event()
+        self.state_watch = StateWatch(engine, self.writer, config.site.instance, config.audit.state_check_seconds,
+                                      self.stopping)
         self.processor: Processor | None = None
         self.mqtt: MqttLink | None = None
         self.metrics_server: ThreadingHTTPServer | None = None
@@ -99,6 +102,7 @@ class Bridge:
         self._ticker = threading.Thread(target=self._tick_forever, name="ticker", daemon=True)
         self._ticker.start()
         threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
+        self.state_watch.start()
         self.mqtt.connected.wait(5)
         self._publish_syncs()
         processor.command_restored()
@@ -199,6 +203,7 @@ class Bridge:
         self._load_faces()
         self._admin_mark = mark
         log.info("people or credentials changed: decisions and controller lists updated")
+        self.state_watch.wake()
         self._publish_syncs()
 
     def _load_faces(self) -> None:

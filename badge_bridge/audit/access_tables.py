@@ -10,14 +10,15 @@ Keys and states (secrets appear only as SHA-256 digests of their stored hashes, 
 
 ==================  ====================================================================================
 ``person/<id>``     name, employee_no, company, status, lockdown_exempt, left_at, levels (sorted keys)
-``credential/<id>`` person, format, number, status, valid_from, valid_until, revoked_at, pin, biometric_ref
+``credential/<id>`` person, format, number, status, valid_from, valid_until, revoked_at, pin_sha256, biometric_ref
 ``level/<key>``     name, doors (sorted [door key, schedule key])
 ``schedule/<key>``  name, timezone, intervals (sorted [weekday, start minute, end minute]), holidays
-``user/<name>``     role, active, password
+``user/<name>``     role, active, password_sha256
 ``face/<id>``       person, photo_sha256, sealed
 ==================  ====================================================================================
 
-Times are UTC ISO 8601 with microseconds, or null. Columns that are not access rights (when a card was
+Times are UTC ISO 8601 with microseconds, or null. The digests are named ``*_sha256``: an event whose detail
+has a key ``pin`` or ``password`` is refused (events.SECRET_KEYS), whatever the value. Columns that are not access rights (when a card was
 last used, a user's last login, creation times) are not recorded: the bridge updates them as it runs.
 """
 
@@ -63,7 +64,7 @@ def credential(c: Credential) -> tuple[str, State]:
     return f"credential/{c.id}", {
         "person": c.person_id, "format": c.format, "number": c.number, "status": c.status,
         "valid_from": _when(c.valid_from), "valid_until": _when(c.valid_until), "revoked_at": _when(c.revoked_at),
-        "pin": _digest(c.pin_hash), "biometric_ref": c.biometric_ref,
+        "pin_sha256": _digest(c.pin_hash), "biometric_ref": c.biometric_ref,
     }
 
 
@@ -81,7 +82,7 @@ def schedule(s: Schedule) -> tuple[str, State]:
 
 
 def user(u: ConsoleUser) -> tuple[str, State]:
-    return f"user/{u.username}", {"role": u.role, "active": bool(u.active), "password": _digest(u.password_hash)}
+    return f"user/{u.username}", {"role": u.role, "active": bool(u.active), "password_sha256": _digest(u.password_hash)}
 
 
 def face(f: FaceTemplate) -> tuple[str, State]:
@@ -114,19 +115,36 @@ def snapshot(session: Session) -> dict[str, State]:
     return out
 
 
-def replay(details: Iterable[str | Mapping[str, Any]]) -> dict[str, State]:
-    """The rows the admin entries' ``detail`` (JSON text or parsed), taken in log order, produce."""
-    rows: dict[str, State] = {}
-    for detail in details:
+class Replay:
+    """Admin entries applied one at a time, in log order: the rows they produce and, for each key, the entry
+    that last recorded it (a check that runs again and again applies only the entries new since)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, State] = {}
+        self.recorded_by: dict[str, tuple[str, int]] = {}
+        """Key -> (chain, seq) of the entry that last set or removed it."""
+        self.last: tuple[str, int] | None = None
+        """(chain, seq) of the last entry applied that carried a state."""
+
+    def apply(self, detail: str | Mapping[str, Any], where: tuple[str, int] = ("", 0)) -> None:
         changes = (json.loads(detail) if isinstance(detail, str) else detail).get("state")
         if not isinstance(changes, dict):
-            continue
+            return
+        self.last = where
         for key, state in changes.items():
+            self.recorded_by[key] = where
             if state is None:
-                rows.pop(key, None)
+                self.rows.pop(key, None)
             else:
-                rows[key] = state
-    return rows
+                self.rows[key] = state
+
+
+def replay(details: Iterable[str | Mapping[str, Any]]) -> dict[str, State]:
+    """The rows the admin entries' ``detail`` (JSON text or parsed), taken in log order, produce."""
+    done = Replay()
+    for detail in details:
+        done.apply(detail)
+    return done.rows
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 Ack = Callable[[Event, bool], None]
 """Called after commit with (event, duplicate)."""
-Effect = Callable[[Connection], None]
+Effect = Callable[[Connection], "Event | None"]
 """A change to operational tables (an alarm row, a dead letter, a controller's state) made in the same
-transaction as its event, so the two are committed together or not at all; skipped for a duplicate."""
+transaction as its event, so the two are committed together or not at all; skipped for a duplicate. An
+effect that returns an event has it recorded in place of the submitted one: an administrative change, whose
+entry carries the rows' state as the change left them (badge_bridge.audited)."""
 Item = tuple[Event, Ack | None, Effect | None]
 
 
@@ -304,18 +306,18 @@ class AuditWriter:
         started = time.perf_counter()
         seq, head = self._seq, self._head
         rows: list[tuple[object, ...]] = []
-        duplicate: list[bool] = []
-        effects: list[Effect] = []
+        written: list[Event | None] = []
+        """The events recorded, in batch order; None for a duplicate."""
         with self.engine.begin() as conn:
             known = self._known_ids(conn, (e.id for e, _, _ in batch))
             for event, _, effect in batch:
                 if event.id in known:
-                    duplicate.append(True)
+                    written.append(None)
                     continue
                 known.add(event.id)
-                duplicate.append(False)
                 if effect is not None:
-                    effects.append(effect)
+                    event = effect(conn) or event
+                written.append(event)
                 record = event.record(self.chain_id)
                 seq += 1
                 prev, head = head, entry_hash(head, entry_body(*record))
@@ -324,8 +326,6 @@ class AuditWriter:
             checkpoint = bool(rows) and self.signer is not None and seq - self._checkpointed_seq >= self.checkpoint_every
             if rows:
                 conn.exec_driver_sql(_insert_sql(conn), rows)
-            for effect in effects:
-                effect(conn)
             if checkpoint and self.signer is not None:
                 write_checkpoint(conn, self.signer, self.chain_id, seq, head)
         self._seq, self._head = seq, head
@@ -340,13 +340,13 @@ class AuditWriter:
         self.stats.last_progress = time.monotonic()
         if self.on_commit is not None and rows:
             try:
-                self.on_commit([event for (event, _, _), dup in zip(batch, duplicate, strict=True) if not dup])
+                self.on_commit([event for event in written if event is not None])
             except Exception:  # a listener failing must not stop the log
                 log.exception("commit listener failed")
-        for (event, ack, _), dup in zip(batch, duplicate, strict=True):
+        for (event, ack, _), recorded in zip(batch, written, strict=True):
             if ack is not None:
                 try:
-                    ack(event, dup)
+                    ack(recorded or event, recorded is None)
                 except Exception:  # an acknowledgement failing must not stop the log
                     log.exception("acknowledgement of %s failed", event.id)
         self._done(len(batch))

@@ -50,7 +50,8 @@ def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs
                    f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})"
                    f"{pruned}")
     if report.ok:
-        click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid")
+        click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid"
+                   + ("" if chain else "; access tables match the log"))
         return
     first = report.first
     click.echo(f"TAMPERED: first problem at {first}", err=True)
@@ -125,6 +126,23 @@ def consistency(app: App, chain: str, day: date, old_size: int) -> None:
     click.echo(json.dumps(proof, indent=2, sort_keys=True))
     click.echo(f"chain {chain} {day}: the tree of {old_size} entries (root {proof['old_root'][:16]}…) is a prefix of "
                f"the sealed {proof['segment']['size']}", err=True)
+
+
+@audit.command("baseline")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+@fail_cleanly
+def baseline(app: App, yes: bool) -> None:
+    """Record every row of the access tables as it stands, audited with who ran it: once after upgrading a
+    database from before state records (init does it then), or to attest rows changed around the audited
+    commands once they were reviewed. `audit verify` then checks the tables against it."""
+    from badge_bridge.audit import state_check
+
+    if not yes:
+        click.confirm("Attest people, credentials, levels, schedules, console users and faces as they are now?",
+                      abort=True)
+    differed, event = app.admin(lambda session: state_check.baseline(session, app.actor, "operator"))
+    click.echo(f"baseline recorded: {event.detail['rows']} rows, {differed} of them differed from the log")
 
 
 @audit.command("prune")

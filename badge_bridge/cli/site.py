@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import click
-from sqlalchemy.orm import Session
 
 from badge_bridge import db
+from badge_bridge.audit import state_check
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.site_sync import sync_site
 
@@ -16,13 +16,21 @@ from badge_bridge.site_sync import sync_site
 @pass_app
 @fail_cleanly
 def init(app: App) -> None:
-    """Create or migrate the database, create missing keys, and load the site file into it."""
+    """Create or migrate the database, create missing keys, and load the site file into it (audited). The
+    first init of a database from before state records records its rows as the baseline (audit baseline)."""
     engine = app.engine(must_exist=False)
     db.migrate(engine)
     for created in app.keys.ensure():
         click.echo(f"created {created} in {app.keys.dir}")
-    with Session(engine) as session, session.begin():
-        sync_site(session, app.config)
+    with engine.connect() as conn:
+        upgraded = state_check.needs_baseline(conn)
+    if upgraded:  # the first init after the upgrade to state records: the rows as they stand become the baseline
+        _, event = app.admin(lambda session: state_check.baseline(session, app.actor, "upgrade"))
+        click.echo(f"recorded the state of {event.detail['rows']} rows of the access tables as the baseline "
+                   "(audit.state_baseline): `audit verify` checks the tables against it from now on")
+    _, synced = app.admin(lambda session: (None, sync_site(session, app.config, app.actor)))
+    if synced is not None:
+        click.echo(f"site file applied: {synced.detail['rows']} access levels, schedules or people changed")
     click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
 
 
