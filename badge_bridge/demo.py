@@ -58,9 +58,9 @@ def seed(writer: AuditWriter, pepper: bytes) -> None:
         if session.scalar(select(Person.id).limit(1)) is not None:
             return
     for name, levels, card, pin in DEMO_PEOPLE:
-        person, _ = commit_change(writer, lambda s: people.add_person(s, ACTOR, name, levels=levels))  # noqa: B023
+        person, _ = commit_change(writer, ACTOR, lambda s: people.add_person(s, ACTOR, name, levels=levels))  # noqa: B023
         until = datetime.now(UTC) - timedelta(days=1) if name == "Contractor Bob" else None
-        commit_change(writer, lambda s: people.add_credential(
+        commit_change(writer, ACTOR, lambda s: people.add_credential(
             s, ACTOR, person.id, "wiegand26", card, pepper=pepper, pin=pin,  # noqa: B023
             biometric_ref=name.split()[0].lower(), valid_until=until))  # noqa: B023
 
@@ -81,7 +81,7 @@ def reset_logins(writer: AuditWriter) -> dict[str, str]:
                 return people.add_user(session, ACTOR, role, role, password)  # noqa: B023
             return people.reset_password(session, ACTOR, user.id, password)  # noqa: B023
 
-        commit_change(writer, login)
+        commit_change(writer, ACTOR, login)
     return passwords
 
 
@@ -96,7 +96,7 @@ def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
     db.migrate(engine)
     writer = AuditWriter(engine, f"{config.site.instance}.demo", keys.signer())
     writer.start()
-    commit_change(writer, lambda session: (None, sync_site(session, config, ACTOR)))
+    commit_change(writer, ACTOR, lambda session: (None, sync_site(session, config, ACTOR)))
     seed(writer, keys.pin_pepper())
     passwords = reset_logins(writer)
     writer.stop()

@@ -1,7 +1,7 @@
 """People, credentials and console users: the changes an administrator makes, each returning the audit
 event that records it, with ``detail["state"]``: every row it changed as the change left it
 (badge_bridge.audit.access_tables). The caller commits the change and its event together
-(badge_bridge.audited)."""
+(badge_bridge.audited). Each checks everything before it writes: a refused change leaves nothing to undo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from badge_bridge import cards, console_sessions
@@ -58,14 +57,12 @@ def add_person(
     name = name.strip()
     if not name or len(name) > 200:
         raise AdminError("a person needs a name of 1 to 200 characters")
+    if employee_no is not None and session.scalar(select(Person.id).where(Person.employee_no == employee_no)):
+        raise AdminError(f"employee number {employee_no!r} is already used by another person")
     person = Person(name=name, employee_no=employee_no, company=company, levels=_levels(session, list(levels)),
                     lockdown_exempt=lockdown_exempt)
     session.add(person)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise AdminError(f"employee number {employee_no!r} is already used by another person") from None
+    session.flush()
     return person, admin_event(EventKind.ADMIN_PERSON_ADDED, actor, {"person": person.id},
                           {"levels": list(levels), "lockdown_exempt": lockdown_exempt}, rows.person(person))
 

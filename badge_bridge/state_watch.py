@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from badge_bridge.audit.access_tables import Difference, Replay, compare
-from badge_bridge.audit.state_check import NO_STATE, admin_entries, tables
+from badge_bridge.audit.state_check import NO_STATE, admin_entries, reading, tables
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import to_us
@@ -68,7 +68,7 @@ class StateWatch:
             self._wake.clear()
 
     def check(self) -> list[Difference]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             self._catch_up(conn)
             if self._alarmed is None:
                 self._alarmed = {""} if self._open_alarm(conn) else set()
@@ -105,9 +105,9 @@ class StateWatch:
             self._cause = str(to_us(now))
             rows = [str(d) for d in differences[:ROWS_MAX]]
             log.error("access tables differ from the audit log in %d rows: %s", len(differences), "; ".join(rows))
-            self.writer.submit(*alarm_raised(EventKind.AUDIT_STATE_MISMATCH, door=None, source=self.source,
-                                             cause=self._cause, ts=now,
-                                             detail={"rows": rows, "count": len(differences)}))
+            event, effect = alarm_raised(EventKind.AUDIT_STATE_MISMATCH, door=None, source=self.source,
+                                         cause=self._cause, ts=now, detail={"rows": rows, "count": len(differences)})
+            self.writer.submit(event, effect=effect)
         elif alarmed and not keys:
             log.info("access tables agree with the audit log again")
             event, effect = alarm_cleared(EventKind.AUDIT_STATE_MISMATCH, door=None, source=self.source,

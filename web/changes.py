@@ -28,7 +28,7 @@ def admin_change(change: Callable[..., tuple[T, Event]], *args: Any, done: str, 
     """``change(session, actor, *args, **kwargs)`` from badge_bridge.people; flashes ``done`` or the reason."""
     who = actor()
     try:
-        result, _ = commit_change(current_services().audit.writer, lambda session: change(session, who, *args, **kwargs))
+        result, _ = commit_change(current_services().audit.writer, who, lambda session: change(session, who, *args, **kwargs))
     except AdminError as exc:
         flash(str(exc), "error")
         return None

@@ -13,8 +13,9 @@ records every row as it stands, the operator's attestation, audited with who ran
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import exists, select
+from sqlalchemy import Engine, exists, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -62,11 +63,24 @@ def tables(conn: Connection) -> dict[str, dict[str, object]]:
         return snapshot(session)
 
 
-def findings(conn: Connection) -> list[Finding]:
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection that sees the log and the tables as of one moment: read at two moments, a change
+    committed in between would look like a row edited around the log."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN")  # the driver begins only before writes; a read transaction is a snapshot
+        yield conn
+
+
+def findings(engine: Engine) -> list[Finding]:
     """One finding per row that differs, at the entry that last recorded it (an unrecorded row: the last
     admin entry, after which it appeared)."""
-    done = logged(conn)
-    now = tables(conn)
+    with reading(engine) as conn:
+        done = logged(conn)
+        now = tables(conn)
     if done.last is None:
         return [Finding("", 0, "state", NO_STATE)] if now else []
     return [Finding(*done.recorded_by.get(d.key, done.last), "state", str(d)) for d in compare(now, done.rows)]

@@ -41,6 +41,12 @@ entry carries the rows' state as the change left them (badge_bridge.audited)."""
 Item = tuple[Event, Ack | None, Effect | None]
 
 
+class NoEntry(Exception):
+    """Raised by an effect whose change needs no entry after all (an administrative change refused before it
+    wrote anything, a site sync that changed no recorded row): nothing is appended for it, what it wrote
+    commits with the batch, and its acknowledgement says duplicate."""
+
+
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Seconds: a batch commits in under a millisecond on a quiet SQLite, in seconds when the disk or the server
 struggles (the retries while the database is away are not commits)."""
@@ -316,7 +322,11 @@ class AuditWriter:
                     continue
                 known.add(event.id)
                 if effect is not None:
-                    event = effect(conn) or event
+                    try:
+                        event = effect(conn) or event
+                    except NoEntry:
+                        written.append(None)
+                        continue
                 written.append(event)
                 record = event.record(self.chain_id)
                 seq += 1

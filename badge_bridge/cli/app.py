@@ -69,7 +69,7 @@ class App:
     def admin(self, change: Change[T, E]) -> tuple[T, E]:
         """An administrative change committed with its audit entry in one transaction (badge_bridge.audited)."""
         with self._writer(self.engine()) as writer:
-            return commit_change(writer, change)
+            return commit_change(writer, self.actor, change)
 
     @contextmanager
     def _writer(self, engine: Engine) -> Iterator[AuditWriter]:

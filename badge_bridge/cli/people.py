@@ -159,10 +159,10 @@ def credential_add(app: App, person_id: int, number: str, fmt: str, pin: bool, b
                    valid_from: str | None, valid_until: str | None) -> None:
     """Issue a credential to a person."""
     pin_value = click.prompt("PIN", hide_input=True, confirmation_prompt=True) if pin else None
-    pepper = app.keys.pin_pepper()
+    pepper, since, until = app.keys.pin_pepper(), _when(valid_from), _when(valid_until)
     cred, _ = app.admin(lambda session: people.add_credential(
         session, app.actor, person_id, fmt, number, pepper=pepper, pin=pin_value,
-        biometric_ref=biometric_ref, valid_from=_when(valid_from), valid_until=_when(valid_until),
+        biometric_ref=biometric_ref, valid_from=since, valid_until=until,
     ))
     click.echo(f"credential {cred.id} issued to person {person_id}: {fmt} {number}")
 
