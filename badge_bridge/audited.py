@@ -38,7 +38,7 @@ def commit_change(writer: AuditWriter, actor: str, change: Change[T, E], timeout
     """Make ``change`` and commit it with its audit entry on ``writer``'s chain; (result, recorded event).
     ``result`` is detached: its loaded attributes (ids, names) can be read, relations cannot."""
     now = datetime.now(UTC)
-    reserved = Event(id=Event.new_id("admin"), kind="admin.change", source=actor, ts=now, received_ts=now)
+    reserved = Event(id=Event.new_id("admin"), kind=EventKind.ADMIN_CHANGE, source=actor, ts=now, received_ts=now)
     """Stands in the queue for the entry the change makes; seen only in the audit.quarantined entry of a change
     that failed in the database."""
     outcome: dict[str, Any] = {}

@@ -42,7 +42,7 @@ def _upsert(session: Session, model: type[T], wanted: dict[str, dict[str, Any]])
     return result
 
 
-def sync_site(session: Session, config: SiteConfig, actor: str) -> Event | None:
+def sync_site(session: Session, config: SiteConfig, actor: str = "site-file") -> Event | None:
     """Apply the site file; the event recording the access rows it changed (None: it changed none)."""
     before = snapshot(session)
     _apply(session, config)
