@@ -159,6 +159,10 @@ def prune(app: App, keep_days: int | None, yes: bool) -> None:
     segments.check_keep_days(keep_days)  # before the prompt: a refused value needs no confirmation
     if not yes:
         click.confirm(f"Delete the audit entries of sealed days older than {keep_days} days?", abort=True)
+    from badge_bridge.audit import state_check
+
+    # The log's states of the access tables, carried past the cut, so `audit verify` can still replay them.
+    app.admin(lambda session: (None, state_check.carried(session, app.actor, "prune")))
     with app.change() as (_session, audited):
         report = segments.prune(app.engine(), app.keys.signer(), keep_days=keep_days)
         now = datetime.now(UTC)
