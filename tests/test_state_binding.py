@@ -218,7 +218,7 @@ def test_an_upgraded_database_gets_its_baseline(site_file: Path, engine: Engine,
     with Session(engine) as session, session.begin():  # as an older version left it: no state in the log
         sync_site(session, load_config(site_file), "old")
         session.add(Person(name="Old Timer"))
-    assert check_names(engine) == [state_check.NO_STATE]
+    assert state_check.NO_STATE in ok(cli(site_file, "audit", "verify"))
     assert "as the baseline" in ok(cli(site_file, "init"))
     assert "as the baseline" not in ok(cli(site_file, "init"))
     ok(cli(site_file, "audit", "verify"))

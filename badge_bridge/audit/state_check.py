@@ -77,12 +77,12 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 def findings(engine: Engine) -> list[Finding]:
     """One finding per row that differs, at the entry that last recorded it (an unrecorded row: the last
-    admin entry, after which it appeared)."""
+    admin entry, after which it appeared). None for a log without state records (see ``NO_STATE``)."""
     with reading(engine) as conn:
         done = logged(conn)
         now = tables(conn)
-    if done.last is None:
-        return [Finding("", 0, "state", NO_STATE)] if now else []
+    if done.last is None:  # nothing to compare with: said by `audit verify`, solved by `init` or `audit baseline`
+        return []
     return [Finding(*done.recorded_by.get(d.key, done.last), "state", str(d)) for d in compare(now, done.rows)]
 
 
