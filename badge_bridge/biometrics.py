@@ -39,7 +39,7 @@ def remove_faces(session: Session, actor: str, person_id: int, *, photos: PhotoS
     if not removed:
         raise people.AdminError(f"person {person_id} has no enrolled faces")
     return people.admin_event(EventKind.ADMIN_FACE_REMOVED, actor, {"person": person_id},
-                         {"templates_removed": removed, "count": len(removed)})
+                              {"templates_removed": removed, "count": len(removed)}, *_gone(removed))
 
 
 def person_left(session: Session, actor: str, person_id: int, reason: str, *,
@@ -47,7 +47,13 @@ def person_left(session: Session, actor: str, person_id: int, reason: str, *,
     """people.person_left, and their faces removed too: a face must not outlive the person's access."""
     person, event = people.person_left(session, actor, person_id, reason)
     removed = _forget(session, person_id, photos)
-    return person, dataclasses.replace(event, detail={**event.detail, "face_templates_removed": removed})
+    state = {**event.detail["state"], **dict(_gone(removed))}
+    return person, dataclasses.replace(event, detail={**event.detail, "face_templates_removed": removed, "state": state})
+
+
+def _gone(template_ids: list[int]) -> list[tuple[str, None]]:
+    """The removed templates' entries of ``detail["state"]``."""
+    return [(f"face/{i}", None) for i in template_ids]
 
 
 def face_count(session: Session, person_id: int) -> int:

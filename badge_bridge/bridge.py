@@ -38,6 +38,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.snapshot import Snapshot, load_snapshot
+from badge_bridge.state_watch import StateWatch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Bridge:
             batch_max=config.audit.batch_max, queue_max=config.audit.queue_max,
         )
         self.stopping = threading.Event()
+        self.state_watch = StateWatch(engine, self.writer, config.site.instance, config.audit.state_check_seconds,
+                                      self.stopping)
         self.processor: Processor | None = None
         self.mqtt: MqttLink | None = None
         self.metrics_server: ThreadingHTTPServer | None = None
@@ -104,6 +107,7 @@ class Bridge:
         self._ticker = threading.Thread(target=self._tick_forever, name="ticker", daemon=True)
         self._ticker.start()
         threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
+        self.state_watch.start()
         self.mqtt.connected.wait(5)
         self._publish_syncs()
         processor.command_restored()
@@ -206,6 +210,7 @@ class Bridge:
         self._load_faces()
         self._admin_mark = mark
         log.info("people or credentials changed: decisions and controller lists updated")
+        self.state_watch.wake()
         self._publish_syncs()
 
     def _load_faces(self) -> None:

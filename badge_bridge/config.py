@@ -80,6 +80,8 @@ class AuditSection(_Model):
     last countersigned head is what a database administrator could still cut unseen)."""
     batch_max: int = Field(1000, ge=1, le=100_000)
     queue_max: int = Field(100_000, ge=100)
+    state_check_seconds: float = Field(60.0, gt=0)
+    """How often the bridge compares the access tables with the log's admin entries (audit.state_mismatch)."""
     retention_days: int = Field(366, ge=90)
     """`audit prune` keeps at least this many days (whole sealed days; PCI DSS asks for three months of
     access records, many auditors a year)."""

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge import db, logs, people
 from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audited import commit_change
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
 from badge_bridge.controllers import contract as c
@@ -50,37 +51,38 @@ DEMO_PEOPLE = [
 ]
 
 
-def seed(session: Session, pepper: bytes) -> list[Event]:
-    """Demo people with cards, PINs and levels; one credential that expired yesterday."""
-    if session.scalar(select(Person.id).limit(1)) is not None:
-        return []
-    audited = []
+def seed(writer: AuditWriter, pepper: bytes) -> None:
+    """Demo people with cards, PINs and levels; one credential that expired yesterday (each change committed
+    with its audit entry, badge_bridge.audited)."""
+    with Session(writer.engine) as session:
+        if session.scalar(select(Person.id).limit(1)) is not None:
+            return
     for name, levels, card, pin in DEMO_PEOPLE:
-        person, event = people.add_person(session, ACTOR, name, levels=levels)
-        audited.append(event)
+        person, _ = commit_change(writer, ACTOR, lambda s: people.add_person(s, ACTOR, name, levels=levels))  # noqa: B023
         until = datetime.now(UTC) - timedelta(days=1) if name == "Contractor Bob" else None
-        _, event = people.add_credential(session, ACTOR, person.id, "wiegand26", card, pepper=pepper, pin=pin,
-                                         biometric_ref=name.split()[0].lower(), valid_until=until)
-        audited.append(event)
-    return audited
+        commit_change(writer, ACTOR, lambda s: people.add_credential(
+            s, ACTOR, person.id, "wiegand26", card, pepper=pepper, pin=pin,  # noqa: B023
+            biometric_ref=name.split()[0].lower(), valid_until=until))  # noqa: B023
 
 
 DEMO_USERS = ("admin", "supervisor", "guard", "auditor")
 """One console login per role, named after it."""
 
 
-def reset_logins(session: Session) -> tuple[dict[str, str], list[Event]]:
+def reset_logins(writer: AuditWriter) -> dict[str, str]:
     """Fresh passwords for the demo's console users (only hashes are stored, so old ones cannot be shown)."""
-    passwords, audited = {}, []
+    passwords = {}
     for role in DEMO_USERS:
         password = passwords[role] = secrets.token_urlsafe(12)
-        user = session.scalar(select(ConsoleUser).where(ConsoleUser.username == role))
-        if user is None:
-            _, event = people.add_user(session, ACTOR, role, role, password)
-        else:
-            _, event = people.reset_password(session, ACTOR, user.id, password)
-        audited.append(event)
-    return passwords, audited
+
+        def login(session: Session) -> tuple[object, Event]:
+            user = session.scalar(select(ConsoleUser).where(ConsoleUser.username == role))  # noqa: B023
+            if user is None:
+                return people.add_user(session, ACTOR, role, role, password)  # noqa: B023
+            return people.reset_password(session, ACTOR, user.id, password)  # noqa: B023
+
+        commit_change(writer, ACTOR, login)
+    return passwords
 
 
 def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
@@ -92,15 +94,11 @@ def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(config.database_url(), must_exist=False)
     db.migrate(engine)
-    with Session(engine) as session, session.begin():
-        sync_site(session, config)
-        audited = seed(session, keys.pin_pepper())
-        passwords, more = reset_logins(session)
-        audited += more
     writer = AuditWriter(engine, f"{config.site.instance}.demo", keys.signer())
     writer.start()
-    for event in audited:
-        writer.submit(event)
+    commit_change(writer, ACTOR, lambda session: (None, sync_site(session, config, ACTOR)))
+    seed(writer, keys.pin_pepper())
+    passwords = reset_logins(writer)
     writer.stop()
     return engine, keys, passwords
 

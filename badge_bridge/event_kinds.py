@@ -126,6 +126,9 @@ class EventKind(StrEnum):
     ADMIN_OSDP_KEY_SET = "admin.osdp_key_set"
     ADMIN_SITE_SYNCED = "admin.site_synced"
     """The site file's schedules and access levels written to the database (``detail.state``)."""
+    ADMIN_CHANGE = "admin.change"
+    """An administrative change waiting for the writer (badge_bridge.audited); recorded only as the kind an
+    ``audit.quarantined`` entry names, when the change failed in the database."""
     ADMIN_STATE_BASELINE = "admin.state_baseline"
     """Every access table as it stood when its binding to the log began (an upgrade): ``detail.state``."""
 

@@ -1,5 +1,7 @@
 """People, credentials and console users: the changes an administrator makes, each returning the audit
-event that records it (the caller submits it to its audit writer once the change is committed)."""
+event that records it, with ``detail["state"]``: every row it changed as the change left it
+(badge_bridge.audit.access_tables). The caller commits the change and its event together
+(badge_bridge.audited). Each checks everything before it writes: a refused change leaves nothing to undo."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from badge_bridge import cards, console_sessions
+from badge_bridge.audit import access_tables as rows
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import hash_pin
@@ -30,10 +32,13 @@ class AdminError(ValueError):
     """A change that cannot be made as asked; the message says why."""
 
 
-def admin_event(kind: str, actor: str, subject: dict[str, object], detail: dict[str, object]) -> Event:
-    """An administrative change (people, credentials, faces, users), audited with who made it as the source."""
+def admin_event(kind: str, actor: str, subject: dict[str, object], detail: dict[str, object],
+                *changed: tuple[str, rows.State | None]) -> Event:
+    """An administrative change (people, credentials, faces, users), audited with who made it as the source
+    and the state of every row it ``changed`` (access_tables.person(p), ..., or (key, None) for a removed row)."""
     now = datetime.now(UTC)
-    return Event(id=Event.new_id(kind), kind=kind, source=actor, ts=now, subject=subject, detail=detail, received_ts=now)
+    return Event(id=Event.new_id(kind), kind=kind, source=actor, ts=now, subject=subject,
+                 detail={**detail, "state": dict(changed)}, received_ts=now)
 
 
 def _levels(session: Session, keys: list[str]) -> list[AccessLevel]:
@@ -52,16 +57,14 @@ def add_person(
     name = name.strip()
     if not name or len(name) > 200:
         raise AdminError("a person needs a name of 1 to 200 characters")
+    if employee_no is not None and session.scalar(select(Person.id).where(Person.employee_no == employee_no)):
+        raise AdminError(f"employee number {employee_no!r} is already used by another person")
     person = Person(name=name, employee_no=employee_no, company=company, levels=_levels(session, list(levels)),
                     lockdown_exempt=lockdown_exempt)
     session.add(person)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise AdminError(f"employee number {employee_no!r} is already used by another person") from None
+    session.flush()
     return person, admin_event(EventKind.ADMIN_PERSON_ADDED, actor, {"person": person.id},
-                          {"levels": list(levels), "lockdown_exempt": lockdown_exempt})
+                          {"levels": list(levels), "lockdown_exempt": lockdown_exempt}, rows.person(person))
 
 
 def add_credential(
@@ -91,7 +94,7 @@ def add_credential(
     session.flush()
     return cred, admin_event(EventKind.ADMIN_CREDENTIAL_ADDED, actor, {"person": person_id, "credential": cred.id},
                         {"format": fmt, "has_pin": pin is not None, "biometric": biometric_ref is not None,
-                         "valid_until": valid_until.isoformat() if valid_until else None})
+                         "valid_until": valid_until.isoformat() if valid_until else None}, rows.credential(cred))
 
 
 def set_credential_status(
@@ -111,7 +114,7 @@ def set_credential_status(
         cred.revoked_at = datetime.now(UTC)
     session.flush()
     return cred, admin_event(f"admin.credential_{status}", actor, {"person": cred.person_id, "credential": cred.id},
-                        {"reason": reason.strip()})
+                        {"reason": reason.strip()}, rows.credential(cred))
 
 
 def add_user(session: Session, actor: str, username: str, role: str, password: str) -> tuple[ConsoleUser, Event]:
@@ -127,7 +130,7 @@ def add_user(session: Session, actor: str, username: str, role: str, password: s
     user = ConsoleUser(username=username, role=role, password_hash=hasher.hash(password))
     session.add(user)
     session.flush()
-    return user, admin_event(EventKind.ADMIN_USER_ADDED, actor, {"user": username}, {"role": role})
+    return user, admin_event(EventKind.ADMIN_USER_ADDED, actor, {"user": username}, {"role": role}, rows.user(user))
 
 
 def update_person(session: Session, actor: str, person_id: int, *, name: str, company: str, levels: list[str],
@@ -141,7 +144,8 @@ def update_person(session: Session, actor: str, person_id: int, *, name: str, co
     person.levels = _levels(session, levels)
     session.flush()
     return person, admin_event(EventKind.ADMIN_PERSON_CHANGED, actor, {"person": person.id},
-                          {"levels": sorted(levels), "levels_before": before, "lockdown_exempt": lockdown_exempt})
+                          {"levels": sorted(levels), "levels_before": before, "lockdown_exempt": lockdown_exempt},
+                               rows.person(person))
 
 
 def person_left(session: Session, actor: str, person_id: int, reason: str) -> tuple[Person, Event]:
@@ -155,10 +159,11 @@ def person_left(session: Session, actor: str, person_id: int, reason: str) -> tu
     for cred in person.credentials:
         if cred.status != "revoked":
             cred.status, cred.revoked_at = "revoked", now
-            revoked.append(cred.id)
+            revoked.append(cred)
     session.flush()
     return person, admin_event(EventKind.ADMIN_PERSON_LEFT, actor, {"person": person.id},
-                          {"reason": reason.strip(), "credentials_revoked": revoked})
+                               {"reason": reason.strip(), "credentials_revoked": [c.id for c in revoked]},
+                               rows.person(person), *map(rows.credential, revoked))
 
 
 def set_credential_validity(session: Session, actor: str, credential_id: int, valid_from: datetime | None,
@@ -173,7 +178,8 @@ def set_credential_validity(session: Session, actor: str, credential_id: int, va
     return cred, admin_event(EventKind.ADMIN_CREDENTIAL_VALIDITY, actor,
                              {"person": cred.person_id, "credential": cred.id},
                         {"valid_from": valid_from.isoformat() if valid_from else None,
-                         "valid_until": valid_until.isoformat() if valid_until else None})
+                         "valid_until": valid_until.isoformat() if valid_until else None},
+                             rows.credential(cred))
 
 
 def set_user_active(session: Session, actor: str, user_id: int, active: bool) -> tuple[ConsoleUser, Event]:
@@ -183,7 +189,7 @@ def set_user_active(session: Session, actor: str, user_id: int, active: bool) ->
     ended = 0 if active else console_sessions.end_all(session, user.id, "user_disabled", datetime.now(UTC))
     session.flush()
     return user, admin_event(EventKind.ADMIN_USER_ENABLED if active else EventKind.ADMIN_USER_DISABLED, actor,
-                             {"user": user.username}, {} if active else {"sessions_ended": ended})
+                             {"user": user.username}, {} if active else {"sessions_ended": ended}, rows.user(user))
 
 
 def reset_password(session: Session, actor: str, user_id: int, password: str) -> tuple[ConsoleUser, Event]:
@@ -195,7 +201,7 @@ def reset_password(session: Session, actor: str, user_id: int, password: str) ->
     ended = console_sessions.end_all(session, user.id, "password_changed", datetime.now(UTC))
     session.flush()
     return user, admin_event(EventKind.ADMIN_PASSWORD_RESET, actor, {"user": user.username},
-                             {"sessions_ended": ended})
+                             {"sessions_ended": ended}, rows.user(user))
 
 
 def set_role(session: Session, actor: str, user_id: int, role: str) -> tuple[ConsoleUser, Event]:
@@ -207,7 +213,7 @@ def set_role(session: Session, actor: str, user_id: int, role: str) -> tuple[Con
     ended = console_sessions.end_all(session, user.id, "role_changed", datetime.now(UTC))
     session.flush()
     return user, admin_event(EventKind.ADMIN_ROLE_CHANGED, actor, {"user": user.username},
-                             {"role": role, "role_before": before, "sessions_ended": ended})
+                             {"role": role, "role_before": before, "sessions_ended": ended}, rows.user(user))
 
 
 def user_id(session: Session, username: str) -> int:

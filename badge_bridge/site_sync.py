@@ -2,7 +2,9 @@
 
 The site file is the source of truth for areas, schedules, doors, controllers, readers, cameras and access
 levels; people and credentials live only in the database. Rows whose key left the file are removed (their
-history stays in the audit log, which names doors by key).
+history stays in the audit log, which names doors by key). What the sync changed in the access tables (levels,
+schedules, and people who lose a removed level) is one ``admin.site_synced`` event carrying those rows' states
+(badge_bridge.audit.access_tables), committed with the change (badge_bridge.audited).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import models as m
+from badge_bridge.audit.access_tables import snapshot
 from badge_bridge.config import SiteConfig, weekday_number
+from badge_bridge.event_kinds import EventKind
+from badge_bridge.events import Event
+from badge_bridge.people import admin_event
 
 T = TypeVar("T", bound=m.Base)
 
@@ -36,7 +42,20 @@ def _upsert(session: Session, model: type[T], wanted: dict[str, dict[str, Any]])
     return result
 
 
-def sync_site(session: Session, config: SiteConfig) -> None:
+def sync_site(session: Session, config: SiteConfig, actor: str = "site-file") -> Event | None:
+    """Apply the site file; the event recording the access rows it changed (None: it changed none)."""
+    before = snapshot(session)
+    _apply(session, config)
+    session.expire_all()
+    after = snapshot(session)
+    changed = [(key, after.get(key)) for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+    if not changed:
+        return None
+    return admin_event(EventKind.ADMIN_SITE_SYNCED, actor, {}, {"site": config.site.name, "rows": len(changed)},
+                       *changed)
+
+
+def _apply(session: Session, config: SiteConfig) -> None:
     # Remove what left the file first, dependents before what they reference.
     session.execute(delete(m.AccessLevelDoor))
     for model, items in ((m.AccessLevel, config.access_levels), (m.Camera, config.cameras),

@@ -54,11 +54,10 @@ def person_enroll_face(app: App, person_id: int, photos: tuple[Path, ...]) -> No
     refused = 0
     for photo in photos:
         try:  # one transaction per photo: the database is not held while the next photo is encoded
-            with app.change() as (session, audited):
-                template, event = enrollment.enroll_face(session, app.actor, person_id, photo.read_bytes(),
-                                                         key=key, photos=store)
-                audited.append(event)
-                template_id = template.id
+            image = photo.read_bytes()
+            template, _ = app.admin(lambda session: enrollment.enroll_face(session, app.actor, person_id,
+                                                                           image, key=key, photos=store))  # noqa: B023
+            template_id = template.id
         except enrollment.PhotoRefused as exc:
             click.echo(f"{photo}: {exc}", err=True)
             refused += 1
@@ -74,10 +73,8 @@ def person_enroll_face(app: App, person_id: int, photos: tuple[Path, ...]) -> No
 @fail_cleanly
 def person_remove_faces(app: App, person_id: int) -> None:
     """Remove every face enrolled for a person, and their kept photos."""
-    with app.change() as (session, audited):
-        event = biometrics.remove_faces(session, app.actor, person_id,
-                                        photos=_photo_store(app, app.keys.evidence_key()))
-        audited.append(event)
+    store = _photo_store(app, app.keys.evidence_key())
+    _, event = app.admin(lambda session: (None, biometrics.remove_faces(session, app.actor, person_id, photos=store)))
     click.echo(f"person {person_id}: {event.detail['count']} face(s) removed")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.audit import access_tables
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.face_match import seal_encoding
@@ -51,7 +52,8 @@ def enroll_face(session: Session, actor: str, person_id: int, photo: bytes, *, k
     session.add(template)
     session.flush()
     return template, people.admin_event(EventKind.ADMIN_FACE_ENROLLED, actor, {"person": person_id},
-                                   {"template_id": template.id, "photo_kept": sha is not None, "photo_sha256": sha})
+                                        {"template_id": template.id, "photo_kept": sha is not None,
+                                         "photo_sha256": sha}, access_tables.face(template))
 
 
 def _media_type(photo: bytes) -> str:

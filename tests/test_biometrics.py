@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import biometrics, face_match, people
+from badge_bridge.audit import access_tables
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
@@ -139,7 +140,8 @@ def test_a_kept_photo_is_encrypted_in_the_store(engine: Engine, key: bytes, stor
     _, event = enroll(engine, person, "obama.jpg", key, store)
     (row,) = templates(engine)
     assert row.photo_sha256 == hashlib.sha256(data).hexdigest()
-    assert event.detail == {"template_id": row.id, "photo_kept": True, "photo_sha256": row.photo_sha256}
+    assert event.detail == {"template_id": row.id, "photo_kept": True, "photo_sha256": row.photo_sha256,
+                            "state": {f"face/{row.id}": access_tables.face(row)[1]}}
     (path,) = store.root.rglob("*.bin")
     on_disk = path.read_bytes()
     assert data[:16] not in on_disk and b"JFIF" not in on_disk
@@ -160,7 +162,7 @@ def test_remove_faces_removes_templates_and_photos(engine: Engine, key: bytes, s
     with Session(engine) as s, s.begin():
         event = biometrics.remove_faces(s, "cli:test", barack, photos=store)
     assert event.kind == "admin.face_removed" and event.subject == {"person": barack}
-    assert event.detail == {"templates_removed": ids, "count": 2}
+    assert event.detail == {"templates_removed": ids, "count": 2, "state": {f"face/{i}": None for i in ids}}
     assert {t.person_id for t in templates(engine)} == {joe}
     assert not store.exists(hashlib.sha256(photo("obama2.jpg")).hexdigest())
     assert store.get(hashlib.sha256(photo("obama.jpg")).hexdigest())[0] == photo("obama.jpg")

@@ -138,14 +138,14 @@ def test_admin_changes_are_made_and_audited(site_file: Path, engine: Engine, tmp
         assert with_pin is not None
         assert with_pin.pin_hash == hash_pin(KeyStore(tmp_path / "keys").pin_pepper(), "4711")
         entries = session.scalars(select(AuditEntry).where(AuditEntry.chain_id == CLI_CHAIN)).all()
-    assert audit_kinds(engine) == ["admin.user_added", "admin.person_added", "admin.credential_added",
-                                   "admin.credential_added", "admin.credential_revoked"]
+    assert audit_kinds(engine) == ["admin.site_synced", "admin.user_added", "admin.person_added",
+                                   "admin.credential_added", "admin.credential_added", "admin.credential_revoked"]
     logged = " ".join(e.subject + e.detail for e in entries)
     assert passwords[0] not in logged and "4711" not in logged and '"reason":"lost"' in logged
     assert all(e.source.startswith("cli:") for e in entries)
 
     verified = ok(cli(site_file, "audit", "verify"))
-    assert f"chain {CLI_CHAIN}: 5 entries" in verified and "audit log verified" in verified
+    assert f"chain {CLI_CHAIN}: 6 entries" in verified and "access tables match the log" in verified
 
 
 # --- mistakes in administrative commands ---------------------------------------------------------

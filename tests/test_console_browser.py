@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from badge_bridge import people
+from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audited import commit_change
 from badge_bridge.bridge import Bridge
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers import contract as c
@@ -55,6 +57,7 @@ class Console:
     engine: Engine
     lobby: SimController
     site_file: Path
+    seeder: AuditWriter
 
 
 @pytest.fixture
@@ -80,12 +83,14 @@ def _console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore, *,
     if not cameras:
         config = config.model_copy(update={"cameras": []})
     engine = make_engine(sqlite_url)
-    with Session(engine) as session, session.begin():
-        sync_site(session, config)
-        ada, _ = people.add_person(session, "test", "Ada", levels=["staff"])
-        people.add_credential(session, "test", ada.id, "wiegand26", "12:1001", pepper=keys.pin_pepper())
-        people.add_user(session, "test", "sam", "supervisor", PASSWORD)
-        people.add_user(session, "test", "gus", "guard", PASSWORD)
+    seeder = AuditWriter(engine, f"{config.site.instance}.cli", keys.signer())  # audited as the CLI does
+    seeder.start()
+    commit_change(seeder, "test", lambda s: (None, sync_site(s, config)))
+    ada, _ = commit_change(seeder, "test", lambda s: people.add_person(s, "test", "Ada", levels=["staff"]))
+    commit_change(seeder, "test", lambda s: people.add_credential(s, "test", ada.id, "wiegand26", "12:1001",
+                                                                  pepper=keys.pin_pepper()))
+    commit_change(seeder, "test", lambda s: people.add_user(s, "test", "sam", "supervisor", PASSWORD))
+    commit_change(seeder, "test", lambda s: people.add_user(s, "test", "gus", "guard", PASSWORD))
 
     bridge = Bridge(config, engine, keys)
     bridge.start()
@@ -104,7 +109,7 @@ def _console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore, *,
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name="console-http", daemon=True)
         thread.start()
-        yield Console(f"http://127.0.0.1:{server.server_port}", config, engine, lobby, site_file)
+        yield Console(f"http://127.0.0.1:{server.server_port}", config, engine, lobby, site_file, seeder)
     finally:
         if server is not None:
             server.shutdown()
@@ -113,6 +118,7 @@ def _console(tmp_path: Path, sqlite_url: str, broker: Broker, keys: KeyStore, *,
             app.extensions["badge_bridge"].stop()
         lobby.close()
         bridge.stop()
+        seeder.stop()
         engine.dispose()
 
 
@@ -257,8 +263,7 @@ def test_security_desk_in_a_real_browser(console: Console, browser, artifacts: P
 
     # an auditor lands on the event log, without the live feed
     auditor = Watched(browser, console.url)
-    with Session(console.engine) as session, session.begin():
-        people.add_user(session, "test", "ann", "auditor", PASSWORD)
+    commit_change(console.seeder, "test", lambda s: people.add_user(s, "test", "ann", "auditor", PASSWORD))
     auditor.login("ann", lands_on="/events", live=False)
     auditor.page.wait_for_selector("h1:text-is('Event log')")
     assert auditor.page.locator("#live-state").count() == 0

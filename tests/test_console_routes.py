@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, selectinload
 from werkzeug.test import TestResponse
 
 from badge_bridge import console_signing, people
+from badge_bridge.audit import access_tables
 from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import SiteConfig, load_config
@@ -91,7 +92,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
     the people changes audited on the bridge's chain, as the CLI does."""
     now = datetime.now(UTC)
     with Session(engine) as s, s.begin():
-        sync_site(s, config)
+        synced = sync_site(s, config)
         users = {role: people.add_user(s, "cli:seed", role, role, PASSWORDS[role]) for role in ROLES}
         ada, ada_added = people.add_person(s, "cli:seed", "Ada Lovelace", employee_no="E-1",
                                            company="Analytical Engines", levels=["staff", "hall-a-engineers"])
@@ -117,7 +118,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
                        "frames": 1, "start": now.isoformat(), "end": now.isoformat()}]})
     writer = AuditWriter(engine, config.site.instance, keys.signer())
     writer.start()
-    for event in [e for _, e in users.values()] + [ada_added, card_added, grace_added, grace_card, alan_added, saved]:
+    for event in [e for _, e in users.values()] + [ada_added, card_added, grace_added, grace_card, alan_added, saved, synced]:
         writer.submit(event)
     assert writer.stop()
     with Session(engine) as s:
@@ -718,7 +719,8 @@ def test_people_and_credentials(client_as: Callable[[str], FlaskClient], seed: S
         row = s.get(Credential, card.id)
         assert row.status == "revoked" and row.revoked_at is not None
     entry = audited(engine, "admin.credential_revoked")
-    assert by_console_user(entry, "admin") and entry.detail == {"reason": "Card lost on the train"}
+    assert by_console_user(entry, "admin") and entry.detail["reason"] == "Card lost on the train"
+    assert entry.detail["state"][f"credential/{card.id}"]["status"] == "revoked"
 
     # left: every credential still held is revoked
     submit(admin, f"/people/{kj}/left", reason="Retired")
@@ -944,6 +946,7 @@ def test_faces_are_enrolled_and_removed_from_the_person_page(
     entry = audited(engine, "admin.face_enrolled")
     assert by_console_user(entry, "admin") and entry.subject == {"person": seed.person}
     assert entry.detail == {"template_id": template.id, "photo_kept": keep_photos,
+                            "state": {f"face/{template.id}": access_tables.face(template)[1]},
                             "photo_sha256": hashlib.sha256(obama).hexdigest() if keep_photos else None}
     evidence = EvidenceStore(site.path(site.evidence.dir), keys.evidence_key())
     assert evidence.exists(hashlib.sha256(obama).hexdigest()) is keep_photos
@@ -960,7 +963,8 @@ def test_faces_are_enrolled_and_removed_from_the_person_page(
     assert faces_of(engine, seed.person) == []
     assert not evidence.exists(hashlib.sha256(obama).hexdigest())
     entry = audited(engine, "admin.face_removed")
-    assert by_console_user(entry, "admin") and entry.detail == {"templates_removed": [template.id], "count": 1}
+    assert by_console_user(entry, "admin") and entry.detail == {"templates_removed": [template.id], "count": 1,
+                                                               "state": {f"face/{template.id}": None}}
     assert "Faces enrolled: 0" in page(admin, ada)
     assert_log_verifies(engine, keys)
 

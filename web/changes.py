@@ -1,5 +1,6 @@
-"""One way for every view that changes the database: make the change, commit, audit it on the console's
-chain, and turn a refused change into a message on the page rather than an error page."""
+"""One way for every view that changes the database: make the change and its audit entry on the console's
+chain in one transaction (badge_bridge.audited), and turn a refused change into a message on the page
+rather than an error page."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from flask import flash
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
+from badge_bridge.audited import AuditUnavailable, commit_change
 from badge_bridge.events import Event
 from badge_bridge.people import AdminError
 from web import current_services
+from web.services import AuditFailed
 
 T = TypeVar("T")
 
@@ -23,14 +26,14 @@ def actor() -> str:
 
 def admin_change(change: Callable[..., tuple[T, Event]], *args: Any, done: str, **kwargs: Any) -> T | None:
     """``change(session, actor, *args, **kwargs)`` from badge_bridge.people; flashes ``done`` or the reason."""
-    svc = current_services()
+    who = actor()
     try:
-        with svc.session() as session, session.begin():
-            result, event = change(session, actor(), *args, **kwargs)
+        result, _ = commit_change(current_services().audit.writer, who, lambda session: change(session, who, *args, **kwargs))
     except AdminError as exc:
         flash(str(exc), "error")
         return None
-    svc.audit.commit(event)
+    except AuditUnavailable as exc:
+        raise AuditFailed(str(exc)) from None
     flash(done, "info")
     return result
 

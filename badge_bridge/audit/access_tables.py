@@ -10,14 +10,15 @@ Keys and states (secrets appear only as SHA-256 digests of their stored hashes, 
 
 ==================  ====================================================================================
 ``person/<id>``     name, employee_no, company, status, lockdown_exempt, left_at, levels (sorted keys)
-``credential/<id>`` person, format, number, status, valid_from, valid_until, revoked_at, pin, biometric_ref
+``credential/<id>`` person, format, number, status, valid_from, valid_until, revoked_at, pin_sha256, biometric_ref
 ``level/<key>``     name, doors (sorted [door key, schedule key])
 ``schedule/<key>``  name, timezone, intervals (sorted [weekday, start minute, end minute]), holidays
-``user/<name>``     role, active, password
+``user/<name>``     role, active, password_sha256
 ``face/<id>``       person, photo_sha256, sealed
 ==================  ====================================================================================
 
-Times are UTC ISO 8601 with microseconds, or null. Columns that are not access rights (when a card was
+Times are UTC ISO 8601 with microseconds, or null. The digests are named ``*_sha256``: an event whose detail
+has a key ``pin`` or ``password`` is refused (events.SECRET_KEYS), whatever the value. Columns that are not access rights (when a card was
 last used, a user's last login, creation times) are not recorded: the bridge updates them as it runs.
 """
 
@@ -25,15 +26,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
 
-from badge_bridge.models import AccessLevel, AccessLevelDoor, ConsoleUser, Credential, FaceTemplate, Person, Schedule
+from badge_bridge.models import (
+    AccessLevel,
+    AccessLevelDoor,
+    ConsoleUser,
+    Credential,
+    Door,
+    FaceTemplate,
+    Holiday,
+    Person,
+    PersonLevel,
+    Schedule,
+    ScheduleInterval,
+)
 
 State = dict[str, Any]
 """One row's recorded state."""
@@ -52,39 +66,48 @@ def _digest(value: str | bytes | None) -> str | None:
 
 
 def person(p: Person) -> tuple[str, State]:
+    return _person(p, [level.key for level in p.levels])
+
+
+def _person(p: Person | Row[Any], levels: list[str]) -> tuple[str, State]:
     return f"person/{p.id}", {
         "name": p.name, "employee_no": p.employee_no, "company": p.company, "status": p.status,
-        "lockdown_exempt": bool(p.lockdown_exempt), "left_at": _when(p.left_at),
-        "levels": sorted(level.key for level in p.levels),
+        "lockdown_exempt": bool(p.lockdown_exempt), "left_at": _when(p.left_at), "levels": sorted(levels),
     }
 
 
-def credential(c: Credential) -> tuple[str, State]:
+def credential(c: Credential | Row[Any]) -> tuple[str, State]:
     return f"credential/{c.id}", {
         "person": c.person_id, "format": c.format, "number": c.number, "status": c.status,
         "valid_from": _when(c.valid_from), "valid_until": _when(c.valid_until), "revoked_at": _when(c.revoked_at),
-        "pin": _digest(c.pin_hash), "biometric_ref": c.biometric_ref,
+        "pin_sha256": _digest(c.pin_hash), "biometric_ref": c.biometric_ref,
     }
 
 
 def level(lvl: AccessLevel) -> tuple[str, State]:
-    return f"level/{lvl.key}", {"name": lvl.name,
-                                "doors": sorted([d.door.key, d.schedule.key] for d in lvl.doors)}
+    return _level(lvl, [[d.door.key, d.schedule.key] for d in lvl.doors])
+
+
+def _level(lvl: AccessLevel | Row[Any], doors: list[list[str]]) -> tuple[str, State]:
+    return f"level/{lvl.key}", {"name": lvl.name, "doors": sorted(doors)}
 
 
 def schedule(s: Schedule) -> tuple[str, State]:
+    return _schedule(s, [[i.weekday, i.start_minute, i.end_minute] for i in s.intervals], [h.day for h in s.holidays])
+
+
+def _schedule(s: Schedule | Row[Any], intervals: list[list[int]], holidays: list[date]) -> tuple[str, State]:
     return f"schedule/{s.key}", {
-        "name": s.name, "timezone": s.timezone,
-        "intervals": sorted([i.weekday, i.start_minute, i.end_minute] for i in s.intervals),
-        "holidays": sorted(h.day.isoformat() for h in s.holidays),
+        "name": s.name, "timezone": s.timezone, "intervals": sorted(intervals),
+        "holidays": sorted(day.isoformat() for day in holidays),
     }
 
 
-def user(u: ConsoleUser) -> tuple[str, State]:
-    return f"user/{u.username}", {"role": u.role, "active": bool(u.active), "password": _digest(u.password_hash)}
+def user(u: ConsoleUser | Row[Any]) -> tuple[str, State]:
+    return f"user/{u.username}", {"role": u.role, "active": bool(u.active), "password_sha256": _digest(u.password_hash)}
 
 
-def face(f: FaceTemplate) -> tuple[str, State]:
+def face(f: FaceTemplate | Row[Any]) -> tuple[str, State]:
     return f"face/{f.id}", {"person": f.person_id, "photo_sha256": f.photo_sha256, "sealed": _digest(f.sealed)}
 
 
@@ -94,39 +117,60 @@ def states(*rows: tuple[str, State]) -> Changes:
 
 
 def snapshot(session: Session) -> dict[str, State]:
-    """Every recorded row as the tables hold it now."""
-    out: dict[str, State] = {}
-    for p in session.scalars(select(Person).options(selectinload(Person.levels))):
-        out.update([person(p)])
-    for c in session.scalars(select(Credential)):
-        out.update([credential(c)])
-    doors = selectinload(AccessLevel.doors)
-    for lvl in session.scalars(select(AccessLevel).options(
-            doors.joinedload(AccessLevelDoor.door), doors.joinedload(AccessLevelDoor.schedule))):
-        out.update([level(lvl)])
-    for s in session.scalars(select(Schedule).options(selectinload(Schedule.intervals),
-                                                      selectinload(Schedule.holidays))):
-        out.update([schedule(s)])
-    for u in session.scalars(select(ConsoleUser)):
-        out.update([user(u)])
-    for f in session.scalars(select(FaceTemplate)):
-        out.update([face(f)])
+    """Every recorded row as the tables hold it now. Read as plain rows, not ORM objects: the bridge does this
+    every minute, and building 30,000 objects costs ten times the query."""
+    run = session.execute
+    by: dict[str, defaultdict[Any, list[Any]]] = {name: defaultdict(list) for name in ("levels", "doors", "times", "off")}
+    for person_id, key in run(select(PersonLevel.person_id, AccessLevel.key).join(AccessLevel)):
+        by["levels"][person_id].append(key)
+    for level_id, door, sched in run(select(AccessLevelDoor.level_id, Door.key, Schedule.key)
+                                     .join(Door, Door.id == AccessLevelDoor.door_id)
+                                     .join(Schedule, Schedule.id == AccessLevelDoor.schedule_id)):
+        by["doors"][level_id].append([door, sched])
+    for schedule_id, *interval in run(select(ScheduleInterval.schedule_id, ScheduleInterval.weekday,
+                                             ScheduleInterval.start_minute, ScheduleInterval.end_minute)):
+        by["times"][schedule_id].append(interval)
+    for schedule_id, day in run(select(Holiday.schedule_id, Holiday.day)):
+        by["off"][schedule_id].append(day)
+    out = dict(_person(p, by["levels"][p.id]) for p in run(select(Person.__table__)))
+    out.update(credential(c) for c in run(select(Credential.__table__)))
+    out.update(_level(lvl, by["doors"][lvl.id]) for lvl in run(select(AccessLevel.__table__)))
+    out.update(_schedule(s, by["times"][s.id], by["off"][s.id]) for s in run(select(Schedule.__table__)))
+    out.update(user(u) for u in run(select(ConsoleUser.__table__)))
+    out.update(face(f) for f in run(select(FaceTemplate.__table__)))
     return out
+
+
+class Replay:
+    """Admin entries applied one at a time, in log order: the rows they produce and, for each key, the entry
+    that last recorded it (a check that runs again and again applies only the entries new since)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, State] = {}
+        self.recorded_by: dict[str, tuple[str, int]] = {}
+        """Key -> (chain, seq) of the entry that last set or removed it."""
+        self.last: tuple[str, int] | None = None
+        """(chain, seq) of the last entry applied that carried a state."""
+
+    def apply(self, detail: str | Mapping[str, Any], where: tuple[str, int] = ("", 0)) -> None:
+        changes = (json.loads(detail) if isinstance(detail, str) else detail).get("state")
+        if not isinstance(changes, dict):
+            return
+        self.last = where
+        for key, state in changes.items():
+            self.recorded_by[key] = where
+            if state is None:
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = state
 
 
 def replay(details: Iterable[str | Mapping[str, Any]]) -> dict[str, State]:
     """The rows the admin entries' ``detail`` (JSON text or parsed), taken in log order, produce."""
-    rows: dict[str, State] = {}
+    done = Replay()
     for detail in details:
-        changes = (json.loads(detail) if isinstance(detail, str) else detail).get("state")
-        if not isinstance(changes, dict):
-            continue
-        for key, state in changes.items():
-            if state is None:
-                rows.pop(key, None)
-            else:
-                rows[key] = state
-    return rows
+        done.apply(detail)
+    return done.rows
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def reconcile(conn: Connection, chain: str, own: tuple[int, str], trusted: Mappi
 
 
 def continuation(base: str, left: str, new: str, result: Reconciled,
-                 now: datetime | None = None) -> list[tuple[Event, Callable[[Connection], None] | None]]:
+                 now: datetime | None = None) -> list[tuple[Event, Callable[[Connection], Event | None] | None]]:
     """The first entry of the new chain and the critical alarm, in that order."""
     from badge_bridge.records import alarm_raised  # records imports the writer, which imports this module
 

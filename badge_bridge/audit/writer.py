@@ -39,10 +39,18 @@ log = logging.getLogger(__name__)
 
 Ack = Callable[[Event, bool], None]
 """Called after commit with (event, duplicate)."""
-Effect = Callable[[Connection], None]
+Effect = Callable[[Connection], "Event | None"]
 """A change to operational tables (an alarm row, a dead letter, a controller's state) made in the same
-transaction as its event, so the two are committed together or not at all; skipped for a duplicate."""
+transaction as its event, so the two are committed together or not at all; skipped for a duplicate. An
+effect that returns an event has it recorded in place of the submitted one: an administrative change, whose
+entry carries the rows' state as the change left them (badge_bridge.audited)."""
 Item = tuple[Event, Ack | None, Effect | None]
+
+
+class NoEntry(Exception):
+    """Raised by an effect whose change needs no entry after all (an administrative change refused before it
+    wrote anything, a site sync that changed no recorded row): nothing is appended for it, what it wrote
+    commits with the batch, and its acknowledgement says duplicate."""
 
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -338,18 +346,22 @@ class AuditWriter:
         started = time.perf_counter()
         seq, head = self._seq, self._head
         rows: list[tuple[object, ...]] = []
-        duplicate: list[bool] = []
-        effects: list[Effect] = []
+        written: list[Event | None] = []
+        """The events recorded, in batch order; None for a duplicate."""
         with self.engine.begin() as conn:
             known = self._known_ids(conn, (e.id for e, _, _ in batch))
             for event, _, effect in batch:
                 if event.id in known:
-                    duplicate.append(True)
+                    written.append(None)
                     continue
                 known.add(event.id)
-                duplicate.append(False)
                 if effect is not None:
-                    effects.append(effect)
+                    try:
+                        event = effect(conn) or event
+                    except NoEntry:
+                        written.append(None)
+                        continue
+                written.append(event)
                 record = event.record(self.chain_id)
                 seq += 1
                 prev, head = head, entry_hash(head, entry_body(*record))
@@ -358,8 +370,6 @@ class AuditWriter:
             if rows:
                 conn.exec_driver_sql(_insert_sql(conn), rows)
                 write_checkpoint(conn, self.signer, self.chain_id, seq, head)
-            for effect in effects:
-                effect(conn)
         self._seq, self._head = seq, head
         self.stats.checkpoints += bool(rows)
         elapsed = time.perf_counter() - started
@@ -371,13 +381,13 @@ class AuditWriter:
         self.stats.last_progress = time.monotonic()
         if self.on_commit is not None and rows:
             try:
-                self.on_commit([event for (event, _, _), dup in zip(batch, duplicate, strict=True) if not dup])
+                self.on_commit([event for event in written if event is not None])
             except Exception:  # a listener failing must not stop the log
                 log.exception("commit listener failed")
-        for (event, ack, _), dup in zip(batch, duplicate, strict=True):
+        for (event, ack, _), recorded in zip(batch, written, strict=True):
             if ack is not None:
                 try:
-                    ack(event, dup)
+                    ack(recorded or event, recorded is None)
                 except Exception:  # an acknowledgement failing must not stop the log
                     log.exception("acknowledgement of %s failed", event.id)
         self._done(len(batch))

@@ -8,19 +8,23 @@ import functools
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from badge_bridge import db, grants, people
 from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audited import AuditUnavailable, Change, E, commit_change
 from badge_bridge.config import ConfigError, SiteConfig, load_config
 from badge_bridge.events import Event, InvalidEvent
 from badge_bridge.keys import KeyMaterialError, KeyStore
 
-USER_ERRORS = (ConfigError, db.DatabaseError, KeyMaterialError, people.AdminError, InvalidEvent, grants.GrantError)
+USER_ERRORS = (ConfigError, db.DatabaseError, KeyMaterialError, people.AdminError, InvalidEvent, grants.GrantError,
+               AuditUnavailable)
+T = TypeVar("T")
 
 
 class App:
@@ -57,17 +61,32 @@ class App:
 
     @contextmanager
     def change(self) -> Iterator[tuple[Session, list[Event]]]:
-        """A transaction for an administrative change; the events it collects are audited after commit."""
+        """A transaction for a change outside the access tables (keys, pruning); the events it collects are
+        audited after commit. People, credentials, faces and users change through ``admin``."""
         engine = self.engine()
         audited: list[Event] = []
         with Session(engine) as session, session.begin():
             yield session, audited
+        with self._writer(engine) as writer:
+            for event in audited:
+                writer.submit(event)
+
+    def admin(self, change: Change[T, E], engine: Engine | None = None) -> tuple[T, E]:
+        """An administrative change committed with its audit entry in one transaction (badge_bridge.audited);
+        ``init`` makes its changes as the owner, before the bridge's role has its grants."""
+        with self._writer(engine or self.engine()) as writer:
+            return commit_change(writer, self.actor, change)
+
+    @contextmanager
+    def _writer(self, engine: Engine) -> Iterator[AuditWriter]:
+        """The CLI's chain ``<instance>.cli``, flushed and checkpointed at the end."""
         writer = AuditWriter(engine, f"{self.config.site.instance}.cli", self.keys.signer())
         writer.start()
-        for event in audited:
-            writer.submit(event)
-        if not writer.stop(timeout=30):
-            raise db.DatabaseError(f"the change was made but its audit event could not be written: {writer.stats.last_error}")
+        try:
+            yield writer
+        finally:
+            if not writer.stop(timeout=30):
+                raise db.DatabaseError(f"the audit event could not be written: {writer.stats.last_error}")
 
 
 def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:

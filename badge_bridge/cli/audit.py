@@ -50,13 +50,22 @@ def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs
                    f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})"
                    f"{pruned}")
     if report.ok:
-        click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid")
+        click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid"
+                   + ("" if chain else _tables_note(app)))
         return
     first = report.first
     click.echo(f"TAMPERED: first problem at {first}", err=True)
     for finding in report.findings:
         click.echo(f"  {finding}", err=True)
     sys.exit(1)
+
+
+def _tables_note(app: App) -> str:
+    from badge_bridge.audit import state_check
+
+    with app.engine().connect() as conn:
+        recorded = state_check.has_state_records(conn) or not state_check.tables(conn)
+    return "; access tables match the log" if recorded else f"\naccess tables NOT checked: {state_check.NO_STATE}"
 
 
 def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
@@ -127,6 +136,23 @@ def consistency(app: App, chain: str, day: date, old_size: int) -> None:
                f"the sealed {proof['segment']['size']}", err=True)
 
 
+@audit.command("baseline")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+@fail_cleanly
+def baseline(app: App, yes: bool) -> None:
+    """Record every row of the access tables as it stands, audited with who ran it: once after upgrading a
+    database from before state records (init does it then), or to attest rows changed around the audited
+    commands once they were reviewed. `audit verify` then checks the tables against it."""
+    from badge_bridge.audit import state_check
+
+    if not yes:
+        click.confirm("Attest people, credentials, levels, schedules, console users and faces as they are now?",
+                      abort=True)
+    differed, event = app.admin(lambda session: state_check.baseline(session, app.actor, "operator"))
+    click.echo(f"baseline recorded: {event.detail['rows']} rows, {differed} of them differed from the log")
+
+
 @audit.command("prune")
 @click.option("--keep-days", type=int, default=None,
               help=f"Keep this many days of entries (at least {segments.MIN_KEEP_DAYS}; default: the site file's "
@@ -141,6 +167,10 @@ def prune(app: App, keep_days: int | None, yes: bool) -> None:
     segments.check_keep_days(keep_days)  # before the prompt: a refused value needs no confirmation
     if not yes:
         click.confirm(f"Delete the audit entries of sealed days older than {keep_days} days?", abort=True)
+    from badge_bridge.audit import state_check
+
+    # The log's states of the access tables, carried past the cut, so `audit verify` can still replay them.
+    app.admin(lambda session: (None, state_check.carried(session, app.actor, "prune")))
     with app.change() as (_session, audited):
         report = segments.prune(app.owner_engine(), app.keys.signer(), keep_days=keep_days)  # DELETE: the owner's
         now = datetime.now(UTC)

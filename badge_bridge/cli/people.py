@@ -32,9 +32,7 @@ def user() -> None:
 def user_add(app: App, username: str, role: str, password_stdin: bool) -> None:
     """Add a console user. Without --password-stdin a strong password is generated and printed once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(15)
-    with app.change() as (session, audited):
-        _, event = people.add_user(session, app.actor, username, role, password)
-        audited.append(event)
+    app.admin(lambda session: people.add_user(session, app.actor, username, role, password))
     click.echo(f"console user {username} ({role}) added")
     if not password_stdin:
         click.echo(f"password: {password}")
@@ -76,9 +74,7 @@ def user_enable(app: App, username: str) -> None:
 
 def _change_user(app: App, username: str, change: Callable[..., tuple[object, Event]], *args: object) -> Event:
     """``change`` (from badge_bridge.people) applied to the console user ``username``, audited; its event."""
-    with app.change() as (session, audited):
-        _, event = change(session, app.actor, people.user_id(session, username), *args)
-        audited.append(event)
+    _, event = app.admin(lambda session: change(session, app.actor, people.user_id(session, username), *args))
     return event
 
 
@@ -112,12 +108,10 @@ def person() -> None:
 def person_add(app: App, name: str, employee_no: str | None, company: str, levels: tuple[str, ...],
                lockdown_exempt: bool) -> None:
     """Add a person."""
-    with app.change() as (session, audited):
-        p, event = people.add_person(session, app.actor, name, employee_no=employee_no, company=company,
-                                     levels=list(levels), lockdown_exempt=lockdown_exempt)
-        audited.append(event)
-        pid = p.id
-    click.echo(f"person {pid} added: {name}")
+    p, _ = app.admin(lambda session: people.add_person(session, app.actor, name, employee_no=employee_no,
+                                                        company=company, levels=list(levels),
+                                                        lockdown_exempt=lockdown_exempt))
+    click.echo(f"person {p.id} added: {name}")
 
 
 @person.command("list")
@@ -165,14 +159,12 @@ def credential_add(app: App, person_id: int, number: str, fmt: str, pin: bool, b
                    valid_from: str | None, valid_until: str | None) -> None:
     """Issue a credential to a person."""
     pin_value = click.prompt("PIN", hide_input=True, confirmation_prompt=True) if pin else None
-    with app.change() as (session, audited):
-        cred, event = people.add_credential(
-            session, app.actor, person_id, fmt, number, pepper=app.keys.pin_pepper(), pin=pin_value,
-            biometric_ref=biometric_ref, valid_from=_when(valid_from), valid_until=_when(valid_until),
-        )
-        audited.append(event)
-        cid = cred.id
-    click.echo(f"credential {cid} issued to person {person_id}: {fmt} {number}")
+    pepper, since, until = app.keys.pin_pepper(), _when(valid_from), _when(valid_until)
+    cred, _ = app.admin(lambda session: people.add_credential(
+        session, app.actor, person_id, fmt, number, pepper=pepper, pin=pin_value,
+        biometric_ref=biometric_ref, valid_from=since, valid_until=until,
+    ))
+    click.echo(f"credential {cred.id} issued to person {person_id}: {fmt} {number}")
 
 
 @credential.command("revoke")
@@ -182,7 +174,5 @@ def credential_add(app: App, person_id: int, number: str, fmt: str, pin: bool, b
 @fail_cleanly
 def credential_revoke(app: App, credential_id: int, reason: str) -> None:
     """Revoke a credential (final: issue a new one to restore access)."""
-    with app.change() as (session, audited):
-        _, event = people.set_credential_status(session, app.actor, credential_id, "revoked", reason)
-        audited.append(event)
+    app.admin(lambda session: people.set_credential_status(session, app.actor, credential_id, "revoked", reason))
     click.echo(f"credential {credential_id} revoked")

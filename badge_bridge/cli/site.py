@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import click
-from sqlalchemy.orm import Session
 
 from badge_bridge import db, grants
+from badge_bridge.audit import state_check
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.site_sync import sync_site
 
@@ -21,7 +21,8 @@ from badge_bridge.site_sync import sync_site
 @fail_cleanly
 def init(app: App, role: str | None, apply: bool) -> None:
     """Create or migrate the database (as database.owner_url when set), create missing keys, and load the site
-    file into it."""
+    file into it (audited). The first init of a database from before state records records its rows as the
+    baseline (audit baseline)."""
     if apply and role is None:
         raise click.UsageError("--apply needs --grants ROLE")
     engine = app.owner_engine(must_exist=False)
@@ -29,15 +30,22 @@ def init(app: App, role: str | None, apply: bool) -> None:
         grants.check_postgresql(engine)
         grants.check_role(role)
     db.migrate(engine)
-    for created in app.keys.ensure():
-        click.echo(f"created {created} in {app.keys.dir}")
-    with Session(engine) as session, session.begin():
-        sync_site(session, app.config)
-    click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
     if role is not None and apply:
         grants.apply(engine, role)
         click.echo(f"granted {role} what the bridge needs; run this again after every upgrade")
-    elif role is not None:
+    for created in app.keys.ensure():
+        click.echo(f"created {created} in {app.keys.dir}")
+    with engine.connect() as conn:
+        upgraded = state_check.needs_baseline(conn)
+    if upgraded:  # the first init after the upgrade to state records: the rows as they stand become the baseline
+        _, event = app.admin(lambda session: state_check.baseline(session, app.actor, "upgrade"), engine)
+        click.echo(f"recorded the state of {event.detail['rows']} rows of the access tables as the baseline "
+                   "(audit.state_baseline): `audit verify` checks the tables against it from now on")
+    _, synced = app.admin(lambda session: (None, sync_site(session, app.config, app.actor)), engine)
+    if synced is not None:
+        click.echo(f"site file applied: {synced.detail['rows']} access levels, schedules or people changed")
+    click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    if role is not None and not apply:
         click.echo(";\n".join(grants.statements(role)) + ";")
 
 
