@@ -35,6 +35,7 @@ from badge_bridge.export.write import ExportError, export_month
 from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 from tests.test_console_routes import PASSWORDS, cheap_password_hashes, make_app, post, seed_site  # noqa: F401 (fixtures)
+from tests.tree_heads import public_key_file, publish_heads, witness_keys
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_EVENTS = 60
@@ -50,9 +51,15 @@ def _event(i: int, ts: datetime, person: int, credential: int) -> Event:
 
 
 @pytest.fixture
-def month(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, int]:
+def witness(tmp_path: Path) -> KeyStore:
+    return witness_keys(tmp_path)
+
+
+@pytest.fixture
+def month(engine: Engine, site: SiteConfig, keys: KeyStore, witness: KeyStore) -> dict[str, int]:
     """People (one left with a card still active, one expired card), then 3 September events, 60 in
-    October (some after hours, a forced door), 3 in November, checkpoints every 7 entries."""
+    October (some after hours, a forced door), 3 in November, checkpoints every 7 entries, and a signed
+    tree head after every entry, cosigned by the witness."""
     with Session(engine) as s, s.begin():
         sync_site(s, site)
         ada, _ = people.add_person(s, "cli:test", "Ada Lovelace", company="Analytical Engines",
@@ -80,6 +87,7 @@ def month(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, int]:
                                 door="hall-a"))
         writer.flush()  # one commit each, so checkpoints fall every 7 entries inside the month
     assert writer.stop()
+    publish_heads(engine, keys.signer(), witness.signer())
     return ids
 
 
@@ -104,9 +112,14 @@ def test_export_rows_proof_and_pdf(engine: Engine, month: dict[str, int], keys: 
     proof = json.loads((out / "proof.json").read_text())
     chain = proof["chains"][0]
     assert chain["anchor"]["event_id"] == "ctl:2" and chain["first_seq"] == 4
-    assert chain["tail"] == [] or chain["tail"][-1]["seq"] == chain["checkpoints"][-1]["seq"]
+    tree = chain["tree"]
+    cover = tree["heads"][-1]["head"]
+    assert cover["size"] == 65 and chain["last_seq"] == 64, "the first head with an entry after the month"
+    assert chain["tail"][0]["seq"] == 65 and chain["tail"][-1]["seq"] >= 65
+    assert tree["previous"]["head"]["size"] == 4 and tree["frontier_size"] == 3, "September's covering head"
+    assert all(h["cosignatures"] for h in tree["heads"]) and tree["consistency"]
     assert chain["checkpoints"], "the month has signed checkpoints"
-    result = verify_export(out)
+    result = verify_export(out, keys.trusted_public_keys())
     assert result.ok, result.problems
     assert result.rows == {"events.csv": MONTH_EVENTS + 1, "events.jsonl": MONTH_EVENTS + 1}
     with pytest.raises(ExportError, match="not empty"):
@@ -128,8 +141,11 @@ def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str,
         ts = OCT + timedelta(days=2, minutes=i)
         writer.submit(Event(id=f"odd:{i}", kind="console.note", source="console", ts=ts, received_ts=ts,
                             subject={"user": f'o"brien,{i}'}, detail={"note": note}))
+    nov = datetime(2026, 11, 2, tzinfo=UTC)  # an entry after the month: its head shows the month ended
+    writer.submit(Event(id="odd:nov", kind="console.note", source="console", ts=nov, received_ts=nov))
     writer.flush()
     assert writer.stop()
+    publish_heads(engine, keys.signer(), None)
     out = tmp_path / "export"
     assert export_month(engine, keys, "2026-10", out, actor="cli:test").verified
     with (out / "events.csv").open(newline="", encoding="utf-8") as f:
@@ -138,7 +154,7 @@ def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str,
                  if x["chain_id"] == "bridge-2"]
     assert [json.loads(r["detail"])["note"] for r in from_csv] == notes
     assert from_csv == [{k: str(v) for k, v in x.items()} for x in from_json]
-    result = verify_export(out)
+    result = verify_export(out, keys.trusted_public_keys())
     assert result.ok, result.problems
 
 
@@ -244,19 +260,18 @@ def test_every_tamper_is_reported_precisely(engine: Engine, month: dict[str, int
         copy = tmp_path / name.replace(" ", "-")
         shutil.copytree(clean, copy)
         tamper(copy)
-        result = verify_export(copy)
+        result = verify_export(copy, keys.trusted_public_keys())
         for message in expected:
             assert any(message in p for p in result.problems), (name, message, result.problems)
         assert len(result.problems) <= len(expected) + 1, (name, result.problems)
-        cli = runner.invoke(main, ["audit", "verify-export", str(copy)])
+        cli = runner.invoke(main, ["audit", "verify-export", str(copy), "--public-key", str(public_key_file(keys))])
         assert cli.exit_code == 1, (name, cli.output)
         printed = [line for line in cli.output.splitlines() if not line.startswith("note:")]
         assert printed[:len(result.problems)] == result.problems, (name, cli.output)
-    ok = runner.invoke(main, ["audit", "verify-export", str(clean)])
-    assert ok.exit_code == 0 and "verified 61 rows" in ok.output, ok.output
-    mine = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key",
-                                str(next((keys.dir / "signing").glob("*.pub")))])
-    assert mine.exit_code == 0, mine.output
+    no_key = runner.invoke(main, ["audit", "verify-export", str(clean)])
+    assert no_key.exit_code == 1 and "no trusted public key" in no_key.output, no_key.output
+    mine = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key", str(public_key_file(keys))])
+    assert mine.exit_code == 0 and "verified 61 rows" in mine.output, mine.output
     other = KeyStore(tmp_path / "other-keys")
     other.ensure()
     stranger = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key",
@@ -272,20 +287,20 @@ def test_large_row_files_are_scanned_in_parallel_with_the_same_findings(
     export_month(engine, keys, "2026-10", out, actor="cli:test")
     _rewrite_csv(out / "events.csv", _edit_field)
     _json_edit(out / "events.jsonl")
-    serial = verify_export(out)
+    serial = verify_export(out, keys.trusted_public_keys())
     monkeypatch.setattr(export_verify, "PARALLEL_BYTES", 0)
-    parallel = verify_export(out)
+    parallel = verify_export(out, keys.trusted_public_keys())
     assert serial.problems and parallel.problems == serial.problems and parallel.rows == serial.rows
     assert [p.split(" ")[0] for p in serial.problems if p.startswith("events.")] == ["events.csv", "events.jsonl"]
 
 
-def test_cli_export(engine: Engine, month: dict[str, int], site_file: Path, tmp_path: Path) -> None:
+def test_cli_export(engine: Engine, month: dict[str, int], site_file: Path, tmp_path: Path, keys: KeyStore) -> None:
     out = tmp_path / "cli-export"
     result = CliRunner().invoke(main, ["-c", str(site_file), "export", "--month", "2026-10", "--out", str(out),
                                        "--quiet"])
     assert result.exit_code == 0, result.output
     assert "exported 61 entries of 2026-10" in result.output and "chain verified" in result.output
-    assert verify_export(out).ok
+    assert verify_export(out, keys.trusted_public_keys()).ok
     bad = CliRunner().invoke(main, ["-c", str(site_file), "export", "--month", "2026-13", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "expected YYYY-MM" in bad.output
 
@@ -305,10 +320,12 @@ def test_console_download(make_app: Callable[..., object], engine: Engine, site:
     assert f"audit-export-{month}.zip" in response.headers["Content-Disposition"]
     folder = tmp_path / "download"
     with zipfile.ZipFile(io.BytesIO(response.get_data())) as z:
-        assert {"events.csv", "events.jsonl", "report.pdf", "proof.json", "manifest.json", "manifest.sig"} <= set(z.namelist())
+        # The month is not over: no head shows its end, so the export is not signed.
+        assert {"events.csv", "events.jsonl", "report.pdf", "proof.json", "manifest.json"} <= set(z.namelist())
+        assert "manifest.sig" not in z.namelist()
         z.extractall(folder)
-    result = verify_export(folder)
-    assert result.ok, result.problems
+    result = verify_export(folder, keys.trusted_public_keys())
+    assert "manifest.sig is missing: the manifest is not signed" in result.problems, result.problems
     entry = audited(engine, "console.export_downloaded")
     assert entry.subject["user"] == "auditor" and entry.detail["month"] == month
     guard = app.test_client()  # type: ignore[attr-defined]
