@@ -16,7 +16,8 @@ _HASHES = text("SELECT seq, hash FROM audit_entry WHERE chain_id = :c AND seq BE
 
 
 def entry_hashes(conn: Connection, chain: str, lo: int, hi: int) -> Iterator[tuple[int, str]]:
-    yield from conn.execution_options(stream_results=True, yield_per=20_000).execute(_HASHES, dict(c=chain, lo=lo, hi=hi))
+    yield from conn.execute(_HASHES, dict(c=chain, lo=lo, hi=hi),
+                            execution_options={"stream_results": True, "yield_per": 20_000})
 
 
 def frontier_at(conn: Connection, chain: str, size: int) -> merkle.CompactRange | None:

@@ -6,11 +6,11 @@ consistency proof from the previous month's covering head.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from badge_bridge.audit.frontier import entry_hashes, frontier_at
 from badge_bridge.audit.segments import segment_dict, utc_day
@@ -65,13 +65,14 @@ def chain_tree(conn: Connection, chain: str, first_seq: int, last_seq: int, star
             TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(first_seq, cover.size - 1)).order_by(TreeHeadRow.size))]
         heads = thin_hourly(during) + [cover]
     end_seq = max(last_seq, cover.size if cover else 0)
-    segs = conn.scalars(select(Segment).where(Segment.chain_id == chain, Segment.pruned.is_(False),
-                                              Segment.last_seq >= first_seq, Segment.first_seq <= end_seq)
-                        .order_by(Segment.first_seq)).all()
-    first_day, last_day = utc_day(start_us), utc_day(end_us - 1)
-    pruned = conn.scalars(select(Segment).where(Segment.chain_id == chain, Segment.pruned.is_(True), or_(
-        Segment.day.between(first_day - timedelta(days=1), last_day), Segment.last_seq == first_seq - 1))
-        .order_by(Segment.first_seq)).all()
+    with Session(conn) as orm:  # segment_dict reads ORM rows
+        segs = orm.scalars(select(Segment).where(Segment.chain_id == chain, Segment.pruned.is_(False),
+                                                  Segment.last_seq >= first_seq, Segment.first_seq <= end_seq)
+                            .order_by(Segment.first_seq)).all()
+        first_day, last_day = utc_day(start_us), utc_day(end_us - 1)
+        pruned = orm.scalars(select(Segment).where(Segment.chain_id == chain, Segment.pruned.is_(True), or_(
+            Segment.day.between(first_day, last_day), Segment.last_seq == first_seq - 1))
+            .order_by(Segment.first_seq)).all()
     return ChainTree(0, None, tuple(_witnessed(conn, h) for h in heads),
                      _witnessed(conn, previous) if previous else None, (),
                      tuple(segment_dict(s) for s in segs),

@@ -80,6 +80,8 @@ class ChainExport:
     end_seq: int = 0
     """The rows are read through here: the covering tree head's size, at least the month's last seq."""
     anchor_hash: str = GENESIS
+    signed_heads: dict[int, str] = field(default_factory=dict)
+    """The checkpoints' signed heads by seq over the month's rows: each must be the row's hash."""
 
     @property
     def rows(self) -> int:
@@ -211,7 +213,7 @@ def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: 
         write(",".join(FIELDS) + "\n")
         for chain in chains:
             walk, done = ChainWalk(chain.chain_id, chain.first_seq, chain.anchor_hash), 0
-            step = walk.step
+            step, signed = walk.step, chain.signed_heads
             for chain_id, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh in _rows(
                     conn, chain.chain_id, chain.first_seq, chain.last_seq):
                 door = door or ""
@@ -222,6 +224,9 @@ def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: 
                     walk.follow(seq, hsh)
                 if seq == chain.first_seq:
                     chain.first_hash = hsh
+                if seq in signed and signed[seq] != hsh:
+                    summary.problems.append(f"chain {chain_id} seq {seq}: differs from its signed checkpoint (entries "
+                                            "up to it were rewritten)")
                 write(f"{_csv(chain_id)},{seq},{_csv(event_id)},{iso_us(ts)},{iso_us(received)},{_csv(source)},"
                       f"{_csv(door)},{_csv(kind)},{_csv(subject)},{_csv(detail)},{prev},{hsh}\n")
                 done += 1
@@ -288,6 +293,8 @@ def export_month(engine: Engine, keys: KeyStore, month: str, out: Path, *, actor
             anchor = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"),
                                  dict(c=chain.chain_id, s=chain.first_seq - 1))
             chain.anchor_hash = anchor or chain.tree.pruned_anchor(chain.first_seq, keys.trusted_public_keys()) or GENESIS
+            chain.signed_heads = dict(conn.execute(select(Checkpoint.seq, Checkpoint.hash).where(
+                Checkpoint.chain_id == chain.chain_id, Checkpoint.seq.between(chain.first_seq, chain.last_seq))).all())
         _write_rows(conn, chains, out, summary, progress)
         proof = {"format": FORMAT, "chains": [_proof(conn, c, summary, keys) for c in chains],
                  "keys": {kid: public_hex(k) for kid, k in sorted(keys.trusted_public_keys().items())}}
