@@ -61,9 +61,10 @@ def chain_tree(conn: Connection, chain: str, first_seq: int, last_seq: int, star
     previous = covering_head(conn, chain, first_seq - 1, start_us) if first_seq > 1 else None
     heads: list[TreeHead] = []
     if cover is not None:
-        during = [_head(r) for r in conn.execute(select(*_HEAD).where(
-            TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(first_seq, cover.size - 1)).order_by(TreeHeadRow.size))]
-        heads = thin_hourly(during) + [cover]
+        during = conn.execute(select(*_HEAD).where(TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(
+            first_seq, cover.size - 1)).order_by(TreeHeadRow.size), execution_options={"stream_results": True,
+                                                                                        "yield_per": 10_000})
+        heads = thin_hourly(_head(r) for r in during) + [cover]
     end_seq = max(last_seq, cover.size if cover else 0)
     with Session(conn) as orm:  # segment_dict reads ORM rows
         segs = orm.scalars(select(Segment).where(Segment.chain_id == chain, Segment.pruned.is_(False),
