@@ -198,12 +198,31 @@ def check_tree(chain_id: str, first_seq: int, last_seq: int, tree: ChainTree, tr
     return problems, notes
 
 
-class _Range(merkle.CompactRange):
-    __slots__ = ()
+def _push(nodes: list[bytes], pos: int, digest: bytes) -> None:
+    """Append the leaf hash ``digest`` at position ``pos`` of a tree from leaf 0 kept as its complete
+    subtrees' hashes (largest first): merge while ``pos`` has trailing ones. ``merkle.CompactRange`` does
+    the same for any range; this is the five-times-faster path for the million leaves of a month."""
+    while pos & 1:
+        digest = _sha256(b"\x01" + nodes.pop() + digest).digest()
+        pos >>= 1
+    nodes.append(digest)
 
-    def append_leaf_hash(self, digest: bytes) -> None:
-        self._push(self.end, 0, digest)
-        self.end += 1
+
+def _fold(nodes: list[bytes]) -> bytes:
+    """The root of the tree whose complete subtrees are ``nodes`` (RFC 9162: fold from the right)."""
+    if not nodes:
+        return _sha256(b"").digest()
+    acc = nodes[-1]
+    for digest in reversed(nodes[:-1]):
+        acc = _sha256(b"\x01" + digest + acc).digest()
+    return acc
+
+
+def _compact(size: int, nodes: list[bytes]) -> merkle.CompactRange:
+    c = merkle.CompactRange()
+    c.end = size
+    c.nodes = list(zip([bit for bit in range(size.bit_length() - 1, -1, -1) if size >> bit & 1], nodes, strict=True))
+    return c
 
 
 class TreeWalk:
@@ -213,47 +232,43 @@ class TreeWalk:
 
     def __init__(self, frontier: merkle.CompactRange, sizes: Iterable[int] = (),
                  ranges: Iterable[tuple[int, int]] = (), snapshots: Iterable[int] = ()) -> None:
-        self.tree = _Range()
-        self.tree.end, self.tree.nodes = frontier.end, list(frontier.nodes)
+        self.size = frontier.size
+        self.nodes = [digest for _level, digest in frontier.nodes]
         self.sizes = {s for s in sizes if s > frontier.size}
         self.snapshot_sizes = set(snapshots)
         self.roots: dict[int, str] = {frontier.size: frontier.root().hex()}
         self.hashes: dict[int, str] = {}
         self.frontiers: dict[int, merkle.CompactRange] = {frontier.size: frontier.copy()}
-        self.pending = sorted((lo, hi) for lo, hi in ranges if lo >= frontier.size and hi > lo)
-        self.active: list[tuple[int, int, _Range]] = []
+        self.pending = sorted(((lo, hi) for lo, hi in ranges if lo >= frontier.size and hi > lo), reverse=True)
+        self.active: list[tuple[int, int, list[bytes]]] = []
         self.range_roots: dict[tuple[int, int], str] = {}
         self.broken = False
         """A leaf came out of order: the roots from here on mean nothing (the rows' walk says what broke)."""
 
-    @property
-    def size(self) -> int:
-        return self.tree.end
-
     def leaf(self, seq: int, entry_hash: str) -> None:
-        tree = self.tree
-        if seq != tree.end + 1 or self.broken:
+        pos = self.size
+        if seq != pos + 1 or self.broken:
             self.broken = True
             return
         digest = _sha256(b"\x00" + bytes.fromhex(entry_hash)).digest()
-        tree.append_leaf_hash(digest)
-        if self.pending and self.pending[0][0] == seq - 1:
-            lo, hi = self.pending.pop(0)
-            self.active.append((lo, hi, _Range()))
-            while self.pending and self.pending[0][0] == seq - 1:  # two ranges starting at one leaf
-                lo2, hi2 = self.pending.pop(0)
-                self.active.append((lo2, hi2, _Range()))
+        _push(self.nodes, pos, digest)
+        self.size = seq
+        pending = self.pending
+        while pending and pending[-1][0] == pos:
+            lo, hi = pending.pop()
+            self.active.append((lo, hi, []))
         if self.active:
-            for lo, hi, r in list(self.active):
-                r.append_leaf_hash(digest)
-                if lo + r.end == hi:
-                    self.range_roots[(lo, hi)] = r.root().hex()
-                    self.active.remove((lo, hi, r))
+            for lo, hi, nodes in self.active:
+                _push(nodes, pos - lo, digest)
+                if seq == hi:
+                    self.range_roots[(lo, hi)] = _fold(nodes).hex()
+            if any(hi == seq for _lo, hi, _nodes in self.active):
+                self.active = [a for a in self.active if a[1] != seq]
         if seq in self.sizes:
-            self.roots[seq] = tree.root().hex()
+            self.roots[seq] = _fold(self.nodes).hex()
             self.hashes[seq] = entry_hash
         if seq in self.snapshot_sizes:
-            self.frontiers[seq] = tree.copy()
+            self.frontiers[seq] = _compact(seq, self.nodes)
 
 
 def root_problems(chain_id: str, tree: ChainTree, walk: TreeWalk, last_seq: int) -> list[str]:
