@@ -117,10 +117,6 @@ class ExportSummary:
     def verified(self) -> bool:
         return not self.problems
 
-    @property
-    def signed(self) -> bool:
-        return bool(self.files) and self.verified
-
 
 def month_bounds(month: str, tz: ZoneInfo) -> tuple[int, int]:
     """[start, end) of the month in the site's time zone, as UTC microseconds."""
