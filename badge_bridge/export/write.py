@@ -24,7 +24,7 @@ import multiprocessing as mp
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -195,8 +195,8 @@ def _write_rows(conn: Connection, chains: list[ChainExport], out: Path, summary:
         raise ExportError(f"writing {JSONL_NAME} failed (exit code {jsonl.exitcode}); see the log above")
     for chain, result in zip([c for c in chains if c.tree], results, strict=True):
         assert chain.tree is not None
-        chain.tree = ChainTree(chain.first_seq - 1, result.frontier, chain.tree.heads, chain.tree.previous,
-                               tuple(result.consistency), chain.tree.segments, chain.tree.pruned)
+        chain.tree = replace(chain.tree, frontier_size=chain.first_seq - 1, frontier=result.frontier,
+                             consistency=tuple(result.consistency))
         summary.problems += result.problems
 
 
