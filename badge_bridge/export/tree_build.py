@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -24,11 +24,11 @@ from badge_bridge.export.tree_proof import (
     consistency_proof,
     consistency_ranges,
     root_problems,
-    thin_hourly,
 )
 from badge_bridge.models import Segment
 from badge_bridge.models import TreeHead as TreeHeadRow
 
+HOUR_US = 3_600_000_000
 _HEAD = (TreeHeadRow.chain_id, TreeHeadRow.size, TreeHeadRow.root, TreeHeadRow.head_hash, TreeHeadRow.signed_us,
          TreeHeadRow.key_id, TreeHeadRow.signature)
 
@@ -61,10 +61,14 @@ def chain_tree(conn: Connection, chain: str, first_seq: int, last_seq: int, star
     previous = covering_head(conn, chain, first_seq - 1, start_us) if first_seq > 1 else None
     heads: list[TreeHead] = []
     if cover is not None:
-        during = conn.execute(select(*_HEAD).where(TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(
-            first_seq, cover.size - 1)).order_by(TreeHeadRow.size), execution_options={"stream_results": True,
-                                                                                        "yield_per": 10_000})
-        heads = thin_hourly(_head(r) for r in during) + [cover]
+        # The last head of each hour (sizes grow with time): a month of 10-second heads is a quarter of a
+        # million signatures to check, one an hour keeps every root checked against the rows hour by hour.
+        hourly = (select(func.max(TreeHeadRow.size)).where(
+            TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(first_seq, cover.size - 1))
+            .group_by(TreeHeadRow.signed_us / HOUR_US))
+        heads = [_head(r) for r in conn.execute(select(*_HEAD).where(
+            TreeHeadRow.chain_id == chain, TreeHeadRow.size.in_(hourly.scalar_subquery())).order_by(TreeHeadRow.size))]
+        heads.append(cover)
     end_seq = max(last_seq, cover.size if cover else 0)
     with Session(conn) as orm:  # segment_dict reads ORM rows
         segs = orm.scalars(select(Segment).where(Segment.chain_id == chain, Segment.pruned.is_(False),

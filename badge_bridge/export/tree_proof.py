@@ -333,18 +333,6 @@ def frontier_of(size: int, text: str | None) -> merkle.CompactRange | None:
         return None
 
 
-def thin_hourly(heads: Iterable[TreeHead]) -> list[TreeHead]:
-    """The last head of each hour (by its signing time): a month of 10-second heads is a quarter of a million
-    signatures to check, while one an hour keeps every root checked against the rows hour by hour."""
-    out: list[TreeHead] = []
-    for head in heads:
-        if out and out[-1].signed_us // 3_600_000_000 == head.signed_us // 3_600_000_000:
-            out[-1] = head
-        else:
-            out.append(head)
-    return out
-
-
 @dataclass
 class TreeResult:
     """What the exporter's tree pass found for one chain (picklable: it comes back from a worker process)."""
