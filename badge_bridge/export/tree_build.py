@@ -65,7 +65,7 @@ def chain_tree(conn: Connection, chain: str, first_seq: int, last_seq: int, star
         # million signatures to check, one an hour keeps every root checked against the rows hour by hour.
         hourly = (select(func.max(TreeHeadRow.size)).where(
             TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(first_seq, cover.size - 1))
-            .group_by(TreeHeadRow.signed_us / HOUR_US))
+            .group_by(TreeHeadRow.signed_us // HOUR_US))  # floor division: "/" is true division in SQLAlchemy 2
         heads = [_head(r) for r in conn.execute(select(*_HEAD).where(
             TreeHeadRow.chain_id == chain, TreeHeadRow.size.in_(hourly.scalar_subquery())).order_by(TreeHeadRow.size))]
         heads.append(cover)
