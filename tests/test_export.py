@@ -15,26 +15,31 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from badge_bridge import people
+from badge_bridge.audit.chain import entry_body, entry_hash
+from badge_bridge.audit.segments import prune, seal
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.cli import main
 from badge_bridge.config import SiteConfig
-from badge_bridge.events import Event
+from badge_bridge.db import make_engine
+from badge_bridge.events import Event, to_us
 from badge_bridge.export import verify as export_verify
-from badge_bridge.export.format import FIELDS
+from badge_bridge.export.format import FIELDS, manifest_message, sha256_file
 from badge_bridge.export.verify import verify_export
 from badge_bridge.export.write import ExportError, export_month
 from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 from tests.test_console_routes import PASSWORDS, cheap_password_hashes, make_app, post, seed_site  # noqa: F401 (fixtures)
+from tests.tree_heads import public_key_file, publish_heads, witness_keys
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_EVENTS = 60
@@ -50,9 +55,15 @@ def _event(i: int, ts: datetime, person: int, credential: int) -> Event:
 
 
 @pytest.fixture
-def month(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, int]:
+def witness(tmp_path: Path) -> KeyStore:
+    return witness_keys(tmp_path)
+
+
+@pytest.fixture
+def month(engine: Engine, site: SiteConfig, keys: KeyStore, witness: KeyStore) -> dict[str, int]:
     """People (one left with a card still active, one expired card), then 3 September events, 60 in
-    October (some after hours, a forced door), 3 in November, checkpoints every 7 entries."""
+    October (some after hours, a forced door), 3 in November, checkpoints every 7 entries, and a signed
+    tree head after every entry, cosigned by the witness."""
     with Session(engine) as s, s.begin():
         sync_site(s, site)
         ada, _ = people.add_person(s, "cli:test", "Ada Lovelace", company="Analytical Engines",
@@ -80,6 +91,7 @@ def month(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, int]:
                                 door="hall-a"))
         writer.flush()  # one commit each, so checkpoints fall every 7 entries inside the month
     assert writer.stop()
+    publish_heads(engine, keys.signer(), witness.signer())
     return ids
 
 
@@ -104,9 +116,14 @@ def test_export_rows_proof_and_pdf(engine: Engine, month: dict[str, int], keys: 
     proof = json.loads((out / "proof.json").read_text())
     chain = proof["chains"][0]
     assert chain["anchor"]["event_id"] == "ctl:2" and chain["first_seq"] == 4
-    assert chain["tail"] == [] or chain["tail"][-1]["seq"] == chain["checkpoints"][-1]["seq"]
+    tree = chain["tree"]
+    cover = tree["heads"][-1]["head"]
+    assert cover["size"] == 65 and chain["last_seq"] == 64, "the first head with an entry after the month"
+    assert chain["tail"][0]["seq"] == 65 and chain["tail"][-1]["seq"] >= 65
+    assert tree["previous"]["head"]["size"] == 4 and tree["frontier_size"] == 3, "September's covering head"
+    assert all(h["cosignatures"] for h in tree["heads"]) and tree["consistency"]
     assert chain["checkpoints"], "the month has signed checkpoints"
-    result = verify_export(out)
+    result = verify_export(out, keys.trusted_public_keys())
     assert result.ok, result.problems
     assert result.rows == {"events.csv": MONTH_EVENTS + 1, "events.jsonl": MONTH_EVENTS + 1}
     with pytest.raises(ExportError, match="not empty"):
@@ -128,8 +145,11 @@ def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str,
         ts = OCT + timedelta(days=2, minutes=i)
         writer.submit(Event(id=f"odd:{i}", kind="console.note", source="console", ts=ts, received_ts=ts,
                             subject={"user": f'o"brien,{i}'}, detail={"note": note}))
+    nov = datetime(2026, 11, 2, tzinfo=UTC)  # an entry after the month: its head shows the month ended
+    writer.submit(Event(id="odd:nov", kind="console.note", source="console", ts=nov, received_ts=nov))
     writer.flush()
     assert writer.stop()
+    publish_heads(engine, keys.signer(), None)
     out = tmp_path / "export"
     assert export_month(engine, keys, "2026-10", out, actor="cli:test").verified
     with (out / "events.csv").open(newline="", encoding="utf-8") as f:
@@ -138,7 +158,7 @@ def test_free_text_survives_csv_and_jsonl_alike(engine: Engine, month: dict[str,
                  if x["chain_id"] == "bridge-2"]
     assert [json.loads(r["detail"])["note"] for r in from_csv] == notes
     assert from_csv == [{k: str(v) for k, v in x.items()} for x in from_json]
-    result = verify_export(out)
+    result = verify_export(out, keys.trusted_public_keys())
     assert result.ok, result.problems
 
 
@@ -244,19 +264,18 @@ def test_every_tamper_is_reported_precisely(engine: Engine, month: dict[str, int
         copy = tmp_path / name.replace(" ", "-")
         shutil.copytree(clean, copy)
         tamper(copy)
-        result = verify_export(copy)
+        result = verify_export(copy, keys.trusted_public_keys())
         for message in expected:
             assert any(message in p for p in result.problems), (name, message, result.problems)
         assert len(result.problems) <= len(expected) + 1, (name, result.problems)
-        cli = runner.invoke(main, ["audit", "verify-export", str(copy)])
+        cli = runner.invoke(main, ["audit", "verify-export", str(copy), "--public-key", str(public_key_file(keys))])
         assert cli.exit_code == 1, (name, cli.output)
         printed = [line for line in cli.output.splitlines() if not line.startswith("note:")]
         assert printed[:len(result.problems)] == result.problems, (name, cli.output)
-    ok = runner.invoke(main, ["audit", "verify-export", str(clean)])
-    assert ok.exit_code == 0 and "verified 61 rows" in ok.output, ok.output
-    mine = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key",
-                                str(next((keys.dir / "signing").glob("*.pub")))])
-    assert mine.exit_code == 0, mine.output
+    no_key = runner.invoke(main, ["audit", "verify-export", str(clean)])
+    assert no_key.exit_code == 1 and "no trusted public key" in no_key.output, no_key.output
+    mine = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key", str(public_key_file(keys))])
+    assert mine.exit_code == 0 and "verified 61 rows" in mine.output, mine.output
     other = KeyStore(tmp_path / "other-keys")
     other.ensure()
     stranger = runner.invoke(main, ["audit", "verify-export", str(clean), "--public-key",
@@ -272,20 +291,20 @@ def test_large_row_files_are_scanned_in_parallel_with_the_same_findings(
     export_month(engine, keys, "2026-10", out, actor="cli:test")
     _rewrite_csv(out / "events.csv", _edit_field)
     _json_edit(out / "events.jsonl")
-    serial = verify_export(out)
+    serial = verify_export(out, keys.trusted_public_keys())
     monkeypatch.setattr(export_verify, "PARALLEL_BYTES", 0)
-    parallel = verify_export(out)
+    parallel = verify_export(out, keys.trusted_public_keys())
     assert serial.problems and parallel.problems == serial.problems and parallel.rows == serial.rows
     assert [p.split(" ")[0] for p in serial.problems if p.startswith("events.")] == ["events.csv", "events.jsonl"]
 
 
-def test_cli_export(engine: Engine, month: dict[str, int], site_file: Path, tmp_path: Path) -> None:
+def test_cli_export(engine: Engine, month: dict[str, int], site_file: Path, tmp_path: Path, keys: KeyStore) -> None:
     out = tmp_path / "cli-export"
     result = CliRunner().invoke(main, ["-c", str(site_file), "export", "--month", "2026-10", "--out", str(out),
                                        "--quiet"])
     assert result.exit_code == 0, result.output
     assert "exported 61 entries of 2026-10" in result.output and "chain verified" in result.output
-    assert verify_export(out).ok
+    assert verify_export(out, keys.trusted_public_keys()).ok
     bad = CliRunner().invoke(main, ["-c", str(site_file), "export", "--month", "2026-13", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "expected YYYY-MM" in bad.output
 
@@ -305,10 +324,12 @@ def test_console_download(make_app: Callable[..., object], engine: Engine, site:
     assert f"audit-export-{month}.zip" in response.headers["Content-Disposition"]
     folder = tmp_path / "download"
     with zipfile.ZipFile(io.BytesIO(response.get_data())) as z:
-        assert {"events.csv", "events.jsonl", "report.pdf", "proof.json", "manifest.json", "manifest.sig"} <= set(z.namelist())
+        # The month is not over: no head shows its end, so the export is not signed.
+        assert {"events.csv", "events.jsonl", "report.pdf", "proof.json", "manifest.json"} <= set(z.namelist())
+        assert "manifest.sig" not in z.namelist()
         z.extractall(folder)
-    result = verify_export(folder)
-    assert result.ok, result.problems
+    result = verify_export(folder, keys.trusted_public_keys())
+    assert "manifest.sig is missing: the manifest is not signed" in result.problems, result.problems
     entry = audited(engine, "console.export_downloaded")
     assert entry.subject["user"] == "auditor" and entry.detail["month"] == month
     guard = app.test_client()  # type: ignore[attr-defined]
@@ -316,3 +337,198 @@ def test_console_download(make_app: Callable[..., object], engine: Engine, site:
     assert post(guard, "/audit/export", month=month).status_code == 403
     refused = post(client, "/audit/export", month="not-a-month")
     assert refused.status_code == 302
+
+
+# --- exports an auditor can trust offline (issue 15, part 5) ----------------------------------------------
+
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _verify_cli(folder: Path, *args: str) -> Any:
+    return CliRunner().invoke(main, ["audit", "verify-export", str(folder), *args])
+
+
+def _as_dba(engine: Engine, *statements: tuple[str, dict[str, Any]]) -> None:
+    """Raw SQL past the append-only triggers, as a database administrator can: SQLite's are dropped,
+    PostgreSQL's bypassed with ``session_replication_role = replica`` (superuser), which leaves no trace."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            for (name,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).all():
+                conn.execute(text(f"DROP TRIGGER {name}"))
+        else:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        for sql, params in statements:
+            conn.execute(text(sql), params)
+
+
+def _sign_by_hand(folder: Path, keys: KeyStore) -> None:
+    """What an exporter that does not check (or a key holder) would ship: the manifest listing the files as
+    they are now, signed with the real key."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())
+                         if p.name not in ("manifest.json", "manifest.sig")}
+    raw = (json.dumps(manifest, indent=1) + "\n").encode()
+    (folder / "manifest.json").write_bytes(raw)
+    (folder / "manifest.sig").write_text(keys.signer().sign(manifest_message(raw)) + "\n")
+
+
+def test_a_forged_export_verifies_only_with_the_forgers_key(sqlite_url: str, keys: KeyStore, tmp_path: Path) -> None:
+    """An attacker builds a whole month of his own (rows, checkpoints, heads, a witness) and signs it with his
+    own keys, which he ships inside: it verifies with his key only, never with the real one or with none."""
+    forger, his_witness = witness_keys(tmp_path, "forger"), witness_keys(tmp_path, "his-witness")
+    engine = make_engine(sqlite_url)
+    try:
+        writer = AuditWriter(engine, "bridge-1", forger.signer(), checkpoint_every=5, checkpoint_seconds=3600)
+        writer.start()
+        for i, ts in enumerate([OCT + timedelta(hours=5 * i) for i in range(12)] + [NOV + timedelta(hours=1)]):
+            writer.submit(_event(i, ts, 1, 1))
+        assert writer.stop()
+        publish_heads(engine, forger.signer(), his_witness.signer())
+        out = tmp_path / "forged"
+        assert export_month(engine, forger, "2026-10", out, actor="cli:mallory").verified
+    finally:
+        engine.dispose()
+    assert verify_export(out, forger.trusted_public_keys(), his_witness.trusted_public_keys()).ok
+    real = verify_export(out, keys.trusted_public_keys())
+    assert not real.ok and any("which is not a trusted key" in p for p in real.problems), real.problems
+    assert _verify_cli(out, "--public-key", str(public_key_file(forger))).exit_code == 0
+    for args in ([], ["--public-key", str(public_key_file(keys))]):
+        cli = _verify_cli(out, *args)
+        assert cli.exit_code == 1 and "TAMPERED" in cli.output, (args, cli.output)
+    assert "no trusted public key" in _verify_cli(out).output
+
+
+def _cut_month_end(engine: Engine, heads_too: bool, after_too: bool) -> int:
+    """Delete the entries received from October 25 (and, ``after_too``, everything after them), with the
+    checkpoints (and ``heads_too``, the tree heads and cosignatures) over them. Returns the new last seq."""
+    cut = to_us(datetime(2026, 10, 25, tzinfo=UTC))
+    with engine.connect() as conn:
+        first_cut = conn.scalar(text("SELECT min(seq) FROM audit_entry WHERE chain_id = 'bridge-1' AND received_us >= :c"),
+                                dict(c=cut))
+        nov = conn.scalar(text("SELECT min(seq) FROM audit_entry WHERE chain_id = 'bridge-1' AND received_us >= :n"),
+                          dict(n=to_us(NOV)))
+    last = nov - 1 if not after_too else 10**9
+    statements: list[tuple[str, dict[str, Any]]] = [
+        ("DELETE FROM audit_entry WHERE chain_id = 'bridge-1' AND seq BETWEEN :a AND :b", dict(a=first_cut, b=last)),
+        ("DELETE FROM checkpoint WHERE chain_id = 'bridge-1' AND seq >= :a", dict(a=first_cut))]
+    if heads_too:
+        statements += [("DELETE FROM tree_head WHERE chain_id = 'bridge-1' AND size >= :a", dict(a=first_cut)),
+                       ("DELETE FROM witness_cosignature WHERE chain_id = 'bridge-1' AND size >= :a", dict(a=first_cut))]
+    _as_dba(engine, *statements)
+    return first_cut - 1
+
+
+@pytest.mark.parametrize(("heads_too", "after_too"), [(False, False), (False, True), (True, True)],
+                         ids=["last-days", "end-of-log", "end-of-log-and-heads"])
+def test_a_month_cut_short_in_the_database_is_found(engine: Engine, month: dict[str, int], keys: KeyStore,
+                                                    witness: KeyStore, tmp_path: Path, site_file: Path,
+                                                    heads_too: bool, after_too: bool) -> None:
+    """The DBA deletes the month's last days (entries and checkpoints; then everything after them too; then
+    the tree heads and cosignatures as well) before the export. The export refuses to sign; an export signed
+    anyway (by hand with the real key) fails verify-export."""
+    last = _cut_month_end(engine, heads_too, after_too)
+    out = tmp_path / "cut"
+    cli = CliRunner().invoke(main, ["-c", str(site_file), "export", "--month", "2026-10", "--out", str(out), "--quiet"])
+    assert cli.exit_code == 1 and "manifest NOT signed" in cli.output, cli.output
+    assert not (out / "manifest.sig").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["chains"]["bridge-1"][1] == last
+    _sign_by_hand(out, keys)
+    result = verify_export(out, keys.trusted_public_keys(), witness.trusted_public_keys())
+    assert not result.ok
+    expected = ("no signed tree head covers the month's last entry" if heads_too
+                else f"the entries {last + 1}..{last + 1} the covering head signs are not in the export")
+    assert any(expected in p for p in result.problems), "\n".join(result.problems)
+    assert _verify_cli(out, "--public-key", str(public_key_file(keys))).exit_code == 1
+
+
+def test_export_refuses_to_sign_a_log_that_does_not_verify(engine: Engine, month: dict[str, int], keys: KeyStore,
+                                                           tmp_path: Path, site_file: Path) -> None:
+    """The DBA rewrites the month's last ten entries with recomputed hashes (the chain itself links): the
+    checkpoints and the signed tree heads over them no longer match, and the export is not signed."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, event_id, ts_us, received_us, source, door, kind, subject, detail, "
+                                 "prev_hash FROM audit_entry WHERE chain_id = 'bridge-1' AND seq >= 55 ORDER BY seq")).all()
+    head = rows[0].prev_hash
+    statements: list[tuple[str, dict[str, Any]]] = []
+    for r in rows:
+        detail = r.detail.replace("not_in_schedule", "granted")
+        new = entry_hash(head, entry_body("bridge-1", r.event_id, r.ts_us, r.received_us, r.source, r.door or "", r.kind,
+                                          r.subject, detail))
+        statements.append(("UPDATE audit_entry SET detail = :d, prev_hash = :p, hash = :h WHERE chain_id = 'bridge-1' "
+                           "AND seq = :s", dict(d=detail, p=head, h=new, s=r.seq)))
+        head = new
+    _as_dba(engine, *statements)
+    out = tmp_path / "rewritten"
+    cli = CliRunner().invoke(main, ["-c", str(site_file), "export", "--month", "2026-10", "--out", str(out), "--quiet"])
+    assert cli.exit_code == 1 and "manifest NOT signed" in cli.output, cli.output
+    assert "differs from the signed tree head" in cli.output and "checkpoint" in cli.output, cli.output.splitlines()
+    assert not (out / "manifest.sig").exists()
+    assert "manifest.sig is missing" in " ".join(verify_export(out, keys.trusted_public_keys()).problems)
+
+
+def test_months_meet_with_no_gap_or_overlap(engine: Engine, month: dict[str, int], keys: KeyStore, witness: KeyStore,
+                                            tmp_path: Path) -> None:
+    """September's and October's exports meet: same seq, same hash, and October's consistency proof starts
+    from September's covering head. A previous export that ends too early (a gap) or too late (an overlap),
+    signed with the real key, is found; so is the export of another month given as the previous one."""
+    sep, oct_ = tmp_path / "2026-09", tmp_path / "2026-10"
+    assert export_month(engine, keys, "2026-09", sep, actor="cli:test").verified
+    assert export_month(engine, keys, "2026-10", oct_, actor="cli:test").verified
+    k, w = keys.trusted_public_keys(), witness.trusted_public_keys()
+    together = verify_export(oct_, k, w, previous=sep)
+    assert together.ok, together.problems
+    cli = _verify_cli(oct_, "--public-key", str(public_key_file(keys)), "--witness-key", str(public_key_file(witness)),
+                      "--previous", str(sep))
+    assert cli.exit_code == 0 and "cosigned by 1 witness" in cli.output, cli.output
+    for shift, says in ((-1, "seq 3..3 are in neither export (gap between the months)"),
+                        (+1, "seq 4..4 are in both exports (overlap between the months)")):
+        moved = tmp_path / f"moved{shift}"
+        shutil.copytree(sep, moved)
+        proof = json.loads((moved / "proof.json").read_text())
+        proof["chains"][0]["last_seq"] += shift
+        (moved / "proof.json").write_text(json.dumps(proof))
+        _sign_by_hand(moved, keys)
+        result = verify_export(oct_, k, w, previous=moved)
+        assert any(says in p for p in result.problems), (shift, result.problems)
+    assert any("does not end where this month starts" in p for p in verify_export(oct_, k, w, previous=oct_).problems)
+
+
+def test_witness_cosignatures_are_checked(engine: Engine, month: dict[str, int], keys: KeyStore, witness: KeyStore,
+                                          tmp_path: Path) -> None:
+    """Every exported head needs a valid cosignature by each witness key the auditor gives; a head the
+    witness never saw (a cosignature removed), or another witness, is a problem."""
+    out = tmp_path / "export"
+    export_month(engine, keys, "2026-10", out, actor="cli:test", witnesses=witness.trusted_public_keys())
+    k = keys.trusted_public_keys()
+    assert verify_export(out, k, witness.trusted_public_keys()).ok
+    stranger = witness_keys(tmp_path, "stranger").trusted_public_keys()
+    other = verify_export(out, k, stranger)
+    assert any("has no valid cosignature by witness" in p for p in other.problems), other.problems
+    proof = json.loads((out / "proof.json").read_text())
+    proof["chains"][0]["tree"]["heads"][-1]["cosignatures"] = []
+    (out / "proof.json").write_text(json.dumps(proof))
+    _sign_by_hand(out, keys)
+    bare = verify_export(out, k, witness.trusted_public_keys())
+    assert bare.problems == [f"proof.json chain bridge-1 tree head of size 65 has no valid cosignature by witness "
+                             f"{next(iter(witness.trusted_public_keys()))}"], bare.problems
+
+
+def test_a_partly_pruned_month_verifies_and_says_what_was_pruned(engine: Engine, month: dict[str, int], keys: KeyStore,
+                                                                 witness: KeyStore, tmp_path: Path) -> None:
+    """Retention pruned October's first two weeks (whole sealed days, signed prune records): the export is
+    signed, verifies, and names each pruned day with its seq range; nothing is called tampered."""
+    seal(engine, keys.signer(), until_day=date(2026, 11, 2))
+    report = prune(engine, keys.signer(), keep_days=90, now=datetime(2026, 10, 15, 12, tzinfo=UTC) + timedelta(days=90))
+    assert report.entries > 20
+    out = tmp_path / "pruned"
+    summary = export_month(engine, keys, "2026-10", out, actor="cli:test", witnesses=witness.trusted_public_keys())
+    assert summary.verified, summary.problems
+    assert any("2026-10-01 (seq 4..5, 2 entries) was pruned under the retention policy" in n for n in summary.notes), \
+        summary.notes
+    result = verify_export(out, keys.trusted_public_keys(), witness.trusted_public_keys())
+    assert result.ok, result.problems
+    pruned_days = [n for n in result.notes if "was pruned under the retention policy" in n]
+    assert len(pruned_days) == 14, result.notes
+    cli = _verify_cli(out, "--public-key", str(public_key_file(keys)))
+    assert cli.exit_code == 0 and "TAMPERED" not in cli.output and "2026-10-14" in cli.output, cli.output

@@ -276,6 +276,9 @@ def test_cli(site_file: Path, db_url: str, tmp_path: Path) -> None:
     assert result.output.count("sealed chain bridge-1 ") == 4
     assert "nothing to seal" in run("audit", "seal").output
     result = run("audit", "prove", event_id(7), "--verify")
+    assert result.exit_code == 2 and "pass --public-key" in result.output, result.output
+    result = run("audit", "prove", event_id(7), "--verify", "--public-key",
+                 str(next((keys.dir / "signing").glob("*.pub"))))
     assert result.exit_code == 0, result.output
     start = result.output.index("{")
     proof = json.loads(result.output[start:result.output.rindex("}") + 1])

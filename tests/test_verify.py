@@ -7,25 +7,30 @@ name the first tampered entry and what happened to it, and pass an untouched log
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 import badge_bridge.audit.verify
+from badge_bridge.audit import merkle, segments
 from badge_bridge.audit.chain import checkpoint_message, entry_body, entry_hash
+from badge_bridge.audit.segments import prove, seal
 from badge_bridge.audit.verify import Report, verify
 from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.cli import main
 from badge_bridge.db import sqlite_path
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore, Signer, key_id_of, public_hex
@@ -367,3 +372,71 @@ def test_parallel_modification_is_found_at_its_seq(
     report = verify(log, db_url, keys.trusted_public_keys(), jobs=2)
     assert [(f.seq, f.problem) for f in report.findings] == [(seq, "modified")]
     assert report.chains[CHAIN].entries == ENTRIES
+
+
+# --- proofs checked with nothing but the file and the auditor's key ----------------------------------------
+
+
+def test_check_proof_needs_only_the_file_and_the_public_key(log: Engine, keys: KeyStore, tmp_path: Path,
+                                                          cli_site: Path) -> None:
+    """`audit check-proof` takes an inclusion proof (`audit prove`) or a consistency proof (`audit
+    consistency`) and the auditor's own key: no database, no keys folder. Every edit of a proof fails, so
+    does another key or none; `audit consistency --old-root` refuses a root the log does not have."""
+    with log.connect() as conn:
+        day = segments.utc_day(conn.scalar(text("SELECT max(received_us) FROM audit_entry")))
+    seal(log, keys.signer(), until_day=day + timedelta(days=1))
+    with log.connect() as conn:
+        hashes = conn.scalars(text("SELECT hash FROM audit_entry WHERE chain_id = :c ORDER BY seq"), dict(c=CHAIN)).all()
+    kept_root = merkle.root([bytes.fromhex(h) for h in hashes[:20]]).hex()
+    inclusion, consistent = prove(log, "ctl-1:7"), segments.consistency(log, CHAIN, day, 20)
+    assert consistent["old_root"] == kept_root
+    pub = str(next((keys.dir / "signing").glob("*.pub")))
+    stranger = KeyStore(tmp_path / "stranger")
+    stranger.ensure()
+    runner = CliRunner()
+
+    def check(proof: Any, *args: str) -> Any:
+        path = tmp_path / "proof.json"
+        path.write_text(proof if isinstance(proof, str) else json.dumps(proof))
+        return runner.invoke(main, ["audit", "check-proof", str(path), *args])
+
+    ok = check(inclusion, "--public-key", pub)
+    assert ok.exit_code == 0 and "event ctl-1:7 is entry 7 of 50" in ok.output and "verified" in ok.output, ok.output
+    ok = check(consistent, "--public-key", pub, "--old-root", kept_root)
+    assert ok.exit_code == 0 and "the root you hold is a prefix of the sealed 50" in ok.output, ok.output
+
+    def edited(proof: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        copy = json.loads(json.dumps(proof))
+        change(copy)
+        return copy
+
+    def flip(text_: str) -> str:
+        return ("0" if text_[0] != "0" else "1") + text_[1:]
+
+    refused = {
+        "no key": (check(inclusion), "no trusted public key"),
+        "another key": (check(inclusion, "--public-key", str(next((stranger.dir / "signing").glob("*.pub")))),
+                        "not a trusted key"),
+        "event edited": (check(edited(inclusion, lambda p: p["event"].update(door="noc")), "--public-key", pub),
+                         "does not match its hash"),
+        "path edited": (check(edited(inclusion, lambda p: p["inclusion_proof"].__setitem__(0, flip(p["inclusion_proof"][0]))),
+                              "--public-key", pub), "the inclusion proof fails"),
+        "index moved": (check(edited(inclusion, lambda p: p.update(leaf_index=p["leaf_index"] + 1)), "--public-key", pub),
+                        "not at the position"),
+        "root edited": (check(edited(inclusion, lambda p: p["segment"].update(root=flip(p["segment"]["root"]))),
+                              "--public-key", pub), "signature does not verify"),
+        "consistency path edited": (
+            check(edited(consistent, lambda p: p["consistency_proof"].__setitem__(0, flip(p["consistency_proof"][0]))),
+                  "--public-key", pub), "not an extension of the earlier tree"),
+        "another old root": (check(consistent, "--public-key", pub, "--old-root", flip(kept_root)),
+                             "another earlier root"),
+        "not JSON": (check("{", "--public-key", pub), "not JSON"),
+        "not a proof": (check({"hello": 1}, "--public-key", pub), "neither inclusion_proof nor consistency_proof"),
+    }
+    for name, (result, says) in refused.items():
+        assert result.exit_code == 1 and says in result.output, (name, result.output)
+    site = ["-c", str(cli_site), "audit", "consistency", "--chain", CHAIN, "--day", day.isoformat(), "--old-size", "20"]
+    wrong = runner.invoke(main, [*site, "--old-root", flip(kept_root)])
+    assert wrong.exit_code == 1 and "another earlier root" in wrong.output, wrong.output
+    right = runner.invoke(main, [*site, "--old-root", kept_root.upper(), "--public-key", pub])
+    assert right.exit_code == 0 and kept_root in right.output, right.output

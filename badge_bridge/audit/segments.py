@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from badge_bridge.audit import merkle
 from badge_bridge.audit.chain import GENESIS, ChainWalk
+from badge_bridge.audit.frontier import keep_frontier
 from badge_bridge.audit.ownership import covered_head
 from badge_bridge.audit.writer import register_key, to_us_now
 from badge_bridge.keys import Signer, verify_signature
@@ -298,6 +299,8 @@ def prune(engine: Engine, signer: Signer, *, keep_days: int = DEFAULT_KEEP_DAYS,
         candidates = session.scalars(select(Segment).where(Segment.pruned.is_(False), Segment.day < cutoff)
                                      .order_by(Segment.chain_id, Segment.first_seq)).all()
         # A chain's segment days grow with seq, so the old ones are always a prefix of the unpruned ones.
+        for chain, last in {s.chain_id: s.last_seq for s in candidates}.items():
+            keep_frontier(conn, chain, last)  # the tree can be taken up after the pruned entries
         for s in candidates:
             _tree(conn, s)
             pruned_us = to_us_now()

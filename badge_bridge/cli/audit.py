@@ -1,4 +1,5 @@
-"""`badge-bridge audit verify | seal | prove | consistency | prune`: the tamper-evident log for auditors.
+"""`badge-bridge audit verify | seal | prove | consistency | check-proof | prune`: the tamper-evident log for
+auditors.
 
 Pruning is the one command that removes audit entries, so it asks for confirmation and is itself audited
 (`audit.pruned` on chain `<instance>.cli`).
@@ -101,13 +102,25 @@ def seal(app: App, chain: str | None) -> None:
         click.echo("nothing to seal: every finished day is sealed")
 
 
+def _trusted(paths: tuple[str, ...]) -> dict[str, Any]:
+    """The auditor's own public key files (hex) by fingerprint."""
+    from badge_bridge.cli.export import key_files
+
+    return key_files(paths)
+
+
+_PUBLIC_KEY = click.option("--public-key", "public_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                           help="Your own copy of the bridge's public key file (hex); repeatable.")
+
+
 @audit.command("prove")
 @click.argument("event_id")
-@click.option("--verify", "check", is_flag=True, help="Check the proof against the trusted public keys too.")
+@click.option("--verify", "check", is_flag=True, help="Check the proof against --public-key too.")
+@_PUBLIC_KEY
 @pass_app
 @fail_cleanly
 @_checked
-def prove(app: App, event_id: str, check: bool) -> None:
+def prove(app: App, event_id: str, check: bool, public_keys: tuple[str, ...]) -> None:
     """Print the proof (JSON) that EVENT_ID is in its signed day, checkable offline with a public key."""
     proof = segments.prove(app.engine(), event_id)
     click.echo(json.dumps(proof, indent=2, sort_keys=True))
@@ -115,7 +128,10 @@ def prove(app: App, event_id: str, check: bool) -> None:
     summary = (f"event {event_id} is entry {proof['leaf_index'] + 1} of {seg['size']} in chain {seg['chain_id']}'s "
                f"segment of {seg['day']} (root {seg['root'][:16]}…, key {seg['key_id']})")
     if check:
-        segments.verify_proof(proof, app.keys.trusted_public_keys())
+        if not public_keys:
+            raise click.UsageError("--verify checks against your own copy of the key: pass --public-key "
+                                   "(the keys folder is what a tamperer could change)")
+        segments.verify_proof(proof, _trusted(public_keys))
         summary += ": verified"
     click.echo(summary, err=True)
 
@@ -124,13 +140,17 @@ def prove(app: App, event_id: str, check: bool) -> None:
 @click.option("--chain", required=True)
 @click.option("--day", required=True, callback=_day, help="The sealed day, YYYY-MM-DD (UTC).")
 @click.option("--old-size", type=int, required=True, help="How many entries the earlier root covered.")
+@click.option("--old-root", help="The root (hex) you kept for those entries: refused unless the log's matches.")
+@_PUBLIC_KEY
 @pass_app
 @fail_cleanly
 @_checked
-def consistency(app: App, chain: str, day: date, old_size: int) -> None:
+def consistency(app: App, chain: str, day: date, old_size: int, old_root: str | None,
+                public_keys: tuple[str, ...]) -> None:
     """Print the proof (JSON) that the day's tree of its first OLD_SIZE entries is a prefix of the sealed one."""
     proof = segments.consistency(app.engine(), chain, day, old_size)
-    segments.verify_consistency(proof, app.keys.trusted_public_keys())
+    segments.verify_consistency(proof, _trusted(public_keys) if public_keys else app.keys.trusted_public_keys(),
+                                old_root.strip().lower() if old_root else None)
     click.echo(json.dumps(proof, indent=2, sort_keys=True))
     click.echo(f"chain {chain} {day}: the tree of {old_size} entries (root {proof['old_root'][:16]}…) is a prefix of "
                f"the sealed {proof['segment']['size']}", err=True)
@@ -151,6 +171,23 @@ def baseline(app: App, yes: bool) -> None:
                       abort=True)
     differed, event = app.admin(lambda session: state_check.baseline(session, app.actor, "operator"))
     click.echo(f"baseline recorded: {event.detail['rows']} rows, {differed} of them differed from the log")
+
+
+@audit.command("check-proof")
+@click.argument("proof_file", type=click.File("r"))
+@_PUBLIC_KEY
+@click.option("--old-root", help="For a consistency proof: the root (hex) you kept.")
+@_checked
+def check_proof(proof_file: Any, public_keys: tuple[str, ...], old_root: str | None) -> None:
+    """Check an inclusion proof (`audit prove`) or a consistency proof (`audit consistency`) with only your
+    public key: no database, no keys folder. Exit 1 if it does not verify."""
+    from badge_bridge.audit.proof_check import check_proof as check
+
+    try:
+        proof = json.load(proof_file)
+    except ValueError as exc:
+        raise click.ClickException(f"{proof_file.name}: not JSON ({exc})") from None
+    click.echo(check(proof, _trusted(public_keys), old_root.strip().lower() if old_root else None))
 
 
 @audit.command("prune")

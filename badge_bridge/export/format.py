@@ -12,7 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import TypedDict
 
-FORMAT = "badge-bridge-export/1"
+FORMAT = "badge-bridge-export/2"
+"""/2: proof.json carries each chain's ``tree`` (badge_bridge.export.tree_proof); /1 had none."""
 FIELDS = ("chain_id", "seq", "event_id", "ts", "received", "source", "door", "kind", "subject", "detail",
           "prev_hash", "hash")
 """Every hashed field (see audit.chain.entry_body) plus seq and both hashes: enough to recompute the chain."""

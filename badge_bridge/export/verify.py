@@ -27,6 +27,7 @@ from badge_bridge.audit.chain import AHEAD, CONTENT, GENESIS, LINK, OUT_OF_PLACE
 from badge_bridge.export.format import (
     CSV_NAME,
     FIELDS,
+    FORMAT,
     MANIFEST_NAME,
     PROOF_NAME,
     ROW_FILES,
@@ -35,7 +36,8 @@ from badge_bridge.export.format import (
     sha256_file,
     us_from_iso,
 )
-from badge_bridge.keys import KeyMaterialError, key_id_of, public_from_hex, verify_signature
+from badge_bridge.export.tree_proof import ChainTree, TreeWalk, check_tree, frontier_of, root_problems
+from badge_bridge.keys import verify_signature
 
 MAX_PROBLEMS_PER_FILE = 200
 """A wholesale rewrite would otherwise print a million lines; the first ones say what happened."""
@@ -98,10 +100,25 @@ class ChainProof:
     anchor: Row | None
     tail: list[Row]
     checkpoints: list[dict[str, Any]]
+    tree: ChainTree
 
     @property
     def anchor_hash(self) -> str:
-        return self.anchor.hash if self.anchor is not None else GENESIS
+        """The row before the month's hash; or, where it was pruned, the last hash its pruned segment signs
+        (whose signatures ``_check_proof`` checks)."""
+        if self.anchor is not None:
+            return self.anchor.hash
+        pruned = [s["last_hash"] for s in self.tree.pruned if s.get("last_seq") == self.first_seq - 1]
+        return str(pruned[0]) if pruned else GENESIS
+
+    def tree_walk(self) -> TreeWalk | None:
+        """The tree regrown from the exported frontier; None when the frontier does not fit (``_check_proof``
+        reports it)."""
+        frontier = frontier_of(self.tree.frontier_size, self.tree.frontier)
+        if frontier is None or frontier.size != self.first_seq - 1:
+            return None
+        return TreeWalk(frontier, self.tree.watched_sizes(), self.tree.watched_ranges(
+            self.first_seq, self.tail[-1].seq if self.tail else self.last_seq))
 
 
 @dataclass
@@ -133,13 +150,16 @@ class _ChainState(ChainWalk):
 class _FileScan:
     """Checks the rows of one file against the proof, keeping only a few values per chain (flat memory)."""
 
-    def __init__(self, name: str, chains: Mapping[str, ChainProof], result: VerifyResult) -> None:
+    def __init__(self, name: str, chains: Mapping[str, ChainProof], result: VerifyResult, trees: bool) -> None:
         self.name = name
         self.chains = chains
         self.result = result
         self.count = 0
         self.reported = 0
         self.state = {c: _ChainState(p) for c, p in chains.items()}
+        self.trees = {c: p.tree_walk() for c, p in chains.items()} if trees else {}
+        """Each chain's Merkle tree regrown from its rows (in one row file: the other's rows chain to the
+        same hashes)."""
         self.cp_seqs = {c: {cp["seq"] for cp in p.checkpoints if p.first_seq <= cp["seq"] <= p.last_seq}
                         for c, p in chains.items()}
 
@@ -194,6 +214,8 @@ class _FileScan:
             st.at_checkpoint[row.seq] = row.hash
         if row.seq == proof.last_seq and row.hash != proof.last_hash:
             self.problem(f"{where}: the month's last row differs from the proof's (modified)")
+        if (walk := self.trees.get(row.chain_id)) is not None:
+            walk.leaf(row.seq, row.hash)
 
     @staticmethod
     def _take_from_gap(st: _ChainState, seq: int) -> bool:
@@ -218,6 +240,11 @@ class _FileScan:
                 if found is not None and found != cp["hash"]:
                     self.problem(f"{self.name}: chain {chain_id} seq {seq}: the row's hash differs from the signed "
                                  "checkpoint's head (rows up to it were rewritten)")
+            if (walk := self.trees.get(chain_id)) is not None:
+                for row in proof.tail:
+                    walk.leaf(row.seq, row.hash)
+                for problem in root_problems(chain_id, proof.tree, walk, proof.last_seq):
+                    self.problem(f"{self.name}: {problem}")
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | None, str | None]]:
@@ -251,15 +278,18 @@ def _row_from_proof(value: Any) -> Row | None:
 
 
 def load_proof(data: Mapping[str, Any]) -> tuple[dict[str, ChainProof], dict[str, str]]:
+    if data.get("format") != FORMAT:
+        raise ValueError(f"format {str(data.get('format'))[:40]!r}: this verifier reads {FORMAT}")
     chains = {}
     for c in data["chains"]:
         chains[c["chain_id"]] = ChainProof(
             c["chain_id"], c["first_seq"], c["last_seq"], c["rows"], c["first_hash"], c["last_hash"],
-            _row_from_proof(c["anchor"]), [Row.parse(r) for r in c["tail"]], list(c["checkpoints"]))
+            _row_from_proof(c["anchor"]), [Row.parse(r) for r in c["tail"]], list(c["checkpoints"]),
+            ChainTree.from_dict(c["tree"]))
     return chains, dict(data["keys"])
 
 
-def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | None,
+def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey],
                     result: VerifyResult) -> dict[str, Any] | None:
     """Files present versus listed, their SHA-256, and the manifest's signature."""
     path = directory / MANIFEST_NAME
@@ -287,13 +317,6 @@ def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | N
     if not sig_path.is_file():
         result.problems.append(f"{SIGNATURE_NAME} is missing: the manifest is not signed")
         return manifest
-    if trusted is None:
-        try:
-            shipped = public_from_hex(str(manifest.get("public_key", "")))
-        except KeyMaterialError:
-            result.problems.append(f"{MANIFEST_NAME}: public_key is not an Ed25519 key (modified)")
-            return manifest
-        trusted = {key_id_of(shipped): shipped}
     key = trusted.get(str(key_id))
     if key is None:
         result.problems.append(f"manifest signed by key {key_id}, which is not a trusted key")
@@ -302,9 +325,10 @@ def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | N
     return manifest
 
 
-def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519PublicKey],
-                 start_us: int, end_us: int, result: VerifyResult) -> None:
-    """Anchor, tail and checkpoint signatures: what does not depend on the row files."""
+def check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519PublicKey],
+                witnesses: Mapping[str, Ed25519PublicKey], start_us: int, end_us: int, result: VerifyResult) -> None:
+    """Anchor, tail, checkpoint and tree head signatures, cosignatures, segments, the consistency proof:
+    what does not depend on the row files. The exporter runs it too, before it signs."""
     for chain_id, p in sorted(chains.items()):
         where = f"{PROOF_NAME} chain {chain_id}"
         result.chains[chain_id] = (p.first_seq, p.last_seq)
@@ -312,7 +336,7 @@ def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519
             result.problems.append(f"{where}: {p.rows} rows claimed for seq {p.first_seq}..{p.last_seq} (modified)")
         known: dict[int, str] = {}
         if p.anchor is None:
-            if p.first_seq != 1:
+            if p.first_seq != 1 and p.tree.pruned_anchor(p.first_seq, trusted) is None:
                 result.problems.append(f"{where}: no anchor row before seq {p.first_seq} (deleted)")
         else:
             if p.anchor.chain_id != chain_id or p.anchor.step(ChainWalk(chain_id, p.first_seq - 1, p.anchor.prev_hash)):
@@ -327,9 +351,16 @@ def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519
                 result.problems.append(f"{where} tail seq {row.seq}: does not follow seq {walk.expected - 1} (modified)")
                 walk.follow(row.seq, row.hash)
             known[row.seq] = row.hash
-        if p.tail and p.tail[0].received_us < end_us:
-            result.notes.append(f"chain {chain_id}: seq {p.tail[0].seq} after the export was received in the month "
-                                "(a late arrival; the export ends where the month's receipts end)")
+        for row in p.tail:
+            if row.received_us < end_us:
+                result.problems.append(f"{where} tail seq {row.seq}: received in the month, yet not exported with it "
+                                       "(the month's rows were cut short)")
+        if frontier_of(p.tree.frontier_size, p.tree.frontier) is None or p.tree.frontier_size != p.first_seq - 1:
+            result.problems.append(f"{where}: no usable frontier of the tree before seq {p.first_seq}: the heads' "
+                                   "roots cannot be recomputed")
+        problems, notes = check_tree(chain_id, p.first_seq, p.last_seq, p.tree, trusted, witnesses, end_us)
+        result.problems += [f"{PROOF_NAME} {x}" for x in problems]
+        result.notes += notes
         signed_up_to = 0
         for cp in p.checkpoints:
             cps = f"{where} checkpoint seq {cp['seq']}"
@@ -349,10 +380,18 @@ def _check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519
                                 "covered by a signed checkpoint yet; only the export's signature vouches for them")
 
 
-def verify_export(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | None = None) -> VerifyResult:
-    """Verify the export in ``directory``. ``trusted``: the auditor's own public keys; None trusts the keys
-    shipped in the export (and says so in the notes)."""
+def verify_export(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | None,
+                  witnesses: Mapping[str, Ed25519PublicKey] | None = None, previous: Path | None = None) -> VerifyResult:
+    """Verify the export in ``directory`` against the auditor's own public keys (``trusted``: the bridge's
+    signing keys; ``witnesses``: witness keys, each head must carry a valid cosignature by every one).
+    Keys shipped inside an export are never trusted: with no key, nothing is vouched for and that is the
+    one problem. ``previous``: last month's export, to check the two months meet with no gap or overlap."""
     result = VerifyResult()
+    if not trusted:
+        result.problems.append("no trusted public key: pass --public-key with your own copy of the bridge's key "
+                               "(the keys shipped in an export vouch for nothing: anyone can make an export with "
+                               "their own)")
+        return result
     manifest = _check_manifest(directory, trusted, result)
     proof_path = directory / PROOF_NAME
     if manifest is None or not proof_path.is_file():
@@ -360,34 +399,74 @@ def verify_export(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | Non
             result.problems.append(f"{PROOF_NAME} is missing: the rows cannot be proven")
         return result
     try:
-        chains, shipped_keys = load_proof(json.loads(proof_path.read_bytes()))
+        chains, _shipped = load_proof(json.loads(proof_path.read_bytes()))
         start_us, end_us = int(manifest["start_us"]), int(manifest["end_us"])
-        keys = trusted if trusted is not None else {kid: public_from_hex(hexkey) for kid, hexkey in shipped_keys.items()}
-    except (ValueError, KeyError, TypeError, KeyMaterialError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         result.problems.append(f"{PROOF_NAME}: unreadable ({exc}) (modified)")
         return result
-    if trusted is None:
-        result.notes.append("trusting the public keys shipped in the export; pass --public-key to trust only your own")
-        for kid, key in keys.items():
-            if key_id_of(key) != kid:
-                result.problems.append(f"{PROOF_NAME}: key {kid} is not the fingerprint of its public key (modified)")
-    _check_proof(chains, keys, start_us, end_us, result)
+    check_proof(chains, trusted, witnesses or {}, start_us, end_us, result)
     files = [directory / name for name in ROW_FILES if (directory / name).is_file()]  # a missing one: see manifest
+    trees = [i == 0 for i in range(len(files))]
     if len(files) > 1 and sum(f.stat().st_size for f in files) > PARALLEL_BYTES:
         with ProcessPoolExecutor(len(files), mp_context=mp.get_context("spawn")) as pool:
-            scans = list(pool.map(_scan_file, files, [chains] * len(files)))
+            scans = list(pool.map(_scan_file, files, [chains] * len(files), trees))
     else:
-        scans = [_scan_file(f, chains) for f in files]
+        scans = [_scan_file(f, chains, t) for f, t in zip(files, trees, strict=True)]
     for scan in scans:
         result.problems += scan.problems
         result.rows.update(scan.rows)
+    if previous is not None:
+        _check_previous(previous, chains, trusted, start_us, result)
     return result
 
 
-def _scan_file(path: Path, chains: Mapping[str, ChainProof]) -> VerifyResult:
+def _check_previous(previous: Path, chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519PublicKey],
+                    start_us: int, result: VerifyResult) -> None:
+    """Last month's export (its manifest and signature checked, with the same keys) must end where this one
+    starts: per chain, its last seq and hash meet this month's anchor, and its covering head is the head
+    this month's consistency proof starts from."""
+    before = VerifyResult()
+    manifest = _check_manifest(previous, trusted, before)
+    result.problems += [f"previous export {previous}: {p}" for p in before.problems]
+    if manifest is None or before.problems:
+        return
+    try:
+        earlier, _ = load_proof(json.loads((previous / PROOF_NAME).read_bytes()))
+        if int(manifest["end_us"]) != start_us:
+            result.problems.append(f"previous export {previous} is of {manifest.get('month')}, which does not end "
+                                   "where this month starts")
+            return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        result.problems.append(f"previous export {previous}: {PROOF_NAME} unreadable ({exc})")
+        return
+    for chain_id, p in sorted(chains.items()):
+        e = earlier.get(chain_id)
+        if e is None:
+            if p.anchor is not None and p.anchor.received_us >= int(manifest["start_us"]):
+                result.problems.append(f"chain {chain_id}: seq {p.anchor.seq}, received in the previous month, is in "
+                                       "neither export (gap)")
+            continue
+        if e.last_seq + 1 < p.first_seq:
+            result.problems.append(f"chain {chain_id}: seq {e.last_seq + 1}..{p.first_seq - 1} are in neither export "
+                                   "(gap between the months)")
+        elif e.last_seq + 1 > p.first_seq:
+            result.problems.append(f"chain {chain_id}: seq {p.first_seq}..{e.last_seq} are in both exports (overlap "
+                                   "between the months)")
+        elif e.last_hash != p.anchor_hash:
+            result.problems.append(f"chain {chain_id}: the previous export's last entry (seq {e.last_seq}) is not the "
+                                   "one this month follows (the chains do not meet)")
+        prev_cover, this_prev = e.tree.covering, p.tree.previous
+        if prev_cover is not None and (this_prev is None or this_prev.head != prev_cover):
+            result.problems.append(f"chain {chain_id}: this month's consistency proof does not start from the previous "
+                                   f"export's covering head (size {prev_cover.size})")
+    for chain_id in sorted(earlier.keys() - chains.keys()):
+        result.notes.append(f"chain {chain_id}: in the previous export, no entry this month")
+
+
+def _scan_file(path: Path, chains: Mapping[str, ChainProof], trees: bool = False) -> VerifyResult:
     """One row file checked against the proof; its problems and row count (a process of its own for big files)."""
     result = VerifyResult()
-    scan = _FileScan(path.name, chains, result)
+    scan = _FileScan(path.name, chains, result, trees)
     for line, values, error in (_csv_rows if path.name == CSV_NAME else _json_rows)(path):
         scan.row(line, values, error)
     scan.finish()

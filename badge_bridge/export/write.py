@@ -8,11 +8,13 @@ exported (access, door, alarm, face, console, admin...): a filtered export could
 The PDF summarises the access-related ones.
 
 Files: events.csv and events.jsonl (one row per entry, every hashed field), report.pdf, proof.json (per
-chain: the anchor row before the month, the rows after it up to the next signed checkpoint, the
-checkpoints, the public keys) and manifest.json (the SHA-256 of every file) signed in manifest.sig with the
-current signing key; their names and fields are ``badge_bridge.export.format``. ``badge_bridge.export.verify``
-checks all of it. Rows are streamed from a server-side cursor and written as they come, so memory stays
-flat at any month size.
+chain: the anchor row before the month, the rows after it up to the covering tree head and the next signed
+checkpoint, the checkpoints, and the ``tree``: signed heads, cosignatures, frontier, consistency proof,
+segments, pruned days; see ``badge_bridge.export.tree_proof``) and manifest.json (the SHA-256 of every
+file) signed in manifest.sig with the current signing key; their names and fields are
+``badge_bridge.export.format``. ``badge_bridge.export.verify`` checks all of it, and the exporter runs the
+same checks first: a log that does not verify over what is exported gets no manifest.sig. Rows are
+streamed from a server-side cursor and written as they come, so memory stays flat at any month size.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 from tqdm import tqdm
@@ -48,6 +53,9 @@ from badge_bridge.export.format import (
     manifest_message,
     sha256_file,
 )
+from badge_bridge.export.tree_build import chain_tree, tree_pass
+from badge_bridge.export.tree_proof import ChainTree
+from badge_bridge.export.verify import VerifyResult, check_proof, load_proof
 from badge_bridge.keys import KeyStore, public_hex, verify_signature
 from badge_bridge.models import Checkpoint, Site
 
@@ -68,6 +76,12 @@ class ChainExport:
     last_hash: str = ""
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     signed_up_to: int = 0
+    tree: ChainTree | None = None
+    end_seq: int = 0
+    """The rows are read through here: the covering tree head's size, at least the month's last seq."""
+    anchor_hash: str = GENESIS
+    signed_heads: dict[int, str] = field(default_factory=dict)
+    """The checkpoints' signed heads by seq over the month's rows: each must be the row's hash."""
 
     @property
     def rows(self) -> int:
@@ -89,7 +103,10 @@ class ExportSummary:
     key_id: str
     public_key: str
     problems: list[str] = field(default_factory=list)
-    """Found while streaming: a row whose hash or link is wrong, a checkpoint that does not verify."""
+    """Found while streaming: a row whose hash or link is wrong, a checkpoint that does not verify, a
+    tree head, cosignature, segment or root that does not match. Any problem: the manifest is not signed."""
+    notes: list[str] = field(default_factory=list)
+    """Said, not wrong: what was pruned under the retention policy, for instance."""
     files: dict[str, ManifestFile] = field(default_factory=dict)
 
     @property
@@ -134,7 +151,7 @@ def _proof(conn: Connection, chain: ChainExport, summary: ExportSummary, keys: K
     """The anchor row, the tail up to the first checkpoint at or after the month's last row, the checkpoints."""
     after = conn.scalar(select(Checkpoint.seq).where(Checkpoint.chain_id == chain.chain_id,
                                                      Checkpoint.seq >= chain.last_seq).order_by(Checkpoint.seq).limit(1))
-    tail_end = after if after is not None else chain.last_seq
+    tail_end = max(after if after is not None else chain.last_seq, chain.end_seq)
     anchor = [_row_dict(r) for r in _rows(conn, chain.chain_id, chain.first_seq - 1, chain.first_seq - 1)]
     tail = [_row_dict(r) for r in _rows(conn, chain.chain_id, chain.last_seq + 1, tail_end)]
     trusted = keys.trusted_public_keys()
@@ -142,18 +159,16 @@ def _proof(conn: Connection, chain: ChainExport, summary: ExportSummary, keys: K
                                   Checkpoint.key_id, Checkpoint.signature)
                            .where(Checkpoint.chain_id == chain.chain_id, Checkpoint.seq.between(chain.first_seq - 1, tail_end))
                            .order_by(Checkpoint.seq)):
-        key = trusted.get(cp.key_id)
-        if key is None or not verify_signature(key, cp.signature,
-                                               checkpoint_message(cp.chain_id, cp.seq, cp.hash, cp.signed_us)):
-            summary.problems.append(f"chain {chain.chain_id} checkpoint seq {cp.seq}: signature does not verify "
-                                    "against the keys folder's public keys")
-        else:
+        key = trusted.get(cp.key_id)  # a bad one is reported by check_proof
+        if key is not None and verify_signature(key, cp.signature,
+                                                checkpoint_message(cp.chain_id, cp.seq, cp.hash, cp.signed_us)):
             chain.signed_up_to = max(chain.signed_up_to, cp.seq)
         chain.checkpoints.append({"seq": cp.seq, "hash": cp.hash, "signed_us": cp.signed_us, "key_id": cp.key_id,
                                   "signature": cp.signature})
     return {"chain_id": chain.chain_id, "first_seq": chain.first_seq, "last_seq": chain.last_seq,
             "rows": chain.rows, "first_hash": chain.first_hash, "last_hash": chain.last_hash,
-            "anchor": anchor[0] if anchor else None, "tail": tail, "checkpoints": chain.checkpoints}
+            "anchor": anchor[0] if anchor else None, "tail": tail, "checkpoints": chain.checkpoints,
+            "tree": chain.tree.to_dict() if chain.tree else None}
 
 
 def _write_rows(conn: Connection, chains: list[ChainExport], out: Path, summary: ExportSummary,
@@ -163,15 +178,26 @@ def _write_rows(conn: Connection, chains: list[ChainExport], out: Path, summary:
     cost about the same, and a million-row month must take seconds, not a coffee break."""
     url = conn.engine.url.render_as_string(hide_password=False)
     spans = [(c.chain_id, c.first_seq, c.last_seq) for c in chains]
-    jsonl = mp.get_context("spawn").Process(target=_write_jsonl, args=(url, spans, out / JSONL_NAME),
-                                            name="export-jsonl")
+    spawn = mp.get_context("spawn")
+    jsonl = spawn.Process(target=_write_jsonl, args=(url, spans, out / JSONL_NAME), name="export-jsonl")
     jsonl.start()
-    try:
-        _write_csv(conn, chains, out, summary, progress)
-    finally:
-        jsonl.join()
+    # A third process regrows each chain's Merkle tree from the entries' hashes and checks every exported
+    # head and segment against it (tree_build.tree_pass), so the CSV loop does not pay for it.
+    jobs = [(c.chain_id, c.first_seq, c.last_seq, c.end_seq, c.tree.to_dict()) for c in chains if c.tree]
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        trees = pool.submit(tree_pass, url, jobs)
+        try:
+            _write_csv(conn, chains, out, summary, progress)
+        finally:
+            jsonl.join()
+        results = trees.result()
     if jsonl.exitcode != 0:
         raise ExportError(f"writing {JSONL_NAME} failed (exit code {jsonl.exitcode}); see the log above")
+    for chain, result in zip([c for c in chains if c.tree], results, strict=True):
+        assert chain.tree is not None
+        chain.tree = replace(chain.tree, frontier_size=chain.first_seq - 1, frontier=result.frontier,
+                             consistency=tuple(result.consistency))
+        summary.problems += result.problems
 
 
 def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: ExportSummary,
@@ -182,10 +208,8 @@ def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: 
         write = fcsv.write
         write(",".join(FIELDS) + "\n")
         for chain in chains:
-            anchor = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"),
-                                 dict(c=chain.chain_id, s=chain.first_seq - 1))
-            walk, done = ChainWalk(chain.chain_id, chain.first_seq, anchor or GENESIS), 0
-            step = walk.step
+            walk, done = ChainWalk(chain.chain_id, chain.first_seq, chain.anchor_hash), 0
+            step, signed = walk.step, chain.signed_heads
             for chain_id, seq, event_id, ts, received, source, door, kind, subject, detail, prev, hsh in _rows(
                     conn, chain.chain_id, chain.first_seq, chain.last_seq):
                 door = door or ""
@@ -196,6 +220,9 @@ def _write_csv(conn: Connection, chains: list[ChainExport], out: Path, summary: 
                     walk.follow(seq, hsh)
                 if seq == chain.first_seq:
                     chain.first_hash = hsh
+                if seq in signed and signed[seq] != hsh:
+                    summary.problems.append(f"chain {chain_id} seq {seq}: differs from its signed checkpoint (entries "
+                                            "up to it were rewritten)")
                 write(f"{_csv(chain_id)},{seq},{_csv(event_id)},{iso_us(ts)},{iso_us(received)},{_csv(source)},"
                       f"{_csv(door)},{_csv(kind)},{_csv(subject)},{_csv(detail)},{prev},{hsh}\n")
                 done += 1
@@ -235,9 +262,12 @@ def _write_jsonl(url: str, spans: list[tuple[str, int, int]], path: Path) -> Non
 
 
 def export_month(engine: Engine, keys: KeyStore, month: str, out: Path, *, actor: str,
-                 progress: bool = False, pdf: bool = True) -> ExportSummary:
+                 progress: bool = False, pdf: bool = True,
+                 witnesses: Mapping[str, Ed25519PublicKey] | None = None) -> ExportSummary:
     """Write the month's export into ``out`` (created; must be empty). ``pdf`` False skips the report,
-    for callers that only want the data (the bench times the two apart)."""
+    for callers that only want the data (the bench times the two apart). ``witnesses``: the configured
+    witnesses' keys, every exported head must carry a valid cosignature by each. The manifest is signed
+    only if the log verifies over everything exported (``summary.problems`` empty)."""
     from badge_bridge.export.pdf import write_report
 
     signer = keys.signer()
@@ -253,10 +283,22 @@ def export_month(engine: Engine, keys: KeyStore, month: str, out: Path, *, actor
             raise ExportError(f"{out} is not empty; export into a new folder")
         summary = ExportSummary(site_name, month, tz_name, start_us, end_us, to_us(datetime.now(UTC)), actor,
                                 chains, signer.key_id, public_hex(signer.public))
+        for chain in chains:
+            chain.tree, chain.end_seq = chain_tree(conn, chain.chain_id, chain.first_seq, chain.last_seq, start_us,
+                                                   end_us)
+            anchor = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"),
+                                 dict(c=chain.chain_id, s=chain.first_seq - 1))
+            chain.anchor_hash = anchor or chain.tree.pruned_anchor(chain.first_seq, keys.trusted_public_keys()) or GENESIS
+            chain.signed_heads = dict(conn.execute(select(Checkpoint.seq, Checkpoint.hash).where(
+                Checkpoint.chain_id == chain.chain_id, Checkpoint.seq.between(chain.first_seq, chain.last_seq))).all())
         _write_rows(conn, chains, out, summary, progress)
         proof = {"format": FORMAT, "chains": [_proof(conn, c, summary, keys) for c in chains],
                  "keys": {kid: public_hex(k) for kid, k in sorted(keys.trusted_public_keys().items())}}
         (out / PROOF_NAME).write_text(json.dumps(proof, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        checked = VerifyResult()
+        check_proof(load_proof(proof)[0], keys.trusted_public_keys(), witnesses or {}, start_us, end_us, checked)
+        summary.problems += checked.problems
+        summary.notes += checked.notes
         if pdf:
             write_report(conn, summary, out / PDF_NAME)
     write_manifest(out, summary, keys)
@@ -275,7 +317,8 @@ def write_manifest(out: Path, summary: ExportSummary, keys: KeyStore) -> None:
                 "signing_key": signer.key_id, "public_key": public_hex(signer.public), "files": summary.files}
     raw = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode()
     (out / MANIFEST_NAME).write_bytes(raw)
-    (out / SIGNATURE_NAME).write_text(signer.sign(manifest_message(raw)) + "\n")
+    if summary.verified:  # never vouch for a log that does not verify over what is exported
+        (out / SIGNATURE_NAME).write_text(signer.sign(manifest_message(raw)) + "\n")
 
 
 def progress_wanted(quiet: bool, stream: TextIO = sys.stderr) -> bool:
