@@ -33,9 +33,9 @@ def load(conn: Connection, chain_id: str, size: int) -> CompactRange | None:
 
 
 def _hashes(conn: Connection, chain_id: str, lo: int, hi: int) -> Iterable[Any]:
-    return conn.execution_options(stream_results=True, yield_per=20_000).execute(
+    return conn.execute(
         select(AuditEntry.seq, AuditEntry.hash).where(AuditEntry.chain_id == chain_id, AuditEntry.seq.between(lo, hi))
-        .order_by(AuditEntry.seq))
+        .order_by(AuditEntry.seq), execution_options={"stream_results": True, "yield_per": 20_000})
 
 
 def _start(conn: Connection, chain_id: str, size: int) -> CompactRange | None:

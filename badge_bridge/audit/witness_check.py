@@ -20,8 +20,8 @@ What no check can see: entries appended after the last countersigned head (at mo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select, text
@@ -104,10 +104,6 @@ def _roots(taps: Sequence[TreeTap]) -> dict[int, tuple[str, str]]:
     return known
 
 
-def _row_head(row: TreeHeadRow) -> TreeHead:
-    return TreeHead(row.chain_id, row.size, row.root, row.head_hash, row.signed_us, row.key_id, row.signature)
-
-
 class WitnessCheck:
     """The heads of every chain, loaded once per `audit verify`; ``taps`` before a chain's scan, ``check``
     after it. ``witness_keys`` are the configured witnesses' keys (None: none configured, so stored
@@ -119,16 +115,18 @@ class WitnessCheck:
         self.witnesses = witnesses
         self.witness_keys = witness_keys
         self.cosigners: dict[str, Ed25519PublicKey] = {**(witness_keys or {}), **{w.key_id: w.key for w in witnesses}}
-        heads = select(TreeHeadRow).order_by(TreeHeadRow.chain_id, TreeHeadRow.size)
-        cosigs = select(CosignatureRow).order_by(CosignatureRow.chain_id, CosignatureRow.size)
+        heads = select(*TreeHeadRow.__table__.c).order_by(TreeHeadRow.chain_id, TreeHeadRow.size)
+        cosigs = select(*CosignatureRow.__table__.c).order_by(CosignatureRow.chain_id, CosignatureRow.size)
         if chain:
             heads, cosigs = heads.where(TreeHeadRow.chain_id == chain), cosigs.where(CosignatureRow.chain_id == chain)
         self.heads: dict[str, list[TreeHead]] = {}
-        for row in conn.execute(heads).scalars():
-            self.heads.setdefault(row.chain_id, []).append(_row_head(row))
-        self.cosigs: dict[str, list[CosignatureRow]] = {}
-        for cos in conn.execute(cosigs).scalars():
-            self.cosigs.setdefault(cos.chain_id, []).append(cos)
+        for r in conn.execute(heads):
+            self.heads.setdefault(r.chain_id, []).append(TreeHead(r.chain_id, r.size, r.root, r.head_hash, r.signed_us,
+                                                                  r.key_id, r.signature))
+        self.cosigs: dict[str, list[tuple[int, Cosignature]]] = {}
+        for r in conn.execute(cosigs):
+            self.cosigs.setdefault(r.chain_id, []).append((r.size, Cosignature(r.witness_key_id, r.cosigned_us,
+                                                                                r.signature)))
         self.chains = set(self.heads) | set(self.cosigs) | {c for w in witnesses for c in w.heads if chain in (None, c)}
         """Every chain a head names: one with no entries left is checked too (it was deleted)."""
 
@@ -159,110 +157,114 @@ class WitnessCheck:
                                                                 Segment.last_seq == pruned_through))
             if start is not None and last is not None:
                 known[pruned_through] = (start.root().hex(), last)
-        found = _Found(chain)
-        held = self._held(chain)
-        keys_replaced = False
-        for view, h in held:
-            if not self._witness_signed(view, h):
-                found.add("witness", h.head.size, f"witness {view.source}: its countersignature of the head of "
-                          f"{h.head.size} entries does not verify with the witness key {view.key_id}: the heads "
-                          "were altered after the witness gave them")
+        c = _Chain(chain, size, pruned_through, exists, known, _Found(chain))
+        held = []
+        for view, h in self._held(chain):
+            if not (h.cosignature.witness_key_id == view.key_id and h.cosignature.valid_for(h.head, {view.key_id: view.key})):
+                c.found.add("witness", h.head.size, f"witness {view.source}: its countersignature of the head of "
+                            f"{h.head.size} entries does not verify with the witness key {view.key_id}: the heads "
+                            "were altered after the witness gave them")
                 continue
+            held.append((view, h.head))
             if not h.head.signed_by(self.trusted):
-                keys_replaced = True
-                found.add("witness", h.head.size, f"the head of {h.head.size} entries the witness countersigned is "
-                          f"signed by key {h.head.key_id}, which is not a trusted key: the trusted keys were replaced")
-        good = self._good_sizes(chain, known, trust_bridge_keys=not keys_replaced)
-        for view, h in held:
-            if self._witness_signed(view, h):
-                self._compare(conn, found, h.head, f"the witness {view.source} countersigned", "witness", size,
-                              pruned_through, exists, known, good, not keys_replaced)
-        self._check_stored(conn, found, chain, size, pruned_through, exists, known, good, not keys_replaced)
-        return found.findings
+                c.found.add("witness", h.head.size, f"the head of {h.head.size} entries the witness countersigned is "
+                            f"signed by key {h.head.key_id}, which is not a trusted key: the trusted keys were replaced")
+        self._vouch(c, [head for _view, head in held])
+        for view, head in held:
+            self._compare(conn, c, head, f"the witness {view.source} countersigned", "witness")
+        self._check_stored(conn, c)
+        return c.found.findings
 
-    def _witness_signed(self, view: WitnessView, held: Held) -> bool:
-        return held.cosignature.witness_key_id == view.key_id and held.cosignature.valid_for(held.head,
-                                                                                             {view.key_id: view.key})
+    def _vouch(self, c: _Chain, held: Sequence[TreeHead]) -> None:
+        """Which sizes the database provably holds the original log up to (``c.good``): a head a witness
+        countersigned that still matches. And which bridge keys' signatures may say so too
+        (``c.bridge_keys``): those of heads a witness countersigned, where there are any; another trusted key
+        may be one a database administrator added to the keys folder."""
+        vouched = {h.key_id for h in held}
+        by_size = {h.size: h for h in self.heads.get(c.chain, [])}
+        matches = [h for h in [*held, *by_size.values()] if c.known.get(h.size) == (h.root, h.head_hash)]
+        c.good.update(h.size for h in held if h in matches)
+        for size, cos in self.cosigs.get(c.chain, []):
+            signed = by_size.get(size)
+            if signed is not None and cos.valid_for(signed, self.cosigners):
+                vouched.add(signed.key_id)
+                if signed in matches:
+                    c.good.add(size)
+        c.bridge_keys = {k: v for k, v in self.trusted.items() if not vouched or k in vouched}
+        c.good.update(h.size for h in matches if h.signed_by(c.bridge_keys))
 
-    def _good_sizes(self, chain: str, known: Mapping[int, tuple[str, str]], trust_bridge_keys: bool) -> set[int]:
-        """Sizes up to which the database provably holds the original log: a stored head that a witness
-        countersigned (or, while the bridge keys are not in doubt, one signed by them) still matches."""
-        good = {0}
-        by_size = {h.size: h for h in self.heads.get(chain, [])}
-        for h in by_size.values():
-            if known.get(h.size) == (h.root, h.head_hash) and trust_bridge_keys and h.signed_by(self.trusted):
-                good.add(h.size)
-        for cos in self.cosigs.get(chain, []):
-            signed = by_size.get(cos.size)
-            if signed is not None and known.get(cos.size) == (signed.root, signed.head_hash) and Cosignature(
-                    cos.witness_key_id, cos.cosigned_us, cos.signature).valid_for(signed, self.cosigners):
-                good.add(cos.size)
-        return good
-
-    def _intact_through(self, conn: Connection, chain: str, below: int, good: Iterable[int], trust_checkpoints: bool
-                        ) -> int:
+    def _intact_through(self, conn: Connection, c: _Chain, below: int) -> int:
         """The last entry before ``below`` up to which the log provably is the original one."""
-        best = max((s for s in good if s < below), default=0)
-        if not trust_checkpoints:
-            return best
+        best = max((s for s in c.good if s < below), default=0)
         rows = conn.execute(text(
             "SELECT c.seq, c.hash, c.signed_us, c.key_id, c.signature FROM checkpoint c JOIN audit_entry e "
             "ON e.chain_id = c.chain_id AND e.seq = c.seq AND e.hash = c.hash "
             "WHERE c.chain_id = :c AND c.seq > :lo AND c.seq < :hi ORDER BY c.seq DESC LIMIT 100"),
-            dict(c=chain, lo=best, hi=below))
+            dict(c=c.chain, lo=best, hi=below))
         for seq, digest, signed_us, key_id, signature in rows:
-            key = self.trusted.get(key_id)
-            if key is not None and verify_signature(key, signature, checkpoint_message(chain, seq, digest, signed_us)):
+            key = c.bridge_keys.get(key_id)
+            if key is not None and verify_signature(key, signature, checkpoint_message(c.chain, seq, digest, signed_us)):
                 return int(seq)
         return best
 
-    def _compare(self, conn: Connection, found: _Found, head: TreeHead, who: str, problem: str, size: int,
-                 pruned_through: int, exists: bool, known: Mapping[int, tuple[str, str]], good: set[int],
-                 trust_checkpoints: bool) -> None:
-        chain, n = head.chain_id, head.size
-        if not exists and n:
-            found.add(problem, 1, f"chain {chain} was deleted: {who} {n} entries", key="gone")
-        elif n > size:
-            found.add(problem, size + 1, f"entries {size + 1}..{n} are missing: {who} {n} entries and the log ends at "
-                      f"{size} (cut, or rolled back to an older copy)", key="cut")
-        elif n in known:
-            if known[n] != (head.root, head.head_hash):
-                first = self._intact_through(conn, chain, n, good, trust_checkpoints) + 1
-                found.add(problem, first, f"entries {first}..{n} are not the ones {who}: the root of entries 1..{n} is "
-                          f"{known[n][0][:16]}…, not {head.root[:16]}… (rewritten)", key="rewritten")
-        elif n > pruned_through:
-            why = (f"no tree frontier is stored at the pruned boundary {pruned_through}" if pruned_through
+    def _compare(self, conn: Connection, c: _Chain, head: TreeHead, who: str, problem: str) -> None:
+        n = head.size
+        if not c.exists and n:
+            c.found.add(problem, 1, f"chain {c.chain} was deleted: {who} {n} entries", key="gone")
+        elif n > c.size:
+            c.found.add(problem, c.size + 1, f"entries {c.size + 1}..{n} are missing: {who} {n} entries and the log "
+                        f"ends at {c.size} (cut, or rolled back to an older copy)", key="cut")
+        elif n in c.known:
+            if c.known[n] != (head.root, head.head_hash):
+                first = self._intact_through(conn, c, n) + 1
+                frontier_too = (f", or the tree frontier stored at the pruned boundary {c.pruned_through} is wrong"
+                                if c.pruned_through else "")
+                c.found.add(problem, first, f"entries {first}..{n} are not the ones {who}: the root of entries 1..{n} "
+                            f"is {c.known[n][0][:16]}…, not {head.root[:16]}… (rewritten{frontier_too})", key="rewritten")
+        elif n > c.pruned_through:
+            why = (f"no tree frontier is stored at the pruned boundary {c.pruned_through}" if c.pruned_through
                    else "entries are missing or doubled before it")
-            found.add(problem, n, f"the tree of entries 1..{n} ({who}) cannot be rebuilt: {why}", key="unknown")
+            c.found.add(problem, n, f"the tree of entries 1..{n} ({who}) cannot be rebuilt: {why}", key="unknown")
 
-    def _check_stored(self, conn: Connection, found: _Found, chain: str, size: int, pruned_through: int, exists: bool,
-                      known: Mapping[int, tuple[str, str]], good: set[int], trust_checkpoints: bool) -> None:
-        heads = self.heads.get(chain, [])
+    def _check_stored(self, conn: Connection, c: _Chain) -> None:
+        heads = self.heads.get(c.chain, [])
         for h in heads:
-            key = self.trusted.get(h.key_id)
-            if key is None:
-                found.add("tree_head", h.size, f"the tree head of {h.size} entries is signed by key {h.key_id}, "
-                          "which is not a trusted key", key="untrusted")
+            if h.key_id not in self.trusted:
+                c.found.add("tree_head", h.size, f"the tree head of {h.size} entries is signed by key {h.key_id}, "
+                            "which is not a trusted key", key="untrusted")
             elif not h.signed_by(self.trusted):
-                found.add("tree_head", h.size, f"the signature of the tree head of {h.size} entries does not verify: "
-                          "the head was altered", key="altered")
+                c.found.add("tree_head", h.size, f"the signature of the tree head of {h.size} entries does not "
+                            "verify: the head was altered", key="altered")
         # The largest head decides a cut; the smallest mismatching one where a rewrite starts.
-        for h in sorted(heads, key=lambda h: -h.size if h.size > size else h.size):
-            self._compare(conn, found, h, "a signed tree head vouches for", "tree_head", size, pruned_through, exists,
-                          known, good, trust_checkpoints)
-        sizes = {h.size for h in heads}
-        for cos in self.cosigs.get(chain, []):
-            if cos.size not in sizes:
-                found.add("witness", cos.size, f"witness {cos.witness_key_id} countersigned the head of {cos.size} "
-                          "entries, which is no longer in the database: the head was deleted", key="orphan")
+        for h in sorted(heads, key=lambda h: -h.size if h.size > c.size else h.size):
+            self._compare(conn, c, h, "a signed tree head vouches for", "tree_head")
+        by_size = {h.size: h for h in heads}
+        for size, cos in self.cosigs.get(c.chain, []):
+            signed = by_size.get(size)
+            if signed is None:
+                c.found.add("witness", size, f"witness {cos.witness_key_id} countersigned the head of {size} "
+                            "entries, which is no longer in the database: the head was deleted", key="orphan")
             elif self.witness_keys is not None and cos.witness_key_id not in self.cosigners:
-                found.add("witness", cos.size, f"the countersignature of the head of {cos.size} entries is by key "
-                          f"{cos.witness_key_id}, which is no configured witness", key="stranger")
-            elif self.witness_keys is not None and not Cosignature(cos.witness_key_id, cos.cosigned_us, cos.signature
-                                                                   ).valid_for(next(h for h in heads if h.size == cos.size),
-                                                                               self.cosigners):
-                found.add("witness", cos.size, f"the countersignature of the head of {cos.size} entries does not "
-                          "verify: the head or its countersignature was altered", key="bad-cosig")
+                c.found.add("witness", size, f"the countersignature of the head of {size} entries is by key "
+                            f"{cos.witness_key_id}, which is no configured witness", key="stranger")
+            elif self.witness_keys is not None and not cos.valid_for(signed, self.cosigners):
+                c.found.add("witness", size, f"the countersignature of the head of {size} entries does not "
+                            "verify: the head or its countersignature was altered", key="bad-cosig")
+
+
+@dataclass
+class _Chain:
+    """One chain's check in progress."""
+
+    chain: str
+    size: int
+    pruned_through: int
+    exists: bool
+    known: dict[int, tuple[str, str]]
+    """(root, hash of entry n) of the database's first n entries, for each n a head needs."""
+    found: _Found
+    good: set[int] = field(default_factory=lambda: {0})
+    bridge_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
 
 
 class _Found:
