@@ -16,12 +16,14 @@ Not here: "change only prev_hash" and "edit people/credentials" (other parts of 
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from badge_bridge.audit import merkle, segments
 from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.audit.tree_head import cosign, sign_head
 from badge_bridge.audit.witness_api import Held
+from badge_bridge.audit.witness_check import TreeTap, _roots
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.db import make_engine, sqlite_path
 from badge_bridge.event_kinds import EventKind
@@ -122,7 +125,19 @@ def sqlite_copy(log: Log, dest: Path) -> None:
     subprocess.run(["cp", str(sqlite_path(log.url)), str(dest)], check=True)
 
 
-def write_log(log: Log) -> None:
+def make_backup(log: Log, signer: Signer) -> None:
+    if log.engine.dialect.name == "sqlite":
+        log.backup = log.site.parent / "backup-mid.db"
+        sqlite_copy(log, log.backup)
+        return
+    result = run_cli(log.site, "backup", str(log.site.parent / "backups"))
+    assert result.returncode == 0, result.stderr
+    log.backup = next((log.site.parent / "backups").glob("*.dump"))
+    # `backup` is audited on the .cli chain: the publisher sends that chain's new head
+    log.mid[CLI_CHAIN] = log.held[CLI_CHAIN] = publish(log.engine, signer, log.witness, CLI_CHAIN, log.held[CLI_CHAIN])
+
+
+def write_log(log: Log, backup: bool) -> None:
     signer = log.keys.signer()
     doors = AuditWriter(log.engine, CHAIN, signer, batch_max=16, checkpoint_every=CHECKPOINT_EVERY,
                         checkpoint_seconds=3600)
@@ -152,15 +167,8 @@ def write_log(log: Log) -> None:
         if d + 1 == MID_DAY:
             log.mid = dict(log.held)
             save_heads(log.mid_heads, log.witness, log.mid)
-            if log.engine.dialect.name == "sqlite":
-                log.backup = log.site.parent / "backup-mid.db"
-                sqlite_copy(log, log.backup)
-            else:
-                result = run_cli(log.site, "backup", str(log.site.parent / "backups"))
-                assert result.returncode == 0, result.stderr
-                log.backup = next((log.site.parent / "backups").glob("*.dump"))
-                log.mid[CLI_CHAIN] = log.held[CLI_CHAIN] = publish(log.engine, signer, log.witness, CLI_CHAIN,
-                                                                     log.held[CLI_CHAIN])
+            if backup:
+                make_backup(log, signer)
     assert doors.stop() and cli.stop()
     segments.seal(log.engine, signer, until_day=log.days[-1])
     for chain in (CHAIN, CLI_CHAIN):
@@ -169,20 +177,32 @@ def write_log(log: Log) -> None:
 
 
 @pytest.fixture
-def log(tmp_path: Path, db_url: str, keys: KeyStore) -> Iterator[Log]:
-    witness = intruder()  # the witness's key: another host's, not the bridge's
-    witness_key = tmp_path / "auditor" / "witness.pub"
-    witness_key.parent.mkdir()
-    witness_key.write_text(public_hex(witness.public) + "\n")
-    site = write_site(tmp_path, db_url)
-    assert run_cli(site, "init").returncode == 0
-    today = datetime.now(UTC).date()
-    engine = make_engine(db_url)
-    made = Log(engine, db_url, site, keys, witness, witness_key, tmp_path / "auditor" / "heads.json",
-               tmp_path / "auditor" / "heads-mid.json", [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)])
-    write_log(made)
-    yield made
-    engine.dispose()
+def make_log(tmp_path: Path, db_url: str, keys: KeyStore) -> Iterator[Callable[[bool], Log]]:
+    """The log; with a backup made after MID_DAY days (SQLite: a file copy; PostgreSQL: `badge-bridge backup`)."""
+    engines = []
+
+    def make(backup: bool) -> Log:
+        witness = intruder()  # the witness's key: another host's, not the bridge's
+        witness_key = tmp_path / "auditor" / "witness.pub"
+        witness_key.parent.mkdir()
+        witness_key.write_text(public_hex(witness.public) + "\n")
+        site = write_site(tmp_path, db_url)
+        assert run_cli(site, "init").returncode == 0
+        today = datetime.now(UTC).date()
+        engines.append(make_engine(db_url))
+        made = Log(engines[-1], db_url, site, keys, witness, witness_key, tmp_path / "auditor" / "heads.json",
+                   tmp_path / "auditor" / "heads-mid.json", [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)])
+        write_log(made, backup)
+        return made
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def log(make_log: Callable[[bool], Log]) -> Log:
+    return make_log(False)
 
 
 # --- the DBA's means -----------------------------------------------------------------------------
@@ -350,7 +370,8 @@ def test_rewrite_the_tail_after_the_last_checkpoint_with_recomputed_hashes(log: 
     expect(code, out, CHAIN, before + 1, "witness", f"entries {before + 1}..{log.size()} are not the ones", "rewritten")
 
 
-def test_roll_the_database_back_to_an_older_backup(log: Log) -> None:
+def test_roll_the_database_back_to_an_older_backup(make_log: Callable[[bool], Log]) -> None:
+    log = make_log(True)
     assert log.backup is not None
     at_backup = log.mid[CHAIN].head.size
     if log.engine.dialect.name == "sqlite":
@@ -484,3 +505,21 @@ def test_a_wrong_frontier_at_the_pruned_boundary_is_a_root_mismatch(log: Log) ->
     assert code == 1, out
     assert f"chain {CHAIN} entry " in out and "are not the ones the witness" in out, out
 
+
+
+# --- the roots computed while scanning -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bounds", [[1, 5001], [1, 700, 1800, 4097, 5001], [1, 1025, 2049, 5001]])
+def test_ranges_scanned_apart_give_the_roots_of_the_whole_tree(bounds: list[int]) -> None:
+    hashes = [entry_hash(GENESIS, str(i)) for i in range(5000)]
+    marks = frozenset([1, 2, 3, 1023, 1024, 1025, 2048, 3000, 4999, 5000])
+    taps = []
+    for lo, end in pairwise(bounds):
+        tap = TreeTap(lo, marks)
+        for seq in range(lo, end):
+            tap.add(seq, hashes[seq - 1])
+        taps.append(pickle.loads(pickle.dumps(tap)))  # as a worker process hands it back
+    known = _roots(taps)
+    for m in marks:
+        assert known[m] == (merkle.root([bytes.fromhex(h) for h in hashes[:m]]).hex(), hashes[m - 1]), m

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from badge_bridge.audit import frontier
 from badge_bridge.audit.chain import GENESIS, checkpoint_message
-from badge_bridge.audit.merkle import CompactRange
+from badge_bridge.audit.merkle import CompactRange, Tree
 from badge_bridge.audit.scan import Finding
 from badge_bridge.audit.tree_head import EMPTY_ROOT, Cosignature, TreeHead
 from badge_bridge.audit.witness_api import Held, WitnessError, load_heads
@@ -71,21 +71,46 @@ def views(sources: Sequence[str], keys: Keys) -> list[WitnessView]:
 
 class TreeTap:
     """The Merkle tree of one scanned seq range of a chain, and a copy of it after each marked seq: what a
-    scanning process hands back (so it pickles small: O(log n) hashes per copy)."""
+    scanning process hands back (so it pickles small: O(log n) hashes per copy). Leaves are taken in
+    aligned blocks of ``BLOCK``, each hashed level by level as one subtree: half the time of one leaf at a
+    time, which matters at a million entries."""
 
-    __slots__ = ("at", "marks", "range")
+    __slots__ = ("at", "marks", "pending", "range")
+    BLOCK_LEVEL = 10
+    BLOCK = 1 << BLOCK_LEVEL
 
     def __init__(self, first_seq: int, marks: frozenset[int], start: CompactRange | None = None) -> None:
         self.range = start.copy() if start is not None else CompactRange(first_seq - 1)
         self.marks = marks
+        self.pending: list[str] = []
+        """Entry hashes (hex) read but not yet in ``range``."""
         self.at: dict[int, tuple[CompactRange, str]] = {}
         """seq -> (the range up to that entry, the entry's hash); only where leaf positions match seqs."""
 
     def add(self, seq: int, stored: str) -> None:
-        tree = self.range
-        tree.append(bytes.fromhex(stored))
-        if seq in self.marks and tree.end == seq and seq not in self.at:
-            self.at[seq] = (tree.copy(), stored)
+        self.pending.append(stored)
+        if seq in self.marks:
+            tree = self.flush()
+            if tree.end == seq and seq not in self.at:
+                self.at[seq] = (tree.copy(), stored)
+        elif len(self.pending) >= 2 * self.BLOCK:
+            self.flush()
+
+    def flush(self) -> CompactRange:
+        """Take in the pending leaves; the range as it now stands."""
+        tree, hexes, i = self.range, self.pending, 0
+        while i < len(hexes):
+            if tree.end % self.BLOCK == 0 and len(hexes) - i >= self.BLOCK:
+                block = CompactRange(tree.end)
+                block.nodes = [(self.BLOCK_LEVEL, Tree([bytes.fromhex(h) for h in hexes[i:i + self.BLOCK]]).root)]
+                block.end = tree.end + self.BLOCK
+                tree.extend(block)
+                i += self.BLOCK
+            else:
+                tree.append(bytes.fromhex(hexes[i]))
+                i += 1
+        self.pending = []
+        return tree
 
 
 def _roots(taps: Sequence[TreeTap]) -> dict[int, tuple[str, str]]:
@@ -94,6 +119,7 @@ def _roots(taps: Sequence[TreeTap]) -> dict[int, tuple[str, str]]:
     known: dict[int, tuple[str, str]] = {}
     prefix = CompactRange()
     for tap in taps:
+        tap.flush()
         if tap.range.begin != prefix.end:
             break
         for seq, (upto, digest) in tap.at.items():
@@ -160,7 +186,8 @@ class WitnessCheck:
         c = _Chain(chain, size, pruned_through, exists, known, _Found(chain))
         held = []
         for view, h in self._held(chain):
-            if not (h.cosignature.witness_key_id == view.key_id and h.cosignature.valid_for(h.head, {view.key_id: view.key})):
+            if not (h.head.chain_id == chain and h.cosignature.witness_key_id == view.key_id
+                    and h.cosignature.valid_for(h.head, {view.key_id: view.key})):
                 c.found.add("witness", h.head.size, f"witness {view.source}: its countersignature of the head of "
                             f"{h.head.size} entries does not verify with the witness key {view.key_id}: the heads "
                             "were altered after the witness gave them")
