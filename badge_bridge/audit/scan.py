@@ -8,12 +8,16 @@ such a worker imports, so it needs nothing but SQLAlchemy and the chain itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from badge_bridge.audit.chain import AHEAD, BEHIND, ChainWalk
 from badge_bridge.db import make_engine
+
+if TYPE_CHECKING:
+    from badge_bridge.audit.witness_check import TreeTap
 
 MAX_FINDINGS = 100
 
@@ -62,21 +66,23 @@ def _classify(conn: Connection, chain: str, seq: int, fields: Fields, stored: st
                    f"the entry that preceded event {event_id} is gone (deleted, or rewritten with a new hash)")
 
 
-def scan_range(url: str, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None) -> tuple[int, list[Finding]]:
-    """``scan`` on a connection of its own: what a worker process runs."""
+def scan_range(url: str, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None, tree: TreeTap | None = None
+               ) -> tuple[int, list[Finding], TreeTap | None]:
+    """``scan`` on a connection of its own: what a worker process runs (it hands back the tree it kept)."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return scan(conn, chain, lo, hi, anchor)
+            return *scan(conn, chain, lo, hi, anchor, tree), tree
     finally:
         engine.dispose()
 
 
-def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None = None) -> tuple[int, list[Finding]]:
+def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str] | None = None,
+         tree: TreeTap | None = None) -> tuple[int, list[Finding]]:
     """Check entries lo..hi of one chain: how many there are, and what broke. ``anchor`` (next seq, hash
     before it) starts a chain whose first entries were pruned. The stored ``prev_hash`` is not trusted: each
     entry is hashed from the hash of the entry before it, and a stored ``prev_hash`` that differs from that
-    hash is reported too."""
+    hash is reported too. ``tree`` keeps the range's Merkle tree (for the tree heads, audit.witness_check)."""
     findings: list[Finding] = []
     walk, count = ChainWalk(chain, lo), 0
     if anchor is not None:
@@ -93,6 +99,8 @@ def scan(conn: Connection, chain: str, lo: int, hi: int, anchor: tuple[int, str]
     for seq, event_id, ts_us, received_us, source, door, kind, subject, detail, stored, person, prev_hash in rows:
         count += 1
         last = walk.last
+        if tree is not None:
+            tree.add(seq, stored)
         if person is not None and f'"person":{person},' not in subject and f'"person":{person}}}' not in subject:
             findings.append(Finding(chain, seq, "modified",
                                     f"event {event_id}: its person index ({person}) does not match its subject"))

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from badge_bridge.audit import merkle
+from badge_bridge.audit import frontier, merkle
 from badge_bridge.audit.chain import GENESIS, ChainWalk
 from badge_bridge.audit.frontier import keep_frontier
 from badge_bridge.audit.ownership import covered_head
@@ -93,6 +93,7 @@ def seal(engine: Engine, signer: Signer, chain_id: str | None = None, *, until_d
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 register_key(session.connection(), signer)
                 new = _seal_chain(session.connection(), signer, chain, until)
+                frontier.store_at_segments(session.connection(), chain, new)
                 session.add_all(new)
         except IntegrityError:
             continue  # another bridge instance sealed this chain meanwhile: its segments stand

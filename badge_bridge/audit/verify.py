@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from badge_bridge.audit import state_check
 from badge_bridge.audit.chain import GENESIS, checkpoint_message
 from badge_bridge.audit.scan import Finding, scan, scan_range
 from badge_bridge.audit.segments import prune_message, segment_message
+from badge_bridge.audit.witness_check import TreeTap, WitnessCheck, WitnessView
 from badge_bridge.keys import verify_signature
 from badge_bridge.models import AuditEntry, Segment
 
@@ -170,22 +171,27 @@ def _parts(count: int, jobs: int) -> int:
 
 
 def _scan_ranges(conn: Connection, pool: Executor | None, url: str, chain: str, ranges: list[tuple[int, int]],
-                 anchor: tuple[int, str] | None) -> list[tuple[int, list[Finding]]]:
-    """Each range's entry count and findings, in order: the workers take all ranges but the first, which this
-    process checks meanwhile (one process fewer to start)."""
+                 anchor: tuple[int, str] | None, taps: list[TreeTap] | None
+                 ) -> list[tuple[int, list[Finding], TreeTap | None]]:
+    """Each range's entry count, findings and tree, in order: the workers take all ranges but the first, which
+    this process checks meanwhile (one process fewer to start)."""
     (lo, hi), rest = ranges[0], ranges[1:]
+    trees: list[TreeTap | None] = list(taps) if taps else [None] * len(ranges)
     later = []
     if rest:
         assert pool is not None, "verify makes a pool as large as its longest chain needs"
-        later = [pool.submit(scan_range, url, chain, a, b, None) for a, b in rest]
-    return [scan(conn, chain, lo, hi, anchor)] + [f.result() for f in later]
+        later = [pool.submit(scan_range, url, chain, a, b, None, t) for (a, b), t in zip(rest, trees[1:], strict=True)]
+    return [(*scan(conn, chain, lo, hi, anchor, trees[0]), trees[0])] + [f.result() for f in later]
 
 
 def verify(
-    engine: Engine, url: str, trusted: Mapping[str, Ed25519PublicKey], *, chain: str | None = None, jobs: int = 0
+    engine: Engine, url: str, trusted: Mapping[str, Ed25519PublicKey], *, chain: str | None = None, jobs: int = 0,
+    witnesses: Sequence[WitnessView] = (), witness_keys: Mapping[str, Ed25519PublicKey] | None = None,
 ) -> Report:
     """Verify every chain (or one). ``jobs`` 0 means one process per core for long chains. Workers are
-    spawned, never forked: this runs inside the console's threads too, and a fork copies their locks."""
+    spawned, never forked: this runs inside the console's threads too, and a fork copies their locks.
+    ``witnesses``: what each holds, checked against the log; ``witness_keys``: the configured witnesses'
+    keys, which stored countersignatures must verify with (audit.witness_check)."""
     report = Report()
     jobs = jobs or os.cpu_count() or 1
     with engine.connect() as conn, ExitStack() as stack:
@@ -197,7 +203,8 @@ def verify(
         workers = max((_parts(count, jobs) for _, _, count in chains.values()), default=1) - 1
         pool = (stack.enter_context(ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")))
                 if workers else None)
-        for chain_id in sorted(chains.keys() | sealed_chains):
+        heads = WitnessCheck(conn, trusted, witnesses, witness_keys, chain)
+        for chain_id in sorted(chains.keys() | sealed_chains | heads.chains):
             lo, hi, count = chains.get(chain_id, (None, 0, 0))
             status = report.chains[chain_id] = ChainStatus(chain_id, head_seq=hi)
             anchor, pruned_last, found = _check_segments(conn, status, trusted, lo)
@@ -205,6 +212,8 @@ def verify(
             if lo is None:  # every entry pruned
                 status.head_seq, status.head_hash = status.pruned_through, anchor[1] if anchor else GENESIS
                 report.findings.extend(_check_checkpoints(conn, status, trusted, pruned_last))
+                report.findings.extend(heads.check(conn, chain_id, status.head_seq, status.pruned_through,
+                                                   status.segments > 0, None))
                 continue
             status.head_hash = conn.scalar(text("SELECT hash FROM audit_entry WHERE chain_id=:c AND seq=:s"),
                                            dict(c=chain_id, s=hi))
@@ -213,10 +222,14 @@ def verify(
             parts = _parts(count, jobs)
             bounds = [lo + (hi - lo + 1) * i // parts for i in range(parts)] + [hi + 1]
             ranges = [(bounds[i], bounds[i + 1] - 1) for i in range(parts)]
-            for scanned, found in _scan_ranges(conn, pool, url, chain_id, ranges, anchor):
+            taps = heads.taps(conn, chain_id, ranges, status.pruned_through)
+            scanned_ranges = _scan_ranges(conn, pool, url, chain_id, ranges, anchor, taps)
+            for scanned, found, _tree in scanned_ranges:
                 status.entries += scanned
                 report.findings.extend(found)
             report.findings.extend(_check_checkpoints(conn, status, trusted, pruned_last))
+            trees = [t for _n, _f, t in scanned_ranges if t is not None] if taps else None
+            report.findings.extend(heads.check(conn, chain_id, hi, status.pruned_through, True, trees))
         orphans = conn.execute(text(
             "SELECT chain_id, count(*) FROM checkpoint" + (" WHERE chain_id = :chain" if chain else "")
             + " GROUP BY chain_id"), dict(chain=chain)).all()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from badge_bridge.audit import segments
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
@@ -34,25 +35,37 @@ def audit() -> None:
               help="Trusted public key file (hex); repeatable. Default: the .pub files in the keys folder.")
 @click.option("--chain", help="Verify one chain only.")
 @click.option("--jobs", type=int, default=0, help="Worker processes for long chains (0: one per core).")
+@click.option("--witness", "witnesses", multiple=True, metavar="URL_OR_FILE",
+              help="A witness's URL, or a saved copy of its GET /v1/heads answer: the log must extend every head it "
+                   "countersigned. Repeatable.")
+@click.option("--witness-key", "witness_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A witness's public key file (hex); repeatable. Default: the site file's audit.witnesses keys.")
 @pass_app
 @fail_cleanly
-def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs: int) -> None:
-    """Recompute every hash chain and check the signed checkpoints. Exit 1 if anything was tampered with."""
+def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs: int, witnesses: tuple[str, ...],
+                 witness_keys: tuple[str, ...]) -> None:
+    """Recompute every hash chain and check the signed checkpoints and tree heads. Exit 1 if anything was
+    tampered with."""
     from badge_bridge.audit.verify import verify
+    from badge_bridge.audit.witness_check import views
 
-    trusted = {}
-    for path in public_keys:
-        key = public_from_hex(Path(path).read_text())
-        trusted[key_id_of(key)] = key
-    report = verify(app.engine(), app.url, trusted or app.keys.trusted_public_keys(), chain=chain, jobs=jobs)
+    trusted = _keys(public_keys)
+    cosigners = _keys(witness_keys or [str(app.config.path(w.public_key)) for w in app.config.audit.witnesses])
+    try:
+        held = views(witnesses, cosigners)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = verify(app.engine(), app.url, trusted or app.keys.trusted_public_keys(), chain=chain, jobs=jobs,
+                    witnesses=held, witness_keys=cosigners or None)
     for status in report.chains.values():
         pruned = f", entries 1..{status.pruned_through} pruned (signed)" if status.pruned_through else ""
         click.echo(f"chain {status.chain_id}: {status.entries} entries, head {status.head_seq} "
                    f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})"
                    f"{pruned}")
     if report.ok:
+        extends = f"; it extends every head {len(held)} witness(es) countersigned" if held else ""
         click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid"
-                   + ("" if chain else _tables_note(app)))
+                   + extends + ("" if chain else _tables_note(app)))
         return
     first = report.first
     click.echo(f"TAMPERED: first problem at {first}", err=True)
@@ -67,6 +80,17 @@ def _tables_note(app: App) -> str:
     with app.engine().connect() as conn:
         recorded = state_check.has_state_records(conn) or not state_check.tables(conn)
     return "; access tables match the log" if recorded else f"\naccess tables NOT checked: {state_check.NO_STATE}"
+
+
+def _keys(paths: Iterable[str]) -> dict[str, Ed25519PublicKey]:
+    keys = {}
+    for path in paths:
+        try:
+            key = public_from_hex(Path(path).read_text())
+        except OSError as exc:
+            raise click.ClickException(f"cannot read the public key {path}: {exc.strerror}") from None
+        keys[key_id_of(key)] = key
+    return keys
 
 
 def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
