@@ -20,14 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy.orm import Session
+
 from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
+from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.events import canonical_json, to_us
 from badge_bridge.export.format import PDF_NAME
 from badge_bridge.export.pdf import write_report
 from badge_bridge.export.write import export_month, write_manifest
 from badge_bridge.keys import KeyStore
+from badge_bridge.site_sync import sync_site
 
+ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_EXPORT_N", "1000000"))
 T0 = to_us(datetime(2026, 10, 1, tzinfo=UTC))
 SPAN = to_us(datetime(2026, 10, 31, tzinfo=UTC)) - T0
@@ -36,7 +41,8 @@ COLS = ("chain_id, seq, event_id, ts_us, received_us, source, door, kind, subjec
 
 
 def build(path: Path, keys: KeyStore) -> None:
-    """N chained entries spread over October on one chain, plus a checkpoint every 1000."""
+    """N chained entries spread over October on one chain (entries and exits at four doors, three of them
+    into restricted areas), plus a checkpoint every 1000, and the example site's doors, areas and schedules."""
     signer = keys.signer()
     con = sqlite3.connect(path)
     con.execute("PRAGMA synchronous=OFF")
@@ -45,10 +51,12 @@ def build(path: Path, keys: KeyStore) -> None:
         seq = i + 1
         ts = T0 + SPAN * i // N
         kind = "access.granted" if i % 9 else "access.denied"
-        door = ("main-entrance", "lobby-noc", "hall-a", "cage-7")[i % 4]
+        door = ("main-entrance", "noc", "hall-a", "cage-7")[i % 4]
+        direction = ("in", "out")[i // 4 % 2]
         person = i % 3000 + 1
         subject = canonical_json({"person": person, "credential": person})
-        detail = canonical_json({"reader": f"{door}-in", "reason": "granted" if i % 9 else "not_in_schedule"})
+        detail = canonical_json({"reader": f"{door}-{direction}", "direction": direction,
+                                 "reason": "granted" if i % 9 else "not_in_schedule"})
         event = f"ctl:{i}"
         prev, head = head, entry_hash(head, entry_body("bridge-1", event, ts, ts + 3000, "ctl-lobby", door, kind,
                                                        subject, detail))
@@ -63,9 +71,10 @@ def build(path: Path, keys: KeyStore) -> None:
     con.executemany(f"INSERT INTO audit_entry ({COLS}) VALUES ({','.join('?' * 13)})", batch)
     con.executemany("INSERT INTO checkpoint (chain_id, seq, hash, signed_us, key_id, signature) VALUES (?,?,?,?,?,?)",
                     cps)
-    con.execute("INSERT INTO site (name, timezone) VALUES ('bench', 'UTC')")
     con.commit()
     con.close()
+    with Session(make_engine(f"sqlite:///{path}")) as session, session.begin():
+        sync_site(session, load_config(ROOT / "site.example.toml"))  # its doors, areas (restricted) and schedules
 
 
 def main() -> None:
@@ -97,6 +106,7 @@ def main() -> None:
             write_report(conn, summary, export_dir / PDF_NAME)
         write_manifest(export_dir, summary, keys)
         out["pdf_s"] = round(time.perf_counter() - started, 2)
+        out["review_csv_rows"] = {p.name: sum(1 for _ in p.open()) - 1 for p in sorted(export_dir.glob("review-*.csv"))}
         out["ru_maxrss_mb_before_export"] = round(rss_before / 1024, 1)
         out["ru_maxrss_mb_after_export"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         out["verified_while_exporting"] = summary.verified
