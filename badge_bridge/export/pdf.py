@@ -121,17 +121,16 @@ def write_report(conn: Connection, summary: ExportSummary, path: Path) -> None:
            "Every table below is also a CSV file in this folder, with every row.")
 
     _verification(d, summary, tz)
-    activity, access = review.sections(conn, summary)
+    activity, access = review.write(conn, summary, path.parent)
     for section in activity:
-        _section(d, section, path.parent)
+        _section(d, section)
     d.heading(f"Access review as of {_local(summary.end_us, tz)} (the end of {summary.month}), rebuilt from the log", 1)
     for section in access:
-        _section(d, section, path.parent)
+        _section(d, section)
     d.build()
 
 
-def _section(d: _Doc, section: review.Section, folder: Path) -> None:
-    review.write_csv(section, folder)
+def _section(d: _Doc, section: review.Section) -> None:
     d.heading(section.title)
     d.story.append(Paragraph(escape(f"{section.csv}: {review.count(section.total, 'row')}"), d.file))
     if section.note:

@@ -13,13 +13,12 @@ Door names and areas are the site's configuration as it is now.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -65,6 +64,7 @@ class Section:
     """A column whose non-empty value highlights the row in the PDF."""
     head: list[list[str]] = field(default_factory=list)
     total: int = 0
+    written: bool = False
 
 
 def write_csv(section: Section, folder: Path) -> None:
@@ -73,11 +73,11 @@ def write_csv(section: Section, folder: Path) -> None:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(section.header)
         for row in section.rows:
-            cells = ["" if v is None else str(v) for v in row]
-            out.writerow(cells)
+            out.writerow(row)  # None as "", as below
             if section.total < LIST_MAX:
-                section.head.append(cells)
+                section.head.append(["" if v is None else str(v) for v in row])
             section.total += 1
+    section.written = True
 
 
 def json_field(conn: Connection, column: str, key: str) -> str:
@@ -98,16 +98,29 @@ class Month:
             parts.append(f"(chain_id = :c{i} AND seq BETWEEN :lo{i} AND :hi{i})")
             self.params.update({f"c{i}": c.chain_id, f"lo{i}": c.first_seq, f"hi{i}": c.last_seq})
         self.where = "(" + " OR ".join(parts) + ")"
+        self.spans = {c.chain_id: (c.first_seq, c.last_seq) for c in summary.chains}
+        plus = "+" if conn.dialect.name == "sqlite" else ""
+        self.filter = self.where.replace("chain_id =", f"{plus}chain_id =").replace("seq BETWEEN", f"{plus}seq BETWEEN")
+        """The same rows, worded so that SQLite checks it row by row and walks another index (``+column``
+        keeps a column's index out of the plan there; PostgreSQL's planner chooses by its statistics)."""
         self.direction = f"coalesce({json_field(conn, 'detail', 'direction')}, 'in')"
         """A grant's reader direction; entries from before readers recorded it count as entries."""
+
+    def contains(self, chain: str, seq: int) -> bool:
+        span = self.spans.get(chain)
+        return span is not None and span[0] <= seq <= span[1]
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
         return list(self.stream(sql, **params))
 
     def stream(self, sql: str, **params: Any) -> Any:
-        sql = sql.replace("{month}", self.where).replace("{direction}", self.direction)
+        sql = sql.replace("{month}", self.where).replace("{month_filter}", self.filter)
+        sql = sql.replace("{direction}", self.direction)
         return self.conn.execution_options(stream_results=True, yield_per=10_000).execute(
             text(sql), {**self.params, **params})
+
+
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
 class Clock:
@@ -116,17 +129,25 @@ class Clock:
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
+        self.offsets: dict[int, int] = {}
+        """quarter hour -> UTC offset in seconds"""
+        self.days: dict[int, str] = {}
+        self.times = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400)]
 
-    @functools.lru_cache(maxsize=8192)  # noqa: B019 (one Clock per report)
     def _offset(self, quarter: int) -> int:
         offset = from_us(quarter * 900_000_000).astimezone(self.tz).utcoffset()
-        return int(offset.total_seconds()) * 1_000_000 if offset else 0
+        return self.offsets.setdefault(quarter, int(offset.total_seconds()) if offset else 0)
+
+    def _day(self, day: int) -> str:
+        return self.days.setdefault(day, date.fromordinal(_EPOCH_DAY + day).isoformat())
 
     def __call__(self, us: int | None) -> str:
         if us is None:
             return ""
-        iso = fmt.iso_us(us + self._offset(us // 900_000_000))
-        return f"{iso[:10]} {iso[11:19]}"
+        quarter = us // 900_000_000
+        offset = self.offsets.get(quarter)
+        day, second = divmod(us // 1_000_000 + (self._offset(quarter) if offset is None else offset), 86_400)
+        return f"{self.days.get(day) or self._day(day)} {self.times[second]}"
 
 
 def count(n: int, one: str, many: str | None = None) -> str:
@@ -176,19 +197,137 @@ def _site(conn: Connection, tz: ZoneInfo, logged: dict[str, access_tables.State]
 # --- activity --------------------------------------------------------------------------------------------
 
 
-def door_totals(m: Month, site: Site) -> list[Section]:
-    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for door, kind, direction, n in m.rows(
-            "SELECT door, kind, CASE WHEN kind = 'access.granted' THEN {direction} ELSE '' END AS d, count(*) "
-            "FROM audit_entry WHERE {month} AND door <> '' AND kind IN ('access.granted', 'access.denied', "
-            "'alarm.raised') GROUP BY door, kind, d"):
-        per[door][f"{kind}{direction}"] += n
+@dataclass(frozen=True)
+class Tally:
+    """One group of the month's entries: how many, the first and the last."""
+
+    kind: str
+    door: str
+    what: str
+    """A grant's reader direction (``in``/``out``), a denial's reason, else empty."""
+    person: int | None
+    """A denial's person (entries are counted per person by ``scan_entries``)."""
+    subject: str
+    """A known person's denial: the subject, naming the credential used."""
+    n: int
+    first: int
+    last: int
+
+
+def tally(m: Month) -> list[Tally]:
+    """Counts per kind and door from ONE pass over the month's rows, on a small group key: SQLite groups by
+    sorting every row, so each column in the key costs (directions come from ``scan_entries``)."""
+    return [Tally(kind, door or "", "", None, "", n, first, last) for kind, door, n, first, last in m.rows(
+        "SELECT kind, door, count(*), min(ts_us), max(ts_us) FROM audit_entry WHERE {month} GROUP BY kind, door")]
+
+
+def denied(m: Month, tallies: list[Tally]) -> list[Tally]:
+    """Denials by door, person, credential and reason, found through the (kind, ts) index between the
+    month's first and last denial: only the denials are read and grouped, not the month."""
+    spans = [(t.first, t.last) for t in tallies if t.kind == EventKind.ACCESS_DENIED]
+    if not spans:
+        return []
+    reason = json_field(m.conn, "detail", "reason")
+    return [Tally(EventKind.ACCESS_DENIED, door or "", what or "", person, subject, n, first, last)
+            for door, person, what, subject, n, first, last in m.rows(
+        f"SELECT door, person_id, {reason} AS w, CASE WHEN person_id IS NULL THEN '' ELSE subject END AS s, "
+        "count(*), min(ts_us), max(ts_us) FROM audit_entry WHERE kind = 'access.denied' AND ts_us >= :first AND "
+        "ts_us <= :last AND {month_filter} GROUP BY door, person_id, w, s",
+        first=min(a for a, _ in spans), last=max(b for _, b in spans))]
+
+
+def _inside(bounds: list[int], lo: int, hi: int) -> str:
+    """SQL giving 1 when ts_us lies in one of the windows whose sorted boundaries (start, end, start, end...)
+    are ``bounds``: a binary search as nested CASEs, so a row costs log2(boundaries) comparisons, not one per
+    window (60 windows a month). ``lo``..``hi`` is how many boundaries may lie at or before ts_us."""
+    if lo == hi:
+        return str(lo % 2)
+    mid = (lo + hi) // 2
+    return f"CASE WHEN ts_us < {int(bounds[mid])} THEN {_inside(bounds, lo, mid)} ELSE {_inside(bounds, mid + 1, hi)} END"
+
+
+class _PerPerson(dict[tuple[int | None, str], list[int]]):
+    """(person, door) -> [entries, first, last]."""
+
+    def add(self, key: tuple[int | None, str], ts: int) -> None:
+        have = self.get(key)
+        if have is None:
+            self[key] = [1, ts, ts]
+            return
+        have[0] += 1
+        if ts > have[2]:
+            have[2] = ts
+        elif ts < have[1]:
+            have[1] = ts
+
+    def rows(self, site: Site) -> list[list[Any]]:
+        return [[site.person(p), d, n, site.clock(a), site.clock(b)] for (p, d), (n, a, b) in self.items()]
+
+
+def scan_entries(m: Month, site: Site, windows: list[tuple[int, int]],
+                 folder: Path) -> tuple[list[Section], dict[str, int]]:
+    """Entries into restricted areas (each one, and by person) and after-hours entries by person, from one
+    pass over the month's entries in time order; each restricted entry is written to its CSV as it streams,
+    so memory stays flat."""
+    doors = set(site.restricted_doors)
+    restricted, after = _PerPerson(), _PerPerson()
+    entered: dict[str, int] = defaultdict(int)
+    bounds = [b for window in windows for b in window]
+
+    def each() -> Iterator[list[Any]]:
+        clock, into = site.clock, site.door_into
+        names: dict[int | None, str] = {}
+        for ts, pid, door, late in m.stream(
+                f"SELECT ts_us, person_id, door, {_inside(bounds, 0, len(bounds))} FROM audit_entry WHERE {{month}} "
+                "AND kind = 'access.granted' AND {direction} = 'in' ORDER BY ts_us, chain_id, seq"):
+            key = (pid, door or "")
+            entered[key[1]] += 1
+            if late:
+                after.add(key, ts)
+            if door in doors:
+                restricted.add(key, ts)
+                name = names.get(pid) or names.setdefault(pid, site.person(pid))
+                yield [clock(ts), name, door, into[door]]
+
+    every = Section(fmt.REVIEW_RESTRICTED, "Entries into restricted areas, each one",
+                    ["time", "person", "door", "area"], [40, 90, 50, 50], each())
+    write_csv(every, folder)
+    by_person = sorted(restricted.rows(site))
+    note = (f"{count(sum(r[2] for r in by_person), 'entry', 'entries')} into {', '.join(sorted(site.restricted))} "
+            f"by {count(len({r[0] for r in by_person}), 'person', 'people')} (entry readers of doors "
+            f"{', '.join(sorted(doors))})." if doors else
+            "No area is marked restricted in the site file (restricted = true under [[areas]]).")
+    late = sorted(after.rows(site), key=lambda r: (-r[2], r[0], r[1]))
+    return [Section(fmt.REVIEW_RESTRICTED_BY_PERSON, "Entries into restricted areas, by person",
+                    ["person", "door", "entries", "first", "last"], [90, 50, 20, 40, 40], by_person, note),
+            every,
+            Section(fmt.REVIEW_AFTER_HOURS,
+                    "After-hours entries (granted at entry readers outside the business schedule)",
+                    ["person", "door", "entries", "first", "last"], [90, 50, 20, 40, 40], late,
+                    f"{count(sum(r[2] for r in late), 'after-hours entry', 'after-hours entries')} by "
+                    f"{count(len({r[0] for r in late}), 'person', 'people')} (schedule '{BUSINESS_SCHEDULE}'; "
+                    "exits are not counted)." if windows else "The business schedule covers the whole month.")], entered
+
+
+_COLUMN: dict[str, int] = {EventKind.ACCESS_GRANTED: 1, EventKind.ACCESS_DENIED: 2, EventKind.ALARM_RAISED: 3}
+"""door_totals' columns: grants (less the entries: exits), denials, alarms."""
+
+
+def door_totals(tallies: list[Tally], entered: dict[str, int], site: Site) -> list[Section]:
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for t in tallies:
+        i = _COLUMN.get(t.kind)
+        if t.door and i is not None:
+            per[t.door][i] += t.n
+    for door, n in entered.items():
+        if not door:
+            continue
+        per[door][0] += n
+        per[door][1] -= n  # the grants that are not entries are exits
     doors: list[list[Any]] = []
     areas: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for key in sorted(per):
-        k = per[key]
+    for key, counts in sorted(per.items()):
         into = site.door_into.get(key, "")
-        counts = [k["access.grantedin"], k["access.grantedout"], k["access.denied"], k["alarm.raised"]]
         doors.append([key, site.door_names.get(key, "(not in the site)"), into,
                       "yes" if into in site.restricted else "", *counts])
         for i, n in enumerate(counts):
@@ -202,71 +341,56 @@ def door_totals(m: Month, site: Site) -> list[Section]:
                     [[a, "yes" if a in site.restricted else "", *v] for a, v in sorted(areas.items())])]
 
 
-def restricted_entries(m: Month, site: Site) -> list[Section]:
-    doors = site.restricted_doors
-    if not doors:
-        note = "No area is marked restricted in the site file (restricted = true under [[areas]])."
-        return [Section(fmt.REVIEW_RESTRICTED_BY_PERSON, "Entries into restricted areas, by person",
-                        ["person", "door", "area", "entries", "first", "last"], [70, 45, 40, 20, 40, 40], [], note),
-                Section(fmt.REVIEW_RESTRICTED, "Entries into restricted areas, each one",
-                        ["time", "person", "door", "area"], [40, 80, 50, 50], [], note)]
-    params = {f"d{i}": d for i, d in enumerate(doors)}
-    where = (f"FROM audit_entry WHERE {{month}} AND kind = 'access.granted' AND door IN "
-             f"({', '.join(':' + p for p in params)}) AND {{direction}} = 'in'")
-    per = m.rows(f"SELECT person_id, door, count(*), min(ts_us), max(ts_us) {where} GROUP BY person_id, door",
-                 **params)
-    per.sort(key=lambda r: (site.person(r[0]), r[1]))
-    by_person = [[site.person(p), d, site.door_into[d], n, site.clock(a), site.clock(b)] for p, d, n, a, b in per]
-    note = (f"{count(sum(r[2] for r in per), 'entry', 'entries')} into {', '.join(sorted(site.restricted))} by "
-            f"{count(len({r[0] for r in per}), 'person', 'people')} (entry readers of doors {', '.join(doors)}).")
-
-    def each() -> Iterator[list[Any]]:
-        clock, person, into = site.clock, site.person, site.door_into
-        for ts, pid, door in m.stream(f"SELECT ts_us, person_id, door {where} ORDER BY ts_us, door", **params):
-            yield [clock(ts), person(pid), door, into[door]]
-
-    return [Section(fmt.REVIEW_RESTRICTED_BY_PERSON, "Entries into restricted areas, by person",
-                    ["person", "door", "area", "entries", "first", "last"], [70, 45, 40, 20, 40, 40], by_person, note),
-            Section(fmt.REVIEW_RESTRICTED, "Entries into restricted areas, each one",
-                    ["time", "person", "door", "area"], [40, 80, 50, 50], each())]
-
-
-def denials(m: Month, site: Site) -> list[Section]:
-    reason = json_field(m.conn, "detail", "reason")
-    who = m.rows(f"SELECT person_id, {reason} AS r, CASE WHEN person_id IS NULL THEN '' ELSE subject END AS s, "
-                 "count(*), min(ts_us), max(ts_us) FROM audit_entry WHERE {month} AND kind = 'access.denied' "
-                 "GROUP BY person_id, r, s")
-    rows = []
-    for pid, r, subject, n, first, last in who:
+def denials(denials: list[Tally], site: Site) -> list[Section]:
+    who: dict[tuple[int | None, str, str], list[int]] = {}
+    by_door: dict[tuple[str, str], int] = defaultdict(int)
+    for t in denials:
+        have = who.setdefault((t.person, t.subject, t.what), [0, t.first, t.last])
+        have[0] += t.n
+        have[1], have[2] = min(have[1], t.first), max(have[2], t.last)
+        by_door[(t.door, t.what)] += t.n
+    rows: list[list[Any]] = []
+    for (pid, subject, reason), (n, first, last) in who.items():
         cred = json.loads(subject).get("credential", "") if subject else ""
-        rows.append([site.person(pid), cred, r, FLAGGED_DENIALS.get(r or "", ""), n, site.clock(first),
+        rows.append([site.person(pid), cred, reason, FLAGGED_DENIALS.get(reason, ""), n, site.clock(first),
                      site.clock(last)])
-    rows.sort(key=lambda x: (x[3] == "", x[0], str(x[1]), x[2] or ""))
+    rows.sort(key=lambda x: (x[3] == "", x[0], str(x[1]), x[2]))
     flagged = sum(r[4] for r in rows if r[3])
-    by_door = m.rows(f"SELECT door, {reason} AS r, count(*) AS n FROM audit_entry WHERE {{month}} AND "
-                     "kind = 'access.denied' GROUP BY door, r ORDER BY n DESC, door")
     return [Section(fmt.REVIEW_DENIALS_BY_PERSON, "Denials by person and reason",
                     ["person", "credential", "reason", "attention", "count", "first", "last"],
                     [70, 20, 40, 45, 15, 38, 38], rows,
                     f"{count(sum(r[4] for r in rows), 'denial')}; {flagged:,} of them with a revoked, lost, expired or "
                     "suspended credential or a leaver's (highlighted, listed first).", flag=3),
             Section(fmt.REVIEW_DENIALS_BY_DOOR, "Denials by door and reason", ["door", "reason", "count"],
-                    [50, 80, 25], [list(r) for r in by_door])]
+                    [50, 80, 25], [[d, r, n] for (d, r), n in sorted(by_door.items(), key=lambda x: (-x[1], x[0]))])]
 
 
-def alarms(m: Month, site: Site, start_us: int) -> list[Section]:
+def _by_kind(m: Month, kinds: tuple[str, ...], first: int, last: int, *columns: str) -> list[Any]:
+    """Rows of a few rare kinds found through the (kind, ts) index between two device times, kept if they
+    are in the month's seq ranges: no pass over the month's rows."""
+    params = {f"k{i}": k for i, k in enumerate(kinds)} | {"first": first, "last": last}
+    rows = m.conn.execute(text(
+        f"SELECT chain_id, seq, {', '.join(columns)} FROM audit_entry WHERE kind IN "
+        f"({', '.join(':k' + str(i) for i in range(len(kinds)))}) AND ts_us >= :first AND ts_us <= :last "
+        "ORDER BY ts_us, chain_id, seq"), params)
+    return [r[2:] for r in rows if m.contains(r[0], r[1])]
+
+
+def alarms(m: Month, tallies: list[Tally], site: Site) -> list[Section]:
     """Each alarm once (its alarm.raised entry, not the event that caused it), with the console's steps:
     acknowledgements and resolutions are audited by the operator's name as the source (web/alarms.py),
     looked for up to now, since an alarm raised on the 31st may be handled on the 1st."""
-    raised = m.rows("SELECT event_id, ts_us, door, source, detail FROM audit_entry WHERE {month} AND "
-                    "kind = 'alarm.raised' ORDER BY ts_us, event_id")
+    spans = [(t.first, t.last) for t in tallies if t.kind == EventKind.ALARM_RAISED]
+    raised = _by_kind(m, (EventKind.ALARM_RAISED,), min(a for a, _ in spans), max(b for _, b in spans),
+                      "event_id", "ts_us", "door", "source", "detail") if spans else []
     steps: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)
-    for kind, ts, source, subject in m.rows(
-            "SELECT kind, ts_us, source, subject FROM audit_entry WHERE kind IN ('alarm.acknowledged', "
-            "'alarm.resolved') AND ts_us >= :start ORDER BY ts_us", start=start_us):
-        alarm = json.loads(subject).get("alarm")
-        if isinstance(alarm, str):
-            steps[alarm].setdefault(kind, (ts, source))
+    if raised:
+        for kind, ts, source, subject in m.conn.execute(text(
+                "SELECT kind, ts_us, source, subject FROM audit_entry WHERE kind IN ('alarm.acknowledged', "
+                "'alarm.resolved') AND ts_us >= :first ORDER BY ts_us"), dict(first=raised[0][1])):
+            alarm = json.loads(subject).get("alarm")
+            if isinstance(alarm, str):
+                steps[alarm].setdefault(kind, (ts, source))
     rows, to_ack, to_resolve = [], [], []
     for event_id, ts, door, source, detail in raised:
         ack = steps[event_id].get(EventKind.ALARM_ACKNOWLEDGED)
@@ -321,29 +445,12 @@ def after_hours_windows(conn: Connection, tz: ZoneInfo, start_us: int, end_us: i
     return [(max(a, start_us), min(b, end_us)) for a, b in windows if b > start_us and a < end_us]
 
 
-def after_hours(m: Month, site: Site, summary: ExportSummary) -> Section:
-    header, widths = ["person", "door", "entries", "first", "last"], [80, 50, 20, 40, 40]
-    title = "After-hours entries (granted at entry readers outside the business schedule)"
-    windows = after_hours_windows(m.conn, site.clock.tz, summary.start_us, summary.end_us)
-    if not windows:
-        return Section(fmt.REVIEW_AFTER_HOURS, title, header, widths, [],
-                       "The business schedule covers the whole month.")
-    params = {f"a{i}": a for i, (a, _) in enumerate(windows)} | {f"b{i}": b for i, (_, b) in enumerate(windows)}
-    when = " OR ".join(f"(ts_us >= :a{i} AND ts_us < :b{i})" for i in range(len(windows)))
-    per = m.rows("SELECT person_id, door, count(*), min(ts_us), max(ts_us) FROM audit_entry WHERE {month} AND "
-                 f"kind = 'access.granted' AND ({when}) AND {{direction}} = 'in' GROUP BY person_id, door", **params)
-    per.sort(key=lambda r: (-r[2], site.person(r[0]), r[1]))
-    return Section(fmt.REVIEW_AFTER_HOURS, title, header, widths,
-                   [[site.person(p), d, n, site.clock(a), site.clock(b)] for p, d, n, a, b in per],
-                   f"{count(sum(r[2] for r in per), 'after-hours entry', 'after-hours entries')} by "
-                   f"{count(len({r[0] for r in per}), 'person', 'people')} "
-                   f"(schedule '{BUSINESS_SCHEDULE}'; exits are not counted).")
-
-
-def entry_kinds(m: Month) -> Section:
+def entry_kinds(tallies: list[Tally]) -> Section:
+    kinds: dict[str, int] = defaultdict(int)
+    for t in tallies:
+        kinds[t.kind] += t.n
     return Section(fmt.REVIEW_KINDS, "Every kind of entry in the export", ["kind", "count"], [70, 30],
-                   [list(r) for r in m.rows("SELECT kind, count(*) FROM audit_entry WHERE {month} GROUP BY kind "
-                                            "ORDER BY kind")])
+                   [[k, n] for k, n in sorted(kinds.items())])
 
 
 # --- the access review, rebuilt from the log -------------------------------------------------------------
@@ -389,9 +496,11 @@ def _states(detail: str) -> access_tables.Changes:
 
 
 def history(conn: Connection, start_us: int, end_us: int) -> History:
+    kinds = [k.value for k in EventKind if k.startswith("admin.")]  # IN: the kind index, on either database
     entries = conn.execute(text(
-        "SELECT received_us, ts_us, source, detail FROM audit_entry WHERE kind >= 'admin.' AND kind < 'admin/' "
-        "ORDER BY received_us, chain_id, seq"))
+        f"SELECT received_us, ts_us, source, detail FROM audit_entry WHERE kind IN "
+        f"({', '.join(f':k{i}' for i in range(len(kinds)))}) ORDER BY received_us, chain_id, seq"),
+        {f"k{i}": k for i, k in enumerate(kinds)})
     rows: dict[str, access_tables.State] = {}
     at_end: dict[str, access_tables.State] | None = None
     first_seen: dict[str, int] = {}
@@ -538,11 +647,20 @@ def _user_change(before: access_tables.State | None, after: access_tables.State 
     return ", ".join(parts)
 
 
-def sections(conn: Connection, summary: ExportSummary) -> tuple[list[Section], list[Section]]:
-    """The activity sections and the access review, in the PDF's order."""
+def write(conn: Connection, summary: ExportSummary, folder: Path) -> tuple[list[Section], list[Section]]:
+    """Every section's CSV into ``folder``; the activity sections and the access review, in the PDF's order,
+    each holding the rows the PDF shows."""
     h = history(conn, summary.start_us, summary.end_us)
     site = _site(conn, ZoneInfo(summary.timezone), h.at_end)
     m = Month(conn, summary)
-    activity = [*door_totals(m, site), *restricted_entries(m, site), *denials(m, site),
-                *alarms(m, site, summary.start_us), after_hours(m, site, summary)]
-    return activity, [*access_review(conn, site, h, summary), entry_kinds(m)]
+    windows = after_hours_windows(conn, site.clock.tz, summary.start_us, summary.end_us)
+    tallies = tally(m)
+    (restricted_by_person, restricted, late), entered = scan_entries(m, site, windows, folder)
+    activity = [*door_totals(tallies, entered, site), restricted_by_person, restricted,
+                *denials(denied(m, tallies), site),
+                *alarms(m, tallies, site), late]
+    access = [*access_review(conn, site, h, summary), entry_kinds(tallies)]
+    for section in activity + access:
+        if not section.written:
+            write_csv(section, folder)
+    return activity, access
