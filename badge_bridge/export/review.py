@@ -591,8 +591,8 @@ def access_review(conn: Connection, site: Site, h: History, summary: ExportSumma
 
     since = end_us - UNUSED_DAYS * 86_400_000_000
     used = set()
-    for (subject,) in conn.execute(text("SELECT subject FROM audit_entry WHERE kind = 'access.granted' AND "
-                                        "ts_us >= :a AND ts_us < :b GROUP BY subject"), dict(a=since, b=end_us)):
+    for (subject,) in conn.execute(text("SELECT DISTINCT subject FROM audit_entry WHERE kind = 'access.granted' "
+                                        "AND ts_us >= :a AND ts_us < :b"), dict(a=since, b=end_us)):
         used.add(str(json.loads(subject).get("credential")))
     unused, expired = [], []
     for cid, cred in creds.items():
