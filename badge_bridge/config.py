@@ -161,6 +161,8 @@ class AreaConfig(_Model):
     key: KEY
     name: str = ""
     anti_passback: Literal["none", "soft", "hard"] = "none"
+    restricted: bool = False
+    """Sensitive space (data hall, cage, NOC): the monthly review lists every entry into it by person."""
 
 
 class Interval(_Model):

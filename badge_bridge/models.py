@@ -81,6 +81,8 @@ class Area(Base):
     key: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     anti_passback: Mapped[str] = mapped_column(String(8), default="none")
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Entries into it are listed person by person in the monthly review (the data hall, the cages)."""
 
 
 class Door(Base):

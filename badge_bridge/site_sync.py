@@ -67,7 +67,8 @@ def _apply(session: Session, config: SiteConfig) -> None:
     site.name, site.timezone = config.site.name, config.site.timezone
     session.add(site)
 
-    areas = _upsert(session, m.Area, {a.key: dict(name=a.name, anti_passback=a.anti_passback) for a in config.areas})
+    areas = _upsert(session, m.Area, {a.key: dict(name=a.name, anti_passback=a.anti_passback, restricted=a.restricted)
+                                      for a in config.areas})
     schedules = _upsert(session, m.Schedule, {
         s.key: dict(
             name=s.name,

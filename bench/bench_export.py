@@ -23,16 +23,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy.orm import Session
+
 from badge_bridge.audit import merkle
 from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.audit.tree_head import cosign, sign_head
+from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.events import canonical_json, to_us
 from badge_bridge.export.format import PDF_NAME
 from badge_bridge.export.pdf import write_report
 from badge_bridge.export.write import export_month, write_manifest
 from badge_bridge.keys import KeyStore
+from badge_bridge.site_sync import sync_site
 
+ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_EXPORT_N", "1000000"))
 AFTER = 1000
 """Entries after the month (received on November 1st): the covering head includes the first of them."""
@@ -45,8 +50,9 @@ COLS = ("chain_id, seq, event_id, ts_us, received_us, source, door, kind, subjec
 
 
 def build(path: Path, keys: KeyStore, witness: KeyStore) -> None:
-    """N chained entries spread over October on one chain (and AFTER in November), a checkpoint every
-    1000, a cosigned tree head every 10 s."""
+    """N chained entries spread over October on one chain (entries and exits at four doors, three of them
+    into restricted areas) and AFTER in November, a checkpoint every 1000, a cosigned tree head every 10 s,
+    and the example site's doors, areas and schedules."""
     signer, cosigner = keys.signer(), witness.signer()
     con = sqlite3.connect(path)
     con.execute("PRAGMA synchronous=OFF")
@@ -62,10 +68,12 @@ def build(path: Path, keys: KeyStore, witness: KeyStore) -> None:
             cosigs.append((h.chain_id, h.size, co.witness_key_id, co.cosigned_us, co.signature))
             next_head = max(next_head + HEAD_EVERY_US, ts - ts % HEAD_EVERY_US + HEAD_EVERY_US)
         kind = "access.granted" if i % 9 else "access.denied"
-        door = ("main-entrance", "lobby-noc", "hall-a", "cage-7")[i % 4]
+        door = ("main-entrance", "noc", "hall-a", "cage-7")[i % 4]
+        direction = ("in", "out")[i // 4 % 2]
         person = i % 3000 + 1
         subject = canonical_json({"person": person, "credential": person})
-        detail = canonical_json({"reader": f"{door}-in", "reason": "granted" if i % 9 else "not_in_schedule"})
+        detail = canonical_json({"reader": f"{door}-{direction}", "direction": direction,
+                                 "reason": "granted" if i % 9 else "not_in_schedule"})
         event = f"ctl:{i}"
         prev, head = head, entry_hash(head, entry_body("bridge-1", event, ts, ts + 3000, "ctl-lobby", door, kind,
                                                        subject, detail))
@@ -89,9 +97,10 @@ def build(path: Path, keys: KeyStore, witness: KeyStore) -> None:
                     "VALUES (?,?,?,?,?,?,?)", heads)
     con.executemany("INSERT INTO witness_cosignature (chain_id, size, witness_key_id, cosigned_us, signature) "
                     "VALUES (?,?,?,?,?)", cosigs)
-    con.execute("INSERT INTO site (name, timezone) VALUES ('bench', 'UTC')")
     con.commit()
     con.close()
+    with Session(make_engine(f"sqlite:///{path}")) as session, session.begin():
+        sync_site(session, load_config(ROOT / "site.example.toml"))  # its doors, areas (restricted) and schedules
 
 
 def main() -> None:
@@ -125,6 +134,7 @@ def main() -> None:
             write_report(conn, summary, export_dir / PDF_NAME)
         write_manifest(export_dir, summary, keys)
         out["pdf_s"] = round(time.perf_counter() - started, 2)
+        out["review_csv_rows"] = {p.name: sum(1 for _ in p.open()) - 1 for p in sorted(export_dir.glob("review-*.csv"))}
         out["ru_maxrss_mb_before_export"] = round(rss_before / 1024, 1)
         out["ru_maxrss_mb_after_export"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         out["verified_while_exporting"] = summary.verified

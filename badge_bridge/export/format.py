@@ -19,6 +19,18 @@ FIELDS = ("chain_id", "seq", "event_id", "ts", "received", "source", "door", "ki
 """Every hashed field (see audit.chain.entry_body) plus seq and both hashes: enough to recompute the chain."""
 CSV_NAME, JSONL_NAME, PDF_NAME, PROOF_NAME = "events.csv", "events.jsonl", "report.pdf", "proof.json"
 MANIFEST_NAME, SIGNATURE_NAME = "manifest.json", "manifest.sig"
+REVIEW_DOORS, REVIEW_AREAS = "review-door-totals.csv", "review-area-totals.csv"
+REVIEW_RESTRICTED_BY_PERSON, REVIEW_RESTRICTED = "review-restricted-by-person.csv", "review-restricted-entries.csv"
+REVIEW_DENIALS_BY_PERSON, REVIEW_DENIALS_BY_DOOR = "review-denials-by-person.csv", "review-denials-by-door.csv"
+REVIEW_ALARMS, REVIEW_AFTER_HOURS = "review-alarms.csv", "review-after-hours.csv"
+REVIEW_HOLDERS, REVIEW_LEVEL_CHANGES = "review-access-holders.csv", "review-level-changes.csv"
+REVIEW_LEAVERS, REVIEW_UNUSED = "review-leavers.csv", "review-unused-credentials.csv"
+REVIEW_EXPIRED, REVIEW_USERS = "review-expired-not-revoked.csv", "review-console-users.csv"
+REVIEW_USER_CHANGES, REVIEW_KINDS = "review-console-user-changes.csv", "review-entry-kinds.csv"
+REVIEW_FILES = (REVIEW_DOORS, REVIEW_AREAS, REVIEW_RESTRICTED_BY_PERSON, REVIEW_RESTRICTED, REVIEW_DENIALS_BY_PERSON,
+                REVIEW_DENIALS_BY_DOOR, REVIEW_ALARMS, REVIEW_AFTER_HOURS, REVIEW_HOLDERS, REVIEW_LEVEL_CHANGES,
+                REVIEW_LEAVERS, REVIEW_UNUSED, REVIEW_EXPIRED, REVIEW_USERS, REVIEW_USER_CHANGES, REVIEW_KINDS)
+"""The report's tables, one CSV each beside report.pdf (``export.review``); the manifest covers them."""
 ROW_FILES = (CSV_NAME, JSONL_NAME)
 MONTH_RE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\Z")
 """An export covers one month, named YYYY-MM (the manifest's ``month``). Whole and ASCII: ``$`` would take
