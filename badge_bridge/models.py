@@ -445,10 +445,11 @@ class TreeHead(Base):
 
 
 class WitnessCosignature(Base):
-    """A witness's countersignature of a tree head: that witness held this head and nothing it contradicts."""
+    """A witness's countersignature of a tree head: that witness held this head and nothing it contradicts, at
+    ``cosigned_us`` (an unchanged head is countersigned again hourly: proof that the chain had not grown)."""
 
     __tablename__ = "witness_cosignature"
-    __table_args__ = (UniqueConstraint("chain_id", "size", "witness_key_id"),)
+    __table_args__ = (UniqueConstraint("chain_id", "size", "witness_key_id", "cosigned_us"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     chain_id: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from badge_bridge import people
 from badge_bridge.audit.chain import entry_body, entry_hash
 from badge_bridge.audit.segments import prune, seal
+from badge_bridge.audit.tree_head import TreeHead, cosign
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.cli import main
 from badge_bridge.config import SiteConfig
@@ -532,3 +533,35 @@ def test_a_partly_pruned_month_verifies_and_says_what_was_pruned(engine: Engine,
     assert len(pruned_days) == 14, result.notes
     cli = _verify_cli(out, "--public-key", str(public_key_file(keys)))
     assert cli.exit_code == 0 and "TAMPERED" not in cli.output and "2026-10-14" in cli.output, cli.output
+
+
+def test_an_idle_chain_is_shown_complete_by_a_countersignature_after_the_month(
+        engine: Engine, month: dict[str, int], keys: KeyStore, witness: KeyStore, tmp_path: Path) -> None:
+    """The CLI's chain had its last entry in October and none since: its last head was signed in October, so
+    only a witness countersigning that head again after the month's end (the publisher re-sends unchanged
+    heads hourly) shows the chain had not grown; without it the month is not signed."""
+    writer = AuditWriter(engine, "bridge-1.cli", keys.signer())
+    writer.start()
+    for i in range(2):
+        ts = OCT + timedelta(days=20, minutes=i)
+        writer.submit(Event(id=f"cli:{i}", kind="admin.key_rotated", source="cli:root", ts=ts, received_ts=ts))
+    assert writer.stop()
+    publish_heads(engine, keys.signer(), witness.signer(), chain="bridge-1.cli")
+    w = witness.trusted_public_keys()
+    stale = export_month(engine, keys, "2026-10", tmp_path / "stale", actor="cli:test", witnesses=w)
+    assert stale.problems == ["proof.json chain bridge-1.cli: no signed tree head covers the month's last entry "
+                              "(seq 2): the month may have been cut in the database; wait for the bridge's next head, "
+                              "or investigate"]
+    assert not (tmp_path / "stale" / "manifest.sig").exists()
+    with engine.begin() as conn:
+        head = conn.execute(text("SELECT chain_id, size, root, head_hash, signed_us, key_id, signature FROM tree_head "
+                                 "WHERE chain_id = 'bridge-1.cli' AND size = 2")).one()
+        fresh = cosign(witness.signer(), TreeHead(*head), to_us(NOV) + 60_000_000)
+        conn.execute(text("INSERT INTO witness_cosignature (chain_id, size, witness_key_id, cosigned_us, signature) "
+                          "VALUES ('bridge-1.cli', 2, :k, :t, :s)"),
+                     dict(k=fresh.witness_key_id, t=fresh.cosigned_us, s=fresh.signature))
+    out = tmp_path / "fresh"
+    assert export_month(engine, keys, "2026-10", out, actor="cli:test", witnesses=w).verified
+    assert verify_export(out, keys.trusted_public_keys(), w).ok
+    unwitnessed = verify_export(out, keys.trusted_public_keys())
+    assert any("bridge-1.cli: the last tree head (size 2)" in p for p in unwitnessed.problems), unwitnessed.problems

@@ -289,6 +289,27 @@ def test_tampering_is_named_at_the_first_tampered_entry(
     assert_cli_names(cli_site, case.problem, case.seq)
 
 
+def test_a_long_chain_checks_its_newest_signatures_and_every_one_on_request(
+    log: Engine, db_url: str, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SIGN_ALL_UP_TO checkpoints, only the newest NEWEST_SIGNED signatures are checked (each vouches for
+    every entry before it); older checkpoints are still checked against the log, and --every-signature
+    checks their signatures too. An altered newest signature is always found."""
+    monkeypatch.setattr(badge_bridge.audit.verify, "SIGN_ALL_UP_TO", 3)
+    monkeypatch.setattr(badge_bridge.audit.verify, "NEWEST_SIGNED", 2)
+    behind_the_back(log, all_of(alter_signature(10), modify(15)))
+    report = verify(log, db_url, keys.trusted_public_keys())
+    assert [(f.seq, f.problem) for f in report.findings] == [(15, "modified")], report.findings
+    assert report.chains[CHAIN].unchecked_signatures == 3
+    every = verify(log, db_url, keys.trusted_public_keys(), every_signature=True)
+    assert [(f.seq, f.problem) for f in every.findings] == [(10, "checkpoint"), (15, "modified")]
+    assert every.chains[CHAIN].unchecked_signatures == 0
+    with log.begin() as conn:  # the triggers are already gone
+        alter_signature(50)(conn)
+    newest = verify(log, db_url, keys.trusted_public_keys())
+    assert (50, "checkpoint") in [(f.seq, f.problem) for f in newest.findings]
+
+
 def test_findings_stay_inside_the_tampered_range(log: Engine, db_url: str, keys: KeyStore) -> None:
     """Two independent edits are both reported, and nothing outside them is."""
     behind_the_back(log, all_of(modify(7), delete(33)))

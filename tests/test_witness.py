@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from badge_bridge.audit import merkle
+from badge_bridge.audit import witness as witness_module
 from badge_bridge.audit.tree_head import TreeHead, sign_head
+from badge_bridge.audit.witness import HEADS_FILE, Witness
 from badge_bridge.audit.witness_api import MAX_BODY, Behind, Fork, WitnessClient, WitnessError
 from badge_bridge.keys import KeyStore, key_id_of, public_from_hex
 from tests.bridge_proc import CLI
@@ -103,6 +105,21 @@ def test_countersigns_heads_that_extend_the_held_one(witness: WitnessProcess, ke
     client.publish(other, 0, [])
     assert set(client.heads()["heads"]) == {CHAIN, "bridge-1.cli"}
     assert len(heads_file(witness)) == 3
+
+
+def test_the_same_head_later_gets_a_fresh_countersignature(tmp_path: Path, keys: KeyStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle chain's unchanged head, sent again after RECOSIGN_AFTER_US, is countersigned afresh and stored:
+    proof, dated after a month's end, that the chain had not grown (the export needs it)."""
+    subprocess.run([*CLI, "witness", "init", "--dir", str(tmp_path / "w")], check=True, capture_output=True)
+    w = Witness(tmp_path / "w", keys.trusted_public_keys())
+    h = head(keys, 5)
+    first = w.publish(json.dumps(body(h)).encode())
+    assert w.publish(json.dumps(body(h, 5)).encode()) == first  # soon after: the same countersignature
+    monkeypatch.setattr(witness_module, "RECOSIGN_AFTER_US", 0)
+    later = w.publish(json.dumps(body(h, 5)).encode())
+    assert later.head == h and later.cosignature.cosigned_us > first.cosignature.cosigned_us
+    assert len((tmp_path / "w" / HEADS_FILE).read_text().splitlines()) == 2
 
 
 # --- hostile requests ------------------------------------------------------------------------------------

@@ -58,6 +58,11 @@ WALK_COLUMNS = (AuditEntry.seq, AuditEntry.event_id, AuditEntry.ts_us, AuditEntr
                 AuditEntry.hash)
 
 
+REFRESH_US = 3_600_000_000
+"""An unchanged head is sent again after this long, for a fresh countersignature: an idle chain (the CLI's)
+shows within an hour of a month's end that it had not grown, so that month can be exported and signed."""
+
+
 @dataclass
 class ChainTree:
     """One chain's tree at ``size`` and the leaves kept for witnesses that hold an older size."""
@@ -364,7 +369,8 @@ class Publisher:
         held = w.held.get(chain.chain_id)
         if head is None or (held is None and head.size == 0):
             return
-        if held is not None and (held.head.size, held.head.root) == (head.size, head.root):
+        if held is not None and (held.head.size, held.head.root) == (head.size, head.root) and (
+                time.time_ns() // 1000 - held.cosignature.cosigned_us < REFRESH_US):
             return
         for _attempt in range(2):
             from_size = 0 if held is None else held.head.size

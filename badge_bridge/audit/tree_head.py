@@ -10,6 +10,7 @@ witness, ``audit verify --witness`` and the export all take the formats from her
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ class TreeHead:
     def message(self) -> bytes:
         return tree_head_message(self.chain_id, self.size, self.root, self.head_hash, self.signed_us)
 
-    def signed_by(self, trusted: dict[str, Ed25519PublicKey]) -> bool:
+    def signed_by(self, trusted: Mapping[str, Ed25519PublicKey]) -> bool:
         key = trusted.get(self.key_id)
         return key is not None and verify_signature(key, self.signature, self.message())
 
@@ -86,7 +87,7 @@ class Cosignature:
     cosigned_us: int
     signature: str
 
-    def valid_for(self, head: TreeHead, witness_keys: dict[str, Ed25519PublicKey]) -> bool:
+    def valid_for(self, head: TreeHead, witness_keys: Mapping[str, Ed25519PublicKey]) -> bool:
         key = witness_keys.get(self.witness_key_id)
         return key is not None and verify_signature(key, self.signature,
                                                     cosign_message(head, self.witness_key_id, self.cosigned_us))

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,11 @@ from badge_bridge.audit.witness_api import HEADS_PATH, MAX_BODY, Held
 from badge_bridge.keys import KeyMaterialError, Signer, _write_private, key_id_of, public_from_hex, public_hex
 
 log = logging.getLogger(__name__)
+
+RECOSIGN_AFTER_US = 600_000_000
+"""The same head sent again after this long is countersigned afresh (and stored): a cosignature dated after
+a month's end proves the chain had not grown past this head by then, which an idle chain needs for its
+monthly export (the publisher re-sends unchanged heads hourly)."""
 
 MAX_PROOF = 64
 """An RFC 9162 consistency proof between trees of up to 2**63 leaves has at most 2 * 63 hashes; a chain of
@@ -185,8 +191,8 @@ class Witness:
                 if head.size == old.size:
                     if head.root != old.root:
                         raise Refusal(409, "fork", f"size {head.size} is held with another root ({old.root})", held)
-                    if head == old:
-                        return held  # the same head again: its cosignature again
+                    if head == old and time.time_ns() // 1000 - held.cosignature.cosigned_us < RECOSIGN_AFTER_US:
+                        return held  # the same head again soon: its cosignature again
             held_size = 0 if held is None else held.head.size
             if head.size > held_size and from_size != held_size:
                 raise Refusal(412, "behind", f"the proof starts at size {from_size}; this witness holds "

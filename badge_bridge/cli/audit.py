@@ -40,10 +40,13 @@ def audit() -> None:
                    "countersigned. Repeatable.")
 @click.option("--witness-key", "witness_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A witness's public key file (hex); repeatable. Default: the site file's audit.witnesses keys.")
+@click.option("--every-signature", is_flag=True,
+              help="Check the signature of every checkpoint and stored tree head, not only the newest checkpoints "
+                   "and the last head of each hour (each vouches for everything before it).")
 @pass_app
 @fail_cleanly
 def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs: int, witnesses: tuple[str, ...],
-                 witness_keys: tuple[str, ...]) -> None:
+                 witness_keys: tuple[str, ...], every_signature: bool) -> None:
     """Recompute every hash chain and check the signed checkpoints and tree heads. Exit 1 if anything was
     tampered with."""
     from badge_bridge.audit.verify import verify
@@ -56,12 +59,14 @@ def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     report = verify(app.engine(), app.url, trusted or app.keys.trusted_public_keys(), chain=chain, jobs=jobs,
-                    witnesses=held, witness_keys=cosigners or None)
+                    witnesses=held, witness_keys=cosigners or None, every_signature=every_signature)
     for status in report.chains.values():
         pruned = f", entries 1..{status.pruned_through} pruned (signed)" if status.pruned_through else ""
+        older = (f"; the signatures of {status.unchecked_signatures} older ones are vouched for by the newer "
+                 "(--every-signature checks them)" if status.unchecked_signatures else "")
         click.echo(f"chain {status.chain_id}: {status.entries} entries, head {status.head_seq} "
                    f"{status.head_hash[:16]}…, {status.checkpoints} checkpoints (last at {status.last_checkpoint_seq})"
-                   f"{pruned}")
+                   f"{older}{pruned}")
     if report.ok:
         extends = f"; it extends every head {len(held)} witness(es) countersigned" if held else ""
         click.echo("audit log verified: no entry modified, deleted, inserted or reordered; checkpoints valid"

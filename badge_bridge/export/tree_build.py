@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, exists, func, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from badge_bridge.export.tree_proof import (
 )
 from badge_bridge.models import Segment
 from badge_bridge.models import TreeHead as TreeHeadRow
+from badge_bridge.models import WitnessCosignature as CosignatureRow
 
 HOUR_US = 3_600_000_000
 _HEAD = (TreeHeadRow.chain_id, TreeHeadRow.size, TreeHeadRow.root, TreeHeadRow.head_hash, TreeHeadRow.signed_us,
@@ -39,10 +40,13 @@ def _head(row: Any) -> TreeHead:
 
 def covering_head(conn: Connection, chain: str, seq: int, end_us: int) -> TreeHead | None:
     """The first head that covers entry ``seq`` and shows the period ending at ``end_us`` was over: it also
-    covers a later entry, or was signed at or after ``end_us``."""
+    covers a later entry, or was signed, or countersigned by a witness, at or after ``end_us`` (an idle chain's
+    unchanged head is countersigned again hourly)."""
+    fresh = exists().where(CosignatureRow.chain_id == TreeHeadRow.chain_id, CosignatureRow.size == TreeHeadRow.size,
+                           CosignatureRow.cosigned_us >= end_us)
     row = conn.execute(select(*_HEAD).where(TreeHeadRow.chain_id == chain, or_(
-        TreeHeadRow.size > seq, and_(TreeHeadRow.size == seq, TreeHeadRow.signed_us >= end_us)))
-        .order_by(TreeHeadRow.size).limit(1)).first()
+        TreeHeadRow.size > seq, and_(TreeHeadRow.size == seq, or_(TreeHeadRow.signed_us >= end_us, fresh))))
+        .order_by(TreeHeadRow.size, TreeHeadRow.signed_us).limit(1)).first()
     return _head(row) if row is not None else None
 
 

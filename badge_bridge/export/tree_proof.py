@@ -142,6 +142,14 @@ def _head_problems(what: str, wh: WitnessedHead, chain_id: str, trusted: Mapping
             if not any(c.witness_key_id == wid and c.valid_for(head, {wid: witnesses[wid]}) for c in wh.cosignatures)]
 
 
+def _countersigned_after(tree: ChainTree, cover: TreeHead, witnesses: Mapping[str, Ed25519PublicKey],
+                         end_us: int) -> bool:
+    """A witness countersigned the covering head at or after ``end_us``: it held no longer chain by then (it
+    never countersigns a head shorter than one it holds)."""
+    return any(wh.head == cover and any(c.cosigned_us >= end_us and c.valid_for(cover, witnesses)
+                                        for c in wh.cosignatures) for wh in tree.heads)
+
+
 def check_tree(chain_id: str, first_seq: int, last_seq: int, tree: ChainTree, trusted: Mapping[str, Ed25519PublicKey],
                witnesses: Mapping[str, Ed25519PublicKey], end_us: int) -> tuple[list[str], list[str]]:
     """The checks that need no row: signatures, cosignatures, the covering rule, the consistency proof.
@@ -161,10 +169,11 @@ def check_tree(chain_id: str, first_seq: int, last_seq: int, tree: ChainTree, tr
     if cover is None or cover.size < last_seq:
         problems.append(f"{where}: no signed tree head covers the month's last entry (seq {last_seq}): the month may "
                         "have been cut in the database; wait for the bridge's next head, or investigate")
-    elif cover.size == last_seq and cover.signed_us < end_us:
-        problems.append(f"{where}: the last tree head (size {cover.size}) was signed before the month's end and covers "
-                        "no later entry: nothing shows the month's entries end at seq "
-                        f"{last_seq} (a cut at the month's end cannot be ruled out)")
+    elif cover.size == last_seq and cover.signed_us < end_us and not _countersigned_after(tree, cover, witnesses,
+                                                                                            end_us):
+        problems.append(f"{where}: the last tree head (size {cover.size}) was signed before the month's end, covers "
+                        "no later entry and no witness key given countersigned it after the end: nothing shows the "
+                        f"month's entries end at seq {last_seq} (a cut at the month's end cannot be ruled out)")
     prev = tree.previous
     if prev is None and first_seq - 1 > 0:
         problems.append(f"{where}: no head of the previous month (covering seq {first_seq - 1}) to prove this month "

@@ -38,7 +38,8 @@ def upgrade() -> None:
         sa.Column("cosigned_us", sa.BigInteger(), nullable=False),
         sa.Column("signature", sa.String(length=128), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_witness_cosignature")),
-        sa.UniqueConstraint("chain_id", "size", "witness_key_id", name=op.f("uq_witness_cosignature_chain_id")),
+        sa.UniqueConstraint("chain_id", "size", "witness_key_id", "cosigned_us",
+                            name=op.f("uq_witness_cosignature_chain_id")),
     )
     op.create_table(
         "tree_frontier",
