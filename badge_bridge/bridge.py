@@ -60,7 +60,7 @@ class Bridge:
         )
         self.stopping = threading.Event()
         self.state_watch = StateWatch(engine, self.writer, config.site.instance, config.audit.state_check_seconds,
-                                      self.stopping)
+                                      self.stopping, keys.trusted_public_keys())
         self.processor: Processor | None = None
         self.mqtt: MqttLink | None = None
         self.metrics_server: ThreadingHTTPServer | None = None

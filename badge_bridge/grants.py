@@ -84,6 +84,15 @@ def apply(owner: Engine, role: str) -> list[str]:
         if found[1]:
             raise GrantError(f"role {role} is, or is a member of, the owner role {conn.scalar(text('SELECT current_user'))}"
                              ": it could alter the audit tables; use a separate role for the bridge")
+        owned = conn.scalar(text(
+            "SELECT count(*) FROM (SELECT relowner AS o FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() UNION ALL SELECT proowner FROM pg_proc p JOIN pg_namespace n ON "
+            "n.oid = p.pronamespace WHERE n.nspname = current_schema()) x WHERE o = (SELECT oid FROM pg_roles WHERE "
+            "rolname = :r)"), dict(r=role))
+        if owned:
+            raise GrantError(f"role {role} owns {owned} tables, sequences or functions (an install from before "
+                             "least privilege): an owner ignores grants and can drop the triggers; as the owner role "
+                             f"run REASSIGN OWNED BY {role} TO CURRENT_USER first")
         for stmt in stmts:
             conn.execute(text(stmt))
     return stmts

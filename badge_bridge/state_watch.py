@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from badge_bridge.audit.access_tables import Difference, Replay, compare
-from badge_bridge.audit.state_check import NO_STATE, admin_entries, reading, tables
+from badge_bridge.audit.state_check import NO_STATE, admin_entries, reading, signed_through, tables
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import to_us
@@ -35,8 +37,11 @@ committed later (a slow transaction on another chain) is still found."""
 
 class StateWatch:
     def __init__(self, engine: Engine, writer: AuditWriter, source: str, every_s: float,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, trusted: Mapping[str, Ed25519PublicKey]) -> None:
         self.engine = engine
+        self.trusted = trusted
+        """Only admin entries a valid signature of these keys covers vouch for the tables (a planted one
+        carrying a state of its own does not)."""
         self.writer = writer
         self.source = source
         self.every_s = every_s
@@ -46,6 +51,8 @@ class StateWatch:
         self._seen: dict[tuple[str, int], int] = {}
         """(chain, seq) -> received_us of the admin entries applied in the last LATE_US."""
         self._newest = 0
+        self._last_id = 0
+        """The highest row id applied: an entry found below it was written earlier but committed later."""
         self._alarmed: set[str] | None = None
         """Keys the open alarm names (None: not yet read from the alarm table)."""
         self._cause = ""
@@ -82,14 +89,17 @@ class StateWatch:
         return self.differences
 
     def _catch_up(self, conn: Connection) -> None:
-        fresh = [row for row in admin_entries(conn, max(0, self._newest - LATE_US)) if row[:2] not in self._seen]
-        if fresh and self._newest and fresh[0][2] <= self._newest:  # one lands before entries applied: replay all
-            self._replay, self._seen, self._newest = Replay(), {}, 0
-            fresh = list(admin_entries(conn))
-        for chain, seq, received, detail in fresh:
+        through = signed_through(conn, self.trusted)
+        fresh = [row for row in admin_entries(conn, max(0, self._newest - LATE_US))
+                 if row[:2] not in self._seen and row[1] <= through.get(row[0], 0)]
+        if fresh and fresh[0][4] < self._last_id:  # one lands before entries applied: replay all
+            self._replay, self._seen, self._newest, self._last_id = Replay(), {}, 0, 0
+            fresh = [row for row in admin_entries(conn) if row[1] <= through.get(row[0], 0)]
+        for chain, seq, received, detail, row_id in fresh:
             self._replay.apply(detail, (chain, seq))
             self._seen[(chain, seq)] = received
             self._newest = max(self._newest, received)
+            self._last_id = max(self._last_id, row_id)
         self._seen = {k: r for k, r in self._seen.items() if r >= self._newest - LATE_US}
 
     def _open_alarm(self, conn: Connection) -> bool:

@@ -27,6 +27,7 @@ from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, migrate
 from badge_bridge.event_kinds import EventKind
+from badge_bridge.keys import KeyStore
 from badge_bridge.people import admin_event
 from badge_bridge.site_sync import sync_site
 from badge_bridge.state_watch import StateWatch
@@ -36,7 +37,7 @@ PEOPLE, CREDENTIALS = 10_000, 20_000
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def populate(engine: Engine) -> None:
+def populate(engine: Engine, keys: KeyStore) -> None:
     migrate(engine)
     with Session(engine) as session, session.begin():
         sync_site(session, load_config(ROOT / "site.example.toml"))
@@ -50,7 +51,7 @@ def populate(engine: Engine) -> None:
                                                     number=f"{i // 65536}:{i % 65536}", status="active",
                                                     created_at=now) for i in range(CREDENTIALS)])
         rows = access_tables.snapshot(session)
-    writer = AuditWriter(engine, "bench.cli", None)
+    writer = AuditWriter(engine, "bench.cli", keys.signer())
     writer.start()
     for key, state in rows.items():  # one admin entry per row, as the CLI and console make them
         writer.submit(admin_event(EventKind.ADMIN_PERSON_ADDED, "cli:bench", {}, {}, (key, state)))
@@ -64,12 +65,20 @@ def ms(fn) -> float:
 
 
 def measure(engine: Engine) -> dict[str, object]:
-    populate(engine)
-    watch = StateWatch(engine, AuditWriter(engine, "bench", None), "bench", 60, threading.Event())
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = KeyStore(Path(tmp))
+        keys.ensure()
+        populate(engine, keys)
+        watch = StateWatch(engine, AuditWriter(engine, "bench", keys.signer()), "bench", 60, threading.Event(),
+                           keys.trusted_public_keys())
+        return _timed(engine, watch, keys)
+
+
+def _timed(engine: Engine, watch: StateWatch, keys: KeyStore) -> dict[str, object]:
     first = ms(watch.check)
     assert watch.differences == [], watch.differences[:3]
     periodic = statistics.median(ms(watch.check) for _ in range(5))
-    verify_part = ms(lambda: state_check.findings(engine))
+    verify_part = ms(lambda: state_check.findings(engine, keys.trusted_public_keys()))
     return {"first_check_ms": first, "periodic_check_ms": periodic, "verify_state_ms": verify_part}
 
 

@@ -126,6 +126,35 @@ def test_a_row_forged_while_the_writer_runs_is_alarmed_and_never_signed_over(
     assert report.findings[0].message == f"entries {forged}..{forged}: no signature covers them"
 
 
+def test_planted_checkpoints_with_no_entry_move_the_writer_on(engine: Engine, keys: KeyStore) -> None:
+    """Checkpoint rows planted past the head (no entry of their own) take the seqs the writer's next batches
+    need: the writer must not retry against them forever, it alarms and goes on in a new chain."""
+    writer = write(engine, keys, range(1, 4))
+    with engine.begin() as conn:
+        for seq in range(4, 40):
+            conn.execute(insert(Checkpoint).values(chain_id=CHAIN, seq=seq, hash="0" * 64, signed_us=0,
+                                                   key_id="planted", signature="0" * 128))
+    for n in range(4, 8):
+        writer.submit(ev(n))
+    wait_until(lambda: foreign_alarms(engine), 10, "an audit.foreign_entry alarm")
+    assert writer.flush() and writer.stop()
+    later = entries(engine, f"{CHAIN}~2")
+    assert [json.loads(e.detail)["n"] for e in later if e.kind == "access.granted"] == [4, 5, 6, 7]
+
+
+def test_a_planted_row_with_no_door_is_named_not_a_crash(engine: Engine, keys: KeyStore, db_url: str) -> None:
+    """``door`` may be NULL: a row planted with it must be found by verify and by the writer, never crash them."""
+    writer = write(engine, keys, range(1, 4))
+    with engine.begin() as conn:
+        head = conn.scalar(select(AuditEntry.hash).where(AuditEntry.chain_id == CHAIN, AuditEntry.seq == 3))
+        conn.execute(insert(AuditEntry).values(chain_id=CHAIN, seq=4, event_id="planted:4", ts_us=0, received_us=0,
+                                               source="x", door=None, kind="access.granted", subject="{}",
+                                               detail="{}", prev_hash=head, hash="0" * 64))
+    wait_until(lambda: foreign_alarms(engine), 10, "an audit.foreign_entry alarm")
+    assert writer.stop()
+    assert (CHAIN, 4, "modified") in findings(verify(engine, db_url, keys.trusted_public_keys()))
+
+
 def test_a_conflicting_forged_row_moves_the_busy_writer_too(engine: Engine, keys: KeyStore, db_url: str) -> None:
     """The forged row takes the seq the writer's next batch wants: the insert conflicts, and the batch goes to
     the new chain after the continuation, none of it lost."""

@@ -171,3 +171,14 @@ def test_the_owner_prunes_and_a_superuser_or_the_owner_is_refused_as_bridge_role
     finally:
         bridge.dispose()
         owner.dispose()
+
+
+def test_a_bridge_role_that_owns_tables_is_refused(roles: Roles) -> None:
+    """An install from before least privilege: its tables were created as the bridge's role, and an owner
+    ignores grants (it could drop the triggers). Applying the grants refuses and says what to run."""
+    with psycopg.connect(roles.owner_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {roles.bridge}")
+    with psycopg.connect(roles.bridge_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("CREATE TABLE bridge_owned (id int)")
+    result = cli(roles.site_file, "init", "--grants", roles.bridge, "--apply")
+    assert result.returncode == 1 and f"REASSIGN OWNED BY {roles.bridge}" in result.stderr, result.stderr

@@ -122,6 +122,14 @@ def test_the_same_head_later_gets_a_fresh_countersignature(tmp_path: Path, keys:
     assert len((tmp_path / "w" / HEADS_FILE).read_text().splitlines()) == 2
 
 
+def test_a_second_witness_on_the_same_folder_is_refused(witness: WitnessProcess, keys: KeyStore) -> None:
+    """Two processes on one heads file would each hold their own state and could countersign forks."""
+    second = subprocess.run([*CLI, "witness", "serve", "--dir", str(witness.dir), "--listen", "127.0.0.1:0",
+                             *[a for k in witness.bridge_keys for a in ("--bridge-key", str(k))]],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "in use by another witness process" in second.stderr, second.stderr
+
+
 # --- hostile requests ------------------------------------------------------------------------------------
 
 

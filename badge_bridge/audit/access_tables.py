@@ -80,7 +80,7 @@ def credential(c: Credential | Row[Any]) -> tuple[str, State]:
     return f"credential/{c.id}", {
         "person": c.person_id, "format": c.format, "number": c.number, "status": c.status,
         "valid_from": _when(c.valid_from), "valid_until": _when(c.valid_until), "revoked_at": _when(c.revoked_at),
-        "pin_sha256": _digest(c.pin_hash), "biometric_ref": c.biometric_ref,
+        "pin_sha256": _digest(f"{c.id}:{c.pin_hash}" if c.pin_hash else None), "biometric_ref": c.biometric_ref,
     }
 
 

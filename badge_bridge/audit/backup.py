@@ -156,7 +156,7 @@ def _check_sidecar(src: Path) -> None:
 
 def backup(config: SiteConfig, dest: Path) -> BackupReport:
     """Copy the live database into ``dest``, verify the copy, and write its checksum and manifest."""
-    url = config.database_url()
+    url = config.database_owner_url()  # the owner: the bridge role may not read prune_window nor drop tables
     trusted = KeyStore(config.keys_dir()).trusted_public_keys()
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def backup(config: SiteConfig, dest: Path) -> BackupReport:
 
 def restore(config: SiteConfig, src: Path, *, force: bool) -> RestoreReport:
     """Replace the configured database with a verified backup. Refuses while the bridge may be using it."""
-    url = config.database_url()
+    url = config.database_owner_url()
     if not src.is_file():
         raise BackupError(f"backup file {src} does not exist")
     trusted = KeyStore(config.keys_dir()).trusted_public_keys()

@@ -67,7 +67,7 @@ class ChainWalk:
         """The hash it must follow: GENESIS at a chain's start, else the hash of the entry before."""
 
     def step(
-        self, seq: int, event_id: str, ts_us: int, received_us: int, source: str, door: str, kind: str,
+        self, seq: int, event_id: str, ts_us: int, received_us: int, source: str, door: str | None, kind: str,
         subject: str, detail: str, prev_hash: str | None, stored: str,
     ) -> int:
         """The breaks at this entry (bits AHEAD, BEHIND, LINK, CONTENT), or 0 and the walk moves past it.
@@ -75,7 +75,8 @@ class ChainWalk:
         (``audit verify`` trusts only the hashes) the entry is hashed from the walk's last hash, so a broken
         link shows as CONTENT. Runs once per entry, so the happy path comes first and entry_hash is inlined."""
         last = self.last
-        body = entry_body(self.chain_id, event_id, ts_us, received_us, source, door, kind, subject, detail)
+        # door: NULL is stored for no door and hashed as "" (a NULL planted elsewhere must not crash a reader)
+        body = entry_body(self.chain_id, event_id, ts_us, received_us, source, door or "", kind, subject, detail)
         digest = hashlib.sha256(((last if prev_hash is None else prev_hash) + body).encode()).hexdigest()
         if digest == stored and seq == self.expected and (prev_hash is None or prev_hash == last):
             self.expected, self.last = seq + 1, stored

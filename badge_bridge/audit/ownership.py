@@ -11,6 +11,7 @@ survive a move is keyed by the base (``chain_ids`` selects all of a base's chain
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ _AFTER = ("SELECT seq, event_id, ts_us, received_us, source, door, kind, subject
           "FROM audit_entry WHERE chain_id = :c AND seq > :s ORDER BY seq, id")
 _HEAD = "SELECT seq, hash FROM audit_entry WHERE chain_id = :c ORDER BY seq DESC LIMIT 1"
 _AT = "SELECT hash FROM audit_entry WHERE chain_id = :c AND seq = :s"
+_ORPHANS = ("SELECT c.seq FROM checkpoint c WHERE c.chain_id = :c AND c.seq > :s AND NOT EXISTS (SELECT 1 FROM "
+            "audit_entry e WHERE e.chain_id = c.chain_id AND e.seq = c.seq AND e.hash = c.hash) ORDER BY c.seq LIMIT 100")
 
 
 def base_of(chain_id: str) -> str:
@@ -131,7 +134,10 @@ def reconcile(conn: Connection, chain: str, own: tuple[int, str], trusted: Mappi
         if linked and any(head == stored and _valid(trusted, chain, seq, head, signed_us, key_id, signature)
                           for head, signed_us, key_id, signature in signed.get(seq, [])):
             covered = (seq, stored)
-    return Reconciled(covered, [s for s in after if s > covered[0]])
+    # A checkpoint row with no entry of its own past our head (planted by hand) takes the seq our next batch's
+    # checkpoint needs: foreign too, or the writer would retry against it forever.
+    orphans = [r[0] for r in conn.execute(text(_ORPHANS), dict(c=chain, s=covered[0]))]
+    return Reconciled(covered, sorted({s for s in after if s > covered[0]} | set(orphans)))
 
 
 def continuation(base: str, left: str, new: str, result: Reconciled,
@@ -143,11 +149,12 @@ def continuation(base: str, left: str, new: str, result: Reconciled,
     seq, head = result.head
     detail = {"chain": left, "last_seq": seq, "last_hash": head, "foreign_seqs": result.foreign[:FOREIGN_LISTED],
               "foreign_count": len(result.foreign), "own_head_missing": result.own_missing}
-    first = Event(id=f"chain-continued:{new.replace(EPOCH_MARK, '+')}", kind=EventKind.AUDIT_CHAIN_CONTINUED,
+    # Ids no one can guess and plant beforehand (a planted id would make these entries pass for duplicates).
+    first = Event(id=Event.new_id(EventKind.AUDIT_CHAIN_CONTINUED), kind=EventKind.AUDIT_CHAIN_CONTINUED,
                   source=base, ts=now, received_ts=now, detail=detail)
     where = result.foreign[0] if result.foreign else seq
     alarm, effect = alarm_raised(EventKind.AUDIT_FOREIGN_ENTRY, door=None, source=base, ts=now,
-                                 cause=f"{left.replace(EPOCH_MARK, '+')}@{where}",
+                                 cause=f"{left.replace(EPOCH_MARK, '+')}@{where}:{secrets.token_hex(6)}",
                                  detail={"severity": "critical", "chain": left, "continued_in": new,
                                          "foreign_seqs": result.foreign[:FOREIGN_LISTED],
                                          "own_head_missing": result.own_missing})

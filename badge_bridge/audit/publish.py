@@ -269,8 +269,13 @@ class Publisher:
             head_hash = conn.scalar(select(AuditEntry.hash).where(AuditEntry.chain_id == chain_id,
                                                                   AuditEntry.seq == size))
             signed = _stored_head(conn, chain_id, size)
-            if head_hash is None or (signed is not None and signed.signed_by(self.trusted)
-                                     and (signed.root, signed.head_hash) != (tree.root().hex(), head_hash)):
+            matches = (signed is not None and signed.signed_by(self.trusted)
+                       and (signed.root, signed.head_hash) == (tree.root().hex(), head_hash))
+            # Unsigned, a frontier is only taken where nothing else can be (the entries before it pruned): a
+            # planted one would have the bridge sign heads over a tree it never computed.
+            pruned_before = conn.scalar(select(AuditEntry.seq).where(AuditEntry.chain_id == chain_id,
+                                                                     AuditEntry.seq < size).limit(1)) is None
+            if head_hash is None or not (matches or (signed is None and pruned_before)):
                 log.error("chain %s: the stored frontier of size %d does not match the database or its signed "
                           "head; using an older one", chain_id, size)
                 continue
@@ -360,7 +365,17 @@ class Publisher:
         if answer.get("witness_key_id") != w.key_id:
             raise WitnessError(f"the witness at {w.url} has key {answer.get('witness_key_id')}, the site file names "
                                f"{w.key_id}")
-        w.held = {chain: Held.from_dict(h) for chain, h in heads.items()}
+        w.held = {}
+        for chain, h in heads.items():
+            held = Held.from_dict(h)
+            # Believe only what the witness signed over a head we signed: a hostile answer (a forged witness,
+            # a man in the middle) must not invent chains or sizes for the bridge to work on.
+            if (held.head.chain_id == chain and held.head.signed_by(self.trusted)
+                    and held.cosignature.valid_for(held.head, {w.key_id: w.key})):
+                w.held[chain] = held
+            else:
+                log.warning("witness %s: ignoring its head of %r, not countersigned by it over a head of ours",
+                            w.url, chain[:80])
         w.frontiers.clear()
 
     def _publish_to(self, w: Witness, chain: ChainTree) -> None:

@@ -1,7 +1,9 @@
 """Whether the access tables hold what the log's admin entries say they hold.
 
 Every administrative change records the state of the rows it changed (badge_bridge.audit.access_tables);
-replaying the admin entries of every chain in log order (received time, then chain and seq) gives what
+replaying the admin entries of every chain in the order they were written (their row id: two changes of one
+row are serialized by its lock, so the second one's entry is inserted after the first's commit; a process's
+clock plays no part) gives what
 people, credentials, levels, schedules, console users and faces must be. A row that differs was changed
 around the audited commands: by hand in the database, or in a backup that was then restored. `audit verify`
 names each such row; the bridge checks at start and every minute (badge_bridge.state_watch).
@@ -12,14 +14,16 @@ records every row as it stands, the operator's attestation, audited with who ran
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, exists, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit.access_tables import Replay, State, compare, snapshot
+from badge_bridge.audit.ownership import covered_head
 from badge_bridge.audit.scan import Finding
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
@@ -32,12 +36,12 @@ NO_STATE = ("the log records no state of the access tables (a database from befo
             "`badge-bridge audit baseline` once to record the current rows")
 
 
-def admin_entries(conn: Connection, since_us: int = 0) -> Iterator[tuple[str, int, int, str]]:
-    """(chain, seq, received_us, detail) of the admin entries received at or after ``since_us``, in log order."""
+def admin_entries(conn: Connection, since_us: int = 0) -> Iterator[tuple[str, int, int, str, int]]:
+    """(chain, seq, received_us, detail, id) of the admin entries received at or after ``since_us``, in the
+    order they were written."""
     yield from conn.execute(
-        select(AuditEntry.chain_id, AuditEntry.seq, AuditEntry.received_us, AuditEntry.detail)
-        .where(ADMIN, AuditEntry.received_us >= since_us)
-        .order_by(AuditEntry.received_us, AuditEntry.chain_id, AuditEntry.seq)).tuples()
+        select(AuditEntry.chain_id, AuditEntry.seq, AuditEntry.received_us, AuditEntry.detail, AuditEntry.id)
+        .where(ADMIN, AuditEntry.received_us >= since_us).order_by(AuditEntry.id)).tuples()
 
 
 def has_state_records(conn: Connection) -> bool:
@@ -45,11 +49,20 @@ def has_state_records(conn: Connection) -> bool:
     return bool(conn.scalar(select(exists().where(ADMIN, AuditEntry.detail.contains('"state":')))))
 
 
-def logged(conn: Connection) -> Replay:
-    """Every admin entry applied in log order."""
+def signed_through(conn: Connection, trusted: Mapping[str, Ed25519PublicKey]) -> dict[str, int]:
+    """Per chain holding admin entries, the newest entry a valid signature of a trusted key covers: an admin
+    entry past it (planted by hand, with its state) must not vouch for the tables."""
+    chains = conn.scalars(select(AuditEntry.chain_id).where(ADMIN).distinct())
+    return {chain: covered_head(conn, chain, trusted)[0] for chain in chains}
+
+
+def logged(conn: Connection, trusted: Mapping[str, Ed25519PublicKey] | None = None) -> Replay:
+    """Every admin entry applied in log order (with ``trusted``: only the signed ones)."""
     done = Replay()
-    for chain, seq, _, detail in admin_entries(conn):
-        done.apply(detail, (chain, seq))
+    through = signed_through(conn, trusted) if trusted is not None else None
+    for chain, seq, _, detail, _id in admin_entries(conn):
+        if through is None or seq <= through.get(chain, 0):
+            done.apply(detail, (chain, seq))
     return done
 
 
@@ -75,11 +88,11 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def findings(engine: Engine) -> list[Finding]:
+def findings(engine: Engine, trusted: Mapping[str, Ed25519PublicKey] | None = None) -> list[Finding]:
     """One finding per row that differs, at the entry that last recorded it (an unrecorded row: the last
     admin entry, after which it appeared). None for a log without state records (see ``NO_STATE``)."""
     with reading(engine) as conn:
-        done = logged(conn)
+        done = logged(conn, trusted)
         now = tables(conn)
     if done.last is None:  # nothing to compare with: said by `audit verify`, solved by `init` or `audit baseline`
         return []

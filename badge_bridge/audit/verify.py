@@ -260,6 +260,6 @@ def verify(
             if chain_id not in report.chains:
                 report.findings.append(Finding(chain_id, 1, "deleted", f"{n} signed checkpoints exist but the chain is empty"))
         if chain is None:  # the access tables against the states the admin entries of every chain record
-            report.findings.extend(state_check.findings(engine))
+            report.findings.extend(state_check.findings(engine, trusted))
     report.findings.sort(key=lambda f: (f.chain_id, f.seq))
     return report

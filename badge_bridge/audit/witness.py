@@ -11,6 +11,7 @@ library's ThreadingHTTPServer: bench/bench_witness.py measured it ahead of Flask
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -136,7 +137,14 @@ class HeadLog:
         return held
 
     def open(self) -> int:
+        """The file for appending, locked: two witness processes on one folder would each keep their own
+        state and could countersign forks of each other's heads."""
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise KeyMaterialError(f"{self.path} is in use by another witness process: one witness per folder") from None
         size = os.fstat(fd).st_size
         if size:
             with self.path.open("rb") as f:
@@ -191,8 +199,9 @@ class Witness:
                 if head.size == old.size:
                     if head.root != old.root:
                         raise Refusal(409, "fork", f"size {head.size} is held with another root ({old.root})", held)
-                    if head == old and time.time_ns() // 1000 - held.cosignature.cosigned_us < RECOSIGN_AFTER_US:
-                        return held  # the same head again soon: its cosignature again
+                    if (time.time_ns() // 1000 - held.cosignature.cosigned_us < RECOSIGN_AFTER_US
+                            or head.signed_us < old.signed_us):
+                        return held  # the same tree again soon (or an older signing of it): the held cosignature
             held_size = 0 if held is None else held.head.size
             if head.size > held_size and from_size != held_size:
                 raise Refusal(412, "behind", f"the proof starts at size {from_size}; this witness holds "
@@ -270,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._refuse(Refusal(404, "not_found", f"POST only to {HEADS_PATH}"))
         length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or length is None or not length.isdigit():
+        if self.headers.get("Transfer-Encoding") or length is None or not (length.isascii() and length.isdigit()):
             self.close_connection = True
             return self._refuse(Refusal(411, "length_required", "send a Content-Length (no chunked bodies)"))
         if int(length) > MAX_BODY:

@@ -88,12 +88,12 @@ class WitnessClient:
                 raise WitnessUnreachable(f"witness {self.url}: HTTP {exc.code}") from None
             try:
                 return exc.code, json.loads(exc.read(MAX_BODY))
-            except ValueError:
+            except (ValueError, RecursionError):
                 return exc.code, {"error": "http", "reason": f"HTTP {exc.code}"}
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # HTTPException: cut mid-answer
             raise WitnessUnreachable(f"witness {self.url}: {getattr(exc, 'reason', exc)}") from None
-        except ValueError as exc:
-            raise WitnessError(f"witness {self.url} answered something that is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
+            raise WitnessError(f"witness {self.url} answered something that is not JSON: {str(exc)[:200]}") from None
 
     def publish(self, head: TreeHead, from_size: int, proof: list[bytes]) -> Cosignature:
         status, answer = self._call("POST", HEADS_PATH, {"head": head.to_dict(), "from_size": from_size,

@@ -67,8 +67,12 @@ def chain_tree(conn: Connection, chain: str, first_seq: int, last_seq: int, star
     if cover is not None:
         # The last head of each hour (sizes grow with time): a month of 10-second heads is a quarter of a
         # million signatures to check, one an hour keeps every root checked against the rows hour by hour.
+        # Countersigned ones only: a head the witness missed (away a few seconds at the hour's end) must not
+        # stand for the hour, every exported head needs the witness's cosignature.
+        witnessed = exists().where(CosignatureRow.chain_id == TreeHeadRow.chain_id,
+                                   CosignatureRow.size == TreeHeadRow.size)
         hourly = (select(func.max(TreeHeadRow.size)).where(
-            TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(first_seq, cover.size - 1))
+            TreeHeadRow.chain_id == chain, TreeHeadRow.size.between(first_seq, cover.size - 1), witnessed)
             .group_by(TreeHeadRow.signed_us // HOUR_US))  # floor division: "/" is true division in SQLAlchemy 2
         heads = [_head(r) for r in conn.execute(select(*_HEAD).where(
             TreeHeadRow.chain_id == chain, TreeHeadRow.size.in_(hourly.scalar_subquery())).order_by(TreeHeadRow.size))]

@@ -416,12 +416,12 @@ def verify_export(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | Non
         result.problems += scan.problems
         result.rows.update(scan.rows)
     if previous is not None:
-        _check_previous(previous, chains, trusted, start_us, result)
+        _check_previous(previous, chains, trusted, start_us, end_us, result)
     return result
 
 
 def _check_previous(previous: Path, chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519PublicKey],
-                    start_us: int, result: VerifyResult) -> None:
+                    start_us: int, end_us: int, result: VerifyResult) -> None:
     """Last month's export (its manifest and signature checked, with the same keys) must end where this one
     starts: per chain, its last seq and hash meet this month's anchor, and its covering head is the head
     this month's consistency proof starts from."""
@@ -460,7 +460,13 @@ def _check_previous(previous: Path, chains: Mapping[str, ChainProof], trusted: M
             result.problems.append(f"chain {chain_id}: this month's consistency proof does not start from the previous "
                                    f"export's covering head (size {prev_cover.size})")
     for chain_id in sorted(earlier.keys() - chains.keys()):
-        result.notes.append(f"chain {chain_id}: in the previous export, no entry this month")
+        e = earlier[chain_id]
+        if e.tail and e.tail[0].received_us < end_us:
+            # The previous month saw this chain go on into this one: this month's entries are missing.
+            result.problems.append(f"chain {chain_id}: the previous export shows entries after seq {e.last_seq}, "
+                                   "but this export has none of the chain (deleted from the month)")
+        else:
+            result.notes.append(f"chain {chain_id}: in the previous export, no entry this month")
 
 
 def _scan_file(path: Path, chains: Mapping[str, ChainProof], trees: bool = False) -> VerifyResult:
