@@ -56,6 +56,16 @@ def public_from_hex(value: str) -> Ed25519PublicKey:
         raise KeyMaterialError(f"not an Ed25519 public key in hex: {exc}") from None
 
 
+def read_public_key(path: Path, what: str) -> Ed25519PublicKey:
+    """A public key file (hex); KeyMaterialError naming ``what`` and the file when it cannot be used."""
+    try:
+        return public_from_hex(path.read_text())
+    except OSError as exc:
+        raise KeyMaterialError(f"{what}: cannot read {path} ({exc.strerror})") from None
+    except KeyMaterialError as exc:
+        raise KeyMaterialError(f"{what} {path}: {exc}") from None
+
+
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

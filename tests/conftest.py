@@ -26,6 +26,7 @@ from badge_bridge.db import make_engine, migrate
 from badge_bridge.keys import KeyStore
 from badge_bridge.sim.broker import Broker, for_site
 from tests.bridge_proc import BridgeProcess
+from tests.witness_proc import WitnessProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = ROOT / "site.example.toml"
@@ -291,3 +292,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def witness(tmp_path: Path, keys: KeyStore) -> Iterator[WitnessProcess]:
+    """A real `badge-bridge witness serve` trusting the test keys (the witness's and the publisher's tests)."""
+    w = WitnessProcess(tmp_path / "witness", *sorted(keys.signing_dir.glob("*.pub")))
+    w.start()
+    yield w
+    w.close()

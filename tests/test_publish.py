@@ -38,13 +38,6 @@ PERIOD = 0.2
 T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
 
 
-@pytest.fixture
-def witness(tmp_path: Path, keys: KeyStore) -> Iterator[WitnessProcess]:
-    w = WitnessProcess(tmp_path / "witness", *sorted(keys.signing_dir.glob("*.pub")))
-    w.start()
-    yield w
-    w.close()
-
 
 @pytest.fixture
 def writer(engine: Engine, keys: KeyStore) -> Iterator[AuditWriter]:

@@ -10,7 +10,6 @@ import os
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +53,6 @@ def post(witness: WitnessProcess, payload: bytes | dict[str, Any], headers: dict
     finally:
         conn.close()
 
-
-@pytest.fixture
-def witness(tmp_path: Path, keys: KeyStore) -> Iterator[WitnessProcess]:
-    w = WitnessProcess(tmp_path / "witness", *sorted(keys.signing_dir.glob("*.pub")))
-    w.start()
-    yield w
-    w.close()
 
 
 def heads_file(witness: WitnessProcess) -> list[str]:

@@ -38,7 +38,13 @@ from badge_bridge.config import SiteConfig
 from badge_bridge.db import describe
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
-from badge_bridge.keys import KeyMaterialError, KeyStore, Signer, key_id_of, public_from_hex, verify_signature
+from badge_bridge.keys import (
+    KeyStore,
+    Signer,
+    key_id_of,
+    read_public_key,
+    verify_signature,
+)
 from badge_bridge.models import AuditEntry, Checkpoint, TreeFrontier, WitnessCosignature
 from badge_bridge.models import TreeHead as TreeHeadRow
 from badge_bridge.records import alarm_cleared, alarm_raised
@@ -139,13 +145,7 @@ def witnesses_of(config: SiteConfig) -> list[Witness]:
     """The site file's witnesses, their public keys read from the files it names."""
     out = []
     for i, ref in enumerate(config.audit.witnesses):
-        path = config.path(ref.public_key)
-        try:
-            key = public_from_hex(path.read_text())
-        except OSError as exc:
-            raise KeyMaterialError(f"audit.witnesses[{i}].public_key: cannot read {path} ({exc.strerror})") from None
-        except KeyMaterialError as exc:
-            raise KeyMaterialError(f"audit.witnesses[{i}].public_key {path}: {exc}") from None
+        key = read_public_key(config.path(ref.public_key), f"audit.witnesses[{i}].public_key")
         timeout = min(5.0, config.audit.publish_seconds)
         out.append(Witness(ref.url, key_id_of(key), key, WitnessClient(ref.url, timeout)))
     return out

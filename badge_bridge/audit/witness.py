@@ -30,7 +30,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from badge_bridge.audit import merkle
 from badge_bridge.audit.tree_head import TreeHead, cosign
 from badge_bridge.audit.witness_api import HEADS_PATH, MAX_BODY, Held
-from badge_bridge.keys import KeyMaterialError, Signer, _write_private, key_id_of, public_from_hex, public_hex
+from badge_bridge.keys import (
+    KeyMaterialError,
+    Signer,
+    _write_private,
+    key_id_of,
+    public_hex,
+    read_public_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +104,7 @@ def load_bridge_keys(files: Iterable[Path]) -> dict[str, Ed25519PublicKey]:
     """The bridges' public keys (``keys/signing/<key_id>.pub`` of the bridge host): heads signed by them only."""
     keys = {}
     for path in files:
-        try:
-            key = public_from_hex(path.read_text())
-        except OSError as exc:
-            raise KeyMaterialError(f"{path}: cannot read the bridge key ({exc.strerror})") from None
-        except KeyMaterialError as exc:
-            raise KeyMaterialError(f"{path}: {exc}") from None
+        key = read_public_key(path, "bridge key")
         keys[key_id_of(key)] = key
     return keys
 

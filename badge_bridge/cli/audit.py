@@ -10,19 +10,17 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from badge_bridge.audit import segments
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
+from badge_bridge.cli.export import key_files
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
-from badge_bridge.keys import key_id_of, public_from_hex
 
 
 @click.group()
@@ -52,8 +50,8 @@ def audit_verify(app: App, public_keys: tuple[str, ...], chain: str | None, jobs
     from badge_bridge.audit.verify import verify
     from badge_bridge.audit.witness_check import views
 
-    trusted = _keys(public_keys)
-    cosigners = _keys(witness_keys or [str(app.config.path(w.public_key)) for w in app.config.audit.witnesses])
+    trusted = key_files(public_keys)
+    cosigners = key_files(witness_keys or [str(app.config.path(w.public_key)) for w in app.config.audit.witnesses])
     try:
         held = views(witnesses, cosigners)
     except ValueError as exc:
@@ -85,17 +83,6 @@ def _tables_note(app: App) -> str:
     with app.engine().connect() as conn:
         recorded = state_check.has_state_records(conn) or not state_check.tables(conn)
     return "; access tables match the log" if recorded else f"\naccess tables NOT checked: {state_check.NO_STATE}"
-
-
-def _keys(paths: Iterable[str]) -> dict[str, Ed25519PublicKey]:
-    keys = {}
-    for path in paths:
-        try:
-            key = public_from_hex(Path(path).read_text())
-        except OSError as exc:
-            raise click.ClickException(f"cannot read the public key {path}: {exc.strerror}") from None
-        keys[key_id_of(key)] = key
-    return keys
 
 
 def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
@@ -131,13 +118,6 @@ def seal(app: App, chain: str | None) -> None:
         click.echo("nothing to seal: every finished day is sealed")
 
 
-def _trusted(paths: tuple[str, ...]) -> dict[str, Any]:
-    """The auditor's own public key files (hex) by fingerprint."""
-    from badge_bridge.cli.export import key_files
-
-    return key_files(paths)
-
-
 _PUBLIC_KEY = click.option("--public-key", "public_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
                            help="Your own copy of the bridge's public key file (hex); repeatable.")
 
@@ -160,7 +140,7 @@ def prove(app: App, event_id: str, check: bool, public_keys: tuple[str, ...]) ->
         if not public_keys:
             raise click.UsageError("--verify checks against your own copy of the key: pass --public-key "
                                    "(the keys folder is what a tamperer could change)")
-        segments.verify_proof(proof, _trusted(public_keys))
+        segments.verify_proof(proof, key_files(public_keys))
         summary += ": verified"
     click.echo(summary, err=True)
 
@@ -178,7 +158,7 @@ def consistency(app: App, chain: str, day: date, old_size: int, old_root: str | 
                 public_keys: tuple[str, ...]) -> None:
     """Print the proof (JSON) that the day's tree of its first OLD_SIZE entries is a prefix of the sealed one."""
     proof = segments.consistency(app.engine(), chain, day, old_size)
-    segments.verify_consistency(proof, _trusted(public_keys) if public_keys else app.keys.trusted_public_keys(),
+    segments.verify_consistency(proof, key_files(public_keys) if public_keys else app.keys.trusted_public_keys(),
                                 old_root.strip().lower() if old_root else None)
     click.echo(json.dumps(proof, indent=2, sort_keys=True))
     click.echo(f"chain {chain} {day}: the tree of {old_size} entries (root {proof['old_root'][:16]}…) is a prefix of "
@@ -216,7 +196,7 @@ def check_proof(proof_file: Any, public_keys: tuple[str, ...], old_root: str | N
         proof = json.load(proof_file)
     except ValueError as exc:
         raise click.ClickException(f"{proof_file.name}: not JSON ({exc})") from None
-    click.echo(check(proof, _trusted(public_keys), old_root.strip().lower() if old_root else None))
+    click.echo(check(proof, key_files(public_keys), old_root.strip().lower() if old_root else None))
 
 
 @audit.command("prune")

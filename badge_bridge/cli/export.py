@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -12,14 +13,14 @@ from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.export import verify as export_verify
 from badge_bridge.export.format import CSV_NAME
 from badge_bridge.export.write import ExportError, export_month, progress_wanted
-from badge_bridge.keys import KeyMaterialError, key_id_of, public_from_hex
+from badge_bridge.keys import KeyMaterialError, key_id_of, read_public_key
 
 
-def key_files(paths: tuple[str | Path, ...]) -> dict[str, Ed25519PublicKey]:
+def key_files(paths: Iterable[str | Path]) -> dict[str, Ed25519PublicKey]:
     """Public key files (hex) by fingerprint; a file that is not a key is a one-line error."""
     try:
-        keys = [public_from_hex(Path(p).read_text()) for p in paths]
-    except (KeyMaterialError, OSError) as exc:
+        keys = [read_public_key(Path(p), "public key") for p in paths]
+    except KeyMaterialError as exc:
         raise click.ClickException(str(exc)) from None
     return {key_id_of(k): k for k in keys}
 
