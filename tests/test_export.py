@@ -379,7 +379,7 @@ def test_a_forged_export_verifies_only_with_the_forgers_key(sqlite_url: str, key
     forger, his_witness = witness_keys(tmp_path, "forger"), witness_keys(tmp_path, "his-witness")
     engine = make_engine(sqlite_url)
     try:
-        writer = AuditWriter(engine, "bridge-1", forger.signer(), checkpoint_every=5, checkpoint_seconds=3600)
+        writer = AuditWriter(engine, "bridge-1", forger.signer())
         writer.start()
         for i, ts in enumerate([OCT + timedelta(hours=5 * i) for i in range(12)] + [NOV + timedelta(hours=1)]):
             writer.submit(_event(i, ts, 1, 1))

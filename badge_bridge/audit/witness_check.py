@@ -146,7 +146,8 @@ class WitnessCheck:
         cosigs = select(*CosignatureRow.__table__.c).order_by(CosignatureRow.chain_id, CosignatureRow.size)
         if chain:
             heads, cosigs = heads.where(TreeHeadRow.chain_id == chain), cosigs.where(CosignatureRow.chain_id == chain)
-        if not every:
+        count = select(func.count()).select_from(TreeHeadRow)
+        if not every and (conn.scalar(count.where(TreeHeadRow.chain_id == chain) if chain else count) or 0) > THIN_ABOVE:
             kept = _hourly(chain)
             heads = heads.join(kept, and_(TreeHeadRow.chain_id == kept.c.chain_id, TreeHeadRow.size == kept.c.size))
             cosigs = cosigs.join(kept, and_(CosignatureRow.chain_id == kept.c.chain_id,
@@ -286,6 +287,8 @@ class WitnessCheck:
 
 
 HOUR_US = 3_600_000_000
+THIN_ABOVE = 20_000
+"""Past this many stored heads only the last of each hour is checked (``_hourly``)."""
 
 
 def _hourly(chain: str | None) -> Any:
