@@ -29,13 +29,8 @@ def load(conn: Connection, chain_id: str, size: int) -> merkle.CompactRange | No
     """The stored frontier of the chain's first ``size`` entries (the empty one for 0), or None."""
     if size == 0:
         return merkle.CompactRange()
-    nodes = conn.scalar(select(TreeFrontier.nodes).where(TreeFrontier.chain_id == chain_id, TreeFrontier.size == size))
-    if nodes is None:
-        return None
-    try:
-        return merkle.CompactRange.from_text(size, nodes)
-    except ValueError:
-        return None
+    return merkle.stored_frontier(size, conn.scalar(select(TreeFrontier.nodes).where(
+        TreeFrontier.chain_id == chain_id, TreeFrontier.size == size)))
 
 
 def frontier_at(conn: Connection, chain: str, size: int) -> merkle.CompactRange | None:
@@ -43,12 +38,7 @@ def frontier_at(conn: Connection, chain: str, size: int) -> merkle.CompactRange 
     after it; None if entries it needs are gone (pruned with no frontier kept)."""
     row = conn.execute(select(TreeFrontier.size, TreeFrontier.nodes).where(
         TreeFrontier.chain_id == chain, TreeFrontier.size <= size).order_by(TreeFrontier.size.desc()).limit(1)).first()
-    frontier = merkle.CompactRange()
-    if row is not None:
-        try:
-            frontier = merkle.CompactRange.from_text(row[0], row[1])
-        except ValueError:
-            frontier = merkle.CompactRange()
+    frontier = (merkle.stored_frontier(row[0], row[1]) if row is not None else None) or merkle.CompactRange()
     for seq, entry_hash in entry_hashes(conn, chain, frontier.size + 1, size):
         if seq != frontier.size + 1:
             return None

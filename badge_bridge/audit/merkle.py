@@ -170,6 +170,16 @@ class CompactRange:
         return c
 
 
+def stored_frontier(size: int, text: str | None) -> CompactRange | None:
+    """A frontier read back (``CompactRange.to_text``), or None when absent or not one of ``size`` leaves."""
+    if text is None:
+        return None
+    try:
+        return CompactRange.from_text(size, text)
+    except ValueError:
+        return None
+
+
 def consistency_proof_from(old: CompactRange, new_leaves: Sequence[bytes]) -> list[bytes]:
     """PROOF(m, D[0:n]) (RFC 9162 section 2.1.4.1) from the frontier of the first m leaves and the raw leaves
     m..n-1 alone: every node the proof needs lies wholly before m (a frontier node) or wholly after it."""

@@ -333,15 +333,6 @@ def consistency_proof(old: merkle.CompactRange, n: int, range_roots: Mapping[tup
     return [known[r] if r[1] <= old.size else range_roots[r] for r in consistency_ranges(old.size, n)]
 
 
-def frontier_of(size: int, text: str | None) -> merkle.CompactRange | None:
-    if text is None:
-        return None
-    try:
-        return merkle.CompactRange.from_text(size, text)
-    except ValueError:
-        return None
-
-
 @dataclass
 class TreeResult:
     """What the exporter's tree pass found for one chain (picklable: it comes back from a worker process)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from badge_bridge.audit import merkle
 from badge_bridge.audit.chain import AHEAD, CONTENT, GENESIS, LINK, OUT_OF_PLACE, ChainWalk, checkpoint_message
 from badge_bridge.export.format import (
     CSV_NAME,
@@ -36,7 +37,7 @@ from badge_bridge.export.format import (
     sha256_file,
     us_from_iso,
 )
-from badge_bridge.export.tree_proof import ChainTree, TreeWalk, check_tree, frontier_of, root_problems
+from badge_bridge.export.tree_proof import ChainTree, TreeWalk, check_tree, root_problems
 from badge_bridge.keys import verify_signature
 
 MAX_PROBLEMS_PER_FILE = 200
@@ -114,7 +115,7 @@ class ChainProof:
     def tree_walk(self) -> TreeWalk | None:
         """The tree regrown from the exported frontier; None when the frontier does not fit (``_check_proof``
         reports it)."""
-        frontier = frontier_of(self.tree.frontier_size, self.tree.frontier)
+        frontier = merkle.stored_frontier(self.tree.frontier_size, self.tree.frontier)
         if frontier is None or frontier.size != self.first_seq - 1:
             return None
         return TreeWalk(frontier, self.tree.watched_sizes(), self.tree.watched_ranges(
@@ -355,7 +356,8 @@ def check_proof(chains: Mapping[str, ChainProof], trusted: Mapping[str, Ed25519P
             if row.received_us < end_us:
                 result.problems.append(f"{where} tail seq {row.seq}: received in the month, yet not exported with it "
                                        "(the month's rows were cut short)")
-        if frontier_of(p.tree.frontier_size, p.tree.frontier) is None or p.tree.frontier_size != p.first_seq - 1:
+        frontier = merkle.stored_frontier(p.tree.frontier_size, p.tree.frontier)
+        if frontier is None or p.tree.frontier_size != p.first_seq - 1:
             result.problems.append(f"{where}: no usable frontier of the tree before seq {p.first_seq}: the heads' "
                                    "roots cannot be recomputed")
         problems, notes = check_tree(chain_id, p.first_seq, p.last_seq, p.tree, trusted, witnesses, end_us)
