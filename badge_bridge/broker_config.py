@@ -108,6 +108,10 @@ def _levels(config: SiteConfig, topic: Topic, account: Account) -> list[dict[str
     if "{base}" in topic.pattern or "{hostname}" in topic.pattern:
         esp = [c for c in config.controllers if c.kind == "esp-rfid" and (not own or c.key == account.key)]
         return [{"base": c.topic or c.key, "hostname": c.key} for c in esp]
+    if "{partition}" in topic.pattern:  # bridge status: a controller hears its own partition's bridges
+        partitions = [ANY] if account.role != CONTROLLER else [
+            config.partition_of(c) for c in config.controllers if c.key == account.key]
+        return [{"partition": p, "instance": ANY} for p in partitions]
     return [{"door": ANY}] if "{door}" in topic.pattern else [{}]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -34,7 +34,8 @@ _PROBE = np.zeros(128)
 
 SNAPSHOT_KINDS = frozenset({EventKind.ACCESS_GRANTED, EventKind.ACCESS_DENIED, EventKind.DOOR_FORCED,
                             EventKind.DOOR_HELD_OPEN, EventKind.DOOR_UNAUTHORIZED_ENTRY, EventKind.DOOR_TAILGATING,
-                            EventKind.DOOR_FORCED_CONFIRMED, EventKind.FACE_ABSENT})
+                            EventKind.DOOR_FORCED_CONFIRMED, EventKind.FACE_ABSENT,
+                            EventKind.FACE_SPOOF})
 """Door events whose moment is worth a still picture."""
 CLIP_KINDS = frozenset({EventKind.ALARM_RAISED})
 """Events worth a clip as well: the desk wants to see what happened, not only a frame of it."""
@@ -72,6 +73,8 @@ class FaceCheck:
     subject: dict[str, object]
     mode: str
     deadline: datetime
+    liveness: bool = False
+    """Liveness was asked for (a required door, ``[faces] liveness`` not off)."""
 
 
 class CameraDesk:
@@ -92,6 +95,12 @@ class CameraDesk:
             # Until a camera reports, nobody knows it sees anything: nothing is concluded from its silence.
             self.correlator.camera_status(camera, False, started)
         self.online: dict[str, bool] = {}
+        self.tampered: dict[str, str] = {}
+        """Camera -> what is wrong with its picture (``CameraStatus.tamper``), while it is."""
+        self.seeing = {camera: False for camera in self.cameras}
+        """Camera -> whether the correlator was last told it sees (online and not tampered)."""
+        self.seeing_since = {camera: started for camera in self.cameras}
+        """Camera -> when that was (what the correlator was told)."""
         self.face_doors = {d.key: d for d in config.doors if d.face != "off"}
         self.faces = config.faces
         self.gallery: Gallery | None = None
@@ -114,14 +123,24 @@ class CameraDesk:
         if msg.ts - msg.started > MAX_EPISODE:
             raise CameraRejected("invalid_message", f"motion started {msg.started.isoformat()}, more than "
                                                     f"{MAX_EPISODE} before its own time {msg.ts.isoformat()}")
+        if msg.still > msg.objects or (msg.still and msg.state != "update") or (msg.absorbed and msg.state != "end"):
+            raise CameraRejected("invalid_message", f"motion {msg.state} with still={msg.still}, objects={msg.objects}, "
+                                                    f"absorbed={msg.absorbed}: still objects are reported by an update "
+                                                    "and are among its objects, absorbed by an end")
         eid = f"{camera}:{msg.id}"
-        if door is not None:
-            # The correlator pairs an episode by its start; only the end is told by its own time.
+        if door is not None and camera not in self.tampered:
+            # The correlator pairs an episode by its start; only the end is told by its own time. Motion in a
+            # tampered picture (covered, turned) proves nobody passed or not: recorded, not correlated.
             at = msg.ts if msg.state == "end" else msg.started
             self.correlator.motion(door, camera, msg.state, at, eid, objects=msg.objects,
-                                   peak_objects=msg.peak_objects)
-        detail = {"started": msg.started.isoformat(), "area": round(msg.area, 4), "objects": msg.objects,
-                  "peak_objects": msg.peak_objects, "boxes": [list(b) for b in msg.boxes]}
+                                   peak_objects=msg.peak_objects, at=msg.ts, still=msg.still, absorbed=msg.absorbed)
+        detail: dict[str, object] = {"started": msg.started.isoformat(), "area": round(msg.area, 4),
+                                     "objects": msg.objects, "peak_objects": msg.peak_objects,
+                                     "boxes": [list(b) for b in msg.boxes]}
+        if msg.state == "update":
+            detail["still"] = msg.still  # presence: they stopped (still > 0) or move again (0)
+        if msg.absorbed:
+            detail["absorbed"] = True
         events: Emitted = []
         if not self.online.get(camera):
             # Motion proves the worker is alive even if its retained status was lost.
@@ -140,13 +159,23 @@ class CameraDesk:
                  None)]
 
     def status(self, camera: str, status: c.CameraStatus, now: datetime) -> Emitted:
+        """The stream's state, and (while it is online) whether its picture can be trusted: a tampered camera
+        is blind for its doors, alarmed until its worker finds the picture sound again."""
         self._camera(camera)
         if status.state == "connecting":
             return []  # a first attempt under way says nothing yet about the picture
         ts = min(status.ts or now, now)
         reason = status.reason or (status.state or "")
-        return self._status(camera, status.online and status.state in (None, "online"), ts,
-                            f"{camera}:status:{ts.isoformat()}", reason)
+        online = status.online and status.state in (None, "online")
+        cause = f"{camera}:status:{ts.isoformat()}"
+        events = self._tamper(camera, status.tamper, ts, cause, reason) if online else []
+        return self._status(camera, online, ts, cause, reason) + events
+
+    def blind(self, door: str) -> bool:
+        """Whether every camera of the door is known not to see it now (offline or tampered). One not heard
+        from yet is asked all the same: no answer in time denies anyway."""
+        cameras = self.door_cameras.get(door, [])
+        return bool(cameras) and all(self.online.get(cam) is False or cam in self.tampered for cam in cameras)
 
     def _camera(self, camera: str):
         cam = self.cameras.get(camera)
@@ -154,12 +183,43 @@ class CameraDesk:
             raise CameraRejected("unknown_camera", f"camera {camera!r} is not in the site file")
         return cam
 
+    def _sees(self, camera: str, ts: datetime) -> None:
+        """Tell the correlator when the camera starts or stops seeing: online with a sound picture."""
+        sees = bool(self.online.get(camera)) and camera not in self.tampered
+        if sees != self.seeing[camera]:
+            # Never dated before the last change: a status from before it (a worker's clock stepped back, a
+            # retained status arriving late, a forgery) would otherwise rewrite the camera's past, and an
+            # "offline from T1" left open behind it keeps every later episode from being judged.
+            ts = max(ts, self.seeing_since.get(camera, ts))
+            self.seeing[camera], self.seeing_since[camera] = sees, ts
+            self.correlator.camera_status(camera, sees, ts)
+
+    def _tamper(self, camera: str, tamper: str | None, ts: datetime, cause: str, reason: str) -> Emitted:
+        previous = self.tampered.get(camera)
+        if previous == tamper:
+            return []
+        detail: dict[str, object] = {"reason": reason[:500], "doors": list(self.cameras[camera].doors)}
+        if tamper is None:
+            del self.tampered[camera]
+            self._sees(camera, ts)
+            return [(Event(id=f"{cause}:{EventKind.CAMERA_TAMPER_CLEARED}"[:128], kind=EventKind.CAMERA_TAMPER_CLEARED,
+                           source=camera, ts=ts, detail={**detail, "was": previous}), None),
+                    alarm_cleared(EventKind.CAMERA_TAMPER, door=None, source=camera, cause=cause, ts=ts, by_source=True)]
+        self.tampered[camera] = tamper
+        self._sees(camera, ts)
+        events: Emitted = [(Event(id=f"{cause}:{EventKind.CAMERA_TAMPER}"[:128], kind=EventKind.CAMERA_TAMPER,
+                                  source=camera, ts=ts, detail={"tamper": tamper, **detail}), None)]
+        if previous is None:  # another kind of tamper on top of one alarmed is recorded, not alarmed again
+            events.append(alarm_raised(EventKind.CAMERA_TAMPER, door=None, source=camera, cause=cause, ts=ts,
+                                       detail={"tamper": tamper, **detail}))
+        return events
+
     def _status(self, camera: str, online: bool, ts: datetime, cause: str, reason: str) -> Emitted:
         previous = self.online.get(camera)
         if previous == online:
             return []
         self.online[camera] = online
-        self.correlator.camera_status(camera, online, ts)
+        self._sees(camera, ts)
         kind = EventKind.CAMERA_ONLINE if online else EventKind.CAMERA_OFFLINE
         events: Emitted = [(Event(id=f"{cause}:{kind}"[:128], kind=kind, source=camera, ts=ts,
                                   detail={"reason": reason[:500]} if reason else {}), None)]
@@ -206,20 +266,32 @@ class CameraDesk:
                       *, mode: str) -> None:
         before, after = FACE_WINDOWS[mode]
         limit = self.face_doors[door].face_timeout_s if mode == "required" else CHECK_ANSWER_S
-        self.face_checks[event_id] = FaceCheck(door, person, subject, mode, self.clock() + timedelta(seconds=limit))
+        liveness = mode == "required" and self.faces.liveness != "off"
+        self.face_checks[event_id] = FaceCheck(door, person, subject, mode, self.clock() + timedelta(seconds=limit),
+                                               liveness)
         for camera in self.door_cameras[door]:
             self.send_request(camera, c.FaceRequest(id=Event.new_id("fr")[:64].replace(":", "-"), ts=self.clock(),
                                                     type="face_request", event=event_id, door=door, at=at,
-                                                    before_s=before, after_s=after))
+                                                    before_s=before, after_s=after, liveness=liveness))
 
     def faces_seen(self, camera: str, msg: c.FacesSeen) -> tuple[Emitted, tuple[str, str] | None]:
         """The first answer for a badge decides (a door's other cameras answer too: later ones are ignored).
         Returns the events and, for the policy, (event id, outcome): ``verified`` when the holder's face was
-        seen (among others, for ``several``), else the verdict's outcome."""
+        seen (among others, for ``several``), else the verdict's outcome; where liveness is enforced,
+        ``spoof`` for a presentation attack (whoever's face it shows) and ``unverified_liveness`` for the
+        holder's face whose liveness could not be judged."""
         self._camera(camera)
-        check = self.face_checks.pop(msg.event, None)
+        check = self.face_checks.get(msg.event)
         if check is None:
             return [], None
+        if camera not in self.door_cameras.get(check.door, ()):
+            raise CameraRejected("not_this_door", f"camera {camera!r} answered the face check at door {check.door!r}, "
+                                                  "which it does not watch: ignored, the check waits for the door's own")
+        if camera in self.tampered:
+            raise CameraRejected("camera_tampered", f"camera {camera!r} answered the face check at door "
+                                                    f"{check.door!r} while its picture is {self.tampered[camera]}: "
+                                                    "ignored, the check waits for a sound picture or its time limit")
+        del self.face_checks[msg.event]
         per_frame: list[list[SeenFace]] = [[] for _ in range(msg.frames)]
         for face in msg.faces:
             if face.frame < msg.frames:
@@ -228,6 +300,8 @@ class CameraDesk:
         tolerance = self.faces.strict_tolerance if door.face_strict else self.faces.tolerance
         assert self.gallery is not None
         verdict = verify(per_frame, self.gallery, check.person, tolerance)
+        if (msg.people or 0) >= 2:  # people turned away or too small for a face still count
+            verdict = replace(verdict, outcome="several")
         detail: dict[str, object] = {"event": msg.event, "mode": check.mode, "frames": msg.frames,
                                      "faces": verdict.faces, "tolerance": tolerance}
         if verdict.distance is not None:
@@ -238,16 +312,43 @@ class CameraDesk:
         if msg.error:
             detail["error"] = msg.error
         eid = f"face:{msg.event}"[:128]
-        events: Emitted = [(Event(id=eid, kind=f"face.{verdict.outcome}", source=camera, ts=msg.ts, door=check.door,
+        holder_seen = verdict.distance is not None and verdict.distance <= tolerance
+        outcome: str = "verified" if holder_seen else verdict.outcome
+        kind = f"face.{verdict.outcome}"
+        spoof: dict[str, object] | None = None  # the alarm's detail, when the face is a presentation attack
+        if check.liveness:
+            liveness = msg.liveness
+            detail["liveness"] = _liveness_detail(liveness)
+            enforced = self.faces.liveness == "required"
+            if liveness is not None and liveness.verdict == "live" and liveness.score >= self.faces.liveness_threshold:
+                detail["liveness_refused"] = "a 'live' verdict with an attack score at or above the threshold"
+                liveness = None  # inconsistent (a broken or forged answer): not known to be live
+            if liveness is not None and liveness.verdict == "spoof":
+                kind, detail["match"] = EventKind.FACE_SPOOF, verdict.outcome
+                spoof = {"score": liveness.score, "match": verdict.outcome}
+                outcome = "spoof" if enforced else outcome
+            elif enforced and outcome == "verified" and (verdict.outcome == "several" or _strangers(
+                    per_frame, self.gallery, check.person, tolerance)):
+                # Liveness is judged on one face: with someone else's face in the window (a live stranger
+                # beside a photo of the holder, in turns or together) it may not be the holder's.
+                kind, outcome = EventKind.FACE_SEVERAL, "several"
+                verdict = replace(verdict, outcome="several")
+            elif enforced and outcome == "verified" and (liveness is None or liveness.verdict != "live"):
+                kind, detail["match"] = EventKind.FACE_UNVERIFIED, verdict.outcome
+                detail["reason"] = "the holder's face was seen, but not whether it is live"
+                outcome = "unverified_liveness"
+        events: Emitted = [(Event(id=eid, kind=kind, source=camera, ts=msg.ts, door=check.door,
                                   subject=check.subject, detail=detail), None)]
-        if verdict.outcome == "mismatch":
+        if spoof is not None:
+            events.append(alarm_raised(EventKind.FACE_SPOOF, door=check.door, source=camera, cause=eid, ts=msg.ts,
+                                       detail=spoof))
+        elif verdict.outcome == "mismatch":
             events.append(alarm_raised(EventKind.FACE_MISMATCH, door=check.door, source=camera, cause=eid, ts=msg.ts))
         elif verdict.outcome == "several":
             # More faces than badges: evidence of tailgating, alarmed like the correlator's own finding.
             events.append(alarm_raised(TAILGATING, door=check.door, source=camera, cause=eid, ts=msg.ts,
-                                       detail={"evidence": "faces", "faces": verdict.faces}))
-        holder_seen = verdict.distance is not None and verdict.distance <= tolerance
-        return events, (msg.event, "verified" if holder_seen else verdict.outcome)
+                                       detail={"evidence": "faces", "faces": verdict.faces, "people": msg.people}))
+        return events, (msg.event, outcome)
 
     def faces_expired(self, now: datetime) -> tuple[Emitted, list[str]]:
         """Face checks past their time limit, recorded as ``face.unverified``; returns those events and the
@@ -282,12 +383,32 @@ class CameraDesk:
         # Two findings of a kind at one door and instant (two grants unused) differ by their causes.
         digest = hashlib.sha256("\n".join(f.causes).encode()).hexdigest()[:12]
         eid = f"{f.kind}:{f.door}:{f.ts.isoformat()}:{digest}"[:128]
+        if f.ended:
+            # the condition is over (the loiterer left): recorded, and the alarm cleared on the desk's queue
+            return [(Event(id=f"{eid}:ended"[:128], kind=f.kind, source=source, ts=f.ts, door=f.door,
+                           detail={**f.detail, "state": "ended", "causes": list(f.causes)}), None),
+                    alarm_cleared(f.kind, door=f.door, source=source, cause=eid, ts=f.ts)]
         events: Emitted = [(Event(id=eid, kind=f.kind, source=source, ts=f.ts, door=f.door,
                                   detail={**f.detail, "causes": list(f.causes)}), None)]
         if f.kind in ALARMS:
             events.append(alarm_raised(f.kind, door=f.door, source=source, cause=eid, ts=f.ts,
                                        detail={"camera": f.camera} if f.camera else None))
         return events
+
+
+def _liveness_detail(liveness: c.Liveness | None) -> dict[str, object]:
+    """What the audit keeps of a liveness answer: verdict, score, the cues' measurements and the reason (no
+    image, no encoding). A camera that did not answer it is recorded as ``missing``."""
+    if liveness is None:
+        return {"verdict": "missing", "score": None}
+    return {"verdict": liveness.verdict, "score": liveness.score, "cues": dict(liveness.cues),
+            "reason": liveness.reason}
+
+
+def _strangers(seen: list[list[SeenFace]], gallery: Gallery, person: int, tolerance: float) -> bool:
+    """Whether a face in the window is not the holder's (farther than ``tolerance`` from every enrolled one)."""
+    return any((d := gallery.distance_to(person, face.encoding)) is None or d > tolerance
+               for frame in seen for face in frame)
 
 
 def evidence_event_id(event_id: str, camera: str) -> str:

@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from badge_bridge.floor_plan import DrawingError, ViewBox, read_drawing, relative_path
+
 KEY = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DATABASE_URL_ENV = "BADGE_BRIDGE_DATABASE_URL"
@@ -45,7 +47,8 @@ class SiteSection(_Model):
     name: str
     timezone: str = "UTC"
     instance: KEY = "bridge-1"
-    """Names this bridge's audit chain: one chain per bridge instance, so writers never contend."""
+    """The default partition's name (controllers and cameras that name no ``partition``), which is also the
+    name of its audit chain: one chain per partition, written by whichever of its bridges holds the lease."""
 
     @field_validator("timezone")
     @classmethod
@@ -96,13 +99,45 @@ class MqttSection(_Model):
     ca_file: str | None = None
     topic_prefix: str = "badge-bridge/v1"
     client_id: str | None = None
-    """Default: badge-bridge-<instance>. The broker keeps the persistent session under this id."""
+    """Default: badge-bridge-<partition> (the default partition is ``site.instance``); set, with several
+    partitions, each partition's is ``<client_id>-<partition>``. The broker keeps the persistent session under
+    this id, and the partition's standby resumes it."""
     session_expiry_s: int = Field(7 * 86_400, ge=60)
     """How long the broker queues events for a bridge that is down."""
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_max_s: int = Field(10, ge=1, le=300)
-    shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    """Several bridges share the controllers' events through an MQTT 5 shared subscription of this group."""
+    brokers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\[\]-]{1,200}:\d{1,5}$")]] = []
+    """More brokers (``host:port``), tried in order after ``host``:``port`` when it cannot be reached: the
+    nodes of a broker cluster, or a standby broker. Every client of the site (bridges, consoles, camera
+    workers, simulated controllers) fails over along the same list."""
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Every broker to try, in order: ``host``:``port`` first."""
+        out = [(self.host, self.port)]
+        for item in self.brokers:
+            host, _, port = item.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+
+class FailoverSection(_Model):
+    """How a partition's standby bridges watch its active one (PostgreSQL only: the lease lives there)."""
+
+    lease_s: float = Field(2.0, ge=0.5, le=60)
+    """The active's lease: a standby takes over this long after the active's last renewal. Also the longest
+    the doors of a dead active's partition go unanswered, plus the standby's start."""
+    renew_s: float = Field(0.4, gt=0, le=20)
+    """How often the active renews its lease (well under ``lease_s``: a renewal can be slow)."""
+    poll_s: float = Field(0.1, gt=0, le=10)
+    """How often a standby tries to take the lease (one short transaction: a standby is on the doors' path
+    for up to this long after the lease expires)."""
+
+    @model_validator(mode="after")
+    def _renew_inside_lease(self) -> FailoverSection:
+        if self.renew_s * 2 > self.lease_s:
+            raise ValueError(f"renew_s ({self.renew_s}) must be at most half of lease_s ({self.lease_s}): one slow "
+                             "renewal would otherwise hand the doors to a standby")
+        return self
 
 
 class IngestSection(_Model):
@@ -212,6 +247,9 @@ class Correlation(_Model):
     passage_s: float = Field(4.0, gt=0, le=120)
     skew_s: float = Field(0.3, ge=0, le=30)
     settle_s: float = Field(0.2, ge=0, le=10)
+    loitering_s: float = Field(60.0, ge=0, le=3600)
+    """Someone present in the door's camera zone this long (moving or standing still) raises door.loitering;
+    0 turns it off."""
 
 
 class FacesSection(_Model):
@@ -221,6 +259,13 @@ class FacesSection(_Model):
     """For doors with ``face_strict``: fewer impostors pass, more genuine people are asked to retry."""
     keep_photos: bool = False
     """Keep enrollment photos (encrypted in the evidence store); off: only the encodings are kept."""
+    liveness: Literal["required", "record", "off"] = "required"
+    """At ``face = "required"`` doors, whether the face must be live (docs/faces.md, "Liveness"):
+    ``required`` denies a spoof and a face whose liveness could not be judged; ``record`` records and alarms
+    a spoof but lets the match decide (to measure a site's cameras before enforcing); ``off`` never asks."""
+    liveness_threshold: float = Field(0.5, gt=0, le=1)
+    """Attack score (camera/liveness.py) at or above which the face is a spoof: lower catches more attacks
+    and asks more live people to try again."""
 
 
 class EvidenceSection(_Model):
@@ -260,6 +305,8 @@ class DoorConfig(_Model):
 class ControllerConfig(_Model):
     key: KEY
     name: str = ""
+    partition: KEY | None = None
+    """The partition whose bridges serve this controller (default: ``site.instance``)."""
     kind: Literal["mqtt", "esp-rfid", "osdp"]
     port: str | None = None
     """Serial port of an OSDP bus."""
@@ -320,6 +367,9 @@ class CameraZone(_Model):
 class CameraConfig(_Model):
     key: KEY
     name: str = ""
+    partition: KEY | None = None
+    """The partition whose bridges take this camera's events (default: ``site.instance``); it must be that of
+    the doors it watches."""
     url: str
     """``file:path`` (relative to the site file), ``rtsp://``, ``http://`` (MJPEG), or ``device:0``."""
     doors: list[KEY] = []
@@ -336,6 +386,10 @@ class CameraConfig(_Model):
     """Seconds of frames the worker keeps in memory for snapshots and clips."""
     min_area: float | None = Field(None, gt=0, lt=1)
     """Smallest moving blob that counts, as a fraction of the frame (default: the detector's)."""
+    tamper: bool = True
+    """Check the picture for a covered, defocused, turned, frozen or dark lens (docs/cameras.md, Tamper). Off
+    only for a camera whose view changes on purpose (a PTZ camera on patrol): its doors are then never held
+    blind by a tamper."""
 
 
 class LevelDoor(_Model):
@@ -349,6 +403,65 @@ class AccessLevelConfig(_Model):
     doors: list[LevelDoor] = Field(min_length=1)
 
 
+Priority = Literal["high", "medium", "low"]
+
+DEFAULT_PRIORITIES: dict[str, Priority] = {
+    "door.forced": "high", "door.tailgating": "high", "door.unauthorized_entry": "high", "face.mismatch": "high",
+    "face.spoof": "high", "console.forged_command": "high", "camera.tamper": "high", "audit.foreign_entry": "high",
+    "access.device_disagrees": "high",
+    "door.held_open": "medium", "reader.tamper": "medium", "controller.offline": "medium",
+    "camera.offline": "medium", "door.loitering": "medium",
+}
+"""What the desk sees first; any kind not named here is ``low``."""
+
+
+class AlarmsSection(_Model):
+    """The desk's alarm panel (docs/console.md): how urgent each alarm kind is."""
+
+    priorities: dict[str, Priority] = {}
+    """Alarm kind -> high, medium or low, over DEFAULT_PRIORITIES (a site may raise reader.offline, say)."""
+
+    def priority(self, kind: str) -> Priority:
+        return self.priorities.get(kind) or DEFAULT_PRIORITIES.get(kind, "low")
+
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class PlanConfig(_Model):
+    """A floor plan on the console: an SVG drawing and where each door sits on it, in the drawing's own
+    coordinates (its viewBox). The path is checked with the site file (relative, inside its folder); the
+    drawing itself when the console loads it (``drawing``): the bridge, which never shows it, does
+    not stop over a picture."""
+
+    key: KEY
+    name: str = Field("", max_length=200)
+    area: KEY | None = None
+    """The area it shows (muster and the feed's area filter link to it)."""
+    svg: str = Field(min_length=1, max_length=500)
+    """The drawing, a path relative to the site file; shown as an image (never inlined: no script in it runs)."""
+    doors: dict[str, tuple[Coordinate, Coordinate]] = Field({}, max_length=1000)
+    """Door key -> (x, y) on the drawing."""
+
+    @field_validator("svg")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        relative_path(value)  # a DrawingError is a ValueError: pydantic names the field
+        return value
+
+    def drawing(self, where: str, base_dir: Path) -> tuple[bytes, ViewBox]:
+        """The checked drawing and its viewBox, or DrawingError naming the field (``where``: ``plans[0]``)."""
+        try:
+            data, box = read_drawing(base_dir, self.svg)
+        except DrawingError as exc:
+            raise DrawingError(f"{where}.svg: {exc}") from None
+        outside = [f"{where}.doors.{door}: position ({x:g}, {y:g}) is outside the drawing's viewBox ({box})"
+                   for door, (x, y) in self.doors.items() if not box.contains(x, y)]
+        if outside:
+            raise DrawingError("\n".join(outside))
+        return data, box
+
+
 class SiteConfig(_Model):
     """The whole site file. ``base_dir`` is where relative paths in it are resolved from."""
 
@@ -358,10 +471,12 @@ class SiteConfig(_Model):
     audit: AuditSection = AuditSection()
     mqtt: MqttSection = MqttSection()
     ingest: IngestSection = IngestSection()
+    failover: FailoverSection = FailoverSection()
     metrics: MetricsSection = MetricsSection()
     console: ConsoleSection = ConsoleSection()
     evidence: EvidenceSection = EvidenceSection()
     faces: FacesSection = FacesSection()
+    alarms: AlarmsSection = AlarmsSection()
     areas: list[AreaConfig] = []
     schedules: list[ScheduleConfig] = []
     doors: list[DoorConfig] = []
@@ -369,12 +484,18 @@ class SiteConfig(_Model):
     readers: list[ReaderConfig] = []
     cameras: list[CameraConfig] = []
     access_levels: list[AccessLevelConfig] = []
+    plans: list[PlanConfig] = []
     base_dir: Path = Path(".")
+    foreign_doors: list[str] = []
+    """Set by ``partition_view``: the site's doors that other partitions serve (a console command naming one
+    is theirs, not an unknown door)."""
+    site_partitions: list[str] = []
+    """Set by ``partition_view``: every partition of the site (whose bridges may announce shared facts)."""
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
         errors: list[str] = []
-        for section in ("areas", "schedules", "doors", "controllers", "readers", "cameras", "access_levels"):
+        for section in ("areas", "schedules", "doors", "controllers", "readers", "cameras", "access_levels", "plans"):
             seen: set[str] = set()
             for i, item in enumerate(getattr(self, section)):
                 if item.key in seen:
@@ -420,6 +541,11 @@ class SiteConfig(_Model):
             if d.face != "off" and d.key not in watched:
                 errors.append(f"doors[{i}].face: {d.face!r} needs a camera watching door {d.key!r} "
                               "(list it in a camera's doors)")
+        for i, plan in enumerate(self.plans):
+            ref(f"plans[{i}].area", plan.area, areas, "area")
+            for door in plan.doors:
+                ref(f"plans[{i}].doors.{door}", door, doors, "door")
+        errors += self._partition_errors()
         for i, lvl in enumerate(self.access_levels):
             for j, ld in enumerate(lvl.doors):
                 ref(f"access_levels[{i}].doors[{j}].door", ld.door, doors, "door")
@@ -427,6 +553,67 @@ class SiteConfig(_Model):
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+    @property
+    def partitioned(self) -> bool:
+        """A partition's view of a site of several partitions (``partition_view``)."""
+        return bool(self.foreign_doors)
+
+    def _partition_errors(self) -> list[str]:
+        """A door is served by one partition: its readers' controllers and its cameras all in it."""
+        errors: list[str] = []
+        controllers = {ctl.key: self.partition_of(ctl) for ctl in self.controllers}
+        owner: dict[str, tuple[str, str]] = {}
+        """Door -> (partition, what put it there) of the first reader or camera seen."""
+        items: list[tuple[str, str, str]] = [(f"readers[{i}].controller", r.door, controllers[r.controller])
+                                             for i, r in enumerate(self.readers) if r.controller in controllers]
+        items += [(f"cameras[{i}].partition", door, self.partition_of(cam))
+                  for i, cam in enumerate(self.cameras) for door in cam.doors]
+        for where, door, partition in items:
+            first = owner.setdefault(door, (partition, where))
+            if first[0] != partition:
+                errors.append(f"{where}: door {door!r} is in partition {first[0]!r} ({first[1]}) but this puts it "
+                              f"in {partition!r}: a door's readers and cameras must be served by one partition")
+        return errors
+
+    def partition_of(self, item: ControllerConfig | CameraConfig) -> str:
+        return item.partition or self.site.instance
+
+    def partitions(self) -> list[str]:
+        """The site's partitions, sorted; at least the default one."""
+        items: list[ControllerConfig | CameraConfig] = [*self.controllers, *self.cameras]
+        return sorted({self.site.instance, *self.site_partitions} | {self.partition_of(x) for x in items})
+
+    def door_partitions(self) -> dict[str, str]:
+        """Each door -> the partition serving it (a door with no reader nor camera: the default partition)."""
+        controllers = {ctl.key: self.partition_of(ctl) for ctl in self.controllers}
+        out = {d.key: self.site.instance for d in self.doors}
+        for cam in self.cameras:
+            out.update((door, self.partition_of(cam)) for door in cam.doors)
+        for r in self.readers:
+            out[r.door] = controllers.get(r.controller, self.site.instance)
+        return out
+
+    def partition_view(self, partition: str) -> SiteConfig:
+        """The site as one partition's bridge serves it: its controllers, their readers, its doors and
+        cameras, and ``site.instance`` set to the partition (its chain and its MQTT session). Areas, schedules
+        and access levels stay whole: they are the site's."""
+        if partition not in self.partitions():
+            raise ConfigError(f"partition {partition!r} is not in the site file (expected one of: "
+                              f"{', '.join(self.partitions())})")
+        doors = self.door_partitions()
+        mine = {d for d, p in doors.items() if p == partition}
+        controllers = [ctl for ctl in self.controllers if self.partition_of(ctl) == partition]
+        keys = {ctl.key for ctl in controllers}
+        return self.model_copy(update={
+            "site": self.site.model_copy(update={"instance": partition}),
+            "controllers": controllers,
+            "readers": [r for r in self.readers if r.controller in keys],
+            "doors": [d for d in self.doors if d.key in mine],
+            "cameras": [cam for cam in self.cameras if self.partition_of(cam) == partition],
+            "foreign_doors": sorted(set(doors) - mine),
+            "site_partitions": self.partitions(),
+        })
 
     def path(self, value: str) -> Path:
         """Resolve a path from the file relative to the file's own folder."""

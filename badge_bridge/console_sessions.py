@@ -20,6 +20,12 @@ from badge_bridge.models import ConsoleSession, ConsoleUser
 
 TOUCH_EVERY = timedelta(seconds=30)
 """last_seen_at is written at most this often per session: no write per request."""
+WALL_LINK_LIFETIME = timedelta(hours=24)
+"""How long a wall display's one-time link may wait to be opened on the screen."""
+WALL_LINK_AGENT = "(wall link, not yet opened)"
+"""The user agent of a wall link's session: it stands for no screen yet."""
+WALL_LIFETIME = timedelta(days=365)
+"""A wall display's session: no idle end (nobody touches a wall); it ends when an administrator revokes it."""
 
 
 def digest(token: str) -> str:
@@ -55,7 +61,8 @@ def check(session: Session, token_sha256: str, user_id: int, *, now: datetime, i
     user = session.get(ConsoleUser, user_id)
     if row.ended_at is not None:
         return Verdict(user, row.ended_reason or "ended")
-    lapsed = ("expired" if now >= row.expires_at else "idle" if now - row.last_seen_at >= idle
+    idles = user is None or user.role != "wall"  # a wall is watched, never touched
+    lapsed = ("expired" if now >= row.expires_at else "idle" if idles and now - row.last_seen_at >= idle
               else "user_disabled" if user is None or not user.active else None)
     if lapsed is not None:
         row.ended_at, row.ended_reason = now, lapsed
@@ -63,6 +70,27 @@ def check(session: Session, token_sha256: str, user_id: int, *, now: datetime, i
     if now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
     return Verdict(user)
+
+
+def exchange_wall_link(session: Session, token: str, *, now: datetime, address: str,
+                       user_agent: str) -> tuple[ConsoleUser | None, str, str | None]:
+    """A wall display's one-time link for the screen's own session: (wall, new token, None), or (wall or None,
+    "", why not). The link's session ends as it is used ("exchanged"), so the link never works twice, and the
+    token the cookie carries never appears in a URL."""
+    row = session.get(ConsoleSession, digest(token), with_for_update=True)
+    user = session.get(ConsoleUser, row.user_id) if row is not None else None
+    if row is None or user is None or user.role != "wall":
+        return None, "", "unknown"
+    if row.ended_at is not None:
+        return user, "", row.ended_reason or "ended"
+    if now >= row.expires_at:
+        row.ended_at, row.ended_reason = now, "expired"
+        return user, "", "expired"
+    if not user.active:
+        return user, "", "user_disabled"
+    row.ended_at, row.ended_reason = now, "exchanged"
+    return user, start(session, user.id, now=now, lifetime=WALL_LIFETIME, address=address,
+                       user_agent=user_agent), None
 
 
 def end(session: Session, token_sha256: str, reason: str, now: datetime) -> int:

@@ -27,14 +27,22 @@ Decisions and why they are shaped so:
   settle`` more, the time a second person who walked up has to badge.
 - Tailgating, by duration: an episode covered by N >= 1 authorizations that lasts past ``s + N * passage
   + approach + skew``; each authorization made before that limit raises N. Decided while the episode is
-  still going, ``skew + settle`` after the limit.
+  still going, ``skew + settle`` after the limit. Time the camera reported everyone in the zone standing
+  still (an update with ``still``, until one saying they move again) does not count: a person waiting at
+  the door after badging is one person present, not a second one passing (that is loitering, below).
+  While they stand still at the limit the decision waits for them to move or leave.
+- Loitering: an episode (someone present in the zone, moving or still) lasting past ``s + loitering``,
+  decided ``skew + settle`` after that, whether or not it was authorized; once per stay, and cleared
+  (a second, ``ended`` finding) when the episode ends.
 - Unused grant, forced confirmed or unconfirmed: motion overlapping the event's window ``[t - approach -
   skew, t + grant_window + skew]``, or its absence at the window's end plus ``skew + settle``: a motion
   start stamped at the window's end by a camera running ``skew`` behind happened ``skew`` later still, so
   the wait is ``t + grant_window + 2 skew + settle``. A forced door is confirmed as soon as the earliest
   overlapping episode has had ``skew + settle`` to be contradicted by an earlier one.
-- A door is blind while no camera covering it is online (status intervals widened by ``skew``); no finding
-  is made from absence of motion over a window touching blind time. Cameras that cover a door are the
+- A door is blind while no camera covering it is online (status intervals widened by ``skew``; a tampered
+  camera is reported offline here); no finding is made from absence of motion over a window touching blind
+  time, except that such a grant is recorded ``access.blind``: whether anyone passed is unknown, which the
+  desk must see rather than a false "nobody passed" or nothing. Cameras that cover a door are the
   ``cameras`` mapping plus any camera that reported motion there; a camera with no status yet is online.
 - Cameras covering one door see the same people: an episode overlapping (within ``2 * skew``, both clocks
   may be off) an episode already alarmed for the same kind adds nothing. The earliest start alarms.
@@ -49,7 +57,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Literal
 
@@ -69,8 +77,14 @@ FORCED_CONFIRMED = EventKind.DOOR_FORCED_CONFIRMED
 """Record: the controller's door.forced seen by the camera."""
 FORCED_UNCONFIRMED = EventKind.DOOR_FORCED_UNCONFIRMED
 """Record: door.forced with no motion on camera (sensor fault? check it)."""
-KINDS = frozenset({UNAUTHORIZED, TAILGATING, UNUSED, FORCED_CONFIRMED, FORCED_UNCONFIRMED})
-ALARMS = frozenset({UNAUTHORIZED, TAILGATING})
+BLIND = EventKind.ACCESS_BLIND
+"""Record: granted while the door's cameras were all blind, no motion seen: who passed is unknown."""
+LOITERING = EventKind.DOOR_LOITERING
+"""Alarm: someone present in a door zone longer than the door's ``loitering_s``."""
+KINDS = frozenset({UNAUTHORIZED, TAILGATING, UNUSED, BLIND, FORCED_CONFIRMED, FORCED_UNCONFIRMED, LOITERING})
+ALARMS = frozenset({UNAUTHORIZED, TAILGATING, LOITERING})
+_NEVER = datetime.max.replace(tzinfo=UTC)
+"""The decision time of one that waits for an input with no deadline (a still person moving again)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,8 @@ class DoorWindows:
     """Camera-to-controller clock tolerance, widening every window on both sides."""
     settle_s: float = 0.3
     """Extra wait for late (out-of-order) inputs before deciding."""
+    loitering_s: float = 60.0
+    """Someone present in the zone (moving or standing still) this long is loitering; 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class Finding:
     """Ids of the door and motion events that prove it."""
     detail: dict[str, object]
     """JSON-serializable."""
+    ended: bool = False
+    """For an alarm with a duration (loitering): the condition ended; ``ts`` is when."""
 
 
 @dataclass
@@ -128,6 +146,10 @@ class _Update:
     peak: int
     seen: datetime | None = None
     """The bridge's clock at the first advance() after it arrived."""
+    at: datetime | None = None
+    """The update's own time (camera clock), for the still <-> moving reports."""
+    still: int = 0
+    """Objects reported standing still from ``at`` on; 0: moving from ``at`` on."""
 
 
 @dataclass
@@ -135,6 +157,7 @@ class _End:
     id: str
     ts: datetime
     peak: int
+    absorbed: bool = False
 
 
 @dataclass
@@ -157,6 +180,22 @@ class _Episode:
     """Messages whose object count has been checked against the authorizations."""
     duration_checked: bool = False
     """Checked once, when all it depends on is in: the authorizations it counted may be forgotten after."""
+    loitering_decided: bool = False
+    loitering_alarm: bool = False
+    loitering_cleared: bool = False
+
+    def still_spans(self) -> list[tuple[datetime, datetime | None]]:
+        """When everyone in the zone stood still, from the updates: (from, to), to None = still now."""
+        spans: list[tuple[datetime, datetime | None]] = []
+        for u in sorted((u for u in self.updates.values() if u.at is not None), key=lambda u: (u.at, u.id)):
+            assert u.at is not None
+            if u.still and (not spans or spans[-1][1] is not None):
+                spans.append((max(u.at, self.start), None))
+            elif not u.still and spans and spans[-1][1] is None:
+                spans[-1] = (spans[-1][0], u.at)
+        if spans and spans[-1][1] is None and self.end is not None:
+            spans[-1] = (spans[-1][0], max(self.end, spans[-1][0]))
+        return spans
 
     @property
     def key_id(self) -> str:
@@ -191,6 +230,7 @@ class _Door:
         self.key = key
         self.gw, self.approach, self.passage = _seconds(w.grant_window_s), _seconds(w.approach_s), _seconds(w.passage_s)
         self.skew, self.settle = _seconds(w.skew_s), _seconds(w.settle_s)
+        self.loitering = _seconds(w.loitering_s)
         self.margin = self.gw + self.approach + 3 * self.skew + self.settle
         """How far back an undecided item or a new input may need other inputs (see ``_collect``)."""
         self.auths: list[_Auth] = []
@@ -212,16 +252,18 @@ class _Door:
             hi = until if hi is None else min(hi, until)
         return [a for a in self.auths if lo <= a.ts and (hi is None or a.ts <= hi)]
 
-    def allowance(self, ep: _Episode) -> tuple[list[_Auth], datetime]:
+    def allowance(self, ep: _Episode) -> tuple[list[_Auth], datetime | None]:
         """The authorizations counted for the episode's duration and the limit they allow it: each one made
-        before the current limit extends it by one passage."""
+        before the current limit extends it by one passage. Time standing still is not passage time and
+        extends it too; None: they still stand there at the limit (undecided)."""
         counted: list[_Auth] = []
-        limit = ep.start + self.approach + self.skew
+        spans = ep.still_spans()
+        limit = _moving_limit(ep.start + self.approach + self.skew, spans)
         for a in self.covering(ep):
-            if a.ts > limit:
+            if limit is not None and a.ts > limit:
                 break
             counted.append(a)
-            limit = ep.start + len(counted) * self.passage + self.approach + self.skew
+            limit = _moving_limit(ep.start + len(counted) * self.passage + self.approach + self.skew, spans)
         return counted, limit
 
     def overlapping(self, lo: datetime, hi: datetime) -> list[_Episode]:
@@ -234,6 +276,17 @@ class _Door:
         tol = 2 * self.skew
         return other is not ep and (other.end is None or ep.start <= other.end + tol) and (
             ep.end is None or other.start <= ep.end + tol)
+
+
+def _moving_limit(limit: datetime, spans: list[tuple[datetime, datetime | None]]) -> datetime | None:
+    """``limit`` pushed back by the still spans that begin before it (each one's whole length)."""
+    for a, b in spans:
+        if a >= limit:
+            break
+        if b is None:
+            return None
+        limit += b - a
+    return limit
 
 
 def _aware(ts: datetime) -> None:
@@ -283,8 +336,11 @@ class Correlator:
             bisect.insort(d.auths, _Auth(event_id, ts, grant, pending=grant), key=lambda a: (a.ts, a.id))
 
     def motion(self, door: str, camera: str, state: Literal["start", "update", "end"], ts: datetime, event_id: str,
-               objects: int = 1, peak_objects: int = 1) -> None:
-        """``ts``: the episode's start for start and update, its end for end (camera clock)."""
+               objects: int = 1, peak_objects: int = 1, *, at: datetime | None = None, still: int = 0,
+               absorbed: bool = False) -> None:
+        """``ts``: the episode's start for start and update, its end for end (camera clock). For an update,
+        ``at`` is its own time and ``still`` how many stand still from then (0: moving again); for an end,
+        ``absorbed`` says it ended by the camera learning a still object into its background."""
         _aware(ts)
         if state not in ("start", "update", "end"):
             raise ValueError(f"motion state {state!r}: expected start, update or end")
@@ -297,7 +353,7 @@ class Correlator:
         if state == "end":
             if any(e.id == event_id for e in track.ends) or (self._too_late(d, ts) and not track.episodes):
                 return
-            bisect.insort(track.ends, _End(event_id, ts, peak), key=lambda e: (e.ts, e.id))
+            bisect.insort(track.ends, _End(event_id, ts, peak, absorbed), key=lambda e: (e.ts, e.id))
         else:
             ep = next((e for e in track.episodes if e.start == ts), None)
             if ep is None:
@@ -312,7 +368,9 @@ class Correlator:
             else:
                 if event_id in ep.updates:
                     return
-                ep.updates[event_id] = update = _Update(event_id, peak)
+                if at is not None:
+                    _aware(at)
+                ep.updates[event_id] = update = _Update(event_id, peak, at=at, still=still)
                 self._unseen.append(update)
         self._ids[event_id] = ts
         self._pair(track)
@@ -410,6 +468,13 @@ class Correlator:
             if f.pending:
                 yield self._forced_due(d, f), partial(self._forced, d, f)
         for ep in d.episodes():
+            if d.loitering and not ep.loitering_decided:
+                # an episode that ended sooner is settled at its end: nothing held for a minute per passage
+                at = ep.start + d.loitering if ep.end is None else min(ep.start + d.loitering, ep.end)
+                yield ((at + tail, 4, ep.start, ep.camera, ep.key_id + "#loitering"),
+                       partial(self._loitering, d, ep))
+            if ep.loitering_alarm and not ep.loitering_cleared and ep.end is not None:
+                yield ((ep.end + tail, 4, ep.start, ep.camera, ep.key_id + "#left"), partial(self._left, d, ep))
             if not ep.unauthorized_decided:
                 yield ((ep.start + d.approach + tail, 0, ep.start, ep.camera, ep.key_id),
                        partial(self._unauthorized, d, ep))
@@ -421,7 +486,7 @@ class Correlator:
                            partial(self._count, d, ep, seen, peak, msg))
             counted, limit = d.allowance(ep)
             if counted and not ep.duration_checked:
-                yield ((limit + tail, 2, ep.start, ep.camera, ep.key_id + "#duration"),
+                yield ((_NEVER if limit is None else limit + tail, 2, ep.start, ep.camera, ep.key_id + "#duration"),
                        partial(self._duration, d, ep, counted, limit))
 
     def _forced_due(self, d: _Door, f: _Forced) -> tuple[datetime, int, datetime, str, str]:
@@ -433,10 +498,14 @@ class Correlator:
     def _unused(self, d: _Door, a: _Auth) -> Finding | None:
         a.pending = False
         lo, hi = a.ts - d.approach - d.skew, a.ts + d.gw + d.skew
-        if d.overlapping(lo, hi) or self._blind(d, lo, hi):
+        if d.overlapping(lo, hi):
             return None
-        return Finding(UNUSED, d.key, a.ts, None, (a.id,),
-                       {"reason": "granted, nobody passed", "window_s": [-_s(d.approach + d.skew), _s(d.gw + d.skew)]})
+        window = {"window_s": [-_s(d.approach + d.skew), _s(d.gw + d.skew)]}
+        if self._blind(d, lo, hi):
+            return Finding(BLIND, d.key, a.ts, None, (a.id,),
+                           {"reason": "granted while every camera of the door was blind (offline or tampered): "
+                                      "whether anyone passed is unknown", **window})
+        return Finding(UNUSED, d.key, a.ts, None, (a.id,), {"reason": "granted, nobody passed", **window})
 
     def _forced(self, d: _Door, f: _Forced) -> Finding | None:
         f.pending = False
@@ -484,12 +553,35 @@ class Correlator:
         return self._tailgating(d, ep, counted, causes, {"reason": "more people than authorizations",
                                                          "peak_objects": peak})
 
-    def _duration(self, d: _Door, ep: _Episode, counted: list[_Auth], limit: datetime) -> Finding | None:
+    def _duration(self, d: _Door, ep: _Episode, counted: list[_Auth], limit: datetime | None) -> Finding | None:
         ep.duration_checked = True
-        if ep.end is not None and ep.end <= limit:
+        if limit is None or (ep.end is not None and ep.end <= limit):
             return None
+        still = sum((b - a for a, b in ep.still_spans() if a < limit and b is not None), timedelta())
         return self._tailgating(d, ep, counted, (ep.key_id,), {"reason": "in the zone longer than the passages "
-                                                               "authorized", "limit_s": _s(limit - ep.start)})
+                                                               "authorized", "limit_s": _s(limit - ep.start),
+                                                               "still_s": _s(still)})
+
+    def _loitering(self, d: _Door, ep: _Episode) -> Finding | None:
+        ep.loitering_decided = True
+        if ep.end is not None and ep.end < ep.start + d.loitering:
+            return None
+        ep.loitering_alarm = True
+        if any(o.loitering_alarm and d.near(ep, o) and o.start < ep.start for o in d.episodes()):
+            ep.loitering_cleared = True  # the other camera's episode carries the alarm and its end
+            return None
+        return Finding(LOITERING, d.key, ep.start + d.loitering, ep.camera, (ep.key_id,),
+                       {"reason": "someone present in the door zone longer than allowed",
+                        "loitering_s": _s(d.loitering), "started": ep.start.isoformat()})
+
+    def _left(self, d: _Door, ep: _Episode) -> Finding | None:
+        ep.loitering_cleared = True
+        assert ep.end is not None
+        absorbed = ep.end_msg is not None and ep.end_msg.absorbed and ep.end_msg.ts == ep.end
+        detail: dict[str, object] = {"present_s": _s(ep.end - ep.start), "started": ep.start.isoformat(),
+                                     "reason": "still so long the camera took it for scenery (left behind?)"
+                                     if absorbed else "nobody present any more"}
+        return Finding(LOITERING, d.key, ep.end, ep.camera, (ep.key_id,), {**detail, "absorbed": absorbed}, ended=True)
 
     # --- memory ------------------------------------------------------------------------------------------
 

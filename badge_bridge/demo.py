@@ -9,16 +9,25 @@ admin a fresh password (only a hash is stored, so the old one cannot be printed 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
 import secrets
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import click
+from osdp import LogLevel
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -30,15 +39,19 @@ from badge_bridge.config import MQTT_PORT_ENV, SiteConfig, load_config
 from badge_bridge.controllers import contract as c
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
+from badge_bridge.instance_status import InstanceStatus
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import ConsoleUser, Person
 from badge_bridge.mqtt_accounts import CONSOLE_ACCOUNT
-from badge_bridge.mqtt_client import site_client
+from badge_bridge.mqtt_client import credentials, site_client
 from badge_bridge.sim.broker import Broker, for_site
 from badge_bridge.sim.controller import SimController, controllers_from_site, run_demo_traffic
+from badge_bridge.sim.esp_rfid import SimEspRfid
 from badge_bridge.sim.osdp_reader import PtyBus, ReaderKind, SimReader
 from badge_bridge.site_sync import sync_site
-from badge_bridge.topics import CONSOLE, Topics
+from badge_bridge.topics import CONSOLE, ESP_RFID, Topics
+
+log = logging.getLogger(__name__)
 
 ACTOR = "demo"
 DEMO_PEOPLE = [
@@ -49,7 +62,6 @@ DEMO_PEOPLE = [
     ("Katherine Johnson", ["staff"], "12:1004", None),
     ("Contractor Bob", ["staff"], "12:1005", None),
 ]
-
 
 def seed(writer: AuditWriter, pepper: bytes) -> None:
     """Demo people with cards, PINs and levels; one credential that expired yesterday (each change committed
@@ -105,54 +117,75 @@ def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
 
 @click.command()
 @click.option("-c", "--config", "config_path", default="site.example.toml", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="The console's port (0: a free one). Default: console.port from the site file, or a free "
+                   "port if that one is taken.")
 @click.option("--seconds", type=float, default=None, help="Stop by itself after this long (default: Ctrl-C).")
-def main(config_path: str, seconds: float | None) -> None:
+def main(config_path: str, port: int | None, seconds: float | None) -> None:
     """Build the demo site, start a broker of its own, the bridge, and simulated controllers with people
     walking through the doors."""
+    os.environ.setdefault(logs.LOG_FORMAT_ENV, "text")  # every process of the demo writes the same lines
+    os.environ.setdefault(logs.ACCESS_LOG_ENV, "off")
     logs.setup("text", logging.INFO)
-    logging.getLogger("badge_bridge.ingest").setLevel(logging.DEBUG)  # show every decision
     config = load_config(config_path)
+    console_port = free_console_port(config.console.host, config.console.port if port is None else port,
+                                     explicit=port is not None)
+    config = config.model_copy(update={"console": config.console.model_copy(update={"port": console_port})})
     engine, keys, passwords = build(config)
     broker = for_site(config.path("var/demo-mosquitto"), config)
     broker.start()
-    bus = PtyBus(len(OSDP_READERS))
     config = config.model_copy(update={
         "mqtt": config.mqtt.model_copy(update={"host": "127.0.0.1", "port": broker.port}),
         "metrics": config.metrics.model_copy(update={"port": 0}),
     })
-    config = on_osdp_bus(config, bus.cp_path)
-    readers = [SimReader(address, bus, keys.osdp_key(key) or keys.new_osdp_key(key, replace=False), kind=kind)
-               for key, (address, kind) in OSDP_READERS.items()]
+    stop = threading.Event()
+    readers = OsdpReaders({key: keys.osdp_key(key) or keys.new_osdp_key(key, replace=False) for key in OSDP_READERS})
+    config = on_osdp_bus(config, readers.cp_link)
+    esp = esp_from_site(config)  # before the bridge: it is subscribed when the bridge syncs its user list
     bridge = Bridge(config, engine, keys)
+    status = InstanceStatus(config, config.site.instance, "demo")
     sims: dict[str, SimController] = {}
     processes: list[subprocess.Popen[bytes]] = []
-    stop = threading.Event()
+    summary = logs.MinuteSummary(logging.getLogger("badge_bridge.demo"))
     try:
-        bridge.start()
-        sims = controllers_from_site(config, keys)
-        for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_osdp_traffic, (readers, stop))):
-            threading.Thread(target=target, args=args, daemon=True).start()
+        # The cameras first: the bridge reports a camera it has not heard within 30 s of starting offline, and
+        # on a busy machine their workers take that long to start (their retained status waits in the broker).
         processes.append(_start_cli(config_path, broker.port, "cameras"))
-        threading.Thread(target=_badge_when_seen, args=(config, sims, stop), daemon=True).start()
-        processes.append(_start_cli(config_path, broker.port, "console"))
-        _banner(config, engine, keys, passwords, broker, bridge)
+        bridge.start()
+        status.start("active")
+        sims = controllers_from_site(config, keys)
+        for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_watch, (config, sims, summary, stop)),
+                             (_noc_traffic, (esp, stop)), (summary.run, (stop,))):
+            threading.Thread(target=target, args=args, daemon=True).start()
+        processes.append(_start_cli(config_path, broker.port, "console", "--port", str(console_port)))
+        url = f"{'https' if config.console.tls_cert else 'http'}://{_reachable(config.console.host)}:{console_port}/"
+        if not wait_listening(processes[-1], url, stop, timeout=180):
+            raise click.ClickException(f"the console did not start on port {console_port} (see its lines above)")
+        banner = _banner(config_path, config, engine, keys, passwords, broker, bridge, url)
+        saved = write_private(config.path("var/demo-logins.txt"), banner)
+        click.echo(f"{banner}\n(saved in {saved}, readable by you only)\n"
+                   "people are walking through the doors; one line a minute sums up what happened; Ctrl-C to stop\n")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait(seconds)
-        stop.set()
     finally:
+        stop.set()
+        # The bridge first: devices and cameras going away after it are the demo ending, not alarms to
+        # find on the desk at the next start.
+        bridge.stop()
+        status.stop()
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(15)
         for sim in sims.values():
             sim.close()
-        bridge.stop()
-        for reader in readers:
-            reader.stop()
-        bus.close()
+        if esp is not None:
+            esp.close()
+        readers.stop()
         broker.stop()
-        click.echo("demo stopped; `badge-bridge -c site.example.toml audit verify` checks what it logged")
+    click.echo(f"\ndemo stopped.{banner}\n(saved in {saved})\n"
+               f"Check what it logged: {_cli()} -c {config_path} audit verify")
 
 
 OSDP_READERS: dict[str, tuple[int, ReaderKind]] = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
@@ -168,34 +201,105 @@ def on_osdp_bus(config: SiteConfig, port: str) -> SiteConfig:
     return config.model_copy(update={"controllers": controllers, "readers": readers})
 
 
-def _osdp_traffic(readers: list[SimReader], stop: threading.Event) -> None:
-    """Hall A engineers at the OSDP readers: card and PIN at the hall, card and finger at the cage."""
+class OsdpReaders:
+    """Hall A's bus (a PtyBus) and its readers in a process of their own, with the hall A engineers at them:
+    card and PIN at the hall, card and finger at the cage.
+
+    Not in the demo's process: there the readers' libosdp loops and the bus relay waited behind the bridge's
+    threads for the interpreter and now and then answered a poll after libosdp's 200 ms reply timeout. The
+    control panel then sent the poll again, the reader, which had taken the first one, found the MAC chain
+    broken ("Invalid MAC; discarding SC"), answered NAK, and the control panel dropped it ("Going offline for
+    300 seconds"): a reader.offline alarm whenever it took more than 3 s to come back. A real reader has a
+    processor of its own and answers within milliseconds."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.stopping = ctx.Event()
+        parent, child = ctx.Pipe()
+        self.process = ctx.Process(target=_run_osdp_readers, args=(keys, child, self.stopping),
+                                   name="osdp-readers", daemon=True)
+        self.process.start()
+        if not parent.poll(60):
+            self.process.kill()
+            raise click.ClickException("the simulated OSDP readers did not start")
+        self.cp_link: str = parent.recv()
+        """The port the bridge opens: the bus's control-panel end."""
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _run_osdp_readers(keys: dict[str, bytes], ready: Connection, stopping: threading.Event) -> None:
+    """OsdpReaders' process: the bus, the readers (libosdp's own lines only for errors), the traffic."""
+    logs.setup("text", logging.INFO)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the demo's to handle: it stops this process
+    bus = PtyBus(len(OSDP_READERS))
+    readers = [SimReader(address, bus, keys[key], kind=kind, log_level=LogLevel.Error)
+               for key, (address, kind) in OSDP_READERS.items()]
+    ready.send(bus.cp_link)
     rng = random.Random()
     staff = [(card, pin, name.split()[0].lower()) for name, levels, card, pin in DEMO_PEOPLE
              if "hall-a-engineers" in levels]
-    while not stop.wait(rng.uniform(3, 8)):
-        reader = rng.choice(readers)
-        card, pin, finger = rng.choice(staff)
-        reader.present_card("wiegand26", card)
-        if reader.kind == "keypad":
-            reader.keypad(pin or "0000")
-        elif reader.kind == "biometric":
-            reader.biometric(finger)
+    try:
+        while not stopping.wait(rng.uniform(3, 8)):
+            reader = rng.choice(readers)
+            card, pin, finger = rng.choice(staff)
+            reader.present_card("wiegand26", card)
+            if reader.kind == "keypad":
+                reader.keypad(pin or "0000")
+            elif reader.kind == "biometric":
+                reader.biometric(finger)
+    finally:
+        for reader in readers:
+            reader.stop()
+        bus.close()
 
 
-def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: threading.Event) -> None:
-    """Most people the lobby camera sees badge in at once; the rest walk in unbadged and raise the
-    unauthorized-entry alarm, which is what the desk is there for."""
+ESP_HEARTBEAT_S = 20.0
+"""The demo's esp-rfid is set to a heartbeat every 20 s (the firmware's default is 180 s): its boot message goes
+out before the bridge listens, and the bridge reports a controller it has not heard within 30 s of starting
+offline (Liveness.silent), which with the default would be the demo's first alarm."""
+
+
+def esp_from_site(config: SiteConfig) -> SimEspRfid | None:
+    """A simulated stock esp-rfid for the site's esp-rfid controller (the NOC's), connected."""
+    ctl = next((c for c in config.controllers if c.kind == "esp-rfid"), None)
+    if ctl is None:
+        return None
+    username, password = credentials(config, ESP_RFID, ctl.key)
+    esp = SimEspRfid(ctl.topic or ctl.key, ctl.device or "", config.mqtt.host, config.mqtt.port,
+                     username=username, password=password, hostname=ctl.key, heartbeat_s=ESP_HEARTBEAT_S)
+    if not esp.connected.wait(15):
+        log.warning("the simulated esp-rfid %s could not connect to the broker", ctl.key)
+    return esp
+
+
+def _noc_traffic(esp: SimEspRfid | None, stop: threading.Event) -> None:
+    """The NOC's 24x7 staff at its stock esp-rfid, which decides from the user list the bridge synced to it."""
     rng = random.Random()
-    client = site_client(config, f"demo-lobby-{secrets.token_hex(4)}", role=CONSOLE)
+    while esp is not None and not stop.wait(rng.uniform(15, 40)):
+        if esp.users:
+            esp.present(rng.choice(sorted(esp.users)))
+
+
+def _watch(config: SiteConfig, sims: dict[str, SimController], summary: logs.MinuteSummary,
+           stop: threading.Event) -> None:
+    """The bridge's published events: counted for the minute's summary line; and at the lobby most people
+    the camera sees badge in at once, the rest walk in unbadged and raise the unauthorized-entry alarm, which
+    is what the desk is there for."""
+    rng = random.Random()
+    client = site_client(config, f"demo-watch-{secrets.token_hex(4)}", role=CONSOLE)
     lobby = sims.get("ctl-lobby")
-    if lobby is None:
-        return
 
     def on_message(_c: object, _u: object, msg: object) -> None:
         events = c.PublishedEvents.model_validate_json(msg.payload).events  # type: ignore[attr-defined]
         for event in events:
-            if event.kind == EventKind.MOTION_START and event.door == "main-entrance" and rng.random() < 0.75:
+            summary.count(event.kind, event.detail)
+            if (lobby is not None and event.kind == EventKind.MOTION_START and event.door == "main-entrance"
+                    and rng.random() < 0.75):
                 person = rng.choice(DEMO_PEOPLE[:4])
                 lobby.present("main-in", "main-entrance", "wiegand26", person[2])
 
@@ -208,31 +312,104 @@ def _badge_when_seen(config: SiteConfig, sims: dict[str, SimController], stop: t
     client.disconnect()
 
 
-def _start_cli(config_path: str, broker_port: int, command: str) -> subprocess.Popen[bytes]:
+def free_console_port(host: str, wanted: int, *, explicit: bool) -> int:
+    """The port the console will listen on: ``wanted`` if it is free, any free one for 0. A port asked for
+    (``--port``, ``make demo PORT=``) that is taken is an error; the site file's, taken, is replaced by a
+    free one, and said so (the banner shows the real one)."""
+    if wanted and _bindable(host, wanted):
+        return wanted
+    if wanted and explicit:
+        raise click.ClickException(f"port {wanted} on {host} is taken: stop what listens there, or choose "
+                                   "another (make demo PORT=8090, or PORT=0 for any free port)")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    if wanted:
+        log.warning("port %d on %s is taken (another demo?): the console listens on %d instead "
+                    "(make demo PORT=... to choose)", wanted, host, port)
+    return port
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_listening(process: subprocess.Popen[bytes], url: str, stop: threading.Event, timeout: float) -> bool:
+    """Wait until the console started as ``process`` answers its login page at ``url`` (True), or the
+    process ends, the demo is stopped or ``timeout`` passes (False)."""
+    context = ssl._create_unverified_context()  # the demo's own console: any certificate the site file names
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "login", timeout=2, context=context) as answer:
+                if answer.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        stop.wait(0.2)
+    return False
+
+
+def write_private(path: Path, text: str) -> Path:
+    """``text`` in ``path``, readable and writable by the owner only (0600, also if the file was there)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text + "\n")
+    return path
+
+
+def _reachable(host: str) -> str:
+    """A host to put in a URL for a console listening on ``host`` (all addresses: the local one)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+
+
+def _cli() -> str:
+    """How to run `badge-bridge` here: the script next to this Python (the venv's), relative when it can be."""
+    script = Path(sys.executable).parent / "badge-bridge"
+    if not script.exists():
+        return f"{sys.executable} -m badge_bridge.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def _start_cli(config_path: str, broker_port: int, *command: str) -> subprocess.Popen[bytes]:
     """A `badge-bridge` command as its own process on the demo's broker: the console (gunicorn), or the
     site's cameras (the test videos, looped, one worker process each)."""
     env = {**os.environ, MQTT_PORT_ENV: str(broker_port)}
-    return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, command], env=env)
+    return subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", config_path, *command], env=env)
 
 
-def _banner(config: SiteConfig, engine: Engine, keys: KeyStore, passwords: dict[str, str], broker: Broker,
-            bridge: Bridge) -> None:
+def _banner(config_path: str, config: SiteConfig, engine: Engine, keys: KeyStore, passwords: dict[str, str], broker: Broker,
+            bridge: Bridge, url: str) -> str:
     metrics = bridge.metrics_server.server_address[1] if bridge.metrics_server else "?"
     prefix = config.mqtt.topic_prefix
     logins = "\n".join(f"    {role:<11} {role} / {password}" for role, password in passwords.items())
-    click.echo(f"""
+    people = "\n".join(f"  {name:<18} card {card}  PIN {pin or '-':<5} levels {', '.join(levels)}"
+                       for name, levels, card, pin in DEMO_PEOPLE)
+    return f"""
 badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}
-  console:         http://{config.console.host}:{config.console.port}/   logins (user / password):
+  console:         {url}   logins (user / password):
 {logins}
   MQTT broker:     127.0.0.1:{broker.port}, TLS on {broker.tls_port} (CA {broker.tls.ca if broker.tls else "-"})
-                   watch: mosquitto_sub -p {broker.port} -u console -P "$(cat {keys.mqtt_password_file(CONSOLE_ACCOUNT)})" -t '{prefix}/bridge/#' -v
+  what the bridge publishes (topic {prefix}/bridge/#):
+                   mosquitto_sub -p {broker.port} -u console -P "$(cat {keys.mqtt_password_file(CONSOLE_ACCOUNT)})" -t '{prefix}/bridge/#' -v
   metrics, health: http://127.0.0.1:{metrics}/metrics  http://127.0.0.1:{metrics}/health
-  simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")} (MQTT);
+  simulated controllers: {", ".join(c.key for c in config.controllers if c.kind == "mqtt")} (MQTT); \
+{", ".join(c.key for c in config.controllers if c.kind == "esp-rfid")} (esp-rfid);
                    OSDP bus {", ".join(c.key for c in config.controllers if c.kind == "osdp")}: readers {", ".join(OSDP_READERS)}
-demo people (wiegand26 cards):""")
-    for name, levels, card, pin in DEMO_PEOPLE:
-        click.echo(f"  {name:<18} card {card}  PIN {pin or '-':<5} levels {', '.join(levels)}")
-    click.echo("people are walking through the doors; Ctrl-C to stop\n")
+  the CLI:         {_cli()} -c {config_path} --help   (make cli ARGS="audit verify")
+demo people (wiegand26 cards):
+{people}"""
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ class EventKind(StrEnum):
     """Allowed but for the face factor: the decision waits for the door's camera to see the holder."""
     ACCESS_UNUSED = "access.unused"
     """Granted, nobody passed (a lent badge, a test swipe); found by the correlator."""
+    ACCESS_BLIND = "access.blind"
+    """Granted while every camera of the door was blind (offline or tampered): whether anyone passed, and
+    how many, is unknown (instead of ``access.unused``)."""
+    ACCESS_DEVICE_DISAGREES = "access.device_disagrees"
+    """A device that decides alone (a stock esp-rfid) granted someone the bridge refuses: a stale user list on
+    it, or a forged report on its topic (an alarm)."""
 
     # --- doors ---------------------------------------------------------------------------------------
     DOOR_OPENED = "door.opened"
@@ -40,6 +46,8 @@ class EventKind(StrEnum):
     """Motion in a door zone with no grant and no exit request (an alarm)."""
     DOOR_TAILGATING = "door.tailgating"
     """More people than grants passing (an alarm)."""
+    DOOR_LOITERING = "door.loitering"
+    """Someone has stood in a door zone longer than the door allows (an alarm)."""
 
     # --- readers -------------------------------------------------------------------------------------
     READER_TAMPER = "reader.tamper"
@@ -58,6 +66,9 @@ class EventKind(StrEnum):
     CONTROLLER_OFFLINE = "controller.offline"
     CAMERA_ONLINE = "camera.online"
     CAMERA_OFFLINE = "camera.offline"
+    CAMERA_TAMPER = "camera.tamper"
+    """The picture is covered, defocused, turned away, frozen or dark (an alarm; the camera's doors are blind)."""
+    CAMERA_TAMPER_CLEARED = "camera.tamper_cleared"
     MOTION_START = "motion.start"
     MOTION_UPDATE = "motion.update"
     MOTION_END = "motion.end"
@@ -71,7 +82,9 @@ class EventKind(StrEnum):
     FACE_ABSENT = "face.absent"
     """Nobody facing the camera."""
     FACE_SEVERAL = "face.several"
-    """More faces than badges."""
+    """More faces (or people) than badges."""
+    FACE_SPOOF = "face.spoof"
+    """A presentation attack: a photo, print or screen held to the camera instead of a face (an alarm)."""
     FACE_UNVERIFIED = "face.unverified"
     """No answer from the door's cameras in time."""
 
@@ -103,6 +116,10 @@ class EventKind(StrEnum):
     CONSOLE_EVIDENCE_UNREADABLE = "console.evidence_unreadable"
     """Evidence that failed its integrity check when an operator asked for it."""
     CONSOLE_EXPORT_DOWNLOADED = "console.export_downloaded"
+    CONSOLE_WALL_CONNECTED = "console.wall_connected"
+    """A wall display's one-time link exchanged for the screen's session (``detail.address``)."""
+    CONSOLE_WALL_REFUSED = "console.wall_refused"
+    """A wall link that is wrong, used already, expired or revoked (``detail.reason``, ``detail.address``)."""
 
     # --- administration (people, credentials, users, faces, keys; ``admin.credential_<status>``) -----
     ADMIN_PERSON_ADDED = "admin.person_added"
@@ -120,6 +137,10 @@ class EventKind(StrEnum):
     ADMIN_USER_DISABLED = "admin.user_disabled"
     ADMIN_PASSWORD_RESET = "admin.password_reset"
     ADMIN_ROLE_CHANGED = "admin.role_changed"
+    ADMIN_WALL_ADDED = "admin.wall_added"
+    """A wall display (a console user of role wall) and its one-time link (``detail.link_expires``)."""
+    ADMIN_WALL_REVOKED = "admin.wall_revoked"
+    """A wall display revoked for good: its screen closes (``detail.sessions_ended``)."""
     ADMIN_FACE_ENROLLED = "admin.face_enrolled"
     ADMIN_FACE_REMOVED = "admin.face_removed"
     ADMIN_KEY_ROTATED = "admin.key_rotated"
@@ -135,6 +156,11 @@ class EventKind(StrEnum):
     # --- the bridge and its log ----------------------------------------------------------------------
     BRIDGE_STARTED = "bridge.started"
     BRIDGE_STOPPED = "bridge.stopped"
+    BRIDGE_TOOK_OVER = "bridge.took_over"
+    """A standby took its partition's lease (the active died, hung or was cut off): ``detail`` names the
+    holder it took it from and both fencing tokens."""
+    STATE_APPLIED = "state.applied"
+    """Shared state another partition changed and this one acted on (a site lockdown reaching its doors)."""
     AUDIT_QUARANTINED = "audit.quarantined"
     """Stands in for an event the database refused; its fields are kept as escaped text."""
     AUDIT_PRUNED = "audit.pruned"

@@ -105,10 +105,14 @@ class Event:
         _check_no_secrets("subject", self.subject)
         _check_no_secrets("detail", self.detail)
         for name in ("subject", "detail"):
+            value = getattr(self, name)
+            if type(value) is dict and not value:  # most door events: skip the encoder
+                object.__setattr__(self, f"{name}_json", "{}")
+                continue
             try:
-                text = canonical_json(getattr(self, name))
+                text = canonical_json(value)
                 if _SUSPECT_JSON.search(text):  # rare: only then pay for a walk over the value
-                    clean = storable_value(getattr(self, name))
+                    clean = storable_value(value)
                     object.__setattr__(self, name, clean)
                     text = canonical_json(clean)
                 object.__setattr__(self, f"{name}_json", text)

@@ -23,6 +23,7 @@ OWNER_ONLY = ("prune_window",)
 WRITES = {
     "alarm": "INSERT, UPDATE",  # raised and cleared with their events; acknowledged and resolved at the console
     "site_state": "INSERT, UPDATE, DELETE",  # lockdowns, unlocks, anti-passback that survive a restart
+    "partition_lease": "INSERT, UPDATE",  # which bridge of a partition is active (failover/lease.py)
     "dead_letter": "INSERT",  # refused input
     "controller": "UPDATE (online, last_seen)",  # liveness
     "console_session": "INSERT, UPDATE",  # console logins, their activity and end

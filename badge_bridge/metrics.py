@@ -48,6 +48,11 @@ class BridgeCollector:
         for code, n in sorted(dead.items()):
             family.add_metric([code], n)
         yield family
+        family = CounterMetricFamily("badge_bridge_retransmissions", "Controller events sent again for want of a "
+                                     "receipt: not decided again, their receipt sent again", labels=["controller"])
+        for controller, n in sorted(counts.retransmitted.items()):
+            family.add_metric([controller], n)
+        yield family
         stats = self.writer.stats
         yield CounterMetricFamily("badge_bridge_audit_committed", "Audit entries committed", value=stats.committed)
         yield CounterMetricFamily("badge_bridge_audit_duplicates", "Replayed events refused by id",

@@ -297,20 +297,44 @@ class Alarm(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """When the condition ended (the door closed, the controller came back); the desk still acknowledges."""
     comment: Mapped[str] = mapped_column(Text, default="")
+    """The acknowledgement: what the guard saw or did."""
+    resolution: Mapped[str] = mapped_column(Text, default="")
+    """How it was resolved (the supervisor's comment); never overwrites the acknowledgement."""
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_alarm_state", "state"),)
 
 
 class SiteState(Base):
-    """What the bridge must not forget across a restart (lockdowns, timed unlocks, anti-passback positions,
-    two-person waits), one row per fact, written by the audit writer in the transaction of the audit entry
-    that changed it (``event_id``), and read back at start."""
+    """What the bridges must not forget across a restart or a failover (lockdowns, timed unlocks,
+    anti-passback positions, two-person waits), one row per fact of the whole site, shared by its partitions,
+    written by a partition's audit writer in the transaction of the audit entry that changed it
+    (``event_id``), read back at start and announced to the other partitions (ingest.persist)."""
 
     __tablename__ = "site_state"
-    chain_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(160), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     """Canonical JSON."""
     event_id: Mapped[str] = mapped_column(String(128))
+    partition: Mapped[str] = mapped_column(String(64))
+    """The partition whose bridge wrote it last (its audit chain holds ``event_id``)."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PartitionLease(Base):
+    """Which bridge of a partition is active: it holds the lease until ``expires_at`` (the database's clock)
+    and renews it; a standby takes it once expired, with the next ``token``. Every audit commit of the active
+    checks its token in the same transaction (badge_bridge.failover.lease), so a bridge that lost the lease
+    never writes again."""
+
+    __tablename__ = "partition_lease"
+    partition: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    """The holding bridge's instance name (host and process)."""
+    token: Mapped[int] = mapped_column(BigInteger)
+    """The fencing token: one more at every takeover, never reused."""
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class DeadLetter(Base):

@@ -1,7 +1,8 @@
 """Who logs in to the site's broker, one account each: the names `badge-bridge mqtt broker-config` writes into
 the broker's password file and ACL, and the names ``mqtt_client.site_client`` logs in with.
 
-* the bridge: the site's ``instance`` (``bridge-1``), or the site file's ``mqtt.username`` when it names one;
+* the bridge: one account per partition, named after it (the default partition is the site's ``instance``,
+  ``bridge-1``), or the site file's ``mqtt.username`` for them all when it names one;
 * the console (and ``make demo``'s lobby watcher): ``console``;
 * the firmware tool: ``firmware``;
 * a controller on the contract or an esp-rfid device: its controller key (an esp-rfid device's key is also its
@@ -49,7 +50,8 @@ def account_name(config: SiteConfig, role: str, key: str | None = None) -> str:
 def accounts(config: SiteConfig) -> list[Account]:
     """Every account of the site, in the order the password file and the ACL list them. Two roles that would
     share a name (a controller keyed ``console``, say) are a configuration error, never one account."""
-    out = [Account(account_name(config, BRIDGE), BRIDGE), Account(CONSOLE_ACCOUNT, CONSOLE),
+    bridges = sorted({account_name(config.partition_view(p), BRIDGE) for p in config.partitions()})
+    out = [*(Account(name, BRIDGE) for name in bridges), Account(CONSOLE_ACCOUNT, CONSOLE),
            Account(FIRMWARE_ACCOUNT, FIRMWARE)]
     for ctl in config.controllers:
         role = {"mqtt": CONTROLLER, "esp-rfid": ESP_RFID}.get(ctl.kind)

@@ -6,6 +6,7 @@ event that records it, with ``detail["state"]``: every row it changed as the cha
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -25,6 +26,8 @@ CREDENTIAL_STATUSES = ("active", "suspended", "lost", "revoked")
 PASSWORD_MIN = 12
 PIN_LENGTHS = range(4, 9)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}\Z")  # \Z: $ would take "guard\n"
+LOGIN_ROLES = tuple(r for r in ROLES if r != "wall")
+"""The roles of people, who log in with a password; a wall display never does (add_wall)."""
 hasher = PasswordHasher()
 
 
@@ -121,8 +124,7 @@ def add_user(session: Session, actor: str, username: str, role: str, password: s
     if not USERNAME_RE.match(username):
         raise AdminError(f"user name {username!r}: expected 2-64 lowercase letters, digits or _.- (starting "
                          "with a letter or digit)")
-    if role not in ROLES:
-        raise AdminError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    _login_role(role)
     if len(password) < PASSWORD_MIN:
         raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
     if session.scalar(select(ConsoleUser.id).where(ConsoleUser.username == username)):
@@ -185,6 +187,8 @@ def set_credential_validity(session: Session, actor: str, credential_id: int, va
 def set_user_active(session: Session, actor: str, user_id: int, active: bool) -> tuple[ConsoleUser, Event]:
     """Disabling a user ends every session of theirs."""
     user = _user(session, user_id)
+    if active and user.role == "wall":
+        raise AdminError(f"{user.username} is a revoked wall display: add a new one for the screen")
     user.active = active
     ended = 0 if active else console_sessions.end_all(session, user.id, "user_disabled", datetime.now(UTC))
     session.flush()
@@ -195,6 +199,8 @@ def set_user_active(session: Session, actor: str, user_id: int, active: bool) ->
 def reset_password(session: Session, actor: str, user_id: int, password: str) -> tuple[ConsoleUser, Event]:
     """A new password ends every session of the user: whoever knew the old one is out."""
     user = _user(session, user_id)
+    if user.role == "wall":
+        raise AdminError(f"{user.username} is a wall display: it has no password (revoke it and add a new one)")
     if len(password) < PASSWORD_MIN:
         raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
     user.password_hash = hasher.hash(password)
@@ -206,14 +212,62 @@ def reset_password(session: Session, actor: str, user_id: int, password: str) ->
 
 def set_role(session: Session, actor: str, user_id: int, role: str) -> tuple[ConsoleUser, Event]:
     """A new role ends every session of the user: pages and forms opened under the old role stop working."""
-    if role not in ROLES:
-        raise AdminError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    _login_role(role)
     user = _user(session, user_id)
+    if user.role == "wall":
+        raise AdminError(f"{user.username} is a wall display: it keeps its role (revoke it, add a user)")
     before, user.role = user.role, role
     ended = console_sessions.end_all(session, user.id, "role_changed", datetime.now(UTC))
     session.flush()
     return user, admin_event(EventKind.ADMIN_ROLE_CHANGED, actor, {"user": user.username},
                              {"role": role, "role_before": before, "sessions_ended": ended}, rows.user(user))
+
+
+WALL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{1,63}\Z")
+
+
+def wall_username(name: str) -> str:
+    """The console user name of a wall display called ``name`` ("NOC wall" -> "noc-wall")."""
+    if not WALL_NAME_RE.match(name.strip()):
+        raise AdminError(f"wall name {name!r}: expected 2-64 letters, digits, spaces or _.-")
+    return re.sub(r" +", "-", name.strip().lower())
+
+
+def add_wall(session: Session, actor: str, name: str, *, now: datetime) -> tuple[tuple[ConsoleUser, str], Event]:
+    """A wall display: a console user of role wall that can never log in with a password (its hash is of a
+    random secret nobody keeps, and web.auth refuses the role), with a one-time link token for its screen
+    (returned, never stored: console_session keeps its SHA-256)."""
+    username = wall_username(name)
+    if session.scalar(select(ConsoleUser.id).where(ConsoleUser.username == username)):
+        raise AdminError(f"console user {username!r} already exists")
+    user = ConsoleUser(username=username, role="wall", password_hash=hasher.hash(secrets.token_urlsafe(32)))
+    session.add(user)
+    session.flush()
+    link = console_sessions.start(session, user.id, now=now, lifetime=console_sessions.WALL_LINK_LIFETIME,
+                                  address="", user_agent=console_sessions.WALL_LINK_AGENT)
+    expires = now + console_sessions.WALL_LINK_LIFETIME
+    return (user, link), admin_event(EventKind.ADMIN_WALL_ADDED, actor, {"user": username},
+                                     {"link_expires": expires.isoformat()}, rows.user(user))
+
+
+def revoke_wall(session: Session, actor: str, user_id: int) -> tuple[ConsoleUser, Event]:
+    """Revoke a wall display for good: its link and its screen's session end ("revoked"); an open screen
+    closes its stream at its next session check and says it was revoked."""
+    user = _user(session, user_id)
+    if user.role != "wall":
+        raise AdminError(f"{user.username} is not a wall display")
+    user.active = False
+    ended = console_sessions.end_all(session, user.id, "revoked", datetime.now(UTC))
+    session.flush()
+    return user, admin_event(EventKind.ADMIN_WALL_REVOKED, actor, {"user": user.username},
+                             {"sessions_ended": ended}, rows.user(user))
+
+
+def _login_role(role: str) -> None:
+    if role == "wall":
+        raise AdminError("a wall display is added as a wall (badge-bridge wall add, or Add a wall display)")
+    if role not in LOGIN_ROLES:
+        raise AdminError(f"role {role!r}: expected one of {', '.join(LOGIN_ROLES)}")
 
 
 def user_id(session: Session, username: str) -> int:

@@ -2,14 +2,16 @@
 (which checks a signed console command again when it arrives) apply the same rule.
 
 Roles nest: admin can do what a supervisor can, a supervisor what a guard can. The auditor stands apart:
-read-only access to the event log and the audit pages (and admin may do what an auditor does).
+read-only access to the event log and the audit pages (and admin may do what an auditor does). A wall
+display stands apart too: a screen on the wall that shows the alarm panel, the plan and the feed and does
+nothing else (its session is a long-lived, revocable token, web.wall).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-ROLES: Final = ("guard", "supervisor", "admin", "auditor")
+ROLES: Final = ("guard", "supervisor", "admin", "auditor", "wall")
 RANKS: Final = {"guard": 1, "supervisor": 2, "admin": 3}
 
 COMMAND_ROLE: Final = {"unlock": "supervisor", "lock": "supervisor", "lockdown": "supervisor",
@@ -21,4 +23,6 @@ def can(role: str, need: str) -> bool:
     """Whether a user of ``role`` may do what needs ``need``."""
     if need == "auditor":
         return role in ("auditor", "admin")
+    if need == "wall":
+        return role == "wall"
     return RANKS.get(role, 0) >= RANKS[need]

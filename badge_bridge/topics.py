@@ -33,7 +33,8 @@ class Topic:
 
     pattern: str
     """The topic with its variable levels in braces: ``{prefix}`` (the site's ``mqtt.topic_prefix``),
-    ``{controller}``, ``{camera}``, ``{door}`` (site file keys), ``{base}`` (an esp-rfid device's base topic)
+    ``{controller}``, ``{camera}``, ``{door}``, ``{partition}`` (site file keys), ``{instance}`` (a bridge
+    process's name among its partition's), ``{base}`` (an esp-rfid device's base topic)
     and ``{hostname}`` (its hostname). A ``#`` at the end stands for whatever the device puts below."""
     publishers: tuple[str, ...]
     subscribers: tuple[str, ...]
@@ -62,7 +63,9 @@ CONTROLLER_CONFIG = _topic("{prefix}/controllers/{controller}/config", (CONTROLL
                            retained=True)
 CONTROLLER_CONFIG_SET = _topic("{prefix}/controllers/{controller}/config/set", (FIRMWARE,), (CONTROLLER,),
                                "ConfigSet")
-BRIDGE_STATUS = _topic("{prefix}/bridge/status", (BRIDGE,), (CONSOLE, CONTROLLER), "BridgeStatus", retained=True)
+CONTROLLER_RECEIPTS = _topic("{prefix}/controllers/{controller}/receipts", (BRIDGE,), (CONTROLLER,), "Receipt")
+BRIDGE_STATUS = _topic("{prefix}/bridge/status/{partition}/{instance}", (BRIDGE,), (CONSOLE, CONTROLLER),
+                       "BridgeStatus", retained=True)
 BRIDGE_EVENTS = _topic("{prefix}/bridge/events", (BRIDGE,), (CONSOLE,), "PublishedEvents", qos=0)
 DOOR_STATE = _topic("{prefix}/bridge/doors/{door}", (BRIDGE,), (CONSOLE,), "DoorState", retained=True)
 CONSOLE_COMMANDS = _topic("{prefix}/console/commands", (CONSOLE,), (BRIDGE,), "ConsoleCommand")
@@ -79,8 +82,8 @@ ESP_IO = _topic("{base}/io/#", (ESP_RFID,), (), "Home Assistant mode's ON/OFF st
 ESP_DISCOVERY = _topic("homeassistant/+/{hostname}/#", (ESP_RFID,), (),
                        "Home Assistant mode's discovery messages, which nobody here reads", qos=0, retained=True)
 
-TREE = (CONTROLLER_EVENTS, CONTROLLER_STATUS, CONTROLLER_COMMANDS, CONTROLLER_SYNC, CONTROLLER_CONFIG,
-        CONTROLLER_CONFIG_SET, BRIDGE_STATUS, BRIDGE_EVENTS, DOOR_STATE, CONSOLE_COMMANDS, CAMERA_EVENTS,
+TREE = (CONTROLLER_EVENTS, CONTROLLER_STATUS, CONTROLLER_COMMANDS, CONTROLLER_SYNC, CONTROLLER_RECEIPTS,
+        CONTROLLER_CONFIG, CONTROLLER_CONFIG_SET, BRIDGE_STATUS, BRIDGE_EVENTS, DOOR_STATE, CONSOLE_COMMANDS, CAMERA_EVENTS,
         CAMERA_STATUS, CAMERA_REQUESTS, ESP_SEND, ESP_TAG, ESP_AVAILABILITY, ESP_COMMANDS, ESP_IO, ESP_DISCOVERY)
 
 
@@ -91,12 +94,6 @@ def tree(role: str | None = None) -> tuple[Topic, ...]:
     if role is not None and role not in ROLES:
         raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     return tuple(t for t in TREE if role is None or role in t.publishers or role in t.subscribers)
-
-
-def shared(group: str | None, topic_filter: str) -> str:
-    """The filter as an MQTT 5 shared subscription of ``group`` (several bridges share the messages), or as
-    it is without a group."""
-    return f"$share/{group}/{topic_filter}" if group else topic_filter
 
 
 class Topics:
@@ -126,8 +123,17 @@ class Topics:
     def controller_config_set(self, controller: str) -> str:
         return self._at(CONTROLLER_CONFIG_SET, controller=controller)
 
-    def bridge_status(self) -> str:
-        return self._at(BRIDGE_STATUS)
+    def controller_receipts(self, controller: str) -> str:
+        return self._at(CONTROLLER_RECEIPTS, controller=controller)
+
+    def bridge_status(self, partition: str = ANY, instance: str = ANY) -> str:
+        """One bridge process's retained status (and last will); ``ANY`` levels for a subscription."""
+        return self._at(BRIDGE_STATUS, partition=partition, instance=instance)
+
+    def bridge_status_of(self, topic: str) -> tuple[str, str] | None:
+        """The (partition, instance) a bridge status topic names, None for any other topic."""
+        parts = topic.removeprefix(f"{self.prefix}/").split("/")
+        return (parts[2], parts[3]) if len(parts) == 4 and parts[:2] == ["bridge", "status"] else None
 
     def bridge_events(self) -> str:
         return self._at(BRIDGE_EVENTS)

@@ -601,13 +601,7 @@ def live_bench(tmp: Path) -> dict[str, Any]:
         for m in mqtt_clients:
             m.loop_stop()
             m.disconnect()
-        for p, sig in zip(procs, (signal.SIGTERM, signal.SIGINT), strict=False):  # gunicorn: SIGINT is the quick stop
-            p.send_signal(sig)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         broker.stop()
 
 
@@ -644,3 +638,14 @@ if __name__ == "__main__":
         serve_console(Path(sys.argv[2]))
     else:
         main()
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """The bridge (SIGTERM) and the console (gunicorn: SIGINT is the quick stop), killed if they hang."""
+    for p, sig in zip(procs, (signal.SIGTERM, signal.SIGINT), strict=False):
+        p.send_signal(sig)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()

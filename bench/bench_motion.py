@@ -5,11 +5,16 @@ door clip (door cameras are often HD): decode fps (decode only, timed apart), de
 (`process()` only, on pre-decoded frames, cv2.setNumThreads(1)), frames and resolution. On the door clip
 also: frames flagged in the still stretches, and person-present frames missed. The budget is 15 fps for
 each of 8 cameras on 2 cores, i.e. 60 detector fps per core on top of decoding.
+
+Lighting and presence (tests/scenes.py generators, fixed seeds): per clip and lamp change, how many of
+BENCH_MOMENTS switch moments (default 20) give a false episode; person frames missed on the door clip,
+bright and dimmed (x0.3 with noise); standing frames missed (someone still at the table).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -23,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from camera.motion import MotionDetector, MotionSettings  # noqa: E402
+from tests import scenes  # noqa: E402
 
 VIDEO = ROOT / "tests" / "data" / "video"
 STILL = ((31, 60), (113, 179), (206, 227), (307, 363), (382, 430), (454, 502))
@@ -89,6 +95,38 @@ def agreement(active: list[bool], starts: list[int], fps: float) -> dict[str, ob
             "person_present_missed_share": round(missed / len(present), 3)}
 
 
+LIGHTING = {"x1.6": scenes.gain(1.6), "x2.0": scenes.gain(2.0), "x1.3": scenes.gain(1.3), "x0.6": scenes.gain(0.6),
+            "ramp x2 over 5 s": scenes.ramp(2.0, 5.0), "ramp x0.5 over 5 s": scenes.ramp(0.5, 5.0)}
+
+
+def lighting(moments: int) -> dict[str, object]:
+    """Per clip and lamp change: switch moments with a false episode, and false episodes in all."""
+    out: dict[str, object] = {"moments": moments}
+    for name in (scenes.DOOR, scenes.VTEST):
+        ks = scenes.switch_moments(len(scenes.decode(name)), moments)
+        row = {}
+        for label, light in LIGHTING.items():
+            found = [scenes.false_episodes(name, light, k) for k in ks]
+            row[label] = {"moments_with_false_episodes": sum(f > 0 for f in found), "false_episodes": sum(found)}
+        out[name] = row
+    frame = scenes.decode(scenes.DOOR)[scenes.switch_moments(len(scenes.decode(scenes.DOOR)), moments)[0]]
+    out["door_clipped_share"] = {"x1.6": round(scenes.clipped_share(frame, 1.6), 3),
+                                 "x2.0": round(scenes.clipped_share(frame, 2.0), 3)}
+    return out
+
+
+def presence() -> dict[str, object]:
+    """Door clip: person frames missed bright and dimmed, standing frames missed."""
+    bright = scenes.active_frames(scenes.decode(scenes.DOOR))
+    night = scenes.active_frames(scenes.dim(scenes.decode(scenes.DOOR)))
+    people, standing = scenes.person_frames(), scenes.standing_frames()
+    return {"person_frames": len(people), "person_missed_bright": sum(not bright[i] for i in people),
+            "person_missed_dim_x0.3_noise2": sum(not night[i] for i in people),
+            "standing_frames": len(standing), "standing_missed": sum(not bright[i] for i in standing),
+            "empty_frames_active_bright": sum(bright[i] for a, b in scenes.EMPTY for i in range(a + 16, b - 4)),
+            "empty_frames_active_dim": sum(night[i] for a, b in scenes.EMPTY for i in range(a + 16, b - 4))}
+
+
 def main() -> None:
     cv2.setNumThreads(1)
     door = VIDEO / "door-entries-part1.mp4"
@@ -111,6 +149,7 @@ def main() -> None:
             results.append(row)
     slowest = min(float(r["detector_fps_per_core"]) for r in results)  # type: ignore[arg-type]
     print(json.dumps({"bench": "motion", "threads": 1, "settings": asdict(MotionSettings()), "videos": results,
+                      "lighting": lighting(int(os.environ.get("BENCH_MOMENTS", "20"))), "presence": presence(),
                       "goal_detector_fps_per_core": GOAL_FPS_PER_CORE, "meets_goal": slowest >= GOAL_FPS_PER_CORE}))
 
 

@@ -7,7 +7,12 @@
 - sustained ingest: events/s from MQTT into the audit log, counted once committed, with every id checked
   (nothing lost, nothing doubled); with publishers running beside the bridge ("live") and with the bridge
   alone draining what the broker queued while it was down ("backlog"); for door passages (card, door
-  opened, door closed) and for cards only (every event a decision and a command).
+  opened, door closed) and for cards only (every event a decision and a command); on SQLite and, when the
+  local server answers, on a throw-away PostgreSQL database (bench/throwaway.py), where the bridge also
+  holds its partition's lease and fences every commit with it.
+
+``--ingest`` runs the ingest only (both databases), for a quick before/after comparison. The same ingest
+with 1, 2 and 3 partitions side by side: bench/bench_partitions.py.
 
 Prints one JSON object.
 """
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -41,6 +47,7 @@ from badge_bridge.models import AuditEntry
 from badge_bridge.mqtt_client import no_delay
 from badge_bridge.sim.broker import Broker, for_site
 from badge_bridge.site_sync import sync_site
+from bench.throwaway import NoPostgres, postgres_database
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "badge-bridge/v1"
@@ -56,9 +63,13 @@ class Conn(NamedTuple):
     tls_ca: Path | None = None
 
 
-def make_site(tmp: Path, port: int, tls_ca: Path | None = None) -> Path:
-    text = (ROOT / "site.example.toml").read_text()
-    text = text.replace('url = "sqlite:///var/badge-bridge.db"', f'url = "sqlite:///{tmp / "bench.db"}"')
+def make_site(tmp: Path, port: int, tls_ca: Path | None = None, *, db_url: str | None = None,
+              edit: Callable[[str], str] = lambda text: text, cards: Sequence[str] = ("12:1001",)) -> Path:
+    """The example site on this broker and database (``db_url``, SQLite in ``tmp`` by default), changed by
+    ``edit``, with one person per card of ``cards`` holding the ``staff`` level."""
+    text = edit((ROOT / "site.example.toml").read_text())
+    url = db_url or f"sqlite:///{tmp / 'bench.db'}"
+    text = text.replace('url = "sqlite:///var/badge-bridge.db"', f'url = "{url}"')
     text = text.replace('dir = "var/keys"', f'dir = "{tmp / "keys"}"')
     text = text.replace("port = 1883", f"port = {port}") + "\n[metrics]\nport = 0\n"
     if tls_ca is not None:
@@ -72,8 +83,9 @@ def make_site(tmp: Path, port: int, tls_ca: Path | None = None) -> Path:
     migrate(engine)
     with Session(engine) as session, session.begin():
         sync_site(session, config)
-        person, _ = people.add_person(session, "bench", "Ada", levels=["staff"])
-        people.add_credential(session, "bench", person.id, "wiegand26", "12:1001", pepper=keys.pin_pepper())
+        for i, card in enumerate(cards):
+            person, _ = people.add_person(session, "bench", f"Ada {i}", levels=["staff"])
+            people.add_credential(session, "bench", person.id, "wiegand26", card, pepper=keys.pin_pepper())
     engine.dispose()
     return site
 
@@ -147,25 +159,37 @@ def latency(conn: Conn) -> dict[str, float]:
             "background_events_per_s": BACKGROUND_RATE}
 
 
-def door(msg_id: str, state: str) -> str:
+def door(msg_id: str, state: str, door_key: str = "main-entrance") -> str:
     return json.dumps({"v": 1, "id": msg_id, "ts": datetime.now(UTC).isoformat(), "type": "door",
-                       "door": "main-entrance", "state": state})
+                       "door": door_key, "state": state})
 
 
-def stream(prefix: str, worker: int, n: int, mix: str) -> list[str]:
+class Gate(NamedTuple):
+    """Where a stream goes: the controller, its door, its entry and exit readers, the card presented."""
+
+    controller: str = "ctl-lobby"
+    door: str = "main-entrance"
+    reader_in: str = "main-in"
+    reader_out: str = "main-out"
+    card: str = "12:1001"
+
+
+LOBBY = Gate()
+
+def stream(prefix: str, worker: int, n: int, mix: str, gate: Gate = LOBBY) -> list[str]:
     """``credentials``: every event a card to decide and answer (the worst case). ``passages``: what a door
     really sends, a card then the door opening and closing, so one event in three needs a decision."""
     if mix == "credentials":
-        return [credential(f"{prefix}{worker}-{i}", "main-out", "12:1001") for i in range(n)]
+        return [credential(f"{prefix}{worker}-{i}", gate.reader_out, gate.card) for i in range(n)]
     states = ("opened", "closed")
-    return [credential(f"{prefix}{worker}-{i}", "main-in", "12:1001") if i % 3 == 0
-            else door(f"{prefix}{worker}-{i}", states[i % 3 - 1]) for i in range(n)]
+    return [credential(f"{prefix}{worker}-{i}", gate.reader_in, gate.card) if i % 3 == 0
+            else door(f"{prefix}{worker}-{i}", states[i % 3 - 1], gate.door) for i in range(n)]
 
 
-def publish_share(port: int, worker: int, n: int, prefix: str, mix: str) -> None:
-    c = client(port, f"bench-ingest-{worker}")
-    infos = [c.publish(f"{PREFIX}/controllers/ctl-lobby/events", payload, qos=1)
-             for payload in stream(prefix, worker, n, mix)]
+def publish_share(port: int, worker: int, n: int, prefix: str, mix: str, gate: Gate = LOBBY) -> None:
+    c = client(port, f"bench-ingest-{gate.controller}-{worker}")
+    infos = [c.publish(f"{PREFIX}/controllers/{gate.controller}/events", payload, qos=1)
+             for payload in stream(prefix, worker, n, mix, gate)]
     for info in infos:
         info.wait_for_publish(120)
     c.disconnect()
@@ -229,22 +253,32 @@ def ingest_backlog(port: int, engine: Engine, bridge: BridgeRun, mix: str) -> di
 
 
 class BridgeRun:
-    def __init__(self, site: Path, log: Path) -> None:
-        self.site, self.log = site, log
+    """``badge-bridge run`` as its own process (``args``: e.g. ``--partition``), started and stopped (SIGTERM)."""
+
+    def __init__(self, site: Path, log: Path, args: Sequence[str] = ()) -> None:
+        self.site, self.log, self.args = site, log, list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_s = 0.0
+        self._launched, self._offset = 0.0, 0
 
     def start(self) -> None:
-        started = time.perf_counter()
-        offset = self.log.stat().st_size if self.log.exists() else 0
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        self._launched = time.perf_counter()
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", str(self.site), "run"],
-                                         stdout=out, stderr=out)
+            self.proc = subprocess.Popen([sys.executable, "-m", "badge_bridge.cli", "-c", str(self.site), "run",
+                                          *self.args], stdout=out, stderr=out)
+
+    def wait_started(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 30
-        while b"started for site" not in self.log.read_bytes()[offset:]:
+        while b"started for site" not in self.log.read_bytes()[self._offset:]:
             assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-2000:]
             time.sleep(0.02)
-        self.start_s = time.perf_counter() - started
+        self.start_s = time.perf_counter() - self._launched
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -293,10 +327,43 @@ def latencies() -> None:
                       "meets_goals": {"p99": plain["p99_ms"] <= 5, "p99_tls_acl": secured["p99_ms"] <= 5}}))
 
 
+def ingest_runs(port: int, engine: Engine, bridge: BridgeRun) -> dict[str, dict[str, float]]:
+    """Live and backlog, passages and cards only, on a running bridge."""
+    return {f"{how}_{mix}": run(mix) for mix in ("passages", "credentials")
+            for how, run in (("live", lambda m: ingest_live(port, engine, m)),
+                             ("backlog", lambda m: ingest_backlog(port, engine, bridge, m)))}
+
+
+def ingest_postgres(tmp: Path) -> dict[str, object]:
+    """The ingest on a throw-away PostgreSQL database, the bridge holding its partition's lease."""
+    tmp.mkdir()
+    try:
+        with postgres_database() as url:
+            broker = Broker(tmp / "mosquitto")
+            broker.start()
+            site = make_site(tmp, broker.port, db_url=url)
+            engine = make_engine(url)
+            bridge = BridgeRun(site, tmp / "bridge.log")
+            try:
+                bridge.start()
+                return dict(ingest_runs(broker.port, engine, bridge))
+            finally:
+                bridge.stop()
+                broker.stop()
+                engine.dispose()
+    except NoPostgres as exc:
+        return {"skipped": str(exc)}
+
+
+def meets(ingest: dict[str, object]) -> dict[str, bool]:
+    return {k: v["events_per_s"] >= 5000 and v["lost"] == 0 for k, v in ingest.items() if isinstance(v, dict)}
+
+
 def main() -> None:
     if "--latency" in sys.argv[1:]:
         latencies()
         return
+    only_ingest = "--ingest" in sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         broker = Broker(tmp / "mosquitto")
@@ -306,20 +373,25 @@ def main() -> None:
         bridge = BridgeRun(site, tmp / "bridge.log")
         try:
             bridge.start()
-            lat = latency(Conn(broker.port))
-            ingest = {f"{how}_{mix}": run(mix) for mix in ("passages", "credentials")
-                      for how, run in (("live", lambda m: ingest_live(broker.port, engine, m)),
-                                       ("backlog", lambda m: ingest_backlog(broker.port, engine, bridge, m)))}
+            lat = None if only_ingest else latency(Conn(broker.port))
+            ingest = ingest_runs(broker.port, engine, bridge)
         finally:
             bridge.stop()
             broker.stop()
             engine.dispose()
+        ingest_pg = ingest_postgres(tmp / "postgresql")
+        if only_ingest:
+            print(json.dumps({"bench": "mqtt-ingest", "ingest": ingest, "ingest_postgresql": ingest_pg,
+                              "goals": {"ingest_events_per_s": 5000},
+                              "meets_goals": {**meets(ingest), **{f"postgresql_{k}": v for k, v in meets(ingest_pg).items()}}}))
+            return
         (tmp / "secured").mkdir()
         secured = latency_tls_acl(tmp / "secured")
+    assert lat is not None
     print(json.dumps({"bench": "mqtt", "latency": lat, "latency_tls_acl": secured, "ingest": ingest,
-                      "goals": {"p99_ms": 5, "ingest_events_per_s": 5000},
-                      "meets_goals": {"p99": lat["p99_ms"] <= 5, "p99_tls_acl": secured["p99_ms"] <= 5,
-                                      **{k: v["events_per_s"] >= 5000 and v["lost"] == 0 for k, v in ingest.items()}}}))
+                      "ingest_postgresql": ingest_pg, "goals": {"p99_ms": 5, "ingest_events_per_s": 5000},
+                      "meets_goals": {"p99": lat["p99_ms"] <= 5, "p99_tls_acl": secured["p99_ms"] <= 5, **meets(ingest),
+                                      **{f"postgresql_{k}": v for k, v in meets(ingest_pg).items()}}}))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ _MEDIA_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"
 
 
 class PhotoRefused(people.AdminError):
-    """A photo that cannot be enrolled (no face, several faces, too small, not an image); the other
+    """A photo that cannot be enrolled (not an image, a thumbnail, no face or several, a face cut off, small,
+    turned, dark, washed out or blurred: camera.faces.encode_photo says which and what to do); the other
     photos of the same batch can still be. ``code`` is camera.faces.FaceError's."""
 
     def __init__(self, code: str, reason: str) -> None:

@@ -23,6 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SNAPSHOT_MEDIA_TYPE = "image/jpeg"
-CLIP_MEDIA_TYPE = "video/x-msvideo"  # what encode_clip writes: Motion JPEG in AVI
+CLIP_MEDIA_TYPE: Final = "video/webm"  # what encode_clip writes: VP8 in WebM (older evidence: Motion JPEG AVI, video/x-msvideo)
 
 _BUFFER_JPEG_QUALITY = 90  # high enough that a snapshot cut from the buffer still reads a face or a badge
 
@@ -107,24 +108,25 @@ def encode_snapshot(frame: np.ndarray, quality: int = 85) -> bytes:
 
 
 def encode_clip(frames: Sequence[tuple[float, np.ndarray]], fps: float) -> bytes:
-    """A Motion-JPEG AVI of `frames` (all resized to the first one's size), played back at `fps`.
+    """A VP8 WebM of `frames` (all resized to the first one's size), played back at `fps`.
 
-    MJPEG/AVI because this OpenCV build writes it reliably and VLC, mpv, ffplay and Windows players open
-    it; every frame is a whole picture, which suits evidence. The build has no H.264 encoder ('avc1'
-    fails); 'mp4v' MP4 works but browsers do not play MPEG-4 Part 2, and VP8 WebM works but is ~6x slower.
+    WebM because browsers play it in the page (`<video>`), so the desk sees the clip beside its event; this
+    OpenCV build has no H.264 encoder ('avc1' fails) and browsers do not play its 'mp4v'. Measured on the
+    door video (150 frames of 768x432, 2-core VM, loaded): Motion-JPEG AVI 3.9 MB in 0.3 s, VP8 WebM 1.6 MB
+    in 2.6 s. The time is spent on the worker's evidence thread, after the snapshot is already stored.
     """
     if not frames:
         raise ValueError("a clip needs at least one frame")
     if not (fps > 0):
         raise ValueError(f"a clip needs a positive frame rate, not {fps}")
     height, width = frames[0][1].shape[:2]
-    fd, name = tempfile.mkstemp(suffix=".avi", prefix="clip-")
+    fd, name = tempfile.mkstemp(suffix=".webm", prefix="clip-")
     os.close(fd)
     path = Path(name)
     try:
-        writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
+        writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"VP80"), fps, (width, height))
         if not writer.isOpened():
-            raise RuntimeError("OpenCV cannot write MJPEG AVI here (FFmpeg backend missing?)")
+            raise RuntimeError("OpenCV cannot write VP8 WebM here (FFmpeg backend missing?)")
         try:
             for _, frame in frames:
                 if frame.shape[:2] != (height, width):

@@ -1,4 +1,4 @@
-"""Motion detection per door zone: turns camera frames into zone start/update/end changes.
+"""Motion and presence per door zone: turns camera frames into zone start/update/end changes.
 
 One `MotionDetector` runs per camera in that camera's worker process; it holds only frame -> `ZoneChange`
 logic (no capture, no MQTT). The method follows Frigate's improved motion detector (downscale, grayscale,
@@ -13,14 +13,28 @@ changes for the false motion Frigate users complain about most:
   (or back) re-seeds the background, since IR reflectance differs per material and no tone curve fits it.
 * Frame-wide change. When more than `global_change` of the frame still differs after compensation, the
   background is re-seeded and the frame is skipped, without ending or starting any episode.
-* Noise-aware threshold. The pixel threshold rises with the noise measured in the frame's own difference
-  image, so a grainy night image does not light up.
+* Clipped pixels. A pixel with a channel at 255 only says its true level is at least that (a lamp step
+  clips a bright wall): it is left out of the tone-curve fit, and reading darker than the background by
+  what the clip can have cut off (255 - curve(255), times the clipped share of a neighbour's blur kernel)
+  is no change; darker by more (a dark coat in front of the wall) or brighter is. Likewise at black.
+* Contrast- and noise-aware threshold. The pixel threshold scales down with the background's spread in a
+  dim, flat scene (a person differs from the wall by fewer gray levels there) and rises with the noise
+  measured in the frame's own difference image, so a grainy night image does not light up.
 * Ghosts. A second, fast background tells fresh change from old: the ghost a person leaves where they
   stood is not counted as an object, so it neither keeps an episode alive nor inflates `peak_objects`.
 * Time, not frames. Learning rate, minimum duration and end hysteresis are in seconds, from the `t` given.
 
-The background adapts with a time constant of `background_s`, so a person who stops moving (at a desk,
-at a reader) fades from the motion mask within a few seconds: this reports motion, not presence.
+* Presence. The slow background does not learn under the objects of the previous frame, so a person who
+  stops (at a reader, at a table) stays different from the empty scene behind them; a changed blob that
+  no longer moves stays an object while it overlaps where an object was (a ghost of a scene learned with
+  someone in it never was one, and fades in). An episode therefore lasts while anyone is present, moving
+  or not: a person who stands and then walks on is one episode. A zone whose objects have not moved for
+  `still_s` reports an update with `still`, and another when they move again. A zone still for
+  `max_still_s` (minutes) has its still objects learned into the background and its episode ended with
+  `absorbed` (a bag left behind is scenery after that). A frame-wide re-seed forgets who stood still.
+
+Only a moving object starts an episode. The background adapts with a time constant of `background_s`
+everywhere no object is, so lighting drift, moved chairs and ghosts are absorbed within seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -38,7 +52,17 @@ Box = tuple[int, int, int, int]
 _LEVELS = np.arange(256, dtype=np.float64)
 _IDENTITY = np.arange(256, dtype=np.uint8)
 _GRAY_CHROMA = 1.5  # mean |B-G| + |G-R| below this is a gray (IR night mode) frame; colour scenes score 10+
+_CLIP_HIGH, _CLIP_LOW = 250, 3  # blurred levels at or past these are taken as clipped by the sensor
 _MAX_BLOBS = 64  # candidate blobs per frame considered for objects; bounds the cost under heavy clutter
+
+
+class PeopleCounter(Protocol):
+    """Counts the people in a zone's moving blobs (camera/people.py): blobs are not people, a body often
+    splits into several."""
+
+    def count(self, zone: str, frame: np.ndarray, boxes: Sequence[Box], t: float) -> int:
+        """People among ``boxes`` (x, y, w, h in ``frame`` pixels, at least one) in ``frame`` taken at t."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,15 @@ class MotionSettings:
         frame-wide (lights, IR, camera bumped): the background is re-seeded and the frame is skipped.
     zone_overlap: an object counts for a zone when at least this fraction of it (or of the zone, if the zone
         is smaller) lies inside the zone; keeps a person passing next to a zone from triggering it.
+    contrast_ref: background spread (10th to 90th percentile, gray levels) at which `threshold` applies as
+        is; a dimmer, flatter scene scales the threshold down with its spread (a person in a dim room differs
+        from the wall by fewer gray levels), never under `min_threshold`, and never under the noise level.
+    min_threshold: the floor of the contrast-normalised threshold, in gray levels.
+    still_s: a zone whose objects have not moved for this long is reported still (an update with `still`),
+        and moving again when one does; shorter pauses (a slow step) are not reported.
+    max_still_s: a zone still this long has its still objects learned into the background and its episode
+        ended with `absorbed` set: a bag left behind (or a person who stood still this long) is not present
+        for ever. The loitering alarm, at a desk's minute or so, comes long before.
     """
 
     min_area: float = 0.01
@@ -97,6 +130,10 @@ class MotionSettings:
     merge_gap: float = 0.06
     global_change: float = 0.4
     zone_overlap: float = 0.25
+    contrast_ref: float = 100.0
+    min_threshold: int = 4
+    still_s: float = 2.0
+    max_still_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_area < 1:
@@ -113,6 +150,10 @@ class MotionSettings:
             raise ValueError(f"merge_gap must be >= 0, got {self.merge_gap}")
         if self.threshold < 1 or self.noise_factor < 0 or self.dilate_px < 0:
             raise ValueError("threshold must be >= 1, noise_factor and dilate_px >= 0")
+        if not 1 <= self.min_threshold <= self.threshold or self.contrast_ref <= 0:
+            raise ValueError("min_threshold must be in 1..threshold and contrast_ref > 0")
+        if not 0 < self.still_s < self.max_still_s:
+            raise ValueError("still_s must be > 0 and under max_still_s")
 
 
 @dataclass(frozen=True)
@@ -123,7 +164,12 @@ class ZoneChange:
         end -> the last frame with motion.
     boxes: x, y, w, h in original-frame pixels of the blobs counted for the zone in frame t.
     area: fraction of the zone covered by motion in frame t (end: the episode's peak).
-    objects: separate person-sized blobs in the zone in frame t; peak_objects: the episode's maximum.
+    objects: people in the zone in frame t as the people counter saw them (without one: separate
+        person-sized blobs), moving or present but still; peak_objects: the episode's maximum.
+    still: on an update, the blobs standing still (the zone has not moved for `still_s`); 0 on an update
+        saying they move again, and whenever the zone is moving.
+    absorbed: on an end, the zone was still for `max_still_s` and what stood there was learned into the
+        background: it ended by time, not because it left.
     """
 
     zone: str
@@ -133,6 +179,8 @@ class ZoneChange:
     area: float
     objects: int
     peak_objects: int
+    still: int = 0
+    absorbed: bool = False
 
 
 @dataclass
@@ -147,18 +195,22 @@ class _Episode:
     last_objects: int = 0
     peak_objects: int = 0
     peak_area: float = 0.0
+    last_moved: float = 0.0
+    still: bool = False
 
 
 class MotionDetector:
     """Frame -> zone motion changes for one camera; see the module docstring for the method."""
 
     def __init__(self, width: int, height: int, fps: float, zones: Sequence[Zone] = (),
-                 masks: Sequence[Sequence[Point]] = (), settings: MotionSettings = MotionSettings()) -> None:
+                 masks: Sequence[Sequence[Point]] = (), settings: MotionSettings = MotionSettings(),
+                 people: PeopleCounter | None = None) -> None:
         if width < 16 or height < 16:
             raise ValueError(f"frame size must be at least 16x16 px, got {width}x{height}")
         if not fps > 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.width, self.height, self.fps, self.settings = width, height, fps, settings
+        self._people = people
         dh = min(settings.detect_height, height)
         dw = max(16, round(width * dh / height))
         self._size = (dw, dh)
@@ -185,7 +237,12 @@ class MotionDetector:
         self._recent = np.zeros((dh, dw), np.float32)
         self._threshold_value = float(settings.threshold)
         self._moving = np.zeros((dh, dw), np.bool_)
+        self._present = np.zeros((dh, dw), np.bool_)
+        """Pixels of the objects (moving or still) in the previous frame: a blob that stopped moving stays an
+        object while it overlaps them, and the background does not learn under them."""
         self._gray_mode: bool | None = None
+        self._clip: tuple[np.ndarray, np.ndarray] = (self._moving, self._moving)
+        """Where the frame being processed has a channel clipped bright, dark (set by `_prepare`)."""
         self._last_t: float | None = None
 
     def _rasterize(self, polygons: Sequence[Sequence[Point]]) -> np.ndarray:
@@ -222,42 +279,96 @@ class MotionDetector:
             return []
 
         bg_u8 = cv2.convertScaleAbs(self._bg)
-        matched = cv2.LUT(small, self._tone_curve(small, bg_u8))
-        diff = cv2.absdiff(matched, bg_u8)
-        self._threshold_value = self._threshold(diff)
+        high, low = self._clipped()
+        lut = self._tone_curve(small, bg_u8, (high == 0) & (low == 0) & (bg_u8 < _CLIP_HIGH) & (bg_u8 > _CLIP_LOW))
+        matched = cv2.LUT(small, lut)
+        slack = (high * float(255 - int(lut[255])), low * float(lut[_CLIP_LOW]))
+        diff = self._clipped_diff(matched, bg_u8, *slack)
+        self._threshold_value = self._threshold(diff, bg_u8)
         changed = diff > self._threshold_value
         changed &= self._valid
         if np.count_nonzero(changed) > self.settings.global_change * self._valid_px:
             self._reseed(small)
             return []
 
-        recent = cv2.absdiff(small, cv2.convertScaleAbs(self._recent)) > self._threshold_value
-        cv2.accumulateWeighted(small, self._bg, 1.0 - math.exp(-dt / self.settings.background_s))
-        cv2.accumulateWeighted(small, self._recent, 1.0 - math.exp(-dt / self.settings.recent_s))
+        recent = self._clipped_diff(matched, cv2.convertScaleAbs(self._recent), *slack) > self._threshold_value
         fg: np.ndarray = changed.view(np.uint8)
         if self._kernel is not None:
             fg = cv2.dilate(fg, self._kernel)
         self._moving = fg.astype(np.bool_)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-        group_of, boxes, sizes = self._objects(stats, np.bincount(labels[recent & self._moving], minlength=count))
+        group_of, boxes, sizes, still = self._objects(stats, np.bincount(labels[recent & self._moving], minlength=count),
+                                                      np.bincount(labels[self._present & self._moving], minlength=count))
+        self._learn(small, matched, dt, group_of[labels] > 0)
         out: list[ZoneChange] = []
         for zone, zmask, zpx in zip(self._zones, self._zone_masks, self._zone_px, strict=True):
             inside = np.bincount(group_of[labels[zmask]], minlength=len(sizes) + 1)[1:]
             hits = np.flatnonzero(inside >= self.settings.zone_overlap * np.minimum(sizes, zpx))
             area = float(inside[hits].sum()) / zpx
-            out.extend(self._step(zone.name, t, tuple(boxes[i] for i in hits), area))
+            zone_boxes = tuple(boxes[i] for i in hits)
+            objects = len(zone_boxes) if self._people is None or not zone_boxes else max(
+                1, self._people.count(zone.name, frame, zone_boxes, t))
+            out.extend(self._step(zone.name, t, zone_boxes, area, int(still[hits].sum()), objects))
+            if out and out[-1].absorbed:
+                self._absorb(small, np.isin(group_of[labels], hits + 1))
         return out
 
-    def _objects(self, stats: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, list[Box], np.ndarray]:
-        """Moving blobs -> objects: label -> object number (0 = none), object boxes and sizes in pixels.
+    def _learn(self, small: np.ndarray, matched: np.ndarray, dt: float, objects: np.ndarray) -> None:
+        """Update both backgrounds; the slow one not under this frame's objects, so a person who stops
+        stays different from it (present) instead of fading in within `background_s`. The fast one learns
+        the compensated frame: a lamp step does not make a still person look moving."""
+        assert self._bg is not None
+        self._present = objects
+        cv2.accumulateWeighted(small, self._bg, 1.0 - math.exp(-dt / self.settings.background_s),
+                               mask=(~objects).view(np.uint8))
+        cv2.accumulateWeighted(matched, self._recent, 1.0 - math.exp(-dt / self.settings.recent_s))
 
-        Blobs are candidates when they are at least a tenth of min_area and `moving_share` of them changed
-        within `recent_s` (a ghost left where someone stood has not). Candidates whose boxes come within
+    def _absorb(self, small: np.ndarray, region: np.ndarray) -> None:
+        """Learn a region that stood still for max_still_s into the background: it is scenery now."""
+        assert self._bg is not None
+        self._bg[region] = small[region]
+        self._present &= ~region
+
+    def _clipped(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel, the share (0..1) of its blur kernel that is clipped bright, dark, from `_prepare`.
+        Downscaling and blur mix a clipped patch into its neighbours, which then read too low (too high)
+        by at most that share of what the clip cut off; the 3x3 dilation covers the downscaled pixels only
+        partly clipped (too few to reach the clip level themselves)."""
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+        blur = self.settings.blur_px
+        shares = []
+        for mask in self._clip:
+            share = cv2.dilate(mask.view(np.uint8), kernel).astype(np.float32)
+            shares.append(cv2.GaussianBlur(share, (blur, blur), 0) if blur > 1 else share)
+        return shares[0], shares[1]
+
+    @staticmethod
+    def _clipped_diff(matched: np.ndarray, bg: np.ndarray, darker_slack: np.ndarray,
+                      brighter_slack: np.ndarray) -> np.ndarray:
+        """|frame - background| after compensation, less what clipping can explain. A pixel clipped bright
+        only says its true level is at least what it reads: compensated, it reads at most 255 - lut[255]
+        below the truth, and a neighbour mixing in a share of clipped pixels that share of it. So reading
+        darker than the background by up to `darker_slack` is no change (a lamp step that clips a bright
+        wall), reading darker by more is (a dark coat in front of that wall, or next to it); reading
+        brighter always is. Likewise at the dark end with `brighter_slack`."""
+        signed = matched.astype(np.float32) - bg
+        diff = np.maximum(-signed - darker_slack, signed - brighter_slack)
+        return np.clip(diff, 0, 255).astype(np.uint8)
+
+    def _objects(self, stats: np.ndarray, live: np.ndarray,
+                 kept: np.ndarray) -> tuple[np.ndarray, list[Box], np.ndarray, np.ndarray]:
+        """Changed blobs -> objects: label -> object number (0 = none), object boxes, sizes in pixels, and
+        whether each object is still (none of its blobs moving).
+
+        Blobs are candidates when they are at least a tenth of min_area and either `moving_share` of them
+        changed within `recent_s` (moving), or as much of them was an object in the previous frame (present,
+        stopped). A ghost where the empty scene was learned with someone in it is neither. Candidates whose boxes come within
         `merge_gap` of each other sideways, or twice that above or below, are one object (an upright person
         often splits into head, body and legs); an object counts when it reaches min_area.
         """
         area = stats[:, cv2.CC_STAT_AREA]
-        cand = np.flatnonzero((area >= 0.1 * self._min_px) & (live >= self.settings.moving_share * area))
+        moving = live >= self.settings.moving_share * area
+        cand = np.flatnonzero((area >= 0.1 * self._min_px) & (moving | (kept >= self.settings.moving_share * area)))
         cand = cand[cand > 0]
         cand = cand[np.argsort(area[cand])[::-1][:_MAX_BLOBS]]
         gap = self.settings.merge_gap * self._size[1] / 2  # each box grows by half the gap
@@ -275,6 +386,7 @@ class MotionDetector:
             group = merged
         roots, group = np.unique(group, return_inverse=True)
         sizes = np.bincount(group, weights=area[cand], minlength=len(roots))
+        still = np.bincount(group, weights=moving[cand], minlength=len(roots)) == 0
         keep = sizes >= self._min_px
         number = np.cumsum(keep) * keep  # object number per group, 0 for groups under min_area
         group_of = np.zeros(len(stats), np.intp)
@@ -285,19 +397,24 @@ class MotionDetector:
             left, top = members[:, 0].min(), members[:, 1].min()
             right, bottom = (members[:, 0] + members[:, 2]).max(), (members[:, 1] + members[:, 3]).max()
             boxes.append(self._box(left, top, right - left, bottom - top))
-        return group_of, boxes, sizes[keep]
+        return group_of, boxes, sizes[keep], still[keep]
 
     def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Grayscale, downscaled, blurred frame and whether the camera is in a gray (IR) mode."""
+        """Grayscale, downscaled, blurred frame and whether the camera is in a gray (IR) mode; also notes
+        (in `_clip`) where a channel is clipped bright (a lamp clips red before the gray level shows it)
+        and where the gray level is clipped dark (a single channel at 0 is just a saturated colour)."""
         if frame.ndim == 3 and frame.shape[2] == 3:
             probe = frame[::16, ::16].astype(np.int16)
             chroma = np.abs(probe[..., 0] - probe[..., 1]).mean() + np.abs(probe[..., 1] - probe[..., 2]).mean()
             gray_mode = bool(chroma < _GRAY_CHROMA)
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            colour = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+            small = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+            b, g, r = cv2.split(colour)
+            self._clip = cv2.max(cv2.max(b, g), r) >= _CLIP_HIGH, small <= _CLIP_LOW
         else:
             gray_mode = True
-            frame = frame.reshape(frame.shape[:2])
-        small = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+            small = cv2.resize(frame.reshape(frame.shape[:2]), self._size, interpolation=cv2.INTER_AREA)
+            self._clip = small >= _CLIP_HIGH, small <= _CLIP_LOW
         if self.settings.blur_px > 1:
             small = cv2.GaussianBlur(small, (self.settings.blur_px, self.settings.blur_px), 0)
         return small, gray_mode
@@ -307,7 +424,7 @@ class MotionDetector:
         self._recent = self._bg.copy()
         self._moving[:] = False
 
-    def _tone_curve(self, small: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    def _tone_curve(self, small: np.ndarray, bg: np.ndarray, unclipped: np.ndarray) -> np.ndarray:
         """Monotone lookup table mapping this frame's gray levels onto the background's.
 
         From the joint histogram of (frame, background) over pixels that were still in the previous frame,
@@ -315,9 +432,11 @@ class MotionDetector:
         level). A quadratic (gain, offset and a gamma-like bend) is fitted to them by iteratively
         reweighted least squares with Tukey weights: a band dominated by a moving person (a dark coat in a
         scene with few dark background pixels) disagrees with the rest and is voted out, while a lamp or
-        exposure change moves every band together and is followed.
+        exposure change moves every band together and is followed. Pixels clipped in the frame or the
+        background carry no level and are left out: with a bright wall clipped by a lamp, the top band would
+        pair 255 with every background level above the clip point and bend the curve.
         """
-        use = self._valid & ~self._moving
+        use = self._valid & ~self._moving & unclipped
         pairs = small[use].astype(np.int32) * 256 + bg[use]
         joint = np.bincount(pairs, minlength=65536).reshape(16, 16, 256)
         by_band = joint.sum(axis=1)  # (band, background level)
@@ -341,11 +460,17 @@ class MotionDetector:
         lut = np.clip(np.polyval(coef, _LEVELS / 255.0), 0, 255)
         return np.rint(np.maximum.accumulate(lut)).astype(np.uint8)
 
-    def _threshold(self, diff: np.ndarray) -> float:
-        """The pixel threshold, raised above the noise level (1.4826 x median |difference|)."""
+    def _threshold(self, diff: np.ndarray, bg: np.ndarray) -> float:
+        """The pixel threshold: `threshold` scaled down with the background's spread below `contrast_ref`
+        (a dim scene's person-to-wall difference shrinks with its contrast), floored at `min_threshold`,
+        and raised above the noise level (1.4826 x median |difference|)."""
+        s = self.settings
         hist = cv2.calcHist([diff], [0], None, [256], [0, 256]).ravel().cumsum()
         median = float(np.searchsorted(hist, hist[-1] / 2))
-        return max(float(self.settings.threshold), self.settings.noise_factor * 1.4826 * median)
+        levels = cv2.calcHist([bg[::2, ::2]], [0], None, [256], [0, 256]).ravel().cumsum()
+        p10, p90 = np.searchsorted(levels, levels[-1] * np.array([0.1, 0.9]))
+        scaled = s.threshold * min(1.0, float(p90 - p10) / s.contrast_ref)
+        return max(float(s.min_threshold), scaled, s.noise_factor * 1.4826 * median)
 
     def _box(self, x: int, y: int, w: int, h: int) -> Box:
         """A box at detection size -> x, y, w, h in original-frame pixels."""
@@ -353,13 +478,18 @@ class MotionDetector:
         left, top = int(x * sx), int(y * sy)
         return left, top, min(self.width - left, math.ceil(w * sx)), min(self.height - top, math.ceil(h * sy))
 
-    def _step(self, name: str, t: float, boxes: tuple[Box, ...], area: float) -> list[ZoneChange]:
-        """Advance one zone's episode with this frame's blobs."""
+    def _step(self, name: str, t: float, boxes: tuple[Box, ...], area: float, still: int,
+              objects: int) -> list[ZoneChange]:
+        """Advance one zone's episode with this frame's blobs (`still` of them not moving) and the objects
+        (people) counted in them."""
         ep, s = self._episodes[name], self.settings
-        objects = len(boxes)
+        if ep.active and objects:
+            presence = self._presence(name, ep, t, boxes, area, still, objects)
+            if presence:
+                return presence
         if not ep.active:
-            if not objects:
-                ep.run_start = None
+            if not objects or still == len(boxes):
+                ep.run_start = None  # only a moving object starts an episode
                 return []
             if ep.run_start is None:
                 ep.run_start, ep.run_peak = t, 0
@@ -367,7 +497,7 @@ class MotionDetector:
             if t - ep.run_start + 1.0 / self.fps < s.min_duration_s:
                 return []
             ep.active, ep.peak_objects, ep.peak_area = True, ep.run_peak, area
-            ep.last_motion, ep.last_boxes, ep.last_objects = t, boxes, objects
+            ep.last_motion, ep.last_boxes, ep.last_objects, ep.last_moved, ep.still = t, boxes, objects, t, False
             return [ZoneChange(name, "start", ep.run_start, boxes, area, objects, ep.peak_objects)]
         if objects:
             ep.last_motion, ep.last_boxes, ep.last_objects = t, boxes, objects
@@ -381,6 +511,27 @@ class MotionDetector:
         ep.active, ep.run_start = False, None
         return [ZoneChange(name, "end", ep.last_motion, ep.last_boxes, ep.peak_area, ep.last_objects,
                            ep.peak_objects)]
+
+    def _presence(self, name: str, ep: _Episode, t: float, boxes: tuple[Box, ...], area: float,
+                  still: int, objects: int) -> list[ZoneChange]:
+        """Still <-> moving reports of an active zone, and the end of a stay past max_still_s."""
+        s = self.settings
+        if still < len(boxes):
+            ep.last_moved = t
+            if ep.still:
+                ep.still = False
+                return [ZoneChange(name, "update", t, boxes, area, objects, max(ep.peak_objects, objects))]
+            return []
+        if t - ep.last_moved >= s.max_still_s:
+            ep.active, ep.run_start, ep.still = False, None, False
+            return [ZoneChange(name, "end", t, boxes, max(ep.peak_area, area), objects, ep.peak_objects,
+                               absorbed=True)]
+        if not ep.still and t - ep.last_moved >= s.still_s:
+            ep.still = True
+            ep.last_motion, ep.last_boxes, ep.last_objects = t, boxes, objects
+            ep.peak_objects = max(ep.peak_objects, objects)
+            return [ZoneChange(name, "update", t, boxes, area, objects, ep.peak_objects, still=still)]
+        return []
 
 
 def _check_polygon(polygon: Sequence[Point], what: str) -> None:

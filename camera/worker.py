@@ -24,9 +24,11 @@ from badge_bridge.config import CameraConfig, SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.mqtt_client import Will, site_client
 from badge_bridge.topics import CAMERA, Topics
-from camera.capture import Capture, Status
-from camera.evidence import EvidenceStore, RingBuffer, encode_clip, encode_snapshot
+from camera.capture import Capture, Status, parse_source
+from camera.evidence import CLIP_MEDIA_TYPE, EvidenceStore, RingBuffer, encode_clip, encode_snapshot
 from camera.motion import MotionDetector, MotionSettings, Zone, ZoneChange
+from camera.people import PeopleDetector
+from camera.tamper import TamperDetector, TamperSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,14 @@ class CameraWorker:
         self.ring = RingBuffer(camera.buffer_s)
         self.detector: MotionDetector | None = None
         self.capture: Capture | None = None
+        self.tamper: TamperDetector | None = None
+        self.stream = Status("connecting", "")
+        """The capture's last status, published with the tamper state."""
         self.requests: queue.Queue[c.EvidenceRequest | c.FaceRequest] = queue.Queue()
         self.pending: list[_Pending] = []
         self.saving: queue.Queue[_Pending | None] = queue.Queue()
+        self.answering: queue.Queue[_Pending | None] = queue.Queue()
+        """Face requests: their own thread, so a face-required door's answer never waits behind alarm clips."""
         self.fps = camera.max_fps
         self.frames = 0
         self._seq = 0
@@ -95,19 +102,29 @@ class CameraWorker:
         log.info("camera %s: %s %s", self.camera.key, status.state, status.reason)
         if status.fps:
             self.fps = min(status.fps, self.camera.max_fps)
-        message = c.CameraStatus(online=status.state == "online", ts=datetime.now(UTC), state=status.state,
-                                 reason=status.reason[:500], fps=status.fps, width=status.width, height=status.height)
-        self._publish(self.status_topic, message.model_dump_json(exclude_none=True), retain=True)
+        self.stream = status
+        self._publish_status()
         if status.state != "online":
             self.detector = None  # a new stream may have a new size; the background is stale anyway
+
+    def _publish_status(self) -> None:
+        """The stream's state, and whether its picture can be trusted (the reason says why not)."""
+        status, detector = self.stream, self.tamper
+        tamper, reason = (detector.kind, detector.reason) if detector and detector.kind else (None, status.reason)
+        message = c.CameraStatus(online=status.state == "online", ts=datetime.now(UTC), state=status.state,
+                                 tamper=tamper, reason=reason[:500], fps=status.fps, width=status.width,
+                                 height=status.height)
+        self._publish(self.status_topic, message.model_dump_json(exclude_none=True), retain=True)
 
     # --- the loop ------------------------------------------------------------------------------------
 
     def run(self) -> None:
         self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, keepalive=30)
         self.client.loop_start()
-        saver = threading.Thread(target=self._save_forever, name=f"evidence-{self.camera.key}", daemon=True)
-        saver.start()
+        workers = [threading.Thread(target=self._serve_forever, args=(q,), name=f"{what}-{self.camera.key}", daemon=True)
+                   for q, what in ((self.saving, "evidence"), (self.answering, "faces"))]
+        for worker in workers:
+            worker.start()
         capture = self.capture = Capture(self.camera.url, base_dir=self.config.base_dir, loop=self.camera.loop, pace=True,
                           on_status=self._status, stop=self.stop)
         min_gap = 1.0 / self.camera.max_fps
@@ -120,8 +137,9 @@ class CameraWorker:
                 self.process(frame, t)
         finally:
             capture.close()
-            self.saving.put(None)
-            saver.join(10)
+            for q, worker in zip((self.saving, self.answering), workers, strict=True):
+                q.put(None)
+                worker.join(10)
             self._publish(self.status_topic, c.CameraStatus(online=False, ts=datetime.now(UTC), state="stopped",
                                                    reason="worker stopped").model_dump_json(exclude_none=True),
                           retain=True)
@@ -132,16 +150,14 @@ class CameraWorker:
         """One frame: into the ring buffer, through the detector, and release evidence now due."""
         self.frames += 1
         self.ring.append(frame, t)
-        if self.detector is None:
-            self.detector = self._detector(frame)
-        try:
-            changes = self.detector.process(frame, t)
-        except ValueError as exc:  # the wall clock stepped back, or the stream changed size mid-way
-            log.warning("camera %s: motion detector restarted: %s", self.camera.key, exc)
+        if self.camera.tamper:
+            self._check_tamper(frame, t)
+        if self.tamper is not None and self.tamper.kind:
+            # Motion in a covered or turned picture means nothing (the bridge holds the doors blind); the
+            # background is stale once it is sound again, so the detector starts afresh then.
             self.detector = None
-            changes = []
-        for change in changes:
-            self._publish(self.events_topic, self._motion(change).model_dump_json(exclude_none=True))
+        else:
+            self._detect_motion(frame, t)
         while not self.requests.empty():
             request = self.requests.get_nowait()
             self.pending.append(_Pending(request, request.at.timestamp() + request.after_s))
@@ -153,7 +169,35 @@ class CameraWorker:
         if due:
             self.pending = [p for p in self.pending if p.due > t]
             for p in due:
-                self.saving.put(p)
+                (self.answering if isinstance(p.request, c.FaceRequest) else self.saving).put(p)
+
+    def _detect_motion(self, frame: np.ndarray, t: float) -> None:
+        if self.detector is None:
+            self.detector = self._detector(frame)
+        try:
+            changes = self.detector.process(frame, t)
+        except ValueError as exc:  # the wall clock stepped back, or the stream changed size mid-way
+            log.warning("camera %s: motion detector restarted: %s", self.camera.key, exc)
+            self.detector = None
+            changes = []
+        for change in changes:
+            self._publish(self.events_topic, self._motion(change).model_dump_json(exclude_none=True))
+
+    def _check_tamper(self, frame: np.ndarray, t: float) -> None:
+        """A covered, defocused, turned, frozen or dark picture is published in the status (retained). A new
+        stream size is learned afresh; a file played back is never frozen (its still stretches are content)."""
+        if self.tamper is None or frame.shape[:2] != (self.tamper.height, self.tamper.width):
+            live = parse_source(self.camera.url, self.config.base_dir).kind != "file"
+            self.tamper = TamperDetector(frame.shape[1], frame.shape[0], TamperSettings(frozen=live))
+        try:
+            change = self.tamper.process(frame, t)
+        except ValueError as exc:  # the wall clock stepped back
+            log.warning("camera %s: tamper check restarted: %s", self.camera.key, exc)
+            self.tamper = None
+            return
+        if change is not None:
+            log.warning("camera %s: tamper %s: %s", self.camera.key, change.kind or "cleared", change.reason)
+            self._publish_status()
 
     def _detector(self, frame: np.ndarray) -> MotionDetector:
         height, width = frame.shape[:2]
@@ -164,7 +208,7 @@ class CameraWorker:
         settings = MotionSettings() if self.camera.min_area is None else MotionSettings(min_area=self.camera.min_area)
         masks = [tuple(m) for m in self.camera.masks]
         return MotionDetector(width, height, self.fps, zones or [Zone(c.WHOLE_FRAME, ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)))],
-                              masks, settings)
+                              masks, settings, people=PeopleDetector())  # people, not blobs, count as objects
 
     def _motion(self, change: ZoneChange) -> c.Motion:
         ts = _dt(change.t)
@@ -172,7 +216,7 @@ class CameraWorker:
                         state=change.state, started=min(_dt(self._started(change)), ts),
                         boxes=[(int(x), int(y), int(w), int(h)) for x, y, w, h in change.boxes][:64],
                         area=float(min(max(change.area, 0.0), 1.0)), objects=change.objects,
-                        peak_objects=change.peak_objects)
+                        peak_objects=change.peak_objects, still=change.still, absorbed=change.absorbed)
 
     def _started(self, change: ZoneChange) -> float:
         """Episodes are keyed by their start, which the detector reports on start; remember it per zone."""
@@ -182,8 +226,8 @@ class CameraWorker:
 
     # --- evidence ------------------------------------------------------------------------------------
 
-    def _save_forever(self) -> None:
-        while (p := self.saving.get()) is not None:
+    def _serve_forever(self, requests: queue.Queue[_Pending | None]) -> None:
+        while (p := requests.get()) is not None:
             try:
                 if isinstance(p.request, c.FaceRequest):
                     self._faces(p.request)
@@ -204,18 +248,23 @@ class CameraWorker:
 
     def _faces(self, request: c.FaceRequest) -> None:
         """The faces in the frames around the badge; the bridge compares them with the enrolled ones."""
-        from camera.faces import decided, faces_in_frames  # dlib loads only in workers that verify faces
+        from camera.faces import Window, decided, faces_in_frames  # dlib loads only in workers that verify faces
 
         at = request.at.timestamp()
         frames = self.ring.window(at - request.before_s, at + request.after_s)
         # Stop once the frames settle it (two faces, or one face twice): encoding a face costs ~75 ms here.
-        seen = faces_in_frames(frames, stop_when=decided()) if frames else []
+        seen = faces_in_frames(frames, stop_when=decided()) if frames else Window()
+        liveness = None
+        if request.liveness and frames:
+            from camera.liveness import Settings, assess
+            liveness = assess(frames, [(f.t, f.box) for found in seen for f in found],
+                              Settings(threshold=self.config.faces.liveness_threshold))
         faces = [c.SeenFace(frame=i, t=_dt(face.t), box=tuple(int(v) for v in face.box),  # type: ignore[arg-type]
                             encoding=[round(float(v), 5) for v in face.encoding])
                  for i, frame_faces in enumerate(seen) for face in frame_faces][:8]
         answer = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC), type="faces", event=request.event,
-                             frames=len(seen), faces=faces,
-                             error=None if frames else "no frames around the badge in the buffer")
+                             frames=len(seen), faces=faces, people=PeopleDetector().most(frames), liveness=liveness,
+                             error=seen.turned_away if frames else "no frames around the badge in the buffer")
         self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
 
     def _save(self, request: c.EvidenceRequest) -> None:
@@ -234,8 +283,8 @@ class CameraWorker:
             frames = self.ring.window(at - request.before_s, at + request.after_s)
             if frames:
                 clip = encode_clip(frames, self._clip_fps())
-                items.append(c.EvidenceItem(kind="clip", sha256=self.store.put(clip, "video/x-msvideo"),
-                                            media_type="video/x-msvideo", bytes=len(clip), frames=len(frames),
+                items.append(c.EvidenceItem(kind="clip", sha256=self.store.put(clip, CLIP_MEDIA_TYPE),
+                                            media_type=CLIP_MEDIA_TYPE, bytes=len(clip), frames=len(frames),
                                             start=_dt(frames[0][0]), end=_dt(frames[-1][0])))
         self._answer(request, items, None)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.waiting import wait_until
@@ -20,16 +21,19 @@ def cli_env(site_file: Path) -> dict[str, str]:
 
 
 class BridgeProcess:
-    def __init__(self, site_file: Path, log: Path) -> None:
+    def __init__(self, site_file: Path, log: Path, args: Sequence[str] = ("run",),
+                 wrap: Sequence[str] = ()) -> None:
+        """``args``: the CLI's arguments; ``wrap``: a command that runs it (``ip netns exec NS``)."""
         self.site_file = site_file
         self.log = log
+        self.argv = [*wrap, *CLI, *args]
         self.proc: subprocess.Popen[bytes] | None = None
         self._offset = 0
 
     def start(self, ready: str = "started for site", timeout: float = 60) -> None:
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([*CLI, "run"], env=cli_env(self.site_file), stdout=out, stderr=out)
+            self.proc = subprocess.Popen(self.argv, env=cli_env(self.site_file), stdout=out, stderr=out)
         self.wait_for(ready, timeout)
 
     def output(self) -> str:
@@ -47,9 +51,14 @@ class BridgeProcess:
         wait_until(logged, timeout, f"the bridge to log {text!r}", detail=lambda: self.output()[-3000:])
 
     def signal(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``sig`` and wait for the exit; a bridge that hangs fails the test with its log."""
         assert self.proc is not None
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the bridge did not exit within {timeout} s of signal {sig}:\n"
+                                 f"{self.output()[-8000:]}") from None
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL, timeout=10)

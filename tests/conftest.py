@@ -211,6 +211,7 @@ def write_site(tmp_path: Path, db_url: str, *replacements: tuple[str, str], brok
         text = text.replace(old, new, 1)
     path = tmp_path / "site.toml"
     path.write_text(text)
+    shutil.copytree(ROOT / "plans", tmp_path / "plans", dirs_exist_ok=True)  # the [[plans]] drawings, beside it
     return path
 
 
@@ -301,3 +302,8 @@ def witness(tmp_path: Path, keys: KeyStore) -> Iterator[WitnessProcess]:
     w.start()
     yield w
     w.close()
+
+
+# The console-in-a-browser fixtures (console, camera_console, browser) for every browser test; imported last:
+# tests.console_site reads this module's helpers.
+from tests.console_site import browser, camera_console, console  # noqa: E402, F401

@@ -101,18 +101,20 @@ def test_each_account_gets_only_its_own_topics(tmp_path: Path) -> None:
     assert block(acl, "ctl-lobby") == [
         f"topic write {P}/controllers/ctl-lobby/events", f"topic write {P}/controllers/ctl-lobby/status",
         f"topic read {P}/controllers/ctl-lobby/commands", f"topic read {P}/controllers/ctl-lobby/sync",
+        f"topic read {P}/controllers/ctl-lobby/receipts",
         f"topic write {P}/controllers/ctl-lobby/config", f"topic read {P}/controllers/ctl-lobby/config/set",
-        f"topic read {P}/bridge/status"]
+        f"topic read {P}/bridge/status/bridge-1/+"]  # its own partition's bridges only
     assert block(acl, "esp-noc") == ["topic write esp-noc/send", "topic write esp-noc/tag", "topic write esp-noc/avty",
                                      "topic read esp-noc/cmd", "topic write esp-noc/io/#",
                                      "topic write homeassistant/+/esp-noc/#"]
     assert block(acl, "camera@cam-lobby") == [
         f"topic write {P}/cameras/cam-lobby/events", f"topic write {P}/cameras/cam-lobby/status",
         f"topic read {P}/cameras/cam-lobby/requests"]
-    assert block(acl, "console") == [f"topic read {P}/bridge/status", f"topic read {P}/bridge/events",
+    assert block(acl, "console") == [f"topic read {P}/bridge/status/+/+", f"topic read {P}/bridge/events",
                                      f"topic read {P}/bridge/doors/+", f"topic write {P}/console/commands"]
     bridge = block(acl, "bridge-1")
     assert f"topic write {P}/controllers/ctl-hall-a/commands" in bridge and "topic write esp-noc/cmd" in bridge
+    assert f"topic write {P}/controllers/ctl-hall-a/receipts" in bridge
     assert not any("#" in line for line in bridge)  # the site's own controllers, cameras and devices only
     firmware = block(acl, "firmware")
     assert f"topic write {P}/controllers/ctl-lobby/config/set" in firmware
@@ -189,8 +191,10 @@ def test_a_controller_cannot_speak_for_another_controller_the_bridge_or_the_cons
                                                           "door": "main-entrance"})),
         (f"{P}/controllers/ctl-lobby/status", json.dumps({"v": 1, "online": False})),
         (f"{P}/controllers/ctl-lobby/commands", forged()),
+        (f"{P}/controllers/ctl-lobby/receipts", forged("receipt")),
+        (f"{P}/controllers/ctl-hall-a/receipts", forged("receipt")),
         (f"{P}/console/commands", forged()),
-        (f"{P}/bridge/status", json.dumps({"v": 1, "online": False, "instance": "bridge-1"})),
+        (f"{P}/bridge/status/bridge-1/b1", json.dumps({"v": 1, "online": False, "instance": "b1"})),
         ("esp-noc/cmd", json.dumps({"cmd": "opendoor", "doorip": "10.20.0.31"})),
     ], f"{P}/controllers/ctl-hall-a/events")
     assert hall.disconnects == 0
@@ -206,16 +210,18 @@ def test_a_controller_cannot_read_another_controllers_commands_or_sync(broker: B
     hall.subscribe(f"{P}/controllers/ctl-hall-a/commands")
     bridge.publish(f"{P}/controllers/ctl-lobby/sync", b'{"v": 1}', retain=True)
     bridge.publish(f"{P}/controllers/ctl-lobby/commands", forged("lock"))
+    bridge.publish(f"{P}/controllers/ctl-lobby/receipts", forged("receipt"))
     bridge.publish(f"{P}/controllers/ctl-hall-a/commands", forged("lock"))
     wait_until(lambda: hall.payloads(f"{P}/controllers/ctl-hall-a/commands"), what="hall's own command")
-    wait_until(lambda: len(lobby.received) == 2, what="lobby's command and sync")
+    wait_until(lambda: len(lobby.received) == 3, what="lobby's command, sync and receipt")
     assert {t for t, _, _ in hall.received} == {f"{P}/controllers/ctl-hall-a/commands"}
     late = Client(broker, "ctl-hall-a", client_id="late")  # nor the retained sync, subscribing afterwards
     late.subscribe(f"{P}/controllers/ctl-lobby/sync")
-    late.subscribe(f"{P}/bridge/status")
-    bridge.publish(f"{P}/bridge/status", json.dumps({"v": 1, "online": True, "instance": "bridge-1"}))
+    late.subscribe(f"{P}/bridge/status/+/+")
+    bridge.publish(f"{P}/bridge/status/other/b9", json.dumps({"v": 1, "online": True, "instance": "b9"}))
+    bridge.publish(f"{P}/bridge/status/bridge-1/b1", json.dumps({"v": 1, "online": True, "instance": "b1"}))
     wait_until(lambda: late.received, what="the bridge status it may read")
-    assert [t for t, _, _ in late.received] == [f"{P}/bridge/status"]
+    assert [t for t, _, _ in late.received] == [f"{P}/bridge/status/bridge-1/b1"]  # not another partition's
     for client in (lobby, hall, bridge, late):
         client.close()
 
@@ -250,7 +256,8 @@ def test_the_console_cannot_command_a_controller(broker: Broker) -> None:
     prove_nothing_arrived(broker, console, [
         (f"{P}/controllers/ctl-lobby/commands", forged()),
         (f"{P}/controllers/ctl-lobby/sync", "{}"),
-        (f"{P}/bridge/status", json.dumps({"v": 1, "online": False, "instance": "bridge-1"})),
+        (f"{P}/controllers/ctl-lobby/receipts", "{}"),
+        (f"{P}/bridge/status/bridge-1/b1", json.dumps({"v": 1, "online": False, "instance": "b1"})),
         ("esp-noc/cmd", json.dumps({"cmd": "opendoor", "doorip": "10.20.0.31"})),
     ], f"{P}/console/commands")
     console.close()
@@ -323,3 +330,13 @@ def test_the_documented_configuration_is_what_the_generator_writes_for_the_examp
     config = load_config(EXAMPLE_SITE)
     assert doc_block("# Generated by") == mosquitto_conf(config, "/etc/mosquitto/badge-bridge")
     assert doc_block("# the bridge") == acl(config)
+
+
+def test_each_partition_s_bridge_has_its_own_account(tmp_path: Path) -> None:
+    """A partition's bridge logs in as the partition (its view's ``site.instance``): the broker must know it."""
+    site = example_site(tmp_path)
+    split = site.model_copy(update={"controllers": [
+        ctl.model_copy(update={"partition": "halls"}) if ctl.key == "ctl-hall-a" else ctl for ctl in site.controllers]})
+    bridges = [a.name for a in accounts(split) if a.role == "bridge"]
+    assert bridges == ["bridge-1", "halls"]
+    assert [a.name for a in accounts(site) if a.role == "bridge"] == ["bridge-1"]

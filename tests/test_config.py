@@ -157,3 +157,27 @@ def test_the_environment_overrides_the_file_s_database_url(tmp_path: Path, monke
     assert config.database_url() == f"sqlite:///{tmp_path.resolve() / 'other.db'}"
     monkeypatch.setenv(DATABASE_URL_ENV, "")  # set but empty: the file's URL
     assert config.database_url() == f"sqlite:///{tmp_path.resolve() / 'var' / 'badge-bridge.db'}"
+
+
+def test_a_door_served_by_two_partitions_is_refused(tmp_path: Path) -> None:
+    """The lobby's readers on one partition and its camera on another: two bridges would decide its cards."""
+    path = site_with(tmp_path, ('key = "cam-lobby"', 'key = "cam-lobby"\npartition = "east"'))
+    errors = config_error(path).splitlines()
+    assert any("cameras[0].partition: door 'main-entrance' is in partition 'bridge-1'" in e for e in errors), errors
+
+
+def test_a_partition_view_holds_only_its_own_devices(tmp_path: Path) -> None:
+    path = site_with(tmp_path, ('key = "ctl-hall-a"', 'key = "ctl-hall-a"\npartition = "halls"'))
+    config = load_config(path)
+    assert config.partitions() == ["bridge-1", "halls"]
+    assert config.door_partitions() == {"main-entrance": "bridge-1", "hall-a": "halls", "cage-7": "halls",
+                                        "noc": "bridge-1"}
+    halls = config.partition_view("halls")
+    assert halls.site.instance == "halls" and halls.partitioned
+    assert [c.key for c in halls.controllers] == ["ctl-hall-a"]
+    assert {r.door for r in halls.readers} == {"hall-a", "cage-7"}
+    assert {d.key for d in halls.doors} == {"hall-a", "cage-7"} and halls.cameras == []
+    assert halls.foreign_doors == ["main-entrance", "noc"]
+    assert not config.partitioned and len(halls.areas) == len(config.areas)
+    with pytest.raises(ConfigError, match="partition 'west' is not in the site file"):
+        config.partition_view("west")

@@ -79,6 +79,8 @@ class Seed:
     """An audit entry on the bridge's chain."""
     evidence: str
     """The SHA-256 of a snapshot in the evidence store, saved for the open alarm."""
+    wall_link: str = ""
+    """The one-time link token of the wall display "Seed wall" (users["wall"]), not yet used."""
 
     def ids(self) -> dict[str, int | str]:
         """The names route paths are formatted with."""
@@ -94,6 +96,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
     with Session(engine) as s, s.begin():
         synced = sync_site(s, config)
         users = {role: people.add_user(s, "cli:seed", role, role, PASSWORDS[role]) for role in ROLES}
+        (wall, wall_link), wall_added = people.add_wall(s, "cli:seed", "Seed wall", now=now)
         ada, ada_added = people.add_person(s, "cli:seed", "Ada Lovelace", employee_no="E-1",
                                            company="Analytical Engines", levels=["staff", "hall-a-engineers"])
         card, card_added = people.add_credential(s, "cli:seed", ada.id, "wiegand26", "12:1001",
@@ -108,7 +111,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
                      acknowledged_at=now - timedelta(minutes=8), comment="Cleaner propped it open")
         s.add_all([forced, held])
         s.flush()
-        ids = {"users": {role: user.id for role, (user, _) in users.items()}, "person": ada.id,
+        ids = {"users": {**{role: user.id for role, (user, _) in users.items()}, "wall": wall.id}, "person": ada.id,
                "credential": card.id, "open_alarm": forced.id, "acked_alarm": held.id}
         forced_event = forced.event_id
     snapshot = EvidenceStore(config.path(config.evidence.dir), keys.evidence_key()).put(JPEG, "image/jpeg")
@@ -118,12 +121,12 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
                        "frames": 1, "start": now.isoformat(), "end": now.isoformat()}]})
     writer = AuditWriter(engine, config.site.instance, keys.signer())
     writer.start()
-    for event in [e for _, e in users.values()] + [ada_added, card_added, grace_added, grace_card, alan_added, saved, synced]:
+    for event in [e for _, e in users.values()] + [wall_added, ada_added, card_added, grace_added, grace_card, alan_added, saved, synced]:
         writer.submit(event)
     assert writer.stop()
     with Session(engine) as s:
         first = s.scalar(select(func.min(AuditEntry.id)).where(AuditEntry.chain_id == config.site.instance))
-    return Seed(**ids, event=first, evidence=snapshot)
+    return Seed(**ids, event=first, evidence=snapshot, wall_link=wall_link)
 
 
 @pytest.fixture(autouse=True)
@@ -159,11 +162,15 @@ def app(make_app: Callable[..., Flask], site: SiteConfig, seed: Seed) -> Flask:
 
 
 @pytest.fixture
-def client_as(app: Flask) -> Callable[[str], FlaskClient]:
-    """A fresh browser, logged in as the console user of that role (or not at all: "anonymous")."""
+def client_as(app: Flask, seed: Seed) -> Callable[[str], FlaskClient]:
+    """A fresh browser, logged in as the console user of that role (or not at all: "anonymous"); "wall": the
+    seeded wall display's screen, connected with its one-time link."""
     def make(role: str) -> FlaskClient:
         client = app.test_client()
-        if role != "anonymous":
+        if role == "wall":
+            response = client.post("/wall/connect", data={"csrf_token": csrf_token(client), "token": seed.wall_link})
+            assert response.status_code == 302 and response.location.endswith("/wall"), messages(response)
+        elif role != "anonymous":
             response = login(client, role)
             assert response.status_code == 302, f"{role} could not log in: {messages(response)}"
         return client
@@ -178,8 +185,12 @@ FLASH = re.compile(r'<p class="flash (\w+)">(.*?)</p>', re.DOTALL)
 
 
 def csrf_token(client: FlaskClient) -> str:
-    """The session's form token, as any page shows it (the login page renders for everyone)."""
-    match = TOKEN.search(client.get("/login").get_data(as_text=True))
+    """The session's form token, as any page shows it (the login page renders for everyone but a wall display,
+    whose connect page has it)."""
+    response = client.get("/login")
+    if response.status_code == 403:
+        response = client.get("/wall/connect")
+    match = TOKEN.search(response.get_data(as_text=True))
     assert match, "no CSRF token on the login page"
     return match.group(1)
 
@@ -319,6 +330,8 @@ READERS = GUARD_UP | {"auditor"}
 AUDITORS = frozenset({"auditor", "admin"})
 LOGGED_IN = frozenset(ROLES)
 EVERYONE = LOGGED_IN | {"anonymous"}
+WALL = frozenset({"wall"})
+"""A wall display's screen (web.wall): its page, its stream and static files, nothing else."""
 NOT_CONNECTED = "This console has no connection to the bridge."
 
 
@@ -342,7 +355,7 @@ class Route:
 
 ROUTES = [
     Route("live.feed", "GET", "/", GUARD_UP),
-    Route("live.stream", "GET", "/stream", GUARD_UP),
+    Route("stream.stream", "GET", "/stream", GUARD_UP | WALL),
     Route("alarms.queue", "GET", "/alarms", GUARD_UP),
     Route("alarms.acknowledge", "POST", "/alarms/{open_alarm}/acknowledge", GUARD_UP,
           {"comment": "Checked on camera: a courier"}, "/alarms", "Alarm {open_alarm} acknowledged."),
@@ -350,6 +363,10 @@ ROUTES = [
           "Alarm {open_alarm} assigned."),
     Route("alarms.resolve", "POST", "/alarms/{acked_alarm}/resolve", SUPERVISOR_UP, {"comment": "Closer fixed"},
           "/alarms", "Alarm {acked_alarm} resolved."),
+    Route("alarms.panel", "GET", "/alarms/panel", GUARD_UP | WALL),
+    Route("alarms.acknowledge_group", "POST", "/alarms/group/acknowledge", GUARD_UP,
+          {"kind": "door.forced", "place": "main-entrance", "comment": "Checked on camera", "next": "/alarms"},
+          "/alarms", "Alarm {open_alarm} acknowledged."),
     Route("doors.board", "GET", "/doors", GUARD_UP),
     Route("doors.unlock", "POST", "/doors/main-entrance/unlock", SUPERVISOR_UP,
           {"reason": "Delivery at the dock", "duration_s": "30"}, "/doors", NOT_CONNECTED),
@@ -359,6 +376,11 @@ ROUTES = [
           "/doors", NOT_CONNECTED),
     Route("doors.lift", "POST", "/doors/lockdown/lift", SUPERVISOR_UP, {"scope": "site", "reason": "All clear"},
           "/doors", NOT_CONNECTED),
+    Route("plans.index", "GET", "/plans", GUARD_UP),
+    Route("plans.show", "GET", "/plans/dc1", GUARD_UP),
+    Route("plans.drawing", "GET", "/plans/dc1/drawing.svg", GUARD_UP | WALL),
+    Route("muster.index", "GET", "/muster", GUARD_UP),
+    Route("muster.current_list", "GET", "/muster/list", GUARD_UP),
     Route("people.index", "GET", "/people", GUARD_UP),
     Route("people.detail", "GET", "/people/{person}", GUARD_UP),
     Route("people.add", "POST", "/people", ADMIN, {"name": "Katherine Johnson", "company": "NASA", "levels": ["staff"]},
@@ -379,6 +401,7 @@ ROUTES = [
           "has no enrolled faces"),  # the seeded Ada has none: the refusal proves the button was acted on
     Route("events.index", "GET", "/events", READERS),
     Route("events.detail", "GET", "/events/{event}", READERS),
+    Route("events.find", "GET", "/events/find", READERS),
     Route("evidence.fetch", "GET", "/evidence/{evidence}", READERS),
     Route("auditing.status", "GET", "/audit", AUDITORS),
     Route("auditing.run_verify", "POST", "/audit/verify", AUDITORS),  # shows the report itself
@@ -392,7 +415,14 @@ ROUTES = [
     Route("auth.login", "GET", "/login", EVERYONE),
     Route("auth.login", "POST", "/login", EVERYONE, {"username": "nobody", "password": "not a password"}),
     Route("auth.logout", "POST", "/logout", LOGGED_IN, {}, "/login", "Logged out."),
-    Route("static", "GET", "/static/console.css", EVERYONE),
+    Route("static", "GET", "/static/console.css", EVERYONE | WALL),
+    # anonymous: the wall page says the screen is not connected (401), never a login form (see test_wall.py)
+    Route("wall.show", "GET", "/wall", WALL),
+    Route("wall.connect", "GET", "/wall/connect", EVERYONE | WALL),
+    Route("wall.exchange", "POST", "/wall/connect", EVERYONE | WALL, {"token": "not-a-wall-link"}),
+    Route("users.add_wall", "POST", "/users/walls", ADMIN, {"name": "Lobby wall"}, "/users",
+          "Wall display added."),
+    Route("users.revoke_wall", "POST", "/users/{wall_user}/revoke", ADMIN, {}, "/users", "Wall display revoked."),
 ]
 POSTS = [r for r in ROUTES if r.method == "POST"]
 
@@ -410,7 +440,7 @@ def test_every_route_is_in_the_matrix(app: Flask) -> None:
         assert endpoint == r.endpoint, f"{r}: {r.path} is {endpoint}"
 
 
-@pytest.mark.parametrize("role", ("anonymous", *ROLES))
+@pytest.mark.parametrize("role", ("anonymous", *ROLES, "wall"))
 @pytest.mark.parametrize("route", ROUTES, ids=str)
 def test_who_may_do_what(route: Route, role: str, client_as: Callable[[str], FlaskClient], seed: Seed) -> None:
     client = client_as(role)
@@ -419,7 +449,9 @@ def test_who_may_do_what(route: Route, role: str, client_as: Callable[[str], Fla
     response = get(client, path) if route.method == "GET" else post(client, path, **route.form)
     assert_security_headers(response)
     if role not in route.allowed:
-        if role == "anonymous":
+        if role == "anonymous" and route.endpoint == "wall.show":
+            assert response.status_code == 401, response.status
+        elif role == "anonymous":
             assert response.status_code == 302 and urlsplit(response.location).path == "/login", response.status
         else:
             assert response.status_code == 403, response.status
@@ -643,7 +675,8 @@ def test_alarm_acknowledge_assign_resolve(client_as: Callable[[str], FlaskClient
 
     submit(supervisor, f"/alarms/{a}/resolve", comment="Door closer replaced")
     row = alarm(engine, a)
-    assert (row.state, row.comment) == ("resolved", "Door closer replaced") and row.resolved_at is not None
+    assert (row.state, row.resolution, row.resolved_by) == ("resolved", "Door closer replaced", "supervisor")
+    assert row.comment == "Courier pushed the door; checked on camera" and row.resolved_at is not None
     assert by_console_user(audited(engine, "alarm.resolved"), "supervisor")
     again = submit(guard, f"/alarms/{a}/acknowledge", comment="again")
     assert f"Alarm {a} is resolved: it cannot be acknowledged." in texts(again, "error")

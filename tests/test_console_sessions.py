@@ -8,10 +8,13 @@ page in a real Chromium.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +30,7 @@ from sqlalchemy.orm import Session
 from badge_bridge import console_sessions, people
 from badge_bridge.config import SiteConfig
 from badge_bridge.models import Base, ConsoleSession, ConsoleUser
-from tests import test_console_browser as browser_tests
+from tests import console_site as browser_tests
 from tests import test_console_routes as routes
 from tests.test_cli import cli, ok
 from tests.test_console_routes import Seed, audited, console_log, csrf_token, login, messages, post, submit
@@ -37,7 +40,6 @@ from web.auth import current_session_ref
 
 app, client_as, make_app, seed = routes.app, routes.client_as, routes.make_app, routes.seed
 cheap_password_hashes = routes.cheap_password_hashes
-console, browser = browser_tests.console, browser_tests.browser
 """The fixtures of the console's route and browser tests."""
 
 ELSEWHERE = {"REMOTE_ADDR": "203.0.113.66", "HTTP_USER_AGENT": "curl/8.0 (the attacker's)"}
@@ -500,3 +502,48 @@ def test_a_hostile_host_header_is_not_reflected(app: Flask) -> None:
     response = client.get("/alarms?x=1", headers={"Host": "evil.example"})
     assert response.status_code == 302 and "evil.example" not in response.location, response.location
     assert login(client, "guard", next="/alarms").location == "/alarms"
+
+
+def test_one_login_holds_a_bounded_number_of_streams(make_app: Callable[..., Flask], site: SiteConfig,
+                                                     seed: Seed) -> None:
+    """Each open stream holds a server thread for its life: a stolen cookie (a wall's lives a year) opening
+    streams in a loop holds STREAMS_PER_SESSION at most, each new one ending its oldest (a guard clicking
+    through pages leaves streams the server only learns are closed when it next writes to them)."""
+    from werkzeug.serving import make_server
+
+    from web.services import STREAMS_PER_SESSION
+
+    app = make_app(site)
+    hub = current_services(app).hub
+    guard, other = app.test_client(), app.test_client()
+    assert login(guard, "guard").status_code == 302 and login(other, "supervisor").status_code == 302
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/stream"
+
+    def open_stream(client: FlaskClient) -> http.client.HTTPResponse:
+        cookie = "; ".join(f"{c.key}={c.value}" for c in client._cookies.values())  # the browser's cookie
+        response = urllib.request.urlopen(urllib.request.Request(base, headers={"Cookie": cookie}), timeout=10)
+        assert response.readline() == b"retry: 2000\n"
+        return response
+
+    try:
+        held = [open_stream(guard) for _ in range(STREAMS_PER_SESSION)]
+        theirs = open_stream(other)
+        wait_until(lambda: hub.client_count == STREAMS_PER_SESSION + 1, 10, "the streams subscribed")
+        newest = open_stream(guard)  # one more: the oldest of this login ends, another login's stays
+        held[0].read()  # returns only once the server has ended that stream (a live one would time out)
+        assert hub.client_count == STREAMS_PER_SESSION + 1
+
+        def sees(response: http.client.HTTPResponse, marker: bytes) -> bool:
+            while True:  # the stream's opening lines (door states, the alarm version), then the event
+                line = response.readline()
+                if not line or line.startswith(marker):
+                    return bool(line)
+
+        hub.publish("events", '{"events": []}')
+        assert all(sees(r, b"event: events") for r in (*held[1:], newest, theirs))
+        for response in (*held, newest, theirs):
+            response.close()
+    finally:
+        server.shutdown()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from badge_bridge.correlate import (
     ALARMS,
+    BLIND,
     FORCED_CONFIRMED,
     FORCED_UNCONFIRMED,
     KINDS,
@@ -468,22 +469,34 @@ def test_camera_three_seconds_ahead_is_absorbed_by_the_grant_window() -> None:
 
 # --- blind doors -------------------------------------------------------------------------------------------
 
-def test_blind_door_makes_no_finding_from_absence_of_motion() -> None:
+def test_blind_door_concludes_nothing_from_absence_of_motion() -> None:
+    """A grant there is recorded as blind (not as unused); a forced door is neither confirmed nor not."""
     c = corr(c1=["d1"])
     c.camera_status("c1", False, t(5))
     grant(c, 10)
     grant(c, 30, "f1", kind="door.forced")
+    found = run(c, 60)
+    assert [(f.kind, f.causes) for f in found] == [(BLIND, ("g1",))]
+    assert "blind" in str(found[0].detail["reason"])
+
+
+def test_a_grant_seen_passing_at_a_blind_door_is_not_recorded_blind() -> None:
+    """Motion from a camera just before it went blind covers the grant: someone was seen passing."""
+    c = corr(c1=["d1"])
+    grant(c, 10)
+    start(c, 10.2)
+    c.camera_status("c1", False, t(11))
     assert run(c, 60) == []
 
 
-def test_window_overlapping_blind_time_makes_no_finding_but_one_after_it_does() -> None:
+def test_window_overlapping_blind_time_is_blind_but_one_after_it_is_unused() -> None:
     c = corr(c1=["d1"])
     c.camera_status("c1", False, t(5))
     c.camera_status("c1", True, t(12))
     grant(c, 10)      # window [8.5, 18.5] touches the blind time
     grant(c, 13, "g2")  # window [11.5, 21.5]: 12 + skew is still blind
     grant(c, 14.1, "g3")  # window [12.6, 22.6]: clear of it
-    assert [f.causes for f in run(c, 60)] == [("g3",)]
+    assert sorted((f.kind, f.causes) for f in run(c, 60)) == [(BLIND, ("g1",)), (BLIND, ("g2",)), (UNUSED, ("g3",))]
 
 
 def test_one_camera_offline_does_not_blind_a_door_another_camera_covers() -> None:
@@ -500,7 +513,7 @@ def test_a_camera_known_only_from_its_motion_also_blinds_its_door() -> None:
     end(c, 3, "early-end")
     c.camera_status("c1", False, t(5))
     grant(c, 10)
-    assert run(c, 60) == []
+    assert kinds(run(c, 60)) == [BLIND]
 
 
 def test_motion_just_after_a_camera_returns_is_not_an_unauthorized_entry() -> None:

@@ -178,7 +178,7 @@ def test_esp_rfid_events_wait_in_the_broker_until_the_bridge_acknowledges_them(s
 
 def test_the_documented_acl_lets_each_account_do_its_job(secured: Site) -> None:
     watcher = Client(secured.broker, "watcher")
-    watcher.subscribe(f"{PREFIX}/bridge/status")
+    watcher.subscribe(f"{PREFIX}/bridge/status/+/+")
     device = EspDevice(secured.broker)
     secured.start_bridge()
     # the bridge commands the device: its user list ...
@@ -196,7 +196,7 @@ def test_the_documented_acl_lets_each_account_do_its_job(secured: Site) -> None:
     lobby.present("main-in", None, "wiegand26", "12:1001")
     lobby.wait_for_command(lambda cmd: cmd.type == "grant")
     # No refused publish threw the bridge off: its status never said offline, so no controller fell back.
-    statuses = [json.loads(p)["online"] for p in watcher.payloads(f"{PREFIX}/bridge/status")]
+    statuses = [json.loads(p)["online"] for p in watcher.payloads(f"{PREFIX}/bridge/status/bridge-1/b1")]
     assert statuses and all(statuses), statuses
     assert secured.bridge is not None and secured.bridge.mqtt is not None and secured.bridge.mqtt.connected.is_set()
     assert device.disconnects == 0 and "input.rejected" not in kinds(secured.engine)
@@ -219,7 +219,7 @@ def test_a_device_account_is_confined_to_its_own_topics(secured: Site) -> None:
         (noc, f"{PREFIX}/console/commands", forged_unlock),
         (noc, f"{PREFIX}/controllers/ctl-lobby/events", {"v": 1, "id": "e1", "ts": datetime.now(UTC).isoformat(),
                                                           "type": "rex", "door": "main-entrance"}),
-        (noc, f"{PREFIX}/bridge/status", {"v": 1, "online": False, "instance": "bridge-1"}),
+        (noc, f"{PREFIX}/bridge/status/bridge-1/b1", {"v": 1, "online": False, "instance": "b1"}),
         (noc, "esp-lab/cmd", {"cmd": "opendoor", "doorip": "10.20.0.32"}),
         (lab, "homeassistant/lock/esp-noc/lock0/config", {"name": "not yours"}),
     ]

@@ -109,12 +109,13 @@ def test_snapshot_is_a_jpeg_of_the_frame(frames: list[np.ndarray]) -> None:
 
 def test_clip_plays_back_with_every_frame(frames: list[np.ndarray], tmp_path: Path) -> None:
     data = encode_clip([(i / 10, f) for i, f in enumerate(frames)], fps=10.0)
-    path = tmp_path / "clip.avi"
+    path = tmp_path / "clip.webm"
     path.write_bytes(data)
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     assert cap.isOpened()
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
-    assert int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"MJPG"
+    assert data[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a Matroska/WebM file, what browsers play
+    assert int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"VP80"
     count = 0
     while True:
         ok, frame = cap.read()
@@ -128,7 +129,7 @@ def test_clip_plays_back_with_every_frame(frames: list[np.ndarray], tmp_path: Pa
 
 def test_clip_resizes_odd_frames_and_rejects_nonsense(frames: list[np.ndarray], tmp_path: Path) -> None:
     small = cv2.resize(frames[1], (320, 180))
-    path = tmp_path / "clip.avi"
+    path = tmp_path / "clip.webm"
     path.write_bytes(encode_clip([(0.0, frames[0]), (0.1, small)], fps=10.0))
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     assert [cap.read()[1].shape for _ in range(2)] == [frames[0].shape] * 2

@@ -322,7 +322,7 @@ def test_console_download(make_app: Callable[..., object], engine: Engine, site:
     response = post(client, "/audit/export", month=month)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     assert response.mimetype == "application/zip"
-    assert f"audit-export-{month}.zip" in response.headers["Content-Disposition"]
+    assert f"audit-export-{month}-INCOMPLETE.zip" in response.headers["Content-Disposition"]  # the month is not over
     folder = tmp_path / "download"
     with zipfile.ZipFile(io.BytesIO(response.get_data())) as z:
         # The month is not over: no head shows its end, so the export is not signed.

@@ -56,8 +56,9 @@ class FaceRig(Rig):
         request = self.requests[-1]
         seen = [c.SeenFace(frame=0 if together else i, t=request.at, box=(100, 260, 230, 130), encoding=[float(v) for v in enc])
                 for i, enc in enumerate(faces)]
+        live = c.Liveness(verdict="live", score=0.0) if request.liveness else None  # tests/test_liveness.py: attacks
         msg = c.FacesSeen(id=f"f{len(self.requests)}", ts=self.clock(), type="faces", event=request.event,
-                          frames=frames, faces=seen)
+                          frames=frames, faces=seen, liveness=live)
         self.p.camera_event("cam-lobby", msg, b"{}", "cameras/cam-lobby/events", None)
 
     def commands(self) -> list[object]:

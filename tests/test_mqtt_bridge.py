@@ -26,6 +26,7 @@ from badge_bridge.config import load_config
 from badge_bridge.controllers import contract as c
 from badge_bridge.db import make_engine
 from badge_bridge.events import Event
+from badge_bridge.instance_status import InstanceStatus
 from badge_bridge.keys import KeyStore, card_digest
 from badge_bridge.models import Alarm, AuditEntry, DeadLetter
 from badge_bridge.sim.broker import Broker
@@ -90,17 +91,22 @@ class Site:
         self.broker = broker
         seed(self.engine, self.site_file, keys)
         self.bridge: Bridge | None = None
+        self.status: InstanceStatus | None = None
+        """The bridge process's own status connection, as `badge-bridge run` keeps it (failover/runner.py)."""
         self.sims: list[SimController] = []
 
     def start_bridge(self) -> Bridge:
         self.bridge = Bridge(self.config, self.engine, self.keys)
         self.bridge.start()
+        self.status = InstanceStatus(self.config, self.config.site.instance, "b1")
+        self.status.start("active")
         return self.bridge
 
     def stop_bridge(self) -> None:
-        assert self.bridge is not None
+        assert self.bridge is not None and self.status is not None
         self.bridge.stop()
-        self.bridge = None
+        self.status.stop()  # retained offline: the controllers decide alone
+        self.bridge = self.status = None
 
     def sim(self, key: str, account: str | None = None, **kw: object) -> SimController:
         """A simulated controller ``key`` on its own account, or on ``account`` (``anyone``: the test-only
@@ -118,7 +124,7 @@ class Site:
         for sim in self.sims:
             sim.close()
         if self.bridge is not None:
-            self.bridge.stop()
+            self.stop_bridge()
         self.engine.dispose()
 
 
@@ -177,12 +183,33 @@ def test_forced_and_held_open_alarms_and_retained_door_state(site: Site) -> None
         ("door.forced", "open", True), ("door.held_open", "open", True)]
 
 
+def test_a_burst_of_door_changes_leaves_the_latest_state_retained(site: Site) -> None:
+    """Door states are published once per tick with the state as it then is: after a burst of passages the
+    retained state a console gets on connecting is the last one, never a stale one published late."""
+    site.start_bridge()
+    lobby = site.sim("ctl-lobby")
+    watcher, states = listen(site.broker, "badge-bridge/v1/bridge/doors/main-entrance")
+    for _ in range(30):
+        lobby.rex("main-entrance")
+        lobby.open_door("main-entrance")
+        lobby.close_door("main-entrance")
+    lobby.wait_published()
+    wait_until(lambda: kinds(site.engine).count("door.closed") == 30, what="the passages committed")
+    wait_until(lambda: states and states[-1]["contact"] == "closed", what="the closed door published")
+    watcher.loop_stop()
+    late, retained = listen(site.broker, "badge-bridge/v1/bridge/doors/main-entrance", account="watcher")
+    wait_until(lambda: retained, what="the retained door state")
+    late.loop_stop()
+    assert retained[0]["contact"] == "closed" and retained[0]["alarms"] == []
+    assert "door.forced" not in kinds(site.engine)
+
+
 def test_controller_decides_offline_and_the_bridge_ingests_it_later(site: Site) -> None:
     site.start_bridge()
     lobby = site.sim("ctl-lobby")
     sync = lobby.wait_for_sync()
     assert card_digest(site.keys.sync_key("ctl-lobby"), "wiegand26", "12:1003") in {e.card for e in sync.entries}
-    site.stop_bridge()  # publishes bridge/status offline: the controller decides alone
+    site.stop_bridge()  # its instance's status says offline: the controller decides alone
     wait_until(lambda: lobby.offline, what="controller to notice the bridge is away")
     presented_at = datetime.now(UTC)
     lobby.present("main-in", None, "wiegand26", "12:1003")
@@ -400,20 +427,26 @@ def test_broker_restart_mid_stream_loses_nothing(site: Site, db_url: str) -> Non
     assert_exactly_once(site.engine, db_url, site.keys, result)
 
 
-def test_run_logs_json_lines(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore,
-                             bridge_process: Callable[[Path], BridgeProcess]) -> None:
+def _started_bridge(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore,
+                    bridge_process: Callable[[Path], BridgeProcess]) -> BridgeProcess:
+    """`badge-bridge run` on a seeded site, started."""
     site_file = write_site(tmp_path, db_url, broker_port=broker.port)
     engine = make_engine(db_url)
     seed(engine, site_file, keys)
     engine.dispose()
     bridge = bridge_process(site_file)
     bridge.start()
+    return bridge
+
+
+def test_run_logs_json_lines(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore,
+                             bridge_process: Callable[[Path], BridgeProcess]) -> None:
+    bridge = _started_bridge(tmp_path, db_url, broker, keys, bridge_process)
     assert bridge.signal() == 0
     lines = [json.loads(line) for line in bridge.output().splitlines() if line.startswith("{")]
     assert {"ts", "level", "logger", "msg"} <= set(lines[0])
     assert any("started for site" in line["msg"] for line in lines)
     assert any(line["msg"].startswith("MQTT connected") for line in lines)
-
 
 
 def test_stock_esp_rfid_device_is_understood_synced_and_driven(site: Site) -> None:

@@ -223,6 +223,12 @@ def test_grant_walks_through(bridge: FakeBridge, sim: SimController) -> None:
     bridge.wait_event(lambda e: e.type == "tamper")
     assert [e.type for e in bridge.events()].count("door") == 2
 
+    # The same request decided again after a failover: same id, a new message: acted on once, not a replay.
+    bridge.command("ctl-1", grant.model_copy(update={"ts": _now()}))
+    bridge.command("ctl-1", contract.Lock(type="lock", id=_id(), ts=_now(), door="main-entrance"))
+    wait_until(lambda: [c.type for c in sim.commands] == ["grant", "lock", "lock"], what="the second lock")
+    assert [why for _, why in sim.refused] == [f"replayed id {grant.id}"]
+
 
 def test_stale_grant_is_ignored(bridge: FakeBridge, sim: SimController) -> None:
     sim.walk_delay_s = 60.0  # a walk started for the grant would still be a pending timer when the test looks
@@ -358,7 +364,7 @@ def test_offline_decisions_from_sync(bridge: FakeBridge, sim: SimController) -> 
     assert sim.wait_for_sync().model_copy(update={"mac": None}) == sync
     assert not sim.offline
     # The bridge's retained status says it is gone (its last will): the controller decides alone.
-    bridge.publish("bridge/status", contract.BridgeStatus(online=False, instance="bridge-1").model_dump_json(
+    bridge.publish("bridge/status/bridge-1/b1", contract.BridgeStatus(online=False, instance="b1").model_dump_json(
         exclude_none=True), retain=True)
     sim.wait_for(lambda: sim.offline)
 
@@ -403,7 +409,7 @@ def test_offline_decisions_from_sync(bridge: FakeBridge, sim: SimController) -> 
     assert present("main-entrance", "12:1001").reason == "lockdown"
 
     # The bridge is back: decisions are its own again.
-    bridge.publish("bridge/status", contract.BridgeStatus(online=True, instance="bridge-1").model_dump_json(
+    bridge.publish("bridge/status/bridge-1/b1", contract.BridgeStatus(online=True, instance="b1").model_dump_json(
         exclude_none=True), retain=True)
     sim.wait_for(lambda: not sim.offline)
     eid = sim.present("main-in", "main-entrance", "wiegand26", "12:1001")

@@ -1,13 +1,15 @@
 """Security desk console: a Flask app factory with blueprints (see docs/console.md).
 
     auth      login, logout, roles, the login rate limit
-    live      the live feed page and its server-sent events
+    live      the live feed page
+    stream    the server-sent events every page listens to
     alarms    the alarm queue: acknowledge, assign, resolve
     doors     the doors board, remote unlock, lockdown
     people    people, credentials, access levels
     events    the event log: search, detail
     auditing  chain status, checkpoints, verification
     users     console users (admin)
+    wall      the wall display: a read-only kiosk page with its own revocable link
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from web.services import Services
 
 csrf = CSRFProtect()
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 
 
 def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link: bool = True,
                overrides: dict[str, Any] | None = None) -> Flask:
     """``mqtt_link`` False: no broker connection (route tests); the live pages then stay empty."""
-    from web import alarms, auditing, auth, doors, events, evidence, live, people, users
+    from web import alarms, auditing, auth, doors, events, evidence, live, muster, people, plans, stream, users, wall
 
     app = Flask(__name__)
     console = config.console
@@ -70,7 +72,7 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
             return {"open_alarm_count": 0}
         with current_services(app).session() as s:
             return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
-    for module in (auth, live, alarms, doors, people, events, evidence, auditing, users):
+    for module in (auth, live, stream, alarms, doors, people, events, evidence, auditing, users, plans, muster, wall):
         app.register_blueprint(module.bp)
 
     @app.after_request

@@ -57,6 +57,8 @@ ENDED = {
     "role_changed": "the role was changed",
     "idle": "it was idle too long",
     "expired": "it reached its time limit",
+    "revoked": "an administrator revoked this wall display",
+    "exchanged": "its one-time link was used",
 }
 """Why a session ended, as the login page says it."""
 class User(UserMixin):
@@ -142,6 +144,7 @@ def init_app(app: Flask) -> None:
 def _refused(reason: str | None) -> None:
     """Log the request out, saying why on the login page when the session was ended."""
     session.clear()
+    g.session_end_reason = reason
     if reason in ENDED:
         g.session_ended = f"Your session has ended: {ENDED[reason]}. Please log in again."
 
@@ -222,7 +225,10 @@ def login() -> Any:
         name = typed_name()
         with svc.session() as s, s.begin():
             row = s.scalar(select(ConsoleUser).where(ConsoleUser.username == name))
-            granted = _check(row.password_hash if row and row.active else DUMMY_HASH, form.password.data or "")
+            # a wall display never logs in with a password (web.wall): checked as long as any wrong password
+            usable = row is not None and row.active and row.role != "wall"
+            granted = _check(row.password_hash if row and usable else DUMMY_HASH, form.password.data or "")
+            granted = granted and usable
             if granted and row is not None:
                 now = svc.clock()
                 row.last_login_at = now
@@ -240,7 +246,10 @@ def login() -> Any:
             session[TOKEN_KEY] = token
             login_user(user)
             svc.audit.record(EventKind.CONSOLE_LOGIN, user.username, detail={"address": request.remote_addr})
-            return redirect(_safe_next() or url_for("live.feed" if user.role != "auditor" else "events.index"))
+            home = url_for("live.feed" if user.role != "auditor" else "events.index")
+            asked = _safe_next()
+            # "/" is everyone's way in (the login page is reached from it): it means this role's home
+            return redirect(home if asked in (None, url_for("live.feed")) else asked)
         g.login_failed = True
         svc.audit.record(EventKind.CONSOLE_LOGIN_FAILED, known or UNKNOWN_USER,
                          detail={"address": request.remote_addr})

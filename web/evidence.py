@@ -20,11 +20,15 @@ from badge_bridge.models import AuditEntry
 from camera.evidence import EvidenceError, EvidenceStore
 from web import current_services
 from web.auth import any_role
+from web.params import query_text
 
 bp = Blueprint("evidence", __name__, url_prefix="/evidence")
 EVIDENCE_KINDS = (EventKind.EVIDENCE_SAVED, EventKind.EVIDENCE_FAILED)
 LOOK_BEFORE_US, LOOK_AFTER_US = 60_000_000, 600_000_000
 """Evidence is recorded after its event (the clip waits for the seconds after it), on the camera's clock."""
+INLINE = frozenset({"image/jpeg", "video/webm"})
+"""What a browser shows in the page (``<img>``, ``<video>``); anything else (older Motion-JPEG AVI clips) downloads."""
+EXTENSIONS = {"image/jpeg": "jpg", "video/webm": "webm", "video/x-msvideo": "avi"}
 
 
 def store() -> EvidenceStore:
@@ -64,7 +68,8 @@ def fetch(sha256: str) -> Any:
                                message=f"This evidence failed its integrity check and is not shown: {exc}"), 422
     current_services().audit.record(EventKind.CONSOLE_EVIDENCE_VIEWED, current_user.username, detail={"sha256": sha256})
     response = Response(data, mimetype=media_type)
-    if media_type != "image/jpeg":
-        response.headers["Content-Disposition"] = f'attachment; filename="evidence-{sha256[:16]}.avi"'
+    inline = media_type in INLINE and not query_text("download")
+    response.headers["Content-Disposition"] = (
+        f'{"inline" if inline else "attachment"}; filename="evidence-{sha256[:16]}.{EXTENSIONS.get(media_type, "bin")}"')
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -1,84 +1,43 @@
-"""The live feed: the latest events from the log, then every new one as the bridge commits it (SSE)."""
+"""The live feed page: the latest door events from the log, as people read them (web.present); the browser
+then adds every new one from the stream (web.stream, static/feed.js). Motion, evidence, cameras and the
+system's own events show only when asked for (``all=1``), on the page and on live rows alike."""
 
 from __future__ import annotations
 
-import queue
-import time
-from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
-from flask_login import current_user
+from flask import Blueprint, render_template, request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from badge_bridge.config import SiteConfig
 from badge_bridge.models import Alarm, AuditEntry
 from web import current_services
-from web.auth import check_session, current_session_ref, role_required
+from web.auth import role_required
 from web.changes import read
+from web.events import areas_of, search
+from web.present import Shown, entries, label
 
 bp = Blueprint("live", __name__)
-HEARTBEAT_S = 15.0
-SESSION_CHECK_S = 5.0
-"""An open stream re-checks its session this often (app config ``SESSION_CHECK_SECONDS`` overrides it)."""
-
-
-def areas_of(config: SiteConfig) -> dict[str, list[str]]:
-    """Area key -> the doors leading into or out of it, for the area filter."""
-    out: dict[str, list[str]] = {a.key: [] for a in config.areas}
-    for d in config.doors:
-        for area in {d.area_in, d.area_out} - {None}:
-            out[area].append(d.key)  # type: ignore[index]
-    return out
+RECENT = 100
+"""Rows the page starts with; live rows add up to 500 (feed.js)."""
+KINDS = ("access.", "access.denied", "door.", "alarm.", "controller.", "console.", "input.rejected")
+"""The kind filter's choices."""
 
 
 @bp.route("/")
 @role_required("guard")
 def feed() -> Any:
     svc = current_services()
-    recent = read(lambda s: list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(100))))
+    areas = areas_of(svc.config)
+    filters = {k: request.args.get(k, "")[:64] for k in ("door", "area", "kind", "all")}
+    show_all = filters["all"] == "1"
+
+    def load(s: Session) -> list[tuple[AuditEntry, Shown]]:
+        rows, _ = search(s, {"kind": filters["kind"] if filters["kind"] in KINDS else ""}, areas,
+                         door_only=not show_all, limit=RECENT)
+        return list(zip(rows, entries(s, svc.presenter, rows), strict=True))
+
     open_alarms = read(lambda s: list(s.scalars(select(Alarm).where(Alarm.state == "open").order_by(Alarm.id.desc()))))
-    return render_template("live.html", events=recent, open_alarms=open_alarms, doors=svc.config.doors,
-                           areas=areas_of(svc.config), filters={k: request.args.get(k, "") for k in ("door", "area", "kind")})
-
-
-@bp.route("/stream")
-@role_required("guard")
-def stream() -> Response:
-    """Server-sent events: ``events`` (a committed batch), ``door`` (a door's state), ``bridge`` (status).
-
-    The session is checked again every ``SESSION_CHECK_SECONDS`` (as a page request would check it, and it
-    counts as presence): the stream closes soon after a logout, a password change, a disabled user or a
-    changed role, and after the session's absolute end."""
-    svc = current_services()
-    hub, user_id, ref = svc.hub, int(current_user.id), current_session_ref()
-    every = float(current_app.config.get("SESSION_CHECK_SECONDS", SESSION_CHECK_S))
-
-    def still_allowed() -> bool:
-        return check_session(ref, user_id).ended is None
-
-    def generate() -> Iterator[str]:
-        with hub.subscribe() as q:
-            yield "retry: 2000\n\n"
-            for state in list(hub.doors.values()):
-                yield f"event: door\ndata: {state}\n\n"
-            checked = beat = time.monotonic()
-            while True:
-                try:
-                    kind, data = q.get(timeout=max(0.0, min(checked + every, beat + HEARTBEAT_S) - time.monotonic()))
-                except queue.Empty:
-                    kind = data = ""
-                now = time.monotonic()
-                if now >= checked + every:
-                    if not still_allowed():
-                        yield "event: session\ndata: ended\n\n"
-                        return
-                    checked = now
-                if kind:
-                    yield f"event: {kind}\ndata: {data}\n\n"
-                elif now >= beat + HEARTBEAT_S:
-                    yield ": heartbeat\n\n"
-                    beat = now
-
-    return Response(stream_with_context(generate()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return render_template("live.html", events=read(load), open_alarms=open_alarms, doors=svc.config.doors,
+                           areas=areas, area_names={a.key: a.name or a.key for a in svc.config.areas},
+                           filters=filters, kinds=KINDS, zone=svc.presenter.zone, label=label, where=svc.presenter.where)

@@ -3,6 +3,8 @@ change goes through badge_bridge.people (the same rules as the CLI) and is audit
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +20,9 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp
 from badge_bridge import biometrics
 from badge_bridge import people as admin
 from badge_bridge.cards import FORMATS
+from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
-from badge_bridge.models import AccessLevel, Credential, Person
+from badge_bridge.models import AccessLevel, AuditEntry, Credential, Person
 from camera import enrollment
 from camera.evidence import EvidenceStore
 from web import current_services
@@ -27,6 +30,7 @@ from web.auth import role_required
 from web.changes import admin_change, form_errors, read
 from web.evidence import store as evidence_store
 from web.params import query_text
+from web.present import IN_CLAUSE
 
 bp = Blueprint("people", __name__, url_prefix="/people")
 
@@ -74,22 +78,68 @@ def _level_choices() -> list[SelectChoice]:
     return read(lambda s: [SelectChoice(lvl.key, lvl.name or lvl.key) for lvl in s.scalars(select(AccessLevel).order_by(AccessLevel.key))])
 
 
+STATUS_KINDS = tuple(f"admin.credential_{status}" for status in admin.CREDENTIAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A credential as the desk must read it now: its status, or expired / not yet valid, in words (never by
+    colour alone), with the reason it was last suspended, lost or revoked and by whom, from the audit log."""
+
+    css: str
+    text: str
+    reason: str = ""
+
+
+def standings(session: Session, people: list[Person], now: datetime) -> dict[int, Standing]:
+    """Credential id -> its standing, for every credential of ``people``, with one query of the log (the
+    person + time index) for the reasons."""
+    reasons: dict[int, str] = {}
+    ids = [p.id for p in people]
+    for i in range(0, len(ids), IN_CLAUSE):
+        for kind, source, subject, detail in session.execute(
+                select(AuditEntry.kind, AuditEntry.source, AuditEntry.subject, AuditEntry.detail)
+                .where(AuditEntry.person_id.in_(ids[i:i + IN_CLAUSE]),
+                       AuditEntry.kind.in_((*STATUS_KINDS, EventKind.ADMIN_PERSON_LEFT)))
+                .order_by(AuditEntry.ts_us, AuditEntry.id)):
+            said, by = json.loads(detail), source.removeprefix("console:")
+            reason = said.get("reason") if isinstance(said.get("reason"), str) else ""
+            if kind == EventKind.ADMIN_PERSON_LEFT:
+                for cred in said.get("credentials_revoked", []):
+                    reasons[cred] = f"left the company: {reason} (by {by})"
+            elif isinstance(cred := json.loads(subject).get("credential"), int):
+                reasons[cred] = f"{reason} (by {by})"
+    return {c.id: standing(c, now, reasons.get(c.id, "")) for p in people for c in p.credentials}
+
+
+def standing(cred: Credential, now: datetime, reason: str) -> Standing:
+    if cred.status != "active":
+        return Standing(cred.status, f"✗ {cred.status.upper()}", reason)
+    if cred.valid_until is not None and cred.valid_until <= now:
+        return Standing("expired", "✗ EXPIRED")
+    if cred.valid_from is not None and cred.valid_from > now:
+        return Standing("pending", "… NOT YET VALID")
+    return Standing("active", "✓ active")
+
+
 @bp.route("")
 @role_required("guard")
 def index() -> Any:
     q = query_text("q").strip()
 
-    def query(s: Any) -> list[Person]:
+    def query(s: Session) -> tuple[list[Person], dict[int, Standing]]:
         stmt = select(Person).options(selectinload(Person.credentials), selectinload(Person.levels)).order_by(Person.name)
         if q:
             like = f"%{q}%"
             stmt = stmt.where(or_(Person.name.ilike(like), Person.company.ilike(like), Person.employee_no.ilike(like),
                                   Person.id.in_(select(Credential.person_id).where(Credential.number.ilike(like)))))
-        return list(s.scalars(stmt.limit(500)))
+        found = list(s.scalars(stmt.limit(500)))
+        return found, standings(s, found, datetime.now(UTC))
 
     form = PersonForm()
     form.levels.choices = _level_choices()
-    return render_template("people.html", people=read(query), q=q, form=form)
+    found, cards = read(query)
+    return render_template("people.html", people=found, cards=cards, q=q, form=form)
 
 
 @bp.route("", methods=["POST"])
@@ -111,14 +161,19 @@ def add() -> Any:
 @bp.route("/<id:person_id>")
 @role_required("guard")
 def detail(person_id: int) -> Any:
-    person = read(lambda s: s.scalars(select(Person).where(Person.id == person_id).options(
-        selectinload(Person.credentials), selectinload(Person.levels))).first())
+    def query(s: Session) -> tuple[Person | None, dict[int, Standing]]:
+        found = s.scalars(select(Person).where(Person.id == person_id).options(
+            selectinload(Person.credentials), selectinload(Person.levels))).first()
+        return found, standings(s, [found] if found else [], datetime.now(UTC))
+
+    person, cards = read(query)
     if person is None:
         abort(404)
     form = PersonForm(obj=person)
     form.levels.choices = _level_choices()
     form.levels.data = [lvl.key for lvl in person.levels]
-    return render_template("person.html", person=person, form=form, credential=CredentialForm(),
+    return render_template("person.html", person=person, cards=cards, local=current_services().presenter.local,
+                           zone=current_services().presenter.zone, form=form, credential=CredentialForm(),
                            validity=ValidityForm(), reason=ReasonForm(), face=FaceForm(), action=ActionForm(),
                            faces=read(lambda s: biometrics.face_count(s, person_id)))
 

@@ -4,13 +4,24 @@ HTTPS when the site file names a certificate and key."""
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from badge_bridge.config import SiteConfig
+from badge_bridge.logs import ACCESS_LOG_ENV
+
+
+class ConsoleLog(glogging.Logger):
+    """gunicorn's own lines (started, listening, a worker's exit) in the text format of badge-bridge's other
+    processes instead of gunicorn's bracketed one, so one log does not mix two kinds of line."""
+
+    error_fmt = "%(asctime)s %(levelname)s gunicorn %(message)s"
+    datefmt = None
 
 
 class ConsoleServer(BaseApplication):
@@ -31,7 +42,8 @@ class ConsoleServer(BaseApplication):
             "threads": console.workers_threads,
             "timeout": 0,  # live feeds are long requests by design
             "graceful_timeout": 10,
-            "accesslog": "-",
+            "accesslog": None if os.environ.get(ACCESS_LOG_ENV) == "off" else "-",  # one line per request
+            "logger_class": ConsoleLog,
             "forwarded_allow_ips": "127.0.0.1",
         }
         if console.tls_cert and console.tls_key:

@@ -35,11 +35,23 @@ from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.mqtt_client import no_delay, refused, site_client
 from badge_bridge.topics import CONSOLE, Topics
+from web.present import Presenter, published
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE = 1000
 """Messages a slow live-feed client may fall behind before it is told to reload."""
+STREAMS_PER_SESSION = 8
+"""Open streams one login may hold (each holds a server thread for its life): a new one ends the oldest, which
+is most likely a page already left (the server learns of a closed page only when it next writes to it)."""
+EVICTED = ("", "")
+"""Put on a stream's queue to end it."""
+
+
+class Feed(queue.Queue[tuple[str, str]]):
+    """One browser's stream: what is published, in order; ``ended`` once the hub let go of it."""
+
+    ended = False
 
 
 class AuditFailed(Exception):
@@ -78,21 +90,41 @@ class LiveHub:
     """Fans the bridge's live messages out to every connected browser (one bounded queue each)."""
 
     def __init__(self) -> None:
-        self._clients: set[queue.Queue[tuple[str, str]]] = set()
+        self._clients: set[Feed] = set()
+        self._owners: dict[str, list[Feed]] = {}
         self._lock = threading.Lock()
         self.doors: dict[str, str] = {}
         """Door key -> the latest retained DoorState JSON, for pages that render the board."""
 
     @contextmanager
-    def subscribe(self) -> Iterator[queue.Queue[tuple[str, str]]]:
-        q: queue.Queue[tuple[str, str]] = queue.Queue(CLIENT_QUEUE)
+    def subscribe(self, owner: str = "") -> Iterator[Feed]:
+        """A queue of everything published from now on. ``owner`` (a session) holds STREAMS_PER_SESSION at most:
+        a new one ends its oldest, so one stolen cookie cannot take every server thread."""
+        q = Feed(CLIENT_QUEUE)
         with self._lock:
+            mine = self._owners.setdefault(owner, [])
+            if owner and len(mine) >= STREAMS_PER_SESSION:
+                self._end(mine.pop(0))
+            mine.append(q)
             self._clients.add(q)
         try:
             yield q
         finally:
             with self._lock:
                 self._clients.discard(q)
+                if q in mine:
+                    mine.remove(q)
+                if not mine and self._owners.get(owner) is mine:
+                    del self._owners[owner]
+
+    def _end(self, q: Feed) -> None:
+        """Let go of a stream (lock held) and wake it to end."""
+        self._clients.discard(q)
+        q.ended = True
+        try:
+            q.put_nowait(EVICTED)
+        except queue.Full:
+            pass  # it wakes at its next session check and sees ``ended``
 
     def publish(self, kind: str, data: str) -> None:
         with self._lock:
@@ -100,9 +132,9 @@ class LiveHub:
         for q in clients:
             try:
                 q.put_nowait((kind, data))
-            except queue.Full:  # a stalled browser: tell it to reload rather than grow without bound
+            except queue.Full:  # a stalled browser: its stream ends (EventSource reconnects) rather than grow
                 with self._lock:
-                    self._clients.discard(q)
+                    self._end(q)
 
     @property
     def client_count(self) -> int:
@@ -113,9 +145,13 @@ class LiveHub:
 class BridgeLink:
     """The console's MQTT client: the bridge's events and door states in, operators' commands out."""
 
-    def __init__(self, config: SiteConfig, hub: LiveHub) -> None:
+    def __init__(self, config: SiteConfig, hub: LiveHub,
+                 present: Callable[[c.PublishedEvents], str] = c.PublishedEvents.model_dump_json) -> None:
+        """``present``: a committed batch as the stream sends it (the console's: web.present.published, with
+        names and local time; by default as published)."""
         self.config = config
         self.hub = hub
+        self.present = present
         self.topics = Topics(config.mqtt.topic_prefix)
         self.client = site_client(config, f"badge-bridge-console-{uuid.uuid4().hex[:8]}", role=CONSOLE)
         self.client.on_connect = self._on_connect
@@ -160,7 +196,8 @@ class BridgeLink:
         return receive
 
     def _events(self, payload: bytes | bytearray) -> None:
-        self.hub.publish("events", c.PublishedEvents.model_validate_json(payload).model_dump_json())
+        """Presented here, once per batch for every browser: one name lookup, not one per row per browser."""
+        self.hub.publish("events", self.present(c.PublishedEvents.model_validate_json(payload)))
 
     def _door(self, payload: bytes | bytearray) -> None:
         state = c.DoorState.model_validate_json(payload)
@@ -168,7 +205,9 @@ class BridgeLink:
         self.hub.publish("door", self.hub.doors[state.door])
 
     def _bridge(self, payload: bytes | bytearray) -> None:
-        self.hub.publish("bridge", c.BridgeStatus.model_validate_json(payload).model_dump_json())
+        """One bridge instance's status (``bridge/status/<partition>/<instance>``, each with its role)."""
+        if payload:  # an empty retained message clears an instance that is gone for good
+            self.hub.publish("bridge", c.BridgeStatus.model_validate_json(payload).model_dump_json())
 
     def command(self, cmd: c.ConsoleCommand) -> None:
         """Send an operator's command to the bridge; raises when the broker is unreachable."""
@@ -191,7 +230,9 @@ class Services:
         """The time sessions are checked against; a test sets it instead of waiting hours."""
         self.audit = ConsoleAudit(engine, config, keys)
         self.hub = LiveHub()
-        self.link = BridgeLink(config, self.hub) if mqtt_link else None
+        self.presenter = Presenter(config)
+        self.link = BridgeLink(config, self.hub, functools.partial(published, self.session, self.presenter)) \
+            if mqtt_link else None
         if self.link is not None:
             self.link.start()
 

@@ -1,12 +1,14 @@
 """Console users (admins only): add with a generated password shown once, disable, reset a password, change a
-role. Disabling, a new password and a new role end every session of that user (badge_bridge.people)."""
+role. Disabling, a new password and a new role end every session of that user (badge_bridge.people).
+Wall displays (web.wall) are added here with a one-time link shown once, and revoked."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -24,22 +26,29 @@ bp = Blueprint("users", __name__, url_prefix="/users")
 
 class UserForm(FlaskForm):
     username = StringField("User name", validators=[DataRequired(), Length(min=2, max=64)])
-    role = SelectField("Role", choices=[SelectChoice(r) for r in admin.ROLES])
+    role = SelectField("Role", choices=[SelectChoice(r) for r in admin.LOGIN_ROLES])
 
 
 class ActionForm(FlaskForm):
     pass
 
 
+class WallForm(FlaskForm):
+    name = StringField("Name of the screen", validators=[DataRequired(), Length(min=2, max=64)])
+
+
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=[SelectChoice(r) for r in admin.ROLES])
+    role = SelectField("Role", choices=[SelectChoice(r) for r in admin.LOGIN_ROLES])
 
 
 @bp.route("")
 @role_required("admin")
 def index() -> Any:
-    users = read(lambda s: list(s.scalars(select(ConsoleUser).order_by(ConsoleUser.username))))
-    return render_template("users.html", users=users, form=UserForm(), action=ActionForm(), role_form=RoleForm(), roles=admin.ROLES)
+    everyone = read(lambda s: list(s.scalars(select(ConsoleUser).order_by(ConsoleUser.username))))
+    users = [u for u in everyone if u.role != "wall"]
+    walls = [u for u in everyone if u.role == "wall"]
+    return render_template("users.html", users=users, walls=walls, form=UserForm(), wall_form=WallForm(),
+                           action=ActionForm(), role_form=RoleForm(), roles=admin.LOGIN_ROLES)
 
 
 @bp.route("", methods=["POST"])
@@ -90,4 +99,29 @@ def role(user_id: int) -> Any:
             admin_change(admin.set_role, user_id, form.role.data, done="Role changed. Their sessions have ended.")
     else:
         form_errors(form)
+    return redirect(url_for("users.index"))
+
+
+@bp.route("/walls", methods=["POST"])
+@role_required("admin")
+def add_wall() -> Any:
+    """A wall display and its one-time link, shown once (the token only in the link's fragment: web.wall)."""
+    form = WallForm()
+    if form.validate_on_submit():
+        name = form.name.data or ""
+        added = admin_change(admin.add_wall, name, now=datetime.now(UTC), done="Wall display added.")
+        if added is not None:
+            wall, token = added
+            flash(f"Link for {wall.username}, shown once; open it on the wall screen within 24 hours: "
+                  f"{request.host_url}wall/connect#{token}", "secret")
+    else:
+        form_errors(form)
+    return redirect(url_for("users.index"))
+
+
+@bp.route("/<id:user_id>/revoke", methods=["POST"])
+@role_required("admin")
+def revoke_wall(user_id: int) -> Any:
+    if ActionForm().validate_on_submit():
+        admin_change(admin.revoke_wall, user_id, done="Wall display revoked. Its screen closes within seconds.")
     return redirect(url_for("users.index"))

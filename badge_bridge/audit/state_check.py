@@ -41,7 +41,7 @@ def admin_entries(conn: Connection, since_us: int = 0) -> Iterator[tuple[str, in
     order they were written."""
     yield from conn.execute(
         select(AuditEntry.chain_id, AuditEntry.seq, AuditEntry.received_us, AuditEntry.detail, AuditEntry.id)
-        .where(ADMIN, AuditEntry.received_us >= since_us).order_by(AuditEntry.id)).tuples()
+        .where(ADMIN, AuditEntry.received_us >= since_us).order_by(AuditEntry.id))
 
 
 def has_state_records(conn: Connection) -> bool:

@@ -22,18 +22,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, event, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from badge_bridge.audit import ownership
 from badge_bridge.audit.chain import GENESIS, checkpoint_message, entry_body, entry_hash
 from badge_bridge.backoff import Backoff
-from badge_bridge.db import describe
+from badge_bridge.db import describe, server_unavailable
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event, storable
 from badge_bridge.keys import Signer, public_hex
-from badge_bridge.models import AuditEntry, DeadLetter, SigningKey
+from badge_bridge.models import DeadLetter, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,13 @@ class AuditWriter:
         queue_max: int = 100_000,
         retry_max_s: float = 5.0,
         on_commit: Callable[[list[Event]], None] | None = None,
+        fence: Callable[[Connection], None] | None = None,
+        on_fenced: Callable[[Exception], None] | None = None,
     ) -> None:
         """``on_commit`` gets the new (not duplicate) events of each committed batch, in log order. Rows signed
-        by the signer's key or one its key store trusts (``Signer.trusted``) are adopted as ours."""
+        by the signer's key or one its key store trusts (``Signer.trusted``) are adopted as ours. ``fence``
+        runs first in every commit's transaction and raises (``failover.lease.Fenced``) when this writer may
+        no longer write: the writer then stops for good, commits nothing more, and calls ``on_fenced``."""
         self.engine = engine
         self.base = ownership.base_of(chain_id)
         self.chain_id = chain_id
@@ -142,6 +146,9 @@ class AuditWriter:
         self.batch_max = batch_max
         self.retry_max_s = retry_max_s
         self.on_commit = on_commit
+        self.fence = fence
+        self.on_fenced = on_fenced
+        self.fenced: Exception | None = None
         self.stats = WriterStats()
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
         self._stop = threading.Event()
@@ -150,6 +157,7 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         self._seq, self._head = 0, GENESIS
         self._stale_head = False
+        event.listen(engine, "connect", self._connected)
         self._front: list[Item] = []
         """Entries that must precede anything else in the chain: a continuation and its alarm."""
         self._polled = time.monotonic()
@@ -215,6 +223,13 @@ class AuditWriter:
         self._front = items + self._front
         self.chain_id, self._seq, self._head = new, 0, GENESIS
 
+    def _connected(self, _dbapi_conn: object, _record: object) -> None:
+        """A new connection may reach another server than the last one (a failover, on a multi-host URL, or
+        even within one pre-ping): re-read our chain there before extending it. After an asynchronous
+        failover our last entries are gone, and writing on would leave a gap that reads as a deletion; the
+        re-read moves to a new chain with an alarm that names what is missing (``_resync``)."""
+        self._stale_head = True
+
     def _check_head(self) -> None:
         """The cheap poll: is the database's head of our chain still our own?"""
         self._polled = time.monotonic()
@@ -251,14 +266,20 @@ class AuditWriter:
         return batch
 
     def _run(self) -> None:
-        self._retrying(self._load_head, "reading the chain head")
-        self._write_until_done([])
-        while not self._stop.is_set():
-            batch = self._take_batch()
-            if time.monotonic() - self._polled >= HEAD_POLL_S:
-                self._retrying(self._check_head, "checking the chain head")
-            if batch or self._stale_head:
-                self._write_until_done(batch)
+        try:
+            self._retrying(self._load_head, "reading the chain head")
+            self._write_until_done([])
+            while not self._stop.is_set():
+                batch = self._take_batch()
+                if time.monotonic() - self._polled >= HEAD_POLL_S:
+                    self._retrying(self._check_head, "checking the chain head")
+                if batch or self._stale_head:
+                    self._write_until_done(batch)
+        except _Fenced as exc:
+            self.fenced = exc.cause
+            log.critical("audit writer stopped: %s", exc.cause)
+            if self.on_fenced is not None:
+                self.on_fenced(exc.cause)
 
     def _write_until_done(self, batch: list[Item]) -> None:
         """Retry until the batch is committed: an accepted event is never dropped. While the database is
@@ -273,8 +294,8 @@ class AuditWriter:
         row) re-reads the chain first."""
         while True:
             if self._stale_head:
+                self._stale_head = False  # before the read: a connection made during it marks it again
                 self._resync()
-                self._stale_head = False
             left[:0], self._front = self._front, []
             if not left:
                 return
@@ -283,6 +304,8 @@ class AuditWriter:
                 try:
                     self._write(left[:n])
                     break
+                except (_Fenced, _StaleHead):
+                    raise
                 except Exception as exc:
                     if isinstance(exc, IntegrityError) and resyncs < RESYNC_MAX:
                         self.stats.retries += 1
@@ -328,6 +351,10 @@ class AuditWriter:
                 step()
                 self.stats.healthy, self.stats.last_error = True, None
                 return
+            except _Fenced:
+                raise
+            except _StaleHead:  # the step runs again, and re-reads the chain first
+                continue
             except IntegrityError as exc:
                 # Another writer on our chain id, or a duplicate racing in: re-read the head and retry.
                 self.stats.retries += 1
@@ -349,6 +376,15 @@ class AuditWriter:
         written: list[Event | None] = []
         """The events recorded, in batch order; None for a duplicate."""
         with self.engine.begin() as conn:
+            if self._stale_head:  # this transaction's connection is new: maybe another server
+                raise _StaleHead
+            if self.fence is not None:
+                try:
+                    self.fence(conn)
+                except DBAPIError:
+                    raise
+                except Exception as exc:
+                    raise _Fenced(exc) from exc
             known = self._known_ids(conn, (e.id for e, _, _ in batch))
             for event, _, effect in batch:
                 if event.id in known:
@@ -400,17 +436,35 @@ class AuditWriter:
 
     @staticmethod
     def _known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
+        """The ids already in the log, in chunks of 500; a driver-level SELECT, as the insert (building the
+        Core statement anew for every batch cost more than running it)."""
         wanted = list(set(ids))
         found: set[str] = set()
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
-            found.update(conn.execute(select(AuditEntry.event_id).where(AuditEntry.event_id.in_(chunk))).scalars())
+            sql = f"SELECT event_id FROM audit_entry WHERE event_id IN ({', '.join([mark] * len(chunk))})"
+            found.update(row[0] for row in conn.exec_driver_sql(sql, tuple(chunk)))
         return found
+
+
+class _Fenced(Exception):
+    """The fence refused a commit: carried past the retries to the writer's loop, which stops."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _StaleHead(Exception):
+    """The commit's connection is new since the chain was last read: read it again first."""
 
 
 def _database_away(exc: BaseException) -> bool:
     """The database cannot be reached or is busy (retry everything later), as opposed to refusing one value
-    (find it and quarantine it)."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
+    (find it and quarantine it). A read-only server is away too: in a failover the writer can land on a
+    standby, or keep a connection to a demoted primary, and every row is refused there; quarantining them
+    would empty the queue into dead letters while the promoted server waits on the next host."""
+    if isinstance(exc, (OperationalError, InterfaceError)) or server_unavailable(exc):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated

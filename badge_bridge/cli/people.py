@@ -25,7 +25,7 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice(people.ROLES), required=True)
+@click.option("--role", type=click.Choice(people.LOGIN_ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @pass_app
 @fail_cleanly
@@ -80,7 +80,7 @@ def _change_user(app: App, username: str, change: Callable[..., tuple[object, Ev
 
 @user.command("role")
 @click.argument("username")
-@click.argument("role", type=click.Choice(people.ROLES))
+@click.argument("role", type=click.Choice(people.LOGIN_ROLES))
 @pass_app
 @fail_cleanly
 def user_role(app: App, username: str, role: str) -> None:

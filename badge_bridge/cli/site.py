@@ -62,12 +62,16 @@ def check_config(app: App) -> None:
 @click.command()
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True,
               help="Structured JSON lines, or plain text for a terminal.")
+@click.option("--partition", default=None, help="The partition to serve (needed when the site has several).")
+@click.option("--instance", default=None,
+              help="This bridge's name among its partition's bridges (default: the host name).")
 @pass_app
 @fail_cleanly
-def run(app: App, log_format: str) -> None:
-    """Run the bridge until SIGTERM or Ctrl-C."""
+def run(app: App, log_format: str, partition: str | None, instance: str | None) -> None:
+    """Run a partition's bridge until SIGTERM or Ctrl-C: on PostgreSQL a standby until it holds the
+    partition's lease, then active (exits with status 75 if another bridge takes the lease)."""
     from badge_bridge import logs
-    from badge_bridge.bridge import Bridge
+    from badge_bridge.failover.runner import run_partition
 
     logs.setup(log_format, logging.getLogger().level)
-    Bridge(app.config, app.engine(), app.keys).run_forever()
+    run_partition(app.config, app.engine(), app.keys, partition, instance)

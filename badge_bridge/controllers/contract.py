@@ -10,7 +10,8 @@ Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
     controllers/<controller>/status     controller -> all, retained    ControllerStatus (also the last will)
     controllers/<controller>/commands   bridge -> controller, QoS 1    Command
     controllers/<controller>/sync       bridge -> controller, retained CredentialSync
-    bridge/status                       bridge -> all, retained        BridgeStatus (also the last will)
+    controllers/<controller>/receipts   bridge -> controller, QoS 1    Receipt (ids committed to the audit log)
+    bridge/status/<partition>/<instance> bridge -> all, retained       BridgeStatus (also the last will)
     bridge/events                       bridge -> consoles, QoS 0      PublishedEvents (one per commit)
     bridge/doors/<door>                 bridge -> consoles, retained   DoorState
     console/commands                    console -> bridge, QoS 1       ConsoleCommand
@@ -288,12 +289,34 @@ class CredentialSync(Message):
     cannot add a card to a controller's offline list, nor bring back an older list (``ts`` only grows)."""
 
 
+RECEIPT_MAX_IDS = 200
+"""Ids per receipt: 200 ids of 64 characters stay under MAX_PAYLOAD, which firmware may apply too."""
+
+
+class Receipt(Message):
+    """End-to-end receipt (docs/mqtt.md, "Receipts"): these events of the controller are committed to the audit
+    log, so it may forget them. A controller keeps every event but heartbeats until its receipt comes, and
+    publishes it again, with the same id and bytes, after a timeout and after reconnecting: the broker
+    acknowledges a publish before its disk has it, so its QoS 1 acknowledgement is no proof of delivery.
+    Sealed with a MAC like commands: a forged receipt would make a controller drop events unlogged."""
+
+    type: Literal["receipt"]
+    ids: list[MessageId] = Field(min_length=1, max_length=RECEIPT_MAX_IDS)
+    mac: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
 # --- bridge -> consoles ------------------------------------------------------------------------------
 
 
 class BridgeStatus(Versioned):
+    """Retained, one per bridge process (``bridge/status/<partition>/<instance>``), also its last will. A
+    partition is served while any of its instances says ``online``; only the ``active`` one decides."""
+
     online: bool
     instance: str
+    partition: str | None = None
+    role: Literal["active", "standby"] | None = None
+    """None in the last will: the broker sends it when the process is gone, whatever its role was."""
     ts: Timestamp | None = None
 
 
@@ -364,8 +387,10 @@ WHOLE_FRAME = "frame"
 
 
 class Motion(Message):
-    """Motion in one door zone of a camera. ``ts`` is when the change happened on the camera's clock: the
-    first moving frame for ``start``, the last for ``end``; ``update`` says more objects are in the zone."""
+    """Motion and presence in one door zone of a camera. ``ts`` is when the change happened on the camera's
+    clock: the first moving frame for ``start``, the last frame with someone present for ``end``; ``update``
+    says more objects are in the zone, or that they stopped (``still``) or move again. The episode lasts
+    while anyone is present, moving or not."""
 
     type: Literal["motion"]
     zone: Key
@@ -378,7 +403,14 @@ class Motion(Message):
     area: float = Field(ge=0, le=1)
     """Fraction of the zone in motion (for end: the episode's peak)."""
     objects: int = Field(ge=0, le=1000)
+    """Objects in the zone in the frame at ``ts``: moving, or present and standing still."""
     peak_objects: int = Field(ge=0, le=1000)
+    still: int = Field(0, ge=0, le=1000)
+    """On an update: how many of the objects stand still (nothing in the zone has moved for a couple of
+    seconds); an update with 0 says they move again. A still person keeps the episode open: present."""
+    absorbed: bool = False
+    """On an end: the zone stood still so long (minutes) that what stood there was learned into the
+    background (a bag left behind?); it ended by time, not because anyone was seen leaving."""
 
 
 class EvidenceItem(BaseModel):
@@ -386,7 +418,7 @@ class EvidenceItem(BaseModel):
     kind: Literal["snapshot", "clip"]
     sha256: Sha256
     """Of the plain content; the file is stored encrypted under this name in the evidence store."""
-    media_type: Literal["image/jpeg", "video/x-msvideo"]
+    media_type: Literal["image/jpeg", "video/x-msvideo", "video/webm"]
     bytes: int = Field(ge=1)
     frames: int = Field(ge=1)
     start: Timestamp
@@ -415,6 +447,20 @@ class SeenFace(BaseModel):
     encoding: list[Annotated[float, Field(ge=-4, le=4)]] = Field(min_length=128, max_length=128)
 
 
+class Liveness(BaseModel):
+    """Whether the face the camera saw is a live person or a presentation attack (a print, a screen)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    verdict: Literal["live", "spoof", "unknown"]
+    """``unknown``: too few usable frames of the face to tell (the bridge treats it as not verified)."""
+    score: float = Field(ge=0, le=1)
+    """How strongly the cues say attack (0 live, 1 attack); ``spoof`` at or above the worker's threshold."""
+    cues: dict[Annotated[str, Field(max_length=32)], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+        default={}, max_length=16)
+    """Each cue's measurement (e.g. planarity, blink, moire), for the audit log and tuning."""
+    reason: str = Field("", max_length=200)
+
+
 class FacesSeen(Message):
     """The answer to a FaceRequest: the faces in the frames around the badge."""
 
@@ -423,6 +469,10 @@ class FacesSeen(Message):
     frames: int = Field(ge=0, le=100)
     """Frames examined."""
     faces: list[SeenFace] = Field(default=[], max_length=8)
+    people: int | None = Field(None, ge=0, le=100)
+    """Most people the person detector counted in one frame of the window (faces turned away included)."""
+    liveness: Liveness | None = None
+    """Asked for by ``FaceRequest.liveness``."""
     error: str | None = Field(None, max_length=500)
 
 
@@ -436,6 +486,8 @@ class CameraStatus(Versioned):
     online: bool
     ts: Timestamp | None = None
     state: Literal["connecting", "online", "reconnecting", "error", "ended", "stopped"] | None = None
+    tamper: Literal["covered", "defocused", "moved", "frozen", "dark"] | None = None
+    """The stream is up but its picture cannot be trusted (``reason`` says why); None: a sound picture."""
     reason: str = Field("", max_length=500)
     fps: float | None = Field(None, ge=0, le=1000)
     width: int | None = Field(None, ge=1, le=16384)
@@ -466,6 +518,8 @@ class FaceRequest(AroundEvent):
     type: Literal["face_request"]
     before_s: float = Field(ge=0, le=10)
     after_s: float = Field(ge=0, le=10)
+    liveness: bool = False
+    """Also judge whether the face is live (a face-required door): the answer carries ``liveness``."""
 
 
 CameraRequest = Annotated[EvidenceRequest | FaceRequest, Field(discriminator="type")]
@@ -477,6 +531,7 @@ SCHEMAS: dict[str, Any] = {
     "controller-status": ControllerStatus,
     "command": command,
     "credential-sync": CredentialSync,
+    "receipt": Receipt,
     "bridge-status": BridgeStatus,
     "published-events": PublishedEvents,
     "door-state": DoorState,

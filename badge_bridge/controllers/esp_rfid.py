@@ -676,7 +676,7 @@ class EspRfidDriver(Driver):
         """The version of the user list last sent (``users_version``)."""
         for topic, channel in self.topics.inbound().items():
             # The retained availability is not delivered through a shared subscription, like the status topics.
-            ctx.link.route(topic, partial(self._receive, channel), shared=channel != "avty", sender=controller.key)
+            ctx.link.route(topic, partial(self._receive, channel), sender=controller.key)
 
     @classmethod
     def heard_on(cls, controller: ControllerConfig) -> str:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -28,11 +28,12 @@ from pydantic import ValidationError
 
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
+from badge_bridge.controllers.receipts import Receipts
 from badge_bridge.controllers.registry import heard_elsewhere
 from badge_bridge.events import Event
 from badge_bridge.ingest import Processor, describe_validation
-from badge_bridge.mqtt_client import Will, no_delay, refused, site_client
-from badge_bridge.topics import BRIDGE, Topics, shared
+from badge_bridge.mqtt_client import no_delay, refused, site_client
+from badge_bridge.topics import ANY, BRIDGE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ RECEIVE_MAXIMUM = 20_000
 """How many unacknowledged messages the broker may have in flight to us. Acks wait for a commit, so the
 window must be well above the writer's batch size: with a window of one batch, reading stops while that
 batch commits, and reading and committing take turns instead of overlapping."""
+
+SESSION_TAKEN_OVER = 142
+"""MQTT 5 DISCONNECT reason: another connection took this client id's session."""
 
 Ack = Callable[[], None]
 Handler = Callable[[str, bytes, Ack | None], None]
@@ -55,37 +59,62 @@ class MqttLink:
         self.config = config
         self.processor = processor
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.client = site_client(config, config.mqtt.client_id or f"badge-bridge-{config.site.instance}", role=BRIDGE,
-                                  will=Will(self.topics.bridge_status(), self._status(False)), manual_ack=True)
+        # No last will here: the session is the partition's, whose holder changes; each bridge process has
+        # its own status connection (instance_status.py).
+        client_id = config.mqtt.client_id or "badge-bridge"
+        if config.mqtt.client_id is None or config.partitioned:  # one session per partition, never shared
+            client_id = f"{client_id}-{config.site.instance}"
+        self.client = site_client(config, client_id, role=BRIDGE,
+                                  manual_ack=True)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._receiver(self._unknown)
+        self.client.on_pre_connect = self._pre_connect(self.client.on_pre_connect)
         self.connected = threading.Event()
+        self.receipts = Receipts()
+        """End-to-end receipts to the controllers on the contract (their drivers register)."""
+        self.before_connect: Callable[[], None] = lambda: None
+        """Called in paho's thread before every (re)connection; may wait, or raise OSError to skip the attempt
+        (the bridge: until its partition's lease is surely its own)."""
+        self.on_taken_over: Callable[[], None] = lambda: None
+        """The broker gave our session to another client with our id (reason 142: another bridge of the partition)."""
         self.unanswered: dict[int, float] = {}
         """Message id -> ``time.monotonic()`` of arrival, for messages not yet acknowledged (health)."""
-        self.routes: dict[str, tuple[Handler, bool]] = {}
-        """Topic filter -> (handler, in the shared subscription group)."""
+        self.routes: dict[str, Handler] = {}
+        """Topic filter -> its handler."""
         self.senders: dict[str, str] = {}
         """Topic -> the controller that publishes on it, for topics that do not name it (esp-rfid's)."""
         self.heard_elsewhere = heard_elsewhere(config)
         """Controllers that do not speak the contract: a message on their contract topics is an impostor's."""
         t = self.topics
-        self.route(t.controller_events(), self._contract(self._controller_event))
-        self.route(t.controller_status(), self._contract(self._controller_status), shared=False)
+        # A partition hears only its own devices (another partition's are not unknown, just not ours); a site
+        # of one partition hears every key, so a device missing from the site file is dead-lettered.
+        controllers = [ctl.key for ctl in config.controllers] if config.partitioned else [ANY]
+        cameras = [cam.key for cam in config.cameras] if config.partitioned else [ANY]
+        for key in controllers:
+            self.route(t.controller_events(key), self._contract(self._controller_event))
+            self.route(t.controller_status(key), self._contract(self._controller_status))
+        for key in cameras:
+            self.route(t.camera_events(key), self._contract(self._camera_event))
+            self.route(t.camera_status(key), self._contract(self._camera_status))
         self.route(t.console_commands(), self._contract(self._console_command))
-        self.route(t.camera_events(), self._contract(self._camera_event))
-        self.route(t.camera_status(), self._contract(self._camera_status), shared=False)
 
-    def _status(self, online: bool) -> str:
-        return c.BridgeStatus(online=online, instance=self.config.site.instance,
-                              ts=datetime.now(UTC)).model_dump_json(exclude_none=True)
+    def _pre_connect(self, rotate: Callable[[mqtt.Client, Any], None] | None) -> Callable[[mqtt.Client, Any], None]:
+        """Before each (re)connection: the bridge's gate first (the lease), then the turn to the next broker of
+        ``mqtt.brokers`` (mqtt_client.Failover), which paho's one pre-connect callback also serves."""
 
-    def route(self, topic_filter: str, handler: Handler, *, shared: bool = True, sender: str | None = None) -> None:
-        """Hand the messages on ``topic_filter`` to ``handler`` (register before ``start``). ``shared``: in the
-        site's shared subscription group, which does not deliver retained messages (so not for a retained
-        state); ``sender``: the controller that publishes on it, for a topic that does not name it."""
-        self.routes[topic_filter] = (handler, shared)
+        def pre_connect(client: mqtt.Client, userdata: Any) -> None:
+            self.before_connect()
+            if rotate is not None:
+                rotate(client, userdata)
+
+        return pre_connect
+
+    def route(self, topic_filter: str, handler: Handler, *, sender: str | None = None) -> None:
+        """Hand the messages on ``topic_filter`` to ``handler`` (register before ``start``). ``sender``: the
+        controller that publishes on it, for a topic that does not name it."""
+        self.routes[topic_filter] = handler
         if sender is not None:
             self.senders[topic_filter] = sender
         self.client.message_callback_add(topic_filter, self._receiver(handler))
@@ -99,11 +128,10 @@ class MqttLink:
         self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, keepalive=self.config.mqtt.keepalive_s,
                                   clean_start=False, properties=props)
         self.client.loop_start()
+        self.receipts.start()
 
     def stop(self) -> None:
-        if self.connected.is_set():
-            self.client.publish(self.topics.bridge_status(), self._status(False), qos=1,
-                                retain=True).wait_for_publish(5)
+        self.receipts.stop()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -113,9 +141,7 @@ class MqttLink:
             log.error("%s", refused(self.config, reason))
             return
         no_delay(client)
-        group = self.config.mqtt.shared_group
-        client.subscribe([(shared(group, f) if in_group else f, 1) for f, (_, in_group) in self.routes.items()])
-        client.publish(self.topics.bridge_status(), self._status(True), qos=1, retain=True)
+        client.subscribe([(f, 1) for f in self.routes])
         self.connected.set()
         log.info("MQTT connected to %s:%s (session %s)", self.config.mqtt.host, self.config.mqtt.port,
                  "resumed" if getattr(_flags, "session_present", False) else "new")
@@ -123,6 +149,8 @@ class MqttLink:
     def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object, reason: mqtt.ReasonCode,
                        _props: object) -> None:
         self.connected.clear()
+        if reason == SESSION_TAKEN_OVER:
+            self.on_taken_over()
         self.unanswered.clear()  # the broker redelivers them on the resumed session
         self.processor.link_lost()
         log.warning("MQTT disconnected (%s); reconnecting", reason)
@@ -146,7 +174,7 @@ class MqttLink:
     def deliver(self, topic: str, payload: bytes, ack: Ack | None) -> None:
         """Process a message as if it had arrived on ``topic``, routed as paho routes it (the fuzz oracle's
         way in, without a broker)."""
-        handler = next((h for f, (h, _) in self.routes.items() if mqtt.topic_matches_sub(f, topic)), self._unknown)
+        handler = next((h for f, h in self.routes.items() if mqtt.topic_matches_sub(f, topic)), self._unknown)
         self._deliver(handler, topic, payload, ack)
 
     def _deliver(self, handler: Handler, topic: str, payload: bytes, ack: Ack | None) -> None:
@@ -158,10 +186,13 @@ class MqttLink:
             else:
                 handler(topic, payload, ack)
         except Exception as exc:  # a bug in a parser or handler: dead-letter the message, never leave it unacked
-            log.exception("processing a message on %s failed", topic)
-            self.processor.reject(self._sender(topic), "internal_error",
-                                  f"the bridge failed on this message ({type(exc).__name__}); see its log",
-                                  payload, where=topic, ack=ack)
+            self._internal_error(topic, payload, ack, exc)
+
+    def _internal_error(self, topic: str, payload: bytes, ack: Ack | None, exc: Exception) -> None:
+        log.exception("processing a message on %s failed", topic)
+        self.processor.reject(self._sender(topic), "internal_error",
+                              f"the bridge failed on this message ({type(exc).__name__}); see its log",
+                              payload, where=topic, ack=ack)
 
     def _ack_once(self, client: mqtt.Client, mid: int, qos: int) -> Ack:
         """The message's acknowledgement; a second call (a handler that failed after acknowledging) is a
@@ -210,7 +241,13 @@ class MqttLink:
 
     def _controller_event(self, sender: str, topic: str, payload: bytes, ack: Ack | None) -> None:
         if not self._impostor(topic, payload, ack):
-            self.processor.controller_event(sender, c.controller_event.validate_json(payload), payload, topic, ack)
+            msg = c.controller_event.validate_json(payload)
+            if msg.type != "heartbeat":  # a controller keeps every event but heartbeats until their receipt
+                ack = self.receipts.track(sender, msg.id, ack)
+            try:
+                self.processor.controller_event(sender, msg, payload, topic, ack)
+            except Exception as exc:  # dead-lettered with the tracked ack: it is receipted, never tracked for ever
+                self._internal_error(topic, payload, ack, exc)
 
     def _controller_status(self, sender: str, topic: str, payload: bytes, ack: Ack | None) -> None:
         if self._impostor(topic, payload, ack):

@@ -5,9 +5,12 @@ reads for every controller (link.py)."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from functools import cached_property
 
 from badge_bridge.config import ControllerConfig
+from badge_bridge.controllers import contract as c
 from badge_bridge.controllers.command_mac import sealed
 from badge_bridge.controllers.driver import Command, Context, Driver
 from badge_bridge.snapshot import Snapshot
@@ -21,6 +24,7 @@ class ContractController(Driver):
         super().__init__(ctx, controller)
         self._synced: str | None = None
         """The version of the offline list last published."""
+        ctx.link.receipts.register(controller.key, self.receipt)
 
     @cached_property
     def _sync_key(self) -> bytes:
@@ -29,6 +33,12 @@ class ContractController(Driver):
     def send(self, command: Command) -> None:
         self.ctx.link.publish(self.ctx.link.topics.controller_commands(self.controller.key),
                               sealed(command, self._sync_key))
+
+    def receipt(self, ids: list[str]) -> None:
+        """These events are committed to the audit log (controllers/receipts.py); sealed like a command."""
+        receipt = c.Receipt(type="receipt", id=f"r-{uuid.uuid4().hex}", ts=datetime.now(UTC), ids=ids)
+        self.ctx.link.publish(self.ctx.link.topics.controller_receipts(self.controller.key),
+                              sealed(receipt, self._sync_key))
 
     def sync(self, snapshot: Snapshot) -> None:
         """Retained, so a controller that reconnects has it."""

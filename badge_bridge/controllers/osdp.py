@@ -16,7 +16,12 @@ libosdp calls back from inside its refresh (on the bus arbiter's thread, osdp_li
 from there, and a Python exception in a channel method wedges it; so callbacks only queue, and one dispatcher
 thread per bus talks to the processor, reopens a vanished port, and brings back a reader that dropped off by
 disabling and re-enabling it (at once the first time, then every ``retry_s``) instead of waiting out libosdp's
-five-minute back-off. Commands are submitted from whichever thread decided them (never the arbiter's), and
+five-minute back-off.
+
+The bus is the site file's controller, and a bus has no status message or last will of its own: it is online
+while its port is open and at least one of its readers answers, offline (``controller.offline``) once neither
+has been so for ``OFFLINE_AFTER_S`` (the adapter pulled, the cable cut, every reader dead). Without this the
+bridge never heard the controller and reported it offline 30 s after starting, its doors with it. Commands are submitted from whichever thread decided them (never the arbiter's), and
 the arbiter sends them at the next free moment on the line.
 """
 
@@ -204,6 +209,9 @@ class OsdpBus(Driver):
                                                                          / controller.baud))
         """How long a reader that could not be brought back is left to reconnect before it is asked again."""
         self.inbox: queue.Queue[tuple[int, dict[str, object]] | None] = queue.Queue()
+        self.link = Incident(OFFLINE_AFTER_S, 0.0)
+        """The bus as the controller: trouble while the port is gone or no reader answers (``_watch_link``);
+        online again as soon as one answers."""
         self.stats = BusStats()
         self.nonce = secrets.token_hex(4)
         self._seq = 0
@@ -307,6 +315,7 @@ class OsdpBus(Driver):
     def _tick(self, now: float) -> None:
         self._expire_pending()
         self._watch_port(now)
+        self._watch_link(now)
         for address, state in self.readers.items():
             if state.install_until is not None and now >= state.install_until:
                 self._end_install_mode(address, state, now)
@@ -355,6 +364,7 @@ class OsdpBus(Driver):
             else:
                 state.offline.trouble(now)
                 if was:
+                    log.info("OSDP reader %s dropped off the bus: asking it back", state.config.key)
                     state.retry_at = now  # dropped while online (one bad frame will do): ask again at once
                 elif state.retry_at is None:
                     state.retry_at = now + self.retry_s
@@ -560,6 +570,24 @@ class OsdpBus(Driver):
             log.warning("OSDP bus %s: port %s is back", self.controller.key, self.controller.port)
             for state in self.readers.values():
                 state.retry_at = now
+
+    def _watch_link(self, now: float) -> None:
+        """Report the bus (the controller) online once a reader answers on a healthy port, offline once none
+        has for ``OFFLINE_AFTER_S``. Before the first reader answers nothing is said: the bridge's own start
+        check reports a controller never heard from (``Liveness.silent``)."""
+        if self.port.healthy and any(state.online for state in self.readers.values()):
+            self.link.well(now)
+        elif self.link.reported is not None:
+            self.link.trouble(now, f"port {self.controller.port}: {self.port.error}" if not self.port.healthy
+                              else "no reader on the bus answers")
+        change = self.link.due(now)
+        if change is None:
+            return
+        status = c.ControllerStatus(online=not change, ts=datetime.now(UTC))
+        where = f"osdp:{self.controller.key}"
+        if change:
+            log.warning("OSDP bus %s is offline: %s", self.controller.key, self.link.detail.get("why"))
+        self.processor.controller_status(self.controller.key, status, status.model_dump_json().encode(), where, None)
 
     def _restart(self, address: int, now: float) -> None:
         """Ask libosdp to try the reader again now rather than after its own five-minute back-off: disable it

@@ -198,13 +198,15 @@ class ReaderChannel(Channel):
 class ReaderPanel(ControlPanel):
     """libosdp's control panel for one reader, run by the bus's arbiter (never by a thread of its own), under
     the arbiter's lock. Events go to the handler only: the binding would also keep each in a queue that
-    nobody reads, which grows for as long as the bus runs."""
+    nobody reads, which grows for as long as the bus runs. libosdp logs its errors only: its warnings are its
+    own retries (a reply late, asked again), and what comes of them reaches the bridge's log as a reader
+    dropping off the bus and, if it stays off, its alarm (osdp.py)."""
 
     ctx: Any  # libosdp's C context; None once torn down
 
     def __init__(self, info: PDInfo, lock: threading.Lock, event_handler: Callable[[int, dict[str, object]], int]
                  ) -> None:
-        super().__init__([info], log_level=LogLevel.Warning, event_handler=event_handler)
+        super().__init__([info], log_level=LogLevel.Error, event_handler=event_handler)
         self.lock = lock
 
     def _internal_event_handler(self, pd: int, event: dict[str, object]) -> int:

@@ -38,11 +38,15 @@ from badge_bridge.policy import (
     decide,
 )
 from badge_bridge.presence import Presence
+from badge_bridge.records import alarm_raised
 from badge_bridge.snapshot import CredentialRecord, Snapshot
 
 log = logging.getLogger(__name__)
 
 REQUEST_MAX_AGE = timedelta(seconds=10)
+_FACE_DENIALS = {"timeout": Reason.FACE_TIMEOUT, "spoof": Reason.FACE_SPOOF,
+                 "unverified_liveness": Reason.FACE_LIVENESS_UNVERIFIED}
+"""Face outcomes that deny outright, with their reason, instead of deciding again."""
 
 
 @dataclass
@@ -83,11 +87,16 @@ class AccessDecisions:
 
     def credential(self, controller: str, eid: str, msg: c.CredentialPresented, now: datetime) -> Emitted:
         reader = self.wiring.reader_of(controller, msg.reader)
-        if msg.offline is not None and self.presence.heard_online(controller, msg.ts):
+        if (msg.offline is not None and not self.wiring.decides_alone(controller)
+                and self.presence.heard_online(controller, msg.ts)):
             raise Rejected("offline_while_online", f"an offline decision dated {msg.ts.isoformat()}, when "
                                                    f"controller {controller!r} was online with the bridge")
         fmt, number = _card(msg.card)
         record = self.snapshot.credential(fmt, number)
+        if record is None and self.wiring.decides_alone(controller):
+            # an esp-rfid is synced each card number as it prints uids, in lower case: "04A1B2C3" enrolled
+            # reaches it, and comes back, as "04a1b2c3"
+            record = self.snapshot.credential(fmt, number.upper())
         door = self.snapshot.doors[reader.door]
         factors: set[Factor] = {Factor.CARD}
         failed: set[Factor] = set()
@@ -116,10 +125,13 @@ class AccessDecisions:
             return []
         if outcome == "verified":
             a.factors.add(Factor.FACE)
-        elif outcome in ("mismatch", "several"):
+        elif outcome in ("mismatch", "several", "spoof", "unverified_liveness"):
             a.failed.add(Factor.FACE)
         # absent: nobody faced the camera, the factor is missing (face_required), not failed
-        decision = (Decision(False, Reason.FACE_TIMEOUT) if outcome == "timeout"
+        # spoof and unverified_liveness deny whatever else the request has: a photo never stands for the face,
+        # and a face not known to be live is not verified (fail secure; docs/faces.md "Liveness").
+        denied = _FACE_DENIALS.get(outcome)
+        decision = (Decision(False, denied) if denied is not None
                     else decide(a.record.view if a.record else None, a.request(), self.state))
         return self._conclude(a, decision, f"{eid}:face", now)
 
@@ -133,11 +145,17 @@ class AccessDecisions:
                                      "factors": sorted(f.value for f in a.factors)}
         if a.failed:
             detail["failed"] = sorted(f.value for f in a.failed)
+        disagrees = False
         if msg.offline is not None:
             # The controller decided alone; record its decision, and what the bridge would have said.
             granted, reason = msg.offline.granted, msg.offline.reason
             detail.update(offline=True, bridge_reason=decision.reason.value, sync_version=msg.offline.sync_version)
             actuate = False
+            # A device that always decides alone let in someone the bridge refuses (a stale list, or a forged
+            # report on its topic): flagged and an alarm, never a quiet green line.
+            disagrees = granted and not decision.granted and self.wiring.decides_alone(a.controller)
+            if disagrees:
+                detail["flagged"] = True
         else:
             granted, reason = decision.granted, decision.reason.value
             actuate = now - msg.ts <= REQUEST_MAX_AGE
@@ -150,7 +168,8 @@ class AccessDecisions:
         detail["reason"] = reason
         Counters.bump(self.counters.decisions, ("granted" if granted else "denied", reason))
         if granted:
-            self.doors.authorize(door.key, msg.ts)
+            # a device's claimed time ahead never pre-authorizes the door
+            self.doors.authorize(door.key, min(msg.ts, now) if msg.offline is not None else msg.ts)
             if msg.offline is not None and view is not None:
                 self.state.location[view.person_id] = door.destination(reader.direction) or ""
         if actuate:
@@ -165,8 +184,12 @@ class AccessDecisions:
             self.send(a.controller, command)
         kind = EventKind.ACCESS_GRANTED if granted else EventKind.ACCESS_DENIED
         log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
-        return [(Event(id=eid, kind=kind, source=a.controller, ts=msg.ts, door=door.key, subject=subject,
-                       detail=detail), None)]
+        emitted: Emitted = [(Event(id=eid, kind=kind, source=a.controller, ts=msg.ts, door=door.key, subject=subject,
+                                   detail=detail), None)]
+        if disagrees:
+            emitted.append(alarm_raised(EventKind.ACCESS_DEVICE_DISAGREES, door=door.key, source=a.controller,
+                                        cause=eid, ts=msg.ts, detail={"bridge_reason": decision.reason.value}))
+        return emitted
 
     def _await_face(self, a: Attempt, now: datetime) -> Emitted:
         """Everything else allows the request; the door's camera must now see the holder's face. The
@@ -176,6 +199,8 @@ class AccessDecisions:
         subject = _subject(a.record, a.fmt, a.number)
         if not self.cameras.enrolled(person):
             return self._conclude(a, Decision(False, Reason.FACE_REQUIRED), a.eid, now)
+        if self.cameras.blind(a.door.key):  # fail secure: a covered camera's answer cannot be trusted
+            return self._conclude(a, Decision(False, Reason.FACE_CAMERA_BLIND), a.eid, now)
         self.face_waiting[a.eid] = a
         self.cameras.request_faces(a.eid, a.door.key, person, subject, a.msg.ts, mode="required")
         return [(Event(id=f"{a.eid}:face-check", kind=EventKind.ACCESS_FACE_CHECK, source=a.controller, ts=a.msg.ts,

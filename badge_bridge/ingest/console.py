@@ -3,6 +3,11 @@ state change, the controllers get their commands, and the command is audited wit
 
 Kept apart from the device paths because its input is a person's intent, not a device's report: it names
 doors and areas rather than readers, and it overrides what ``decide()`` would say (a lockdown).
+
+In a site of several partitions every partition's bridge receives every command: each acts on the doors it
+serves and says nothing about the others' doors (``config.foreign_doors``: theirs, not unknown), and audits
+it in its own chain as ``console:<id>@<partition>`` (an event id is unique across all chains). A site
+lockdown also sets the shared ``lockdown`` fact, which a partition that was down reads at its start.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from badge_bridge.cameras import Emitted
+from badge_bridge.config import SiteConfig
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import DoorMonitor
 from badge_bridge.events import Event
@@ -24,8 +30,11 @@ LOCKS = {"unlock": "unlocked", "lock": "locked", "lockdown": "lockdown", "lift_l
 
 
 class ConsoleCommands:
-    def __init__(self, wiring: Wiring, doors: DoorMonitor, state: AccessState, send: SendCommand,
+    def __init__(self, config: SiteConfig, wiring: Wiring, doors: DoorMonitor, state: AccessState, send: SendCommand,
                  on_door: Callable[[str], None]) -> None:
+        self.foreign = frozenset(config.foreign_doors)
+        self.areas = frozenset(a.key for a in config.areas)
+        self.suffix = f"@{config.site.instance}" if config.partitioned else ""
         self.wiring = wiring
         self.doors = doors
         self.state = state
@@ -33,8 +42,11 @@ class ConsoleCommands:
         self.on_door = on_door
 
     def command(self, cmd: c.ConsoleCommand, now: datetime) -> Emitted:
-        """Carry out ``cmd``; ``Rejected`` (before anything changed) when it names no door it can act on."""
+        """Carry out ``cmd``; nothing when it names doors of other partitions only; ``Rejected`` (before anything
+        changed) when it names no door of the site it can act on."""
         doors = self._doors(cmd)
+        if doors is None:
+            return []
         until = now + timedelta(seconds=cmd.duration_s) if cmd.type == "unlock" and cmd.duration_s else None
         for door in doors:
             self.doors.set_lock(door, LOCKS[cmd.type], until)
@@ -47,19 +59,24 @@ class ConsoleCommands:
             self.state.lockdown_all = False
             self.state.lockdown_doors -= doors
         self._send(cmd, doors, now)
-        event = Event(id=f"console:{cmd.id}", kind=f"console.{cmd.type}", source="console",
+        event = Event(id=f"console:{cmd.id}{self.suffix}", kind=f"console.{cmd.type}", source="console",
                       ts=cmd.ts, door=cmd.door, subject={"user": cmd.user},
                       detail={"reason": cmd.reason, "doors": sorted(doors), "area": cmd.area,
                               "duration_s": cmd.duration_s})
         return [(event, None)]
 
-    def _doors(self, cmd: c.ConsoleCommand) -> set[str]:
+    def _doors(self, cmd: c.ConsoleCommand) -> set[str] | None:
+        """The doors of ours ``cmd`` names; None: only doors another partition serves."""
         if cmd.door is not None:
+            if cmd.door in self.foreign:
+                return None
             if cmd.door not in self.wiring.doors:
                 raise Rejected("unknown_door", f"door {cmd.door!r} is not in the site file")
             return {cmd.door}
         if cmd.area is not None:
             if cmd.area not in self.wiring.area_doors:
+                if self.foreign and cmd.area in self.areas:
+                    return None  # its doors are all another partition's
                 raise Rejected("unknown_area", f"area {cmd.area!r} has no doors in the site file")
             return set(self.wiring.area_doors[cmd.area])
         if cmd.type in ("unlock", "lock"):

@@ -49,7 +49,7 @@ next write), a timed unlock past its end (the door is relocked at start and that
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -62,6 +62,7 @@ from sqlalchemy.orm import Session
 from badge_bridge.audit.writer import Effect
 from badge_bridge.controllers import contract as c
 from badge_bridge.doors import DoorMonitor, DoorStatus
+from badge_bridge.failover.shared_state import announce
 from badge_bridge.ingest.commands import command_id
 from badge_bridge.models import SiteState
 from badge_bridge.policy import AccessState, Change
@@ -138,13 +139,15 @@ def _door_row(status: DoorStatus) -> Row:
     return f"{DOOR}{status.key}", row.model_dump_json()
 
 
-def effect(chain_id: str, rows: list[Row], event_id: str, now: datetime) -> Effect:
-    """Writes ``rows`` for the audit entry ``event_id``, in its transaction."""
-    gone = [(chain_id, key) for key, value in rows if value is None]
-    kept = [(chain_id, key, value, event_id) for key, value in rows if value is not None]
+def effect(partition: str, rows: list[Row], event_id: str, now: datetime) -> Effect:
+    """Writes ``rows`` for the audit entry ``event_id`` of ``partition``, in its transaction, and announces
+    their keys to the other partitions when it commits (``failover.shared_state``, PostgreSQL)."""
+    gone = [(key,) for key, value in rows if value is None]
+    kept = [(key, value, event_id, partition) for key, value in rows if value is not None]
 
     def write(conn: Connection) -> None:
         upsert, remove, stamp = _statements(conn)
+        announce(conn, partition, (key for key, _ in rows))
         if gone:
             conn.exec_driver_sql(remove, gone)
         if kept:
@@ -163,10 +166,12 @@ def _statements(conn: Connection) -> tuple[str, str, Callable[[datetime], object
     dialect = conn.dialect
     if dialect.name not in _SQL:
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        upsert = (f'INSERT INTO site_state (chain_id, "key", value, event_id, updated_at) VALUES ({mark}, {mark}, '
-                  f'{mark}, {mark}, {mark}) ON CONFLICT (chain_id, "key") DO UPDATE SET value = excluded.value, '
-                  'event_id = excluded.event_id, updated_at = excluded.updated_at')
-        remove = f'DELETE FROM site_state WHERE chain_id = {mark} AND "key" = {mark}'
+        upsert = (f'INSERT INTO site_state ("key", value, event_id, "partition", updated_at) VALUES ({mark}, {mark}, '
+                  f'{mark}, {mark}, {mark}) ON CONFLICT ("key") DO UPDATE SET value = excluded.value, '
+                  'event_id = excluded.event_id, "partition" = excluded."partition", updated_at = excluded.updated_at '
+                  # two partitions deciding about one person: the later decision stands, whichever commits last
+                  'WHERE site_state.updated_at <= excluded.updated_at')
+        remove = f'DELETE FROM site_state WHERE "key" = {mark}'
         bind = SiteState.__table__.c.updated_at.type.bind_processor(dialect)
         _SQL[dialect.name] = (upsert, remove, bind or (lambda value: value))
     return _SQL[dialect.name]
@@ -175,9 +180,9 @@ def _statements(conn: Connection) -> tuple[str, str, Callable[[datetime], object
 # --- at start ---------------------------------------------------------------------------------------
 
 
-def load(session: Session, chain_id: str) -> list[tuple[str, str]]:
-    return [(key, value) for key, value in session.execute(
-        select(SiteState.key, SiteState.value).where(SiteState.chain_id == chain_id).order_by(SiteState.key))]
+def load(session: Session) -> list[tuple[str, str]]:
+    """Every fact of the site: each partition restores the positions and lockdowns and its own doors' rows."""
+    return [(key, value) for key, value in session.execute(select(SiteState.key, SiteState.value).order_by(SiteState.key))]
 
 
 @dataclass
@@ -204,26 +209,32 @@ class Restored:
 
 
 def restore(rows: Iterable[tuple[str, str]], state: AccessState, doors: DoorMonitor, windows: dict[str, float],
-            now: datetime) -> Restored:
-    """Put the rows back into ``state`` and ``doors``. ``windows``: each two-person door's window in seconds.
-    Timed unlocks already over are restored as they were: the caller relocks them (``DoorMonitor.relock``)
-    so that is audited."""
+            now: datetime, foreign: Collection[str] = ()) -> Restored:
+    """Put the rows back into ``state`` and ``doors``. ``windows``: each two-person door's window in seconds;
+    ``foreign``: the site's doors other partitions serve, whose rows are theirs. Timed unlocks already over
+    are restored as they were: the caller relocks them (``DoorMonitor.relock``) so that is audited."""
     found = Restored()
     expired: list[Change] = []
     for key, value in rows:
+        if door_of(key) in foreign:
+            continue
         try:
             _restore_row(key, value, state, doors, windows, now, found, expired)
         except ValueError as exc:  # pydantic's ValidationError is one
             found.unreadable.append(key)
             log.error("site state %r cannot be read (%s); taken as its safe value", key, str(exc).splitlines()[0])
             _safe(key, state, doors)
-    for door in list(doors.doors) if state.lockdown_all else state.lockdown_doors:
+    added: list[Change] = []
+    if state.lockdown_all:  # each of our doors too, as the site lockdown given here would have (shared_facts)
+        added = [("lockdown_door", door) for door in doors.doors if door not in state.lockdown_doors]
+        state.lockdown_doors |= set(doors.doors)
+    for door in state.lockdown_doors:
         doors.set_lock(door, "lockdown")
     found.lockdown_all, found.lockdown_doors = state.lockdown_all, sorted(state.lockdown_doors)
     found.unlocked = {s.key: s.unlocked_until for s in doors.doors.values() if s.lock == "unlocked"}
     found.open_doors = [s.key for s in doors.doors.values() if s.contact == "open"]
     state.journal.clear()
-    state.journal.update(expired)  # their rows go with the next write
+    state.journal.update(expired + added)  # their rows go with the next write
     doors.changed.clear()
     return found
 
@@ -262,12 +273,55 @@ def _restore_row(key: str, value: str, state: AccessState, doors: DoorMonitor, w
         raise ValueError("not a key this bridge writes")
 
 
+def replace(key: str, value: str | None, state: AccessState, doors: DoorMonitor, windows: dict[str, float],
+            now: datetime) -> bool:
+    """Set one fact to what another partition committed (``value`` None: its row is gone, the default), as
+    a start would read it: a row that cannot be read is taken as its safe value (and False is returned).
+    Door facts must name a door of ``doors``; the caller sets the locks the lockdowns imply."""
+    try:
+        _reset(key, state, doors)
+        if value is not None:
+            _restore_row(key, value, state, doors, windows, now, Restored(), [])
+    except ValueError as exc:
+        log.error("site state %r from another partition cannot be read (%s); taken as its safe value", key,
+                  str(exc).splitlines()[0])
+        _safe(key, state, doors)
+        return False
+    return True
+
+
+def _reset(key: str, state: AccessState, doors: DoorMonitor) -> None:
+    """A fact back to its default: what no row means."""
+    if key == LOCKDOWN:
+        state.lockdown_all = False
+    elif key.startswith(LOCKDOWN_DOOR):
+        state.lockdown_doors.discard(key[len(LOCKDOWN_DOOR):])
+    elif key.startswith(DOOR):
+        status = doors.doors[_door(key[len(DOOR):], doors)]
+        if status.lock == "unlocked":
+            doors.set_lock(status.key, "locked")
+        if status.contact == "open":
+            status.contact, status.opened_at = "closed", None
+    elif key.startswith(POSITION):
+        state.location.pop(_person(key[len(POSITION):]), None)
+    elif key.startswith(TWO_PERSON):
+        state.waiting.pop(key[len(TWO_PERSON):], None)
+
+
 def _safe(key: str, state: AccessState, doors: DoorMonitor) -> None:
     """The safe reading of a row that could not be read: only a lockdown has one that is not the default."""
     if key == LOCKDOWN:
         state.lockdown_all = True
     elif key.startswith(LOCKDOWN_DOOR) and key[len(LOCKDOWN_DOOR):] in doors.doors:
         state.lockdown_doors.add(key[len(LOCKDOWN_DOOR):])
+
+
+def door_of(key: str) -> str | None:
+    """The door a fact's key names (a door's lock, its lockdown, its two-person wait), None for the others."""
+    for prefix in (LOCKDOWN_DOOR, DOOR, TWO_PERSON):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return None
 
 
 def _door(door: str, doors: DoorMonitor) -> str:

@@ -26,13 +26,14 @@ from badge_bridge.doors import DoorMonitor
 from badge_bridge.events import InvalidEvent
 from badge_bridge.ingest import persist
 from badge_bridge.ingest.access import AccessDecisions
-from badge_bridge.ingest.admission import Admission, Rejected
+from badge_bridge.ingest.admission import Admission, Rejected, Retransmitted, digest
 from badge_bridge.ingest.commands import SendCommand
 from badge_bridge.ingest.console import ConsoleCommands
 from badge_bridge.ingest.console_auth import ConsoleAuthority, Forged
 from badge_bridge.ingest.counters import Counters
 from badge_bridge.ingest.door_events import DoorEvents
 from badge_bridge.ingest.liveness import Liveness
+from badge_bridge.ingest.shared_facts import SharedFacts
 from badge_bridge.ingest.wiring import Wiring
 from badge_bridge.policy import AccessState
 from badge_bridge.presence import Presence
@@ -77,14 +78,20 @@ class Processor:
                                        self._counters)
         self._door_events = DoorEvents(wiring, doors, on_door, config.site.instance)
         self._liveness = Liveness(wiring, doors, presence, on_door, clock, started)
-        self._console = ConsoleCommands(wiring, doors, state, send, on_door)
+        self._console = ConsoleCommands(config, wiring, doors, state, send, on_door)
+        self._shared = SharedFacts(config, wiring, state, doors, send, on_door)
+        self._changed_at: dict[str, datetime] = {}
+        """Fact key -> when this bridge last changed it (``apply_shared`` keeps a newer decision of ours)."""
 
     # --- what the bridge sets and asks -----------------------------------------------------------------
 
     def remember(self, event_ids: list[str]) -> None:
-        """Ids already in the log (loaded at start), so a replay after a restart is recognised."""
+        """Ids already in the log (loaded at start), so a replay after a restart is recognised. A console
+        command is logged per partition (``console:<id>@<partition>``) and checked as ``console:<id>``."""
+        suffix = f"@{self.config.site.instance}"
         with self._lock:
-            self._admission.remember(event_ids)
+            self._admission.remember([eid.removesuffix(suffix) if eid.startswith("console:") else eid
+                                      for eid in event_ids])
 
     def restore_alarms(self, alarms: list[tuple[str, str]]) -> None:
         """Door alarms still open in the log at start, as (door, kind)."""
@@ -97,7 +104,7 @@ class Processor:
         with self._lock:
             now = self._clock()
             windows = {d.key: d.two_person_window_s for d in self.config.doors if d.two_person}
-            restored = persist.restore(rows, self._state, self._doors, windows, now)
+            restored = persist.restore(rows, self._state, self._doors, windows, now, frozenset(self.config.foreign_doors))
             self._emit(self._door_events.relock(now), None)
             log.info("state restored from the database: %s", restored.summary())
             return restored
@@ -116,10 +123,6 @@ class Processor:
     def set_snapshot(self, snapshot: Snapshot) -> None:
         with self._lock:
             self._access.snapshot = snapshot
-
-    def checks_faces(self) -> bool:
-        """Whether any door checks faces, so the bridge needs the enrolled faces in memory."""
-        return bool(self._cameras.face_doors)
 
     def set_gallery(self, gallery: Gallery) -> None:
         """The enrolled faces, decrypted; loaded at start and again with every change to people."""
@@ -149,10 +152,13 @@ class Processor:
             now = self._clock()
             try:
                 self._wiring.known(controller)
-                self._admission.check(controller, msg, now)
+                self._admission.check(controller, msg, now, digest(payload))
                 self._liveness.heard_from(controller, now)
                 Counters.bump(self._counters.events_in, msg.type)
                 events = self._dispatch(controller, msg, now)
+            except Retransmitted:  # decided before: its receipt goes again once that is committed (receipts.py)
+                Counters.bump(self._counters.retransmitted, controller)
+                events = []
             except (Rejected, InvalidEvent) as exc:
                 events = self._refusal(controller, exc, payload, where, now)
             self._emit(events, ack)
@@ -265,6 +271,15 @@ class Processor:
                 self._emit(self._access.face_verdict(eid, "timeout", now), None)
             self._emit(self._door_events.held_open(now), None)
 
+    def apply_shared(self, facts: list[tuple[str, str | None, datetime | None]], origin: str) -> None:
+        """Facts another partition committed (``failover.shared_state``): kept in memory, not written again;
+        a lockdown reaching our doors is commanded and audited. A fact decided before our own latest change of
+        it is older news (its notification overtook our commit): ours stands."""
+        with self._lock:
+            newer = [(key, value) for key, value, at in facts
+                     if at is None or key not in self._changed_at or at >= self._changed_at[key]]
+            self._emit(self._shared.apply(newer, origin, self._clock()), None)
+
     # --- refusals and the audit log ------------------------------------------------------------------
 
     def reject(self, source: str, code: str, reason: str, payload: bytes, *, where: str, ack: Ack | None) -> None:
@@ -286,8 +301,10 @@ class Processor:
         message changed (``persist``), so that commits with it."""
         if events and (self._state.journal or self._doors.changed):
             event, effect = events[-1]
-            events = [*events[:-1], (event, _both(effect, persist.effect(
-                self.config.site.instance, persist.take(self._state, self._doors), event.id, self._clock())))]
+            now, rows = self._clock(), persist.take(self._state, self._doors)
+            self._changed_at.update((key, now) for key, _ in rows)
+            events = [*events[:-1], (event, _both(effect, persist.effect(self.config.site.instance, rows, event.id,
+                                                                         now)))]
         for i, (event, effect) in enumerate(events):
             last = i == len(events) - 1
             self._cameras.observe(event)

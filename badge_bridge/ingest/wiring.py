@@ -46,6 +46,11 @@ class Wiring:
                 mine.setdefault(controller, []).append(door)
         return dict(sorted(mine.items()))
 
+    def decides_alone(self, controller: str) -> bool:
+        """A stock esp-rfid decides every card itself, from the user list the bridge syncs to it: each of its
+        reports is the device's own decision, whether or not the bridge hears it online."""
+        return self.controllers[controller].kind == "esp-rfid"
+
     def reader_of(self, controller: str, reader: str) -> ReaderConfig:
         config = self.readers.get(reader)
         if config is None or config.controller != controller:

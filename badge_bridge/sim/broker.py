@@ -127,6 +127,16 @@ class Broker:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def kill(self, *, keep_persistence: bool = True) -> None:
+        """``kill -9``: nothing is saved beyond the last autosave. ``keep_persistence=False`` also deletes what
+        it had saved, as a broker that restarts empty (persistence off, or a lost disk)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+        if not keep_persistence:
+            (self.dir / "mosquitto.db").unlink(missing_ok=True)
+
     def restart(self, down_s: float = 0.5) -> None:
         self.stop()
         time.sleep(down_s)

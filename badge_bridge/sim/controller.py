@@ -5,16 +5,19 @@ Used by the tests and by ``make demo``. It behaves like a real controller would:
 - connects with a last will (retained ``{"v":1,"online":false}`` on its status topic) and publishes a
   retained ``online: true`` status on every connect;
 - publishes its events at QoS 1 with ids unique per run (``<run nonce>.<sequence>``) and device times in
-  UTC; paho keeps unacknowledged publishes and sends them again after a reconnect, so events survive a
-  broker restart;
+  UTC, and keeps each (but heartbeats) in its outbox (outbox.py) until the bridge's receipt names it (checked
+  like a command), publishing it again, same id, same bytes, after ``receipt_timeout_s`` and after every
+  reconnection: events survive a broker killed before its disk had them;
+- fails over along ``brokers`` (mqtt_client.Failover) when its broker goes;
 - acts only on commands with a valid MAC under its sync key and an id it has not acted on, and takes only
   a newer credential sync with a valid MAC (command_mac.py);
   anything else it refuses, logs, lists in ``refused`` and reports to the bridge as a tamper;
 - obeys commands: a grant lets a "person" walk through (door contact opens shortly after and closes after a
   fraction of the open time), unlock / lock / lockdown change ``lock_state``;
-- keeps the last credential sync and decides alone while the bridge is away (its retained ``bridge/status``
-  says offline, its own broker connection is down, or ``go_offline()``), reporting the decision in the
-  event's ``offline`` field, with the same checks and reason codes as ``policy.decide`` where they apply.
+- keeps the last credential sync and decides alone while the bridge is away (no bridge instance of its
+  partition says online on ``bridge/status/<partition>/<instance>``, its own broker connection is down, or
+  ``go_offline()``), reporting the decision in the event's ``offline`` field, with the same checks and reason
+  codes as ``policy.decide`` where they apply.
 
 Everything that goes on the wire is built from the contract models, so it is valid by construction;
 ``publish_raw`` sends anything, for tests of bad input.
@@ -22,6 +25,7 @@ Everything that goes on the wire is built from the contract models, so it is val
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import random
@@ -44,7 +48,8 @@ from badge_bridge.controllers import contract
 from badge_bridge.controllers.command_mac import problem
 from badge_bridge.keys import card_digest
 from badge_bridge.mqtt_client import Will, build_client, credentials
-from badge_bridge.topics import CONTROLLER, Topics
+from badge_bridge.sim.outbox import Outbox
+from badge_bridge.topics import ANY, CONTROLLER, Topics
 
 if TYPE_CHECKING:
     from badge_bridge.config import SiteConfig
@@ -92,7 +97,9 @@ class SimController:
 
     ``readers`` maps reader key -> door key (or lists ``Reader``s); it is only needed by ``present`` calls
     that pass ``door=None`` and by ``run_demo_traffic``. ``clock`` gives device time (tests pass a fixed
-    one to check schedules offline). ``heartbeat_s`` starts periodic heartbeats.
+    one to check schedules offline). ``heartbeat_s`` starts periodic heartbeats. ``partition``: whose bridge
+    instances it follows (None: any bridge of the site); ``brokers``: every broker to try in turn (default:
+    ``host``:``port`` alone); ``receipt_timeout_s`` and ``outbox_max``: its outbox's (outbox.py).
     """
 
     def __init__(
@@ -116,6 +123,10 @@ class SimController:
         grant_max_age_s: float = 10.0,
         heartbeat_s: float | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        partition: str | None = None,
+        brokers: Sequence[tuple[str, int]] | None = None,
+        receipt_timeout_s: float = 5.0,
+        outbox_max: int = 10_000,
     ) -> None:
         self.key = key
         self.sync_key = sync_key
@@ -137,7 +148,9 @@ class SimController:
         self.topic_status = topics.controller_status(key)
         self.topic_commands = topics.controller_commands(key)
         self.topic_sync = topics.controller_sync(key)
-        self.topic_bridge_status = topics.bridge_status()
+        self.topic_receipts = topics.controller_receipts(key)
+        self.topic_bridge_status = topics.bridge_status(partition or ANY)
+        self._topics = topics
 
         self.nonce = secrets.token_hex(4)
         self._seq = itertools.count(1)
@@ -157,13 +170,16 @@ class SimController:
         self.lock_state: dict[str, Literal["locked", "unlocked", "lockdown"]] = {}
         self.contact: dict[str, Literal["opened", "closed"]] = {}
         self.sync: contract.CredentialSync | None = None
-        self.bridge_online: bool | None = None
-        """From the retained bridge/status; None until one arrives."""
+        self.bridges: dict[tuple[str, str], bool] = {}
+        """(partition, instance) -> online, from their retained status."""
+        self.outbox = Outbox(outbox_max, receipt_timeout_s)
+        """Events published and not yet receipted."""
         self.connected = False
         self._subscribed = False
         self._sub_mid: int | None = None
         self._forced_offline: bool | None = None
-        self._seen_commands: set[str] = set()
+        self._seen_commands: dict[str, bytes] = {}
+        """Command id -> a digest of the payload first acted on: a command is acted on once."""
         self._walkers: dict[str, int] = {}
         self._timers: set[threading.Timer] = set()
         self._state = policy.AccessState()
@@ -173,7 +189,7 @@ class SimController:
 
         will = Will(self.topic_status, contract.ControllerStatus(online=False).model_dump_json(exclude_none=True))
         self.client = build_client(client_id or key, username=username, password=password, tls=tls_ca is not None,
-                                   ca_file=tls_ca, will=will, backoff=(0.2, 2))
+                                   ca_file=tls_ca, will=will, backoff=(0.2, 2), brokers=brokers or [(host, port)])
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -184,6 +200,7 @@ class SimController:
         self.client.connect_async(host, port, keepalive=keepalive,
                                   clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props)
         self.client.loop_start()
+        threading.Thread(target=self._republish_forever, name=f"sim-{key}-outbox", daemon=True).start()
         self._heartbeat_thread: threading.Thread | None = None
         if heartbeat_s:
             self._heartbeat_thread = threading.Thread(target=self._heartbeats, args=(heartbeat_s,),
@@ -302,9 +319,30 @@ class SimController:
         return self._publish(topic or self.topic_events, payload, qos=qos)
 
     def _send(self, event: Any) -> Any:
-        self._publish(self.topic_events, event.model_dump_json(exclude_none=True))
+        payload = event.model_dump_json(exclude_none=True)
+        if event.type != "heartbeat":
+            self.outbox.keep(event.id, payload)
+        self._publish(self.topic_events, payload)
         self.sent.append(event)
         return event
+
+    def wait_receipted(self, timeout: float = 30.0) -> None:
+        """Until the bridge has receipted every event published so far."""
+        try:
+            self.wait_for(lambda: not len(self.outbox), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"controller {self.key}: {len(self.outbox)} events without a receipt") from None
+
+    def _republish(self, everything: bool = False) -> None:
+        for payload in self.outbox.due(everything, busy=bool(self._pending)):
+            self._publish(self.topic_events, payload)
+
+    def _republish_forever(self) -> None:
+        every = min(1.0, self.outbox.timeout_s / 4)
+        while not self._closed:
+            time.sleep(every)
+            if self.connected and not self._closed:
+                self._republish()
 
     def _publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -434,6 +472,13 @@ class SimController:
             return self._forced_offline
         return not self.connected or self.bridge_online is False
 
+    @property
+    def bridge_online(self) -> bool | None:
+        """Whether any bridge instance it follows says it is online and active; None until one has said
+        anything."""
+        with self._cond:
+            return any(self.bridges.values()) if self.bridges else None
+
     def go_offline(self) -> None:
         """Decide locally from now on, whatever the bridge status says."""
         self._forced_offline = True
@@ -493,7 +538,8 @@ class SimController:
             log.warning("controller %s: connect refused: %s", self.key, reason)
             return
         # The SUBACK is handled on this same thread, after this callback returns: no race on _sub_mid.
-        _, mid = client.subscribe([(self.topic_commands, 1), (self.topic_sync, 1), (self.topic_bridge_status, 1)])
+        _, mid = client.subscribe([(self.topic_commands, 1), (self.topic_sync, 1), (self.topic_bridge_status, 1),
+                                   (self.topic_receipts, 1)])
         with self._cond:
             self._subscribed, self._sub_mid = False, mid
         status = contract.ControllerStatus(online=True, ts=self.clock(), firmware=self.firmware)
@@ -501,7 +547,9 @@ class SimController:
         with self._cond:
             self.connected = True
             self._cond.notify_all()
-        log.info("controller %s connected (session present: %s)", self.key, flags.session_present)
+        self._republish(everything=True)  # what the broker may have lost, or what the last one still holds
+        log.info("controller %s connected to %s:%s (session present: %s)", self.key, client.host, client.port,
+                 flags.session_present)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if any(r.is_failure for r in reasons):
@@ -534,10 +582,14 @@ class SimController:
                 self._on_command(bytes(msg.payload), redelivered=bool(msg.dup))
             elif msg.topic == self.topic_sync:
                 self._on_sync(bytes(msg.payload))
-            elif msg.topic == self.topic_bridge_status and msg.payload:
-                status = contract.BridgeStatus.model_validate_json(msg.payload)
+            elif msg.topic == self.topic_receipts:
+                self._on_receipt(bytes(msg.payload))
+            elif (instance := self._topics.bridge_status_of(msg.topic)) is not None:
+                status = contract.BridgeStatus.model_validate_json(msg.payload) if msg.payload else None
+                # a standby decides nothing: only an active bridge (or one that names no role) answers cards
+                online = status is not None and status.online and status.role != "standby"
                 with self._cond:
-                    self.bridge_online = status.online
+                    self.bridges[instance] = online
                     self._cond.notify_all()
         except (ValidationError, ValueError) as exc:
             log.warning("controller %s: bad message on %s: %s", self.key, msg.topic, exc)
@@ -551,18 +603,32 @@ class SimController:
         cmd = contract.command.validate_json(payload)
         why = problem(payload, self.sync_key) if self.sync_key else "no sync key provisioned to check MACs with"
         with self._cond:
+            digest = hashlib.blake2b(payload, digest_size=8).digest()
             if why is None and cmd.id in self._seen_commands:
-                if redelivered:
-                    return  # the broker's redelivery of one already acted on
-                why = f"replayed id {cmd.id}"
+                if redelivered or self._seen_commands[cmd.id] != digest:
+                    # the broker's redelivery, or the bridge deciding the same request again after a
+                    # failover (same id, a new MAC'd message): acted on once already
+                    return
+                why = f"replayed id {cmd.id}"  # the very bytes again, not from the broker's session: captured
             if why is None:
-                self._seen_commands.add(cmd.id)
+                self._seen_commands[cmd.id] = digest
         if why is not None:
             self._refuse(payload, why)
             return
         self._apply(cmd)
         with self._cond:
             self.commands.append(cmd)
+            self._cond.notify_all()
+
+    def _on_receipt(self, payload: bytes) -> None:
+        """Forgets the events a receipt names, if the bridge sealed it: a forged one would lose them."""
+        receipt = contract.Receipt.model_validate_json(payload)
+        why = problem(payload, self.sync_key) if self.sync_key else "no sync key provisioned to check MACs with"
+        if why is not None:
+            self._refuse(payload, f"receipt: {why}")
+            return
+        self.outbox.receipted(receipt.ids)
+        with self._cond:
             self._cond.notify_all()
 
     def _on_sync(self, payload: bytes) -> None:
@@ -621,7 +687,8 @@ def controllers_from_site(config: SiteConfig, keys: KeyStore | None = None, host
         out[c.key] = SimController(
             c.key, host or config.mqtt.host, port or config.mqtt.port, config.mqtt.topic_prefix,
             sync_key=keys.sync_key(c.key) if keys is not None else None, readers=readers, username=username,
-            password=password, tls_ca=tls_ca, **kwargs)
+            password=password, tls_ca=tls_ca, partition=config.partition_of(c),
+            brokers=None if host or port else config.mqtt.endpoints(), **kwargs)
     return out
 
 

@@ -409,30 +409,60 @@ class _FdChannel(Channel):
     Hands libosdp one frame per read: libosdp 3.2.9's PD loses a frame that arrives in the same read as a
     frame for another reader (it drops the rest of the read when it skips the first), which on a busy
     multi-drop bus is its own poll now and then. A real reader's UART interrupt takes bytes as they come.
+
+    Answers a repeated command itself, as OSDP asks of a reader (a command with the sequence number of the
+    one before is the control panel asking again: the reader sends its last reply again). libosdp 3.2.9's PD
+    instead checks the repeat's MAC against a chain that has moved on ("Invalid MAC; discarding SC"), answers
+    NAK, and the control panel drops it. The control panel asks again when a reply is 200 ms late, which a
+    simulated reader on a loaded machine now and then is: in the demo, readers flapped off the bus.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, address: int) -> None:
         super().__init__()
         self.fd = fd
+        self.address = address
         os.set_blocking(fd, False)
         self._split = FrameSplitter(SLOWEST_BAUD)
         self._frames: deque[bytes] = deque()
+        self._last_command: bytes | None = None
+        self._last_reply: bytes | None = None
+        self.repeats = 0
+        """Repeated commands answered with the last reply."""
 
     def read(self, max_bytes: int) -> bytes:
-        if not self._frames:
-            try:
-                data = os.read(self.fd, 4096)
-            except OSError:
-                data = b""
-            self._frames.extend(self._split.feed(data, time.monotonic()))
-        if not self._frames:
-            return b""
-        frame = self._frames.popleft()
+        while True:
+            if not self._frames:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    data = b""
+                self._frames.extend(self._split.feed(data, time.monotonic()))
+            if not self._frames:
+                return b""
+            frame = self._frames.popleft()
+            if not self._repeated(frame):
+                break
         if len(frame) > max_bytes:
             self._frames.appendleft(frame[max_bytes:])
         return frame[:max_bytes]
 
+    def _repeated(self, frame: bytes) -> bool:
+        """A command to this reader that repeats the one before (same bytes, so same sequence number; never
+        sequence 0, which starts a session over): answered with the last reply, or, while that one is still
+        being made, dropped."""
+        body = frame.lstrip(MARK)
+        if len(body) < 5 or body[1] != self.address:
+            return False
+        if body != self._last_command or body[4] & 0x03 == 0:
+            self._last_command, self._last_reply = body, None
+            return False
+        self.repeats += 1
+        if self._last_reply is not None:
+            self.write(self._last_reply)
+        return True
+
     def write(self, buf: bytes) -> int:
+        self._last_reply = buf
         try:
             return os.write(self.fd, buf)
         except OSError:
@@ -504,6 +534,7 @@ class SimReader:
         walk_through: bool = True,
         endpoint: int | None = None,
         refresh_s: float = 0.005,
+        log_level: LogLevel = LogLevel.Warning,
     ) -> None:
         if kind not in ("card", "keypad", "biometric"):
             raise ValueError(f"reader kind {kind!r}: expected card, keypad or biometric")
@@ -516,6 +547,8 @@ class SimReader:
         self.enforce_secure = enforce_secure
         self.walk_through = walk_through
         self.refresh_s = refresh_s
+        self.log_level = log_level
+        """libosdp's (process-wide) log level while this reader runs."""
         self.endpoint: int | None = None
         self._owned_fd = False
         if isinstance(bus_or_fd, PtyBus):
@@ -544,6 +577,7 @@ class SimReader:
         self._relay_timers: list[threading.Timer | None] = [None] * N_RELAYS
         self._walk_timers: list[threading.Timer] = []
         self._pd: _DaemonPD | None = None
+        self._channel: _FdChannel | None = None
         self._start()
 
     # ------------------------------------------------------------------ lifecycle
@@ -551,6 +585,19 @@ class SimReader:
     @property
     def online(self) -> bool:
         return self._pd is not None and bool(self._pd.is_online())
+
+    @property
+    def repeats(self) -> int:
+        """Commands the control panel sent again (a reply it found late) answered with the last reply."""
+        return self._channel.repeats if self._channel is not None else 0
+
+    def stall(self, seconds: float) -> None:
+        """The reader's processor busy for ``seconds`` (a loaded machine): it answers nothing meanwhile, and
+        then what came in order."""
+        pd = self._pd
+        if pd is not None:
+            with pd.lock:
+                threading.Event().wait(seconds)
 
     @property
     def sc_active(self) -> bool:
@@ -569,7 +616,7 @@ class SimReader:
         self._start()
 
     def _start(self) -> None:
-        channel = _FdChannel(self._fd)
+        channel = self._channel = _FdChannel(self._fd, self.address)
         channel.flush()  # bytes that arrived while powered off are gone
         flags = []
         if self.enforce_secure:
@@ -579,7 +626,7 @@ class SimReader:
         ident = PdId(version=1, model=1, vendor_code=0x0B0B1E, serial_number=0x5100 + self.address, firmware_version=1)
         info = PDInfo(self.address, channel, scbk=self.scbk, flags=flags, id=ident)
         # NB: constructing a PeripheralDevice sets libosdp's process-wide log level.
-        self._pd = _DaemonPD(info, self._capabilities(), log_level=LogLevel.Warning, command_handler=self._on_command)
+        self._pd = _DaemonPD(info, self._capabilities(), log_level=self.log_level, command_handler=self._on_command)
         self._pd.refresh_s = self.refresh_s
         self._pd.start()
 

@@ -20,12 +20,16 @@ class Crossing:
 
 
 def background(width: int, height: int, seed: int = 7) -> np.ndarray:
-    """A still room: a floor gradient, a wall and a few fixed objects, so there is texture to compare."""
+    """A still room: a floor gradient, a tiled wall and fixed objects all over, so there is texture to compare
+    (a camera's tamper check knows a scene by its structure: a bare room would be mostly the person in it)."""
     rng = np.random.default_rng(seed)
     frame = np.zeros((height, width, 3), np.uint8)
     frame[:] = np.linspace(60, 170, height, dtype=np.uint8)[:, None, None]
     frame[: height // 3] = (200, 205, 210)
-    for _ in range(12):
+    tile = max(8, width // 32)
+    frame[: height // 3: tile] = (150, 155, 160)
+    frame[: height // 3, ::tile] = (150, 155, 160)
+    for _ in range(60):
         x, y = int(rng.integers(0, width - 40)), int(rng.integers(0, height - 40))
         color = tuple(int(v) for v in rng.integers(20, 235, 3))
         cv2.rectangle(frame, (x, y), (x + int(rng.integers(10, 40)), y + int(rng.integers(10, 40))), color, -1)

@@ -1,0 +1,1 @@
+"""Several bridges per partition: the lease that names the active one, and the state they share."""
