@@ -276,7 +276,7 @@ class Bridge:
 
     def _people(self, session: Session) -> People:
         mark = self._admin_fingerprint(session)
-        return load_snapshot(session), self._gallery(session), mark
+        return load_snapshot(session, self.config.visitors.escort_window_s), self._gallery(session), mark
 
     def _gallery(self, session: Session) -> Gallery | None:
         """The enrolled faces, decrypted into memory, where a door checks faces (enrollments are admin.*

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -403,6 +404,45 @@ class AccessLevelConfig(_Model):
     doors: list[LevelDoor] = Field(min_length=1)
 
 
+class InterlockConfig(_Model):
+    """A mantrap: doors of which at most one may be open or unlocked at a time (docs/workflows.md)."""
+
+    key: KEY
+    name: str = Field("", max_length=200)
+    doors: list[KEY] = Field(min_length=2, max_length=8)
+    """Outer door first, inner door last."""
+    wait_s: float = Field(5.0, ge=0, le=30)
+    """How long a grant at one door waits for the others to close before it is denied ``interlock_busy``."""
+    single_occupancy: bool = False
+    """The camera must count exactly the people badged through before the inner (last) door opens."""
+    camera: KEY | None = None
+    """The camera watching the inside of the mantrap (required with single_occupancy)."""
+    occupancy_timeout_s: float = Field(4.0, gt=0, le=30)
+
+
+class TenantConfig(_Model):
+    """A customer with cages: the limits the operator sets on what the customer's own admins may grant."""
+
+    key: KEY
+    name: str = Field("", max_length=200)
+    areas: list[KEY] = Field(min_length=1)
+    """Their cages: a tenant admin sees the events at doors into these areas."""
+    levels: list[KEY] = Field(min_length=1)
+    """The access levels a tenant admin may give their people (doors x schedules, set by the operator)."""
+    max_validity_days: int = Field(90, ge=1, le=3660)
+    """No credential or access of theirs runs longer than this from the day it is given."""
+
+
+class VisitorsSection(_Model):
+    """Visitors with escorts (docs/workflows.md)."""
+
+    escort_window_s: float = Field(30.0, gt=0, le=600)
+    """How long before or after a visitor's badge an escort's badge at the same door counts."""
+    levels: list[KEY] = []
+    """The access levels a visitor's badge may be given (where visitors may be taken); empty: any."""
+    max_visit_hours: float = Field(24.0, gt=0, le=24 * 31)
+
+
 Priority = Literal["high", "medium", "low"]
 
 DEFAULT_PRIORITIES: dict[str, Priority] = {
@@ -410,7 +450,7 @@ DEFAULT_PRIORITIES: dict[str, Priority] = {
     "face.spoof": "high", "console.forged_command": "high", "camera.tamper": "high", "audit.foreign_entry": "high",
     "access.device_disagrees": "high",
     "door.held_open": "medium", "reader.tamper": "medium", "controller.offline": "medium",
-    "camera.offline": "medium", "door.loitering": "medium",
+    "camera.offline": "medium", "door.loitering": "medium", "mantrap.occupancy": "high", "visitor.overdue": "medium",
 }
 """What the desk sees first; any kind not named here is ``low``."""
 
@@ -477,6 +517,7 @@ class SiteConfig(_Model):
     evidence: EvidenceSection = EvidenceSection()
     faces: FacesSection = FacesSection()
     alarms: AlarmsSection = AlarmsSection()
+    visitors: VisitorsSection = VisitorsSection()
     areas: list[AreaConfig] = []
     schedules: list[ScheduleConfig] = []
     doors: list[DoorConfig] = []
@@ -485,6 +526,8 @@ class SiteConfig(_Model):
     cameras: list[CameraConfig] = []
     access_levels: list[AccessLevelConfig] = []
     plans: list[PlanConfig] = []
+    interlocks: list[InterlockConfig] = []
+    tenants: list[TenantConfig] = []
     base_dir: Path = Path(".")
     foreign_doors: list[str] = []
     """Set by ``partition_view``: the site's doors that other partitions serve (a console command naming one
@@ -495,7 +538,8 @@ class SiteConfig(_Model):
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
         errors: list[str] = []
-        for section in ("areas", "schedules", "doors", "controllers", "readers", "cameras", "access_levels", "plans"):
+        for section in ("areas", "schedules", "doors", "controllers", "readers", "cameras", "access_levels", "plans",
+                        "interlocks", "tenants"):
             seen: set[str] = set()
             for i, item in enumerate(getattr(self, section)):
                 if item.key in seen:
@@ -550,9 +594,53 @@ class SiteConfig(_Model):
             for j, ld in enumerate(lvl.doors):
                 ref(f"access_levels[{i}].doors[{j}].door", ld.door, doors, "door")
                 ref(f"access_levels[{i}].doors[{j}].schedule", ld.schedule, schedules, "schedule")
+        errors += self._workflow_errors(ref)
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+    def _workflow_errors(self, ref: Callable[[str, str | None, set[str], str], None]) -> list[str]:
+        """Interlocks, tenants and visitors name known doors, areas, levels and cameras; a door is in one
+        interlock, and an interlock's doors and camera are served by one partition."""
+        errors: list[str] = []
+        doors, areas = {d.key for d in self.doors}, {a.key for a in self.areas}
+        levels, cameras = {lvl.key for lvl in self.access_levels}, {c.key: c for c in self.cameras}
+        partition = self.door_partitions()
+        grouped: dict[str, str] = {}
+        for i, group in enumerate(self.interlocks):
+            if len(set(group.doors)) != len(group.doors):
+                errors.append(f"interlocks[{i}].doors: a door is named twice")
+            for j, door in enumerate(group.doors):
+                ref(f"interlocks[{i}].doors[{j}]", door, doors, "door")
+                if grouped.setdefault(door, group.key) != group.key:
+                    errors.append(f"interlocks[{i}].doors[{j}]: door {door!r} is already in interlock "
+                                  f"{grouped[door]!r}; a door is in one interlock")
+            ref(f"interlocks[{i}].camera", group.camera, set(cameras), "camera")
+            if group.single_occupancy and group.camera is None:
+                errors.append(f"interlocks[{i}].camera: single_occupancy needs the camera that sees inside the "
+                              "mantrap")
+            camera = cameras.get(group.camera or "")
+            if camera is not None and group.doors[-1] not in camera.doors:
+                errors.append(f"interlocks[{i}].camera: camera {camera.key!r} must list the inner door "
+                              f"{group.doors[-1]!r} in its doors")
+            served = {partition.get(d) for d in group.doors if d in partition}
+            if len(served) > 1:
+                errors.append(f"interlocks[{i}].doors: the doors of an interlock must be served by one partition "
+                              f"(found {', '.join(sorted(str(p) for p in served))})")
+        for i, tenant in enumerate(self.tenants):
+            for j, area in enumerate(tenant.areas):
+                ref(f"tenants[{i}].areas[{j}]", area, areas, "area")
+            for j, level in enumerate(tenant.levels):
+                ref(f"tenants[{i}].levels[{j}]", level, levels, "access level")
+        for j, level in enumerate(self.visitors.levels):
+            ref(f"visitors.levels[{j}]", level, levels, "access level")
+        return errors
+
+    def interlock_of(self, door: str) -> InterlockConfig | None:
+        return next((group for group in self.interlocks if door in group.doors), None)
+
+    def tenant(self, key: str) -> TenantConfig | None:
+        return next((t for t in self.tenants if t.key == key), None)
 
     @property
     def partitioned(self) -> bool:

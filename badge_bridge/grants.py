@@ -32,6 +32,9 @@ WRITES = {
     "person_level": "INSERT, DELETE",  # a person's levels are replaced as a set
     "credential": "INSERT, UPDATE",
     "face_template": "INSERT, DELETE",  # enrolment and removal of faces
+    "tenant": "INSERT, UPDATE",  # customers, from the site file
+    "visit": "INSERT, UPDATE",  # registered, checked in, badge returned, overdue
+    "access_request": "INSERT, UPDATE",  # opened, endorsed, approved, refused, expired
 }
 ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 

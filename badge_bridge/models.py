@@ -98,6 +98,8 @@ class Door(Base):
     two_person_window_s: Mapped[float] = mapped_column(Float, default=30.0)
     factors: Mapped[str] = mapped_column(String(64), default="card")
     """Comma-separated required factors: card, pin, biometric."""
+    interlock: Mapped[str | None] = mapped_column(String(64))
+    """The interlock group (a mantrap, ``[[interlocks]]`` in the site file) the door belongs to."""
 
     area_in: Mapped[Area | None] = relationship(foreign_keys=[area_in_id])
     area_out: Mapped[Area | None] = relationship(foreign_keys=[area_out_id])
@@ -183,6 +185,16 @@ class AccessLevelDoor(Base):
     schedule: Mapped[Schedule] = relationship()
 
 
+class Tenant(Base):
+    """A customer with people of their own and cages (``[[tenants]]`` in the site file, which also sets the
+    limits their admins work within). Never deleted: their people's history names them."""
+
+    __tablename__ = "tenant"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+
+
 # --- people and credentials -----------------------------------------------------------------------
 
 
@@ -199,7 +211,13 @@ class Person(Base):
     employee_no: Mapped[str | None] = mapped_column(String(64), unique=True)
     company: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(16), default="active")
-    """active, or left: a person who left keeps their history but may not hold working credentials."""
+    """active; pending (a customer's new person awaiting approval by site staff), refused, or left: a person
+    who left keeps their history but may not hold working credentials."""
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenant.id"), index=True)
+    """The customer the person belongs to; None for site staff."""
+    kind: Mapped[str] = mapped_column(String(16), default="staff")
+    """staff (anyone with their own access), or visitor: their badge opens doors only with an escort."""
+    may_escort: Mapped[bool] = mapped_column(Boolean, default=False)
     lockdown_exempt: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -249,7 +267,9 @@ class ConsoleUser(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     """argon2id."""
     role: Mapped[str] = mapped_column(String(16))
-    """guard, supervisor, admin or auditor."""
+    """guard, supervisor, admin, auditor, wall or tenant_admin."""
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenant.id"))
+    """For a tenant_admin: the one customer whose people, cages and events they see."""
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -272,6 +292,61 @@ class ConsoleSession(Base):
     """logout, password_changed, user_disabled, role_changed, expired, idle ..."""
     address: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(256), default="")
+
+
+class Visit(Base):
+    """A visitor's visit: registered by a host for a time window, the ID checked and a temporary badge
+    issued at the desk, the badge returned at the end (badge_bridge.visitors)."""
+
+    __tablename__ = "visit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    """The visitor (a person of kind visitor)."""
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenant.id"), index=True)
+    """The customer hosting the visit; None for a visit of the site's own."""
+    host: Mapped[str] = mapped_column(String(64))
+    """The console user who registered the visit."""
+    purpose: Mapped[str] = mapped_column(Text, default="")
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="expected")
+    """expected, on_site (badge issued), returned (badge back), cancelled."""
+    id_checked_by: Mapped[str | None] = mapped_column(String(64))
+    id_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    id_document: Mapped[str] = mapped_column(String(64), default="")
+    """What the desk saw (e.g. "passport, last 4: 1234"); never a scan."""
+    credential_id: Mapped[int | None] = mapped_column(ForeignKey("credential.id"))
+    """The temporary badge issued."""
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the overdue alarm was raised (the badge was not back by ``ends_at``)."""
+
+
+class AccessRequest(Base):
+    """A request for a level for a time window, with a reason; an approved one opens the level's doors to the
+    person inside the window only, and expires at its end (badge_bridge.access_requests)."""
+
+    __tablename__ = "access_request"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    level_id: Mapped[int] = mapped_column(ForeignKey("access_level.id"))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenant.id"), index=True)
+    """The person's customer, when they have one: their tenant admin approves too."""
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    ticket: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    """open, approved, refused, expired or cancelled."""
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tenant_approved_by: Mapped[str | None] = mapped_column(String(64))
+    """For a customer's person: their tenant admin's approval, needed with site staff's."""
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    """The site supervisor who approved or refused (the tenant admin, for a refusal of theirs)."""
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    level: Mapped[AccessLevel] = relationship()
 
 
 # --- operations -----------------------------------------------------------------------------------

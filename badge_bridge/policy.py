@@ -68,6 +68,21 @@ class Reason(enum.StrEnum):
     ANTI_PASSBACK = "anti_passback"
     TWO_PERSON_WAITING = "two_person_waiting"
     TWO_PERSON_SAME_PERSON = "two_person_same_person"
+    PERSON_NOT_APPROVED = "person_not_approved"
+    """A customer's new person, not yet approved by site staff: their credentials do not work."""
+    OUTSIDE_WINDOW = "outside_window"
+    """The door is opened to the holder only by a time-boxed level (an approved access request) that is not
+    in force now: not begun, or ended."""
+    INTERLOCK_BUSY = "interlock_busy"
+    """Another door of the door's interlock group (a mantrap) is open, unlocked or released."""
+    MANTRAP_OCCUPANCY = "mantrap_occupancy"
+    """The mantrap's camera did not count exactly the people badged through (set by the bridge, never by decide)."""
+    ESCORT_WAITING = "escort_waiting"
+    """A visitor badged; the door waits for an escort to badge within the escort window."""
+    GRANTED_ESCORTED = "granted_escorted"
+    """A visitor granted because an escort allowed to take them badged at this door within the window."""
+    GRANTED_ESCORTING = "granted_escorting"
+    """An escort granted who takes in the visitor waiting at the door."""
 
 
 _STATUS_REASON = {
@@ -88,11 +103,18 @@ class Schedule:
     intervals: tuple[tuple[int, int, int], ...]
     """(weekday 0=Monday, start minute, end minute), end exclusive, in the schedule's own time zone."""
     holidays: frozenset[date] = frozenset()
+    window: tuple[datetime, datetime] | None = None
+    """For a time-boxed level (an approved access request): [start, end) outside which it never opens."""
 
     def is_holiday(self, now: datetime) -> bool:
         return now.astimezone(self.tz).date() in self.holidays
 
+    def in_window(self, now: datetime) -> bool:
+        return self.window is None or self.window[0] <= now < self.window[1]
+
     def is_open(self, now: datetime) -> bool:
+        if not self.in_window(now):
+            return False
         local = now.astimezone(self.tz)
         if local.date() in self.holidays:
             return False
@@ -112,6 +134,10 @@ class Door:
     two_person_window_s: float = 30.0
     anti_passback_out: AntiPassback = AntiPassback.NONE
     """The mode of the area an "out" read leads into (``area_out``)."""
+    interlock: frozenset[str] = frozenset()
+    """The other doors of its interlock group (a mantrap): none of them may be open or unlocked when it opens."""
+    escort_window_s: float = 30.0
+    """How long before or after a visitor's badge an escort's badge at this door counts."""
 
     def destination(self, direction: str) -> str | None:
         return self.area_out if direction == "out" else self.area_in
@@ -133,6 +159,19 @@ class Credential:
     lockdown_exempt: bool = False
     doors: dict[str, tuple[Schedule, ...]] = field(default_factory=dict)
     """Door key -> the schedules under which the holder's access levels open it."""
+    person_approved: bool = True
+    """False for a customer's person awaiting approval by site staff."""
+    tenant: str | None = None
+    """The customer (tenant key) the holder belongs to; None for site staff."""
+    visitor: bool = False
+    """A visitor's temporary badge: it opens a door only with an escort (``Door.escort_window_s``)."""
+    may_escort: bool = False
+    """The holder may escort visitors: site staff any visitor, a customer's person their own customer's."""
+
+    def escorts(self, visitor: Credential) -> bool:
+        """Whether this holder may take ``visitor`` through a door."""
+        return (self.may_escort and not self.visitor and self.person_id != visitor.person_id
+                and self.tenant in (None, visitor.tenant))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +184,8 @@ class Request:
     direction: str = "in"
     factors: frozenset[Factor] = frozenset({Factor.CARD})
     failed: frozenset[Factor] = frozenset()
+    busy: frozenset[str] = frozenset()
+    """Doors open, unlocked or released for opening now (the caller reads them off its door monitor)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +193,8 @@ class Decision:
     granted: bool
     reason: Reason
     companion: int | None = None
-    """For a two-person grant: the person who presented first and waited."""
+    """For a two-person grant: the person who presented first and waited; for an escorted grant, the escort;
+    for an escort's grant, the visitor waiting at the door."""
 
     @property
     def flagged(self) -> bool:
@@ -251,6 +293,11 @@ class AccessState:
         self._lockdown_all = lockdown_all
         self._lockdown_doors = _JournaledSet(self.journal, lockdown_doors)
         self.journal.clear()
+        self.escorts: dict[str, tuple[Credential, datetime]] = {}
+        """Door -> the last escort granted there, and when. Not journaled nor kept across a restart: a pairing
+        lasts seconds, and one forgotten only makes the escort badge again (fail secure)."""
+        self.visitors_waiting: dict[str, tuple[Credential, datetime]] = {}
+        """Door -> the visitor who badged there and waits for an escort (not kept, like ``escorts``)."""
 
     @property
     def lockdown_all(self) -> bool:
@@ -296,8 +343,14 @@ class AccessState:
             return
         if decision.reason is Reason.TWO_PERSON_WAITING:
             self.waiting[door] = (credential.person_id, request.now)
+        elif decision.reason is Reason.ESCORT_WAITING:
+            self.visitors_waiting[door] = (credential, request.now)
         elif decision.granted:
             self.waiting.pop(door, None)
+            if decision.reason is Reason.GRANTED_ESCORTING:
+                self.visitors_waiting.pop(door, None)
+            if credential.may_escort and not credential.visitor:
+                self.escorts[door] = (credential, request.now)
             destination = request.door.destination(request.direction)
             if destination is not None:
                 self.location[credential.person_id] = destination
@@ -309,12 +362,18 @@ def _deny(reason: Reason) -> Decision:
     return Decision(False, reason)
 
 
+def _within(door: Door, then: datetime, now: datetime) -> bool:
+    return abs((now - then).total_seconds()) <= door.escort_window_s
+
+
 def decide(credential: Credential | None, request: Request, state: AccessState) -> Decision:
     """Grant or deny, with the reason. Pure: reads ``state``, never changes it."""
     if credential is None:
         return _deny(Reason.UNKNOWN_CREDENTIAL)
     if credential.status != "active":
         return _deny(_STATUS_REASON.get(credential.status, Reason.CREDENTIAL_REVOKED))
+    if not credential.person_approved:
+        return _deny(Reason.PERSON_NOT_APPROVED)
     if not credential.person_active:
         return _deny(Reason.PERSON_INACTIVE)
     now, door = request.now, request.door
@@ -328,6 +387,8 @@ def decide(credential: Credential | None, request: Request, state: AccessState) 
     if not schedules:
         return _deny(Reason.NO_ACCESS_LEVEL)
     if not any(s.is_open(now) for s in schedules):
+        if not any(s.in_window(now) for s in schedules):
+            return _deny(Reason.OUTSIDE_WINDOW)
         holiday = any(s.is_holiday(now) for s in schedules)
         return _deny(Reason.HOLIDAY if holiday else Reason.OUTSIDE_SCHEDULE)
     for factor in (Factor.PIN, Factor.BIOMETRIC, Factor.FACE):
@@ -341,6 +402,14 @@ def decide(credential: Credential | None, request: Request, state: AccessState) 
             return _deny(Reason.ANTI_PASSBACK)
         if mode is AntiPassback.SOFT:
             granted = Reason.GRANTED_PASSBACK_VIOLATION
+    if door.interlock & request.busy:
+        return _deny(Reason.INTERLOCK_BUSY)
+    if credential.visitor:
+        seen = state.escorts.get(door.key)
+        if seen is not None and _within(door, seen[1], now) and seen[0].escorts(credential):
+            return Decision(True, Reason.GRANTED_ESCORTED if granted is Reason.GRANTED else granted,
+                            companion=seen[0].person_id)
+        return _deny(Reason.ESCORT_WAITING)
     if door.two_person:
         first = state.waiting.get(door.key)
         if first is None or (now - first[1]).total_seconds() > door.two_person_window_s:
@@ -348,4 +417,8 @@ def decide(credential: Credential | None, request: Request, state: AccessState) 
         if first[0] == credential.person_id:
             return _deny(Reason.TWO_PERSON_SAME_PERSON)
         return Decision(True, Reason.GRANTED_TWO_PERSON, companion=first[0])
+    waiting = state.visitors_waiting.get(door.key)
+    if waiting is not None and _within(door, waiting[1], now) and credential.escorts(waiting[0]):
+        return Decision(True, Reason.GRANTED_ESCORTING if granted is Reason.GRANTED else granted,
+                        companion=waiting[0].person_id)
     return Decision(True, granted)

@@ -89,9 +89,13 @@ def _apply(session: Session, config: SiteConfig) -> None:
             open_time_s=d.open_time_s, held_open_limit_s=d.held_open_limit_s,
             two_person=d.two_person, two_person_window_s=d.two_person_window_s,
             factors=",".join([*d.factors, *(["face"] if d.face == "required" else [])]),
+            interlock=interlock.key if (interlock := config.interlock_of(d.key)) else None,
         )
         for d in config.doors
     })
+    # Tenants are never removed: their people's history names them. A tenant gone from the file keeps its
+    # row; its admins' limits are gone with it (they can grant nothing).
+    _upsert(session, m.Tenant, {t.key: dict(name=t.name) for t in config.tenants})
     controllers = _upsert(session, m.Controller, {c.key: dict(name=c.name, kind=c.kind) for c in config.controllers})
     _upsert(session, m.Reader, {
         r.key: dict(

@@ -9,12 +9,16 @@ monthly access review as of any date.
 Keys and states (secrets appear only as SHA-256 digests of their stored hashes, enough to see a change):
 
 ==================  ====================================================================================
-``person/<id>``     name, employee_no, company, status, lockdown_exempt, left_at, levels (sorted keys)
+``person/<id>``     name, employee_no, company, status, lockdown_exempt, left_at, levels (sorted keys);
+                    and only when not their default: tenant (id), kind (visitor), may_escort (true)
 ``credential/<id>`` person, format, number, status, valid_from, valid_until, revoked_at, pin_sha256, biometric_ref
 ``level/<key>``     name, doors (sorted [door key, schedule key])
 ``schedule/<key>``  name, timezone, intervals (sorted [weekday, start minute, end minute]), holidays
-``user/<name>``     role, active, password_sha256
+``user/<name>``     role, active, password_sha256; tenant (id) only for a tenant admin
 ``face/<id>``       person, photo_sha256, sealed
+``tenant/<key>``    name
+``visit/<id>``      person, tenant, host, starts_at, ends_at, state, credential, returned_at
+``request/<id>``    person, level (key), tenant, starts_at, ends_at, state, tenant_approved_by, decided_by
 ==================  ====================================================================================
 
 Times are UTC ISO 8601 with microseconds, or null. The digests are named ``*_sha256``: an event whose detail
@@ -38,6 +42,7 @@ from sqlalchemy.orm import Session
 from badge_bridge.models import (
     AccessLevel,
     AccessLevelDoor,
+    AccessRequest,
     ConsoleUser,
     Credential,
     Door,
@@ -47,6 +52,8 @@ from badge_bridge.models import (
     PersonLevel,
     Schedule,
     ScheduleInterval,
+    Tenant,
+    Visit,
 )
 
 State = dict[str, Any]
@@ -70,10 +77,18 @@ def person(p: Person) -> tuple[str, State]:
 
 
 def _person(p: Person | Row[Any], levels: list[str]) -> tuple[str, State]:
-    return f"person/{p.id}", {
+    state: State = {
         "name": p.name, "employee_no": p.employee_no, "company": p.company, "status": p.status,
         "lockdown_exempt": bool(p.lockdown_exempt), "left_at": _when(p.left_at), "levels": sorted(levels),
     }
+    # Added with tenants and visitors: recorded only when set, so states logged before them still compare equal.
+    if p.tenant_id is not None:
+        state["tenant"] = p.tenant_id
+    if p.kind not in (None, "staff"):
+        state["kind"] = p.kind
+    if p.may_escort:
+        state["may_escort"] = True
+    return f"person/{p.id}", state
 
 
 def credential(c: Credential | Row[Any]) -> tuple[str, State]:
@@ -104,7 +119,30 @@ def _schedule(s: Schedule | Row[Any], intervals: list[list[int]], holidays: list
 
 
 def user(u: ConsoleUser | Row[Any]) -> tuple[str, State]:
-    return f"user/{u.username}", {"role": u.role, "active": bool(u.active), "password_sha256": _digest(u.password_hash)}
+    state: State = {"role": u.role, "active": bool(u.active), "password_sha256": _digest(u.password_hash)}
+    if u.tenant_id is not None:
+        state["tenant"] = u.tenant_id
+    return f"user/{u.username}", state
+
+
+def tenant(t: Tenant | Row[Any]) -> tuple[str, State]:
+    return f"tenant/{t.key}", {"name": t.name}
+
+
+def visit(v: Visit | Row[Any]) -> tuple[str, State]:
+    return f"visit/{v.id}", {
+        "person": v.person_id, "tenant": v.tenant_id, "host": v.host, "starts_at": _when(v.starts_at),
+        "ends_at": _when(v.ends_at), "state": v.state, "credential": v.credential_id,
+        "returned_at": _when(v.returned_at),
+    }
+
+
+def access_request(r: AccessRequest | Row[Any], level_key: str) -> tuple[str, State]:
+    return f"request/{r.id}", {
+        "person": r.person_id, "level": level_key, "tenant": r.tenant_id, "starts_at": _when(r.starts_at),
+        "ends_at": _when(r.ends_at), "state": r.state, "tenant_approved_by": r.tenant_approved_by,
+        "decided_by": r.decided_by,
+    }
 
 
 def face(f: FaceTemplate | Row[Any]) -> tuple[str, State]:
@@ -138,6 +176,10 @@ def snapshot(session: Session) -> dict[str, State]:
     out.update(_schedule(s, by["times"][s.id], by["off"][s.id]) for s in run(select(Schedule.__table__)))
     out.update(user(u) for u in run(select(ConsoleUser.__table__)))
     out.update(face(f) for f in run(select(FaceTemplate.__table__)))
+    out.update(tenant(t) for t in run(select(Tenant.__table__)))
+    out.update(visit(v) for v in run(select(Visit.__table__)))
+    level_keys = {level_id: key for level_id, key in run(select(AccessLevel.id, AccessLevel.key))}
+    out.update(access_request(r, level_keys[r.level_id]) for r in run(select(AccessRequest.__table__)))
     return out
 
 
