@@ -66,6 +66,8 @@ class User(UserMixin):
         self.id = str(row.id)
         self.username = row.username
         self.role = row.role
+        self.tenant_id: int | None = row.tenant_id
+        """For a tenant admin, the one customer whose data exists for them (web.tenant)."""
 
     def can(self, need: str) -> bool:
         """``need``: a role name (badge_bridge.roles)."""
