@@ -364,7 +364,7 @@ class Bridge:
             return
         self.drivers[controller].send(command)
 
-    def _request(self, camera: str, request: c.EvidenceRequest | c.FaceRequest) -> None:
+    def _request(self, camera: str, request: c.EvidenceRequest | c.FaceRequest | c.PeopleRequest) -> None:
         if self.mqtt is not None:
             self.mqtt.request_evidence(camera, request)
 

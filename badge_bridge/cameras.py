@@ -53,7 +53,9 @@ CHECK_ANSWER_S = 15.0
 """A face check with no answer by then is recorded as unverified (the camera is away or overloaded)."""
 
 Emitted = list[tuple[Event, Effect | None]]
-SendRequest = Callable[[str, c.EvidenceRequest | c.FaceRequest], None]
+SendRequest = Callable[[str, c.EvidenceRequest | c.FaceRequest | c.PeopleRequest], None]
+PEOPLE_WINDOW = (1.0, 0.5)
+"""Seconds of frames before and after a badge at a mantrap's inner door in which its camera counts people."""
 
 
 MAX_EPISODE = timedelta(days=1)
@@ -75,6 +77,12 @@ class FaceCheck:
     deadline: datetime
     liveness: bool = False
     """Liveness was asked for (a required door, ``[faces] liveness`` not off)."""
+
+
+@dataclass
+class PeopleCheck:
+    camera: str
+    deadline: datetime
 
 
 class CameraDesk:
@@ -106,6 +114,8 @@ class CameraDesk:
         self.gallery: Gallery | None = None
         """Enrolled faces, decrypted (set by the bridge when it loads the site, if any door checks faces)."""
         self.face_checks: dict[str, FaceCheck] = {}
+        self.people_checks: dict[str, PeopleCheck] = {}
+        """Mantrap people counts asked for, by the credential event they hold."""
 
     # --- camera workers ------------------------------------------------------------------------------
 
@@ -175,7 +185,11 @@ class CameraDesk:
         """Whether every camera of the door is known not to see it now (offline or tampered). One not heard
         from yet is asked all the same: no answer in time denies anyway."""
         cameras = self.door_cameras.get(door, [])
-        return bool(cameras) and all(self.online.get(cam) is False or cam in self.tampered for cam in cameras)
+        return bool(cameras) and all(self.camera_blind(cam) for cam in cameras)
+
+    def camera_blind(self, camera: str) -> bool:
+        """Whether the camera is known not to see now: offline or tampered (one not heard from yet is not)."""
+        return self.online.get(camera) is False or camera in self.tampered
 
     def _camera(self, camera: str):
         cam = self.cameras.get(camera)
@@ -349,6 +363,42 @@ class CameraDesk:
             events.append(alarm_raised(TAILGATING, door=check.door, source=camera, cause=eid, ts=msg.ts,
                                        detail={"evidence": "faces", "faces": verdict.faces, "people": msg.people}))
         return events, (msg.event, outcome)
+
+    # --- mantrap people counts ----------------------------------------------------------------------
+
+    def request_people(self, event_id: str, camera: str, door: str, at: datetime, limit_s: float) -> None:
+        """Ask the mantrap's camera how many people stand inside around ``at`` (a badge at its inner door)."""
+        self.people_checks[event_id] = PeopleCheck(camera, self.clock() + timedelta(seconds=limit_s))
+        before, after = PEOPLE_WINDOW
+        self.send_request(camera, c.PeopleRequest(id=Event.new_id("pr")[:64].replace(":", "-"), ts=self.clock(),
+                                                  type="people_request", event=event_id, door=door, at=at,
+                                                  before_s=before, after_s=after))
+
+    def people_counted(self, camera: str, msg: c.PeopleCounted) -> tuple[str, int | None, str] | None:
+        """(credential event, people counted or None, why none) for a count asked of this camera; None for an
+        answer nobody waits for (late, or redelivered). A count from a camera whose picture is tampered, or
+        from another camera, is refused: the hold waits for a sound answer or its time limit."""
+        self._camera(camera)
+        check = self.people_checks.get(msg.event)
+        if check is None:
+            return None
+        if camera != check.camera:
+            raise CameraRejected("not_this_camera", f"camera {camera!r} answered the people count asked of "
+                                                    f"{check.camera!r}: ignored")
+        if camera in self.tampered:
+            raise CameraRejected("camera_tampered", f"camera {camera!r} answered a people count while its picture "
+                                                    f"is {self.tampered[camera]}: ignored")
+        del self.people_checks[msg.event]
+        if not msg.frames:
+            return msg.event, None, msg.error or "no frames around the badge"
+        return msg.event, msg.people, msg.error or ""
+
+    def people_expired(self, now: datetime) -> list[str]:
+        """The credential events whose people count did not come in time."""
+        expired = [eid for eid, check in self.people_checks.items() if check.deadline <= now]
+        for eid in expired:
+            del self.people_checks[eid]
+        return expired
 
     def faces_expired(self, now: datetime) -> tuple[Emitted, list[str]]:
         """Face checks past their time limit, recorded as ``face.unverified``; returns those events and the

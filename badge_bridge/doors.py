@@ -51,6 +51,14 @@ class DoorMonitor:
         if status.authorized_until is None or until > status.authorized_until:
             status.authorized_until = until
 
+    def busy(self, now: datetime) -> frozenset[str]:
+        """Doors open, held unlocked or released for opening (a grant or an exit request not yet used): an
+        interlock (a mantrap) lets none of its other doors open while one of its doors is busy. A door whose
+        contact was never reported counts as closed, as it does everywhere else."""
+        return frozenset(s.key for s in self.doors.values()
+                         if s.contact == "open" or s.lock == "unlocked"
+                         or (s.authorized_until is not None and s.authorized_until > now))
+
     def set_lock(self, door: str, lock: str, until: datetime | None = None) -> None:
         """``until``: a timed unlock, which ``relock`` ends."""
         status = self.doors[door]

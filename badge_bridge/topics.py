@@ -71,7 +71,7 @@ DOOR_STATE = _topic("{prefix}/bridge/doors/{door}", (BRIDGE,), (CONSOLE,), "Door
 CONSOLE_COMMANDS = _topic("{prefix}/console/commands", (CONSOLE,), (BRIDGE,), "ConsoleCommand")
 CAMERA_EVENTS = _topic("{prefix}/cameras/{camera}/events", (CAMERA,), (BRIDGE,), "CameraEvent")
 CAMERA_STATUS = _topic("{prefix}/cameras/{camera}/status", (CAMERA,), (BRIDGE,), "CameraStatus", retained=True)
-CAMERA_REQUESTS = _topic("{prefix}/cameras/{camera}/requests", (BRIDGE,), (CAMERA,), "EvidenceRequest, FaceRequest")
+CAMERA_REQUESTS = _topic("{prefix}/cameras/{camera}/requests", (BRIDGE,), (CAMERA,), "EvidenceRequest, FaceRequest, PeopleRequest")
 ESP_SEND = _topic("{base}/send", (ESP_RFID,), (BRIDGE, FIRMWARE), "esp-rfid JSON (controllers/esp_rfid.py)", qos=0)
 ESP_TAG = _topic("{base}/tag", (ESP_RFID,), (BRIDGE,), "esp-rfid access reports, Home Assistant mode", qos=0)
 ESP_AVAILABILITY = _topic("{base}/avty", (ESP_RFID,), (BRIDGE,), "online or offline, Home Assistant mode",

@@ -42,7 +42,7 @@ def _dt(t: float) -> datetime:
 
 @dataclass
 class _Pending:
-    request: c.EvidenceRequest | c.FaceRequest
+    request: c.EvidenceRequest | c.FaceRequest | c.PeopleRequest
     due: float
     """Capture time after which the frames after the moment are in the buffer."""
 
@@ -62,11 +62,11 @@ class CameraWorker:
         self.tamper: TamperDetector | None = None
         self.stream = Status("connecting", "")
         """The capture's last status, published with the tamper state."""
-        self.requests: queue.Queue[c.EvidenceRequest | c.FaceRequest] = queue.Queue()
+        self.requests: queue.Queue[c.EvidenceRequest | c.FaceRequest | c.PeopleRequest] = queue.Queue()
         self.pending: list[_Pending] = []
         self.saving: queue.Queue[_Pending | None] = queue.Queue()
         self.answering: queue.Queue[_Pending | None] = queue.Queue()
-        """Face requests: their own thread, so a face-required door's answer never waits behind alarm clips."""
+        """Face and people requests: their own thread, so a door held for the answer never waits behind alarm clips."""
         self.fps = camera.max_fps
         self.frames = 0
         self._seq = 0
@@ -169,7 +169,7 @@ class CameraWorker:
         if due:
             self.pending = [p for p in self.pending if p.due > t]
             for p in due:
-                (self.answering if isinstance(p.request, c.FaceRequest) else self.saving).put(p)
+                (self.saving if isinstance(p.request, c.EvidenceRequest) else self.answering).put(p)
 
     def _detect_motion(self, frame: np.ndarray, t: float) -> None:
         if self.detector is None:
@@ -231,18 +231,24 @@ class CameraWorker:
             try:
                 if isinstance(p.request, c.FaceRequest):
                     self._faces(p.request)
+                elif isinstance(p.request, c.PeopleRequest):
+                    self._people(p.request)
                 else:
                     self._save(p.request)
             except Exception as exc:  # a failed clip must not stop the next one
                 log.exception("camera %s: answering %s for %s failed", self.camera.key, p.request.type, p.request.event)
                 self._refuse(p.request, f"failed: {exc}"[:500])
 
-    def _refuse(self, request: c.EvidenceRequest | c.FaceRequest, reason: str) -> None:
+    def _refuse(self, request: c.EvidenceRequest | c.FaceRequest | c.PeopleRequest, reason: str) -> None:
         if isinstance(request, c.FaceRequest):
             answer: c.EvidenceSaved | c.FacesSeen = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC),
                                                                  type="faces", event=request.event, frames=0,
                                                                  error=reason)
             self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
+        elif isinstance(request, c.PeopleRequest):
+            self._publish(self.events_topic, c.PeopleCounted(id=self._next_id("p"), ts=datetime.now(UTC), type="people",
+                                                             event=request.event, frames=0, people=0,
+                                                             error=reason).model_dump_json(exclude_none=True))
         else:
             self._answer(request, [], reason)
 
@@ -265,6 +271,15 @@ class CameraWorker:
         answer = c.FacesSeen(id=self._next_id("f"), ts=datetime.now(UTC), type="faces", event=request.event,
                              frames=len(seen), faces=faces, people=PeopleDetector().most(frames), liveness=liveness,
                              error=seen.turned_away if frames else "no frames around the badge in the buffer")
+        self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
+
+    def _people(self, request: c.PeopleRequest) -> None:
+        """The people inside a mantrap around a badge at its inner door (the whole frame is the region)."""
+        at = request.at.timestamp()
+        frames = self.ring.window(at - request.before_s, at + request.after_s)
+        answer = c.PeopleCounted(id=self._next_id("p"), ts=datetime.now(UTC), type="people", event=request.event,
+                                 frames=len(frames), people=min(PeopleDetector().most(frames), 100) if frames else 0,
+                                 error=None if frames else "no frames around the badge in the buffer")
         self._publish(self.events_topic, answer.model_dump_json(exclude_none=True))
 
     def _save(self, request: c.EvidenceRequest) -> None:

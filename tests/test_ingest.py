@@ -55,7 +55,7 @@ class Rig:
         self.writer = AuditWriter(engine, "bridge-1", keys.signer())
         self.writer.start()
         self.sent: list[tuple[str, object]] = []
-        self.camera_requests: list[c.EvidenceRequest | c.FaceRequest] = []
+        self.camera_requests: list[c.EvidenceRequest | c.FaceRequest | c.PeopleRequest] = []
         self.acks: list[str] = []
         self.clock = SetClock()
         self.started = self.clock()

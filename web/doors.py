@@ -2,7 +2,9 @@
 
 Unlock, lock and lockdown go to the bridge as ``ConsoleCommand`` messages signed with the console command
 key and naming the user and their session; the bridge checks them, audits them with the user and the
-reason and drives the controllers. A reason is always required.
+reason and drives the controllers. A reason is always required. An unlock of a mantrap door while another
+of its doors is open or unlocked is refused (here from the live door states, and by the bridge, which knows
+grants in flight too) unless it is an emergency override, audited with its reason.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from pydantic import ValidationError
 from sqlalchemy import select
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
@@ -36,6 +38,8 @@ class UnlockForm(FlaskForm):
     reason = StringField("Reason", validators=[DataRequired(message="A remote unlock needs a reason."),
                                                Length(min=3, max=500)])
     duration_s = IntegerField("Seconds (empty: until locked)", validators=[Optional(), NumberRange(1, 86_400)])
+    override = BooleanField("Emergency override (the reason is audited)")
+    """Shown for mantrap doors: unlock although another door of the mantrap is open or unlocked."""
 
 
 class ReasonForm(FlaskForm):
@@ -61,7 +65,9 @@ def board() -> Any:
                      if (not states[door]["online"] if door in states else any(not online.get(c) for c in ctls))}
     lockdown = LockdownForm()
     lockdown.scope.choices = _scopes()
+    interlocked = {door for group in svc.config.interlocks for door in group.doors}
     return render_template("doors.html", doors=svc.config.doors, states=states, controllers=svc.config.controllers,
+                           interlocked=interlocked,
                            online=online, door_controllers=door_controllers, offline_doors=offline_doors, unlock=UnlockForm(), lock=ReasonForm(), lockdown=lockdown,
                            connected=svc.link is not None and svc.link.connected.is_set())
 
@@ -98,10 +104,24 @@ def unlock(key: str) -> Any:
     form = UnlockForm()
     if not form.validate_on_submit():
         form_errors(form)
-    elif _send("unlock", form.reason.data, door=_door(key), duration_s=form.duration_s.data):
+    elif (busy := _mantrap_busy(_door(key))) and not form.override.data:
+        flash(f"Not sent: {key} is a mantrap door and {', '.join(busy)} of its mantrap is open or unlocked. "
+              "Close and lock it first, or tick the emergency override (audited with your reason).", "error")
+    elif _send("unlock", form.reason.data, door=key, duration_s=form.duration_s.data,
+               override=True if form.override.data else None):
         how = f"for {form.duration_s.data} s" if form.duration_s.data else "until locked"
-        flash(f"Unlock of {key} {how} sent to the bridge.", "info")
+        flash(f"{'Emergency override unlock' if form.override.data else 'Unlock'} of {key} {how} sent to the bridge.",
+              "info")
     return redirect(url_for("doors.board"))
+
+
+def _mantrap_busy(door: str) -> list[str]:
+    """The other doors of ``door``'s mantrap that the bridge last reported open or unlocked."""
+    svc = current_services()
+    group = svc.config.interlock_of(door)
+    states = [(d, json.loads(raw)) for d in (group.doors if group else []) if d != door
+              and (raw := svc.hub.doors.get(d)) is not None]
+    return [d for d, state in states if state["contact"] == "open" or state["lock"] == "unlocked"]
 
 
 @bp.route("/<key>/lock", methods=["POST"])

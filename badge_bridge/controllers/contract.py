@@ -17,7 +17,7 @@ Topics, under the site's ``mqtt.topic_prefix`` (default ``badge-bridge/v1``)::
     console/commands                    console -> bridge, QoS 1       ConsoleCommand
     cameras/<camera>/events             camera -> bridge, QoS 1        CameraEvent (motion, evidence saved)
     cameras/<camera>/status             camera -> all, retained        CameraStatus (also the last will)
-    cameras/<camera>/requests           bridge -> camera, QoS 1        EvidenceRequest, FaceRequest
+    cameras/<camera>/requests           bridge -> camera, QoS 1        EvidenceRequest, FaceRequest, PeopleRequest
 """
 
 from __future__ import annotations
@@ -368,6 +368,9 @@ class ConsoleCommand(Message):
     area: Key | None = None
     """For lockdown of one area's doors."""
     duration_s: float | None = Field(None, gt=0, le=86_400)
+    override: Literal[True] | None = None
+    """An emergency override of an unlock: it opens a door although another door of its interlock (a
+    mantrap) is open or unlocked. Audited with ``reason``; absent otherwise (docs/workflows.md)."""
     session: str | None = Field(None, max_length=64)
     """The operator's console session: the hex SHA-256 of its token (``console_session.token_sha256``)."""
     signature: str | None = Field(None, max_length=256)
@@ -476,7 +479,19 @@ class FacesSeen(Message):
     error: str | None = Field(None, max_length=500)
 
 
-CameraEvent = Annotated[Motion | EvidenceSaved | FacesSeen, Field(discriminator="type")]
+class PeopleCounted(Message):
+    """The answer to a PeopleRequest: how many people the camera saw inside a mantrap around the badge."""
+
+    type: Literal["people"]
+    event: str = Field(max_length=128)
+    frames: int = Field(ge=0, le=1000)
+    """Frames examined (none: the buffer had no frames around the moment, and ``people`` says nothing)."""
+    people: int = Field(ge=0, le=100)
+    """Most people the person detector confirmed in one frame of the window."""
+    error: str | None = Field(None, max_length=500)
+
+
+CameraEvent = Annotated[Motion | EvidenceSaved | FacesSeen | PeopleCounted, Field(discriminator="type")]
 camera_event = TypeAdapter(CameraEvent)
 
 
@@ -522,7 +537,16 @@ class FaceRequest(AroundEvent):
     """Also judge whether the face is live (a face-required door): the answer carries ``liveness``."""
 
 
-CameraRequest = Annotated[EvidenceRequest | FaceRequest, Field(discriminator="type")]
+class PeopleRequest(AroundEvent):
+    """Count the people inside a mantrap around ``at`` (a badge at its inner door) and answer with
+    PeopleCounted; ``door`` is the inner door, which the camera watches."""
+
+    type: Literal["people_request"]
+    before_s: float = Field(ge=0, le=10)
+    after_s: float = Field(ge=0, le=10)
+
+
+CameraRequest = Annotated[EvidenceRequest | FaceRequest | PeopleRequest, Field(discriminator="type")]
 camera_request = TypeAdapter(CameraRequest)
 
 
@@ -540,6 +564,7 @@ SCHEMAS: dict[str, Any] = {
     "camera-status": CameraStatus,
     "evidence-request": EvidenceRequest,
     "face-request": FaceRequest,
+    "people-request": PeopleRequest,
 }
 
 

@@ -276,7 +276,7 @@ class MqttLink:
         """At QoS 1: paho keeps it until the broker has it, across a reconnection."""
         self.client.publish(topic, payload, qos=1, retain=retain)
 
-    def request_evidence(self, camera: str, request: c.EvidenceRequest | c.FaceRequest) -> None:
+    def request_evidence(self, camera: str, request: c.EvidenceRequest | c.FaceRequest | c.PeopleRequest) -> None:
         self.publish(self.topics.camera_requests(camera), request.model_dump_json())
 
     def publish_door(self, state: c.DoorState) -> None:

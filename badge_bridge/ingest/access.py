@@ -13,7 +13,7 @@ person has long gone, and a replay must not open a door.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from badge_bridge import cards
@@ -63,10 +63,26 @@ class Attempt:
     number: str
     factors: set[Factor]
     failed: set[Factor]
+    busy: frozenset[str] = frozenset()
+    """The doors busy when it was last decided (``DoorMonitor.busy``), for its interlock."""
+    held: datetime | None = None
+    """When the bridge began holding it, live, for its mantrap (the other doors to close, the people count)."""
+    notes: dict[str, object] = field(default_factory=dict)
+    """What the holds add to the audited decision's detail."""
 
     def request(self) -> Request:
         return Request(door=self.door, now=self.msg.ts, direction=self.reader.direction,
-                       factors=frozenset(self.factors), failed=frozenset(self.failed))
+                       factors=frozenset(self.factors), failed=frozenset(self.failed), busy=self.busy)
+
+
+@dataclass
+class Held:
+    """An attempt held for its mantrap, with the id its decision will be audited under."""
+
+    attempt: Attempt
+    eid: str
+    decision: Decision
+    """What decide() said when it was held."""
 
 
 class AccessDecisions:
@@ -84,6 +100,10 @@ class AccessDecisions:
         self.counters = counters
         self.face_waiting: dict[str, Attempt] = {}
         """Credential events waiting for the door camera's verdict on the holder's face."""
+        self.interlock_waiting: dict[str, Held] = {}
+        """Grants waiting for the other doors of their mantrap to close and lock (``InterlockConfig.wait_s``)."""
+        self.occupancy_waiting: dict[str, Held] = {}
+        """Grants at a mantrap's inner door waiting for its camera's people count; their doors count as busy."""
 
     def credential(self, controller: str, eid: str, msg: c.CredentialPresented, now: datetime) -> Emitted:
         reader = self.wiring.reader_of(controller, msg.reader)
@@ -108,11 +128,83 @@ class AccessDecisions:
                   and msg.biometric.ref == record.biometric_ref)
             (factors if ok else failed).add(Factor.BIOMETRIC)
         attempt = Attempt(controller, eid, msg, reader, door, record, fmt, number, factors, failed)
-        decision = decide(record.view if record else None, attempt.request(), self.state)
+        decision = self._decide(attempt, msg.ts)
         if (decision.reason is Reason.FACE_REQUIRED and msg.offline is None and record is not None
                 and now - msg.ts <= REQUEST_MAX_AGE):
             return self._await_face(attempt, now)
-        return self._conclude(attempt, decision, eid, now)
+        return self._mantrap(attempt, decision, eid, now)
+
+    def _decide(self, a: Attempt, at: datetime) -> Decision:
+        """decide() with the doors busy at ``at``: open, unlocked, released, or held for a people count."""
+        a.busy = self.doors.busy(at) | {h.attempt.door.key for h in self.occupancy_waiting.values()}
+        return decide(a.record.view if a.record else None, a.request(), self.state)
+
+    def _mantrap(self, a: Attempt, decision: Decision, eid: str, now: datetime) -> Emitted:
+        """Conclude, unless the door's mantrap holds the live request: a grant refused only because another
+        of its doors is busy waits up to ``wait_s`` for them (``interlocks_ready``), and a grant at the inner
+        door of a single-occupancy mantrap waits for its camera to count the people inside (``occupancy``)."""
+        group = self.wiring.interlocks.get(a.door.key)
+        if group is None or a.msg.offline is not None or (a.held is None and now - a.msg.ts > REQUEST_MAX_AGE):
+            return self._conclude(a, decision, eid, now)
+        if decision.reason is Reason.INTERLOCK_BUSY and group.wait_s > 0:
+            a.held = a.held or now
+            self.interlock_waiting[a.eid] = Held(a, eid, decision)
+            return []
+        if not (decision.granted and group.single_occupancy and a.door.key == group.doors[-1]
+                and a.reader.direction == "in" and group.camera is not None):
+            return self._conclude(a, decision, eid, now)
+        expected = 1 if decision.companion is None else 2
+        a.notes["occupancy"] = {"camera": group.camera, "expected": expected}
+        if self.cameras.camera_blind(group.camera):  # fail secure: nobody can say who is inside
+            a.notes["occupancy"] = {"camera": group.camera, "expected": expected, "counted": None,
+                                    "why": "the mantrap's camera is offline or tampered"}
+            return self._conclude(a, Decision(False, Reason.MANTRAP_OCCUPANCY), eid, now)
+        a.held = a.held or now
+        self.occupancy_waiting[a.eid] = Held(a, eid, decision)
+        self.cameras.request_people(a.eid, group.camera, a.door.key, a.msg.ts, group.occupancy_timeout_s)
+        return []
+
+    def interlocks_ready(self, now: datetime) -> Emitted:
+        """Decide again the grants waiting for their mantrap's other doors, in the order they came: one whose
+        doors are now closed and locked goes on (and makes its own door busy for those after it); one that
+        waited ``wait_s`` is denied ``interlock_busy``."""
+        emitted: Emitted = []
+        for key, held in list(self.interlock_waiting.items()):
+            a = held.attempt
+            assert a.held is not None
+            decision = self._decide(a, now)
+            waited = (now - a.held).total_seconds()
+            if decision.reason is Reason.INTERLOCK_BUSY and waited < self.wiring.interlocks[a.door.key].wait_s:
+                continue
+            del self.interlock_waiting[key]
+            a.notes["interlock_waited_s"] = round(waited, 3)
+            emitted += self._mantrap(a, decision, held.eid, now) if decision.granted else self._conclude(
+                a, decision, held.eid, now)
+        return emitted
+
+    def occupancy(self, eid: str, counted: int | None, now: datetime, why: str = "") -> Emitted:
+        """The mantrap camera's count for a held grant (None: no answer in time, or no frames): exactly the
+        people the grant lets through goes on; anything else denies ``mantrap_occupancy`` and alarms."""
+        held = self.occupancy_waiting.pop(eid, None)
+        if held is None:
+            return []
+        a = held.attempt
+        note = a.notes["occupancy"]
+        assert isinstance(note, dict)
+        note["counted"] = counted
+        if why:
+            note["why"] = why
+        decision = self._decide(a, now)  # the other doors stayed busy-free while it was held, unless forced
+        if not decision.granted:
+            return self._conclude(a, decision, held.eid, now)
+        if counted == note["expected"]:
+            return self._conclude(a, decision, held.eid, now)
+        emitted = self._conclude(a, Decision(False, Reason.MANTRAP_OCCUPANCY), held.eid, now)
+        if counted is not None:
+            group = self.wiring.interlocks[a.door.key]
+            emitted.append(alarm_raised(EventKind.MANTRAP_OCCUPANCY, door=a.door.key, source=group.camera or a.controller,
+                                        cause=held.eid, ts=now, detail={"interlock": group.key, **note}))
+        return emitted
 
     def waiting_for(self, eid: str) -> bool:
         """Whether the credential event ``eid`` waits for a face verdict."""
@@ -131,9 +223,9 @@ class AccessDecisions:
         # spoof and unverified_liveness deny whatever else the request has: a photo never stands for the face,
         # and a face not known to be live is not verified (fail secure; docs/faces.md "Liveness").
         denied = _FACE_DENIALS.get(outcome)
-        decision = (Decision(False, denied) if denied is not None
-                    else decide(a.record.view if a.record else None, a.request(), self.state))
-        return self._conclude(a, decision, f"{eid}:face", now)
+        if denied is not None:
+            return self._conclude(a, Decision(False, denied), f"{eid}:face", now)
+        return self._mantrap(a, self._decide(a, now), f"{eid}:face", now)
 
     def _conclude(self, a: Attempt, decision: Decision, eid: str, now: datetime) -> Emitted:
         """Record the decision, answer the controller, and audit it as ``eid``."""
@@ -142,7 +234,7 @@ class AccessDecisions:
         view = record.view if record else None
         subject = _subject(record, a.fmt, a.number)
         detail: dict[str, object] = {"reader": reader.key, "direction": reader.direction,
-                                     "factors": sorted(f.value for f in a.factors)}
+                                     "factors": sorted(f.value for f in a.factors), **a.notes}
         if a.failed:
             detail["failed"] = sorted(f.value for f in a.failed)
         disagrees = False
@@ -158,7 +250,7 @@ class AccessDecisions:
                 detail["flagged"] = True
         else:
             granted, reason = decision.granted, decision.reason.value
-            actuate = now - msg.ts <= REQUEST_MAX_AGE
+            actuate = a.held is not None or now - msg.ts <= REQUEST_MAX_AGE  # held: live when it began to wait
             detail["actuated"] = actuate
             if decision.flagged:
                 detail["flagged"] = True
@@ -168,8 +260,9 @@ class AccessDecisions:
         detail["reason"] = reason
         Counters.bump(self.counters.decisions, ("granted" if granted else "denied", reason))
         if granted:
-            # a device's claimed time ahead never pre-authorizes the door
-            self.doors.authorize(door.key, min(msg.ts, now) if msg.offline is not None else msg.ts)
+            # a held grant opens from now; a device's claimed time ahead never pre-authorizes the door
+            self.doors.authorize(door.key, now if a.held is not None else
+                                 min(msg.ts, now) if msg.offline is not None else msg.ts)
             if msg.offline is not None and view is not None:
                 self.state.location[view.person_id] = door.destination(reader.direction) or ""
         if actuate:

@@ -47,6 +47,7 @@ class ConsoleCommands:
         doors = self._doors(cmd)
         if doors is None:
             return []
+        busy = self._interlock(cmd, doors, now)
         until = now + timedelta(seconds=cmd.duration_s) if cmd.type == "unlock" and cmd.duration_s else None
         for door in doors:
             self.doors.set_lock(door, LOCKS[cmd.type], until)
@@ -59,11 +60,30 @@ class ConsoleCommands:
             self.state.lockdown_all = False
             self.state.lockdown_doors -= doors
         self._send(cmd, doors, now)
+        detail: dict[str, object] = {"reason": cmd.reason, "doors": sorted(doors), "area": cmd.area,
+                                     "duration_s": cmd.duration_s}
+        if cmd.override:
+            detail.update(override=True, interlock_busy=sorted(busy))
         event = Event(id=f"console:{cmd.id}{self.suffix}", kind=f"console.{cmd.type}", source="console",
-                      ts=cmd.ts, door=cmd.door, subject={"user": cmd.user},
-                      detail={"reason": cmd.reason, "doors": sorted(doors), "area": cmd.area,
-                              "duration_s": cmd.duration_s})
+                      ts=cmd.ts, door=cmd.door, subject={"user": cmd.user}, detail=detail)
         return [(event, None)]
+
+    def _interlock(self, cmd: c.ConsoleCommand, doors: set[str], now: datetime) -> frozenset[str]:
+        """The busy doors of the unlocked door's mantrap: an unlock while one is busy would leave two doors
+        of it open at once, so it needs an emergency override, with a reason beyond a word (audited)."""
+        if cmd.override and cmd.type != "unlock":
+            raise Rejected("invalid_message", f"override is for an unlock, not a {cmd.type}")
+        if cmd.type != "unlock":
+            return frozenset()
+        groups = [self.wiring.interlocks[door] for door in doors if door in self.wiring.interlocks]
+        busy = frozenset(d for group in groups for d in group.doors if d not in doors) & self.doors.busy(now)
+        if busy and not cmd.override:
+            raise Rejected("interlock_busy", f"door {cmd.door!r} is in a mantrap whose door(s) {', '.join(sorted(busy))} "
+                                             "are open, unlocked or released: close and lock them first, or send an "
+                                             "emergency override with its reason")
+        if cmd.override and len(cmd.reason.strip()) < 3:
+            raise Rejected("invalid_message", "an emergency override needs its reason (3 characters or more)")
+        return busy
 
     def _doors(self, cmd: c.ConsoleCommand) -> set[str] | None:
         """The doors of ours ``cmd`` names; None: only doors another partition serves."""

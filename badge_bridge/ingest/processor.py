@@ -156,6 +156,8 @@ class Processor:
                 self._liveness.heard_from(controller, now)
                 Counters.bump(self._counters.events_in, msg.type)
                 events = self._dispatch(controller, msg, now)
+                if isinstance(msg, c.DoorContact):
+                    events += self._access.interlocks_ready(now)  # a mantrap door closed: who waited goes on
             except Retransmitted:  # decided before: its receipt goes again once that is committed (receipts.py)
                 Counters.bump(self._counters.retransmitted, controller)
                 events = []
@@ -202,7 +204,7 @@ class Processor:
 
     # --- cameras -------------------------------------------------------------------------------------
 
-    def camera_event(self, camera: str, msg: c.Motion | c.EvidenceSaved | c.FacesSeen, payload: bytes, where: str,
+    def camera_event(self, camera: str, msg: c.Motion | c.EvidenceSaved | c.FacesSeen | c.PeopleCounted, payload: bytes, where: str,
                      ack: Ack | None) -> None:
         with self._lock:
             now = self._clock()
@@ -216,6 +218,9 @@ class Processor:
                     events, verdict = self._cameras.faces_seen(camera, msg)
                     if verdict is not None and self._access.waiting_for(verdict[0]):
                         events += self._access.face_verdict(*verdict, now)
+                elif isinstance(msg, c.PeopleCounted):
+                    count = self._cameras.people_counted(camera, msg)
+                    events = self._access.occupancy(count[0], count[1], now, count[2]) if count is not None else []
                 else:
                     events = self._cameras.evidence_saved(camera, msg)
             except (Rejected, CameraRejected, InvalidEvent) as exc:
@@ -253,6 +258,7 @@ class Processor:
                 except Rejected as exc:
                     raise Forged(cmd, f"{FRESHNESS.get(exc.code, exc.code)}: {exc}") from None
                 events = self._console.command(cmd, now)
+                events += self._access.interlocks_ready(now)  # a lock may free a mantrap
             except Rejected as exc:
                 events = self._refusal("console", exc, payload, where, now)
             self._emit(events, ack)
@@ -269,6 +275,9 @@ class Processor:
             self._emit(unverified, None)
             for eid in required:
                 self._emit(self._access.face_verdict(eid, "timeout", now), None)
+            for eid in self._cameras.people_expired(now):
+                self._emit(self._access.occupancy(eid, None, now, "no answer from the mantrap's camera in time"), None)
+            self._emit(self._access.interlocks_ready(now), None)
             self._emit(self._door_events.held_open(now), None)
 
     def apply_shared(self, facts: list[tuple[str, str | None, datetime | None]], origin: str) -> None:

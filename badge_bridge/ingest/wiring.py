@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from badge_bridge.config import ControllerConfig, ReaderConfig, SiteConfig
+from badge_bridge.config import ControllerConfig, InterlockConfig, ReaderConfig, SiteConfig
 from badge_bridge.ingest.admission import Rejected
 
 
@@ -26,6 +26,8 @@ class Wiring:
             for area in (d.area_in, d.area_out):
                 if area:
                     self.area_doors.setdefault(area, set()).add(d.key)
+        self.interlocks: dict[str, InterlockConfig] = {door: group for group in config.interlocks for door in group.doors}
+        """Door -> its interlock (a mantrap), for the doors in one."""
 
     def known(self, controller: str) -> None:
         if controller not in self.controllers:
