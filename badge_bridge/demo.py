@@ -188,7 +188,8 @@ def main(config_path: str, port: int | None, seconds: float | None) -> None:
                f"Check what it logged: {_cli()} -c {config_path} audit verify")
 
 
-OSDP_READERS: dict[str, tuple[int, ReaderKind]] = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
+OSDP_READERS: dict[str, tuple[int, ReaderKind]] = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric"),
+                                                   "hall-a-mantrap-in": (4, "card"), "hall-a-mantrap-out": (5, "card")}
 """In the demo, hall A's controller is an OSDP bus of simulated readers (libosdp PDs on a pty bus)."""
 
 
@@ -243,10 +244,18 @@ def _run_osdp_readers(keys: dict[str, bytes], ready: Connection, stopping: threa
     rng = random.Random()
     staff = [(card, pin, name.split()[0].lower()) for name, levels, card, pin in DEMO_PEOPLE
              if "hall-a-engineers" in levels]
+    by_key = dict(zip(OSDP_READERS, readers, strict=True))
     try:
         while not stopping.wait(rng.uniform(3, 8)):
             reader = rng.choice(readers)
             card, pin, finger = rng.choice(staff)
+            if reader is by_key["hall-a-mantrap-in"]:
+                # through the mantrap: the outer door, then the inner one a moment later (the bridge holds
+                # that badge until the outer door's release is over: interlock_wait)
+                reader.present_card("wiegand26", card)
+                if stopping.wait(rng.uniform(2, 6)):
+                    break
+                reader = by_key["hall-a-in"]
             reader.present_card("wiegand26", card)
             if reader.kind == "keypad":
                 reader.keypad(pin or "0000")

@@ -57,7 +57,7 @@ class DoorMonitor:
         contact was never reported counts as closed, as it does everywhere else."""
         return frozenset(s.key for s in self.doors.values()
                          if s.contact == "open" or s.lock == "unlocked"
-                         or (s.authorized_until is not None and s.authorized_until > now))
+                         or (s.authorized_until is not None and now <= s.authorized_until))  # as opened() reads it
 
     def set_lock(self, door: str, lock: str, until: datetime | None = None) -> None:
         """``until``: a timed unlock, which ``relock`` ends."""

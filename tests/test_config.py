@@ -36,10 +36,11 @@ def config_error(path: Path) -> str:
 
 def test_the_example_site_loads(site: SiteConfig) -> None:
     assert site.site.name == "DC1 Frankfurt" and site.site.timezone == "Europe/Berlin"
-    assert [d.key for d in site.doors] == ["main-entrance", "hall-a", "cage-7", "noc"]
-    assert (len(site.readers), len(site.controllers), len(site.cameras), len(site.access_levels)) == (6, 3, 2, 3)
+    assert [d.key for d in site.doors] == ["main-entrance", "hall-a", "cage-7", "noc", "hall-a-mantrap"]
+    assert (len(site.readers), len(site.controllers), len(site.cameras), len(site.access_levels)) == (8, 3, 2, 3)
     hall = site.doors[1]
-    assert (hall.area_out, hall.area_in, hall.factors) == ("lobby", "hall-a", ["card", "pin"])
+    assert (hall.area_out, hall.area_in, hall.factors) == ("hall-a-mantrap", "hall-a", ["card", "pin"])
+    assert [(i.key, i.doors) for i in site.interlocks] == [("hall-a-mantrap", ["hall-a-mantrap", "hall-a"])]
     business = site.schedules[1]
     assert (business.intervals[0].start_minute(), business.intervals[0].end_minute()) == (7 * 60, 19 * 60)
     assert site.schedules[0].intervals[0].end_minute() == 24 * 60

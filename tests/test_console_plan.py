@@ -257,7 +257,7 @@ def test_icons_link_to_the_doors_board_and_say_their_state_in_words(app: Flask, 
     client = app.test_client()
     login(client, "guard")
     found = icons(page(client, "/")).icons
-    assert set(found) == {"main-entrance", "noc", "hall-a", "cage-7"}
+    assert set(found) == {"main-entrance", "noc", "hall-a", "cage-7", "hall-a-mantrap"}
     assert found["hall-a"]["href"] == "/doors#door-hall-a"
     assert found["hall-a"]["name"] == "Data hall A"
     # no bridge in this test: no door state, and the database has no controller marked online
