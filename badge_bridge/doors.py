@@ -7,6 +7,7 @@ the door closes. The bridge feeds it and turns the returned alarm changes into a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -51,11 +52,12 @@ class DoorMonitor:
         if status.authorized_until is None or until > status.authorized_until:
             status.authorized_until = until
 
-    def busy(self, now: datetime) -> frozenset[str]:
-        """Doors open, held unlocked or released for opening (a grant or an exit request not yet used): an
-        interlock (a mantrap) lets none of its other doors open while one of its doors is busy. A door whose
-        contact was never reported counts as closed, as it does everywhere else."""
-        return frozenset(s.key for s in self.doors.values()
+    def busy(self, now: datetime, among: Iterable[str] | None = None) -> frozenset[str]:
+        """Doors (of ``among``, default all) open, held unlocked or released for opening (a grant or an exit
+        request not yet used): an interlock (a mantrap) lets none of its other doors open while one of its
+        doors is busy. A door whose contact was never reported counts as closed, as it does everywhere else."""
+        statuses = self.doors.values() if among is None else (self.doors[d] for d in among if d in self.doors)
+        return frozenset(s.key for s in statuses
                          if s.contact == "open" or s.lock == "unlocked"
                          or (s.authorized_until is not None and now <= s.authorized_until))  # as opened() reads it
 

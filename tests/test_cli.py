@@ -94,7 +94,7 @@ def test_init_creates_keys_once_and_is_idempotent(site_file: Path, engine: Engin
     assert "created" not in second and "database ready" in second
     assert KeyStore(tmp_path / "keys").signer().key_id == signer.key_id
     with engine.connect() as conn:
-        assert conn.scalar(select(func.count()).select_from(Door)) == 4
+        assert conn.scalar(select(func.count()).select_from(Door)) == 5
 
 
 def test_init_creates_a_new_sqlite_database(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_init_creates_a_new_sqlite_database(tmp_path: Path) -> None:
 
 def test_check_config_describes_the_site(site_file: Path) -> None:
     out = ok(cli(site_file, "check-config"))
-    assert f"{site_file}: site 'DC1 Frankfurt': 4 doors, 6 readers, 3 controllers, 2 cameras, 3 access levels" in out
+    assert f"{site_file}: site 'DC1 Frankfurt': 5 doors, 8 readers, 3 controllers, 2 cameras, 3 access levels" in out
 
 
 def test_admin_changes_are_made_and_audited(site_file: Path, engine: Engine, tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ def test_site_file_with_an_unknown_reference(tmp_path: Path) -> None:
     for args in (["check-config"], ["init"]):
         assert_user_error(cli(site, *args),
                           f"{site}: doors[1].area_in: unknown area 'hall-x' "
-                          "(expected one of: cage-7, hall-a, lobby, noc, outside)")
+                          "(expected one of: cage-7, hall-a, hall-a-mantrap, lobby, noc, outside)")
     assert not (tmp_path / "bridge.db").exists()
 
 

@@ -9,7 +9,7 @@ import pytest
 from badge_bridge.config import DATABASE_URL_ENV, ConfigError, SiteConfig, load_config
 
 EXAMPLE_SITE = Path(__file__).resolve().parents[1] / "site.example.toml"
-KNOWN_AREAS = "cage-7, hall-a, lobby, noc, outside"
+KNOWN_AREAS = "cage-7, hall-a, hall-a-mantrap, lobby, noc, outside"
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ MISTAKES = {
     "unknown-key": ([('instance = "bridge-1"', 'instance = "bridge-1"\ncolour = "blue"')], "",
                     "site.colour: Extra inputs are not permitted"),
     "unknown-section": ([], "\n[cameras_extra]\nx = 1\n", "cameras_extra: Extra inputs are not permitted"),
-    "duplicate-item-key": ([], '\n[[areas]]\nkey = "lobby"\n', "areas[5].key: duplicate key 'lobby'"),
+    "duplicate-item-key": ([], '\n[[areas]]\nkey = "lobby"\n', "areas[6].key: duplicate key 'lobby'"),
     "unknown-area": ([('area_in = "hall-a"', 'area_in = "hall-x"')], "",
                      f"doors[1].area_in: unknown area 'hall-x' (expected one of: {KNOWN_AREAS})"),
     "unknown-controller": ([('controller = "esp-noc"', 'controller = "esp-x"')], "",
@@ -64,7 +64,7 @@ MISTAKES = {
                          "(expected one of: always, business)"),
     "unknown-camera-door": ([('doors = ["main-entrance"]', 'doors = ["back-door"]')], "",
                             "cameras[0].doors[0]: unknown door 'back-door' "
-                            "(expected one of: cage-7, hall-a, main-entrance, noc)"),
+                            "(expected one of: cage-7, hall-a, hall-a-mantrap, main-entrance, noc)"),
     "bad-time-zone": ([('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"')], "",
                       "site.timezone: unknown time zone 'Mars/Olympus' "
                       "(expected an IANA name such as 'Europe/Berlin')"),
@@ -172,12 +172,12 @@ def test_a_partition_view_holds_only_its_own_devices(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.partitions() == ["bridge-1", "halls"]
     assert config.door_partitions() == {"main-entrance": "bridge-1", "hall-a": "halls", "cage-7": "halls",
-                                        "noc": "bridge-1"}
+                                        "noc": "bridge-1", "hall-a-mantrap": "halls"}
     halls = config.partition_view("halls")
     assert halls.site.instance == "halls" and halls.partitioned
     assert [c.key for c in halls.controllers] == ["ctl-hall-a"]
-    assert {r.door for r in halls.readers} == {"hall-a", "cage-7"}
-    assert {d.key for d in halls.doors} == {"hall-a", "cage-7"} and halls.cameras == []
+    assert {r.door for r in halls.readers} == {"hall-a", "cage-7", "hall-a-mantrap"}
+    assert {d.key for d in halls.doors} == {"hall-a", "cage-7", "hall-a-mantrap"} and halls.cameras == []
     assert halls.foreign_doors == ["main-entrance", "noc"]
     assert not config.partitioned and len(halls.areas) == len(config.areas)
     with pytest.raises(ConfigError, match="partition 'west' is not in the site file"):

@@ -136,7 +136,9 @@ class AccessDecisions:
 
     def _decide(self, a: Attempt, at: datetime) -> Decision:
         """decide() with the doors busy at ``at``: open, unlocked, released, or held for a people count."""
-        a.busy = self.doors.busy(at) | {h.attempt.door.key for h in self.occupancy_waiting.values()}
+        others = a.door.interlock  # only a mantrap's doors are asked: no other door holds a decision
+        held = {h.attempt.door.key for h in self.occupancy_waiting.values()}
+        a.busy = self.doors.busy(at, others) | (held & others) if others else frozenset()
         return decide(a.record.view if a.record else None, a.request(), self.state)
 
     def _mantrap(self, a: Attempt, decision: Decision, eid: str, now: datetime) -> Emitted:

@@ -76,7 +76,7 @@ class ConsoleCommands:
         if cmd.type != "unlock":
             return frozenset()
         groups = [self.wiring.interlocks[door] for door in doors if door in self.wiring.interlocks]
-        busy = frozenset(d for group in groups for d in group.doors if d not in doors) & self.doors.busy(now)
+        busy = self.doors.busy(now, {d for group in groups for d in group.doors if d not in doors})
         if busy and not cmd.override:
             raise Rejected("interlock_busy", f"door {cmd.door!r} is in a mantrap whose door(s) {', '.join(sorted(busy))} "
                                              "are open, unlocked or released: close and lock them first, or send an "
