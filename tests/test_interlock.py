@@ -18,9 +18,13 @@ from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers import contract as c
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import DeadLetter
+from badge_bridge.sim.broker import Broker
+from badge_bridge.sim.controller import SimController
 from tests.conftest import write_site
 from tests.console_commands import command
 from tests.test_ingest import Rig
+from tests.test_mqtt_bridge import Site, entries, kinds
+from tests.waiting import wait_until
 
 OUTER, INNER = "hall-a-mantrap", "hall-a"
 ADA, GRACE = "12:1001", "12:1002"  # Ada has PIN 4711 (hall A asks card and PIN); both may pass the mantrap
@@ -286,3 +290,46 @@ def test_a_count_from_another_camera_or_a_tampered_one_is_refused(occupancy_rig:
     counted(rig, 1)
     assert commands(rig, INNER) == []
     assert [letter.reason.split(":")[0] for letter in letters(rig)] == ["not_this_camera", "camera_tampered"]
+
+
+# --- over a real broker: the bridge and a simulated hall A controller ---------------------------------
+
+
+@pytest.fixture
+def live(tmp_path: Path, db_url: str, broker: Broker, keys: KeyStore) -> Iterator[Site]:
+    s = Site(tmp_path, db_url, broker, keys)
+    s.start_bridge()
+    yield s
+    s.close()
+
+
+def grants(sim: SimController, door: str) -> list[c.Command]:
+    return [cmd for cmd in sim.commands if isinstance(cmd, c.Grant) and cmd.door == door]
+
+
+def test_a_simulated_person_walks_through_the_mantrap(live: Site) -> None:
+    hall = live.sim("ctl-hall-a")
+    hall.present("hall-a-mantrap-in", None, "wiegand26", ADA)
+    hall.wait_for(lambda: hall.contact.get(OUTER) == "closed")  # granted, walked in, the door shut behind
+    hall.present("hall-a-in", None, "wiegand26", ADA, pin="4711")
+    hall.wait_for(lambda: hall.contact.get(INNER) == "closed")
+    wait_until(lambda: kinds(live.engine).count("door.closed") == 2, what="both doors closed in the log")
+    log = kinds(live.engine)
+    assert log.count("access.granted") == 2 and "door.forced" not in log and "access.denied" not in log
+
+
+def test_over_the_broker_the_inner_door_waits_for_the_outer_to_close(live: Site) -> None:
+    hall = live.sim("ctl-hall-a", walk_through=False)
+    hall.present("hall-a-mantrap-in", None, "wiegand26", GRACE)
+    hall.wait_for_command(lambda cmd: isinstance(cmd, c.Grant))
+    hall.open_door(OUTER)
+    hall.present("hall-a-in", None, "wiegand26", ADA, pin="4711")
+    assert live.bridge is not None and live.bridge.processor is not None
+    held = live.bridge.processor._access.interlock_waiting
+    wait_until(lambda: held, what="the inner badge held")
+    assert grants(hall, INNER) == []
+    hall.close_door(OUTER)
+    hall.wait_for_command(lambda cmd: isinstance(cmd, c.Grant) and cmd.door == INNER)
+    wait_until(lambda: kinds(live.engine).count("access.granted") == 2, what="the held grant in the log")
+    [detail] = [json.loads(e.detail) for e in entries(live.engine) if e.kind == "access.granted" and e.door == INNER]
+    assert detail["interlock_waited_s"] > 0 and detail["actuated"] is True
