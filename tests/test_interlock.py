@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -20,10 +21,12 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import DeadLetter
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
+from camera.worker import CameraWorker
 from tests.conftest import write_site
 from tests.console_commands import command
 from tests.test_ingest import Rig
 from tests.test_mqtt_bridge import Site, entries, kinds
+from tests.video_composites import FPS, Composite, passage
 from tests.waiting import wait_until
 
 OUTER, INNER = "hall-a-mantrap", "hall-a"
@@ -46,10 +49,13 @@ def rig(engine: Engine, site: SiteConfig, keys: KeyStore) -> Iterator[Rig]:
 
 
 @pytest.fixture
-def occupancy_rig(engine: Engine, db_url: str, tmp_path: Path, keys: KeyStore) -> Iterator[Rig]:
-    """The example site with a camera inside the mantrap and single occupancy on."""
+def occupancy_rig(engine: Engine, db_url: str, tmp_path: Path, keys: KeyStore,
+                  request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """The example site with a camera inside the mantrap and single occupancy on (and the test's own
+    replacements, as its indirect parameter)."""
     path = write_site(tmp_path, db_url, ("\n[[interlocks]]", MANTRAP_CAMERA),
-                      ("single_occupancy = false", 'single_occupancy = true\ncamera = "cam-mantrap"'))
+                      ("single_occupancy = false", 'single_occupancy = true\ncamera = "cam-mantrap"'),
+                      *getattr(request, "param", ()))
     r = Rig(engine, load_config(path), keys)
     yield r
     r.writer.stop()
@@ -59,7 +65,7 @@ def outer(rig: Rig, number: str = GRACE) -> object:
     return rig.card(number, reader="hall-a-mantrap-in", ctl="ctl-hall-a")
 
 
-def inner(rig: Rig, number: str = ADA, pin: str = "4711", reader: str = "hall-a-in") -> object:
+def inner(rig: Rig, number: str = ADA, pin: str | None = "4711", reader: str = "hall-a-in") -> object:
     return rig.card(number, reader=reader, ctl="ctl-hall-a", pin=pin)
 
 
@@ -254,6 +260,22 @@ def test_one_person_counted_in_the_mantrap_opens_the_inner_door(occupancy_rig: R
     assert kind == "access.granted" and detail["occupancy"] == {"camera": "cam-mantrap", "expected": 1, "counted": 1}
 
 
+@pytest.mark.parametrize("occupancy_rig", [[('factors = ["card", "pin"]', 'factors = ["card"]\ntwo_person = true')]],
+                         indirect=True, ids=["two-person"])
+def test_a_two_person_grant_at_the_inner_door_expects_two_people(occupancy_rig: Rig) -> None:
+    rig = occupancy_rig
+    inner(rig, GRACE, pin=None)  # the first of two: waits at the door, no count yet
+    assert [r for r in rig.camera_requests if isinstance(r, c.PeopleRequest)] == []
+    inner(rig, ADA, pin=None)
+    counted(rig, 1)  # one of the two is missing (or hides behind the other): no
+    inner(rig, ADA, pin=None)  # Grace still waits at the door: Ada again, both inside this time
+    counted(rig, 2)
+    reasons = [(d["reason"], d.get("occupancy")) for _, _, d in access(rig)]
+    assert reasons == [("two_person_waiting", None),
+                       ("mantrap_occupancy", {"camera": "cam-mantrap", "expected": 2, "counted": 1}),
+                       ("granted_two_person", {"camera": "cam-mantrap", "expected": 2, "counted": 2})]
+
+
 def test_two_people_in_the_mantrap_deny_and_alarm(occupancy_rig: Rig) -> None:
     rig = occupancy_rig
     inner(rig)
@@ -333,3 +355,29 @@ def test_over_the_broker_the_inner_door_waits_for_the_outer_to_close(live: Site)
     wait_until(lambda: kinds(live.engine).count("access.granted") == 2, what="the held grant in the log")
     [detail] = [json.loads(e.detail) for e in entries(live.engine) if e.kind == "access.granted" and e.door == INNER]
     assert detail["interlock_waited_s"] > 0 and detail["actuated"] is True
+
+
+# --- the camera worker's side: counting the people inside ------------------------------------------
+
+
+def _answer(site: SiteConfig, keys: KeyStore, frames: list[np.ndarray]) -> c.PeopleCounted:
+    """What the camera worker publishes for a people request over ``frames`` (played at FPS from t = 0)."""
+    camera = site.cameras[0]
+    worker = CameraWorker(site, camera, keys.evidence_key())
+    published: list[str] = []
+    worker._publish = lambda _topic, payload, retain=False: published.append(payload)  # type: ignore[method-assign]
+    for i, frame in enumerate(frames[:80]):  # the ring keeps the camera's last buffer_s only
+        worker.ring.append(frame, 1000 + i / FPS)
+    at = datetime.fromtimestamp(1000 + 55 / FPS, UTC)
+    worker._people(c.PeopleRequest(v=1, id="pr-1", ts=at, type="people_request", event="ctl-hall-a:m1", door=INNER,
+                                   at=at, before_s=1.0, after_s=0.5))
+    [answer] = published
+    return c.PeopleCounted.model_validate_json(answer)
+
+
+def test_the_worker_counts_one_person_as_one_and_two_side_by_side_as_two(site: SiteConfig, keys: KeyStore) -> None:
+    one = _answer(site, keys, passage(0))
+    assert (one.event, one.people, one.error) == ("ctl-hall-a:m1", 1, None) and one.frames > 0
+    assert _answer(site, keys, Composite(target=0, source=1, dx=-260, dt=0).frames()).people == 2
+    empty = _answer(site, keys, [])
+    assert (empty.frames, empty.people) == (0, 0) and empty.error  # no frames: the bridge denies, never grants

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from badge_bridge.config import load_config
 from badge_bridge.controllers import contract as c
-from badge_bridge.doors import FORCED, DoorMonitor
+from badge_bridge.doors import DoorMonitor
 from badge_bridge.ingest.admission import Rejected
 from badge_bridge.ingest.console import ConsoleCommands
 from badge_bridge.ingest.wiring import Wiring
