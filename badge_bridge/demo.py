@@ -155,7 +155,8 @@ def main(config_path: str, port: int | None, seconds: float | None) -> None:
         status.start("active")
         sims = controllers_from_site(config, keys)
         for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_watch, (config, sims, summary, stop)),
-                             (_noc_traffic, (esp, stop)), (summary.run, (stop,))):
+                             (_noc_traffic, (esp, stop)), (summary.run, (stop,)),
+                             (_mantrap_traffic, (sims.get("ctl-lobby"), readers, stop))):
             threading.Thread(target=target, args=args, daemon=True).start()
         processes.append(_start_cli(config_path, broker.port, "console", "--port", str(console_port)))
         url = f"{'https' if config.console.tls_cert else 'http'}://{_reachable(config.console.host)}:{console_port}/"
@@ -188,17 +189,20 @@ def main(config_path: str, port: int | None, seconds: float | None) -> None:
                f"Check what it logged: {_cli()} -c {config_path} audit verify")
 
 
-OSDP_READERS: dict[str, tuple[int, ReaderKind]] = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric"),
-                                                   "hall-a-mantrap-in": (4, "card"), "hall-a-mantrap-out": (5, "card")}
+OSDP_READERS: dict[str, tuple[int, ReaderKind]] = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
 """In the demo, hall A's controller is an OSDP bus of simulated readers (libosdp PDs on a pty bus)."""
+MANTRAP_READERS = ("hall-a-mantrap-in", "hall-a-mantrap-out")
+"""The hall A mantrap's outer door readers: on the lobby's simulated IP controller in the demo."""
 
 
 def on_osdp_bus(config: SiteConfig, port: str) -> SiteConfig:
-    """The site with ctl-hall-a turned into an RS-485 OSDP bus on ``port``."""
+    """The site with ctl-hall-a turned into an RS-485 OSDP bus on ``port``; its readers that are not on the
+    simulated bus (the mantrap's outer door, ``MANTRAP_READERS``) move to the lobby's IP controller."""
     controllers = [ctl.model_copy(update={"kind": "osdp", "port": port}) if ctl.key == "ctl-hall-a" else ctl
                    for ctl in config.controllers]
     readers = [r.model_copy(update={"osdp_address": OSDP_READERS[r.key][0], "kind": OSDP_READERS[r.key][1]})
-               if r.key in OSDP_READERS else r for r in config.readers]
+               if r.key in OSDP_READERS else r.model_copy(update={"controller": "ctl-lobby"})
+               if r.key in MANTRAP_READERS else r for r in config.readers]
     return config.model_copy(update={"controllers": controllers, "readers": readers})
 
 
@@ -225,6 +229,11 @@ class OsdpReaders:
             raise click.ClickException("the simulated OSDP readers did not start")
         self.cp_link: str = parent.recv()
         """The port the bridge opens: the bus's control-panel end."""
+        self.link = parent
+
+    def badge(self, reader: str, card: str) -> None:
+        """Someone presents ``card`` at ``reader`` of the bus (with their PIN at a keypad)."""
+        self.link.send((reader, card))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -245,22 +254,22 @@ def _run_osdp_readers(keys: dict[str, bytes], ready: Connection, stopping: threa
     staff = [(card, pin, name.split()[0].lower()) for name, levels, card, pin in DEMO_PEOPLE
              if "hall-a-engineers" in levels]
     by_key = dict(zip(OSDP_READERS, readers, strict=True))
+    pins = {card: pin for card, pin, _ in staff}
+
+    def present(reader: SimReader, card: str, pin: str | None, finger: str) -> None:
+        reader.present_card("wiegand26", card)
+        if reader.kind == "keypad":
+            reader.keypad(pin or "0000")
+        elif reader.kind == "biometric":
+            reader.biometric(finger)
+
     try:
         while not stopping.wait(rng.uniform(3, 8)):
-            reader = rng.choice(readers)
+            while ready.poll():  # someone the demo walked through the mantrap's outer door, at the inner one now
+                key, card = ready.recv()
+                present(by_key[key], card, pins.get(card), "")
             card, pin, finger = rng.choice(staff)
-            if reader is by_key["hall-a-mantrap-in"]:
-                # through the mantrap: the outer door, then the inner one a moment later (the bridge holds
-                # that badge until the outer door's release is over: interlock_wait)
-                reader.present_card("wiegand26", card)
-                if stopping.wait(rng.uniform(2, 6)):
-                    break
-                reader = by_key["hall-a-in"]
-            reader.present_card("wiegand26", card)
-            if reader.kind == "keypad":
-                reader.keypad(pin or "0000")
-            elif reader.kind == "biometric":
-                reader.biometric(finger)
+            present(rng.choice(readers), card, pin, finger)
     finally:
         for reader in readers:
             reader.stop()
@@ -284,6 +293,24 @@ def esp_from_site(config: SiteConfig) -> SimEspRfid | None:
     if not esp.connected.wait(15):
         log.warning("the simulated esp-rfid %s could not connect to the broker", ctl.key)
     return esp
+
+
+def _mantrap_traffic(lobby: SimController | None, bus: OsdpReaders, stop: threading.Event) -> None:
+    """Hall A engineers through the mantrap: card at its outer door (the lobby's controller; they walk in and
+    it closes behind them), then card and PIN at the hall's door on the OSDP bus a few seconds later; sometimes
+    sooner than the outer door's release is over, and the bridge holds the inner badge until it is."""
+    rng = random.Random()
+    engineers = [card for _name, levels, card, _pin in DEMO_PEOPLE if "hall-a-engineers" in levels]
+    while lobby is not None and not stop.wait(rng.uniform(15, 40)):
+        card = rng.choice(engineers)
+        try:
+            lobby.present(MANTRAP_READERS[0], None, "wiegand26", card)
+        except Exception:  # the demo goes on
+            log.exception("demo traffic at the mantrap")
+            continue
+        if stop.wait(rng.uniform(2, 8)):
+            return
+        bus.badge("hall-a-in", card)
 
 
 def _noc_traffic(esp: SimEspRfid | None, stop: threading.Event) -> None:

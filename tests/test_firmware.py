@@ -30,6 +30,7 @@ from firmware_config import devices
 from firmware_config.devices import ControllerSettings
 from firmware_config.sim import SimConfigController, SimEspRfid
 from tests.conftest import ROOT, write_site
+from tests.test_osdp_bridge import OFF_THE_BUS
 
 EXAMPLE = ROOT / "firmware.example.toml"
 ESP_IP = "10.20.0.31"
@@ -377,7 +378,7 @@ def osdp_site(tmp_path: Path, url: str, port: int, cp_link: str) -> Path:
     readers = [(f'key = "{key}"\ncontroller = "ctl-hall-a"',
                 f'key = "{key}"\nosdp_address = {address}\ncontroller = "ctl-hall-a"')
                for key, (address, _) in OSDP_READERS.items()]
-    return write_site(tmp_path, url, ctl, *readers, broker_port=port)
+    return write_site(tmp_path, url, ctl, *readers, *OFF_THE_BUS, broker_port=port)
 
 
 def test_cli_validate_reports_every_problem(tmp_path: Path, sqlite_url: str, broker: Broker) -> None:

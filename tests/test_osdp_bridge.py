@@ -18,6 +18,7 @@ from badge_bridge.bridge import Bridge
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers.osdp import OsdpBus
 from badge_bridge.db import make_engine
+from badge_bridge.demo import MANTRAP_READERS
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.sim.broker import Broker
@@ -27,6 +28,9 @@ from tests.conftest import write_site
 from tests.waiting import wait_until
 
 READERS = {"hall-a-in": (1, "keypad"), "hall-a-out": (2, "keypad"), "cage-7-in": (3, "biometric")}
+OFF_THE_BUS = tuple((f'key = "{key}"\ncontroller = "ctl-hall-a"', f'key = "{key}"\ncontroller = "ctl-lobby"')
+                    for key in MANTRAP_READERS)
+"""The mantrap's outer door readers move to the lobby's IP controller, as in the demo (demo.on_osdp_bus)."""
 
 
 def osdp_site(tmp_path: Path, db_url: str, broker: Broker, port: str) -> Path:
@@ -35,7 +39,7 @@ def osdp_site(tmp_path: Path, db_url: str, broker: Broker, port: str) -> Path:
     for key, (address, _kind) in READERS.items():
         wiring.append((f'key = "{key}"\n', f'key = "{key}"\nosdp_address = {address}\n'))
     wiring.append(('key = "hall-a-out"\n', 'key = "hall-a-out"\nkind = "keypad"\n'))  # hall A asks a PIN both ways
-    return write_site(tmp_path, db_url, *wiring, broker_port=broker.port)
+    return write_site(tmp_path, db_url, *wiring, *OFF_THE_BUS, broker_port=broker.port)
 
 
 class Rig:
