@@ -81,8 +81,6 @@ class Held:
 
     attempt: Attempt
     eid: str
-    decision: Decision
-    """What decide() said when it was held."""
 
 
 class AccessDecisions:
@@ -150,19 +148,18 @@ class AccessDecisions:
             return self._conclude(a, decision, eid, now)
         if decision.reason is Reason.INTERLOCK_BUSY and group.wait_s > 0:
             a.held = a.held or now
-            self.interlock_waiting[a.eid] = Held(a, eid, decision)
+            self.interlock_waiting[a.eid] = Held(a, eid)
             return []
         if not (decision.granted and group.single_occupancy and a.door.key == group.doors[-1]
                 and a.reader.direction == "in" and group.camera is not None):
             return self._conclude(a, decision, eid, now)
-        expected = 1 if decision.companion is None else 2
-        a.notes["occupancy"] = {"camera": group.camera, "expected": expected}
+        note: dict[str, object] = {"camera": group.camera, "expected": 1 if decision.companion is None else 2}
+        a.notes["occupancy"] = note
         if self.cameras.camera_blind(group.camera):  # fail secure: nobody can say who is inside
-            a.notes["occupancy"] = {"camera": group.camera, "expected": expected, "counted": None,
-                                    "why": "the mantrap's camera is offline or tampered"}
+            note.update(counted=None, why="the mantrap's camera is offline or tampered")
             return self._conclude(a, Decision(False, Reason.MANTRAP_OCCUPANCY), eid, now)
         a.held = a.held or now
-        self.occupancy_waiting[a.eid] = Held(a, eid, decision)
+        self.occupancy_waiting[a.eid] = Held(a, eid)
         self.cameras.request_people(a.eid, group.camera, a.door.key, a.msg.ts, group.occupancy_timeout_s)
         return []
 
