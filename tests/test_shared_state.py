@@ -176,7 +176,7 @@ def test_hard_anti_passback_holds_across_two_partitions(rig: Rig) -> None:
         assert isinstance(rig.badge(lobby, "main-out", ADA), c.Grant)  # out to the car park
         assert isinstance(rig.badge(lobby, "main-in", ADA), c.Grant)  # into the lobby, at partition bridge-1
         wait_until(lambda: memory(halls).location.get(ada) == "lobby", 10, "partition halls to learn Ada's position")
-        answer = rig.badge(hall, "hall-a-out", ADA)  # into the lobby again, at partition halls
+        answer = rig.badge(hall, "hall-a-mantrap-out", ADA)  # out of hall A's mantrap into the lobby again, at halls
         denied += isinstance(answer, c.Deny) and answer.reason == "anti_passback"
     assert denied == 3
     # halls never wrote Ada's position: it is bridge-1's fact, not journaled back
@@ -282,9 +282,9 @@ def test_a_lockdown_another_partition_commits_is_commanded_and_audited_here(rig:
     dba(rig, """INSERT INTO site_state ("key", value, event_id, "partition", updated_at)
                 VALUES ('lockdown', 'true', 'console:x@bridge-1', 'bridge-1', now())""")
     dba(rig, "SELECT pg_notify(:ch, :p)", ch=CHANNEL, p=payload("bridge-1", ["lockdown"]))
-    assert hall.wait_for_command(lambda cmd: isinstance(cmd, c.Lockdown) and cmd.active and set(cmd.doors) == {"hall-a", "cage-7"})
+    assert hall.wait_for_command(lambda cmd: isinstance(cmd, c.Lockdown) and cmd.active and set(cmd.doors) == {"hall-a", "cage-7", "hall-a-mantrap"})
     applied = wait_until(lambda: rig.entries("halls", "state.applied"), 10, "state.applied in chain halls")
-    assert json.loads(applied[0].detail)["locked_down"] == ["cage-7", "hall-a"]
+    assert json.loads(applied[0].detail)["locked_down"] == ["cage-7", "hall-a", "hall-a-mantrap"]
     assert memory(halls).lockdown_all
     assert rig.badge(hall, "hall-a-in", ADA).reason == "lockdown"  # type: ignore[union-attr]
     # not written back as halls's fact
@@ -314,7 +314,7 @@ def test_a_lost_listen_connection_is_recovered_by_a_full_reload(rig: Rig) -> Non
     dba(rig, "SELECT pg_terminate_backend(:pid)", pid=listener_pid(rig, "halls"))
     wait_until(lambda: halls.shared_state is not None and halls.shared_state.reloads > reloads, 20, "a reconnection")
     wait_until(lambda: memory(halls).location.get(grace) == "lobby", 10, "the missed position after the reload")
-    assert isinstance(rig.badge(rig.sim("ctl-hall-a"), "hall-a-out", GRACE), c.Deny)
+    assert isinstance(rig.badge(rig.sim("ctl-hall-a"), "hall-a-mantrap-out", GRACE), c.Deny)  # into the lobby
 
 
 def test_a_notification_storm_is_applied_whole(rig: Rig) -> None:
