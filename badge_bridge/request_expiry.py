@@ -34,9 +34,14 @@ class RequestExpiry:
         self.actor = actor
         self.stopping = stopping
         self.every_s = every_s
+        self._wake = threading.Event()
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="request-expiry", daemon=True).start()
+
+    def wake(self) -> None:
+        """Look now rather than at the next round."""
+        self._wake.set()
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -44,7 +49,8 @@ class RequestExpiry:
                 self.run_once(datetime.now(UTC))
             except Exception:  # the database away, the writer stopping: the next round tries again
                 log.exception("access request expiry failed; will retry")
-            self.stopping.wait(self.every_s)
+            self._wake.wait(self.every_s)
+            self._wake.clear()
 
     def run_once(self, now: datetime) -> int:
         """Expire what is due at ``now``; how many this bridge expired."""

@@ -301,7 +301,7 @@ def test_a_level_dropped_from_the_site_file_stays_for_its_requests(desk: Desk) -
                                                lockdown_exempt=False))
     dropped = desk.config.model_copy(update={"access_levels": [
         lvl for lvl in desk.config.access_levels if lvl.key != "noc-24x7"]})
-    event = desk.commit(lambda s: (sync_site(s, dropped), sync_site(s, dropped)), "site-file")
+    _, event = commit_change(desk.writer, "site-file", lambda s: (None, sync_site(s, dropped)))
     assert event is not None and event.detail["state"]["level/noc-24x7"]["doors"] == []
     with Session(desk.engine) as s:
         assert s.scalar(select(AccessLevel.key).where(AccessLevel.key == "noc-24x7")) == "noc-24x7"
