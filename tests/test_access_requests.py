@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +33,7 @@ from badge_bridge.people import AdminError
 from badge_bridge.site_sync import sync_site
 from badge_bridge.snapshot import load_snapshot
 from badge_bridge.state_watch import StateWatch
+from tests.test_state_binding import cli, ok, tampered
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -335,3 +337,26 @@ def test_a_time_boxed_grant_opens_only_inside_its_window_and_schedule(start: int
     assert decision.granted == (inside and schedule.is_open(now))
     if not inside:
         assert decision.reason == policy.Reason.OUTSIDE_WINDOW
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+
+def test_the_cli_opens_refuses_and_lists_with_four_eyes(site_file: Path) -> None:
+    ok(cli(site_file, "init"))
+    ok(cli(site_file, "person", "add", "Ada"))
+    start, end = (NOW + HOUR).isoformat(), (NOW + 5 * HOUR).isoformat()
+    assert "give a reason or a ticket number" in tampered(cli(site_file, "request", "open", "1", "staff",
+                                                               "--from", start, "--until", end))
+    assert "expected an ISO date" in cli(site_file, "request", "open", "1", "staff", "--from", "tomorrow",
+                                          "--until", end, "--ticket", "T-1").stderr
+    assert "access request 1 opened: staff for person 1" in ok(cli(
+        site_file, "request", "open", "1", "staff", "--from", start, "--until", end, "--ticket", "CHG-9"))
+    assert "opened by you: another supervisor approves it" in tampered(cli(site_file, "request", "approve", "1"))
+    assert "is not an active tenant admin" in tampered(cli(site_file, "request", "endorse", "1", "--for-user", "x"))
+    assert "CHG-9" in ok(cli(site_file, "request", "list", "--state", "open"))
+    ok(cli(site_file, "request", "refuse", "1", "--comment", "wrong level"))
+    assert "is refused" in tampered(cli(site_file, "request", "cancel", "1"))
+    listed = ok(cli(site_file, "request", "list", "--state", "refused"))
+    assert "refused" in listed and "Ada" in listed
+    assert ok(cli(site_file, "request", "list", "--state", "open")) == ""
+    ok(cli(site_file, "audit", "verify"))
