@@ -678,7 +678,7 @@ def requests_section(conn: Connection, site: Site, h: History, summary: ExportSu
                      r.get("tenant_approved_by") or "", r.get("decided_by") or "", r.get("state"), ended.get(rid, "")])
     return Section(fmt.REVIEW_REQUESTS, "Access requests during the month",
                    ["request", "person", "level", "areas", "window", "ticket / reason", "requested by", "endorsed by",
-                    "decided by", "outcome", "ended"], [12, 30, 22, 24, 34, 36, 22, 20, 20, 16, 37], rows,
+                    "decided by", "outcome", "ended"], [17, 30, 26, 22, 32, 30, 22, 20, 16, 20, 38], rows,
                    "Requests opened, endorsed, decided or ended during the month (admin.request_* entries), each as it "
                    "stood at the month's end; an approved request opens its level inside its window only.")
 
