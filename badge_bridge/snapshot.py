@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -95,13 +95,19 @@ def _requested(session: Session, level_doors: dict[int, dict[str, list[policy.Sc
     approved = session.execute(select(R.__table__, m.AccessLevel.key.label("level_key"))
                                .join(m.AccessLevel, m.AccessLevel.id == R.level_id).where(R.state == "approved")).all()
     logged = _logged_requests(session, min((r.requested_at for r in approved), default=None))
+    bounded: dict[tuple[str, datetime, datetime], policy.Schedule] = {}
+    """One bounded copy per schedule and window, shared by the requests that have both."""
     for r in approved:
         key, state = access_tables.access_request(r, r.level_key)
         if logged.get(key) != state:
             log.error("%s is approved in the table but not in the audit log: it opens nothing", key)
             continue
         for door, scheds in level_doors.get(r.level_id, {}).items():
-            out[r.person_id][door].extend(replace(s, window=(r.starts_at, r.ends_at)) for s in scheds)
+            for s in scheds:
+                window = (s.key, r.starts_at, r.ends_at)
+                if window not in bounded:
+                    bounded[window] = policy.Schedule(s.key, s.tz, s.intervals, s.holidays, (r.starts_at, r.ends_at))
+                out[r.person_id][door].append(bounded[window])
     return out
 
 
