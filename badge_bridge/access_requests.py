@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit import access_tables as rows
@@ -73,8 +74,9 @@ def _get(session: Session, who: Who, request_id: int) -> AccessRequest:
 def _transition(session: Session, r: AccessRequest, was: tuple[str, ...], to: str, **values: object) -> bool:
     """Move ``r`` from one of ``was`` to ``to`` with ``values``, only if it is still there (another console
     or bridge may have moved it since it was read): whether it moved."""
-    moved = session.execute(update(AccessRequest).where(AccessRequest.id == r.id, AccessRequest.state.in_(was))
-                            .values(state=to, **values).execution_options(synchronize_session=False)).rowcount
+    result = session.execute(update(AccessRequest).where(AccessRequest.id == r.id, AccessRequest.state.in_(was))
+                             .values(state=to, **values).execution_options(synchronize_session=False))
+    moved = cast(CursorResult[Any], result).rowcount
     session.refresh(r)
     return moved == 1
 

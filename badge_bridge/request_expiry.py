@@ -10,6 +10,7 @@ changed the row writes the entry (badge_bridge.access_requests.expire).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from datetime import UTC, datetime
@@ -60,8 +61,8 @@ class RequestExpiry:
         for request_id in due:
             if self.stopping.is_set():
                 break
-            row, _ = commit_change(self.writer, self.actor, lambda s, rid=request_id: access_requests.expire(
-                s, self.actor, rid, now=now))
+            row, _ = commit_change(self.writer, self.actor, functools.partial(
+                access_requests.expire, actor=self.actor, request_id=request_id, now=now))
             if row is not None:
                 expired += 1
                 log.info("access request %d expired at the end of its window", request_id)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -24,7 +23,7 @@ from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AccessRequest, ConsoleUser, Person, Tenant
 from tests.test_access_requests import acme_site
-from tests.test_console_routes import (  # noqa: F401  (fixtures)
+from tests.test_console_routes import (  # noqa: F401 (fixture)
     cheap_password_hashes,
     login,
     make_app,
@@ -61,7 +60,7 @@ def _person(name: str, tenant: int) -> Callable[[Session], tuple[int, Event]]:
 
 
 def test_a_tenant_admin_works_on_their_own_customers_requests_only(
-        engine: Engine, site: SiteConfig, keys: KeyStore, make_app: Callable[..., Flask]) -> None:
+        engine: Engine, site: SiteConfig, keys: KeyStore, make_app: Callable[..., Flask]) -> None:  # noqa: F811
     config = acme_site(site)
     seeded = seed_site(engine, config, keys)
     writer = AuditWriter(engine, "bridge-1.cli", keys.signer())

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from badge_bridge import access_requests as ar
+from badge_bridge import bridge as bridge_module
 from badge_bridge import people
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audited import commit_change
-from badge_bridge import bridge as bridge_module
 from badge_bridge.controllers import contract as c
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.keys import KeyStore
