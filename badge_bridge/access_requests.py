@@ -160,7 +160,7 @@ def _check_window(starts_at: datetime, ends_at: datetime, now: datetime) -> None
         raise AdminError(f"a request's window is at most {MAX_DAYS} days; for longer, give the person the level")
 
 
-def endorse(session: Session, who: Who, request_id: int, *, now: datetime,
+def endorse(session: Session, who: Who, request_id: int, *, now: datetime, comment: str = "",
             on_behalf_of: str | None = None) -> tuple[AccessRequest, Event]:
     """The person's tenant admin agrees; site staff decide next. ``on_behalf_of``: the CLI records a tenant
     admin's endorsement given to the operator (their console user name)."""
@@ -174,7 +174,7 @@ def endorse(session: Session, who: Who, request_id: int, *, now: datetime,
     if r.ends_at <= now:
         raise AdminError(f"access request {r.id}'s window has ended")
     _move(session, r, ("open",), "open", tenant_approved_by=on_behalf_of or who.name)
-    return r, _event(EventKind.ADMIN_REQUEST_ENDORSED, who, r, r.level.key)
+    return r, _event(EventKind.ADMIN_REQUEST_ENDORSED, who, r, r.level.key, comment=comment.strip()[:REASON_MAX])
 
 
 def approve(session: Session, who: Who, request_id: int, *, now: datetime,
@@ -198,8 +198,8 @@ def approve(session: Session, who: Who, request_id: int, *, now: datetime,
     return r, _event(EventKind.ADMIN_REQUEST_APPROVED, who, r, r.level.key, comment=r.comment)
 
 
-def refuse(session: Session, who: Who, request_id: int, comment: str, *,
-           now: datetime) -> tuple[AccessRequest, Event]:
+def refuse(session: Session, who: Who, request_id: int, *, now: datetime,
+           comment: str) -> tuple[AccessRequest, Event]:
     """Refused, with the reason: by site staff, or by the person's tenant admin."""
     if not (can(who.role, "supervisor") or who.tenant_admin):
         raise AdminError("a supervisor, an admin or the person's tenant admin refuses access requests")
@@ -211,8 +211,8 @@ def refuse(session: Session, who: Who, request_id: int, comment: str, *,
     return r, _event(EventKind.ADMIN_REQUEST_REFUSED, who, r, r.level.key, comment=r.comment)
 
 
-def cancel(session: Session, who: Who, request_id: int, comment: str = "", *,
-           now: datetime) -> tuple[AccessRequest, Event]:
+def cancel(session: Session, who: Who, request_id: int, *, now: datetime,
+           comment: str = "") -> tuple[AccessRequest, Event]:
     """Withdrawn by whoever opened it, or ended early by site staff: an approved one stops opening doors."""
     r = _get(session, who, request_id)
     if who.name != r.requested_by and not can(who.role, "supervisor"):

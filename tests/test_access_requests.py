@@ -51,6 +51,17 @@ def acme_site(site: SiteConfig) -> SiteConfig:
     ]})
 
 
+def customer(name: str, tenant: int | None) -> Callable[[Session], tuple[int, Event]]:
+    """Add a person of ``tenant`` (people.add_person has no tenant yet), audited with their state."""
+    def add(s: Session) -> tuple[int, Event]:
+        p = Person(name=name, tenant_id=tenant)
+        s.add(p)
+        s.flush()
+        return p.id, people.admin_event(EventKind.ADMIN_PERSON_ADDED, "test", {"person": p.id}, {},
+                                        access_tables.person(p))
+    return add
+
+
 class Desk:
     """The site, people (staff Ada; ACME's Wile with a card; Globex's Hank) and a writer to commit changes."""
 
@@ -71,13 +82,7 @@ class Desk:
         return commit_change(self.writer, actor, change)[0]
 
     def person(self, name: str, tenant: int | None, card: str | None = None) -> int:
-        def add(s: Session) -> tuple[int, Event]:
-            p = Person(name=name, tenant_id=tenant)
-            s.add(p)
-            s.flush()
-            return p.id, people.admin_event(EventKind.ADMIN_PERSON_ADDED, "test", {"person": p.id}, {},
-                                            access_tables.person(p))
-        pid = self.commit(add)
+        pid = self.commit(customer(name, tenant))
         if card:
             self.commit(lambda s: people.add_credential(s, "test", pid, "wiegand26", card, pepper=self.keys.pin_pepper()))
         return pid
@@ -173,7 +178,7 @@ def test_four_eyes_the_tenant_first_and_no_replay(desk: Desk) -> None:
     with pytest.raises(AdminError, match=f"access request {r.id} is already approved \\(by olga"):
         desk.do(ar.approve, OTHER_SUPERVISOR, r.id)  # the form posted again
     with pytest.raises(AdminError, match="is approved by olga: it cannot be refused now"):
-        desk.do(ar.refuse, SUPERVISOR, r.id, "changed my mind")
+        desk.do(ar.refuse, SUPERVISOR, r.id, comment="changed my mind")
     assert len(desk.entries(EventKind.ADMIN_REQUEST_APPROVED)) == 1
 
 
@@ -182,10 +187,10 @@ def test_staff_requests_need_no_endorsement_and_refused_ones_stay_refused(desk: 
     with pytest.raises(AdminError, match="is for site staff"):
         desk.do(ar.endorse, ar.Who("console:x", "tenant_admin", None), r.id)
     with pytest.raises(AdminError, match="say why"):
-        desk.do(ar.refuse, SUPERVISOR, r.id, " ")
+        desk.do(ar.refuse, SUPERVISOR, r.id, comment=" ")
     with pytest.raises(AdminError, match=f"no access request with id {r.id}"):
-        desk.do(ar.refuse, desk.acme_admin, r.id, "not ours")
-    desk.do(ar.refuse, SUPERVISOR, r.id, "no change ticket")
+        desk.do(ar.refuse, desk.acme_admin, r.id, comment="not ours")
+    desk.do(ar.refuse, SUPERVISOR, r.id, comment="no change ticket")
     for fn, who in ((ar.approve, OTHER_SUPERVISOR), (ar.cancel, GUARD)):
         with pytest.raises(AdminError, match="is refused by sam: it cannot be"):
             desk.do(fn, who, r.id)
@@ -195,8 +200,8 @@ def test_staff_requests_need_no_endorsement_and_refused_ones_stay_refused(desk: 
 def test_the_tenant_admin_refuses_their_own(desk: Desk) -> None:
     r = desk.open(person=desk.wile)
     with pytest.raises(AdminError, match=f"no access request with id {r.id}"):
-        desk.do(ar.refuse, desk.globex_admin, r.id, "not mine")
-    refused = desk.do(ar.refuse, desk.acme_admin, r.id, "Wile is not on this job")
+        desk.do(ar.refuse, desk.globex_admin, r.id, comment="not mine")
+    refused = desk.do(ar.refuse, desk.acme_admin, r.id, comment="Wile is not on this job")
     assert (refused.state, refused.decided_by) == ("refused", "road-runner")
 
 
@@ -207,7 +212,7 @@ def test_cancel_by_the_requester_or_a_supervisor_only(desk: Desk) -> None:
     assert desk.do(ar.cancel, GUARD, r.id).state == "cancelled"
     second = desk.open()
     desk.do(ar.approve, SUPERVISOR, second.id)
-    assert desk.do(ar.cancel, OTHER_SUPERVISOR, second.id, "job done early").state == "cancelled"
+    assert desk.do(ar.cancel, OTHER_SUPERVISOR, second.id, comment="job done early").state == "cancelled"
 
 
 def test_expiry_is_conditional_and_audited_once(desk: Desk) -> None:
@@ -266,7 +271,7 @@ def test_every_transition_is_audited_with_its_state(desk: Desk) -> None:
 
 def test_a_refused_request_set_to_approved_in_the_table_is_named_and_opens_nothing(desk: Desk) -> None:
     r = desk.open(person=desk.wile)
-    desk.do(ar.refuse, desk.acme_admin, r.id, "not on this job")
+    desk.do(ar.refuse, desk.acme_admin, r.id, comment="not on this job")
     with desk.engine.begin() as conn:
         conn.execute(text(f"UPDATE access_request SET state = 'approved', decided_by = 'sam' WHERE id = {r.id}"))
     assert desk.findings() == [f"request/{r.id}: decided_by, state differ from the last audited change"]

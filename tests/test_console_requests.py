@@ -21,8 +21,8 @@ from badge_bridge.config import SiteConfig
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
-from badge_bridge.models import AccessRequest, ConsoleUser, Person, Tenant
-from tests.test_access_requests import acme_site
+from badge_bridge.models import AccessRequest, ConsoleUser, Tenant
+from tests.test_access_requests import acme_site, customer
 from tests.test_console_routes import (  # noqa: F401 (fixture)
     cheap_password_hashes,
     login,
@@ -49,16 +49,6 @@ def _tenant_admin(s: Session, tenant: int) -> tuple[int, Event]:
                                        access_tables.user(user))
 
 
-def _person(name: str, tenant: int) -> Callable[[Session], tuple[int, Event]]:
-    def add(s: Session) -> tuple[int, Event]:
-        p = Person(name=name, tenant_id=tenant)
-        s.add(p)
-        s.flush()
-        return p.id, people.admin_event(EventKind.ADMIN_PERSON_ADDED, "cli:seed", {"person": p.id}, {},
-                                        access_tables.person(p))
-    return add
-
-
 def test_a_tenant_admin_works_on_their_own_customers_requests_only(
         engine: Engine, site: SiteConfig, keys: KeyStore, make_app: Callable[..., Flask]) -> None:  # noqa: F811
     config = acme_site(site)
@@ -69,8 +59,8 @@ def test_a_tenant_admin_works_on_their_own_customers_requests_only(
         with Session(engine) as s:
             tenants = {t.key: t.id for t in s.scalars(select(Tenant))}
         _add(writer, lambda s: _tenant_admin(s, tenants["acme"]))
-        wile = _add(writer, _person("Wile E. Coyote", tenants["acme"]))
-        hank = _add(writer, _person("Hank Scorpio", tenants["globex"]))
+        wile = _add(writer, customer("Wile E. Coyote", tenants["acme"]))
+        hank = _add(writer, customer("Hank Scorpio", tenants["globex"]))
         guard = ar.Who("console:guard", "guard")
 
         def ask(person: int) -> int:

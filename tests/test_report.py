@@ -215,7 +215,7 @@ def _requests(m: Month, engine: Engine, site: SiteConfig, ids: dict[str, Any]) -
     step(oct12 - timedelta(hours=2), lambda s, when: ar.approve(s, sam, eve, now=when))
     step(oct12 + timedelta(hours=48), lambda s, when: ar.expire(s, "bridge-1", eve, now=when))
     ada = step(oct15, ask(ids["ada"], "hall-a-engineers", oct15 + timedelta(hours=1), 4, reason="cabling"))
-    step(oct15 + timedelta(minutes=5), lambda s, when: ar.refuse(s, sam, ada, "no change ticket", now=when))
+    step(oct15 + timedelta(minutes=5), lambda s, when: ar.refuse(s, sam, ada, now=when, comment="no change ticket"))
     frank = step(oct30, ask(ids["frank"], "hall-a-engineers", oct30 + timedelta(hours=1), 96, reason="rack move"))
     step(oct30 + timedelta(minutes=10), lambda s, when: ar.approve(s, sam, frank, now=when))
     late = step(NOV + timedelta(days=3), ask(ids["ada"], "noc-24x7", NOV + timedelta(days=3, hours=1), 2,

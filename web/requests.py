@@ -153,13 +153,17 @@ def _change(change: Callable[[Session, ar.Who], tuple[AccessRequest, Event]], do
     return admin_change(lambda session, _actor: change(session, who), done=done)
 
 
-def _decide(request_id: int, decide: Callable[[Session, ar.Who, str, datetime], tuple[AccessRequest, Event]],
-            done: str) -> Any:
+Decision = Callable[..., tuple[AccessRequest, Event]]
+"""access_requests.approve, refuse, endorse or cancel: (session, who, request id, now=, comment=)."""
+
+
+def _decide(request_id: int, decide: Decision, done: str) -> Any:
     _visible(request_id)
     form = CommentForm()
     if form.validate_on_submit():
-        comment, now = form.comment.data or "", datetime.now(UTC)
-        _change(lambda s, who: decide(s, who, comment, now), done.format(id=request_id))
+        comment = form.comment.data or ""
+        _change(lambda s, who: decide(s, who, request_id, now=datetime.now(UTC), comment=comment),
+                done.format(id=request_id))
     else:
         form_errors(form)
     return redirect(url_for("requests.detail", request_id=request_id))
@@ -168,26 +172,22 @@ def _decide(request_id: int, decide: Callable[[Session, ar.Who, str, datetime], 
 @bp.route("/<id:request_id>/approve", methods=["POST"])
 @role_required("supervisor")
 def approve(request_id: int) -> Any:
-    return _decide(request_id, lambda s, who, comment, now: ar.approve(s, who, request_id, now=now, comment=comment),
-                   "Access request {id} approved.")
+    return _decide(request_id, ar.approve, "Access request {id} approved.")
 
 
 @bp.route("/<id:request_id>/refuse", methods=["POST"])
 @any_role("supervisor", "tenant_admin")
 def refuse(request_id: int) -> Any:
-    return _decide(request_id, lambda s, who, comment, now: ar.refuse(s, who, request_id, comment, now=now),
-                   "Access request {id} refused.")
+    return _decide(request_id, ar.refuse, "Access request {id} refused.")
 
 
 @bp.route("/<id:request_id>/endorse", methods=["POST"])
 @role_required("tenant_admin")
 def endorse(request_id: int) -> Any:
-    return _decide(request_id, lambda s, who, _comment, now: ar.endorse(s, who, request_id, now=now),
-                   "Access request {id} endorsed: site staff decide next.")
+    return _decide(request_id, ar.endorse, "Access request {id} endorsed: site staff decide next.")
 
 
 @bp.route("/<id:request_id>/cancel", methods=["POST"])
 @any_role("guard", "tenant_admin")
 def cancel(request_id: int) -> Any:
-    return _decide(request_id, lambda s, who, comment, now: ar.cancel(s, who, request_id, comment, now=now),
-                   "Access request {id} cancelled.")
+    return _decide(request_id, ar.cancel, "Access request {id} cancelled.")

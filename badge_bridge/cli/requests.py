@@ -70,37 +70,23 @@ def request_endorse(app: App, request_id: int, username: str) -> None:
     click.echo(f"access request {request_id} endorsed for {username}")
 
 
-@request.command("approve")
-@click.argument("request_id", type=int)
-@click.option("--comment", default="")
-@pass_app
-@fail_cleanly
-def request_approve(app: App, request_id: int, comment: str) -> None:
-    """Approve: the level opens to the person inside the window."""
-    _change(app, lambda s: ar.approve(s, _who(app), request_id, now=datetime.now(UTC), comment=comment))
-    click.echo(f"access request {request_id} approved")
+def _decision(name: str, change: Callable[..., tuple[AccessRequest, Event]], done: str, about: str,
+              why_required: bool = False) -> None:
+    """``badge-bridge request <name> ID [--comment]``: ``change`` (access_requests.approve, ...) as the CLI."""
+    @request.command(name, help=about)
+    @click.argument("request_id", type=int)
+    @click.option("--comment", required=why_required, default=None if why_required else "",
+                  help="Why (required)." if why_required else "A note for the log.")
+    @pass_app
+    @fail_cleanly
+    def command(app: App, request_id: int, comment: str) -> None:
+        _change(app, lambda s: change(s, _who(app), request_id, now=datetime.now(UTC), comment=comment))
+        click.echo(f"access request {request_id} {done}")
 
 
-@request.command("refuse")
-@click.argument("request_id", type=int)
-@click.option("--comment", required=True, help="Why.")
-@pass_app
-@fail_cleanly
-def request_refuse(app: App, request_id: int, comment: str) -> None:
-    """Refuse, saying why."""
-    _change(app, lambda s: ar.refuse(s, _who(app), request_id, comment, now=datetime.now(UTC)))
-    click.echo(f"access request {request_id} refused")
-
-
-@request.command("cancel")
-@click.argument("request_id", type=int)
-@click.option("--comment", default="")
-@pass_app
-@fail_cleanly
-def request_cancel(app: App, request_id: int, comment: str) -> None:
-    """Withdraw an open request, or end an approved one now."""
-    _change(app, lambda s: ar.cancel(s, _who(app), request_id, comment, now=datetime.now(UTC)))
-    click.echo(f"access request {request_id} cancelled")
+_decision("approve", ar.approve, "approved", "Approve: the level opens to the person inside the window.")
+_decision("refuse", ar.refuse, "refused", "Refuse, saying why.", why_required=True)
+_decision("cancel", ar.cancel, "cancelled", "Withdraw an open request, or end an approved one now.")
 
 
 @request.command("list")
