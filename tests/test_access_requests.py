@@ -27,12 +27,13 @@ from badge_bridge.audited import commit_change
 from badge_bridge.config import SiteConfig, TenantConfig
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
-from badge_bridge.keys import KeyStore
+from badge_bridge.keys import KeyStore, card_digest
 from badge_bridge.models import AccessLevel, AccessRequest, AuditEntry, Person, Tenant
 from badge_bridge.people import AdminError
 from badge_bridge.site_sync import sync_site
 from badge_bridge.snapshot import load_snapshot
 from badge_bridge.state_watch import StateWatch
+from badge_bridge.sync import build_sync
 from tests.test_state_binding import cli, ok, tampered
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -365,3 +366,24 @@ def test_the_cli_opens_refuses_and_lists_with_four_eyes(site_file: Path) -> None
     assert "refused" in listed and "Ada" in listed
     assert ok(cli(site_file, "request", "list", "--state", "open")) == ""
     ok(cli(site_file, "audit", "verify"))
+
+
+def test_time_boxed_access_is_never_in_a_controllers_offline_list(desk: Desk) -> None:
+    """An offline list carries schedule keys, not windows: a controller cut off from the bridge would open the
+    door after the end. Time-boxed access is decided online only; standing access is listed as before."""
+    r = desk.open(person=desk.wile)
+    desk.do(ar.endorse, desk.acme_admin, r.id)
+    desk.do(ar.approve, SUPERVISOR, r.id)
+    desk.commit(lambda s: people.update_person(s, "test", desk.ada, name="Ada", company="", levels=["hall-a-engineers"],
+                                               lockdown_exempt=False))
+    desk.commit(lambda s: people.add_credential(s, "test", desk.ada, "wiegand26", "12:3003", pepper=desk.keys.pin_pepper()))
+    with Session(desk.engine) as s:
+        snap = load_snapshot(s)
+    wile = snap.credential("wiegand26", "12:3001")
+    assert wile is not None and policy.decide(wile.view, policy.Request(snap.doors["hall-a"], NOW + HOUR),
+                                              policy.AccessState()).reason == policy.Reason.PIN_REQUIRED  # online: in
+    controller = next(r.controller for r in desk.config.readers if r.door == "hall-a")
+    key = desk.keys.sync_key(controller)
+    listed = {e.card for e in build_sync(desk.config, snap, controller, key, "k").entries}
+    assert card_digest(key, "wiegand26", "12:3003") in listed
+    assert card_digest(key, "wiegand26", "12:3001") not in listed
