@@ -68,18 +68,14 @@ def _choices(form: RequestForm, s: Session) -> None:
     levels = [lvl.key for lvl in current_services().config.access_levels]
     if current_user.can("tenant_admin"):
         people = people.where(Person.tenant_id == current_user.tenant_id)
-        tenant = next((t for t in current_services().config.tenants if _tenant_id(s, t.key) == current_user.tenant_id),
-                      None)
+        tenant = current_services().config.tenant(s.scalar(select(Tenant.key).where(Tenant.id == current_user.tenant_id))
+                                                  or "")
         levels = [lvl for lvl in levels if tenant is not None and lvl in tenant.levels]
     form.person.choices = [SelectChoice(p.id, f"{p.name} ({p.company})" if p.company else p.name)
                            for p in s.scalars(people)]
     rows = {lvl.key: lvl for lvl in s.scalars(select(AccessLevel).where(AccessLevel.key.in_(levels)))}
     form.level.choices = [SelectChoice(key, f"{rows[key].name or key} — doors: {', '.join(ar.level_doors(s, rows[key].id))}")
                           for key in levels if key in rows]
-
-
-def _tenant_id(s: Session, key: str) -> int | None:
-    return s.scalar(select(Tenant.id).where(Tenant.key == key))
 
 
 @bp.route("")
