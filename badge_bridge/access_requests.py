@@ -87,12 +87,12 @@ def _move(session: Session, r: AccessRequest, was: tuple[str, ...], to: str, **v
 
 
 def _not_now(r: AccessRequest, to: str) -> str:
-    verb = {"approved": "approve", "refused": "refuse", "cancelled": "cancel", "open": "endorse"}.get(to, to)
+    done = "endorsed" if to == "open" else to
     if r.state == "approved" and to == "approved":
         return (f"access request {r.id} is already approved (by {r.decided_by} at {r.decided_at:%Y-%m-%d %H:%M} "
                 "UTC): nothing to do")
     by = f" by {r.decided_by}" if r.decided_by and r.state in ("approved", "refused") else ""
-    return f"access request {r.id} is {r.state}{by}: it cannot be {verb}d now (open a new request)" \
+    return f"access request {r.id} is {r.state}{by}: it cannot be {done} now (open a new request)" \
         if r.state != "open" else f"access request {r.id} changed meanwhile; reload and try again"
 
 
