@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from badge_bridge.audit import access_tables as rows
@@ -71,18 +71,20 @@ def _get(session: Session, who: Who, request_id: int) -> AccessRequest:
     return r
 
 
-def _transition(session: Session, r: AccessRequest, was: tuple[str, ...], to: str, **values: object) -> bool:
+def _transition(session: Session, r: AccessRequest, was: tuple[str, ...], to: str, *also: ColumnElement[bool],
+                **values: object) -> bool:
     """Move ``r`` from one of ``was`` to ``to`` with ``values``, only if it is still there (another console
-    or bridge may have moved it since it was read): whether it moved."""
-    result = session.execute(update(AccessRequest).where(AccessRequest.id == r.id, AccessRequest.state.in_(was))
+    or bridge may have moved it since it was read) and ``also`` holds: whether it moved."""
+    result = session.execute(update(AccessRequest).where(AccessRequest.id == r.id, AccessRequest.state.in_(was), *also)
                              .values(state=to, **values).execution_options(synchronize_session=False))
     moved = cast(CursorResult[Any], result).rowcount
     session.refresh(r)
     return moved == 1
 
 
-def _move(session: Session, r: AccessRequest, was: tuple[str, ...], to: str, **values: object) -> None:
-    if r.state not in was or not _transition(session, r, was, to, **values):
+def _move(session: Session, r: AccessRequest, was: tuple[str, ...], to: str, *also: ColumnElement[bool],
+          **values: object) -> None:
+    if r.state not in was or not _transition(session, r, was, to, *also, **values):
         raise AdminError(_not_now(r, to))
 
 
@@ -173,7 +175,8 @@ def endorse(session: Session, who: Who, request_id: int, *, now: datetime, comme
         raise AdminError(f"access request {r.id} is already endorsed by {r.tenant_approved_by}")
     if r.ends_at <= now:
         raise AdminError(f"access request {r.id}'s window has ended")
-    _move(session, r, ("open",), "open", tenant_approved_by=on_behalf_of or who.name)
+    _move(session, r, ("open",), "open", AccessRequest.tenant_approved_by.is_(None),
+          tenant_approved_by=on_behalf_of or who.name)
     return r, _event(EventKind.ADMIN_REQUEST_ENDORSED, who, r, r.level.key, comment=comment.strip()[:REASON_MAX])
 
 
