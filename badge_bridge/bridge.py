@@ -40,6 +40,7 @@ from badge_bridge.ingest.console_auth import ConsoleAuthority
 from badge_bridge.keys import KeyStore
 from badge_bridge.metrics import BridgeCollector, serve
 from badge_bridge.models import Alarm, AuditEntry
+from badge_bridge.request_expiry import RequestExpiry
 from badge_bridge.snapshot import Snapshot, load_snapshot
 from badge_bridge.state_watch import StateWatch
 
@@ -83,6 +84,7 @@ class Bridge:
         )
         self.state_watch = StateWatch(engine, self.writer, config.site.instance, config.audit.state_check_seconds,
                                       self.stopping, keys.trusted_public_keys())
+        self.request_expiry = RequestExpiry(engine, self.writer, config.site.instance, self.stopping)
         self.processor: Processor | None = None
         self.shared_state: SharedStateListener | None = None
         """PostgreSQL: keeps the other partitions' facts current in memory (failover/shared_state.py)."""
@@ -222,6 +224,7 @@ class Bridge:
         self._ticker.start()
         threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
         self.state_watch.start()
+        self.request_expiry.start()
         self.mqtt.connected.wait(5)  # "started" says subscribed; the doors never waited for this (paho's thread)
         log.info("bridge %s started for site %r (%.0f ms)", self.config.site.instance, self.config.site.name,
                  (time.monotonic() - began) * 1000)

@@ -173,6 +173,13 @@ class Credential:
         return (self.may_escort and not self.visitor and self.person_id != visitor.person_id
                 and self.tenant in (None, visitor.tenant))
 
+    def standing_doors(self) -> dict[str, tuple[Schedule, ...]]:
+        """The doors and schedules a controller may be given to decide offline: without the time-boxed ones
+        (an approved access request), since an offline list carries schedule keys but not windows, and a
+        controller cut off from the bridge would open them after the window's end."""
+        out = {door: tuple(s for s in scheds if s.window is None) for door, scheds in self.doors.items()}
+        return {door: scheds for door, scheds in out.items() if scheds}
+
 
 @dataclass(frozen=True, slots=True)
 class Request:

@@ -42,6 +42,16 @@ def _upsert(session: Session, model: type[T], wanted: dict[str, dict[str, Any]])
     return result
 
 
+def _retire_requested_levels(session: Session, kept: set[str]) -> set[str]:
+    """Levels gone from the file that access requests name stay as rows without doors, so the requests (their
+    history) keep naming them; they open nothing, and the people who held one lose it as with any removed
+    level. Their keys."""
+    named = set(session.scalars(select(m.AccessLevel.id).where(
+        m.AccessLevel.key.not_in(kept), m.AccessLevel.id.in_(select(m.AccessRequest.level_id)))))
+    session.execute(delete(m.PersonLevel).where(m.PersonLevel.level_id.in_(named)))
+    return set(session.scalars(select(m.AccessLevel.key).where(m.AccessLevel.id.in_(named))))
+
+
 def sync_site(session: Session, config: SiteConfig, actor: str = "site-file") -> Event | None:
     """Apply the site file; the event recording the access rows it changed (None: it changed none)."""
     before = snapshot(session)
@@ -58,10 +68,11 @@ def sync_site(session: Session, config: SiteConfig, actor: str = "site-file") ->
 def _apply(session: Session, config: SiteConfig) -> None:
     # Remove what left the file first, dependents before what they reference.
     session.execute(delete(m.AccessLevelDoor))
+    retired = _retire_requested_levels(session, {lvl.key for lvl in config.access_levels})
     for model, items in ((m.AccessLevel, config.access_levels), (m.Camera, config.cameras),
                          (m.Reader, config.readers), (m.Controller, config.controllers), (m.Door, config.doors),
                          (m.Schedule, config.schedules), (m.Area, config.areas)):
-        _remove_stale(session, model, {item.key for item in items})
+        _remove_stale(session, model, {item.key for item in items} | (retired if model is m.AccessLevel else set()))
     session.expire_all()
     site = session.scalars(select(m.Site)).first() or m.Site()
     site.name, site.timezone = config.site.name, config.site.timezone

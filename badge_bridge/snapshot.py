@@ -7,8 +7,11 @@ safe to share between threads.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -16,6 +19,12 @@ from sqlalchemy.orm import Session, selectinload
 
 from badge_bridge import models as m
 from badge_bridge import policy
+from badge_bridge.audit import access_tables
+from badge_bridge.event_kinds import EventKind
+from badge_bridge.events import to_us
+from badge_bridge.models import AuditEntry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +82,51 @@ def _doors(session: Session, escort_window_s: float) -> dict[int, policy.Door]:
     return out
 
 
-def _requested(session: Session, schedules: dict[int, policy.Schedule],
-               level_doors: dict[int, dict[str, list[policy.Schedule]]]) -> dict[int, dict[str, list[policy.Schedule]]]:
+def _requested(session: Session, level_doors: dict[int, dict[str, list[policy.Schedule]]]
+               ) -> dict[int, dict[str, list[policy.Schedule]]]:
     """Person -> door -> the schedules of their approved access requests, each bounded by its window: the
-    level opens inside the window only, whether or not the bridge has recorded the request's end yet."""
+    level opens inside the window only, whether or not the bridge has recorded the request's end yet.
+
+    Only a request whose row is exactly as the log's newest entry for it records it counts: one set to
+    approved (or given a longer window) directly in the table opens nothing, besides raising
+    audit.state_mismatch (badge_bridge.state_watch)."""
     out: dict[int, dict[str, list[policy.Schedule]]] = defaultdict(lambda: defaultdict(list))
     R = m.AccessRequest
-    for person_id, level_id, starts_at, ends_at in session.execute(
-            select(R.person_id, R.level_id, R.starts_at, R.ends_at).where(R.state == "approved")):
-        for door, scheds in level_doors.get(level_id, {}).items():
-            out[person_id][door].extend(replace(s, window=(starts_at, ends_at)) for s in scheds)
+    approved = session.execute(select(R.__table__, m.AccessLevel.key.label("level_key"))
+                               .join(m.AccessLevel, m.AccessLevel.id == R.level_id).where(R.state == "approved")).all()
+    logged = _logged_requests(session, min((r.requested_at for r in approved), default=None))
+    bounded: dict[tuple[str, datetime, datetime], policy.Schedule] = {}
+    """One bounded copy per schedule and window, shared by the requests that have both."""
+    for r in approved:
+        key, state = access_tables.access_request(r, r.level_key)
+        if logged.get(key) != state:
+            log.error("%s is approved in the table but not in the audit log: it opens nothing", key)
+            continue
+        for door, scheds in level_doors.get(r.level_id, {}).items():
+            for s in scheds:
+                window = (s.key, r.starts_at, r.ends_at)
+                if window not in bounded:
+                    bounded[window] = policy.Schedule(s.key, s.tz, s.intervals, s.holidays, (r.starts_at, r.ends_at))
+                out[r.person_id][door].append(bounded[window])
+    return out
+
+
+REQUEST_KINDS = (EventKind.ADMIN_REQUEST_OPENED, EventKind.ADMIN_REQUEST_ENDORSED, EventKind.ADMIN_REQUEST_APPROVED,
+                 EventKind.ADMIN_REQUEST_REFUSED, EventKind.ADMIN_REQUEST_EXPIRED, EventKind.ADMIN_REQUEST_CANCELLED)
+
+
+LOGGED_SLACK = timedelta(days=1)
+"""Entries are read from this long before the oldest approved request was opened (clocks of other hosts)."""
+
+
+def _logged_requests(session: Session, since: datetime | None) -> dict[str, access_tables.State]:
+    """``request/<id>`` -> its state as the newest request entry since ``since`` records it."""
+    if since is None:
+        return {}
+    out: dict[str, access_tables.State] = {}
+    for (detail,) in session.execute(select(AuditEntry.detail).where(
+            AuditEntry.kind.in_(REQUEST_KINDS), AuditEntry.ts_us >= to_us(since - LOGGED_SLACK)).order_by(AuditEntry.id)):
+        out.update((k, v) for k, v in json.loads(detail).get("state", {}).items() if k.startswith("request/"))
     return out
 
 
@@ -99,7 +143,7 @@ def load_snapshot(session: Session, escort_window_s: float = 30.0) -> Snapshot:
     person_levels: dict[int, list[int]] = defaultdict(list)
     for person_id, level_id in session.execute(select(m.PersonLevel.person_id, m.PersonLevel.level_id)):
         person_levels[person_id].append(level_id)
-    requested = _requested(session, schedules, level_doors)
+    requested = _requested(session, level_doors)
     person_doors: dict[int, dict[str, tuple[policy.Schedule, ...]]] = {}
     for person_id in person_levels.keys() | requested.keys():
         merged: dict[str, list[policy.Schedule]] = defaultdict(list)

@@ -31,7 +31,7 @@ def build_sync(config: SiteConfig, snapshot: Snapshot, controller: str, sync_key
         view = record.view
         if view.status != "active" or not view.person_active:
             continue
-        mine = {door: scheds for door, scheds in view.doors.items() if door in doors}
+        mine = {door: scheds for door, scheds in view.standing_doors().items() if door in doors}
         if not mine:
             continue
         for scheds in mine.values():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from badge_bridge import people
+from badge_bridge import access_requests, people
 from badge_bridge.audited import commit_change
 from badge_bridge.models import Alarm, AuditEntry, Person
 from tests.conftest import IN_CI
@@ -30,13 +30,14 @@ AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.m
 SIZES = {"1366x768": {"width": 1366, "height": 768}, "1920x1080": {"width": 1920, "height": 1080}}
 BLOCKING = ("serious", "critical")
 USERS = {"guard": "gus", "supervisor": "sam", "admin": "ada-admin", "auditor": "abe-auditor"}
-MONITORING = ["/", "/alarms", "/doors", "/people", "/people/{person}", "/events", "/events/{event}"]
+MONITORING = ["/", "/alarms", "/doors", "/people", "/people/{person}", "/events", "/events/{event}", "/requests",
+              "/requests/{request}"]
 PAGES = {
     "anonymous": ["/login", "/wall/connect", "/wall", "/no-such-page"],
     "guard": [*MONITORING, "/users"],  # /users: the 403 page
     "supervisor": MONITORING,
     "admin": [*MONITORING, "/audit", "/users"],
-    "auditor": ["/events", "/events/{event}", "/audit", "/"],  # /: the 403 page
+    "auditor": ["/events", "/events/{event}", "/audit", "/", "/requests/{request}"],  # /: the 403 page
     "wall": ["/wall", "/alarms"],  # /alarms: the wall's 403 page
 }
 """The pages each role opens, with the error pages it meets."""
@@ -104,9 +105,12 @@ def test_every_page_is_accessible_and_fits_the_screen(role: str, console: Consol
             commit_change(console.seeder, "test", lambda s, r=r, name=name: people.add_user(s, "test", name, r, PASSWORD))
     console.lobby.open_door("main-entrance")  # a forced door: an open alarm on the pages that show alarms
     console.lobby.close_door("main-entrance")
+    asked, _ = commit_change(console.seeder, "test", lambda s: access_requests.open_request(
+        s, access_requests.Who("console:gus", "guard"), console.config, 1, "noc-24x7", datetime.now(UTC),
+        datetime.now(UTC) + timedelta(hours=8), ticket="CHG-1", now=datetime.now(UTC)))
     with Session(console.engine) as s:
         wait_until(lambda: s.scalar(select(func.count()).select_from(Alarm)), 15, "the forced-door alarm")
-        ids = {"person": s.scalar(select(Person.id).where(Person.name == "Ada")),
+        ids = {"request": asked.id, "person": s.scalar(select(Person.id).where(Person.name == "Ada")),
                "event": s.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.kind == "alarm.raised"))}
     visitor = Watched(_BypassCsp(browser), console.url)
     page = visitor.page

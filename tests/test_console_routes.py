@@ -35,7 +35,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.test import TestResponse
 
-from badge_bridge import console_signing, people
+from badge_bridge import access_requests, console_signing, people
 from badge_bridge.audit import access_tables
 from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
@@ -81,11 +81,13 @@ class Seed:
     """The SHA-256 of a snapshot in the evidence store, saved for the open alarm."""
     wall_link: str = ""
     """The one-time link token of the wall display "Seed wall" (users["wall"]), not yet used."""
+    request: int = 0
+    """An open access request for Grace (noc-24x7, 8 hours from now), opened by the guard."""
 
     def ids(self) -> dict[str, int | str]:
         """The names route paths are formatted with."""
         return {"person": self.person, "credential": self.credential, "open_alarm": self.open_alarm,
-                "acked_alarm": self.acked_alarm, "event": self.event, "evidence": self.evidence,
+                "acked_alarm": self.acked_alarm, "event": self.event, "evidence": self.evidence, "request": self.request,
                 **{f"{role}_user": uid for role, uid in self.users.items()}}
 
 
@@ -104,6 +106,9 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         grace, grace_added = people.add_person(s, "cli:seed", "Grace Hopper", levels=["staff"])
         _, grace_card = people.add_credential(s, "cli:seed", grace.id, "wiegand26", "12:1002", pepper=keys.pin_pepper())
         _, alan_added = people.add_person(s, "cli:seed", "Alan Turing", company="Bletchley")
+        asked, asked_opened = access_requests.open_request(
+            s, access_requests.Who("console:guard", "guard"), config, grace.id, "noc-24x7", now, now + timedelta(hours=8),
+            ticket="CHG-1", now=now)
         forced = Alarm(event_id=Event.new_id("alarm.raised"), kind="door.forced", door="main-entrance",
                        source="ctl-lobby", raised_at=now - timedelta(minutes=5))
         held = Alarm(event_id=Event.new_id("alarm.raised"), kind="door.held_open", door="hall-a", source="ctl-hall-a",
@@ -112,7 +117,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         s.add_all([forced, held])
         s.flush()
         ids = {"users": {**{role: user.id for role, (user, _) in users.items()}, "wall": wall.id}, "person": ada.id,
-               "credential": card.id, "open_alarm": forced.id, "acked_alarm": held.id}
+               "credential": card.id, "open_alarm": forced.id, "acked_alarm": held.id, "request": asked.id}
         forced_event = forced.event_id
     snapshot = EvidenceStore(config.path(config.evidence.dir), keys.evidence_key()).put(JPEG, "image/jpeg")
     saved = Event(id=f"evidence:cam-lobby:{forced_event}", kind="evidence.saved", source="cam-lobby", ts=now,
@@ -121,7 +126,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
                        "frames": 1, "start": now.isoformat(), "end": now.isoformat()}]})
     writer = AuditWriter(engine, config.site.instance, keys.signer())
     writer.start()
-    for event in [e for _, e in users.values()] + [wall_added, ada_added, card_added, grace_added, grace_card, alan_added, saved, synced]:
+    for event in [e for _, e in users.values()] + [wall_added, ada_added, card_added, grace_added, grace_card, alan_added, asked_opened, saved, synced]:
         writer.submit(event)
     assert writer.stop()
     with Session(engine) as s:
@@ -423,6 +428,20 @@ ROUTES = [
     Route("users.add_wall", "POST", "/users/walls", ADMIN, {"name": "Lobby wall"}, "/users",
           "Wall display added."),
     Route("users.revoke_wall", "POST", "/users/{wall_user}/revoke", ADMIN, {}, "/users", "Wall display revoked."),
+    # access requests (tenant admins: tests/test_console_requests.py)
+    Route("requests.index", "GET", "/requests", READERS),
+    Route("requests.detail", "GET", "/requests/{request}", READERS),
+    Route("requests.open_", "POST", "/requests", GUARD_UP,
+          {"person": "1", "level": "noc-24x7", "starts_at": (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+           "ends_at": (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M"), "ticket": "CHG-2"},
+          r"/requests/\d+", "Access request opened."),
+    Route("requests.approve", "POST", "/requests/{request}/approve", SUPERVISOR_UP, {"comment": "ok"},
+          "/requests/{request}", "Access request {request} approved."),
+    Route("requests.refuse", "POST", "/requests/{request}/refuse", SUPERVISOR_UP, {"comment": "no ticket"},
+          "/requests/{request}", "Access request {request} refused."),
+    Route("requests.endorse", "POST", "/requests/{request}/endorse", frozenset()),
+    Route("requests.cancel", "POST", "/requests/{request}/cancel", GUARD_UP, {}, "/requests/{request}",
+          "Access request {request} cancelled."),
 ]
 POSTS = [r for r in ROUTES if r.method == "POST"]
 

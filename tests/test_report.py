@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from badge_bridge import access_requests as ar
 from badge_bridge import people
 from badge_bridge.audit import access_tables as at
 from badge_bridge.audit.writer import AuditWriter
@@ -174,6 +175,7 @@ def reviewed(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, Any]
         m.admin(left + timedelta(hours=30), EventKind.ADMIN_CREDENTIAL_REVOKED, "console:security",
                 {"credential": card.id}, at.credential(card))
 
+    ids["requests"] = _requests(m, engine, site, ids)
     # November: must not reach the October review.
     with Session(engine) as s, s.begin():
         newbie, _ = people.add_user(s, "cli:test", "nov-user", "admin", PASSWORD)
@@ -190,6 +192,35 @@ def reviewed(engine: Engine, site: SiteConfig, keys: KeyStore) -> dict[str, Any]
     assert m.writer.stop()
     publish_heads(engine, keys.signer(), None)  # the publisher's signed tree heads, which the export needs
     return ids
+
+
+def _requests(m: Month, engine: Engine, site: SiteConfig, ids: dict[str, Any]) -> dict[str, int]:
+    """October's access requests: Eve's approved and expired, Ada's refused, Frank's approved across the month's
+    end; and Ada's of November, which the October review must not show."""
+    gus, sam = ar.Who("console:gus", "guard"), ar.Who("console:sam", "supervisor")
+
+    def step(when: datetime, change: Any) -> int:
+        with Session(engine) as s, s.begin():
+            row, event = change(s, when)
+            rid = row.id
+        m.at(when, event)
+        return rid
+
+    def ask(person: int, level: str, starts: datetime, hours: int, **why: str) -> Any:
+        return lambda s, when: ar.open_request(s, gus, site, person, level, starts, starts + timedelta(hours=hours),
+                                               now=when, **why)
+
+    oct12, oct15, oct30 = (datetime(2026, 10, d, 8, tzinfo=UTC) for d in (12, 15, 30))
+    eve = step(oct12 - timedelta(hours=3), ask(ids["eve"], "noc-24x7", oct12, 48, ticket="CHG-100"))
+    step(oct12 - timedelta(hours=2), lambda s, when: ar.approve(s, sam, eve, now=when))
+    step(oct12 + timedelta(hours=48), lambda s, when: ar.expire(s, "bridge-1", eve, now=when))
+    ada = step(oct15, ask(ids["ada"], "hall-a-engineers", oct15 + timedelta(hours=1), 4, reason="cabling"))
+    step(oct15 + timedelta(minutes=5), lambda s, when: ar.refuse(s, sam, ada, now=when, comment="no change ticket"))
+    frank = step(oct30, ask(ids["frank"], "hall-a-engineers", oct30 + timedelta(hours=1), 96, reason="rack move"))
+    step(oct30 + timedelta(minutes=10), lambda s, when: ar.approve(s, sam, frank, now=when))
+    late = step(NOV + timedelta(days=3), ask(ids["ada"], "noc-24x7", NOV + timedelta(days=3, hours=1), 2,
+                                             ticket="CHG-200"))
+    return {"eve": eve, "ada": ada, "frank": frank, "late": late}
 
 
 def _csv(out: Path, name: str) -> list[dict[str, str]]:
@@ -294,3 +325,27 @@ def test_pdf_tables_hold_the_csv_rows(engine: Engine, reviewed: dict[str, Any], 
     assert "Ada <b>Lovelace</b>" in pdf  # a name is text, never markup
     subprocess.run(["pdftoppm", "-png", "-r", "70", str(out / fmt.PDF_NAME), str(artifacts / "report")], check=True)
     assert sorted(artifacts.glob("report-*.png"))
+
+
+def test_the_months_access_requests_and_time_boxed_access(engine: Engine, reviewed: dict[str, Any], keys: KeyStore,
+                                                          tmp_path: Path) -> None:
+    """October's requests from the log, each as it stood at the month's end; time-boxed access listed as such,
+    not as a standing level."""
+    out = tmp_path / "export"
+    assert export_month(engine, keys, "2026-10", out, actor="cli:test").verified
+    ids = reviewed["requests"]
+    eve, ada, frank = ids["eve"], ids["ada"], ids["frank"]
+    asked = {int(r["request"]): r for r in _csv(out, fmt.REVIEW_REQUESTS)}
+    assert sorted(asked) == [eve, ada, frank] and ids["late"] not in asked
+    assert (asked[eve]["outcome"], asked[eve]["ticket / reason"], asked[eve]["requested by"],
+            asked[eve]["decided by"]) == ("expired", "CHG-100", "console:gus", "sam")
+    assert asked[eve]["ended"].startswith("expired 2026-10-14") and asked[eve]["ended"].endswith("by bridge-1")
+    assert asked[eve]["areas"] == "noc (restricted)"
+    assert (asked[ada]["outcome"], asked[ada]["ticket / reason"], asked[ada]["ended"]) == ("refused", "cabling", "")
+    assert asked[frank]["outcome"] == "approved" and asked[frank]["window"].startswith("2026-10-30")
+
+    holders = {r["person"].split(" (#")[0]: r for r in _csv(out, fmt.REVIEW_HOLDERS)}
+    assert holders["Frank Unused"]["levels"] == "staff"  # the request's level is not a standing one
+    boxed = holders["Frank Unused"]["time-boxed (approved requests)"]
+    assert boxed.startswith("hall-a-engineers until 2026-11-03 ") and f"request {frank}" in boxed, boxed
+    assert holders["Eve Revoked"]["time-boxed (approved requests)"] == ""  # expired before the month's end

@@ -74,6 +74,8 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
             return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
     for module in (auth, live, stream, alarms, doors, people, events, evidence, auditing, users, plans, muster, wall):
         app.register_blueprint(module.bp)
+    from web import requests as access_requests  # access requests (docs/workflows.md)
+    app.register_blueprint(access_requests.bp)
 
     @app.after_request
     def security_headers(response):

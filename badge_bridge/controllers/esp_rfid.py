@@ -647,7 +647,7 @@ def esp_users(config: SiteConfig, snapshot: Snapshot, controller: str) -> list[E
     users = []
     for (fmt, number), record in sorted(snapshot.credentials.items()):
         view = record.view
-        if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.doors.keys():
+        if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.standing_doors().keys():
             continue
         try:
             users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,

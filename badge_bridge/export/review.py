@@ -16,7 +16,7 @@ import csv
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -557,13 +557,20 @@ def access_review(conn: Connection, site: Site, h: History, summary: ExportSumma
     people, creds, levels = _of(h.at_end, "person/"), _of(h.at_end, "credential/"), _of(h.at_end, "level/")
     nothing = "" if h.recorded else ("The log holds no recorded access state before the month's end (admin entries "
                                      "made before states were recorded): this part cannot be rebuilt.")
+    boxed = timeboxed(h.at_end, end_us)
+
+    def areas(keys: Iterable[str]) -> str:
+        into = {site.door_into.get(door, "") for lvl in keys for door, _ in levels.get(lvl, {}).get("doors", [])}
+        return ", ".join(sorted(f"{a} (restricted)" if a in site.restricted else a for a in into if a))
+
     holders = []
     for key, p in sorted(people.items(), key=lambda x: (x[1]["name"], int(x[0]))):
-        if p.get("status") != "active" or not p.get("levels"):
+        mine = boxed.get(int(key), [])
+        if p.get("status") != "active" or not (p.get("levels") or mine):
             continue
-        areas = {site.door_into.get(door, "") for lvl in p["levels"] for door, _ in levels.get(lvl, {}).get("doors", [])}
-        marked = sorted(f"{a} (restricted)" if a in site.restricted else a for a in areas if a)
-        holders.append([site.person(int(key)), p.get("company", ""), ", ".join(p["levels"]), ", ".join(marked)])
+        holders.append([site.person(int(key)), p.get("company", ""), ", ".join(p["levels"]), areas(p["levels"]),
+                        "; ".join(f"{r['level']} until {clock(_iso_us(r['ends_at']))} (request {rid}: "
+                                  f"{areas([r['level']]) or 'no doors'})" for rid, r in mine)])
 
     level_changes, user_changes = [], []
     for c in h.changes:
@@ -608,10 +615,13 @@ def access_review(conn: Connection, site: Site, h: History, summary: ExportSumma
     month_end = f"as of {clock(end_us)}"
     return [
         Section(fmt.REVIEW_HOLDERS, "Who holds access", ["person", "company", "levels",
-                "areas their levels open"], [60, 45, 70, 98], holders,
-                nothing or "Active people and their access levels, rebuilt from the log's recorded states."),
+                "areas their levels open", "time-boxed (approved requests)"], [48, 32, 45, 63, 85], holders,
+                nothing or "Active people and their standing access levels, rebuilt from the log's recorded states; "
+                "a level given by an approved access request is listed apart, with the end of its window (it opens "
+                "nothing after it)."),
         Section(fmt.REVIEW_LEVEL_CHANGES, "Access levels granted and removed during the month",
                 ["time", "person", "level", "change", "by"], [40, 80, 50, 25, 50], level_changes, nothing),
+        requests_section(conn, site, h, summary, areas),
         Section(fmt.REVIEW_LEAVERS, "People who left during the month, and when their credentials were revoked",
                 ["person", "left", "recorded by", "credential", "revoked", "left to revoked", "attention"],
                 [60, 36, 40, 20, 36, 36, 45], leavers,
@@ -628,6 +638,49 @@ def access_review(conn: Connection, site: Site, h: History, summary: ExportSumma
         Section(fmt.REVIEW_USER_CHANGES, "Console user and role changes during the month",
                 ["time", "user", "change", "by"], [40, 60, 90, 50], user_changes, nothing),
     ]
+
+
+def timeboxed(at_end: dict[str, access_tables.State], end_us: int) -> dict[int, list[tuple[str, access_tables.State]]]:
+    """Person -> (request id, state) of their requests approved and not yet ended at ``end_us``."""
+    out: dict[int, list[tuple[str, access_tables.State]]] = defaultdict(list)
+    for rid, r in _of(at_end, "request/").items():
+        if r.get("state") == "approved" and (_iso_us(r.get("ends_at")) or 0) > end_us:
+            out[int(r["person"])].append((rid, r))
+    return out
+
+
+def requests_section(conn: Connection, site: Site, h: History, summary: ExportSummary,
+                     areas: Callable[[Iterable[str]], str]) -> Section:
+    """Every access request the month's admin entries touched: who asked, why, who endorsed and decided, how it
+    stood at the month's end, and when it ended."""
+    clock = site.clock
+    touched = sorted({int(c.key.split("/", 1)[1]) for c in h.changes if c.key.startswith("request/")})
+    opened: dict[int, tuple[str, dict[str, Any]]] = {}
+    for source, subject, detail in conn.execute(text(
+            "SELECT source, subject, detail FROM audit_entry WHERE kind = :k AND received_us < :end"),
+            dict(k=EventKind.ADMIN_REQUEST_OPENED.value, end=summary.end_us)):
+        rid = json.loads(subject).get("request")
+        if rid in touched:
+            opened[rid] = (source, json.loads(detail))
+    ended: dict[int, str] = {}
+    for c in h.changes:
+        after = c.after or {}
+        if c.key.startswith("request/") and after.get("state") in ("expired", "cancelled"):
+            ended[int(c.key.split("/", 1)[1])] = f"{after['state']} {clock(c.ts_us)} by {c.actor}"
+    final = {c.key: c.after for c in h.changes if c.key.startswith("request/")}
+    rows = []
+    for rid in touched:
+        r = h.at_end.get(f"request/{rid}") or final.get(f"request/{rid}") or {}
+        source, said = opened.get(rid, ("(before the log)", {}))
+        why = " / ".join(str(x) for x in (said.get("ticket"), said.get("reason")) if x)
+        rows.append([rid, site.person(r.get("person")), r.get("level"), areas([str(r.get("level"))]),
+                     f"{clock(_iso_us(r.get('starts_at')))} to {clock(_iso_us(r.get('ends_at')))}", why, source,
+                     r.get("tenant_approved_by") or "", r.get("decided_by") or "", r.get("state"), ended.get(rid, "")])
+    return Section(fmt.REVIEW_REQUESTS, "Access requests during the month",
+                   ["request", "person", "level", "areas", "window", "ticket / reason", "requested by", "endorsed by",
+                    "decided by", "outcome", "ended"], [17, 30, 26, 22, 32, 30, 22, 20, 16, 20, 38], rows,
+                   "Requests opened, endorsed, decided or ended during the month (admin.request_* entries), each as it "
+                   "stood at the month's end; an approved request opens its level inside its window only.")
 
 
 def _user_change(before: access_tables.State | None, after: access_tables.State | None) -> str:
