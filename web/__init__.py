@@ -10,6 +10,7 @@
     auditing  chain status, checkpoints, verification
     users     console users (admin)
     wall      the wall display: a read-only kiosk page with its own revocable link
+    visitors  visits, the desk's check-in and the visitor's badge, escorts
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
             return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
     for module in (auth, live, stream, alarms, doors, people, events, evidence, auditing, users, plans, muster, wall):
         app.register_blueprint(module.bp)
+    from web import visitors
+
+    app.register_blueprint(visitors.bp)
 
     @app.after_request
     def security_headers(response):
