@@ -22,7 +22,7 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import Person, Visit
 from badge_bridge.records import alarm_raised
 from badge_bridge.site_sync import sync_site
-from tests.test_report import OCT, NOV, Month, _csv, _person
+from tests.test_report import NOV, OCT, Month, _csv, _person
 from tests.tree_heads import publish_heads
 
 TUE = datetime(2026, 10, 6, 9, tzinfo=UTC)

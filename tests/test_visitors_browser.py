@@ -15,7 +15,7 @@ from badge_bridge import people
 from badge_bridge.audited import commit_change
 from badge_bridge.controllers import contract as c
 from badge_bridge.keys import KeyStore
-from badge_bridge.models import Alarm, Visit
+from badge_bridge.models import Alarm
 from tests.console_site import PASSWORD, Console, Watched
 from tests.visit_site import Desk, window
 from tests.waiting import wait_until

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import or_, select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 from wtforms import BooleanField, DateTimeLocalField, IntegerField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -93,7 +93,7 @@ def _register_form() -> RegisterForm:
             allowed = (allowed & set(limits.levels) if allowed else set(limits.levels)) if limits else set()
             tenants = [mine] if mine is not None else []
         levels = [SelectChoice(lvl.key, lvl.name or lvl.key) for lvl in s.scalars(select(AccessLevel).order_by(AccessLevel.key))
-                  if not allowed and not scoped or lvl.key in allowed]
+                  if (not allowed and not scoped) or lvl.key in allowed]
         hosts = ([] if scoped else [SelectChoice("", "the site (no customer)")]) + [
             SelectChoice(str(t.id), t.name or t.key) for t in tenants]
         return levels, hosts
@@ -115,7 +115,7 @@ def index() -> Any:
                 .where(or_(Visit.state == "on_site", (Visit.ends_at >= today) & (Visit.starts_at < today + timedelta(days=1))))
                 .order_by(Visit.starts_at, Visit.id))
         if scoped:
-            stmt = stmt.where(Visit.tenant_id == tenant) if tenant is not None else stmt.where(False)
+            stmt = stmt.where(Visit.tenant_id == tenant) if tenant is not None else stmt.where(false())
         return [(v, p) for v, p in s.execute(stmt)]
 
     def escorts(s: Session) -> tuple[list[Person], list[Person]]:

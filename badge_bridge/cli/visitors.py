@@ -42,7 +42,7 @@ def register(app: App, name: str, company: str, starts: str | None, ends: str, l
     ends_at = _when(ends)
     assert ends_at is not None
 
-    def change(session: Session):  # type: ignore[no-untyped-def]
+    def change(session: Session):
         return visitors.register(session, app.actor, site=app.config, name=name, company=company,
                                  starts_at=starts_at, ends_at=ends_at, levels=list(levels),
                                  tenant_id=_tenant(session, tenant), purpose=purpose)

@@ -692,7 +692,7 @@ def visitor_log(m: Month, site: Site, h: History, summary: ExportSummary) -> Sec
         rows.append([vid, site.person(v.get("person")), people.get(str(v.get("person")), {}).get("company", ""),
                      v.get("host", ""), f"{clock(_iso_us(v.get('starts_at')))} to {clock(ends)}",
                      clock(issued.get(vid)) or ("" if v.get("state") in ("expected", "cancelled") else "before"),
-                     clock(_iso_us(v.get("returned_at"))) or NOT_BACK.get(v.get("state"), ""), "; ".join(escorts),
+                     clock(_iso_us(v.get("returned_at"))) or NOT_BACK.get(str(v.get("state")), ""), "; ".join(escorts),
                      "; ".join(f"{site.door_names.get(door, door)} {clock(ts)}" for ts, door, _ in seen),
                      attention])
     note = (f"{count(len(rows), 'visit')}; {count(len(overdue), 'badge')} overdue (highlighted). A visitor's badge "
