@@ -8,6 +8,7 @@ visit does not exist for them (404, as a missing one)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -138,15 +139,11 @@ def index() -> Any:
 def register() -> Any:
     form = _register_form()
     scoped, tenant = _scope()
-    if form.validate_on_submit():
-        chosen = tenant if scoped else (int(form.tenant.data) if form.tenant.data else None)
-        admin_change(visitors.register, site=current_services().config, name=form.name.data,
-                     company=form.company.data or "", starts_at=_local(form.starts_at.data),
-                     ends_at=_local(form.ends_at.data), levels=form.levels.data, tenant_id=chosen,
-                     purpose=form.purpose.data or "", done=f"Visit of {form.name.data} registered.")
-    else:
-        form_errors(form)
-    return redirect(url_for("visitors.index"))
+    return _act(form, lambda: admin_change(
+        visitors.register, site=current_services().config, name=form.name.data, company=form.company.data or "",
+        starts_at=_local(form.starts_at.data), ends_at=_local(form.ends_at.data), levels=form.levels.data,
+        tenant_id=tenant if scoped else (int(form.tenant.data) if form.tenant.data else None),
+        purpose=form.purpose.data or "", done=f"Visit of {form.name.data} registered."))
 
 
 @bp.route("/<id:visit_id>/check-in", methods=["POST"])
@@ -154,23 +151,18 @@ def register() -> Any:
 def check_in(visit_id: int) -> Any:
     _visit_or_404(visit_id)
     form = CheckInForm()
-    if form.validate_on_submit():
-        admin_change(visitors.check_in, visit_id, id_document=form.id_document.data, fmt=form.fmt.data,
-                     number=form.number.data, pepper=current_services().keys.pin_pepper(), now=datetime.now(UTC),
-                     done=f"Visit {visit_id}: badge {form.number.data} issued; print it below.")
-    else:
-        form_errors(form)
-    return redirect(url_for("visitors.index"))
+    return _act(form, lambda: admin_change(
+        visitors.check_in, visit_id, id_document=form.id_document.data, fmt=form.fmt.data, number=form.number.data,
+        pepper=current_services().keys.pin_pepper(), now=datetime.now(UTC),
+        done=f"Visit {visit_id}: badge {form.number.data} issued; print it below."))
 
 
 @bp.route("/<id:visit_id>/return", methods=["POST"])
 @role_required("guard")
 def return_badge(visit_id: int) -> Any:
     _visit_or_404(visit_id)
-    if ActionForm().validate_on_submit():
-        admin_change(visitors.return_badge, visit_id, datetime.now(UTC),
-                     done=f"Visit {visit_id}: badge returned and revoked.")
-    return redirect(url_for("visitors.index"))
+    return _act(ActionForm(), lambda: admin_change(visitors.return_badge, visit_id, datetime.now(UTC),
+                                                   done=f"Visit {visit_id}: badge returned and revoked."))
 
 
 @bp.route("/<id:visit_id>/cancel", methods=["POST"])
@@ -178,8 +170,14 @@ def return_badge(visit_id: int) -> Any:
 def cancel(visit_id: int) -> Any:
     _visit_or_404(visit_id)
     form = CancelForm()
+    return _act(form, lambda: admin_change(visitors.cancel, visit_id, form.reason.data,
+                                           done=f"Visit {visit_id} cancelled."))
+
+
+def _act(form: FlaskForm, change: Callable[[], object]) -> Any:
+    """``change`` if the form is valid (its CSRF token included), else the form's errors; back to the list."""
     if form.validate_on_submit():
-        admin_change(visitors.cancel, visit_id, form.reason.data, done=f"Visit {visit_id} cancelled.")
+        change()
     else:
         form_errors(form)
     return redirect(url_for("visitors.index"))
@@ -202,10 +200,7 @@ def badge(visit_id: int) -> Any:
 @role_required("admin")
 def escort() -> Any:
     form = EscortForm()
-    if form.validate_on_submit():
-        allowed = bool(form.may_escort.data)
-        admin_change(visitors.set_may_escort, form.person.data, allowed,
-                     done=f"Person {form.person.data} {'may escort visitors' if allowed else 'no longer escorts'}.")
-    else:
-        form_errors(form)
-    return redirect(url_for("visitors.index"))
+    allowed = bool(form.may_escort.data)
+    return _act(form, lambda: admin_change(
+        visitors.set_may_escort, form.person.data, allowed,
+        done=f"Person {form.person.data} {'may escort visitors' if allowed else 'no longer escorts'}."))
