@@ -43,6 +43,7 @@ from badge_bridge.models import Alarm, AuditEntry
 from badge_bridge.request_expiry import RequestExpiry
 from badge_bridge.snapshot import Snapshot, load_snapshot
 from badge_bridge.state_watch import StateWatch
+from badge_bridge.visitor_watch import VisitorWatch
 
 if TYPE_CHECKING:
     from badge_bridge.face_match import Gallery
@@ -85,6 +86,7 @@ class Bridge:
         self.state_watch = StateWatch(engine, self.writer, config.site.instance, config.audit.state_check_seconds,
                                       self.stopping, keys.trusted_public_keys())
         self.request_expiry = RequestExpiry(engine, self.writer, config.site.instance, self.stopping)
+        self.visitor_watch = VisitorWatch(engine, self.writer, config.site.instance, self.stopping)
         self.processor: Processor | None = None
         self.shared_state: SharedStateListener | None = None
         """PostgreSQL: keeps the other partitions' facts current in memory (failover/shared_state.py)."""
@@ -225,6 +227,7 @@ class Bridge:
         threading.Thread(target=self._seal_forever, name="segment-sealer", daemon=True).start()
         self.state_watch.start()
         self.request_expiry.start()
+        self.visitor_watch.start()
         self.mqtt.connected.wait(5)  # "started" says subscribed; the doors never waited for this (paho's thread)
         log.info("bridge %s started for site %r (%.0f ms)", self.config.site.instance, self.config.site.name,
                  (time.monotonic() - began) * 1000)
@@ -356,6 +359,7 @@ class Bridge:
         self._admin_mark = mark
         log.info("people or credentials changed: decisions and controller lists updated")
         self.state_watch.wake()
+        self.visitor_watch.wake()
         self._publish_syncs()
 
     # --- outbound ------------------------------------------------------------------------------------

@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from badge_bridge.config import SiteConfig
 from badge_bridge.controllers.contract import CredentialSync, SyncDoor, SyncEntry, SyncSchedule
 from badge_bridge.keys import card_digest
+from badge_bridge.policy import Credential
 from badge_bridge.snapshot import Snapshot
+
+
+def offline_listed(view: Credential) -> bool:
+    """Whether a controller may hold the credential to decide alone: an active one of an active, approved
+    person, never a visitor's (a controller cannot see the escort: offline a visitor's badge opens nothing)."""
+    return view.status == "active" and view.person_active and view.person_approved and not view.visitor
 
 
 def controller_doors(config: SiteConfig, controller: str) -> set[str]:
@@ -29,7 +36,7 @@ def build_sync(config: SiteConfig, snapshot: Snapshot, controller: str, sync_key
     entries = []
     for (fmt, number), record in sorted(snapshot.credentials.items()):
         view = record.view
-        if view.status != "active" or not view.person_active:
+        if not offline_listed(view):
             continue
         mine = {door: scheds for door, scheds in view.standing_doors().items() if door in doors}
         if not mine:

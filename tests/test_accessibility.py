@@ -41,6 +41,8 @@ PAGES = {
     "wall": ["/wall", "/alarms"],  # /alarms: the wall's 403 page
 }
 """The pages each role opens, with the error pages it meets."""
+for _role in ("guard", "supervisor", "admin"):
+    PAGES[_role].append("/visitors")  # visitors and escorts (web/visitors.py)
 
 
 class _BypassCsp:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -35,10 +36,11 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.test import TestResponse
 
-from badge_bridge import access_requests, console_signing, people
+from badge_bridge import access_requests, console_signing, people, visitors
 from badge_bridge.audit import access_tables
 from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
+from badge_bridge.audited import commit_change
 from badge_bridge.config import SiteConfig, load_config
 from badge_bridge.controllers.contract import ConsoleCommand
 from badge_bridge.events import Event
@@ -83,12 +85,14 @@ class Seed:
     """The one-time link token of the wall display "Seed wall" (users["wall"]), not yet used."""
     request: int = 0
     """An open access request for Grace (noc-24x7, 8 hours from now), opened by the guard."""
+    visit: int = 0
+    """An expected visitor (Vera), registered by cli:seed (badge_bridge.visitors)."""
 
     def ids(self) -> dict[str, int | str]:
         """The names route paths are formatted with."""
         return {"person": self.person, "credential": self.credential, "open_alarm": self.open_alarm,
                 "acked_alarm": self.acked_alarm, "event": self.event, "evidence": self.evidence, "request": self.request,
-                **{f"{role}_user": uid for role, uid in self.users.items()}}
+                "visit": self.visit, **{f"{role}_user": uid for role, uid in self.users.items()}}
 
 
 def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
@@ -128,10 +132,13 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
     writer.start()
     for event in [e for _, e in users.values()] + [wall_added, ada_added, card_added, grace_added, grace_card, alan_added, asked_opened, saved, synced]:
         writer.submit(event)
+    visit, _ = commit_change(writer, "cli:seed", lambda s: visitors.register(
+        s, "cli:seed", site=config, name="Vera Visitor", company="Acme", levels=["staff"], starts_at=now,
+        ends_at=now + timedelta(hours=10)))
     assert writer.stop()
     with Session(engine) as s:
         first = s.scalar(select(func.min(AuditEntry.id)).where(AuditEntry.chain_id == config.site.instance))
-    return Seed(**ids, event=first, evidence=snapshot, wall_link=wall_link)
+    return Seed(**ids, event=first, evidence=snapshot, wall_link=wall_link, visit=visit.id)
 
 
 @pytest.fixture(autouse=True)
@@ -358,6 +365,10 @@ class Route:
         return f"{self.method} {self.endpoint}"
 
 
+VISIT_FROM = datetime.now(ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%dT%H:%M")
+VISIT_UNTIL = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(hours=10)).strftime("%Y-%m-%dT%H:%M")
+"""A visit's window as the register form takes it (the example site's local time)."""
+
 ROUTES = [
     Route("live.feed", "GET", "/", GUARD_UP),
     Route("stream.stream", "GET", "/stream", GUARD_UP | WALL),
@@ -442,6 +453,21 @@ ROUTES = [
     Route("requests.endorse", "POST", "/requests/{request}/endorse", frozenset()),
     Route("requests.cancel", "POST", "/requests/{request}/cancel", GUARD_UP, {}, "/requests/{request}",
           "Access request {request} cancelled."),
+    # visitors (web/visitors.py); a customer's admin: tests/test_visitors_console.py
+    Route("visitors.index", "GET", "/visitors", GUARD_UP),
+    Route("visitors.register", "POST", "/visitors", GUARD_UP,
+          {"name": "Rosa Visitor", "levels": ["staff"], "starts_at": VISIT_FROM, "ends_at": VISIT_UNTIL},
+          "/visitors", "Visit of Rosa Visitor registered."),
+    Route("visitors.check_in", "POST", "/visitors/{visit}/check-in", GUARD_UP,
+          {"id_document": "passport, last 4: 1234", "fmt": "wiegand26", "number": "77:1"}, "/visitors",
+          "Visit {visit}: badge 77:1 issued"),
+    Route("visitors.return_badge", "POST", "/visitors/{visit}/return", GUARD_UP, {}, "/visitors",
+          "no badge is out"),  # Vera is expected: the refusal proves the button was acted on
+    Route("visitors.cancel", "POST", "/visitors/{visit}/cancel", GUARD_UP, {"reason": "Meeting moved"}, "/visitors",
+          "Visit {visit} cancelled."),
+    Route("visitors.badge", "GET", "/visitors/{visit}/badge.pdf", GUARD_UP, {}, "/visitors", "check them in first"),
+    Route("visitors.escort", "POST", "/visitors/escorts", ADMIN, {"person": "1", "may_escort": "y"}, "/visitors",
+          "Person 1 may escort visitors."),
 ]
 POSTS = [r for r in ROUTES if r.method == "POST"]
 

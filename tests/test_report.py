@@ -317,7 +317,8 @@ def test_pdf_tables_hold_the_csv_rows(engine: Engine, reviewed: dict[str, Any], 
     for name in fmt.REVIEW_FILES:
         with (out / name).open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
-        for cell in [c for row in rows for c in row if c]:
+        shown = rows if len(rows) > 1 else []  # an empty table is printed as "None.", without its header
+        for cell in [c for row in shown for c in row if c]:
             found = flat.find(_squash(cell), position)
             assert found >= 0, (name, cell, flat[position:position + 300])
             position = found + len(_squash(cell))

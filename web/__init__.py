@@ -10,6 +10,7 @@
     auditing  chain status, checkpoints, verification
     users     console users (admin)
     wall      the wall display: a read-only kiosk page with its own revocable link
+    visitors  visits, the desk's check-in and the visitor's badge, escorts
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
         app.register_blueprint(module.bp)
     from web import requests as access_requests  # access requests (docs/workflows.md)
     app.register_blueprint(access_requests.bp)
+    from web import visitors
+
+    app.register_blueprint(visitors.bp)
 
     @app.after_request
     def security_headers(response):

@@ -76,6 +76,10 @@ REASONS = {
     Reason.FACE_LIVENESS_UNVERIFIED: "face liveness not confirmed", Reason.ANTI_PASSBACK: "anti-passback",
     Reason.TWO_PERSON_WAITING: "waiting for a second person", Reason.TWO_PERSON_SAME_PERSON: "same person twice",
 }
+REASONS.update({  # visitors and escorts
+    Reason.ESCORT_WAITING: "visitor waiting for an escort", Reason.GRANTED_ESCORTED: "visitor, with their escort",
+    Reason.GRANTED_ESCORTING: "escort, taking a visitor in",
+})
 FACTORS = {"card": "card", "pin": "PIN", "biometric": "fingerprint", "face": "face"}
 DETAIL_LABELS = {
     "reason": "why", "factors": "factors", "failed": "failed factors", "direction": "direction", "reader": "reader",
@@ -254,7 +258,8 @@ def _plain(value: object) -> str:
 
 def reason_text(value: object) -> str:
     try:
-        return REASONS[Reason(value)] if isinstance(value, str) else ""
+        # a reason added to the policy before its words here reads as itself, never as a broken page
+        return REASONS.get(Reason(value), value.replace("_", " ")) if isinstance(value, str) else ""
     except ValueError:
         return _short(value)
 

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from badge_bridge.cli import audit, backup, devices, export, people, requests, site, wall, witness
+from badge_bridge.cli import audit, backup, devices, export, people, requests, site, visitors, wall, witness
 from badge_bridge.cli.app import App
 from badge_bridge.cli.plugins import PluginGroup
 
@@ -46,3 +46,4 @@ for _command in (site.init, site.check_config, site.run,
                  export.export, backup.backup, backup.restore, witness.witness, requests.request):
     main.add_command(_command)
 audit.audit.add_command(export.verify_export)
+main.add_command(visitors.visitor)

@@ -176,7 +176,7 @@ from badge_bridge.controllers.contract import (
     Unlock,
 )
 from badge_bridge.controllers.driver import Command, Context, Driver
-from badge_bridge.sync import controller_doors
+from badge_bridge.sync import controller_doors, offline_listed
 
 if TYPE_CHECKING:
     from badge_bridge.config import ControllerConfig, SiteConfig
@@ -647,7 +647,7 @@ def esp_users(config: SiteConfig, snapshot: Snapshot, controller: str) -> list[E
     users = []
     for (fmt, number), record in sorted(snapshot.credentials.items()):
         view = record.view
-        if fmt != "ascii" or view.status != "active" or not view.person_active or not doors & view.standing_doors().keys():
+        if fmt != "ascii" or not offline_listed(view) or not doors & view.standing_doors().keys():
             continue
         try:
             users.append(EspUser(uid=number.lower(), name=f"credential {view.id}", valid_since=view.valid_from,

@@ -27,10 +27,11 @@ REVIEW_HOLDERS, REVIEW_LEVEL_CHANGES = "review-access-holders.csv", "review-leve
 REVIEW_LEAVERS, REVIEW_UNUSED = "review-leavers.csv", "review-unused-credentials.csv"
 REVIEW_EXPIRED, REVIEW_USERS = "review-expired-not-revoked.csv", "review-console-users.csv"
 REVIEW_USER_CHANGES, REVIEW_KINDS = "review-console-user-changes.csv", "review-entry-kinds.csv"
-REVIEW_REQUESTS = "review-access-requests.csv"
+REVIEW_REQUESTS, REVIEW_VISITORS = "review-access-requests.csv", "review-visitors.csv"
 REVIEW_FILES = (REVIEW_DOORS, REVIEW_AREAS, REVIEW_RESTRICTED_BY_PERSON, REVIEW_RESTRICTED, REVIEW_DENIALS_BY_PERSON,
                 REVIEW_DENIALS_BY_DOOR, REVIEW_ALARMS, REVIEW_AFTER_HOURS, REVIEW_HOLDERS, REVIEW_LEVEL_CHANGES,
-                REVIEW_REQUESTS, REVIEW_LEAVERS, REVIEW_UNUSED, REVIEW_EXPIRED, REVIEW_USERS, REVIEW_USER_CHANGES, REVIEW_KINDS)
+                REVIEW_REQUESTS, REVIEW_LEAVERS, REVIEW_UNUSED, REVIEW_EXPIRED, REVIEW_USERS, REVIEW_USER_CHANGES, REVIEW_KINDS,
+                REVIEW_VISITORS)
 """The report's tables, one CSV each beside report.pdf (``export.review``); the manifest covers them."""
 ROW_FILES = (CSV_NAME, JSONL_NAME)
 MONTH_RE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\Z")

@@ -32,6 +32,7 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import from_us, to_us
 from badge_bridge.export import format as fmt
 from badge_bridge.models import Area, Door, Person, Schedule
+from badge_bridge.policy import Reason
 
 if TYPE_CHECKING:
     from badge_bridge.export.write import ExportSummary
@@ -700,6 +701,60 @@ def _user_change(before: access_tables.State | None, after: access_tables.State 
     return ", ".join(parts)
 
 
+ESCORTED = (Reason.GRANTED_ESCORTED.value, Reason.GRANTED_ESCORTING.value)
+NOT_BACK = {"on_site": "not returned", "cancelled": "(cancelled)"}
+
+
+def visitor_log(m: Month, site: Site, h: History, summary: ExportSummary) -> Section:
+    """Each visit whose window meets the month, from the log alone: the visit's recorded states (host,
+    window, badge issued and returned), the escorted grants (the visitor's ``granted_escorted`` naming the
+    escort, or the escort's ``granted_escorting`` naming the visitor) and the ``visitor.overdue`` alarms."""
+    clock = site.clock
+    visits = {int(k): v for k, v in _of(h.at_end, "visit/").items()
+              if (_iso_us(v.get("ends_at")) or 0) >= summary.start_us and (_iso_us(v.get("starts_at")) or 0) < summary.end_us}
+    issued = {int(c.key.split("/", 1)[1]): c.ts_us for c in h.changes if c.key.startswith("visit/")
+              and (c.after or {}).get("state") == "on_site" and (c.before or {}).get("state") != "on_site"}
+    by_person = {v.get("person"): vid for vid, v in visits.items()}
+    passages: dict[int, list[tuple[int, str, int | None]]] = defaultdict(list)
+    overdue: dict[int, int] = {}
+    if visits:
+        first = min(_iso_us(v.get("starts_at")) or 0 for v in visits.values())
+        reason = json_field(m.conn, "detail", "reason")
+        for ts, door, person, detail in m.rows(
+                f"SELECT ts_us, door, person_id, detail FROM audit_entry WHERE kind = 'access.granted' AND "
+                f"ts_us >= :first AND ts_us < :last AND {reason} IN (:escorted, :escorting) AND {{month_filter}} "
+                "ORDER BY ts_us", first=first, last=summary.end_us, escorted=ESCORTED[0], escorting=ESCORTED[1]):
+            said = json.loads(detail)
+            visitor, escort = ((person, said.get("companion")) if said.get("reason") == ESCORTED[0]
+                               else (said.get("companion"), person))
+            if visitor in by_person:
+                passages[by_person[visitor]].append((ts, door or "", escort))
+        for ts, detail in _by_kind(m, (EventKind.ALARM_RAISED,), first, summary.end_us, "ts_us", "detail"):
+            said = json.loads(detail)
+            if said.get("alarm") == EventKind.VISITOR_OVERDUE and said.get("visit") in visits:
+                overdue.setdefault(said["visit"], ts)
+    people = _of(h.at_end, "person/")
+    rows = []
+    for vid, v in sorted(visits.items(), key=lambda x: (x[1].get("starts_at") or "", x[0])):
+        seen = passages[vid]
+        escorts = sorted({site.person(e) for _, _, e in seen if isinstance(e, int)})
+        ends = _iso_us(v.get("ends_at"))
+        attention = (f"OVERDUE from {clock(overdue[vid])}" if vid in overdue else
+                     "NOT RETURNED" if v.get("state") == "on_site" and ends is not None and ends <= summary.end_us
+                     else "")
+        rows.append([vid, site.person(v.get("person")), people.get(str(v.get("person")), {}).get("company", ""),
+                     v.get("host", ""), f"{clock(_iso_us(v.get('starts_at')))} to {clock(ends)}",
+                     clock(issued.get(vid)) or ("" if v.get("state") in ("expected", "cancelled") else "before"),
+                     clock(_iso_us(v.get("returned_at"))) or NOT_BACK.get(str(v.get("state")), ""), "; ".join(escorts),
+                     "; ".join(f"{site.door_names.get(door, door)} {clock(ts)}" for ts, door, _ in seen),
+                     attention])
+    note = (f"{count(len(rows), 'visit')}; {count(len(overdue), 'badge')} overdue (highlighted). A visitor's badge "
+            "opens a door only with an escort badging there within the escort window; each passage names its escort.")
+    return Section(fmt.REVIEW_VISITORS, "Visitor log: visits, escorts, doors and badges", [
+        "visit", "visitor", "company", "host", "window", "badge issued", "returned", "escorts", "doors and times",
+        "attention"], [12, 34, 24, 20, 40, 22, 22, 30, 45, 24], rows, note, flag=9)
+
+
 def write(conn: Connection, summary: ExportSummary, folder: Path) -> tuple[list[Section], list[Section]]:
     """Every section's CSV into ``folder``; the activity sections and the access review, in the PDF's order,
     each holding the rows the PDF shows."""
@@ -712,7 +767,7 @@ def write(conn: Connection, summary: ExportSummary, folder: Path) -> tuple[list[
     activity = [*door_totals(tallies, entered, site), restricted_by_person, restricted,
                 *denials(denied(m, tallies), site),
                 *alarms(m, tallies, site), late]
-    access = [*access_review(conn, site, h, summary), entry_kinds(tallies)]
+    access = [*access_review(conn, site, h, summary), entry_kinds(tallies), visitor_log(m, site, h, summary)]
     for section in activity + access:
         if not section.written:
             write_csv(section, folder)

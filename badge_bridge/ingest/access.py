@@ -47,6 +47,8 @@ REQUEST_MAX_AGE = timedelta(seconds=10)
 _FACE_DENIALS = {"timeout": Reason.FACE_TIMEOUT, "spoof": Reason.FACE_SPOOF,
                  "unverified_liveness": Reason.FACE_LIVENESS_UNVERIFIED}
 """Face outcomes that deny outright, with their reason, instead of deciding again."""
+WAITING = frozenset({Reason.TWO_PERSON_WAITING, Reason.ESCORT_WAITING})
+"""Denials that wait for a second person (a beep at the reader, not a red refusal)."""
 
 
 @dataclass
@@ -272,7 +274,7 @@ class AccessDecisions:
             else:
                 command = c.Deny(type="deny", id=command_id("deny", eid), ts=now, door=door.key, reader=reader.key,
                                  request=msg.id, reason=reason,
-                                 feedback="beep" if decision.reason is Reason.TWO_PERSON_WAITING else "red")
+                                 feedback="beep" if decision.reason in WAITING else "red")
             self.send(a.controller, command)
         kind = EventKind.ACCESS_GRANTED if granted else EventKind.ACCESS_DENIED
         log.debug("%s at %s by %s: %s%s", kind, reader.key, _who(subject), reason, " (offline)" if msg.offline else "")
