@@ -252,7 +252,7 @@ def test_every_transition_is_audited_with_its_state(desk: Desk) -> None:
     desk.do(ar.endorse, desk.acme_admin, r.id)
     desk.do(ar.approve, SUPERVISOR, r.id)
     [opened] = desk.entries(EventKind.ADMIN_REQUEST_OPENED)
-    assert opened["doors"] == ["cage-7", "hall-a"] and opened["ticket"] == "CHG-42"
+    assert opened["doors"] == ["cage-7", "hall-a", "hall-a-mantrap"] and opened["ticket"] == "CHG-42"
     [endorsed] = desk.entries(EventKind.ADMIN_REQUEST_ENDORSED)
     assert endorsed["state"][f"request/{r.id}"]["tenant_approved_by"] == "road-runner"
     [approved] = desk.entries(EventKind.ADMIN_REQUEST_APPROVED)
