@@ -31,7 +31,7 @@ from osdp import LogLevel
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from badge_bridge import db, logs, people
+from badge_bridge import db, logs, people, visitors
 from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audited import commit_change
 from badge_bridge.bridge import Bridge
@@ -41,7 +41,7 @@ from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.instance_status import InstanceStatus
 from badge_bridge.keys import KeyStore
-from badge_bridge.models import ConsoleUser, Person
+from badge_bridge.models import ConsoleUser, Credential, Person, Visit
 from badge_bridge.mqtt_accounts import CONSOLE_ACCOUNT
 from badge_bridge.mqtt_client import credentials, site_client
 from badge_bridge.sim.broker import Broker, for_site
@@ -77,6 +77,37 @@ def seed(writer: AuditWriter, pepper: bytes) -> None:
             biometric_ref=name.split()[0].lower(), valid_until=until))  # noqa: B023
 
 
+DEMO_ESCORT = "Grace Hopper"
+"""She may escort visitors; the demo's visitor goes through the hall A mantrap with her."""
+DEMO_VISITOR = ("Vic Visitor", "Example Networks GmbH", "4242")
+"""Name, company and the PIN the desk gives with the badge (hall A's doors ask for one)."""
+VISITOR_LEVEL = "hall-a-visits"
+
+
+def visit(writer: AuditWriter, config: SiteConfig, pepper: bytes) -> str:
+    """The demo's visitor, on site from now: the badge of an earlier run comes back to the desk, a new visit
+    is registered and checked in with a new badge (each change audited). Returns the badge's number."""
+    now = datetime.now(UTC)
+    with Session(writer.engine) as session:
+        escort = session.scalars(select(Person).where(Person.name == DEMO_ESCORT)).one()
+        earlier = list(session.scalars(select(Visit.id).where(Visit.state == "on_site",
+                                                             Visit.host == visitors.host_of(ACTOR))))
+        used = set(session.scalars(select(Credential.number).where(Credential.format == "wiegand26")))
+    if not escort.may_escort:
+        commit_change(writer, ACTOR, lambda s: visitors.set_may_escort(s, ACTOR, escort.id, True))
+    for visit_id in earlier:
+        commit_change(writer, ACTOR, lambda s: visitors.return_badge(s, ACTOR, visit_id, now))  # noqa: B023
+    name, company, pin = DEMO_VISITOR
+    registered, _ = commit_change(writer, ACTOR, lambda s: visitors.register(
+        s, ACTOR, site=config, name=name, company=company, starts_at=now, levels=[VISITOR_LEVEL],
+        ends_at=now + timedelta(hours=config.visitors.max_visit_hours), purpose="PSU swap in hall A, escorted"))
+    number = next(f"12:{n}" for n in range(2001, 9999) if f"12:{n}" not in used)
+    commit_change(writer, ACTOR, lambda s: visitors.check_in(
+        s, ACTOR, registered.id, id_document="passport, last 4: 0815", fmt="wiegand26", number=number,
+        pepper=pepper, pin=pin, now=now))
+    return number
+
+
 DEMO_USERS = ("admin", "supervisor", "guard", "auditor")
 """One console login per role, named after it."""
 
@@ -97,8 +128,9 @@ def reset_logins(writer: AuditWriter) -> dict[str, str]:
     return passwords
 
 
-def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
-    """The demo database, keys and people; returns the console logins' fresh passwords."""
+def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str], str]:
+    """The demo database, keys, people and visitor; returns the console logins' fresh passwords and the
+    visitor's badge number."""
     keys = KeyStore(config.keys_dir())
     keys.ensure()
     db_path = db.sqlite_path(config.database_url())
@@ -111,8 +143,9 @@ def build(config: SiteConfig) -> tuple[Engine, KeyStore, dict[str, str]]:
     commit_change(writer, ACTOR, lambda session: (None, sync_site(session, config, ACTOR)))
     seed(writer, keys.pin_pepper())
     passwords = reset_logins(writer)
+    visitor_card = visit(writer, config, keys.pin_pepper())
     writer.stop()
-    return engine, keys, passwords
+    return engine, keys, passwords, visitor_card
 
 
 @click.command()
@@ -131,7 +164,7 @@ def main(config_path: str, port: int | None, seconds: float | None) -> None:
     console_port = free_console_port(config.console.host, config.console.port if port is None else port,
                                      explicit=port is not None)
     config = config.model_copy(update={"console": config.console.model_copy(update={"port": console_port})})
-    engine, keys, passwords = build(config)
+    engine, keys, passwords, visitor_card = build(config)
     broker = for_site(config.path("var/demo-mosquitto"), config)
     broker.start()
     config = config.model_copy(update={
@@ -156,7 +189,8 @@ def main(config_path: str, port: int | None, seconds: float | None) -> None:
         sims = controllers_from_site(config, keys)
         for target, args in ((run_demo_traffic, (sims, DEMO_PEOPLE, stop)), (_watch, (config, sims, summary, stop)),
                              (_noc_traffic, (esp, stop)), (summary.run, (stop,)),
-                             (_mantrap_traffic, (sims.get("ctl-lobby"), readers, stop))):
+                             (_mantrap_traffic, (sims.get("ctl-lobby"), readers, stop)),
+                             (_escorted_visit, (sims.get("ctl-lobby"), readers, visitor_card, stop))):
             threading.Thread(target=target, args=args, daemon=True).start()
         processes.append(_start_cli(config_path, broker.port, "console", "--port", str(console_port)))
         url = f"{'https' if config.console.tls_cert else 'http'}://{_reachable(config.console.host)}:{console_port}/"
@@ -231,9 +265,10 @@ class OsdpReaders:
         """The port the bridge opens: the bus's control-panel end."""
         self.link = parent
 
-    def badge(self, reader: str, card: str) -> None:
-        """Someone presents ``card`` at ``reader`` of the bus (with their PIN at a keypad)."""
-        self.link.send((reader, card))
+    def badge(self, reader: str, card: str, pin: str | None = None) -> None:
+        """Someone presents ``card`` at ``reader`` of the bus (with their PIN at a keypad: ``pin``, or a
+        demo person's own)."""
+        self.link.send((reader, card, pin))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -266,8 +301,8 @@ def _run_osdp_readers(keys: dict[str, bytes], ready: Connection, stopping: threa
     try:
         while not stopping.wait(rng.uniform(3, 8)):
             while ready.poll():  # someone the demo walked through the mantrap's outer door, at the inner one now
-                key, card = ready.recv()
-                present(by_key[key], card, pins.get(card), "")
+                key, card, pin = ready.recv()
+                present(by_key[key], card, pin or pins.get(card), "")
             card, pin, finger = rng.choice(staff)
             present(rng.choice(readers), card, pin, finger)
     finally:
@@ -311,6 +346,34 @@ def _mantrap_traffic(lobby: SimController | None, bus: OsdpReaders, stop: thread
         if stop.wait(rng.uniform(2, 8)):
             return
         bus.badge("hall-a-in", card)
+
+
+def _escorted_visit(lobby: SimController | None, bus: OsdpReaders, card: str, stop: threading.Event) -> None:
+    """The visitor and their escort through the hall A mantrap and back, every minute or two: at each door the
+    visitor badges first (the reader beeps: waiting for an escort), then the escort, whose grant takes the
+    visitor in; a while in the hall, then out the same way (the escort rule holds both ways)."""
+    rng = random.Random()
+    pin = DEMO_VISITOR[2]
+    escort = next((c, p) for name, _levels, c, p in DEMO_PEOPLE if name == DEMO_ESCORT)
+
+    def pair(at: str, on_bus: bool) -> None:
+        for who, their_pin in ((card, pin), escort):
+            if on_bus:
+                bus.badge(at, who, their_pin)
+            else:
+                lobby.present(at, None, "wiegand26", who)  # type: ignore[union-attr]
+            if stop.wait(rng.uniform(1.5, 3)):
+                return
+
+    steps = ((MANTRAP_READERS[0], False), ("hall-a-in", True), ("hall-a-out", True), (MANTRAP_READERS[1], False))
+    while lobby is not None and not stop.wait(rng.uniform(45, 90)):
+        for i, (reader, on_bus) in enumerate(steps):
+            try:
+                pair(reader, on_bus)
+            except Exception:  # the demo goes on
+                log.exception("demo visitor at %s", reader)
+            if stop.wait(rng.uniform(30, 60) if i == 1 else rng.uniform(6, 10)):
+                return
 
 
 def _noc_traffic(esp: SimEspRfid | None, stop: threading.Event) -> None:

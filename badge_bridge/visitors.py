@@ -73,9 +73,10 @@ def register(session: Session, actor: str, *, site: SiteConfig, name: str, compa
 
 
 def check_in(session: Session, actor: str, visit_id: int, *, id_document: str, fmt: str, number: str,
-             pepper: bytes = b"", now: datetime) -> tuple[Visit, Event]:
+             pepper: bytes = b"", pin: str | None = None, now: datetime) -> tuple[Visit, Event]:
     """The desk saw the visitor's ID (``id_document``: what it was and at most its last 4 digits, never the
-    number) and issues badge ``fmt`` ``number``, valid for the visit's window only."""
+    number) and issues badge ``fmt`` ``number``, valid for the visit's window only; with ``pin``, for doors
+    that also ask for a PIN (the desk tells the visitor)."""
     visit = visible(session, actor, visit_id)
     if visit.state != "expected":
         raise AdminError(f"visit {visit_id} is {visit.state.replace('_', ' ')}: only an expected visitor checks in")
@@ -84,7 +85,7 @@ def check_in(session: Session, actor: str, visit_id: int, *, id_document: str, f
     if now < visit.starts_at - timedelta(hours=1):
         raise AdminError(f"visit {visit_id} starts at {visit.starts_at.isoformat()}: check in at most an hour before")
     id_document = check_id_document(id_document)
-    credential, _ = add_credential(session, actor, visit.person_id, fmt, number, pepper=pepper,
+    credential, _ = add_credential(session, actor, visit.person_id, fmt, number, pepper=pepper, pin=pin,
                                    valid_from=visit.starts_at, valid_until=visit.ends_at)
     visit.state, visit.credential_id = "on_site", credential.id
     visit.id_checked_by, visit.id_checked_at, visit.id_document = host_of(actor), now, id_document
