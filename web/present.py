@@ -75,6 +75,7 @@ REASONS = {
     Reason.FACE_CAMERA_BLIND: "door camera blind, face not checkable", Reason.FACE_SPOOF: "photo or screen held up",
     Reason.FACE_LIVENESS_UNVERIFIED: "face liveness not confirmed", Reason.ANTI_PASSBACK: "anti-passback",
     Reason.TWO_PERSON_WAITING: "waiting for a second person", Reason.TWO_PERSON_SAME_PERSON: "same person twice",
+    Reason.PERSON_NOT_APPROVED: "not approved by site staff yet",
 }
 FACTORS = {"card": "card", "pin": "PIN", "biometric": "fingerprint", "face": "face"}
 DETAIL_LABELS = {
@@ -254,7 +255,7 @@ def _plain(value: object) -> str:
 
 def reason_text(value: object) -> str:
     try:
-        return REASONS[Reason(value)] if isinstance(value, str) else ""
+        return REASONS.get(Reason(value), value) if isinstance(value, str) else ""  # a reason without words yet
     except ValueError:
         return _short(value)
 

@@ -42,8 +42,9 @@ bp = Blueprint("tenant", __name__)
 TENANT_ENDPOINTS = frozenset({
     "tenant.index", "tenant.add_person", "tenant.person", "tenant.set_levels", "tenant.add_credential",
     "tenant.revoke", "tenant.validity", "tenant.left", "tenant.cages", "tenant.events", "tenant.event",
-    "auth.login", "auth.logout", "static"})
-"""All a tenant admin may reach; every other route answers 403 (and "/" leads to their own view)."""
+    "auth.login", "auth.logout", "static", "wall.connect", "wall.exchange"})
+"""All a tenant admin may reach (and the pages anyone may: login, a wall's link); every other route answers
+403, and "/" leads to their own view."""
 SHOWN_DETAIL = ("reason", "factors", "failed", "direction")
 """What of an event's detail a tenant admin sees: why and how, never a companion or a state."""
 EVENT_KINDS = ("access.", "door.")
