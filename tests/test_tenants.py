@@ -114,7 +114,7 @@ def test_a_level_outside_the_tenants_list_reads_as_unknown(writer: AuditWriter, 
         change(writer, tenants.add_person, acme, "Eve", levels=levels)
     assert "cage-7-acme," not in str(refused.value).split("(")[0]
     pid = change(writer, tenants.add_person, acme, "Ann Acme", levels=["cage-7-acme"]).id
-    with pytest.raises(AdminError, match="^unknown access level"):
+    with pytest.raises(AdminError, match=r"^unknown access level"):
         change(writer, tenants.set_levels, acme, pid, levels)
 
 

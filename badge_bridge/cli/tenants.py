@@ -128,8 +128,8 @@ def card_add(app: App, key: str, person_id: int, card: str, fmt: str, valid_unti
 @fail_cleanly
 def set_levels(app: App, key: str, person_id: int, levels: tuple[str, ...]) -> None:
     """Set which of the tenant's levels the person holds (levels given by site staff stay)."""
-    person, _ = app.admin(lambda s: tenants.set_levels(s, app.actor, tenants.scope(s, app.config, key), person_id,
-                                                       levels))
+    app.admin(lambda s: tenants.set_levels(s, app.actor, tenants.scope(s, app.config, key), person_id,
+                                           levels))
     click.echo(f"person {person_id}: levels of {key} now {', '.join(levels) or 'none'}")
 
 

@@ -15,7 +15,6 @@ can never pass for a site export's, nor the reverse. `badge-bridge audit verify-
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,10 @@ FORMAT = "badge-bridge-tenant-review/1"
 MANIFEST_DOMAIN = b"badge-bridge-tenant-review-manifest/1\n"
 PEOPLE, CREDENTIALS, CHANGES, EVENTS = ("tenant-people.csv", "tenant-credentials.csv", "tenant-changes.csv",
                                         "tenant-events.csv")
+
+
+STATUS_CHANGES = {"pending->active": "approved by site staff", "pending->refused": "refused by site staff",
+                  "active->left": "left", "pending->left": "left"}
 
 
 def manifest_message(manifest_bytes: bytes) -> bytes:
@@ -95,7 +98,7 @@ def export_tenant(engine: Engine, keys: KeyStore, config: SiteConfig, month: str
             review.Section(CREDENTIALS, "Their cards at the month's end",
                            ["credential", "person", "format", "number", "status", "valid until"],
                            [22, 90, 30, 40, 30, 50],
-                           [[cid, name.get(c.get("person"), "?"), c.get("format"), c.get("number"), c.get("status"),
+                           [[cid, name.get(int(c.get("person") or 0), "?"), c.get("format"), c.get("number"), c.get("status"),
                              clock(review._iso_us(c.get("valid_until")))] for cid, c in sorted(cards.items())]),
             review.Section(CHANGES, "Changes during the month: added, approved, refused, levels, cards",
                            ["time", "person", "change", "by"], [40, 90, 100, 45],
@@ -142,18 +145,17 @@ def _changes(changes: list[review.Change], mine: dict[int, access_tables.State],
             if not before:
                 said.append(f"added ({after.get('status')})")
             elif before.get("status") != after.get("status"):
-                said.append({("pending", "active"): "approved by site staff",
-                             ("pending", "refused"): "refused by site staff"}.get(
-                    (before.get("status"), after.get("status")), f"status {after.get('status')}"))
+                said.append(STATUS_CHANGES.get(f"{before.get('status')}->{after.get('status')}",
+                                               f"status {after.get('status')}"))
             was, now = set(before.get("levels", [])), set(after.get("levels", []))
             said += [f"level {lvl} granted" for lvl in sorted(now - was)]
             said += [f"level {lvl} removed" for lvl in sorted(was - now)]
             rows += [[clock(c.ts_us), name[int(rid)], what, c.actor] for what in said]
-        elif kind == "credential" and after.get("person", before.get("person")) in mine:
+        elif kind == "credential" and (holder := int(after.get("person", before.get("person")) or 0)) in mine:
             card = f"card {after.get('number', before.get('number'))}"
             what = (f"{card} issued" if not before else f"{card} {after.get('status')}"
                     if before.get("status") != after.get("status") else f"{card} valid until {after.get('valid_until')}")
-            rows.append([clock(c.ts_us), name[after.get("person", before.get("person"))], what, c.actor])
+            rows.append([clock(c.ts_us), name[holder], what, c.actor])
     return rows
 
 
