@@ -103,6 +103,17 @@ def _level_choices(sc: tenants.Scope) -> list[SelectChoice]:
     return read(lambda s: [SelectChoice(lvl.key, lvl.name or lvl.key) for lvl in tenants.their_levels(s, sc)])
 
 
+WAITING = Standing("pending", "… AWAITS SITE APPROVAL")
+"""A working card of a person site staff have not approved yet: the door refuses it, so it must not read
+as active."""
+
+
+def _standings(s: Session, found: list[Person]) -> dict[int, Standing]:
+    cards = standings(s, found, datetime.now(UTC))
+    waiting = {c.id for p in found if p.status == "pending" for c in p.credentials}
+    return {cid: WAITING if cid in waiting and st.css == "active" else st for cid, st in cards.items()}
+
+
 def _tenant_name(sc: tenants.Scope) -> str:
     return sc.limits.name or sc.key
 
@@ -115,7 +126,7 @@ def index() -> Any:
     def load(s: Session) -> tuple[list[Person], dict[int, Standing]]:
         found = list(s.scalars(select(Person).where(Person.tenant_id == sc.tenant_id).order_by(Person.name, Person.id)
                                .options(selectinload(Person.credentials), selectinload(Person.levels))))
-        return found, standings(s, found, datetime.now(UTC))
+        return found, _standings(s, found)
 
     found, cards = read(load)
     form = TenantPersonForm()
@@ -143,7 +154,7 @@ def _their_person(sc: tenants.Scope, person_id: int) -> tuple[Person, dict[int, 
     def load(s: Session) -> tuple[Person | None, dict[int, Standing]]:
         found = s.scalars(select(Person).where(Person.id == person_id, Person.tenant_id == sc.tenant_id).options(
             selectinload(Person.credentials), selectinload(Person.levels))).first()
-        return found, standings(s, [found] if found else [], datetime.now(UTC))
+        return found, _standings(s, [found] if found else [])
 
     person, cards = read(load)
     if person is None:
