@@ -16,7 +16,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from badge_bridge import people, tenants
-from badge_bridge.audit.writer import AuditWriter
 from badge_bridge.audited import commit_change
 from badge_bridge.cli.export import verify_export
 from badge_bridge.config import SiteConfig
@@ -26,8 +25,7 @@ from badge_bridge.export.verify import verify_export as verify_folder
 from badge_bridge.export.write import ExportError
 from badge_bridge.keys import KeyStore
 from badge_bridge.models import AuditEntry
-from badge_bridge.site_sync import sync_site
-from tests.test_tenants import two_tenants
+from tests.test_tenants import synced, two_tenants
 from tests.tree_heads import public_key_file
 
 NOW = datetime.now(UTC)
@@ -42,13 +40,7 @@ def site_month(engine: Engine, site: SiteConfig, keys: KeyStore) -> Iterator[tup
     """Acme's Ann (approved, a card), Globex's Gina (a card) and staff's Ada, each at some doors this month;
     Gina even badges at Acme's cage 7 (denied)."""
     config = two_tenants(site)
-    # the month is the one the site's clock is in: an export of this month, made just now
-    with Session(engine) as s, s.begin():
-        synced = sync_site(s, config)
-    writer = AuditWriter(engine, f"{config.site.instance}.cli", keys.signer())
-    writer.start()
-    if synced is not None:
-        writer.submit(synced)
+    writer = synced(engine, config, keys, "cli")  # this month's: an export of the month made just now
 
     def do(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         return commit_change(writer, "cli:t", lambda s: fn(s, "cli:t", *args, **kwargs))[0]

@@ -38,15 +38,21 @@ def config(site: SiteConfig) -> SiteConfig:
     return two_tenants(site)
 
 
+def synced(engine: Engine, config: SiteConfig, keys: KeyStore, chain: str) -> AuditWriter:
+    """The site synced, its change audited on ``chain`` (started: stop it), to commit more changes on."""
+    with Session(engine) as s, s.begin():
+        change = sync_site(s, config)
+    w = AuditWriter(engine, f"{config.site.instance}.{chain}", keys.signer())
+    w.start()
+    if change is not None:
+        w.submit(change)
+    return w
+
+
 @pytest.fixture
 def writer(engine: Engine, config: SiteConfig, keys: KeyStore) -> Iterator[AuditWriter]:
-    """The site synced, and the console's chain to commit changes on (as web.changes.admin_change does)."""
-    with Session(engine) as s, s.begin():
-        synced = sync_site(s, config)
-    w = AuditWriter(engine, f"{config.site.instance}.console", keys.signer())
-    w.start()
-    if synced is not None:
-        w.submit(synced)
+    """The console's chain (as web.changes.admin_change commits)."""
+    w = synced(engine, config, keys, "console")
     yield w
     w.stop()
 

@@ -34,7 +34,7 @@ from web.changes import admin_change, form_errors, read
 from web.events import PAGE, areas_of
 from web.muster import Muster, muster
 from web.params import cursor, query_text
-from web.people import ReasonForm, Standing, standings
+from web.people import ReasonForm, Standing, _utc, standings
 from web.present import Names, Shown, lookup
 
 bp = Blueprint("tenant", __name__)
@@ -79,10 +79,6 @@ class CardForm(FlaskForm):
 
 class UntilForm(FlaskForm):
     valid_until = DateTimeLocalField("Valid until (UTC)", validators=[DataRequired()])
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None else None
 
 
 def scope() -> tenants.Scope:
