@@ -78,7 +78,8 @@ def add_credential(
     if person is None:
         raise AdminError(f"no person with id {person_id}")
     if person.status not in ("active", "pending"):  # pending: a customer's person, whose cards wait for approval
-        raise AdminError(f"person {person_id} is {person.status}; a credential cannot be issued to them")
+        state = "has left" if person.status == "left" else f"is {person.status}"
+        raise AdminError(f"person {person_id} {state}; a credential cannot be issued to them")
     try:
         number = cards.canonical(fmt, number.strip())  # as typed by an operator; a device's number is exact
     except cards.CardFormatError as exc:

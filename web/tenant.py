@@ -53,8 +53,8 @@ EVENT_KINDS = ("access.", "door.")
 @bp.before_app_request
 def confine_tenant_admins() -> Any:
     """A tenant admin's session serves their view and nothing else, however the other route is guarded."""
-    if not (current_user.is_authenticated and current_user.role == "tenant_admin"):
-        return None
+    if request.endpoint is None or not (current_user.is_authenticated and current_user.role == "tenant_admin"):
+        return None  # no route matched: the 404 (or 405) anyone gets, which says nothing of a staff page
     if request.endpoint == "live.feed":  # everyone's way in: theirs is their people
         return redirect(url_for("tenant.index"))
     if request.endpoint not in TENANT_ENDPOINTS:
