@@ -44,7 +44,7 @@ def admin_event(kind: str, actor: str, subject: dict[str, object], detail: dict[
                  detail={**detail, "state": dict(changed)}, received_ts=now)
 
 
-def _levels(session: Session, keys: list[str]) -> list[AccessLevel]:
+def level_rows(session: Session, keys: list[str]) -> list[AccessLevel]:
     found = {lvl.key: lvl for lvl in session.scalars(select(AccessLevel).where(AccessLevel.key.in_(keys)))}
     missing = [k for k in keys if k not in found]
     if missing:
@@ -62,7 +62,7 @@ def add_person(
         raise AdminError("a person needs a name of 1 to 200 characters")
     if employee_no is not None and session.scalar(select(Person.id).where(Person.employee_no == employee_no)):
         raise AdminError(f"employee number {employee_no!r} is already used by another person")
-    person = Person(name=name, employee_no=employee_no, company=company, levels=_levels(session, list(levels)),
+    person = Person(name=name, employee_no=employee_no, company=company, levels=level_rows(session, list(levels)),
                     lockdown_exempt=lockdown_exempt)
     session.add(person)
     session.flush()
@@ -77,8 +77,9 @@ def add_credential(
     person = session.get(Person, person_id)
     if person is None:
         raise AdminError(f"no person with id {person_id}")
-    if person.status != "active":
-        raise AdminError(f"person {person_id} has left; a credential cannot be issued to them")
+    if person.status not in ("active", "pending"):  # pending: a customer's person, whose cards wait for approval
+        state = "has left" if person.status == "left" else f"is {person.status}"
+        raise AdminError(f"person {person_id} {state}; a credential cannot be issued to them")
     try:
         number = cards.canonical(fmt, number.strip())  # as typed by an operator; a device's number is exact
     except cards.CardFormatError as exc:
@@ -120,16 +121,20 @@ def set_credential_status(
                         {"reason": reason.strip()}, rows.credential(cred))
 
 
-def add_user(session: Session, actor: str, username: str, role: str, password: str) -> tuple[ConsoleUser, Event]:
+def add_user(session: Session, actor: str, username: str, role: str, password: str, *,
+             tenant_id: int | None = None) -> tuple[ConsoleUser, Event]:
+    """``tenant_id``: the customer of a tenant admin (badge_bridge.tenants.add_admin); no other role has one."""
     if not USERNAME_RE.match(username):
         raise AdminError(f"user name {username!r}: expected 2-64 lowercase letters, digits or _.- (starting "
                          "with a letter or digit)")
     _login_role(role)
+    if (role == "tenant_admin") != (tenant_id is not None):
+        raise AdminError("a tenant admin is added for a tenant (badge-bridge tenant admin-add), and only they have one")
     if len(password) < PASSWORD_MIN:
         raise AdminError(f"a console password has at least {PASSWORD_MIN} characters")
     if session.scalar(select(ConsoleUser.id).where(ConsoleUser.username == username)):
         raise AdminError(f"console user {username!r} already exists")
-    user = ConsoleUser(username=username, role=role, password_hash=hasher.hash(password))
+    user = ConsoleUser(username=username, role=role, password_hash=hasher.hash(password), tenant_id=tenant_id)
     session.add(user)
     session.flush()
     return user, admin_event(EventKind.ADMIN_USER_ADDED, actor, {"user": username}, {"role": role}, rows.user(user))
@@ -143,7 +148,7 @@ def update_person(session: Session, actor: str, person_id: int, *, name: str, co
         raise AdminError("a person needs a name of 1 to 200 characters")
     before = sorted(lvl.key for lvl in person.levels)
     person.name, person.company, person.lockdown_exempt = name, company.strip()[:200], lockdown_exempt
-    person.levels = _levels(session, levels)
+    person.levels = level_rows(session, levels)
     session.flush()
     return person, admin_event(EventKind.ADMIN_PERSON_CHANGED, actor, {"person": person.id},
                           {"levels": sorted(levels), "levels_before": before, "lockdown_exempt": lockdown_exempt},
@@ -216,6 +221,9 @@ def set_role(session: Session, actor: str, user_id: int, role: str) -> tuple[Con
     user = _user(session, user_id)
     if user.role == "wall":
         raise AdminError(f"{user.username} is a wall display: it keeps its role (revoke it, add a user)")
+    if "tenant_admin" in (role, user.role) and role != user.role:  # their tenant goes with the role
+        raise AdminError(f"{user.username}: a tenant admin is neither made from nor turned into another role "
+                         "(disable the user and add a new one)")
     before, user.role = user.role, role
     ended = console_sessions.end_all(session, user.id, "role_changed", datetime.now(UTC))
     session.flush()

@@ -20,7 +20,7 @@ from badge_bridge.config import SiteConfig
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.events import Event
 from badge_bridge.models import ConsoleUser, Credential, Person, Tenant, Visit
-from badge_bridge.people import AdminError, _levels, _person, add_credential, admin_event
+from badge_bridge.people import AdminError, _person, add_credential, admin_event, level_rows
 
 STATES = ("expected", "on_site", "returned", "cancelled")
 ID_DOCUMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ,.:/#()'-]{2,63}\Z")
@@ -60,7 +60,7 @@ def register(session: Session, actor: str, *, site: SiteConfig, name: str, compa
         raise AdminError(f"a visitor may not be given level {', '.join(outside)} (allowed: "
                          f"{', '.join(sorted(allowed)) or 'none'})")
     person = Person(name=name, company=company, kind="visitor", tenant_id=tenant_id,
-                    levels=_levels(session, sorted(set(levels))))
+                    levels=level_rows(session, sorted(set(levels))))
     session.add(person)
     session.flush()
     visit = Visit(person_id=person.id, tenant_id=tenant_id, host=host_of(actor), purpose=purpose,

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from badge_bridge import access_requests, people
+from badge_bridge import access_requests, people, tenants
 from badge_bridge.audited import commit_change
 from badge_bridge.models import Alarm, AuditEntry, Person
 from tests.conftest import IN_CI
@@ -29,16 +29,17 @@ from tests.waiting import wait_until
 AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
 SIZES = {"1366x768": {"width": 1366, "height": 768}, "1920x1080": {"width": 1920, "height": 1080}}
 BLOCKING = ("serious", "critical")
-USERS = {"guard": "gus", "supervisor": "sam", "admin": "ada-admin", "auditor": "abe-auditor"}
+USERS = {"guard": "gus", "supervisor": "sam", "admin": "ada-admin", "auditor": "abe-auditor", "tenant_admin": "acme-ops"}
 MONITORING = ["/", "/alarms", "/doors", "/people", "/people/{person}", "/events", "/events/{event}", "/requests",
               "/requests/{request}"]
 PAGES = {
     "anonymous": ["/login", "/wall/connect", "/wall", "/no-such-page"],
     "guard": [*MONITORING, "/users"],  # /users: the 403 page
-    "supervisor": MONITORING,
+    "supervisor": [*MONITORING, "/approvals"],
     "admin": [*MONITORING, "/audit", "/users"],
     "auditor": ["/events", "/events/{event}", "/audit", "/", "/requests/{request}"],  # /: the 403 page
     "wall": ["/wall", "/alarms"],  # /alarms: the wall's 403 page
+    "tenant_admin": ["/tenant", "/tenant/people/{tenant_person}", "/tenant/cages", "/tenant/events", "/people"],
 }
 """The pages each role opens, with the error pages it meets."""
 for _role in ("guard", "supervisor", "admin"):
@@ -103,8 +104,14 @@ def connect_wall(console: Console, page: Any) -> None:
 def test_every_page_is_accessible_and_fits_the_screen(role: str, console: Console, browser, artifacts: Path) -> None:
     _require_axe()
     for r, name in USERS.items():
-        if name not in ("gus", "sam"):
+        if name not in ("gus", "sam", "acme-ops"):
             commit_change(console.seeder, "test", lambda s, r=r, name=name: people.add_user(s, "test", name, r, PASSWORD))
+
+    def acme(s: Session) -> tenants.Scope:  # the example's customer (customer cages)
+        return tenants.scope(s, console.config, "acme")
+
+    commit_change(console.seeder, "test", lambda s: tenants.add_admin(s, "test", acme(s), "acme-ops", PASSWORD))
+    commit_change(console.seeder, "test", lambda s: tenants.add_person(s, "test", acme(s), "Tess", levels=["cage-7-acme"]))
     console.lobby.open_door("main-entrance")  # a forced door: an open alarm on the pages that show alarms
     console.lobby.close_door("main-entrance")
     asked, _ = commit_change(console.seeder, "test", lambda s: access_requests.open_request(
@@ -113,13 +120,15 @@ def test_every_page_is_accessible_and_fits_the_screen(role: str, console: Consol
     with Session(console.engine) as s:
         wait_until(lambda: s.scalar(select(func.count()).select_from(Alarm)), 15, "the forced-door alarm")
         ids = {"request": asked.id, "person": s.scalar(select(Person.id).where(Person.name == "Ada")),
-               "event": s.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.kind == "alarm.raised"))}
+               "event": s.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.kind == "alarm.raised")),
+               "tenant_person": s.scalar(select(Person.id).where(Person.name == "Tess"))}
     visitor = Watched(_BypassCsp(browser), console.url)
     page = visitor.page
     if role == "wall":
         connect_wall(console, page)
     elif role != "anonymous":
-        visitor.login(USERS[role], lands_on="/events" if role == "auditor" else "/", live=role != "auditor")
+        home = {"auditor": "/events", "tenant_admin": "/tenant"}.get(role, "/")
+        visitor.login(USERS[role], lands_on=home, live=role not in ("auditor", "tenant_admin"))
 
     report: dict[str, Any] = {}
     blocking: dict[str, list[dict[str, Any]]] = {}

@@ -107,7 +107,7 @@ def test_init_creates_a_new_sqlite_database(tmp_path: Path) -> None:
 
 def test_check_config_describes_the_site(site_file: Path) -> None:
     out = ok(cli(site_file, "check-config"))
-    assert f"{site_file}: site 'DC1 Frankfurt': 5 doors, 8 readers, 3 controllers, 2 cameras, 3 access levels" in out
+    assert f"{site_file}: site 'DC1 Frankfurt': 5 doors, 8 readers, 3 controllers, 2 cameras, 5 access levels" in out
 
 
 def test_admin_changes_are_made_and_audited(site_file: Path, engine: Engine, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ MISTAKES = {
     "short-password": (["user", "add", "bob", "--role", "guard", "--password-stdin"], "short\n",
                        "at least 12 characters"),
     "unknown-level": (["person", "add", "Bob", "--level", "nope"], "",
-                      "unknown access level nope (known: hall-a-engineers, noc-24x7, staff)"),
+                      "unknown access level nope (known: cage-7-acme, hall-a-engineers, noc-24x7, staff)"),
     "malformed-card": (["credential", "add", "1", "--card", "12-1001"], "", "expected FACILITY:CARD in decimal"),
     "facility-out-of-range": (["credential", "add", "1", "--card", "300:1"], "",
                               "wiegand26: facility code 300 is over 255"),

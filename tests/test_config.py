@@ -37,7 +37,7 @@ def config_error(path: Path) -> str:
 def test_the_example_site_loads(site: SiteConfig) -> None:
     assert site.site.name == "DC1 Frankfurt" and site.site.timezone == "Europe/Berlin"
     assert [d.key for d in site.doors] == ["main-entrance", "hall-a", "cage-7", "noc", "hall-a-mantrap"]
-    assert (len(site.readers), len(site.controllers), len(site.cameras), len(site.access_levels)) == (8, 3, 2, 3)
+    assert (len(site.readers), len(site.controllers), len(site.cameras), len(site.access_levels)) == (8, 3, 2, 5)
     hall = site.doors[1]
     assert (hall.area_out, hall.area_in, hall.factors) == ("hall-a-mantrap", "hall-a", ["card", "pin"])
     assert [(i.key, i.doors) for i in site.interlocks] == [("hall-a-mantrap", ["hall-a-mantrap", "hall-a"])]

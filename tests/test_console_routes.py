@@ -36,7 +36,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.test import TestResponse
 
-from badge_bridge import access_requests, console_signing, people, visitors
+from badge_bridge import access_requests, console_signing, people, tenants, visitors
 from badge_bridge.audit import access_tables
 from badge_bridge.audit.verify import verify
 from badge_bridge.audit.writer import AuditWriter
@@ -53,9 +53,10 @@ from tests.conftest import write_site
 from tests.test_verify import drop_append_only_triggers
 from tests.waiting import wait_until
 from web import create_app, current_services
+from web.tenant import SHARED_WITH_TENANTS
 
 CONSOLE_CHAIN = "bridge-1.console"
-ROLES = ("guard", "supervisor", "admin", "auditor")
+ROLES = ("guard", "supervisor", "admin", "auditor", "tenant_admin")
 JPEG = bytes(cv2.imencode(".jpg", np.full((48, 64, 3), (40, 90, 160), np.uint8))[1])
 """A camera snapshot (a small blue picture)."""
 PASSWORDS = {role: f"{role}-password-1" for role in ROLES}
@@ -87,12 +88,18 @@ class Seed:
     """An open access request for Grace (noc-24x7, 8 hours from now), opened by the guard."""
     visit: int = 0
     """An expected visitor (Vera), registered by cli:seed (badge_bridge.visitors)."""
+    tenant_person: int = 0
+    """Tess, of the customer Acme (users["tenant_admin"] is their admin): pending approval, with a card."""
+    tenant_credential: int = 0
+    tenant_event: int = 0
+    """Tess denied at cage 7 (not approved yet): an audit entry Acme's admin may see."""
 
     def ids(self) -> dict[str, int | str]:
         """The names route paths are formatted with."""
         return {"person": self.person, "credential": self.credential, "open_alarm": self.open_alarm,
                 "acked_alarm": self.acked_alarm, "event": self.event, "evidence": self.evidence, "request": self.request,
-                "visit": self.visit, **{f"{role}_user": uid for role, uid in self.users.items()}}
+                "visit": self.visit, "tenant_person": self.tenant_person, "tenant_credential": self.tenant_credential,
+                "tenant_event": self.tenant_event, **{f"{role}_user": uid for role, uid in self.users.items()}}
 
 
 def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
@@ -101,7 +108,14 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
     now = datetime.now(UTC)
     with Session(engine) as s, s.begin():
         synced = sync_site(s, config)
-        users = {role: people.add_user(s, "cli:seed", role, role, PASSWORDS[role]) for role in ROLES}
+        s.flush()
+        acme = tenants.scope(s, config, "acme")
+        users = {role: people.add_user(s, "cli:seed", role, role, PASSWORDS[role],
+                                       tenant_id=acme.tenant_id if role == "tenant_admin" else None) for role in ROLES}
+        tess, tess_added = tenants.add_person(s, "cli:seed", acme, "Tess Tenant", levels=["cage-7-acme"])
+        tess_card, tess_card_added = tenants.add_credential(
+            s, "cli:seed", acme, tess.id, "wiegand26", "12:1007", pepper=keys.pin_pepper(),
+            valid_until=now + timedelta(days=30), now=now)
         (wall, wall_link), wall_added = people.add_wall(s, "cli:seed", "Seed wall", now=now)
         ada, ada_added = people.add_person(s, "cli:seed", "Ada Lovelace", employee_no="E-1",
                                            company="Analytical Engines", levels=["staff", "hall-a-engineers"])
@@ -121,16 +135,21 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         s.add_all([forced, held])
         s.flush()
         ids = {"users": {**{role: user.id for role, (user, _) in users.items()}, "wall": wall.id}, "person": ada.id,
-               "credential": card.id, "open_alarm": forced.id, "acked_alarm": held.id, "request": asked.id}
+               "credential": card.id, "open_alarm": forced.id, "acked_alarm": held.id, "request": asked.id,
+               "tenant_person": tess.id, "tenant_credential": tess_card.id}
         forced_event = forced.event_id
     snapshot = EvidenceStore(config.path(config.evidence.dir), keys.evidence_key()).put(JPEG, "image/jpeg")
     saved = Event(id=f"evidence:cam-lobby:{forced_event}", kind="evidence.saved", source="cam-lobby", ts=now,
                   detail={"event": forced_event, "items": [
                       {"kind": "snapshot", "sha256": snapshot, "media_type": "image/jpeg", "bytes": len(JPEG),
                        "frames": 1, "start": now.isoformat(), "end": now.isoformat()}]})
+    denied = Event(id=Event.new_id("access.denied"), kind="access.denied", source="ctl-hall-a", ts=now, door="cage-7",
+                   subject={"person": ids["tenant_person"], "credential": ids["tenant_credential"]},
+                   detail={"reason": "person_not_approved", "direction": "in"})
     writer = AuditWriter(engine, config.site.instance, keys.signer())
     writer.start()
-    for event in [e for _, e in users.values()] + [wall_added, ada_added, card_added, grace_added, grace_card, alan_added, asked_opened, saved, synced]:
+    for event in [e for _, e in users.values()] + [wall_added, ada_added, card_added, grace_added, grace_card, alan_added,
+                                                   asked_opened, saved, synced, tess_added, tess_card_added, denied]:
         writer.submit(event)
     visit, _ = commit_change(writer, "cli:seed", lambda s: visitors.register(
         s, "cli:seed", site=config, name="Vera Visitor", company="Acme", levels=["staff"], starts_at=now,
@@ -138,7 +157,8 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
     assert writer.stop()
     with Session(engine) as s:
         first = s.scalar(select(func.min(AuditEntry.id)).where(AuditEntry.chain_id == config.site.instance))
-    return Seed(**ids, event=first, evidence=snapshot, wall_link=wall_link, visit=visit.id)
+        tenant_event = s.scalar(select(AuditEntry.id).where(AuditEntry.event_id == denied.id))
+    return Seed(**ids, event=first, evidence=snapshot, wall_link=wall_link, visit=visit.id, tenant_event=tenant_event)
 
 
 @pytest.fixture(autouse=True)
@@ -342,6 +362,8 @@ READERS = GUARD_UP | {"auditor"}
 AUDITORS = frozenset({"auditor", "admin"})
 LOGGED_IN = frozenset(ROLES)
 EVERYONE = LOGGED_IN | {"anonymous"}
+TENANT = frozenset({"tenant_admin"})
+"""A customer's admin (web.tenant): their own view only; every staff page is 403 to them."""
 WALL = frozenset({"wall"})
 """A wall display's screen (web.wall): its page, its stream and static files, nothing else."""
 NOT_CONNECTED = "This console has no connection to the bridge."
@@ -468,6 +490,31 @@ ROUTES = [
     Route("visitors.badge", "GET", "/visitors/{visit}/badge.pdf", GUARD_UP, {}, "/visitors", "check them in first"),
     Route("visitors.escort", "POST", "/visitors/escorts", ADMIN, {"person": "1", "may_escort": "y"}, "/visitors",
           "Person 1 may escort visitors."),
+    # customer cages (web.tenant): a tenant admin's own view, and site staff's approvals
+    Route("tenant.index", "GET", "/tenant", TENANT),
+    Route("tenant.add_person", "POST", "/tenant/people", TENANT, {"name": "Tom Tenant", "levels": ["cage-7-acme"]},
+          r"/tenant/people/\d+", "Tom Tenant added; site staff approve them"),
+    Route("tenant.person", "GET", "/tenant/people/{tenant_person}", TENANT),
+    Route("tenant.set_levels", "POST", "/tenant/people/{tenant_person}/levels", TENANT, {"levels": []},
+          "/tenant/people/{tenant_person}", "Access levels saved."),
+    Route("tenant.add_credential", "POST", "/tenant/people/{tenant_person}/credentials", TENANT,
+          {"fmt": "wiegand26", "number": "12:2007", "valid_until": (datetime.now(UTC) + timedelta(days=20))
+           .strftime("%Y-%m-%dT%H:%M")}, "/tenant/people/{tenant_person}", "Card 12:2007 issued."),
+    Route("tenant.left", "POST", "/tenant/people/{tenant_person}/left", TENANT, {"reason": "Contract ended"},
+          "/tenant/people/{tenant_person}", "Marked as gone"),
+    Route("tenant.revoke", "POST", "/tenant/credentials/{tenant_credential}/revoke", TENANT, {"reason": "Card lost"},
+          "/tenant/people/{tenant_person}", "Card {tenant_credential} revoked."),
+    Route("tenant.validity", "POST", "/tenant/credentials/{tenant_credential}/validity", TENANT,
+          {"valid_until": (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M")},
+          "/tenant/people/{tenant_person}", "Validity of card {tenant_credential} saved."),
+    Route("tenant.cages", "GET", "/tenant/cages", TENANT),
+    Route("tenant.events", "GET", "/tenant/events", TENANT),
+    Route("tenant.event", "GET", "/tenant/events/{tenant_event}", TENANT),
+    Route("tenant.approvals", "GET", "/approvals", SUPERVISOR_UP),
+    Route("tenant.approve", "POST", "/approvals/{tenant_person}/approve", SUPERVISOR_UP, {}, "/approvals",
+          "Person {tenant_person} approved"),
+    Route("tenant.refuse", "POST", "/approvals/{tenant_person}/refuse", SUPERVISOR_UP,
+          {"reason": "Not on the contract"}, "/approvals", "Person {tenant_person} refused."),
 ]
 POSTS = [r for r in ROUTES if r.method == "POST"]
 
@@ -494,7 +541,18 @@ def test_who_may_do_what(route: Route, role: str, client_as: Callable[[str], Fla
     response = get(client, path) if route.method == "GET" else post(client, path, **route.form)
     assert_security_headers(response)
     if role not in route.allowed:
-        if role == "anonymous" and route.endpoint == "wall.show":
+        if role == "tenant_admin" and route.endpoint == "live.feed":  # everyone's way in leads to their own view
+            assert response.status_code == 302 and urlsplit(response.location).path == "/tenant", response.status
+        elif role == "tenant_admin" and route.endpoint in SHARED_WITH_TENANTS:
+            # their own customer's visits and requests only (tests/test_visitors_console.py, test_console_requests.py):
+            # the seeded ones are the site's, so they do not exist for them, and nothing is made of the site's
+            if "{request}" in route.path or "{visit}" in route.path:
+                assert response.status_code == 404, response.status
+            elif route.method == "GET":
+                assert response.status_code == 200, response.status
+            else:
+                assert route.says.format(**ids) not in str(messages(client.get(response.location or path))), response.status
+        elif role == "anonymous" and route.endpoint == "wall.show":
             assert response.status_code == 401, response.status
         elif role == "anonymous":
             assert response.status_code == 302 and urlsplit(response.location).path == "/login", response.status

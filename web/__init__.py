@@ -40,6 +40,7 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
                overrides: dict[str, Any] | None = None) -> Flask:
     """``mqtt_link`` False: no broker connection (route tests); the live pages then stay empty."""
     from web import alarms, auditing, auth, doors, events, evidence, live, muster, people, plans, stream, users, wall
+    from web import tenant as tenant_view  # customer cages
 
     app = Flask(__name__)
     console = config.console
@@ -73,7 +74,7 @@ def create_app(config: SiteConfig, engine: Engine, keys: KeyStore, *, mqtt_link:
             return {"open_alarm_count": 0}
         with current_services(app).session() as s:
             return {"open_alarm_count": s.scalar(select(func.count()).select_from(Alarm).where(Alarm.state == "open"))}
-    for module in (auth, live, stream, alarms, doors, people, events, evidence, auditing, users, plans, muster, wall):
+    for module in (auth, live, stream, alarms, doors, people, events, evidence, auditing, users, plans, muster, wall, tenant_view):
         app.register_blueprint(module.bp)
     from web import requests as access_requests  # access requests (docs/workflows.md)
     app.register_blueprint(access_requests.bp)

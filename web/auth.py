@@ -248,7 +248,7 @@ def login() -> Any:
             session[TOKEN_KEY] = token
             login_user(user)
             svc.audit.record(EventKind.CONSOLE_LOGIN, user.username, detail={"address": request.remote_addr})
-            home = url_for("live.feed" if user.role != "auditor" else "events.index")
+            home = url_for({"auditor": "events.index", "tenant_admin": "tenant.index"}.get(user.role, "live.feed"))
             asked = _safe_next()
             # "/" is everyone's way in (the login page is reached from it): it means this role's home
             return redirect(home if asked in (None, url_for("live.feed")) else asked)

@@ -75,6 +75,7 @@ REASONS = {
     Reason.FACE_CAMERA_BLIND: "door camera blind, face not checkable", Reason.FACE_SPOOF: "photo or screen held up",
     Reason.FACE_LIVENESS_UNVERIFIED: "face liveness not confirmed", Reason.ANTI_PASSBACK: "anti-passback",
     Reason.TWO_PERSON_WAITING: "waiting for a second person", Reason.TWO_PERSON_SAME_PERSON: "same person twice",
+    Reason.PERSON_NOT_APPROVED: "not approved by site staff yet",
 }
 REASONS.update({  # visitors and escorts
     Reason.ESCORT_WAITING: "visitor waiting for an escort", Reason.GRANTED_ESCORTED: "visitor, with their escort",

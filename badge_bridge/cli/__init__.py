@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from badge_bridge.cli import audit, backup, devices, export, people, requests, site, visitors, wall, witness
+from badge_bridge.cli import audit, backup, devices, export, people, requests, site, tenants, visitors, wall, witness
 from badge_bridge.cli.app import App
 from badge_bridge.cli.plugins import PluginGroup
 
@@ -43,7 +43,7 @@ def _spawn_without_the_script() -> None:
 for _command in (site.init, site.check_config, site.run,
                  people.user, people.person, people.credential, wall.wall, audit.audit,
                  devices.keys_group, devices.controller, devices.osdp, devices.mqtt,
-                 export.export, backup.backup, backup.restore, witness.witness, requests.request):
+                 export.export, backup.backup, backup.restore, witness.witness, requests.request, tenants.tenant):
     main.add_command(_command)
 audit.audit.add_command(export.verify_export)
 main.add_command(visitors.visitor)

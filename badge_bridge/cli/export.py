@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from badge_bridge.cli.app import App, fail_cleanly, pass_app
 from badge_bridge.export import verify as export_verify
 from badge_bridge.export.format import CSV_NAME
+from badge_bridge.export.tenant_review import export_tenant, is_review
 from badge_bridge.export.write import ExportError, export_month, progress_wanted
 from badge_bridge.keys import KeyMaterialError, key_id_of, read_public_key
 
@@ -30,13 +31,23 @@ def key_files(paths: Iterable[str | Path]) -> dict[str, Ed25519PublicKey]:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="A new or empty folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--tenant", "tenant_key", help="Instead: one customer's own access review (their data only, signed).")
 @pass_app
 @fail_cleanly
-def export(app: App, month: str, out: Path, quiet: bool) -> None:
+def export(app: App, month: str, out: Path, quiet: bool, tenant_key: str | None) -> None:
     """Export a month of the audit log (CSV, JSON Lines, PDF report, proof, signed manifest). The manifest
     is signed only if the log verifies over everything exported (rows, segments, tree heads and the
-    configured witnesses' cosignatures); otherwise exit 1 with the problems."""
+    configured witnesses' cosignatures); otherwise exit 1 with the problems. With --tenant KEY: that
+    customer's review of the month (docs/workflows.md), for them to keep."""
     started = time.perf_counter()
+    if tenant_key is not None:
+        try:
+            done = export_tenant(app.engine(), app.keys, app.config, month, tenant_key, out, actor=app.actor)
+        except ExportError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"tenant review of {done.tenant} for {done.month}: {done.people} people, {done.credentials} cards, "
+                   f"{done.events} events, in {out}; manifest signed")
+        return
     witnesses = key_files(tuple(app.config.path(w.public_key) for w in app.config.audit.witnesses))
     try:
         summary = export_month(app.engine(), app.keys, month, out, actor=app.actor, progress=progress_wanted(quiet),
@@ -78,6 +89,9 @@ def verify_export(directory: Path, public_keys: tuple[str, ...], witness_keys: t
             click.echo(problem)
         click.echo(f"export {directory}: TAMPERED, {len(result.problems)} problems", err=True)
         raise SystemExit(1)
+    if is_review(directory):  # a tenant's review: signed files, no rows of the chain
+        click.echo(f"export {directory}: verified every file and the manifest signature")
+        return
     rows = result.rows.get(CSV_NAME, 0)
     witnessed = f", cosigned by {len(witnesses)} witness(es)" if witnesses else ""
     click.echo(f"export {directory}: verified {rows} rows on {len(result.chains)} chains, every checkpoint, tree head"

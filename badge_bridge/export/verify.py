@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,9 +290,10 @@ def load_proof(data: Mapping[str, Any]) -> tuple[dict[str, ChainProof], dict[str
     return chains, dict(data["keys"])
 
 
-def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey],
-                    result: VerifyResult) -> dict[str, Any] | None:
-    """Files present versus listed, their SHA-256, and the manifest's signature."""
+def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey], result: VerifyResult,
+                    message: Callable[[bytes], bytes] = manifest_message) -> dict[str, Any] | None:
+    """Files present versus listed, their SHA-256, and the manifest's signature (over ``message``: a tenant's
+    review signs under a prefix of its own, export.tenant_review)."""
     path = directory / MANIFEST_NAME
     if not path.is_file():
         result.problems.append(f"{MANIFEST_NAME} is missing: nothing in this folder is vouched for")
@@ -321,7 +322,7 @@ def _check_manifest(directory: Path, trusted: Mapping[str, Ed25519PublicKey],
     key = trusted.get(str(key_id))
     if key is None:
         result.problems.append(f"manifest signed by key {key_id}, which is not a trusted key")
-    elif not verify_signature(key, sig_path.read_text().strip(), manifest_message(raw)):
+    elif not verify_signature(key, sig_path.read_text().strip(), message(raw)):
         result.problems.append("manifest signature invalid (the manifest or its signature was changed)")
     return manifest
 
@@ -394,6 +395,10 @@ def verify_export(directory: Path, trusted: Mapping[str, Ed25519PublicKey] | Non
                                "(the keys shipped in an export vouch for nothing: anyone can make an export with "
                                "their own)")
         return result
+    from badge_bridge.export import tenant_review
+
+    if tenant_review.is_review(directory):  # a customer's review: signed files, no chain proof of its own
+        return tenant_review.verify_review(directory, dict(trusted))
     manifest = _check_manifest(directory, trusted, result)
     proof_path = directory / PROOF_NAME
     if manifest is None or not proof_path.is_file():
