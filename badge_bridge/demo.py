@@ -77,8 +77,9 @@ def seed(writer: AuditWriter, pepper: bytes) -> None:
             biometric_ref=name.split()[0].lower(), valid_until=until))  # noqa: B023
 
 
-DEMO_ESCORT = "Grace Hopper"
-"""She may escort visitors; the demo's visitor goes through the hall A mantrap with her."""
+DEMO_ESCORT = ("Margaret Hamilton", ["staff", "hall-a-engineers"], "12:1006", "1969")
+"""A hall A engineer who may escort visitors (name, levels, card, PIN); she badges only with the demo's visitor,
+so each passage shows the escort rule: the visitor's beep, then her badge taking the visitor in."""
 DEMO_VISITOR = ("Vic Visitor", "Example Networks GmbH", "4242")
 """Name, company and the PIN the desk gives with the badge (hall A's doors ask for one)."""
 VISITOR_LEVEL = "hall-a-visits"
@@ -88,8 +89,15 @@ def visit(writer: AuditWriter, config: SiteConfig, pepper: bytes) -> str:
     """The demo's visitor, on site from now: the badge of an earlier run comes back to the desk, a new visit
     is registered and checked in with a new badge (each change audited). Returns the badge's number."""
     now = datetime.now(UTC)
+    escort_name, levels, escort_card, escort_pin = DEMO_ESCORT
     with Session(writer.engine) as session:
-        escort = session.scalars(select(Person).where(Person.name == DEMO_ESCORT)).one()
+        escort = session.scalars(select(Person).where(Person.name == escort_name)).one_or_none()
+    if escort is None:
+        added, _ = commit_change(writer, ACTOR, lambda s: people.add_person(s, ACTOR, escort_name, levels=levels))
+        commit_change(writer, ACTOR, lambda s: people.add_credential(
+            s, ACTOR, added.id, "wiegand26", escort_card, pepper=pepper, pin=escort_pin))
+        escort = added
+    with Session(writer.engine) as session:
         earlier = list(session.scalars(select(Visit.id).where(Visit.state == "on_site",
                                                              Visit.host == visitors.host_of(ACTOR))))
         used = set(session.scalars(select(Credential.number).where(Credential.format == "wiegand26")))
@@ -196,7 +204,7 @@ def main(config_path: str, port: int | None, seconds: float | None) -> None:
         url = f"{'https' if config.console.tls_cert else 'http'}://{_reachable(config.console.host)}:{console_port}/"
         if not wait_listening(processes[-1], url, stop, timeout=180):
             raise click.ClickException(f"the console did not start on port {console_port} (see its lines above)")
-        banner = _banner(config_path, config, engine, keys, passwords, broker, bridge, url)
+        banner = _banner(config_path, config, engine, keys, passwords, broker, bridge, url, visitor_card)
         saved = write_private(config.path("var/demo-logins.txt"), banner)
         click.echo(f"{banner}\n(saved in {saved}, readable by you only)\n"
                    "people are walking through the doors; one line a minute sums up what happened; Ctrl-C to stop\n")
@@ -354,7 +362,7 @@ def _escorted_visit(lobby: SimController | None, bus: OsdpReaders, card: str, st
     visitor in; a while in the hall, then out the same way (the escort rule holds both ways)."""
     rng = random.Random()
     pin = DEMO_VISITOR[2]
-    escort = next((c, p) for name, _levels, c, p in DEMO_PEOPLE if name == DEMO_ESCORT)
+    escort = DEMO_ESCORT[2], DEMO_ESCORT[3]
 
     def pair(at: str, on_bus: bool) -> None:
         for who, their_pin in ((card, pin), escort):
@@ -489,12 +497,12 @@ def _start_cli(config_path: str, broker_port: int, *command: str) -> subprocess.
 
 
 def _banner(config_path: str, config: SiteConfig, engine: Engine, keys: KeyStore, passwords: dict[str, str], broker: Broker,
-            bridge: Bridge, url: str) -> str:
+            bridge: Bridge, url: str, visitor_card: str) -> str:
     metrics = bridge.metrics_server.server_address[1] if bridge.metrics_server else "?"
     prefix = config.mqtt.topic_prefix
     logins = "\n".join(f"    {role:<11} {role} / {password}" for role, password in passwords.items())
     people = "\n".join(f"  {name:<18} card {card}  PIN {pin or '-':<5} levels {', '.join(levels)}"
-                       for name, levels, card, pin in DEMO_PEOPLE)
+                       for name, levels, card, pin in [*DEMO_PEOPLE, DEMO_ESCORT])
     return f"""
 badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_string()}
   console:         {url}   logins (user / password):
@@ -508,7 +516,8 @@ badge-bridge demo: site {config.site.name!r}, database {engine.url.render_as_str
                    OSDP bus {", ".join(c.key for c in config.controllers if c.kind == "osdp")}: readers {", ".join(OSDP_READERS)}
   the CLI:         {_cli()} -c {config_path} --help   (make cli ARGS="audit verify")
 demo people (wiegand26 cards):
-{people}"""
+{people}  (escorts visitors)
+  {DEMO_VISITOR[0]:<18} card {visitor_card}  PIN {DEMO_VISITOR[2]:<5} a visitor, escorted through the hall A mantrap"""
 
 
 if __name__ == "__main__":
