@@ -300,11 +300,12 @@ class AccessState:
         self._lockdown_all = lockdown_all
         self._lockdown_doors = _JournaledSet(self.journal, lockdown_doors)
         self.journal.clear()
-        self.escorts: dict[str, tuple[Credential, datetime]] = {}
-        """Door -> the last escort granted there, and when. Not journaled nor kept across a restart: a pairing
-        lasts seconds, and one forgotten only makes the escort badge again (fail secure)."""
-        self.visitors_waiting: dict[str, tuple[Credential, datetime]] = {}
-        """Door -> the visitor who badged there and waits for an escort (not kept, like ``escorts``)."""
+        self.escorts: dict[tuple[str, str], tuple[Credential, datetime]] = {}
+        """(door, direction) -> the last escort granted there going that way, and when: an escort leaving takes
+        nobody in. Not journaled nor kept across a restart: a pairing lasts seconds, and one forgotten only makes
+        the escort badge again (fail secure)."""
+        self.visitors_waiting: dict[tuple[str, str], tuple[Credential, datetime]] = {}
+        """(door, direction) -> the visitor who badged there and waits for an escort (not kept, like ``escorts``)."""
 
     @property
     def lockdown_all(self) -> bool:
@@ -346,18 +347,19 @@ class AccessState:
         """Apply a decision: a grant moves the person into the destination area; a two-person first
         presentation starts the wait; a two-person grant ends it."""
         door = request.door.key
+        way = (door, request.direction)
         if credential is None:
             return
         if decision.reason is Reason.TWO_PERSON_WAITING:
             self.waiting[door] = (credential.person_id, request.now)
         elif decision.reason is Reason.ESCORT_WAITING:
-            self.visitors_waiting[door] = (credential, request.now)
+            self.visitors_waiting[way] = (credential, request.now)
         elif decision.granted:
             self.waiting.pop(door, None)
             if decision.reason is Reason.GRANTED_ESCORTING:
-                self.visitors_waiting.pop(door, None)
+                self.visitors_waiting.pop(way, None)
             if credential.may_escort and not credential.visitor:
-                self.escorts[door] = (credential, request.now)
+                self.escorts[way] = (credential, request.now)
             destination = request.door.destination(request.direction)
             if destination is not None:
                 self.location[credential.person_id] = destination
@@ -412,7 +414,7 @@ def decide(credential: Credential | None, request: Request, state: AccessState) 
     if door.interlock & request.busy:
         return _deny(Reason.INTERLOCK_BUSY)
     if credential.visitor:
-        seen = state.escorts.get(door.key)
+        seen = state.escorts.get((door.key, request.direction))
         if seen is not None and _within(door, seen[1], now) and seen[0].escorts(credential):
             return Decision(True, Reason.GRANTED_ESCORTED if granted is Reason.GRANTED else granted,
                             companion=seen[0].person_id)
@@ -424,7 +426,7 @@ def decide(credential: Credential | None, request: Request, state: AccessState) 
         if first[0] == credential.person_id:
             return _deny(Reason.TWO_PERSON_SAME_PERSON)
         return Decision(True, Reason.GRANTED_TWO_PERSON, companion=first[0])
-    waiting = state.visitors_waiting.get(door.key)
+    waiting = state.visitors_waiting.get((door.key, request.direction))
     if waiting is not None and _within(door, waiting[1], now) and credential.escorts(waiting[0]):
         return Decision(True, Reason.GRANTED_ESCORTING if granted is Reason.GRANTED else granted,
                         companion=waiting[0].person_id)

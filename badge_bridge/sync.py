@@ -38,7 +38,10 @@ def build_sync(config: SiteConfig, snapshot: Snapshot, controller: str, sync_key
         view = record.view
         if not offline_listed(view):
             continue
-        mine = {door: scheds for door, scheds in view.standing_doors().items() if door in doors}
+        # a mantrap door is decided online only: a controller alone cannot see its other doors (they may hang on
+        # another controller), so offline both could be released together (fail secure: it stays shut)
+        mine = {door: scheds for door, scheds in view.standing_doors().items()
+                if door in doors and not snapshot.doors[door].interlock}
         if not mine:
             continue
         for scheds in mine.values():

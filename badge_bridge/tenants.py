@@ -64,7 +64,8 @@ def scope_of_id(session: Session, config: SiteConfig, tenant_id: int | None) -> 
 
 def their_person(session: Session, sc: Scope, person_id: int) -> Person:
     person = session.get(Person, person_id)
-    if person is None or person.tenant_id != sc.tenant_id:
+    # a visitor is not one of their people: a visitor's badge comes only from the desk's check-in, for the visit
+    if person is None or person.tenant_id != sc.tenant_id or person.kind == "visitor":
         raise AdminError(f"no person with id {person_id}")  # people._person's words: no existence oracle
     return person
 

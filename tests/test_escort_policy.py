@@ -50,7 +50,8 @@ def run(steps: list[tuple[Credential, str, float, str]]) -> list[tuple[Credentia
 
 
 def near(a: Request, b: Request) -> bool:
-    return a.door.key == b.door.key and abs((a.now - b.now).total_seconds()) <= WINDOW_S
+    """At the same door, going the same way (an escort leaving takes nobody in), within the window."""
+    return (a.door.key, a.direction) == (b.door.key, b.direction) and abs((a.now - b.now).total_seconds()) <= WINDOW_S
 
 
 @settings(max_examples=600, deadline=None)
@@ -90,6 +91,16 @@ def test_every_pair_in_and_out_of_the_window() -> None:
                 assert second[1][2].reason is expected, (escort, visitor, gap)
                 other_door = run([(escort, "d2", 0, "in"), (visitor, "d1", gap, "in")])
                 assert not other_door[1][2].granted
+
+
+def test_an_escort_going_the_other_way_takes_nobody() -> None:
+    """The review's attack: an escort badging out of the hall must not let a visitor outside in, nor release the
+    door for a visitor waiting to come in."""
+    escort, visitor = BY_PERSON[4], BY_PERSON[1]
+    leaving_first = run([(escort, "d1", 0, "out"), (visitor, "d1", 5, "in")])
+    assert leaving_first[1][2].reason is Reason.ESCORT_WAITING
+    waiting_first = run([(visitor, "d1", 0, "in"), (escort, "d1", 5, "out")])
+    assert waiting_first[1][2].reason is Reason.GRANTED and waiting_first[1][2].companion is None
 
 
 def test_an_escort_not_active_takes_nobody() -> None:

@@ -21,6 +21,8 @@ from badge_bridge.keys import KeyStore
 from badge_bridge.models import DeadLetter
 from badge_bridge.sim.broker import Broker
 from badge_bridge.sim.controller import SimController
+from badge_bridge.snapshot import load_snapshot
+from badge_bridge.sync import build_sync
 from camera.worker import CameraWorker
 from tests.conftest import write_site
 from tests.console_commands import command
@@ -186,6 +188,26 @@ def test_an_unlock_of_the_inner_door_is_refused_while_the_outer_door_is_open(rig
     [letter] = letters(rig)
     assert letter.reason.startswith("interlock_busy: door 'hall-a' is in a mantrap whose door(s) hall-a-mantrap")
     assert "console.unlock" not in rig.kinds()
+
+
+def test_an_area_unlock_naming_both_mantrap_doors_needs_an_override(rig: Rig) -> None:
+    """The review's attack: an area unlock names both doors of the mantrap, which would hold it open end to end;
+    the console only sends one door, the bridge refuses it whatever sent it."""
+    rig.console("unlock", door=None, area="hall-a-mantrap", reason="quiet mantrap, no override")
+    assert commands(rig, OUTER) == [] and commands(rig, INNER) == []
+    [letter] = letters(rig)
+    assert letter.reason.startswith("interlock_busy: the unlock would hold doors hall-a, hall-a-mantrap of one mantrap")
+    rig.console("unlock", door=None, area="hall-a-mantrap", override=True, reason="fire drill, both doors open")
+    assert [type(x) for x in commands(rig, OUTER) + commands(rig, INNER)] == [c.Unlock, c.Unlock]
+
+
+def test_a_grant_stamped_seconds_ago_still_holds_the_other_door(rig: Rig) -> None:
+    """The review's attack: a live badge whose controller clock runs 6 s behind; its release starts when the
+    grant leaves, so the inner door must still wait, not be granted beside it."""
+    rig.card(GRACE, reader="hall-a-mantrap-in", ctl="ctl-hall-a", ts=rig.clock() - timedelta(seconds=6))
+    assert [type(x) for x in commands(rig, OUTER)] == [c.Grant]
+    inner(rig)
+    assert commands(rig, INNER) == []  # held for the outer door, not granted beside it
 
 
 def test_an_emergency_override_unlocks_and_is_audited_with_its_reason_and_the_busy_doors(rig: Rig) -> None:
@@ -381,3 +403,14 @@ def test_the_worker_counts_one_person_as_one_and_two_side_by_side_as_two(site: S
     assert _answer(site, keys, Composite(target=0, source=1, dx=-260, dt=0).frames()).people == 2
     empty = _answer(site, keys, [])
     assert (empty.frames, empty.people) == (0, 0) and empty.error  # no frames: the bridge denies, never grants
+
+
+def test_mantrap_doors_stay_off_the_controllers_offline_lists(rig: Rig, site: SiteConfig) -> None:
+    """The review's finding: a controller deciding alone cannot see the mantrap's other door (which may hang on
+    another controller), so a mantrap door is decided online only; the hall's other doors stay on the list."""
+    with Session(rig.engine) as session:
+        snapshot = load_snapshot(session)
+    synced = build_sync(site, snapshot, "ctl-hall-a", b"k" * 32, "k1")
+    doors = {door for entry in synced.entries for door in entry.doors}
+    assert "cage-7" in doors and not doors & {OUTER, INNER}
+    assert set(synced.doors) >= {OUTER, INNER, "cage-7"}

@@ -11,13 +11,11 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from badge_bridge import people, visitors
-from badge_bridge.audit import access_tables as rows
+from badge_bridge import people, tenants, visitors
 from badge_bridge.audit import state_check
 from badge_bridge.event_kinds import EventKind
-from badge_bridge.events import Event
 from badge_bridge.keys import KeyStore
-from badge_bridge.models import AuditEntry, ConsoleUser, Credential, Person, Visit
+from badge_bridge.models import AuditEntry, Credential, Person, Visit
 from badge_bridge.people import AdminError
 from tests.conftest import write_site
 from tests.visit_site import TENANTS, Desk, synced, tenant_id, window
@@ -32,13 +30,7 @@ def desk(tmp_path: Path, db_url: str, engine: Engine, keys: KeyStore) -> Iterato
 
 
 def tenant_admin(desk: Desk, username: str, tenant: int) -> str:
-    def add(session: Session, actor: str) -> tuple[ConsoleUser, Event]:
-        user, _ = people.add_user(session, actor, username, "tenant_admin", "tenant-admin-password")
-        user.tenant_id = tenant
-        session.flush()
-        return user, people.admin_event(EventKind.ADMIN_USER_ADDED, actor, {"user": username},
-                                        {"role": "tenant_admin"}, rows.user(user))
-    desk.change("cli:test", add)
+    desk.change("cli:test", people.add_user, username, "tenant_admin", "tenant-admin-password", tenant_id=tenant)
     return f"console:{username}"
 
 
@@ -176,3 +168,32 @@ def test_may_escort_is_set_through_the_log(desk: Desk) -> None:
         person = session.get(Person, ada)
         assert person is not None and person.may_escort
     assert state_check.findings(desk.engine) == []
+
+
+def test_a_tenant_admin_cannot_badge_their_visitor_around_the_desk(desk: Desk) -> None:
+    """The review's attack: a customer's admin registers a visitor, then treats the visitor as one of their people
+    (a month-long card, levels beyond [visitors] levels, no desk check-in). The visitor is not theirs to badge; and
+    whatever badge a visitor holds is revoked when the visit is cancelled or returned."""
+    b = tenant_id(desk.engine, "visit-co-b")
+    with Session(desk.engine) as s:
+        scope_b = tenants.scope_of_id(s, desk.config, b)
+    desk.change("cli:test", tenants.add_admin, scope_b, "admin-b", "tenant-admin-password-long")
+    visit_id = desk.register("console:admin-b", tenant_id=b)
+    with Session(desk.engine) as s:
+        visitor = s.get(Visit, visit_id).person_id  # type: ignore[union-attr]
+    now = datetime.now(UTC)
+    with pytest.raises(AdminError, match=f"no person with id {visitor}"):
+        desk.change("console:admin-b", tenants.add_credential, scope_b, visitor, "wiegand26", "12:4242",
+                    pepper=desk.keys.pin_pepper(), valid_until=now + timedelta(days=29), now=now)
+    with pytest.raises(AdminError, match=f"no person with id {visitor}"):
+        desk.change("console:admin-b", tenants.set_levels, scope_b, visitor, ["staff"])
+    desk.change("cli:test", people.add_credential, visitor, "wiegand26", "12:4243", pepper=desk.keys.pin_pepper())
+    desk.change("console:admin-b", visitors.cancel, visit_id, "not coming")
+    with Session(desk.engine) as s:
+        assert {c.status for c in s.scalars(select(Credential).where(Credential.person_id == visitor))} == {"revoked"}
+
+
+@pytest.mark.parametrize("note", ["passport C01X00T47", "ID card 1234 5678 9012", "DL 123-456-789"])
+def test_a_whole_document_number_is_refused_however_it_is_split(note: str) -> None:
+    with pytest.raises(AdminError, match="never the whole number"):
+        visitors.check_id_document(note)

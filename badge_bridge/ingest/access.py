@@ -261,9 +261,10 @@ class AccessDecisions:
         detail["reason"] = reason
         Counters.bump(self.counters.decisions, ("granted" if granted else "denied", reason))
         if granted:
-            # a held grant opens from now; a device's claimed time ahead never pre-authorizes the door
-            self.doors.authorize(door.key, now if a.held is not None else
-                                 min(msg.ts, now) if msg.offline is not None else msg.ts)
+            # a live grant releases the door when its command leaves (now), however old the request's stamp: a
+            # controller clock behind ours must not end the release early (a mantrap's other door would then be
+            # free while this one opens); a device's claimed time ahead never pre-authorizes an offline opening
+            self.doors.authorize(door.key, min(msg.ts, now) if msg.offline is not None else max(msg.ts, now))
             if msg.offline is not None and view is not None:
                 self.state.location[view.person_id] = door.destination(reader.direction) or ""
         if actuate:

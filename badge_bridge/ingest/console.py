@@ -76,7 +76,13 @@ class ConsoleCommands:
         if cmd.type != "unlock":
             return frozenset()
         groups = [self.wiring.interlocks[door] for door in doors if door in self.wiring.interlocks]
-        busy = self.doors.busy(now, {d for group in groups for d in group.doors if d not in doors})
+        together = sorted(d for group in {g.key: g for g in groups}.values() if len(doors & set(group.doors)) > 1
+                          for d in group.doors if d in doors)
+        if together and not cmd.override:  # an area unlock naming both doors of a mantrap opens it end to end
+            raise Rejected("interlock_busy", f"the unlock would hold doors {', '.join(together)} of one mantrap "
+                                             "unlocked together: unlock one door, or send an emergency override "
+                                             "with its reason")
+        busy = self.doors.busy(now, {d for group in groups for d in group.doors if d not in doors}) | frozenset(together)
         if busy and not cmd.override:
             raise Rejected("interlock_busy", f"door {cmd.door!r} is in a mantrap whose door(s) {', '.join(sorted(busy))} "
                                              "are open, unlocked or released: close and lock them first, or send an "
