@@ -112,10 +112,6 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         acme = tenants.scope(s, config, "acme")
         users = {role: people.add_user(s, "cli:seed", role, role, PASSWORDS[role],
                                        tenant_id=acme.tenant_id if role == "tenant_admin" else None) for role in ROLES}
-        tess, tess_added = tenants.add_person(s, "cli:seed", acme, "Tess Tenant", levels=["cage-7-acme"])
-        tess_card, tess_card_added = tenants.add_credential(
-            s, "cli:seed", acme, tess.id, "wiegand26", "12:1007", pepper=keys.pin_pepper(),
-            valid_until=now + timedelta(days=30), now=now)
         (wall, wall_link), wall_added = people.add_wall(s, "cli:seed", "Seed wall", now=now)
         ada, ada_added = people.add_person(s, "cli:seed", "Ada Lovelace", employee_no="E-1",
                                            company="Analytical Engines", levels=["staff", "hall-a-engineers"])
@@ -124,6 +120,11 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         grace, grace_added = people.add_person(s, "cli:seed", "Grace Hopper", levels=["staff"])
         _, grace_card = people.add_credential(s, "cli:seed", grace.id, "wiegand26", "12:1002", pepper=keys.pin_pepper())
         _, alan_added = people.add_person(s, "cli:seed", "Alan Turing", company="Bletchley")
+        # after the site's people: Ada is person 1, whom the forms name
+        tess, tess_added = tenants.add_person(s, "cli:seed", acme, "Tess Tenant", levels=["cage-7-acme"])
+        tess_card, tess_card_added = tenants.add_credential(
+            s, "cli:seed", acme, tess.id, "wiegand26", "12:1007", pepper=keys.pin_pepper(),
+            valid_until=now + timedelta(days=30), now=now)
         asked, asked_opened = access_requests.open_request(
             s, access_requests.Who("console:guard", "guard"), config, grace.id, "noc-24x7", now, now + timedelta(hours=8),
             ticket="CHG-1", now=now)
