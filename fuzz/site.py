@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from badge_bridge import people
 from badge_bridge.config import load_config
 from badge_bridge.db import make_engine, migrate
-from badge_bridge.demo import OSDP_READERS  # hall A's bus, as in make demo: genuine libosdp readers
+from badge_bridge.demo import MANTRAP_READERS, OSDP_READERS  # hall A's bus, as in make demo: genuine libosdp readers
 from badge_bridge.keys import KeyStore
 from badge_bridge.site_sync import sync_site
 
@@ -55,6 +55,8 @@ def write_site(directory: Path, db_url: str, *, broker_port: int = 1883, osdp_po
     for key, (address, _kind) in OSDP_READERS.items():
         replacements.append((f'key = "{key}"\n', f'key = "{key}"\nosdp_address = {address}\n'))
     replacements.append(('key = "hall-a-out"\n', 'key = "hall-a-out"\nkind = "keypad"\n'))
+    for key in MANTRAP_READERS:  # the mantrap's outer door is not on the bus: on the lobby's controller, as in the demo
+        replacements.append((f'key = "{key}"\ncontroller = "ctl-hall-a"', f'key = "{key}"\ncontroller = "ctl-lobby"'))
     for old, new in replacements:
         if old not in text:
             raise RuntimeError(f"site.example.toml changed: {old!r} not found")

@@ -47,7 +47,8 @@ AUDITOR = ar.Who("console:audrey", "auditor")
 def acme_site(site: SiteConfig) -> SiteConfig:
     """The example site with two customers: ACME (cage 7, at most 10 days) and Globex."""
     return site.model_copy(update={"tenants": [
-        TenantConfig(key="acme", name="ACME", areas=["cage-7"], levels=["hall-a-engineers"], max_validity_days=10),
+        TenantConfig(key="acme", name="ACME", areas=["cage-7"], levels=["hall-a-engineers", "cage-7-acme"],
+                     max_validity_days=10),
         TenantConfig(key="globex", name="Globex", areas=["cage-7"], levels=["hall-a-engineers"]),
     ]})
 

@@ -168,7 +168,7 @@ MISTAKES = {
     "short-password": (["user", "add", "bob", "--role", "guard", "--password-stdin"], "short\n",
                        "at least 12 characters"),
     "unknown-level": (["person", "add", "Bob", "--level", "nope"], "",
-                      "unknown access level nope (known: cage-7-acme, hall-a-engineers, noc-24x7, staff)"),
+                      "unknown access level nope (known: cage-7-acme, hall-a-engineers, hall-a-visits, noc-24x7, staff)"),
     "malformed-card": (["credential", "add", "1", "--card", "12-1001"], "", "expected FACILITY:CARD in decimal"),
     "facility-out-of-range": (["credential", "add", "1", "--card", "300:1"], "",
                               "wiegand26: facility code 300 is over 255"),

@@ -98,7 +98,7 @@ def test_a_live_batch_reads_as_people_doors_and_local_time(app: Flask, seed: See
     assert (granted["door_event"], granted["alarm"]) == (True, False)
     assert denied["who"] == {"name": "unknown card", "note": "wiegand26:12:9999", "person": None}
     assert "unknown card" in denied["text"] and "failed: PIN" in denied["text"]
-    assert (denied["where"], denied["areas"]) == ("Data hall A", "Lobby → Data hall A")
+    assert (denied["where"], denied["areas"]) == ("Data hall A", "Hall A mantrap → Data hall A")
     assert winter["time"].endswith(" CET") and summer["time"] == "2026-07-15 14:00:05 CEST"
 
 

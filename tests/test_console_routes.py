@@ -124,7 +124,7 @@ def seed_site(engine: Engine, config: SiteConfig, keys: KeyStore) -> Seed:
         tess, tess_added = tenants.add_person(s, "cli:seed", acme, "Tess Tenant", levels=["cage-7-acme"])
         tess_card, tess_card_added = tenants.add_credential(
             s, "cli:seed", acme, tess.id, "wiegand26", "12:1007", pepper=keys.pin_pepper(),
-            valid_until=now + timedelta(days=30), now=now)
+            valid_until=now + timedelta(days=7), now=now)
         asked, asked_opened = access_requests.open_request(
             s, access_requests.Who("console:guard", "guard"), config, grace.id, "noc-24x7", now, now + timedelta(hours=8),
             ticket="CHG-1", now=now)

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from badge_bridge.db import make_engine
+from badge_bridge.demo import DEMO_ESCORT, DEMO_PEOPLE, DEMO_VISITOR
 from badge_bridge.models import Alarm, AuditEntry, Person
 from badge_bridge.sim.broker import Broker
 from tests.bridge_proc import BridgeProcess, cli_env
@@ -96,7 +97,9 @@ def test_demo_runs_the_whole_site_and_prints_the_logins_once_the_console_answers
     assert "refused the connection" not in text, text[-3000:]
     engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'badge-bridge.db'}")
     with engine.connect() as conn:
-        assert len(conn.scalars(select(Person.name)).all()) == 5
+        # the demo's people, the escort and the visitor she takes through the mantrap
+        assert sorted(conn.scalars(select(Person.name))) == sorted(
+            [*(name for name, *_ in DEMO_PEOPLE), DEMO_ESCORT[0], DEMO_VISITOR[0]])
         kinds = conn.scalars(select(AuditEntry.kind).where(AuditEntry.chain_id == "bridge-1")).all()
         sources = conn.scalars(select(AuditEntry.source).where(AuditEntry.kind == "controller.online")).all()
         device_alarms = conn.scalars(select(Alarm.kind).where(Alarm.kind.in_(["controller.offline",

@@ -37,7 +37,7 @@ def test_site_sync_is_idempotent_and_follows_the_file(engine: Engine, site: Site
         assert len(business.holidays) == 4
         cam = session.scalar(select(m.Camera).where(m.Camera.key == "cam-lobby"))
         assert cam is not None and [d.key for d in cam.doors] == ["main-entrance"]
-        assert session.scalar(select(func.count()).select_from(m.AccessLevelDoor)) == 5
+        assert session.scalar(select(func.count()).select_from(m.AccessLevelDoor)) == 11
 
     smaller = site.model_copy(update={
         "doors": [d for d in site.doors if d.key != "noc"],
@@ -50,4 +50,4 @@ def test_site_sync_is_idempotent_and_follows_the_file(engine: Engine, site: Site
     with Session(engine) as session:
         assert session.scalar(select(m.Door).where(m.Door.key == "noc")) is None
         assert session.scalar(select(m.AccessLevel).where(m.AccessLevel.key == "noc-24x7")) is None
-        assert session.scalar(select(func.count()).select_from(m.AccessLevelDoor)) == 3
+        assert session.scalar(select(func.count()).select_from(m.AccessLevelDoor)) == 9
