@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -36,6 +35,7 @@ from badge_bridge.models import Alarm, AuditEntry, ConsoleUser
 from web import current_services
 from web.auth import any_role, role_required
 from web.changes import form_errors, read
+from web.params import same_site_path
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alarms", __name__, url_prefix="/alarms")
@@ -250,15 +250,6 @@ def acknowledge(alarm_id: int) -> Any:
     else:
         form_errors(form)
     return redirect(url_for("alarms.queue"))
-
-
-def same_site_path(target: str) -> str | None:
-    """``target`` if it is a path on this site, else None: ``//host`` and ``/\\host`` are other hosts to a
-    browser, and a control character (a tab) is dropped on the way, leaving ``//host``."""
-    parts = urlsplit(target)
-    local = (target.startswith("/") and not target.startswith("//") and "\\" not in target and target.isprintable()
-             and not parts.scheme and not parts.netloc)
-    return target if local else None
 
 
 @bp.route("/group/acknowledge", methods=["POST"])

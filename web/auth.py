@@ -37,6 +37,7 @@ from badge_bridge import console_sessions, roles
 from badge_bridge.event_kinds import EventKind
 from badge_bridge.models import ConsoleUser
 from badge_bridge.people import hasher
+from web.params import same_site_path
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -249,7 +250,7 @@ def login() -> Any:
             login_user(user)
             svc.audit.record(EventKind.CONSOLE_LOGIN, user.username, detail={"address": request.remote_addr})
             home = url_for({"auditor": "events.index", "tenant_admin": "tenant.index"}.get(user.role, "live.feed"))
-            asked = _safe_next()
+            asked = same_site_path(request.args.get("next", ""))
             # "/" is everyone's way in (the login page is reached from it): it means this role's home
             return redirect(home if asked in (None, url_for("live.feed")) else asked)
         g.login_failed = True
@@ -264,14 +265,6 @@ def _check(stored: str, password: str) -> bool:
         return hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
-
-
-def _safe_next() -> str | None:
-    """A path on this site, or None: a browser reads ``//host`` and ``/\\host`` as another host, and a control
-    character such as a tab is dropped on the way (``/<tab>/host`` leaves as ``//host``)."""
-    target = request.args.get("next", "")
-    local = target.startswith("/") and not target.startswith("//") and "\\" not in target and target.isprintable()
-    return target if local else None
 
 
 class LogoutForm(FlaskForm):

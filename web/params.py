@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import abort, request
 from werkzeug.routing import BaseConverter, Map
@@ -128,3 +129,12 @@ class Sha256Converter(BaseConverter):
 
 
 CONVERTERS: dict[str, type[BaseConverter]] = {"id": DbIdConverter, "sha256": Sha256Converter}
+
+
+def same_site_path(target: str) -> str | None:
+    """``target`` if it is a path on this site, else None: ``//host`` and ``/\\host`` are other hosts to a
+    browser, and a control character (a tab) is dropped on the way, leaving ``//host``."""
+    parts = urlsplit(target)
+    local = (target.startswith("/") and not target.startswith("//") and "\\" not in target and target.isprintable()
+             and not parts.scheme and not parts.netloc)
+    return target if local else None
